@@ -1,0 +1,130 @@
+//! `causeway bench …`: throughput figures, each beside a baseline measured in the same run
+//! on the same machine, so that the ratio means something on any hardware.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use causeway_credential::{Password, PhsVerifier, DEFAULT_ITERATIONS};
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Password-hash-sync verifier checks per second on all cores, against raw
+    /// PBKDF2-HMAC-SHA256 with 1000 iterations per second on all cores (target ratio >= 0.9).
+    ///
+    /// A check is what a PHS sign-in does with a stored verifier: parse the
+    /// `v1;PPH1_MD4,...` string, NT-hash the password (MD4 over UTF-16LE), hex-encode it,
+    /// run PBKDF2 and compare in constant time. The two measurements alternate in rounds
+    /// so that drift in machine load hits both alike.
+    Phs(PhsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct PhsArgs {
+    /// Seconds per measurement, split across the rounds.
+    #[arg(long, default_value_t = 6.0)]
+    seconds: f64,
+    /// Rounds; each round measures the baseline and then the verifier.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Worker threads [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+pub(crate) fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Phs(a) => phs(&a),
+    }
+}
+
+fn phs(args: &PhsArgs) -> Result<()> {
+    if !(args.seconds > 0.0 && args.seconds <= 3600.0) {
+        bail!("--seconds must be between 0 and 3600, got {}", args.seconds);
+    }
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    let threads = match args.threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let slice = Duration::from_secs_f64(args.seconds / f64::from(args.rounds));
+
+    let password = Password::new("Bench-Password-2026".into()).context("bench password")?;
+    let stored = PhsVerifier::derive(&password).expose_encoded();
+    let raw_input = [0x41u8; 64]; // the same 64-byte length as UTF-16LE(32 hex digits)
+    let raw_salt = [0x5au8; 10];
+
+    println!(
+        "causeway bench phs: {threads} threads, {} rounds of {:.2} s per measurement, {} PBKDF2 iterations",
+        args.rounds,
+        slice.as_secs_f64(),
+        DEFAULT_ITERATIONS
+    );
+    let (mut raw_ops, mut raw_time, mut ver_ops, mut ver_time) = (0u64, 0f64, 0u64, 0f64);
+    for round in 1..=args.rounds {
+        let (n, t) = on_all_threads(threads, slice, || {
+            let mut out = [0u8; 32];
+            pbkdf2::pbkdf2_hmac::<sha2::Sha256>(
+                black_box(&raw_input),
+                black_box(&raw_salt),
+                DEFAULT_ITERATIONS,
+                &mut out,
+            );
+            black_box(out);
+            true
+        });
+        raw_ops += n;
+        raw_time += t;
+        let (m, u) = on_all_threads(threads, slice, || {
+            PhsVerifier::parse(black_box(&stored)).is_ok_and(|v| v.verify(black_box(&password)))
+        });
+        ver_ops += m;
+        ver_time += u;
+        println!(
+            "  round {round}: raw {:>9.1}/s   verifier {:>9.1}/s",
+            n as f64 / t,
+            m as f64 / u
+        );
+    }
+    let raw = raw_ops as f64 / raw_time;
+    let ver = ver_ops as f64 / ver_time;
+    println!("baseline  raw PBKDF2-HMAC-SHA256 x{DEFAULT_ITERATIONS}, all cores: {raw:.1}/s");
+    println!(
+        "measured  PHS verifier checks (parse + NT hash + PBKDF2 + compare), all cores: {ver:.1}/s"
+    );
+    println!("ratio verifier/raw: {:.3} (target >= 0.90)", ver / raw);
+    Ok(())
+}
+
+/// Runs `op` on `threads` threads for `dur`; returns the total count and the elapsed
+/// seconds. Panics inside `op` propagate. `op` returns false to report a failed check,
+/// which aborts the benchmark (a benchmark of failures is worthless).
+fn on_all_threads(threads: usize, dur: Duration, op: impl Fn() -> bool + Sync) -> (u64, f64) {
+    let stop = AtomicBool::new(false);
+    let start = Instant::now();
+    let total = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        assert!(op(), "a benchmark check failed");
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        std::thread::sleep(dur);
+        stop.store(true, Ordering::Relaxed);
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .sum::<u64>()
+    });
+    (total, start.elapsed().as_secs_f64())
+}
