@@ -1,0 +1,53 @@
+//! Any bytes offered to an agent as a sealed credential envelope: never a panic, and never
+//! opened. With a leading 0 byte the rest is XOR-ed onto a real envelope, so the fuzzer
+//! also explores envelopes that are nearly valid (past the parser, into HPKE).
+#![no_main]
+
+use std::sync::OnceLock;
+
+use causeway_credential::{
+    seal, AgentKeyPair, EnvelopeContext, EnvelopeOpener, Password, RequestId, SealedEnvelope,
+    Secret,
+};
+use libfuzzer_sys::fuzz_target;
+
+const NOW: u64 = 1_790_000_000;
+
+fn fixture() -> &'static (EnvelopeOpener, Vec<u8>) {
+    static F: OnceLock<(EnvelopeOpener, Vec<u8>)> = OnceLock::new();
+    F.get_or_init(|| {
+        let keys = AgentKeyPair::from_secret_bytes(&Secret::new([7u8; 32])).expect("key");
+        let ctx = EnvelopeContext {
+            request_id: RequestId([1; 16]),
+            user_name: "alice@lab.causeway.test".into(),
+            endpoint_id: "endpoint-1".into(),
+            expires_at: NOW + 30,
+        };
+        let pw = Password::new("Fuzz-Password-1".into()).expect("password");
+        let valid = seal(keys.public(), &ctx, &pw).expect("seal").as_bytes().to_vec();
+        (EnvelopeOpener::new(keys), valid)
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (opener, valid) = fixture();
+    let bytes = match data.split_first() {
+        Some((0, rest)) if !rest.is_empty() && rest.iter().any(|&b| b != 0) => {
+            let mut b = valid.clone();
+            for (i, x) in rest.iter().enumerate() {
+                if i < b.len() {
+                    b[i] ^= x;
+                } else {
+                    b.push(*x);
+                }
+            }
+            b
+        }
+        _ => data.to_vec(),
+    };
+    if bytes == *valid {
+        return;
+    }
+    let r = opener.open(&SealedEnvelope::from_bytes(bytes), "endpoint-1", NOW);
+    assert!(r.is_err(), "a modified envelope opened");
+});
