@@ -11,6 +11,7 @@ mod password;
 mod phs;
 mod random;
 mod secret;
+pub mod wire;
 
 pub use envelope::{
     seal, AgentKeyPair, AgentPublicKey, AgentSecretKey, EnvelopeContext, EnvelopeError,

@@ -77,6 +77,28 @@ impl SignInOutcome {
         Self::ALL.into_iter().find(|o| o.code() == code)
     }
 
+    /// The outcome's one-byte code in the agent protocol (stable across versions).
+    pub fn wire_code(self) -> u8 {
+        match self {
+            Self::Success => 0,
+            Self::InvalidCredentials => 1,
+            Self::UnknownUser => 2,
+            Self::AccountDisabled => 3,
+            Self::AccountLocked => 4,
+            Self::AccountExpired => 5,
+            Self::PasswordExpired => 6,
+            Self::PasswordMustChange => 7,
+            Self::LogonNotPermitted => 8,
+            Self::DirectoryUnavailable => 9,
+            Self::Throttled => 10,
+        }
+    }
+
+    /// Parses a [`SignInOutcome::wire_code`].
+    pub fn from_wire_code(code: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.wire_code() == code)
+    }
+
     /// Whether the user is signed in.
     pub fn is_success(self) -> bool {
         self == Self::Success
@@ -160,6 +182,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for o in SignInOutcome::ALL {
             assert_eq!(SignInOutcome::from_code(o.code()), Some(o));
+            assert_eq!(SignInOutcome::from_wire_code(o.wire_code()), Some(o));
             assert!(seen.insert(o.code()));
             assert!(!o.user_message().is_empty() && !o.operator_text().is_empty());
         }

@@ -1,0 +1,498 @@
+//! The agent protocol's frames: what the hub and an agent say to each other over their
+//! mutually authenticated TLS channel. Shared by both sides, so it lives here; it is a pure
+//! codec (no I/O), with every length bounded before anything is allocated.
+//!
+//! A frame on the wire is `length u32 BE | kind u8 | body`, where `length` counts the kind
+//! byte and the body and is at most [`MAX_FRAME_LEN`]. Integers are big-endian; text is
+//! `len u16 | UTF-8` without control characters.
+
+use crate::envelope::{RequestId, SealedEnvelope, MAX_ENVELOPE_LEN};
+use crate::outcome::SignInOutcome;
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The TLS ALPN name of the agent protocol (the hub shares its port with HTTPS).
+pub const ALPN: &[u8] = b"causeway-agent/1";
+/// Largest frame accepted (kind + body), in bytes.
+pub const MAX_FRAME_LEN: usize = 8192;
+/// Longest agent id, agent version or endpoint id.
+pub const MAX_ID_LEN: usize = 128;
+/// Longest free text (GoAway reason).
+pub const MAX_TEXT_LEN: usize = 512;
+
+/// Why a peer is told to go away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GoAwayReason {
+    /// The agent's certificate was revoked.
+    Revoked,
+    /// The agent is registered but not yet approved by an administrator.
+    NotApproved,
+    /// The peer broke the protocol.
+    ProtocolError,
+    /// The sender is shutting down (reconnect elsewhere or later).
+    ShuttingDown,
+    /// The agent speaks a protocol version the hub does not.
+    UnsupportedVersion,
+}
+
+impl GoAwayReason {
+    fn code(self) -> u8 {
+        match self {
+            Self::Revoked => 1,
+            Self::NotApproved => 2,
+            Self::ProtocolError => 3,
+            Self::ShuttingDown => 4,
+            Self::UnsupportedVersion => 5,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<Self> {
+        Some(match c {
+            1 => Self::Revoked,
+            2 => Self::NotApproved,
+            3 => Self::ProtocolError,
+            4 => Self::ShuttingDown,
+            5 => Self::UnsupportedVersion,
+            _ => return None,
+        })
+    }
+}
+
+/// One message of the agent protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Frame {
+    /// Agent → hub, first frame: who it is and how much it takes at once.
+    Hello {
+        /// Protocol version spoken.
+        version: u16,
+        /// The agent's id (also its certificate's subject; the hub checks they agree).
+        agent_id: String,
+        /// The agent software version, for `certs list`.
+        agent_version: String,
+        /// Most checks the agent runs at once on this channel.
+        max_in_flight: u16,
+    },
+    /// Hub → agent, answer to Hello.
+    Welcome {
+        /// The endpoint replica's id, which envelopes name.
+        endpoint_id: String,
+        /// How often each side sends a Ping when idle, in milliseconds.
+        heartbeat_ms: u32,
+    },
+    /// Hub → agent: check this sealed credential before the deadline.
+    Check {
+        /// The sign-in request (also bound inside the envelope).
+        request_id: RequestId,
+        /// Milliseconds the agent has left before the hub gives up on it.
+        deadline_ms: u32,
+        /// The credential, sealed to this agent's key.
+        envelope: SealedEnvelope,
+    },
+    /// Agent → hub: the verdict on a Check.
+    Verdict {
+        /// The request answered.
+        request_id: RequestId,
+        /// What the directory said.
+        outcome: SignInOutcome,
+        /// How long the directory took, in microseconds (for metrics).
+        directory_us: u32,
+    },
+    /// Either way: are you there?
+    Ping(u64),
+    /// Either way: yes.
+    Pong(u64),
+    /// Either way: closing, and why.
+    GoAway {
+        /// The reason.
+        reason: GoAwayReason,
+        /// Detail for the operator's log.
+        detail: String,
+    },
+}
+
+/// Why bytes are not a valid frame. The connection that sent them is closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// Declared length is zero or above [`MAX_FRAME_LEN`].
+    #[error("frame length {len} is outside 1..={max}")]
+    BadLength {
+        /// The declared length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The kind byte is unknown.
+    #[error("unknown frame kind {0:#04x}")]
+    UnknownKind(u8),
+    /// The body ends inside a field.
+    #[error("frame truncated inside {0}")]
+    Truncated(&'static str),
+    /// Bytes remain after the last field.
+    #[error("{0} bytes after the end of the frame")]
+    TrailingBytes(usize),
+    /// A text field is too long, empty, not UTF-8 or holds control characters.
+    #[error("frame field {0} is not acceptable text")]
+    BadText(&'static str),
+    /// An outcome or reason code is unknown.
+    #[error("unknown {what} code {code}")]
+    UnknownCode {
+        /// Which code.
+        what: &'static str,
+        /// Its value.
+        code: u8,
+    },
+    /// The envelope is larger than an envelope may be.
+    #[error("envelope in frame is {0} bytes, above the limit")]
+    EnvelopeTooLarge(usize),
+}
+
+const K_HELLO: u8 = 1;
+const K_WELCOME: u8 = 2;
+const K_CHECK: u8 = 3;
+const K_VERDICT: u8 = 4;
+const K_PING: u8 = 5;
+const K_PONG: u8 = 6;
+const K_GOAWAY: u8 = 7;
+
+/// Reads a frame header: the length of the frame that follows, checked against the limit.
+pub fn frame_len(header: [u8; 4]) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len == 0 || len > MAX_FRAME_LEN {
+        return Err(FrameError::BadLength {
+            len,
+            max: MAX_FRAME_LEN,
+        });
+    }
+    Ok(len)
+}
+
+impl Frame {
+    /// Appends the frame, header included, to `out`.
+    ///
+    /// Panics if a field breaks a limit: frames are built by this program from checked
+    /// values, so that would be a bug, not bad input.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0; 4]);
+        match self {
+            Frame::Hello {
+                version,
+                agent_id,
+                agent_version,
+                max_in_flight,
+            } => {
+                out.push(K_HELLO);
+                out.extend_from_slice(&version.to_be_bytes());
+                put_text(out, agent_id, MAX_ID_LEN);
+                put_text(out, agent_version, MAX_ID_LEN);
+                out.extend_from_slice(&max_in_flight.to_be_bytes());
+            }
+            Frame::Welcome {
+                endpoint_id,
+                heartbeat_ms,
+            } => {
+                out.push(K_WELCOME);
+                put_text(out, endpoint_id, MAX_ID_LEN);
+                out.extend_from_slice(&heartbeat_ms.to_be_bytes());
+            }
+            Frame::Check {
+                request_id,
+                deadline_ms,
+                envelope,
+            } => {
+                out.push(K_CHECK);
+                out.extend_from_slice(&request_id.0);
+                out.extend_from_slice(&deadline_ms.to_be_bytes());
+                let e = envelope.as_bytes();
+                assert!(e.len() <= MAX_ENVELOPE_LEN, "envelope above limit");
+                out.extend_from_slice(&(e.len() as u16).to_be_bytes());
+                out.extend_from_slice(e);
+            }
+            Frame::Verdict {
+                request_id,
+                outcome,
+                directory_us,
+            } => {
+                out.push(K_VERDICT);
+                out.extend_from_slice(&request_id.0);
+                out.push(outcome.wire_code());
+                out.extend_from_slice(&directory_us.to_be_bytes());
+            }
+            Frame::Ping(n) => {
+                out.push(K_PING);
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+            Frame::Pong(n) => {
+                out.push(K_PONG);
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+            Frame::GoAway { reason, detail } => {
+                out.push(K_GOAWAY);
+                out.push(reason.code());
+                put_text(out, detail, MAX_TEXT_LEN);
+            }
+        }
+        let len = out.len() - start - 4;
+        assert!(len <= MAX_FRAME_LEN, "frame above limit");
+        out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    }
+
+    /// The frame as bytes, header included.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.encode(&mut v);
+        v
+    }
+
+    /// Decodes a frame body (the bytes after the header, `frame_len` of them).
+    pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
+        if body.is_empty() || body.len() > MAX_FRAME_LEN {
+            return Err(FrameError::BadLength {
+                len: body.len(),
+                max: MAX_FRAME_LEN,
+            });
+        }
+        let mut r = Reader { b: &body[1..] };
+        let f = match body[0] {
+            K_HELLO => Frame::Hello {
+                version: r.u16("version")?,
+                agent_id: r.text("agent id", MAX_ID_LEN)?,
+                agent_version: r.text("agent version", MAX_ID_LEN)?,
+                max_in_flight: r.u16("max in flight")?,
+            },
+            K_WELCOME => Frame::Welcome {
+                endpoint_id: r.text("endpoint id", MAX_ID_LEN)?,
+                heartbeat_ms: r.u32("heartbeat")?,
+            },
+            K_CHECK => {
+                let request_id = r.request_id()?;
+                let deadline_ms = r.u32("deadline")?;
+                let len = usize::from(r.u16("envelope length")?);
+                if len > MAX_ENVELOPE_LEN {
+                    return Err(FrameError::EnvelopeTooLarge(len));
+                }
+                Frame::Check {
+                    request_id,
+                    deadline_ms,
+                    envelope: SealedEnvelope::from_bytes(r.take(len, "envelope")?.to_vec()),
+                }
+            }
+            K_VERDICT => {
+                let request_id = r.request_id()?;
+                let code = r.take(1, "outcome")?[0];
+                Frame::Verdict {
+                    request_id,
+                    outcome: SignInOutcome::from_wire_code(code).ok_or(
+                        FrameError::UnknownCode {
+                            what: "outcome",
+                            code,
+                        },
+                    )?,
+                    directory_us: r.u32("directory time")?,
+                }
+            }
+            K_PING => Frame::Ping(r.u64("ping")?),
+            K_PONG => Frame::Pong(r.u64("pong")?),
+            K_GOAWAY => {
+                let code = r.take(1, "reason")?[0];
+                Frame::GoAway {
+                    reason: GoAwayReason::from_code(code).ok_or(FrameError::UnknownCode {
+                        what: "reason",
+                        code,
+                    })?,
+                    detail: r.text_maybe_empty("detail", MAX_TEXT_LEN)?,
+                }
+            }
+            k => return Err(FrameError::UnknownKind(k)),
+        };
+        if !r.b.is_empty() {
+            return Err(FrameError::TrailingBytes(r.b.len()));
+        }
+        Ok(f)
+    }
+}
+
+fn put_text(out: &mut Vec<u8>, s: &str, max: usize) {
+    assert!(s.len() <= max, "text field above limit");
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], FrameError> {
+        if self.b.len() < n {
+            return Err(FrameError::Truncated(what));
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Ok(h)
+    }
+    fn u16(&mut self, what: &'static str) -> Result<u16, FrameError> {
+        let b = self.take(2, what)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self, what: &'static str) -> Result<u32, FrameError> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self, what: &'static str) -> Result<u64, FrameError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8, what)?);
+        Ok(u64::from_be_bytes(a))
+    }
+    fn request_id(&mut self) -> Result<RequestId, FrameError> {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(self.take(16, "request id")?);
+        Ok(RequestId(a))
+    }
+    fn text_maybe_empty(&mut self, what: &'static str, max: usize) -> Result<String, FrameError> {
+        let len = usize::from(self.u16(what)?);
+        if len > max {
+            return Err(FrameError::BadText(what));
+        }
+        let s =
+            std::str::from_utf8(self.take(len, what)?).map_err(|_| FrameError::BadText(what))?;
+        if s.chars().any(char::is_control) {
+            return Err(FrameError::BadText(what));
+        }
+        Ok(s.to_owned())
+    }
+    fn text(&mut self, what: &'static str, max: usize) -> Result<String, FrameError> {
+        let s = self.text_maybe_empty(what, max)?;
+        if s.is_empty() {
+            return Err(FrameError::BadText(what));
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_kinds() -> Vec<Frame> {
+        vec![
+            Frame::Hello {
+                version: 1,
+                agent_id: "agent-7f3a".into(),
+                agent_version: "0.1.0".into(),
+                max_in_flight: 64,
+            },
+            Frame::Welcome {
+                endpoint_id: "endpoint-1".into(),
+                heartbeat_ms: 5000,
+            },
+            Frame::Check {
+                request_id: RequestId([3; 16]),
+                deadline_ms: 4000,
+                envelope: SealedEnvelope::from_bytes(vec![9; 180]),
+            },
+            Frame::Verdict {
+                request_id: RequestId([3; 16]),
+                outcome: SignInOutcome::PasswordMustChange,
+                directory_us: 2900,
+            },
+            Frame::Ping(42),
+            Frame::Pong(42),
+            Frame::GoAway {
+                reason: GoAwayReason::Revoked,
+                detail: "certificate revoked".into(),
+            },
+            Frame::GoAway {
+                reason: GoAwayReason::ShuttingDown,
+                detail: String::new(),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        for f in all_kinds() {
+            let bytes = f.to_bytes();
+            let len = frame_len(bytes[..4].try_into().expect("4 bytes")).expect("length ok");
+            assert_eq!(len, bytes.len() - 4);
+            assert_eq!(Frame::decode(&bytes[4..]).expect("decodes"), f);
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_extension_is_refused() {
+        for f in all_kinds() {
+            let bytes = f.to_bytes();
+            for n in 4..bytes.len() {
+                assert!(Frame::decode(&bytes[4..n]).is_err(), "{f:?} cut at {n}");
+            }
+            let mut longer = bytes[4..].to_vec();
+            longer.push(0);
+            assert_eq!(
+                Frame::decode(&longer).err(),
+                Some(FrameError::TrailingBytes(1))
+            );
+        }
+    }
+
+    #[test]
+    fn lengths_and_codes_are_checked() {
+        assert_eq!(
+            frame_len([0, 0, 0, 0]).err(),
+            Some(FrameError::BadLength {
+                len: 0,
+                max: MAX_FRAME_LEN
+            })
+        );
+        assert!(frame_len(u32::MAX.to_be_bytes()).is_err());
+        assert!(frame_len((MAX_FRAME_LEN as u32 + 1).to_be_bytes()).is_err());
+        assert_eq!(
+            Frame::decode(&[0x7f]).err(),
+            Some(FrameError::UnknownKind(0x7f))
+        );
+        let mut v = Frame::Verdict {
+            request_id: RequestId([0; 16]),
+            outcome: SignInOutcome::Success,
+            directory_us: 1,
+        }
+        .to_bytes();
+        v[4 + 1 + 16] = 200;
+        assert_eq!(
+            Frame::decode(&v[4..]).err(),
+            Some(FrameError::UnknownCode {
+                what: "outcome",
+                code: 200
+            })
+        );
+        // An envelope length beyond the envelope limit is refused before reading it.
+        let mut c = vec![K_CHECK];
+        c.extend_from_slice(&[0; 20]);
+        c.extend_from_slice(&u16::MAX.to_be_bytes());
+        assert_eq!(
+            Frame::decode(&c).err(),
+            Some(FrameError::EnvelopeTooLarge(65535))
+        );
+        // Control characters in ids are refused.
+        let mut h = vec![K_HELLO, 0, 1, 0, 3];
+        h.extend_from_slice(b"a\nb");
+        assert_eq!(
+            Frame::decode(&h).err(),
+            Some(FrameError::BadText("agent id"))
+        );
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn arbitrary_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+                let _ = Frame::decode(&body);
+            }
+        }
+    }
+}
