@@ -5,3 +5,5 @@
 #![forbid(unsafe_code)]
 
 pub mod ad;
+pub mod channel;
+pub mod validator;

@@ -1,6 +1,6 @@
 //! Causeway's federation endpoint: HTTP server, sign-in page and SSO session, SAML 2.0 IdP,
 //! WS-Federation, metadata, the agent hub and the directory store. It must never open a
 //! redirect to an unregistered URL, nor log a password, cookie value or key.
-//!
-//! Built in the federation and PTA issues; this crate holds no code yet.
 #![forbid(unsafe_code)]
+
+pub mod hub;

@@ -1,0 +1,200 @@
+//! One agent channel: the agent's side of the protocol on an established, authenticated
+//! stream to the hub. Checks run concurrently (up to `max_in_flight`); verdicts go back as
+//! they finish. A silent hub is detected within three heartbeats.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use causeway_credential::wire::{frame_len, Frame, FrameError, GoAwayReason, PROTOCOL_VERSION};
+use causeway_credential::{RequestId, SealedEnvelope, SignInOutcome};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, Semaphore};
+use tracing::{debug, info, warn};
+
+/// Runs the check the hub asks for. Implemented by [`crate::validator::Validator`].
+pub trait CheckHandler: Send + Sync + 'static {
+    /// Opens `envelope` (sealed for `endpoint_id`) and checks it; never fails, every problem
+    /// is an outcome.
+    fn check(
+        &self,
+        request_id: RequestId,
+        envelope: SealedEnvelope,
+        endpoint_id: &str,
+        deadline: Instant,
+    ) -> impl Future<Output = SignInOutcome> + Send;
+}
+
+/// Who this agent says it is in its Hello.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The agent id (must match its certificate).
+    pub agent_id: String,
+    /// Checks run at once on one channel.
+    pub max_in_flight: u16,
+}
+
+/// How a channel ended without an I/O or protocol error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelEnd {
+    /// The hub said go away, and why.
+    GoAway(GoAwayReason, String),
+}
+
+/// Why a channel failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChannelError {
+    /// The hub sent bytes that are not a frame.
+    #[error("hub sent a malformed frame: {0}")]
+    Frame(#[from] FrameError),
+    /// The hub broke the protocol's order.
+    #[error("hub broke the protocol: {0}")]
+    Protocol(&'static str),
+    /// No frame from the hub for too long.
+    #[error("hub silent for {0:?}")]
+    Silent(Duration),
+    /// I/O failed.
+    #[error("connection to the hub failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R) -> Result<Frame, ChannelError> {
+    let mut header = [0u8; 4];
+    rd.read_exact(&mut header).await?;
+    let len = frame_len(header)?;
+    let mut body = vec![0u8; len];
+    rd.read_exact(&mut body).await?;
+    Ok(Frame::decode(&body)?)
+}
+
+async fn write_frame<W: AsyncWrite + Unpin>(wr: &mut W, f: &Frame) -> Result<(), ChannelError> {
+    wr.write_all(&f.to_bytes()).await?;
+    wr.flush().await?;
+    Ok(())
+}
+
+/// Speaks the protocol on `stream` until the hub goes away or the connection fails.
+/// `on_welcome` is called once the hub has accepted the channel.
+pub async fn run<S, H>(
+    stream: S,
+    me: &Identity,
+    handler: Arc<H>,
+    on_welcome: impl FnOnce(&str),
+) -> Result<ChannelEnd, ChannelError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    H: CheckHandler,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    write_frame(
+        &mut wr,
+        &Frame::Hello {
+            version: PROTOCOL_VERSION,
+            agent_id: me.agent_id.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            max_in_flight: me.max_in_flight,
+        },
+    )
+    .await?;
+    let first = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rd))
+        .await
+        .map_err(|_| ChannelError::Silent(Duration::from_secs(10)))??;
+    let (endpoint_id, heartbeat) = match first {
+        Frame::Welcome {
+            endpoint_id,
+            heartbeat_ms,
+        } => (
+            endpoint_id,
+            Duration::from_millis(u64::from(heartbeat_ms.clamp(100, 60_000))),
+        ),
+        Frame::GoAway { reason, detail } => return Ok(ChannelEnd::GoAway(reason, detail)),
+        _ => return Err(ChannelError::Protocol("first frame was not Welcome")),
+    };
+    on_welcome(&endpoint_id);
+    let endpoint_id: Arc<str> = endpoint_id.into();
+    let silent_limit = heartbeat * 3;
+    let (tx, mut rx) = mpsc::channel::<Frame>(usize::from(me.max_in_flight.max(1)) * 2);
+    let slots = Arc::new(Semaphore::new(usize::from(me.max_in_flight.max(1))));
+
+    let writer = async {
+        let mut ping = 0u64;
+        loop {
+            match tokio::time::timeout(heartbeat, rx.recv()).await {
+                Ok(Some(f)) => write_frame(&mut wr, &f).await?,
+                Ok(None) => return Ok::<_, ChannelError>(()),
+                Err(_) => {
+                    ping += 1;
+                    write_frame(&mut wr, &Frame::Ping(ping)).await?;
+                }
+            }
+        }
+    };
+    let reader = async {
+        loop {
+            let f = tokio::time::timeout(silent_limit, read_frame(&mut rd))
+                .await
+                .map_err(|_| ChannelError::Silent(silent_limit))??;
+            match f {
+                Frame::Check {
+                    request_id,
+                    deadline_ms,
+                    envelope,
+                } => {
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        // The hub sent more than we announced: answer at once, do not queue.
+                        let _ = tx.try_send(Frame::Verdict {
+                            request_id,
+                            outcome: SignInOutcome::Throttled,
+                            directory_us: 0,
+                        });
+                        continue;
+                    };
+                    let deadline = Instant::now() + Duration::from_millis(u64::from(deadline_ms));
+                    let (tx, handler, endpoint_id) =
+                        (tx.clone(), handler.clone(), endpoint_id.clone());
+                    tokio::spawn(async move {
+                        let t = Instant::now();
+                        let outcome = handler
+                            .check(request_id, envelope, &endpoint_id, deadline)
+                            .await;
+                        let directory_us =
+                            u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX);
+                        debug!(%request_id, %outcome, directory_us, "check answered");
+                        // Free the slot before the hub can learn of the verdict: it may send
+                        // the next check the moment it does.
+                        drop(permit);
+                        let _ = tx
+                            .send(Frame::Verdict {
+                                request_id,
+                                outcome,
+                                directory_us,
+                            })
+                            .await;
+                    });
+                }
+                Frame::Ping(n) => {
+                    let _ = tx.try_send(Frame::Pong(n));
+                }
+                Frame::Pong(_) => {}
+                Frame::GoAway { reason, detail } => {
+                    match reason {
+                        GoAwayReason::Revoked | GoAwayReason::NotApproved => {
+                            warn!(?reason, %detail, "the hub refused this agent")
+                        }
+                        _ => info!(?reason, %detail, "the hub closed the channel"),
+                    }
+                    return Ok(ChannelEnd::GoAway(reason, detail));
+                }
+                _ => return Err(ChannelError::Protocol("unexpected frame from the hub")),
+            }
+        }
+    };
+    tokio::select! {
+        r = reader => r,
+        r = writer => match r {
+            Ok(()) => Err(ChannelError::Protocol("writer stopped")),
+            Err(e) => Err(e),
+        },
+    }
+}

@@ -1,0 +1,504 @@
+//! The agent hub: accepts agents' long-lived channels, tracks their health, and dispatches
+//! each pass-through check sealed to one agent's key, with a deadline. If that agent drops
+//! or times out, the check is retried on another agent within the same deadline. Capacity
+//! is bounded: past it, checks are answered `Throttled` at once instead of piling up.
+
+pub mod lockout;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use causeway_credential::envelope::MAX_LIFETIME_SECS;
+use causeway_credential::wire::{frame_len, Frame, FrameError, GoAwayReason, PROTOCOL_VERSION};
+use causeway_credential::{
+    seal, AgentPublicKey, EnvelopeContext, Password, RequestId, SignInOutcome,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+use tracing::{debug, info, warn};
+
+use lockout::{Gate, LockoutPolicy, SmartLockout};
+
+/// How the hub behaves.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// This endpoint replica's id; agents check envelopes name it.
+    pub endpoint_id: String,
+    /// Total time a check may take, retries included.
+    pub deadline: Duration,
+    /// Time one agent gets before the check is retried on another.
+    pub attempt_timeout: Duration,
+    /// Checks in flight at once across all agents; past this, `Throttled`.
+    pub max_in_flight: usize,
+    /// Frames queued per channel before the channel counts as full.
+    pub channel_queue: usize,
+    /// Idle interval after which a Ping is sent; a peer silent for 3 intervals is dead.
+    pub heartbeat: Duration,
+    /// Smart lockout and throttling.
+    pub lockout: LockoutPolicy,
+}
+
+impl HubConfig {
+    /// Defaults for an endpoint with the given id.
+    pub fn new(endpoint_id: impl Into<String>) -> Self {
+        Self {
+            endpoint_id: endpoint_id.into(),
+            deadline: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(4),
+            max_in_flight: 1024,
+            channel_queue: 256,
+            heartbeat: Duration::from_secs(5),
+            lockout: LockoutPolicy::default(),
+        }
+    }
+}
+
+/// What the hub knows about an authenticated agent connection (from its certificate and
+/// the registry).
+#[derive(Debug, Clone)]
+pub struct AgentPeer {
+    /// The agent's id (its certificate's subject).
+    pub agent_id: String,
+    /// The key its credentials are sealed to.
+    pub hpke_public_key: AgentPublicKey,
+}
+
+/// A pass-through check to run.
+#[derive(Debug)]
+pub struct CheckRequest {
+    /// The sign-in name as typed.
+    pub user_name: String,
+    /// The password (zeroized when the request is dropped).
+    pub password: Password,
+    /// Where the attempt came from, for per-source throttling.
+    pub source: Option<IpAddr>,
+}
+
+/// Why a channel ended.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChannelError {
+    /// The peer sent bytes that are not a valid frame.
+    #[error("agent sent a malformed frame: {0}")]
+    Frame(#[from] FrameError),
+    /// The peer broke the protocol's order.
+    #[error("agent broke the protocol: {0}")]
+    Protocol(&'static str),
+    /// The peer was silent for too long.
+    #[error("agent stopped answering (no frame for {0:?})")]
+    Silent(Duration),
+    /// Reading or writing failed.
+    #[error("agent connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The agent was revoked or disconnected by an administrator.
+    #[error("agent disconnected by the hub: {0:?}")]
+    Disconnected(GoAwayReason),
+}
+
+struct Channel {
+    id: u64,
+    agent_id: String,
+    key: AgentPublicKey,
+    tx: mpsc::Sender<Frame>,
+    outstanding: AtomicUsize,
+    max_in_flight: usize,
+    pending: Mutex<HashMap<RequestId, oneshot::Sender<SignInOutcome>>>,
+    kick: Notify,
+    kicked: Mutex<Option<GoAwayReason>>,
+}
+
+/// The hub. Cheap to share (`Arc<Hub>`).
+pub struct Hub {
+    config: HubConfig,
+    channels: Mutex<Vec<Arc<Channel>>>,
+    next_channel: AtomicU64,
+    capacity: Semaphore,
+    /// Signalled whenever a check finishes on some channel (a slot may be free).
+    slot_freed: Notify,
+    lockout: SmartLockout,
+}
+
+/// What dispatch finds when it looks for a channel.
+enum Pick {
+    /// This channel has a free slot.
+    Channel(Arc<Channel>),
+    /// Channels exist that were not tried yet, but every one is full.
+    Busy,
+    /// No channel left to try.
+    None,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("endpoint_id", &self.config.endpoint_id)
+            .field("channels", &lock(&self.channels).len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Hub {
+    /// A hub with `config`.
+    pub fn new(config: HubConfig) -> Arc<Self> {
+        let lockout = SmartLockout::new(config.lockout.clone());
+        Arc::new(Self {
+            capacity: Semaphore::new(config.max_in_flight),
+            config,
+            channels: Mutex::new(Vec::new()),
+            next_channel: AtomicU64::new(1),
+            slot_freed: Notify::new(),
+            lockout,
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// The smart-lockout state (the sign-in page asks it how long a lock lasts).
+    pub fn lockout(&self) -> &SmartLockout {
+        &self.lockout
+    }
+
+    /// Ids of the agents with at least one open channel.
+    pub fn connected_agents(&self) -> Vec<String> {
+        let mut ids: Vec<String> = lock(&self.channels)
+            .iter()
+            .map(|c| c.agent_id.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// Whether any agent can take a check now.
+    pub fn has_agents(&self) -> bool {
+        !lock(&self.channels).is_empty()
+    }
+
+    /// Closes every channel of `agent_id` at once (revocation, or withdrawn approval).
+    pub fn disconnect_agent(&self, agent_id: &str, reason: GoAwayReason) -> usize {
+        let chans: Vec<Arc<Channel>> = lock(&self.channels)
+            .iter()
+            .filter(|c| c.agent_id == agent_id)
+            .cloned()
+            .collect();
+        for c in &chans {
+            *lock(&c.kicked) = Some(reason);
+            c.kick.notify_one();
+        }
+        chans.len()
+    }
+
+    /// Checks a credential through an agent. Never fails: every problem is an outcome.
+    pub async fn check(&self, req: CheckRequest) -> SignInOutcome {
+        let started = Instant::now();
+        if let Gate::Answer(o) =
+            self.lockout
+                .gate(&req.user_name, &req.password, req.source, started)
+        {
+            debug!(outcome = %o, "answered by smart lockout without asking the directory");
+            return o;
+        }
+        let Ok(_permit) = self.capacity.try_acquire() else {
+            warn!(
+                max_in_flight = self.config.max_in_flight,
+                "hub at capacity; check refused"
+            );
+            return SignInOutcome::Throttled;
+        };
+        let deadline = started + self.config.deadline;
+        let mut tried: Vec<u64> = Vec::new();
+        let outcome = loop {
+            let now = Instant::now();
+            if now >= deadline {
+                break SignInOutcome::DirectoryUnavailable;
+            }
+            // Register interest before looking, so a slot freed in between is not missed.
+            let freed = self.slot_freed.notified();
+            let chan = match self.pick(&tried) {
+                Pick::Channel(c) => c,
+                Pick::Busy => {
+                    // Busy is not down: wait for a slot within the same deadline.
+                    let _ = tokio::time::timeout(deadline - now, freed).await;
+                    continue;
+                }
+                Pick::None => {
+                    if tried.is_empty() {
+                        debug!("no agent connected");
+                    }
+                    break SignInOutcome::DirectoryUnavailable;
+                }
+            };
+            tried.push(chan.id);
+            let budget = (deadline - now).min(self.config.attempt_timeout);
+            match self.attempt(&chan, &req, budget).await {
+                Ok(o) => break o,
+                Err(why) => {
+                    info!(agent = %chan.agent_id, why, "check not answered; retrying on another agent");
+                }
+            }
+        };
+        if !matches!(
+            outcome,
+            SignInOutcome::DirectoryUnavailable | SignInOutcome::Throttled
+        ) {
+            self.lockout
+                .record(&req.user_name, &req.password, outcome, Instant::now());
+        }
+        outcome
+    }
+
+    /// The healthy channel with the fewest outstanding checks, skipping those tried already,
+    /// with one of its slots reserved (released at the end of [`Hub::attempt`]).
+    fn pick(&self, tried: &[u64]) -> Pick {
+        let chans = lock(&self.channels);
+        let mut candidates = chans
+            .iter()
+            .filter(|c| !tried.contains(&c.id) && lock(&c.kicked).is_none())
+            .peekable();
+        if candidates.peek().is_none() {
+            return Pick::None;
+        }
+        let mut by_load: Vec<&Arc<Channel>> = candidates.collect();
+        by_load.sort_by_key(|c| c.outstanding.load(Ordering::Relaxed));
+        // Reserve the slot atomically: two checks racing for a channel's last slot must
+        // not both get it (the agent would refuse the second).
+        for c in by_load {
+            let reserved = c
+                .outstanding
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < c.max_in_flight).then_some(n + 1)
+                })
+                .is_ok();
+            if reserved {
+                return Pick::Channel(c.clone());
+            }
+        }
+        Pick::Busy
+    }
+
+    async fn attempt(
+        &self,
+        chan: &Arc<Channel>,
+        req: &CheckRequest,
+        budget: Duration,
+    ) -> Result<SignInOutcome, &'static str> {
+        let request_id = RequestId::random();
+        // Whole seconds, rounded up, never beyond what an agent accepts.
+        let expires_at = unix_now() + budget.as_secs().clamp(1, MAX_LIFETIME_SECS - 1) + 1;
+        let ctx = EnvelopeContext {
+            request_id,
+            user_name: req.user_name.clone(),
+            endpoint_id: self.config.endpoint_id.clone(),
+            expires_at,
+        };
+        let envelope = match seal(&chan.key, &ctx, &req.password) {
+            Ok(e) => e,
+            Err(_) => {
+                chan.outstanding.fetch_sub(1, Ordering::Relaxed);
+                self.slot_freed.notify_waiters();
+                return Err("sealing failed");
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        lock(&chan.pending).insert(request_id, tx);
+        let frame = Frame::Check {
+            request_id,
+            deadline_ms: u32::try_from(budget.as_millis()).unwrap_or(u32::MAX),
+            envelope,
+        };
+        let result = match chan.tx.try_send(frame) {
+            Err(_) => Err("channel queue full or closed"),
+            Ok(()) => match tokio::time::timeout(budget, rx).await {
+                Ok(Ok(outcome)) => Ok(outcome),
+                Ok(Err(_)) => Err("agent channel closed"),
+                Err(_) => Err("agent timed out"),
+            },
+        };
+        lock(&chan.pending).remove(&request_id);
+        chan.outstanding.fetch_sub(1, Ordering::Relaxed);
+        self.slot_freed.notify_waiters();
+        result
+    }
+
+    /// Serves one agent channel until it ends. `stream` is the agent's TLS stream, already
+    /// authenticated as `peer`. Malformed input closes this channel only.
+    pub async fn serve_channel<S>(
+        self: &Arc<Self>,
+        stream: S,
+        peer: AgentPeer,
+    ) -> Result<(), ChannelError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let silent_limit = self.config.heartbeat * 3;
+        let hello = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rd))
+            .await
+            .map_err(|_| ChannelError::Silent(Duration::from_secs(10)))??;
+        let Frame::Hello {
+            version,
+            agent_id,
+            max_in_flight,
+            agent_version,
+        } = hello
+        else {
+            return Err(ChannelError::Protocol("first frame was not Hello"));
+        };
+        if version != PROTOCOL_VERSION {
+            let _ = write_frame(
+                &mut wr,
+                &Frame::GoAway {
+                    reason: GoAwayReason::UnsupportedVersion,
+                    detail: format!("hub speaks version {PROTOCOL_VERSION}"),
+                },
+            )
+            .await;
+            return Err(ChannelError::Protocol("unsupported protocol version"));
+        }
+        if agent_id != peer.agent_id {
+            let _ = write_frame(
+                &mut wr,
+                &Frame::GoAway {
+                    reason: GoAwayReason::ProtocolError,
+                    detail: "agent id does not match certificate".into(),
+                },
+            )
+            .await;
+            return Err(ChannelError::Protocol(
+                "Hello names another agent than the certificate",
+            ));
+        }
+        write_frame(
+            &mut wr,
+            &Frame::Welcome {
+                endpoint_id: self.config.endpoint_id.clone(),
+                heartbeat_ms: u32::try_from(self.config.heartbeat.as_millis()).unwrap_or(u32::MAX),
+            },
+        )
+        .await?;
+
+        let (tx, mut rx) = mpsc::channel::<Frame>(self.config.channel_queue);
+        let chan = Arc::new(Channel {
+            id: self.next_channel.fetch_add(1, Ordering::Relaxed),
+            agent_id: peer.agent_id.clone(),
+            key: peer.hpke_public_key.clone(),
+            tx: tx.clone(),
+            outstanding: AtomicUsize::new(0),
+            max_in_flight: usize::from(max_in_flight.max(1)),
+            pending: Mutex::new(HashMap::new()),
+            kick: Notify::new(),
+            kicked: Mutex::new(None),
+        });
+        lock(&self.channels).push(chan.clone());
+        info!(agent = %peer.agent_id, %agent_version, channel = chan.id, "agent channel up");
+
+        let heartbeat = self.config.heartbeat;
+        let writer = async {
+            let mut ping = 0u64;
+            loop {
+                match tokio::time::timeout(heartbeat, rx.recv()).await {
+                    Ok(Some(f)) => write_frame(&mut wr, &f).await?,
+                    Ok(None) => return Ok::<_, ChannelError>(()),
+                    Err(_) => {
+                        ping += 1;
+                        write_frame(&mut wr, &Frame::Ping(ping)).await?;
+                    }
+                }
+            }
+        };
+        let reader = async {
+            loop {
+                let f = tokio::time::timeout(silent_limit, read_frame(&mut rd))
+                    .await
+                    .map_err(|_| ChannelError::Silent(silent_limit))??;
+                match f {
+                    Frame::Verdict {
+                        request_id,
+                        outcome,
+                        ..
+                    } => {
+                        if let Some(waiter) = lock(&chan.pending).remove(&request_id) {
+                            let _ = waiter.send(outcome);
+                        }
+                    }
+                    Frame::Ping(n) => {
+                        let _ = tx.try_send(Frame::Pong(n));
+                    }
+                    Frame::Pong(_) => {}
+                    Frame::GoAway { reason, .. } => {
+                        info!(agent = %chan.agent_id, ?reason, "agent is going away");
+                        return Ok(());
+                    }
+                    _ => return Err(ChannelError::Protocol("unexpected frame from agent")),
+                }
+            }
+        };
+        let kicked = async {
+            chan.kick.notified().await;
+            let reason = lock(&chan.kicked).unwrap_or(GoAwayReason::ShuttingDown);
+            // Tell the agent why, through the writer (still running in this select), and
+            // give it a moment to flush before the connection is dropped.
+            let detail = match reason {
+                GoAwayReason::Revoked => "agent certificate revoked",
+                GoAwayReason::NotApproved => "agent approval withdrawn",
+                _ => "closed by the hub",
+            };
+            let _ = tx.try_send(Frame::GoAway {
+                reason,
+                detail: detail.into(),
+            });
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Err::<(), _>(ChannelError::Disconnected(reason))
+        };
+        let result = tokio::select! {
+            r = reader => r,
+            r = writer => r,
+            r = kicked => r,
+        };
+        // Unregister first so no new check is routed here, then fail what was pending:
+        // dropping the senders makes the waiting checks retry elsewhere at once.
+        lock(&self.channels).retain(|c| c.id != chan.id);
+        lock(&chan.pending).clear();
+        if let Err(ChannelError::Disconnected(reason)) = &result {
+            warn!(agent = %chan.agent_id, ?reason, "agent channel closed by the hub");
+        } else if let Err(e) = &result {
+            warn!(agent = %chan.agent_id, error = %e, "agent channel closed");
+        } else {
+            info!(agent = %chan.agent_id, "agent channel closed");
+        }
+        result
+    }
+}
+
+/// Reads one frame, refusing bad lengths before allocating.
+pub async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R) -> Result<Frame, ChannelError> {
+    let mut header = [0u8; 4];
+    rd.read_exact(&mut header).await?;
+    let len = frame_len(header)?;
+    let mut body = vec![0u8; len];
+    rd.read_exact(&mut body).await?;
+    Ok(Frame::decode(&body)?)
+}
+
+/// Writes one frame.
+pub async fn write_frame<W: AsyncWrite + Unpin>(wr: &mut W, f: &Frame) -> Result<(), ChannelError> {
+    wr.write_all(&f.to_bytes()).await?;
+    wr.flush().await?;
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! What every lab-backed test binary shares: the running lab's facts and TLS settings.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
+pub struct Lab(pub HashMap<String, String>);
+
+impl Lab {
+    pub fn get(&self, key: &str) -> &str {
+        self.0
+            .get(key)
+            .unwrap_or_else(|| panic!("lab.env has no {key}"))
+    }
+
+    /// `AD_<KEY>_<FIELD>` of the lab user whose `AD_<KEY>_SAM` is `sam` (e.g. `bob-disabled`
+    /// is keyed `AD_BOB_*`): looked up, not guessed, so the lab may key users as it likes.
+    pub fn user(&self, sam: &str, field: &str) -> &str {
+        let key = self
+            .0
+            .iter()
+            .find(|(k, v)| k.starts_with("AD_") && k.ends_with("_SAM") && v.as_str() == sam)
+            .map(|(k, _)| k.trim_end_matches("_SAM").to_owned())
+            .unwrap_or_else(|| panic!("lab.env has no user {sam}"));
+        self.get(&format!("{key}_{field}"))
+    }
+}
+
+pub fn parse_env(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| {
+            !k.is_empty()
+                && k.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        })
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+pub fn lab() -> &'static Lab {
+    static LAB: OnceLock<Lab> = OnceLock::new();
+    LAB.get_or_init(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // A lab described by a file (e.g. one started by hand elsewhere) takes precedence.
+        if let Ok(file) = std::env::var("CAUSEWAY_LAB_ENV") {
+            let text = std::fs::read_to_string(&file)
+                .unwrap_or_else(|e| panic!("CAUSEWAY_LAB_ENV={file}: {e}"));
+            return Lab(parse_env(&text));
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let script = root.join("scripts/lab.sh");
+        // `start` is idempotent: on a running lab it only prints the facts.
+        let out = Command::new(&script)
+            .arg("start")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "scripts/lab.sh start failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = parse_env(&String::from_utf8_lossy(&out.stdout));
+        assert!(
+            env.contains_key("AD_LDAPS_URL"),
+            "lab.sh printed no AD_LDAPS_URL"
+        );
+        Lab(env)
+    })
+}
+
+pub fn tls_config(ca: Option<&Path>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(ca) = ca {
+        for cert in CertificateDer::pem_file_iter(ca).expect("lab CA readable") {
+            roots
+                .add(cert.expect("lab CA parses"))
+                .expect("lab CA accepted");
+        }
+    }
+    Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// Sends the code under test's logs to the test's captured output (shown on failure).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}

@@ -1,0 +1,208 @@
+//! Pass-through authentication end to end against the lab's real Samba AD: the hub seals
+//! each check to an agent, the agent opens it and binds to the DC, and the outcome comes
+//! back. These tests drive the hub through its crate API, as the sign-in page will.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use causeway_agent::channel::{self, Identity};
+use causeway_agent::validator::{
+    DcTarget, DirectorySettings, LoginResolution, Transport, Validator,
+};
+use causeway_credential::{AgentKeyPair, EnvelopeOpener, Password, SignInOutcome};
+use causeway_federation::hub::{AgentPeer, CheckRequest, Hub, HubConfig};
+use common::{lab, tls_config, Lab};
+
+fn directory(lab: &Lab, dcs: Vec<DcTarget>) -> DirectorySettings {
+    DirectorySettings {
+        dcs,
+        tls: tls_config(Some(&PathBuf::from(lab.get("AD_CA_CERT")))),
+        op_timeout: Duration::from_secs(3),
+        pool_per_dc: 8,
+        cool_down: Duration::from_secs(10),
+        login: LoginResolution::AsTyped,
+    }
+}
+
+fn ldaps(lab: &Lab) -> DcTarget {
+    DcTarget {
+        url: lab.get("AD_LDAPS_URL").into(),
+        transport: Transport::Ldaps,
+    }
+}
+
+/// Connects one in-process agent to `hub` over a duplex stream; returns its task.
+fn attach_agent(
+    hub: &Arc<Hub>,
+    agent_id: &str,
+    settings: DirectorySettings,
+) -> tokio::task::JoinHandle<()> {
+    let keys = AgentKeyPair::generate();
+    let peer = AgentPeer {
+        agent_id: agent_id.into(),
+        hpke_public_key: keys.public().clone(),
+    };
+    let validator = Arc::new(Validator::new(EnvelopeOpener::new(keys), settings));
+    let (hub_side, agent_side) = tokio::io::duplex(64 * 1024);
+    let h = hub.clone();
+    tokio::spawn(async move {
+        let _ = h.serve_channel(hub_side, peer).await;
+    });
+    let me = Identity {
+        agent_id: agent_id.into(),
+        max_in_flight: 32,
+    };
+    tokio::spawn(async move {
+        let _ = channel::run(agent_side, &me, validator, |_| {}).await;
+    })
+}
+
+async fn wait_for_agents(hub: &Hub, n: usize) {
+    for _ in 0..200 {
+        if hub.connected_agents().len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("agents did not connect");
+}
+
+fn req(user: &str, password: &str) -> CheckRequest {
+    CheckRequest {
+        user_name: user.into(),
+        password: Password::new(password.into()).expect("valid"),
+        source: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_outcome_through_hub_and_agent() {
+    let lab = lab();
+    let hub = Hub::new(HubConfig::new("endpoint-test"));
+    let _agent = attach_agent(
+        &hub,
+        "agt-0000000000000001",
+        directory(lab, vec![ldaps(lab)]),
+    );
+    wait_for_agents(&hub, 1).await;
+    let cases = [
+        ("alice", None, SignInOutcome::Success),
+        (
+            "alice",
+            Some("Wrong-Password-1"),
+            SignInOutcome::InvalidCredentials,
+        ),
+        ("bob-disabled", None, SignInOutcome::AccountDisabled),
+        ("carol-mustchange", None, SignInOutcome::PasswordMustChange),
+        ("dave-expired-account", None, SignInOutcome::AccountExpired),
+        ("erin-locked", None, SignInOutcome::AccountLocked),
+        ("frank-pwdexpired", None, SignInOutcome::PasswordExpired),
+        ("gina-hours", None, SignInOutcome::LogonNotPermitted),
+        ("hank-workstation", None, SignInOutcome::LogonNotPermitted),
+    ];
+    for (sam, wrong, want) in cases {
+        let pw = wrong.unwrap_or(lab.user(sam, "PASSWORD"));
+        let got = hub.check(req(lab.user(sam, "UPN"), pw)).await;
+        assert_eq!(got, want, "{sam}");
+    }
+    // Samba answers 52e for an unknown user: a wrong password, never "directory down".
+    let unknown = format!("nobody-here@{}", lab.get("AD_DNS_DOMAIN"));
+    assert_eq!(
+        hub.check(req(&unknown, "Whatever-1")).await,
+        SignInOutcome::InvalidCredentials
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_agent_means_directory_unavailable() {
+    let hub = Hub::new(HubConfig::new("endpoint-test"));
+    assert_eq!(
+        hub.check(req("alice@x", "Blue-Harbor-41")).await,
+        SignInOutcome::DirectoryUnavailable
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_first_dc_fails_over() {
+    let lab = lab();
+    let hub = Hub::new(HubConfig::new("endpoint-test"));
+    // Nothing listens on 127.0.0.1:1 — a dead DC first in the list.
+    let dead = DcTarget {
+        url: "ldaps://127.0.0.1:1".into(),
+        transport: Transport::Ldaps,
+    };
+    let _agent = attach_agent(
+        &hub,
+        "agt-0000000000000002",
+        directory(lab, vec![dead, ldaps(lab)]),
+    );
+    wait_for_agents(&hub, 1).await;
+    for _ in 0..3 {
+        assert_eq!(
+            hub.check(req(lab.user("alice", "UPN"), lab.user("alice", "PASSWORD")))
+                .await,
+            SignInOutcome::Success
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_dcs_dead_is_directory_unavailable_not_a_wrong_password() {
+    let lab = lab();
+    let hub = Hub::new(HubConfig::new("endpoint-test"));
+    let dead = DcTarget {
+        url: "ldaps://127.0.0.1:1".into(),
+        transport: Transport::Ldaps,
+    };
+    let _agent = attach_agent(&hub, "agt-0000000000000003", directory(lab, vec![dead]));
+    wait_for_agents(&hub, 1).await;
+    assert_eq!(
+        hub.check(req(lab.user("alice", "UPN"), "Wrong-Anyway-1"))
+            .await,
+        SignInOutcome::DirectoryUnavailable
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_fails_no_sign_in() {
+    common::init_logs();
+    let lab = lab();
+    let hub = Hub::new(HubConfig::new("endpoint-test"));
+    let a = attach_agent(
+        &hub,
+        "agt-00000000000000a1",
+        directory(lab, vec![ldaps(lab)]),
+    );
+    let _b = attach_agent(
+        &hub,
+        "agt-00000000000000b2",
+        directory(lab, vec![ldaps(lab)]),
+    );
+    wait_for_agents(&hub, 2).await;
+    let upn = lab.user("alice", "UPN").to_owned();
+    let pw = lab.user("alice", "PASSWORD").to_owned();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (hub, upn, pw) = (hub.clone(), upn.clone(), pw.clone());
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(i * 2)).await;
+            hub.check(req(&upn, &pw)).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    a.abort(); // the agent process dies mid-load
+    let mut failures = Vec::new();
+    for t in tasks {
+        let o = t.await.expect("task");
+        if o != SignInOutcome::Success {
+            failures.push(o);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "sign-ins failed while one of two agents died: {failures:?}"
+    );
+}
