@@ -6,4 +6,6 @@
 
 pub mod ad;
 pub mod channel;
+pub mod config;
+pub mod connect;
 pub mod validator;
