@@ -13,6 +13,13 @@ use crate::outcome::SignInOutcome;
 pub const PROTOCOL_VERSION: u16 = 1;
 /// The TLS ALPN name of the agent protocol (the hub shares its port with HTTPS).
 pub const ALPN: &[u8] = b"causeway-agent/1";
+/// The TLS ALPN name of enrollment: a new agent, with a one-time token and no client
+/// certificate yet, asks for one.
+pub const ENROLL_ALPN: &[u8] = b"causeway-enroll/1";
+/// Longest PEM document (CSR, certificate) carried in a frame.
+pub const MAX_PEM_LEN: usize = 6144;
+/// Longest enrollment token.
+pub const MAX_TOKEN_LEN: usize = 256;
 /// Largest frame accepted (kind + body), in bytes.
 pub const MAX_FRAME_LEN: usize = 8192;
 /// Longest agent id, agent version or endpoint id.
@@ -103,6 +110,43 @@ pub enum Frame {
     Ping(u64),
     /// Either way: yes.
     Pong(u64),
+    /// New agent → hub (enrollment ALPN): a one-time token, the agent's keys, its CSR.
+    Enroll {
+        /// The one-time enrollment token an administrator created.
+        token: String,
+        /// The agent host's name, for `certs list`.
+        host_name: String,
+        /// The HPKE public key credentials will be sealed to.
+        hpke_public_key: [u8; 32],
+        /// PKCS#10 request for the TLS client certificate (PEM).
+        csr_pem: String,
+    },
+    /// Hub → new agent: its identity and certificate.
+    Enrolled {
+        /// The id the hub gave the agent.
+        agent_id: String,
+        /// The client certificate (PEM).
+        cert_pem: String,
+        /// The CA certificate to pin (PEM).
+        ca_pem: String,
+        /// Whether the agent may take traffic now, or waits for an administrator.
+        approved: bool,
+    },
+    /// Hub → new agent: enrollment refused, and why.
+    EnrollRefused {
+        /// Operator-readable reason (never the token).
+        reason: String,
+    },
+    /// Agent → hub, on its channel: a new CSR, to renew its certificate.
+    Renew {
+        /// PKCS#10 request (PEM).
+        csr_pem: String,
+    },
+    /// Hub → agent: the renewed certificate.
+    Renewed {
+        /// The new client certificate (PEM).
+        cert_pem: String,
+    },
     /// Either way: closing, and why.
     GoAway {
         /// The reason.
@@ -156,6 +200,11 @@ const K_VERDICT: u8 = 4;
 const K_PING: u8 = 5;
 const K_PONG: u8 = 6;
 const K_GOAWAY: u8 = 7;
+const K_ENROLL: u8 = 8;
+const K_ENROLLED: u8 = 9;
+const K_ENROLL_REFUSED: u8 = 10;
+const K_RENEW: u8 = 11;
+const K_RENEWED: u8 = 12;
 
 /// Reads a frame header: the length of the frame that follows, checked against the limit.
 pub fn frame_len(header: [u8; 4]) -> Result<usize, FrameError> {
@@ -228,6 +277,42 @@ impl Frame {
             Frame::Pong(n) => {
                 out.push(K_PONG);
                 out.extend_from_slice(&n.to_be_bytes());
+            }
+            Frame::Enroll {
+                token,
+                host_name,
+                hpke_public_key,
+                csr_pem,
+            } => {
+                out.push(K_ENROLL);
+                put_text(out, token, MAX_TOKEN_LEN);
+                put_text(out, host_name, MAX_ID_LEN);
+                out.extend_from_slice(hpke_public_key);
+                put_text(out, csr_pem, MAX_PEM_LEN);
+            }
+            Frame::Enrolled {
+                agent_id,
+                cert_pem,
+                ca_pem,
+                approved,
+            } => {
+                out.push(K_ENROLLED);
+                put_text(out, agent_id, MAX_ID_LEN);
+                put_text(out, cert_pem, MAX_PEM_LEN);
+                put_text(out, ca_pem, MAX_PEM_LEN);
+                out.push(u8::from(*approved));
+            }
+            Frame::EnrollRefused { reason } => {
+                out.push(K_ENROLL_REFUSED);
+                put_text(out, reason, MAX_TEXT_LEN);
+            }
+            Frame::Renew { csr_pem } => {
+                out.push(K_RENEW);
+                put_text(out, csr_pem, MAX_PEM_LEN);
+            }
+            Frame::Renewed { cert_pem } => {
+                out.push(K_RENEWED);
+                put_text(out, cert_pem, MAX_PEM_LEN);
             }
             Frame::GoAway { reason, detail } => {
                 out.push(K_GOAWAY);
@@ -306,6 +391,40 @@ impl Frame {
                     detail: r.text_maybe_empty("detail", MAX_TEXT_LEN)?,
                 }
             }
+            K_ENROLL => Frame::Enroll {
+                token: r.text("token", MAX_TOKEN_LEN)?,
+                host_name: r.text("host name", MAX_ID_LEN)?,
+                hpke_public_key: {
+                    let mut k = [0u8; 32];
+                    k.copy_from_slice(r.take(32, "public key")?);
+                    k
+                },
+                csr_pem: r.pem("CSR")?,
+            },
+            K_ENROLLED => Frame::Enrolled {
+                agent_id: r.text("agent id", MAX_ID_LEN)?,
+                cert_pem: r.pem("certificate")?,
+                ca_pem: r.pem("CA certificate")?,
+                approved: match r.take(1, "approved")?[0] {
+                    0 => false,
+                    1 => true,
+                    code => {
+                        return Err(FrameError::UnknownCode {
+                            what: "approved",
+                            code,
+                        })
+                    }
+                },
+            },
+            K_ENROLL_REFUSED => Frame::EnrollRefused {
+                reason: r.text("reason", MAX_TEXT_LEN)?,
+            },
+            K_RENEW => Frame::Renew {
+                csr_pem: r.pem("CSR")?,
+            },
+            K_RENEWED => Frame::Renewed {
+                cert_pem: r.pem("certificate")?,
+            },
             k => return Err(FrameError::UnknownKind(k)),
         };
         if !r.b.is_empty() {
@@ -364,6 +483,22 @@ impl<'a> Reader<'a> {
         }
         Ok(s.to_owned())
     }
+    /// PEM text: printable ASCII plus line breaks only.
+    fn pem(&mut self, what: &'static str) -> Result<String, FrameError> {
+        let len = usize::from(self.u16(what)?);
+        if len == 0 || len > MAX_PEM_LEN {
+            return Err(FrameError::BadText(what));
+        }
+        let b = self.take(len, what)?;
+        if !b
+            .iter()
+            .all(|&c| c == b'\n' || c == b'\r' || (0x20..0x7f).contains(&c))
+        {
+            return Err(FrameError::BadText(what));
+        }
+        Ok(String::from_utf8_lossy(b).into_owned())
+    }
+
     fn text(&mut self, what: &'static str, max: usize) -> Result<String, FrameError> {
         let s = self.text_maybe_empty(what, max)?;
         if s.is_empty() {

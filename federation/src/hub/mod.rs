@@ -3,6 +3,7 @@
 //! or times out, the check is retried on another agent within the same deadline. Capacity
 //! is bounded: past it, checks are answered `Throttled` at once instead of piling up.
 
+pub mod listener;
 pub mod lockout;
 
 use std::collections::HashMap;
@@ -119,6 +120,7 @@ pub struct Hub {
     /// Signalled whenever a check finishes on some channel (a slot may be free).
     slot_freed: Notify,
     lockout: SmartLockout,
+    authority: std::sync::OnceLock<Arc<dyn listener::AgentAuthority>>,
 }
 
 /// What dispatch finds when it looks for a channel.
@@ -161,7 +163,14 @@ impl Hub {
             next_channel: AtomicU64::new(1),
             slot_freed: Notify::new(),
             lockout,
+            authority: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets the registry and CA that renew agents' certificates (once; later calls are
+    /// ignored). [`listener::serve`] does this.
+    pub fn set_authority(&self, authority: Arc<dyn listener::AgentAuthority>) {
+        let _ = self.authority.set(authority);
     }
 
     /// The configuration in force.
@@ -441,6 +450,28 @@ impl Hub {
                         let _ = tx.try_send(Frame::Pong(n));
                     }
                     Frame::Pong(_) => {}
+                    Frame::Renew { csr_pem } => {
+                        let Some(authority) = self.authority.get().cloned() else {
+                            warn!(agent = %chan.agent_id, "renewal asked, but this hub has no CA");
+                            continue;
+                        };
+                        let (tx, id) = (tx.clone(), chan.agent_id.clone());
+                        tokio::spawn(async move {
+                            let id2 = id.clone();
+                            let r = tokio::task::spawn_blocking(move || {
+                                authority.renew(&id2, &csr_pem)
+                            })
+                            .await;
+                            match r {
+                                Ok(Ok(cert_pem)) => {
+                                    info!(agent = %id, "agent certificate renewed");
+                                    let _ = tx.send(Frame::Renewed { cert_pem }).await;
+                                }
+                                Ok(Err(e)) => warn!(agent = %id, error = %e, "renewal refused"),
+                                Err(_) => warn!(agent = %id, "renewal failed inside the endpoint"),
+                            }
+                        });
+                    }
                     Frame::GoAway { reason, .. } => {
                         info!(agent = %chan.agent_id, ?reason, "agent is going away");
                         return Ok(());

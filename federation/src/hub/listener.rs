@@ -1,0 +1,252 @@
+//! The hub's network side: a TLS listener on which agents open channels (ALPN
+//! `causeway-agent/1`, client certificate required) and new agents enroll (ALPN
+//! `causeway-enroll/1`, one-time token, no certificate yet). Who a certificate belongs
+//! to, and whether it may still connect, is the [`AgentAuthority`]'s answer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use causeway_credential::wire::{Frame, GoAwayReason, ALPN, ENROLL_ALPN};
+use sha2::{Digest, Sha256};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{info, warn};
+
+use super::{read_frame, write_frame, AgentPeer, Hub};
+
+/// Why an agent may not connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No agent has this certificate.
+    Unknown,
+    /// The agent was revoked.
+    Revoked,
+    /// The agent waits for an administrator's approval.
+    NotApproved,
+}
+
+impl Refusal {
+    fn reason(self) -> GoAwayReason {
+        match self {
+            Refusal::Unknown | Refusal::Revoked => GoAwayReason::Revoked,
+            Refusal::NotApproved => GoAwayReason::NotApproved,
+        }
+    }
+}
+
+/// A successful enrollment.
+#[derive(Debug, Clone)]
+pub struct Enrollment {
+    /// The new agent's id.
+    pub agent_id: String,
+    /// Its client certificate (PEM).
+    pub cert_pem: String,
+    /// The CA to pin (PEM).
+    pub ca_pem: String,
+    /// Whether it may take traffic at once.
+    pub approved: bool,
+}
+
+/// The registry and CA behind the hub (implemented over `causeway-certs`). Calls may block
+/// (database, signing): the listener runs them on the blocking pool.
+pub trait AgentAuthority: Send + Sync + 'static {
+    /// The agent holding the certificate with this SHA-256 fingerprint (lowercase hex).
+    fn authorize(&self, cert_fingerprint: &str) -> Result<AgentPeer, Refusal>;
+    /// Whether a connected agent is still allowed (polled about every second).
+    fn still_allowed(&self, agent_id: &str) -> Result<(), Refusal>;
+    /// Consumes `token`, signs the CSR and registers the agent. `Err` is operator-readable
+    /// and never contains the token.
+    fn enroll(
+        &self,
+        token: &str,
+        host_name: &str,
+        hpke_public_key: [u8; 32],
+        csr_pem: &str,
+    ) -> Result<Enrollment, String>;
+    /// Signs a renewal CSR for a connected agent; returns the new certificate (PEM).
+    fn renew(&self, agent_id: &str, csr_pem: &str) -> Result<String, String>;
+    /// Notes that the agent was seen.
+    fn touch(&self, agent_id: &str);
+}
+
+/// SHA-256 of a certificate's DER, lowercase hex: how the hub names certificates.
+pub fn fingerprint(der: &[u8]) -> String {
+    hex_lower(&Sha256::digest(der))
+}
+
+fn hex_lower(b: &[u8]) -> String {
+    use std::fmt::Write;
+    b.iter()
+        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
+            let _ = write!(s, "{x:02x}");
+            s
+        })
+}
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts agents on `listener` until the task is dropped. `tls` must offer both ALPNs and
+/// verify client certificates against Causeway's CA while allowing none (enrollment).
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    hub: Arc<Hub>,
+    authority: Arc<dyn AgentAuthority>,
+) {
+    hub.set_authority(authority.clone());
+    let watcher = tokio::spawn(watch_revocations(hub.clone(), authority.clone()));
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, addr) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: pause instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, hub, authority) = (acceptor.clone(), hub.clone(), authority.clone());
+        tokio::spawn(async move { connection(tcp, addr, acceptor, hub, authority).await });
+        if watcher.is_finished() {
+            warn!("revocation watcher stopped; restarting it");
+        }
+    }
+}
+
+async fn connection(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    hub: Arc<Hub>,
+    authority: Arc<dyn AgentAuthority>,
+) {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            warn!(peer = %addr, error = %e, "refused a TLS connection (certificate not from Causeway's CA, or not TLS)");
+            return;
+        }
+        Err(_) => {
+            warn!(peer = %addr, "TLS handshake timed out");
+            return;
+        }
+    };
+    let (_, session) = tls.get_ref();
+    let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+    let cert = session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.as_ref().to_vec());
+    match alpn.as_deref() {
+        Some(a) if a == ALPN => {
+            let Some(der) = cert else {
+                warn!(peer = %addr, "agent channel without a client certificate; closed");
+                return;
+            };
+            let fp = fingerprint(&der);
+            let a2 = authority.clone();
+            let fp2 = fp.clone();
+            let verdict = tokio::task::spawn_blocking(move || a2.authorize(&fp2))
+                .await
+                .unwrap_or(Err(Refusal::Unknown));
+            match verdict {
+                Ok(peer) => {
+                    let id = peer.agent_id.clone();
+                    authority.touch(&id);
+                    if let Err(e) = hub.serve_channel(tls, peer).await {
+                        info!(agent = %id, peer = %addr, error = %e, "agent channel ended");
+                    }
+                }
+                Err(refusal) => {
+                    warn!(peer = %addr, fingerprint = %fp, ?refusal, "refused an agent connection");
+                    let mut tls = tls;
+                    let _ = write_frame(
+                        &mut tls,
+                        &Frame::GoAway {
+                            reason: refusal.reason(),
+                            detail: format!("{refusal:?}"),
+                        },
+                    )
+                    .await;
+                }
+            }
+        }
+        Some(a) if a == ENROLL_ALPN => enroll(tls, addr, authority).await,
+        other => {
+            warn!(peer = %addr, alpn = ?other.map(String::from_utf8_lossy), "connection without the agent protocol; closed");
+        }
+    }
+}
+
+async fn enroll<S>(mut tls: S, addr: SocketAddr, authority: Arc<dyn AgentAuthority>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let frame = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut tls)).await {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => {
+            warn!(peer = %addr, error = %e, "malformed enrollment request");
+            return;
+        }
+        Err(_) => return,
+    };
+    let Frame::Enroll {
+        token,
+        host_name,
+        hpke_public_key,
+        csr_pem,
+    } = frame
+    else {
+        warn!(peer = %addr, "enrollment connection sent something else than Enroll");
+        return;
+    };
+    let host = host_name.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        authority.enroll(&token, &host_name, hpke_public_key, &csr_pem)
+    })
+    .await
+    .unwrap_or_else(|_| Err("enrollment failed inside the endpoint".into()));
+    let reply = match result {
+        Ok(e) => {
+            info!(peer = %addr, host = %host, agent = %e.agent_id, approved = e.approved, "agent enrolled");
+            Frame::Enrolled {
+                agent_id: e.agent_id,
+                cert_pem: e.cert_pem,
+                ca_pem: e.ca_pem,
+                approved: e.approved,
+            }
+        }
+        Err(reason) => {
+            warn!(peer = %addr, host = %host, %reason, "enrollment refused");
+            Frame::EnrollRefused { reason }
+        }
+    };
+    let _ = write_frame(&mut tls, &reply).await;
+}
+
+/// Cuts off connected agents that were revoked or lost their approval, within ~1 s.
+async fn watch_revocations(hub: Arc<Hub>, authority: Arc<dyn AgentAuthority>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let connected = hub.connected_agents();
+        if connected.is_empty() {
+            continue;
+        }
+        let a = authority.clone();
+        let refused: Vec<(String, Refusal)> = tokio::task::spawn_blocking(move || {
+            connected
+                .into_iter()
+                .filter_map(|id| a.still_allowed(&id).err().map(|r| (id, r)))
+                .collect()
+        })
+        .await
+        .unwrap_or_default();
+        for (id, refusal) in refused {
+            let n = hub.disconnect_agent(&id, refusal.reason());
+            warn!(agent = %id, ?refusal, channels = n, "agent cut off");
+        }
+    }
+}
