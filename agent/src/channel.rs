@@ -59,7 +59,8 @@ pub enum ChannelError {
     Io(#[from] std::io::Error),
 }
 
-async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R) -> Result<Frame, ChannelError> {
+/// Reads one frame, refusing bad lengths before allocating.
+pub async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R) -> Result<Frame, ChannelError> {
     let mut header = [0u8; 4];
     rd.read_exact(&mut header).await?;
     let len = frame_len(header)?;
@@ -68,7 +69,8 @@ async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R) -> Result<Frame, ChannelEr
     Ok(Frame::decode(&body)?)
 }
 
-async fn write_frame<W: AsyncWrite + Unpin>(wr: &mut W, f: &Frame) -> Result<(), ChannelError> {
+/// Writes one frame.
+pub async fn write_frame<W: AsyncWrite + Unpin>(wr: &mut W, f: &Frame) -> Result<(), ChannelError> {
     wr.write_all(&f.to_bytes()).await?;
     wr.flush().await?;
     Ok(())

@@ -37,11 +37,21 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most bytes of a proxy's answer read before giving up on it.
 const MAX_PROXY_RESPONSE: usize = 8192;
 
-/// Opens a TLS stream to `endpoint`, through `proxy` when given.
+/// Opens a TLS stream to `endpoint` for the agent protocol, through `proxy` when given.
 pub async fn dial(
     endpoint: &Endpoint,
     proxy: Option<&Endpoint>,
     tls: Arc<rustls::ClientConfig>,
+) -> Result<TlsStream<TcpStream>, DialError> {
+    dial_alpn(endpoint, proxy, tls, ALPN).await
+}
+
+/// Opens a TLS stream to `endpoint` and insists that `alpn` was negotiated.
+pub async fn dial_alpn(
+    endpoint: &Endpoint,
+    proxy: Option<&Endpoint>,
+    tls: Arc<rustls::ClientConfig>,
+    alpn: &[u8],
 ) -> Result<TlsStream<TcpStream>, DialError> {
     let target = format!("{}:{}", bracket(&endpoint.host), endpoint.port);
     let tcp = match proxy {
@@ -64,11 +74,11 @@ pub async fn dial(
     .await
     .map_err(|_| DialError::Tls(target.clone(), "handshake timed out".into()))?
     .map_err(|e| DialError::Tls(target.clone(), e.to_string()))?;
-    let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-    if alpn.as_deref() != Some(ALPN) {
+    let got = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    if got.as_deref() != Some(alpn) {
         return Err(DialError::Alpn(
             target,
-            String::from_utf8_lossy(&alpn.unwrap_or_default()).into_owned(),
+            String::from_utf8_lossy(&got.unwrap_or_default()).into_owned(),
         ));
     }
     Ok(tls)

@@ -8,4 +8,6 @@ pub mod ad;
 pub mod channel;
 pub mod config;
 pub mod connect;
+pub mod enroll;
+pub mod state;
 pub mod validator;
