@@ -54,6 +54,7 @@ fn attach_agent(
     let me = Identity {
         agent_id: agent_id.into(),
         max_in_flight: 32,
+        renewer: None,
     };
     tokio::spawn(async move {
         let _ = channel::run(agent_side, &me, validator, |_| {}).await;

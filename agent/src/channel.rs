@@ -25,13 +25,32 @@ pub trait CheckHandler: Send + Sync + 'static {
     ) -> impl Future<Output = SignInOutcome> + Send;
 }
 
+/// Renews the agent's certificate over a live channel.
+pub trait Renewer: Send + Sync {
+    /// A CSR when renewal is due and none is in flight (checked at every heartbeat).
+    fn csr_if_due(&self) -> Option<String>;
+    /// The hub sent the renewed certificate.
+    fn renewed(&self, cert_pem: &str);
+}
+
 /// Who this agent says it is in its Hello.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Identity {
     /// The agent id (must match its certificate).
     pub agent_id: String,
     /// Checks run at once on one channel.
     pub max_in_flight: u16,
+    /// Certificate renewal, if this agent renews through its channels.
+    pub renewer: Option<Arc<dyn Renewer>>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("agent_id", &self.agent_id)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a channel ended without an I/O or protocol error.
@@ -128,6 +147,10 @@ where
                 Err(_) => {
                     ping += 1;
                     write_frame(&mut wr, &Frame::Ping(ping)).await?;
+                    if let Some(csr_pem) = me.renewer.as_ref().and_then(|r| r.csr_if_due()) {
+                        info!("certificate renewal due; asking the hub");
+                        write_frame(&mut wr, &Frame::Renew { csr_pem }).await?;
+                    }
                 }
             }
         }
@@ -179,6 +202,10 @@ where
                     let _ = tx.try_send(Frame::Pong(n));
                 }
                 Frame::Pong(_) => {}
+                Frame::Renewed { cert_pem } => match &me.renewer {
+                    Some(r) => r.renewed(&cert_pem),
+                    None => warn!("hub sent a certificate that was not asked for; ignored"),
+                },
                 Frame::GoAway { reason, detail } => {
                     match reason {
                         GoAwayReason::Revoked | GoAwayReason::NotApproved => {

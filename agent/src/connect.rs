@@ -171,12 +171,13 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(0.5 + 0.5 * frac)
 }
 
-/// Keeps one channel to `endpoint` up until `stop` resolves: dial, speak the protocol,
-/// and when it ends, wait (jittered, exponential) and dial again.
+/// Keeps one channel to `endpoint` up for ever: dial, speak the protocol, and when it
+/// ends, wait (jittered, exponential) and dial again. Each dial uses the TLS settings
+/// current at that moment (a renewed certificate takes effect on the next connection).
 pub async fn keep_channel<H: CheckHandler>(
     endpoint: Endpoint,
     proxy: Option<Endpoint>,
-    tls: Arc<rustls::ClientConfig>,
+    tls: Arc<std::sync::RwLock<Arc<rustls::ClientConfig>>>,
     me: Identity,
     handler: Arc<H>,
     backoff: Backoff,
@@ -185,7 +186,11 @@ pub async fn keep_channel<H: CheckHandler>(
     let mut delay = backoff.min;
     loop {
         let started = Instant::now();
-        match dial(&endpoint, proxy.as_ref(), tls.clone()).await {
+        let current = tls
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match dial(&endpoint, proxy.as_ref(), current).await {
             Err(e) => warn!(endpoint = %target, error = %e, "cannot open a channel"),
             Ok(stream) => {
                 let r = channel::run(stream, &me, handler.clone(), |ep| {

@@ -9,5 +9,6 @@ pub mod channel;
 pub mod config;
 pub mod connect;
 pub mod enroll;
+pub mod runtime;
 pub mod state;
 pub mod validator;

@@ -154,6 +154,7 @@ async fn bench(args: &PtaArgs, f: Facts) -> Result<()> {
     let me = Identity {
         agent_id: "agt-00000000000bench".into(),
         max_in_flight: 1024,
+        renewer: None,
     };
     tokio::spawn(async move { channel::run(agent_side, &me, validator, |_| {}).await });
     for _ in 0..500 {

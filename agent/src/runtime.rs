@@ -1,0 +1,304 @@
+//! `causeway agent run`: harden the process, load the state, and keep channels to every
+//! endpoint replica, renewing the certificate at 70 % of its life.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use causeway_credential::wire::ALPN;
+use causeway_credential::{EnvelopeOpener, Secret};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tracing::{info, warn};
+
+use crate::channel::{Identity, Renewer};
+use crate::config::AgentConfig;
+use crate::connect::{keep_channel, Backoff};
+use crate::enroll::new_tls_key_and_csr;
+use crate::state::AgentState;
+use crate::validator::{DcTarget, DirectorySettings, LoginResolution, Validator};
+
+/// Why the agent cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The state directory is missing or broken.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    /// A certificate or key does not load.
+    #[error("{0}")]
+    Tls(String),
+    /// The process could not be hardened.
+    #[error("cannot disable core dumps: {0}")]
+    Harden(String),
+}
+
+/// No core dumps, and not dumpable (no ptrace or /proc/PID/mem by the same user): a
+/// password in this process's memory must not end up in a file or another process.
+pub fn harden_process() -> Result<(), StartError> {
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)
+        .map_err(|e| StartError::Harden(e.to_string()))?;
+    nix::sys::prctl::set_dumpable(false).map_err(|e| StartError::Harden(e.to_string()))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certs_from_pem(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, StartError> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| StartError::Tls(format!("{what}: {e}")))?;
+    if certs.is_empty() {
+        return Err(StartError::Tls(format!("{what}: no certificate found")));
+    }
+    Ok(certs)
+}
+
+/// TLS settings for the domain controllers: trust only the CA(s) in `ca_file`.
+pub fn dc_tls(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, StartError> {
+    let pem = std::fs::read(ca_file)
+        .map_err(|e| StartError::Tls(format!("{}: {e}", ca_file.display())))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs_from_pem(&pem, &ca_file.display().to_string())? {
+        roots
+            .add(c)
+            .map_err(|e| StartError::Tls(format!("{}: {e}", ca_file.display())))?;
+    }
+    Ok(Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| StartError::Tls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
+
+/// TLS settings for the endpoint: pinned CA, the agent's client certificate, agent ALPN.
+pub fn endpoint_tls(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &Secret<String>,
+) -> Result<Arc<rustls::ClientConfig>, StartError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs_from_pem(ca_pem.as_bytes(), "pinned CA")? {
+        roots
+            .add(c)
+            .map_err(|e| StartError::Tls(format!("pinned CA: {e}")))?;
+    }
+    let chain = certs_from_pem(cert_pem.as_bytes(), "agent certificate")?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.expose_secret().as_bytes())
+        .map_err(|_| StartError::Tls("agent TLS key: not a PEM private key".into()))?;
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StartError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| StartError::Tls(format!("agent certificate and key: {e}")))?;
+    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Validity of a PEM certificate, as Unix seconds.
+pub fn validity(cert_pem: &str) -> Result<(u64, u64), StartError> {
+    let der = certs_from_pem(cert_pem.as_bytes(), "agent certificate")?.remove(0);
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| StartError::Tls(format!("agent certificate: {e}")))?;
+    let v = cert.validity();
+    let secs = |t: x509_parser::time::ASN1Time| u64::try_from(t.timestamp()).unwrap_or(0);
+    Ok((secs(v.not_before), secs(v.not_after)))
+}
+
+/// Whether 70 % of a certificate's lifetime has passed.
+pub fn renewal_due(not_before: u64, not_after: u64, now: u64) -> bool {
+    let life = not_after.saturating_sub(not_before);
+    now >= not_before + life * 7 / 10
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Keeps the agent's certificate fresh: asks for a new one at 70 % of its life, saves it,
+/// and hands the new TLS settings to the next connection.
+pub struct CertRenewal {
+    dir: PathBuf,
+    host_name: String,
+    ca_pem: String,
+    window: Mutex<(u64, u64)>,
+    pending: Mutex<Option<(Secret<String>, u64)>>,
+    tls: Arc<RwLock<Arc<rustls::ClientConfig>>>,
+}
+
+impl std::fmt::Debug for CertRenewal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertRenewal")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Renewer for CertRenewal {
+    fn csr_if_due(&self) -> Option<String> {
+        let now = unix_now();
+        let (nb, na) = *self
+            .window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !renewal_due(nb, na, now) {
+            return None;
+        }
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // One request at a time; ask again if no answer came within 10 minutes.
+        if matches!(&*pending, Some((_, asked)) if now < asked + 600) {
+            return None;
+        }
+        let (key, csr) = new_tls_key_and_csr(&self.host_name).ok()?;
+        *pending = Some((key, now));
+        Some(csr)
+    }
+
+    fn renewed(&self, cert_pem: &str) {
+        let Some((key, _)) = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        else {
+            warn!("renewed certificate arrived without a pending request; ignored");
+            return;
+        };
+        let result = endpoint_tls(&self.ca_pem, cert_pem, &key).and_then(|tls| {
+            let window = validity(cert_pem)?;
+            AgentState::save_renewed(&self.dir, &key, cert_pem)?;
+            *self
+                .tls
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = tls;
+            *self
+                .window
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = window;
+            Ok(window)
+        });
+        match result {
+            Ok((_, not_after)) => info!(not_after, "certificate renewed; new connections use it"),
+            Err(e) => warn!(error = %e, "renewed certificate not usable; keeping the current one"),
+        }
+    }
+}
+
+/// Runs the agent until the process is stopped.
+pub async fn run(config: AgentConfig) -> Result<(), StartError> {
+    harden_process()?;
+    let state = AgentState::load(&config.state_dir)?;
+    let dc_tls = dc_tls(&config.ca_file)?;
+    let tls = Arc::new(RwLock::new(endpoint_tls(
+        &state.ca_pem,
+        &state.tls_cert_pem,
+        &state.tls_key_pem,
+    )?));
+    let window = validity(&state.tls_cert_pem)?;
+    let login = match &config.login {
+        None => LoginResolution::AsTyped,
+        Some(l) => {
+            let pw = std::fs::read_to_string(&l.service_password_file).map_err(|e| {
+                StartError::Tls(format!("{}: {e}", l.service_password_file.display()))
+            })?;
+            LoginResolution::Attribute {
+                attribute: l.attribute.clone(),
+                base: l.search_base.clone(),
+                service_dn: l.service_dn.clone(),
+                service_password: Secret::new(pw.trim_end_matches(['\r', '\n']).to_owned()),
+            }
+        }
+    };
+    let validator = Arc::new(Validator::new(
+        EnvelopeOpener::new(state.hpke),
+        DirectorySettings {
+            dcs: config
+                .domain_controllers
+                .iter()
+                .map(|d| DcTarget {
+                    url: d.url.clone(),
+                    transport: d.transport.clone(),
+                })
+                .collect(),
+            tls: dc_tls,
+            op_timeout: config.timeout,
+            pool_per_dc: config.pool_per_dc as usize,
+            cool_down: Duration::from_secs(10),
+            login,
+        },
+    ));
+    let renewal = Arc::new(CertRenewal {
+        dir: config.state_dir.clone(),
+        host_name: host_name(),
+        ca_pem: state.ca_pem.clone(),
+        window: Mutex::new(window),
+        pending: Mutex::new(None),
+        tls: tls.clone(),
+    });
+    let me = Identity {
+        agent_id: state.agent_id.clone(),
+        max_in_flight: config.max_in_flight,
+        renewer: Some(renewal),
+    };
+    info!(agent = %state.agent_id, endpoints = config.endpoints.len(), dcs = config.domain_controllers.len(), "agent starting");
+    let mut tasks = Vec::new();
+    for ep in &config.endpoints {
+        for _ in 0..config.channels_per_endpoint {
+            let (ep, proxy, me, v, tls) = (
+                ep.clone(),
+                config.proxy.clone(),
+                me.clone(),
+                validator.clone(),
+                tls.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                keep_channel(ep, proxy, tls, me, v, Backoff::default()).await;
+            }));
+        }
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(())
+}
+
+/// This host's name, for enrollment and renewal requests.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "causeway-agent".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_at_seventy_percent() {
+        assert!(!renewal_due(1000, 2000, 1699));
+        assert!(renewal_due(1000, 2000, 1700));
+        assert!(renewal_due(1000, 2000, 5000));
+    }
+
+    #[test]
+    fn hardening_works_here() {
+        harden_process().expect("setrlimit and prctl are allowed for any process");
+        let limits = std::fs::read_to_string("/proc/self/limits").expect("limits");
+        let core = limits
+            .lines()
+            .find(|l| l.starts_with("Max core file size"))
+            .expect("core line");
+        assert!(core.split_whitespace().nth(4) == Some("0"), "{core}");
+    }
+}
