@@ -319,3 +319,37 @@ fn env_parser_keeps_only_key_value_lines() {
     assert_eq!(env.len(), 2);
     assert_eq!(env["AD_BASE_DN"], "DC=lab,DC=x");
 }
+
+/// The domain-wide policy (not a PSO) locks an account after `AD_LOCKOUT_THRESHOLD` bad
+/// passwords: this is the threshold the hub's smart lockout must stay below. Uses the
+/// account reserved for it, so no other test is disturbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domain_lockout_threshold_applies() {
+    let lab = lab();
+    let url = lab.get("AD_LDAPS_URL");
+    let dn = lab.user("kim-domainlock", "DN");
+    let upn = lab.user("kim-domainlock", "UPN");
+    let threshold: u32 = lab.get("AD_LOCKOUT_THRESHOLD").parse().expect("number");
+    let pso: u32 = lab.get("AD_PSO_LOCKOUT_THRESHOLD").parse().expect("number");
+    assert!(threshold > pso, "the domain threshold is the looser one");
+    set_lockout_time_zero(lab, dn).await;
+
+    for i in 1..threshold {
+        let res = bind(url, settings(lab), upn, &format!("Domain-Guess-{i}")).await;
+        assert_eq!(data_code(&res), Some(0x52e), "bad bind {i}: {res:?}");
+    }
+    // One below the threshold: still not locked.
+    let res = bind(url, settings(lab), upn, lab.user("kim-domainlock", "PASSWORD")).await;
+    assert_eq!(res.rc, 0, "not yet locked after {} bad binds: {res:?}", threshold - 1);
+    // A success resets the count, so the threshold takes `threshold` fresh failures.
+    for i in 1..=threshold {
+        let res = bind(url, settings(lab), upn, &format!("Domain-Guess-{i}")).await;
+        assert_eq!(data_code(&res), Some(0x52e), "bad bind {i}: {res:?}");
+    }
+    let res = bind(url, settings(lab), upn, lab.user("kim-domainlock", "PASSWORD")).await;
+    assert_eq!(data_code(&res), Some(0x775), "locked after {threshold}: {res:?}");
+    assert_ne!(lockout_time(lab, dn).await, "0");
+    set_lockout_time_zero(lab, dn).await;
+    let res = bind(url, settings(lab), upn, lab.user("kim-domainlock", "PASSWORD")).await;
+    assert_eq!(res.rc, 0, "unlocked: {res:?}");
+}

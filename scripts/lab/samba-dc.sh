@@ -1,0 +1,581 @@
+#!/usr/bin/env bash
+# samba-dc.sh — a throwaway, real Samba Active Directory domain controller on a
+# loopback address, for tests.  Everything lives under one directory.
+#
+#   samba-dc.sh start  [DIR]   provision (first time only), start, wait until ready,
+#                              print KEY=VALUE facts (also written to DIR/lab.env)
+#   samba-dc.sh stop   [DIR]   stop the DC this script started (PID from DIR/run/lab.pid)
+#   samba-dc.sh status [DIR]   exit 0 and print the facts if running, exit 3 if not
+#   samba-dc.sh env    [DIR]   print the facts without starting anything
+#   samba-dc.sh users  [DIR]   put every test user back into its documented state
+#   samba-dc.sh check  [DIR]   bind as every test user over LDAPS and print the results
+#   samba-dc.sh wipe   [DIR]   stop, then delete DIR (only if this script created it)
+#
+# DIR defaults to $AD_LAB_DIR, else ${TMPDIR:-/tmp}/causeway-ad-lab. scripts/lab.sh drives this
+# script with DIR=$CAUSEWAY_LAB_DIR/ad; use that, not this, in day-to-day work.
+# Knobs (environment): AD_LAB_IP (127.0.0.2; any 127.x address; the DC owns the
+# standard ports 88/135/389/445/464/636/3268/3269 on it, Samba cannot move 389/636),
+# AD_LAB_REALM (LAB.CAUSEWAY.TEST), AD_LAB_DOMAIN (LAB), AD_LAB_HOSTNAME (dc1),
+# AD_LAB_ADMIN_PASSWORD, AD_LAB_ALLOW_PLAIN_LDAP=1 (accept simple binds without
+# TLS), AD_LAB_NO_INSTALL=1 (never apt-get), AD_LAB_PREFORK (prefork children, 4),
+# AD_LAB_START_TIMEOUT (60 s).
+#
+# Needs root: privileged ports, security.* xattrs on sysvol, and a private mount
+# namespace (unshare) in which DIR/run is bound over /run/samba and lab copies of
+# /etc/resolv.conf and /etc/hosts are bound over the real ones, so that the DC
+# never looks up names outside this machine and never touches system paths.
+# It stops only the processes it started (PID file + process tree), never by name.
+set -euo pipefail
+export PATH="/usr/sbin:/sbin:$PATH"   # samba, slapd, slapadd live in sbin
+
+CMD=${1:-status}
+DIR=${2:-${AD_LAB_DIR:-${TMPDIR:-/tmp}/causeway-ad-lab}}
+IP=${AD_LAB_IP:-127.0.0.2}
+REALM=${AD_LAB_REALM:-LAB.CAUSEWAY.TEST}
+REALM=${REALM^^}
+DOMAIN=${AD_LAB_DOMAIN:-LAB}
+HOSTNAME_SHORT=${AD_LAB_HOSTNAME:-dc1}
+ADMIN_PW=${AD_LAB_ADMIN_PASSWORD:-Lab-Root-Pw-0}
+PREFORK=${AD_LAB_PREFORK:-4}
+START_TIMEOUT=${AD_LAB_START_TIMEOUT:-60}
+STRONG_AUTH=yes
+[ "${AD_LAB_ALLOW_PLAIN_LDAP:-0}" = 1 ] && STRONG_AUTH=no
+
+DNSDOMAIN=${REALM,,}
+FQDN="$HOSTNAME_SHORT.$DNSDOMAIN"
+BASE_DN=$(printf 'DC=%s' "${DNSDOMAIN//./,DC=}")
+MARKER="$DIR/.causeway-ad-lab"
+PIDFILE="$DIR/run/lab.pid"
+CONF="$DIR/dc/etc/smb.conf"
+CA="$DIR/tls/ca.pem"
+LOG="$DIR/log/samba.log"
+SYSPY=/usr/bin/python3   # Debian's python: the one python3-samba is built for
+
+# Test users: NAME (sAMAccountName), password, state.  Passwords meet AD
+# complexity, contain no account-name part and no shell-special characters.
+USERS=(
+  "alice|Blue-Harbor-41|normal, member of lab-users, has givenName/sn/mail"
+  "bob-disabled|Green-Valley-42|disabled (userAccountControl 514) -> data 533"
+  "carol-mustchange|Red-Canyon-43|pwdLastSet=0, must change at next logon -> data 773"
+  "dave-expired-account|Amber-Forest-44|accountExpires in 2009 -> data 701"
+  "erin-locked|Silver-Lake-45|locked out (lockout PSO, threshold 3, duration 0 = until unlocked) -> data 775"
+  "frank-pwdexpired|Golden-Field-46|pwdLastSet in 2009, maxPwdAge 42 d -> data 532"
+  "gina-hours|Violet-Ridge-47|logonHours all zero -> data 530"
+  "hank-workstation|Copper-Bay-48|userWorkstations=NOWHERE -> data 531"
+  "ivan-lockout|Ivory-Gate-49|normal but under the lockout PSO: 3 bad binds lock it (-> 775)"
+  "olivia-staff|Indigo-Shore-50|normal, in OU=Staff (for OU filters)"
+  "kim-domainlock|Teal-Meadow-52|normal, under the domain-wide lockout only (threshold 5, 1 min): reserved for domain-lockout tests"
+  "svc-sync|Sync-Svc-Pw-51|Replicating Directory Changes (+ All) on the domain, LCRP on Deleted Objects: DirSync/DRSUAPI as non-admin"
+)
+
+say() { printf '%s\n' "samba-dc: $*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+need_root() { [ "$(id -u)" = 0 ] || die "must run as root (privileged ports, xattrs, mount namespace)"; }
+
+check_ip() {
+  case "$IP" in 127.*) ;; *) die "AD_LAB_IP must be a 127.x loopback address, got $IP";; esac
+}
+
+# ---------------------------------------------------------------- packages
+PKGS=(samba samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind python3-samba
+      ldb-tools ldap-utils openssl krb5-user smbclient util-linux)
+ensure_packages() {
+  local missing=() p
+  for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  [ "${AD_LAB_NO_INSTALL:-0}" = 1 ] && die "missing packages: ${missing[*]} (AD_LAB_NO_INSTALL=1)"
+  say "installing ${missing[*]}"
+  # Keep Debian's maintainer scripts from starting system smbd/nmbd/winbind/samba-ad-dc
+  # (they would take 0.0.0.0:445 and clash with the lab); removed again below.
+  local policy_added=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; policy_added=1
+  fi
+  local rc=0
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 \
+    || { apt-get update -q >&2 && apt-get install -y -q --no-install-recommends "${missing[@]}" >&2; } || rc=$?
+  [ $policy_added = 1 ] && rm -f /usr/sbin/policy-rc.d
+  [ $rc = 0 ] || die "apt-get install failed"
+}
+
+# ---------------------------------------------------------------- processes
+# The PID file holds "PID STARTTIME" (field 22 of /proc/PID/stat), so a recycled PID is
+# never mistaken for ours. (samba rewrites its own argv, so cmdline cannot be used.)
+starttime() { awk '{sub(/^.*\) /, ""); print $20}' "/proc/$1/stat" 2>/dev/null; }
+pid_is_ours() {  # $1 pid [$2 starttime]: alive, and (if given) started when we started it
+  local pid=$1 st=${2:-}
+  [ -n "$pid" ] && [ -d "/proc/$pid" ] || return 1
+  [ -z "$st" ] || [ "$(starttime "$pid")" = "$st" ]
+}
+running_pid() {
+  [ -f "$PIDFILE" ] || return 1
+  local pid st; read -r pid st < "$PIDFILE" || true
+  pid_is_ours "$pid" "${st:-x}" && { echo "$pid"; return 0; }
+  return 1
+}
+descendants() {  # all descendants of $1 (children first discovered through /proc/*/stat)
+  local parent=$1 p
+  for p in $(awk -v pp="$parent" '{pid=$1; sub(/^.*\) /, ""); if ($2 == pp) print pid}' /proc/[0-9]*/stat 2>/dev/null); do
+    echo "$p"; descendants "$p"
+  done
+}
+
+# ---------------------------------------------------------------- setup
+write_files() {
+  mkdir -p "$DIR/etc" "$DIR/run" "$DIR/log" "$DIR/tls" "$DIR/dc/cache"
+  cat > "$DIR/etc/resolv.conf" <<EOF
+# resolver seen by the lab DC only (bound over /etc/resolv.conf in its mount namespace)
+nameserver $IP
+options timeout:1 attempts:1
+EOF
+  cat > "$DIR/etc/hosts" <<EOF
+127.0.0.1 localhost
+$IP $FQDN $HOSTNAME_SHORT $DNSDOMAIN
+EOF
+  cat > "$DIR/etc/krb5.conf" <<EOF
+# Use with KRB5_CONFIG=$DIR/etc/krb5.conf (no system change needed)
+[libdefaults]
+	default_realm = $REALM
+	dns_lookup_realm = false
+	dns_lookup_kdc = false
+	rdns = false
+	udp_preference_limit = 0
+[realms]
+	$REALM = {
+		kdc = $IP:88
+		admin_server = $IP:464
+		kpasswd_server = $IP:464
+	}
+[domain_realm]
+	.$DNSDOMAIN = $REALM
+	$DNSDOMAIN = $REALM
+EOF
+}
+
+make_tls() {  # own CA + server cert with SANs (Samba's self-made cert has no SAN: rustls/webpki reject it)
+  [ -s "$DIR/tls/cert.pem" ] && [ -s "$DIR/tls/key.pem" ] && [ -s "$CA" ] && return 0
+  local t="$DIR/tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 -keyout "$t/ca.key" -out "$t/ca.pem" \
+    -subj "/O=Causeway Lab/CN=Causeway Lab AD CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -sha256 -keyout "$t/key.pem" -out "$t/cert.csr" \
+    -subj "/O=Causeway Lab/CN=$FQDN" 2>/dev/null
+  printf '%s\n' "subjectAltName=DNS:$FQDN,DNS:$DNSDOMAIN,DNS:$HOSTNAME_SHORT,IP:$IP" \
+    "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+    "extendedKeyUsage=serverAuth" "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid,issuer" > "$t/cert.ext"
+  openssl x509 -req -sha256 -days 825 -in "$t/cert.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" \
+    -CAcreateserial -extfile "$t/cert.ext" -out "$t/cert.pem" 2>/dev/null
+  chmod 600 "$t/key.pem" "$t/ca.key"   # Samba refuses a key file readable by others
+  rm -f "$t/cert.csr"
+}
+
+write_smb_conf() {
+  cat > "$CONF" <<EOF
+# Written by samba-dc.sh. A single AD DC bound to $IP only; all state under $DIR.
+[global]
+	netbios name = ${HOSTNAME_SHORT^^}
+	realm = $REALM
+	workgroup = $DOMAIN
+	server role = active directory domain controller
+	interfaces = $IP/8
+	bind interfaces only = yes
+	# ldap+kdc serve LDAP/LDAPS/GC/Kerberos/kpasswd; rpc serves epmapper(135)+DRSUAPI/SAMR/...;
+	# s3fs (smbd) + winbindd serve SMB on 445 (impacket's secretsdump needs it). No DNS,
+	# NetBIOS, CLDAP, dnsupdate (which would query DNS servers), KCC or outbound replication.
+	server services = s3fs, rpc, ldap, kdc, winbindd
+	disable netbios = yes
+	smb ports = 445
+	prefork children = $PREFORK
+	private dir = $DIR/dc/private
+	state directory = $DIR/dc/state
+	cache directory = $DIR/dc/cache
+	lock directory = $DIR/dc
+	binddns dir = $DIR/dc/bind-dns
+	pid directory = $DIR/run
+	ncalrpc dir = $DIR/run/ncalrpc
+	winbindd socket directory = $DIR/run/winbindd
+	ntp signd socket directory = $DIR/run/ntp_signd
+	log file = $DIR/log/log.%m
+	max log size = 10000
+	panic action =
+	tls enabled = yes
+	tls keyfile = $DIR/tls/key.pem
+	tls certfile = $DIR/tls/cert.pem
+	tls cafile = $DIR/tls/ca.pem
+	# yes (default): simple binds need LDAPS or StartTLS ("BindSimple: Transport encryption required.")
+	ldap server require strong auth = $STRONG_AUTH
+	# default 60: an OLD password keeps working for 60 min after a change (NTLM/simple bind)
+	old password allowed period = 0
+	idmap_ldb:use rfc2307 = yes
+
+[sysvol]
+	path = $DIR/dc/state/sysvol
+	read only = no
+
+[netlogon]
+	path = $DIR/dc/state/sysvol/$DNSDOMAIN/scripts
+	read only = no
+EOF
+}
+
+# Run "$@" in a private mount namespace where DIR/run is /run/samba and the lab's
+# resolv.conf/hosts replace the system ones. exec keeps the PID (unshare does not fork).
+# Run "$@" in a private mount namespace in which the lab's own files and folders are
+# bound over the system paths Samba would otherwise use whatever smb.conf says:
+# /run/samba (winbindd client socket dir is compiled in), /var/log/samba (samba-dcerpcd
+# and rpcd_* log there), /etc/resolv.conf and /etc/hosts (no DNS queries leave the box).
+# unshare and sh exec, so the PID of the background job is the final program's PID.
+NS_SCRIPT='
+    while [ "$1" != "--" ]; do
+      if [ -e "$2" ]; then mount --bind "$1" "$2" || exit 1; fi
+      shift 2
+    done
+    shift; exec "$@"'
+ns_binds() {
+  mkdir -p /run/samba /var/log/samba   # mount points (Debian's samba package ships both)
+  printf '%s\n' "$DIR/run" /run/samba "$DIR/log" /var/log/samba \
+    "$DIR/etc/resolv.conf" /etc/resolv.conf "$DIR/etc/hosts" /etc/hosts --
+}
+in_ns() {
+  local -a binds; mapfile -t binds < <(ns_binds)
+  local t1; t1=$(date +%s.%N)
+  unshare --mount --propagation private -- /bin/sh -c "$NS_SCRIPT" in_ns "${binds[@]}" "$@"
+}
+
+provision() {
+  say "provisioning $REALM ($DOMAIN) into $DIR/dc"
+  local t0; t0=$(date +%s.%N)
+  in_ns samba-tool domain provision --use-rfc2307 --realm="$REALM" --domain="$DOMAIN" \
+    --server-role=dc --dns-backend=NONE --adminpass="$ADMIN_PW" --host-name="$HOSTNAME_SHORT" \
+    --host-ip="$IP" --targetdir="$DIR/dc" \
+    --option="interfaces=$IP/8" --option="bind interfaces only=yes" > "$DIR/log/provision.log" 2>&1 \
+    || { tail -20 "$DIR/log/provision.log" >&2; die "provision failed (log: $DIR/log/provision.log)"; }
+  awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f\n", b-a}' > "$DIR/log/provision.seconds"
+}
+
+setup_users() {  # idempotent: creates or resets every test user on the local sam.ldb
+  local -a args=()
+  local u
+  for u in "${USERS[@]}"; do args+=("${u%%|*}" "$(cut -d'|' -f2 <<<"$u")"); done
+  "$SYSPY" - "$CONF" "$FQDN" "${args[@]}" <<'PYEOF'
+import re, sys, time
+import ldb
+from samba.param import LoadParm
+from samba.samdb import SamDB
+from samba.auth import system_session
+from samba.sd_utils import SDUtils
+from samba.ndr import ndr_unpack, ndr_pack
+from samba.dcerpc import security
+
+conf, fqdn = sys.argv[1], sys.argv[2]
+pw = dict(zip(sys.argv[3::2], sys.argv[4::2]))
+lp = LoadParm(); lp.load(conf)
+db = SamDB(url=lp.private_path("sam.ldb"), session_info=system_session(), lp=lp)
+base = str(db.domain_dn()); dns = db.domain_dns_name()
+BYPASS_PWHASH = "local_oid:1.3.6.1.4.1.7165.4.3.12:0"   # DSDB_CONTROL_BYPASS_PASSWORD_HASH_OID
+NEVER = "9223372036854775807"
+PAST = "129000000000000000"                              # 2009-10-13 as FILETIME
+filetime = lambda t: str(int((t + 11644473600) * 10**7))
+
+def find(sam):
+    r = db.search(base, ldb.SCOPE_SUBTREE, "(sAMAccountName=%s)" % ldb.binary_encode(sam), ["dn"])
+    return str(r[0].dn) if len(r) else None
+
+def mod(dn, changes, controls=None):
+    m = ldb.Message(); m.dn = ldb.Dn(db, dn)
+    for attr, vals in changes.items():
+        if vals is None:
+            m[attr] = ldb.MessageElement([], ldb.FLAG_MOD_DELETE, attr)
+        else:
+            m[attr] = ldb.MessageElement(vals, ldb.FLAG_MOD_REPLACE, attr)
+    db.modify(m, controls=controls or [])
+
+def has(dn, attr):
+    return attr in db.search(dn, ldb.SCOPE_BASE, attrs=[attr])[0]
+
+# Domain policy: self-service change allowed at once (default minPwdAge is 1 day);
+# complexity on, min length 7, history 24, maxPwdAge 42 d. Domain-wide lockout after 5 bad
+# passwords, for 1 minute, counter reset after 1 minute (durations are negative 100-ns
+# intervals): the threshold Causeway's smart lockout must stay below.
+MINUTE = str(-60 * 10**7)
+mod(base, {"minPwdAge": "0", "lockoutThreshold": "5", "lockoutDuration": MINUTE,
+           "lockOutObservationWindow": MINUTE})
+
+if not len(db.search(base, ldb.SCOPE_ONELEVEL, "(ou=Staff)", ["dn"])):
+    db.add({"dn": "OU=Staff," + base, "objectClass": "organizationalUnit"})
+
+def user(sam, ou=None, given=None, sn=None):
+    dn = find(sam)
+    if dn is None:
+        db.newuser(sam, pw[sam], useusernameascn=True, userou=ou, givenname=given, surname=sn,
+                   mailaddress="%s@%s" % (sam, dns))
+        return find(sam)
+    # reset to a clean, enabled, unlocked state with the documented password
+    db.setpassword("(sAMAccountName=%s)" % sam, pw[sam], force_change_at_next_login=False)
+    db.enable_account("(sAMAccountName=%s)" % sam)
+    mod(dn, {"accountExpires": NEVER, "lockoutTime": "0"})
+    for a in ("logonHours", "userWorkstations"):
+        if has(dn, a):
+            mod(dn, {a: None})
+    return dn
+
+dns_of = {}
+dns_of["alice"] = user("alice", given="Alice", sn="Lab")
+for s in ("bob-disabled", "carol-mustchange", "dave-expired-account", "erin-locked",
+          "frank-pwdexpired", "gina-hours", "hank-workstation", "ivan-lockout", "svc-sync",
+          "kim-domainlock"):
+    dns_of[s] = user(s)
+dns_of["olivia-staff"] = user("olivia-staff", ou="OU=Staff", given="Olivia", sn="Staff")
+
+db.disable_account("(sAMAccountName=bob-disabled)")
+mod(dns_of["carol-mustchange"], {"pwdLastSet": "0"})
+mod(dns_of["dave-expired-account"], {"accountExpires": PAST})
+mod(dns_of["frank-pwdexpired"], {"pwdLastSet": PAST}, controls=[BYPASS_PWHASH])
+mod(dns_of["gina-hours"], {"logonHours": bytes(21)})
+mod(dns_of["hank-workstation"], {"userWorkstations": "NOWHERE"})
+
+# Fine-grained password policy: lockout after 3 bad passwords, locked until an admin
+# writes lockoutTime=0 (duration 0), applied only to erin-locked and ivan-lockout.
+pso = "CN=lab-lockout,CN=Password Settings Container,CN=System," + base
+applies = [dns_of["erin-locked"], dns_of["ivan-lockout"]]
+if not len(db.search(base, ldb.SCOPE_SUBTREE, "(cn=lab-lockout)", ["dn"])):
+    db.add({"dn": pso, "objectClass": "msDS-PasswordSettings",
+            "msDS-PasswordSettingsPrecedence": "10",
+            "msDS-PasswordReversibleEncryptionEnabled": "FALSE",
+            "msDS-PasswordHistoryLength": "24", "msDS-PasswordComplexityEnabled": "TRUE",
+            "msDS-MinimumPasswordLength": "7", "msDS-MinimumPasswordAge": "0",
+            "msDS-MaximumPasswordAge": "-36288000000000",
+            "msDS-LockoutThreshold": "3", "msDS-LockoutObservationWindow": "-18000000000",
+            "msDS-LockoutDuration": "0", "msDS-PSOAppliesTo": applies})
+else:
+    mod(pso, {"msDS-PSOAppliesTo": applies})
+# erin starts locked out: as if 3 bad passwords had just been tried
+mod(dns_of["erin-locked"], {"lockoutTime": filetime(time.time())})
+
+# group with members (memberOf shows on them)
+if find("lab-users") is None:
+    db.newgroup("lab-users", description="Causeway lab users")
+members = ["alice", "bob-disabled", "carol-mustchange", "dave-expired-account", "erin-locked", "olivia-staff"]
+cur = db.search(base, ldb.SCOPE_SUBTREE, "(sAMAccountName=lab-users)", ["member"])[0]
+have = {str(x).lower() for x in cur.get("member", [])}
+todo = [m for m in members if dns_of[m].lower() not in have]
+if todo:
+    db.add_remove_group_members("lab-users", todo, add_members_operation=True)
+
+# svc-sync: DS-Replication-Get-Changes and -All on the domain root (what Entra Connect's
+# AD DS connector account gets): DirSync and DRSUAPI GetNCChanges without admin rights.
+sid = str(ndr_unpack(security.dom_sid,
+                     db.search(dns_of["svc-sync"], ldb.SCOPE_BASE, attrs=["objectSid"])[0]["objectSid"][0]))
+sdu = SDUtils(db)
+sddl = sdu.get_sd_as_sddl(base)
+for right in ("1131f6aa-9c07-11d1-f79f-00c04fc2dcd2", "1131f6ad-9c07-11d1-f79f-00c04fc2dcd2"):
+    ace = "(OA;;CR;%s;;%s)" % (right, sid)
+    if ace not in sddl:
+        sdu.dacl_add_ace(base, ace)
+# ...and List Contents + Read Property on CN=Deleted Objects: without it Samba's DirSync
+# (and show-deleted searches) silently omit deletions for a non-admin account.
+dod = "CN=Deleted Objects," + base
+dsid = security.dom_sid(db.get_domain_sid())
+ctl = ["show_deleted:1", "sd_flags:1:4"]
+cur_sd = ndr_unpack(security.descriptor,
+                    db.search(dod, ldb.SCOPE_BASE, attrs=["nTSecurityDescriptor"], controls=ctl)[0]["nTSecurityDescriptor"][0])
+dsddl = cur_sd.as_sddl(dsid)
+ace = "(A;;LCRP;;;%s)" % sid
+if ace not in dsddl:
+    new_sddl = re.sub(r"D:([A-Z]*)", lambda m: m.group(0) + ace, dsddl, count=1)
+    m = ldb.Message(); m.dn = ldb.Dn(db, dod)
+    m["nTSecurityDescriptor"] = ldb.MessageElement(
+        ndr_pack(security.descriptor.from_sddl(new_sddl, dsid)), ldb.FLAG_MOD_REPLACE, "nTSecurityDescriptor")
+    db.modify(m, controls=ctl)
+PYEOF
+}
+
+wait_ready() {  # LDAPS answers with our CA, and the KDC, SMB and epmapper ports accept
+  local pid=$1 deadline=$((SECONDS + START_TIMEOUT)) port ok
+  while [ $SECONDS -lt $deadline ]; do
+    pid_is_ours "$pid" || { tail -30 "$LOG" >&2; die "samba exited during start (log: $LOG)"; }
+    ok=1
+    for port in 88 135 445 636; do
+      (exec 3<>"/dev/tcp/$IP/$port") 2>/dev/null || { ok=0; break; }
+    done
+    if [ $ok = 1 ] && LDAPTLS_CACERT="$CA" ldapsearch -x -LLL -o nettimeout=2 -H "ldaps://$IP" \
+         -b '' -s base dnsHostName >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  die "not ready after ${START_TIMEOUT}s (log: $LOG)"
+}
+
+print_env() {
+  local pid=${1:-} u name key
+  {
+    echo "AD_LAB_DIR=$DIR"
+    echo "AD_HOST=$IP"
+    echo "AD_LDAP_URL=ldap://$IP:389"
+    echo "AD_LDAPS_URL=ldaps://$IP:636"
+    echo "AD_LDAP_PORT=389"
+    echo "AD_LDAPS_PORT=636"
+    echo "AD_GC_PORT=3268"
+    echo "AD_GC_TLS_PORT=3269"
+    echo "AD_KDC=$IP:88"
+    echo "AD_KPASSWD=$IP:464"
+    echo "AD_SMB_PORT=445"
+    echo "AD_EPMAP_PORT=135"
+    echo "AD_REALM=$REALM"
+    echo "AD_DOMAIN=$DOMAIN"
+    echo "AD_DNS_DOMAIN=$DNSDOMAIN"
+    echo "AD_BASE_DN=$BASE_DN"
+    echo "AD_DC_FQDN=$FQDN"
+    echo "AD_TLS_SERVER_NAME=$FQDN"
+    echo "AD_CA_CERT=$CA"
+    echo "AD_KRB5_CONFIG=$DIR/etc/krb5.conf"
+    echo "AD_SMB_CONF=$CONF"
+    echo "AD_REQUIRE_TLS_FOR_SIMPLE_BIND=$STRONG_AUTH"
+    echo "AD_ADMIN_USER=Administrator"
+    echo "AD_ADMIN_UPN=Administrator@$DNSDOMAIN"
+    echo "AD_ADMIN_DN=CN=Administrator,CN=Users,$BASE_DN"
+    echo "AD_ADMIN_PASSWORD=$ADMIN_PW"
+    echo "AD_GROUP_DN=CN=lab-users,CN=Users,$BASE_DN"
+    echo "AD_LOCKOUT_THRESHOLD=5"
+    echo "AD_LOCKOUT_DURATION_SECONDS=60"
+    echo "AD_PSO_LOCKOUT_THRESHOLD=3"
+    for u in "${USERS[@]}"; do
+      name=${u%%|*}; key=${name%%-*}; key=${key^^}
+      [ "$name" = svc-sync ] && key=SVC_SYNC
+      echo "AD_${key}_SAM=$name"
+      echo "AD_${key}_UPN=$name@$DNSDOMAIN"
+      if [ "$name" = olivia-staff ]; then echo "AD_${key}_DN=CN=$name,OU=Staff,$BASE_DN"
+      else echo "AD_${key}_DN=CN=$name,CN=Users,$BASE_DN"; fi
+      echo "AD_${key}_PASSWORD=$(cut -d'|' -f2 <<<"$u")"
+    done
+    [ -n "$pid" ] && echo "AD_PID=$pid"
+    [ -f "$DIR/log/provision.seconds" ] && echo "AD_PROVISION_SECONDS=$(cat "$DIR/log/provision.seconds")"
+    [ -f "$DIR/log/start.seconds" ] && echo "AD_START_SECONDS=$(cat "$DIR/log/start.seconds")"
+    [ -f "$DIR/log/boot.seconds" ] && echo "AD_BOOT_SECONDS=$(cat "$DIR/log/boot.seconds")"
+    echo "AD_LOG=$LOG"
+  }
+}
+
+start() {
+  need_root; check_ip
+  if [ -d "$DIR" ] && [ ! -e "$MARKER" ] && [ -n "$(ls -A "$DIR")" ]; then
+    die "$DIR exists and was not created by this script"
+  fi
+  mkdir -p "$DIR"; touch "$MARKER"
+  exec 9>"$DIR/.lock"; flock 9
+  local pid t0; t0=$(date +%s.%N)
+  if pid=$(running_pid); then
+    say "already running (pid $pid)"; print_env "$pid" | tee "$DIR/lab.env"; return 0
+  fi
+  ensure_packages
+  if [ -e "$DIR/lab.conf" ] && [ "$(cat "$DIR/lab.conf")" != "$IP $REALM $DOMAIN $HOSTNAME_SHORT" ]; then
+    die "$DIR was provisioned as '$(cat "$DIR/lab.conf")'; run '$0 wipe $DIR' first"
+  fi
+  for port in 88 135 389 445 464 636 3268 3269; do
+    if (exec 3<>"/dev/tcp/$IP/$port") 2>/dev/null; then die "$IP:$port is already in use"; fi
+  done
+  write_files
+  make_tls
+  local fresh=0
+  if [ ! -e "$DIR/dc/private/sam.ldb" ]; then
+    rm -rf "$DIR/dc"; mkdir -p "$DIR/dc"; provision; fresh=1
+    echo "$IP $REALM $DOMAIN $HOSTNAME_SHORT" > "$DIR/lab.conf"
+  fi
+  mkdir -p "$DIR/dc/cache" "$DIR/dc/etc"
+  write_smb_conf
+  if [ $fresh = 1 ]; then
+    # The ldap/, GC/ ... SPNs are normally added at first start by the dnsupdate service,
+    # which this lab does not run (it would query DNS servers): add them now, locally.
+    in_ns samba_spnupdate -s "$CONF" >> "$DIR/log/provision.log" 2>&1 \
+      || say "warning: samba_spnupdate failed (Kerberos tickets for ldap/$FQDN will not work)"
+    setup_users
+  fi
+  rm -f "$PIDFILE"
+  # samba -i: no daemonising, and it makes itself a process-group leader (its SIGTERM
+  # handler then TERMs the whole group). unshare and sh exec, so $! is the samba master.
+  # stdin must be /dev/null: with a pipe or socket on stdin, samba -i exits at its EOF.
+  local -a binds; mapfile -t binds < <(ns_binds)
+  local t1; t1=$(date +%s.%N)
+  unshare --mount --propagation private -- /bin/sh -c "$NS_SCRIPT" in_ns "${binds[@]}" \
+    samba -i -s "$CONF" --debug-stdout -d "${AD_LAB_DEBUG:-1}" </dev/null >"$LOG" 2>&1 9>&- &
+  pid=$!
+  echo "$pid $(starttime "$pid")" > "$PIDFILE"
+  wait_ready "$pid"
+  local t2; t2=$(date +%s.%N)
+  awk -v a="$t0" -v b="$t2" 'BEGIN{printf "%.2f\n", b-a}' > "$DIR/log/start.seconds"
+  awk -v a="$t1" -v b="$t2" 'BEGIN{printf "%.2f\n", b-a}' > "$DIR/log/boot.seconds"
+  say "ready in $(cat "$DIR/log/start.seconds") s, samba itself $(cat "$DIR/log/boot.seconds") s (pid $pid)"
+  print_env "$pid" | tee "$DIR/lab.env"
+}
+
+stop() {
+  [ -d "$DIR" ] || { say "nothing at $DIR"; return 0; }
+  exec 9>"$DIR/.lock"; flock 9
+  local pid st kids k i left
+  if ! pid=$(running_pid); then say "not running"; rm -f "$PIDFILE"; return 0; fi
+  st=$(starttime "$pid")
+  # remember the tree we started (pid:starttime), to reap stragglers precisely
+  kids=$(for k in $(descendants "$pid"); do echo "$k:$(starttime "$k")"; done)
+  kill -TERM "$pid" 2>/dev/null || true    # samba's handler TERMs its own process group
+  for i in $(seq 1 150); do pid_is_ours "$pid" "$st" || break; sleep 0.1; done
+  if pid_is_ours "$pid" "$st"; then say "samba $pid ignored SIGTERM; sending SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; fi
+  for i in $(seq 1 50); do
+    left=""
+    for k in $kids; do pid_is_ours "${k%%:*}" "${k#*:}" && left="$left ${k%%:*}"; done
+    [ -z "$left" ] && break
+    if [ "$i" = 50 ]; then say "killing leftover children:$left"; kill -KILL $left 2>/dev/null || true; fi
+    sleep 0.1
+  done
+  rm -f "$PIDFILE"
+  say "stopped (pid $pid)"
+}
+
+status() {
+  local pid
+  if [ -d "$DIR" ] && pid=$(running_pid); then print_env "$pid"; return 0; fi
+  say "not running ($DIR)"; return 3
+}
+
+users() {
+  need_root
+  [ -e "$DIR/dc/private/sam.ldb" ] || die "no DC provisioned at $DIR"
+  exec 9>"$DIR/.lock"; flock 9
+  setup_users
+  say "test users reset"
+}
+
+check() {  # simple bind over LDAPS as every test user; prints the server's verbatim answer
+  [ -f "$DIR/lab.env" ] || die "not started"
+  local u name pass out rc
+  for u in "Administrator|$ADMIN_PW" "${USERS[@]}" "alice|wrong-password" "nobody-here|whatever"; do
+    name=${u%%|*}; pass=$(cut -d'|' -f2 <<<"$u")
+    out=$(LDAPTLS_CACERT="$CA" ldapsearch -x -LLL -H "ldaps://$IP" -D "$name@$DNSDOMAIN" -w "$pass" \
+          -b '' -s base dnsHostName 2>&1) && rc=0 || rc=$?
+    if [ $rc = 0 ]; then printf '%-22s %-18s rc=0 success\n' "$name" "$pass"
+    else printf '%-22s %-18s rc=%s %s\n' "$name" "$pass" "$rc" "$(grep -o 'additional info: .*' <<<"$out" | head -1)"; fi
+  done
+}
+
+wipe() {
+  [ -d "$DIR" ] || return 0
+  [ -e "$MARKER" ] || die "$DIR has no $(basename "$MARKER") marker; not deleting it"
+  stop
+  rm -rf -- "$DIR"
+  say "wiped $DIR"
+}
+
+case "$CMD" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  env) print_env "$(running_pid 2>/dev/null || true)" ;;
+  users) users ;;
+  check) check ;;
+  wipe) wipe ;;
+  *) sed -n '2,20p' "$0" >&2; exit 2 ;;
+esac
