@@ -65,6 +65,8 @@ USERS=(
   "ivan-lockout|Ivory-Gate-49|normal but under the lockout PSO: 3 bad binds lock it (-> 775)"
   "olivia-staff|Indigo-Shore-50|normal, in OU=Staff (for OU filters)"
   "kim-domainlock|Teal-Meadow-52|normal, under the domain-wide lockout only (threshold 5, 1 min): reserved for domain-lockout tests"
+  "liam-smartlock|Olive-Grove-53|normal, domain lockout only: reserved for the hub's smart-lockout tests"
+  "nora-probe|Coral-Reef-54|normal, domain lockout only: reserved for wrong-password probes (log-leak tests)"
   "svc-sync|Sync-Svc-Pw-51|Replicating Directory Changes (+ All) on the domain, LCRP on Deleted Objects: DirSync/DRSUAPI as non-admin"
 )
 
@@ -327,7 +329,7 @@ dns_of = {}
 dns_of["alice"] = user("alice", given="Alice", sn="Lab")
 for s in ("bob-disabled", "carol-mustchange", "dave-expired-account", "erin-locked",
           "frank-pwdexpired", "gina-hours", "hank-workstation", "ivan-lockout", "svc-sync",
-          "kim-domainlock"):
+          "kim-domainlock", "liam-smartlock", "nora-probe"):
     dns_of[s] = user(s)
 dns_of["olivia-staff"] = user("olivia-staff", ou="OU=Staff", given="Olivia", sn="Staff")
 

@@ -100,3 +100,38 @@ pub fn init_logs() {
         .with_test_writer()
         .try_init();
 }
+
+/// An LDAPS connection bound as the lab's domain admin.
+pub async fn admin(lab: &Lab) -> ldap3::Ldap {
+    let (conn, mut ldap) = ldap3::LdapConnAsync::with_settings(
+        ldap3::LdapConnSettings::new()
+            .set_config(tls_config(Some(Path::new(lab.get("AD_CA_CERT"))))),
+        lab.get("AD_LDAPS_URL"),
+    )
+    .await
+    .expect("connect as admin");
+    ldap3::drive!(conn);
+    ldap.simple_bind(lab.get("AD_ADMIN_DN"), lab.get("AD_ADMIN_PASSWORD"))
+        .await
+        .expect("admin bind")
+        .success()
+        .expect("admin bind accepted");
+    ldap
+}
+
+/// Unlocks an AD account (what an administrator does: `lockoutTime: 0`).
+pub async fn set_lockout_time_zero(lab: &Lab, dn: &str) {
+    let mut ldap = admin(lab).await;
+    ldap.modify(
+        dn,
+        vec![ldap3::Mod::Replace(
+            "lockoutTime",
+            std::collections::HashSet::from(["0"]),
+        )],
+    )
+    .await
+    .expect("modify round trip")
+    .success()
+    .expect("admin may unlock");
+    let _ = ldap.unbind().await;
+}
