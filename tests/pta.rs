@@ -207,3 +207,99 @@ async fn a_killed_agent_fails_no_sign_in() {
         "sign-ins failed while one of two agents died: {failures:?}"
     );
 }
+
+/// An attacker guessing passwords locks the user at the hub, never in AD: AD sees fewer
+/// bad passwords than its own threshold, and `lockoutTime` stays 0. A wrong password
+/// repeated is counted once and reaches AD once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smart_lockout_shields_ad() {
+    let lab = lab();
+    let dn = lab.user("liam-smartlock", "DN");
+    let upn = lab.user("liam-smartlock", "UPN");
+    let domain_threshold: u32 = lab.get("AD_LOCKOUT_THRESHOLD").parse().expect("number");
+    common::set_lockout_time_zero(lab, dn).await;
+    // A right password resets AD's bad-password count to 0 before we start.
+    let hub = Hub::new(HubConfig::new("endpoint-test"));
+    let _agent = attach_agent(
+        &hub,
+        "agt-00000000000000c3",
+        directory(lab, vec![ldaps(lab)]),
+    );
+    wait_for_agents(&hub, 1).await;
+    assert_eq!(
+        hub.check(req(upn, lab.user("liam-smartlock", "PASSWORD")))
+            .await,
+        SignInOutcome::Success
+    );
+    assert_eq!(common::read_attr(lab, dn, "badPwdCount").await, "0");
+
+    let hub_threshold = hub.lockout().policy().threshold;
+    assert!(
+        hub_threshold < domain_threshold,
+        "the default must stay below AD's threshold"
+    );
+    let mut outcomes = Vec::new();
+    for i in 0..10 {
+        outcomes.push(hub.check(req(upn, &format!("Attacker-Guess-{i}"))).await);
+    }
+    let t = hub_threshold as usize;
+    assert!(
+        outcomes[..t]
+            .iter()
+            .all(|o| *o == SignInOutcome::InvalidCredentials),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes[t..]
+            .iter()
+            .all(|o| *o == SignInOutcome::AccountLocked),
+        "{outcomes:?}"
+    );
+    // Even the right password is held at the hub while locked.
+    assert_eq!(
+        hub.check(req(upn, lab.user("liam-smartlock", "PASSWORD")))
+            .await,
+        SignInOutcome::AccountLocked
+    );
+    assert_eq!(
+        common::read_attr(lab, dn, "lockoutTime").await,
+        "0",
+        "AD never locked the account"
+    );
+    assert_eq!(
+        common::read_attr(lab, dn, "badPwdCount").await,
+        hub_threshold.to_string(),
+        "AD saw only the guesses the hub let through"
+    );
+
+    // A fresh hub (as after the lock expired): one wrong password repeated five times.
+    let hub2 = Hub::new(HubConfig::new("endpoint-test"));
+    let _agent2 = attach_agent(
+        &hub2,
+        "agt-00000000000000c4",
+        directory(lab, vec![ldaps(lab)]),
+    );
+    wait_for_agents(&hub2, 1).await;
+    assert_eq!(
+        hub2.check(req(upn, lab.user("liam-smartlock", "PASSWORD")))
+            .await,
+        SignInOutcome::Success
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            hub2.check(req(upn, "Same-Wrong-Guess-1")).await,
+            SignInOutcome::InvalidCredentials
+        );
+    }
+    assert_eq!(
+        common::read_attr(lab, dn, "badPwdCount").await,
+        "1",
+        "the repeat reached AD once"
+    );
+    assert_eq!(
+        hub2.check(req(upn, lab.user("liam-smartlock", "PASSWORD")))
+            .await,
+        SignInOutcome::Success,
+        "one repeated guess does not lock"
+    );
+}

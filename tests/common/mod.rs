@@ -135,3 +135,21 @@ pub async fn set_lockout_time_zero(lab: &Lab, dn: &str) {
     .expect("admin may unlock");
     let _ = ldap.unbind().await;
 }
+
+/// One attribute of an AD object, read as the domain admin ("0" when absent).
+pub async fn read_attr(lab: &Lab, dn: &str, attr: &str) -> String {
+    let mut ldap = admin(lab).await;
+    let (entries, _) = ldap
+        .search(dn, ldap3::Scope::Base, "(objectClass=*)", vec![attr])
+        .await
+        .expect("search round trip")
+        .success()
+        .expect("search accepted");
+    let _ = ldap.unbind().await;
+    let entry = ldap3::SearchEntry::construct(entries.into_iter().next().expect("object exists"));
+    entry
+        .attrs
+        .get(attr)
+        .and_then(|v| v.first().cloned())
+        .unwrap_or_else(|| "0".into())
+}
