@@ -1,6 +1,38 @@
-//! Causeway's certificate authority and key rollover: enrollment tokens, CSR issuance,
-//! renewal and revocation of agent certificates, token-signing key sets, rustls configs.
-//! It must never write a private key to a file others can read, nor log one.
-//!
-//! Built in the pass-through-authentication issue; this crate holds no code yet.
+//! Causeway's certificate authority: its CA key and certificate, enrollment tokens, agent
+//! certificates issued from CSRs (renewal, revocation) and the rustls configs that use them.
+//! It must never write a private key to a file others can read, nor log a key or token.
 #![forbid(unsafe_code)]
+
+mod ca;
+mod error;
+mod id;
+mod registry;
+mod tls;
+mod util;
+
+pub use ca::{
+    renewal_due, Ca, IssuedCert, IssuedKeyAndCert, CA_CERT_FILE, CA_COMMON_NAME, CA_KEY_FILE,
+    DEFAULT_AGENT_CERT_VALIDITY, MAX_AGENT_CERT_VALIDITY, MAX_CSR_PEM_LEN, MIN_AGENT_CERT_VALIDITY,
+    REGISTRY_FILE,
+};
+pub use error::{CertsError, CsrError, DbError, TokenError};
+pub use id::AgentId;
+pub use registry::{
+    AgentRecord, AgentRegistration, AgentStatus, Registry, TokenPurpose, MAX_HOST_NAME_LEN,
+    MAX_TOKEN_LEN, MAX_TOKEN_TTL, MIN_TOKEN_TTL,
+};
+pub use tls::{agent_client_config, server_config};
+pub use util::fingerprint_of_der;
+
+#[cfg(test)]
+mod tests {
+    /// The hub shares these across tasks and the blocking pool.
+    #[test]
+    fn shared_types_are_send_and_sync() {
+        fn both<T: Send + Sync>() {}
+        both::<crate::Ca>();
+        both::<crate::Registry>();
+        both::<crate::IssuedKeyAndCert>();
+        both::<crate::CertsError>();
+    }
+}

@@ -1,0 +1,221 @@
+//! Small shared helpers: randomness, Unix time, fingerprints, private files.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use crate::CertsError;
+
+/// SHA-256 over `der`, lowercase hex: how Causeway names certificates (the hub, the
+/// registry and `causeway certs list` all use this form).
+pub fn fingerprint_of_der(der: &[u8]) -> String {
+    hex::encode(Sha256::digest(der))
+}
+
+/// Whether `s` looks like [`fingerprint_of_der`]'s output.
+pub(crate) fn is_fingerprint(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], CertsError> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).map_err(|e| CertsError::Random(e.to_string()))?;
+    Ok(b)
+}
+
+/// Seconds since the Unix epoch (negative before it), rounded down.
+pub(crate) fn unix_secs(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => {
+            let d = e.duration();
+            let s = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+            // Round towards minus infinity.
+            if d.subsec_nanos() > 0 {
+                -s - 1
+            } else {
+                -s
+            }
+        }
+    }
+}
+
+pub(crate) fn from_unix_secs(s: i64) -> SystemTime {
+    if s >= 0 {
+        UNIX_EPOCH + Duration::from_secs(s.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_secs(s.unsigned_abs())
+    }
+}
+
+/// Creates `dir` (mode 0700) if needed and refuses one that others may write to.
+pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), CertsError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| CertsError::io("create the directory", dir, e))?;
+    let meta = fs::metadata(dir).map_err(|e| CertsError::io("inspect", dir, e))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(CertsError::InsecureDirectory {
+            path: dir.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a file whose permissions give group or others any access.
+pub(crate) fn check_private(file: &File, path: &Path) -> Result<(), CertsError> {
+    let meta = file
+        .metadata()
+        .map_err(|e| CertsError::io("inspect", path, e))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(CertsError::InsecureFile {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// Reads at most `max` bytes of `path`; larger files are refused. With `private`, the file
+/// must not be accessible to group or others (checked on the open handle, not the name).
+pub(crate) fn read_bounded(path: &Path, max: usize, private: bool) -> Result<Vec<u8>, CertsError> {
+    let file = File::open(path).map_err(|e| CertsError::io("open", path, e))?;
+    if private {
+        check_private(&file, path)?;
+    }
+    let mut buf = Vec::new();
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    file.take(limit)
+        .read_to_end(&mut buf)
+        .map_err(|e| CertsError::io("read", path, e))?;
+    if buf.len() > max {
+        return Err(CertsError::io(
+            "read",
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the file is larger than {max} bytes"),
+            ),
+        ));
+    }
+    Ok(buf)
+}
+
+/// Writes `data` to a new temporary file beside `final_name` in `dir`, created with `mode`
+/// (so it is never readable by others, not even for a moment) and flushed to disk.
+/// Returns its path; the caller links or renames it into place.
+pub(crate) fn write_temp(
+    dir: &Path,
+    final_name: &str,
+    data: &[u8],
+    mode: u32,
+) -> Result<PathBuf, CertsError> {
+    let tag: [u8; 6] = random_bytes()?;
+    let path = dir.join(format!(
+        ".{final_name}.tmp-{}-{}",
+        std::process::id(),
+        hex::encode(tag)
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)?;
+        // The mode given at creation is filtered by the umask; make it exact.
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(data)?;
+        f.sync_all()
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&path);
+        return Err(CertsError::io("write", path, e));
+    }
+    Ok(path)
+}
+
+/// Flushes a directory so that renames and links in it survive a crash.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), CertsError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| CertsError::io("flush", dir, e))
+}
+
+#[cfg(test)]
+pub(crate) mod testdir {
+    //! Self-cleaning temporary directories for tests (no extra dependency).
+
+    use std::path::{Path, PathBuf};
+
+    pub(crate) struct TestDir(PathBuf);
+
+    impl TestDir {
+        pub(crate) fn new(name: &str) -> Self {
+            let tag: [u8; 8] = super::random_bytes().expect("random");
+            let p = std::env::temp_dir().join(format!(
+                "causeway-certs-{name}-{}-{}",
+                std::process::id(),
+                hex::encode(tag)
+            ));
+            std::fs::create_dir_all(&p).expect("create test dir");
+            Self(p)
+        }
+
+        pub(crate) fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_seconds_round_trip() {
+        for s in [0i64, 1, 1_700_000_000, -1, -86_400] {
+            assert_eq!(unix_secs(from_unix_secs(s)), s);
+        }
+        assert_eq!(unix_secs(UNIX_EPOCH + Duration::from_millis(1500)), 1);
+        assert_eq!(unix_secs(UNIX_EPOCH - Duration::from_millis(1500)), -2);
+    }
+
+    #[test]
+    fn fingerprint_is_lowercase_sha256_hex() {
+        assert_eq!(
+            fingerprint_of_der(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(is_fingerprint(&fingerprint_of_der(b"")));
+        assert!(!is_fingerprint(
+            "BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD"
+        ));
+    }
+
+    #[test]
+    fn temp_files_get_the_exact_mode() {
+        let d = testdir::TestDir::new("util");
+        let p = write_temp(d.path(), "k", b"secret", 0o600).expect("write");
+        let mode = fs::metadata(&p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(read_bounded(&p, 6, true).expect("read"), b"secret");
+        assert!(read_bounded(&p, 5, true).is_err());
+    }
+}
