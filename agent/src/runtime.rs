@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use causeway_credential::wire::ALPN;
 use causeway_credential::{EnvelopeOpener, Secret};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use tracing::{info, warn};
 
 use crate::channel::{Identity, Renewer};
@@ -80,23 +80,9 @@ pub fn endpoint_tls(
     cert_pem: &str,
     key_pem: &Secret<String>,
 ) -> Result<Arc<rustls::ClientConfig>, StartError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in certs_from_pem(ca_pem.as_bytes(), "pinned CA")? {
-        roots
-            .add(c)
-            .map_err(|e| StartError::Tls(format!("pinned CA: {e}")))?;
-    }
-    let chain = certs_from_pem(cert_pem.as_bytes(), "agent certificate")?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.expose_secret().as_bytes())
-        .map_err(|_| StartError::Tls("agent TLS key: not a PEM private key".into()))?;
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| StartError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .map_err(|e| StartError::Tls(format!("agent certificate and key: {e}")))?;
-    cfg.alpn_protocols = vec![ALPN.to_vec()];
-    Ok(Arc::new(cfg))
+    causeway_certs::agent_client_config(ca_pem, cert_pem, key_pem, vec![ALPN.to_vec()])
+        .map(Arc::new)
+        .map_err(|e| StartError::Tls(e.to_string()))
 }
 
 /// Validity of a PEM certificate, as Unix seconds.
@@ -137,6 +123,27 @@ impl std::fmt::Debug for CertRenewal {
         f.debug_struct("CertRenewal")
             .field("dir", &self.dir)
             .finish_non_exhaustive()
+    }
+}
+
+impl CertRenewal {
+    /// Renewal for the certificate valid from `not_before` to `not_after` (Unix seconds),
+    /// saving into `dir` and swapping the new settings into `tls`.
+    pub fn new(
+        dir: PathBuf,
+        host_name: String,
+        ca_pem: String,
+        (not_before, not_after): (u64, u64),
+        tls: Arc<RwLock<Arc<rustls::ClientConfig>>>,
+    ) -> Self {
+        Self {
+            dir,
+            host_name,
+            ca_pem,
+            window: Mutex::new((not_before, not_after)),
+            pending: Mutex::new(None),
+            tls,
+        }
     }
 }
 
@@ -236,14 +243,13 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
             login,
         },
     ));
-    let renewal = Arc::new(CertRenewal {
-        dir: config.state_dir.clone(),
-        host_name: host_name(),
-        ca_pem: state.ca_pem.clone(),
-        window: Mutex::new(window),
-        pending: Mutex::new(None),
-        tls: tls.clone(),
-    });
+    let renewal = Arc::new(CertRenewal::new(
+        config.state_dir.clone(),
+        host_name(),
+        state.ca_pem.clone(),
+        window,
+        tls.clone(),
+    ));
     let me = Identity {
         agent_id: state.agent_id.clone(),
         max_in_flight: config.max_in_flight,

@@ -3,6 +3,7 @@
 //! or times out, the check is retried on another agent within the same deadline. Capacity
 //! is bounded: past it, checks are answered `Throttled` at once instead of piling up.
 
+pub mod authority;
 pub mod listener;
 pub mod lockout;
 
