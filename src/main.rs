@@ -5,7 +5,9 @@
 // A command-line program talks on stdout.
 #![allow(clippy::print_stdout)]
 
+mod agent_cmd;
 mod bench;
+mod endpoint;
 mod logging;
 
 use std::process::ExitCode;
@@ -38,14 +40,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the federation endpoint: sign-in page, SAML 2.0 IdP, WS-Federation, agent hub.
-    Serve(NotYet),
-    /// Run or register the on-premises agent that checks passwords against AD.
-    Agent(NotYet),
+    /// Run the endpoint: today the agent hub that pass-through agents dial into.
+    Serve(endpoint::ServeArgs),
+    /// Register or run the on-premises agent that checks passwords against AD.
+    #[command(subcommand)]
+    Agent(agent_cmd::AgentCommand),
     /// Import users and groups from AD and synchronise password-hash verifiers.
     Sync(NotYet),
-    /// Manage Causeway's CA: enrollment tokens, agent certificates, key rollover.
-    Certs(NotYet),
+    /// Manage Causeway's CA: enrollment tokens, agents (list, approve, revoke).
+    #[command(subcommand)]
+    Certs(endpoint::CertsCommand),
     /// Measure throughput against a baseline taken in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -71,13 +75,10 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     match cli.command {
-        Command::Serve(_) => not_built(
-            "serve",
-            "the federation endpoint (sign-in page, SAML 2.0, WS-Federation)",
-        ),
-        Command::Agent(_) => not_built("agent", "the pass-through authentication agent"),
+        Command::Serve(a) => block_on(endpoint::serve(a)),
+        Command::Agent(a) => block_on(agent_cmd::run(a)),
         Command::Sync(_) => not_built("sync", "the directory and password-hash sync job"),
-        Command::Certs(_) => not_built("certs", "the certificate authority and enrollment tokens"),
+        Command::Certs(c) => report(endpoint::certs(c)),
         Command::Bench(b) => match bench::run(b) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -86,6 +87,24 @@ fn main() -> ExitCode {
             }
         },
         Command::Demo => demo(),
+    }
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("causeway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => report(rt.block_on(f)),
+        Err(e) => report(Err(e.into())),
     }
 }
 
@@ -135,7 +154,7 @@ mod tests {
 
     #[test]
     fn unbuilt_subcommands_accept_any_arguments() {
-        let cli = Cli::try_parse_from(["causeway", "serve", "--config", "x.toml"]).expect("parses");
-        assert!(matches!(cli.command, Command::Serve(_)));
+        let cli = Cli::try_parse_from(["causeway", "sync", "--config", "x.toml"]).expect("parses");
+        assert!(matches!(cli.command, Command::Sync(_)));
     }
 }
