@@ -303,3 +303,66 @@ async fn smart_lockout_shields_ad() {
         "one repeated guess does not lock"
     );
 }
+
+/// Sign-in by another attribute than the UPN: the agent searches as the service account
+/// and binds with the DN it finds. A bare `alice` fails when bound directly (Samba answers
+/// 52e), so success proves the search ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alternate_login_id_through_a_service_account_search() {
+    let lab = lab();
+    let mut settings = directory(lab, vec![ldaps(lab)]);
+    settings.login = LoginResolution::Attribute {
+        attribute: "sAMAccountName".into(),
+        base: lab.get("AD_BASE_DN").into(),
+        service_dn: lab.user("svc-sync", "DN").into(),
+        service_password: causeway_credential::Secret::new(lab.user("svc-sync", "PASSWORD").into()),
+    };
+    let hub = Hub::new(HubConfig::new("endpoint-test"));
+    let _agent = attach_agent(&hub, "agt-00000000000000e5", settings);
+    wait_for_agents(&hub, 1).await;
+    assert_eq!(
+        hub.check(req("alice", lab.user("alice", "PASSWORD"))).await,
+        SignInOutcome::Success
+    );
+    assert_eq!(
+        hub.check(req("bob-disabled", lab.user("bob-disabled", "PASSWORD")))
+            .await,
+        SignInOutcome::AccountDisabled
+    );
+    assert_eq!(
+        hub.check(req("no-such-person", "Whatever-1")).await,
+        SignInOutcome::UnknownUser
+    );
+    // An LDAP filter injection is a name like any other: escaped, found nowhere.
+    assert_eq!(
+        hub.check(req("*)(sAMAccountName=alice", "Whatever-1"))
+            .await,
+        SignInOutcome::UnknownUser
+    );
+}
+
+/// A DC reached over plain LDAP with StartTLS works like LDAPS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_domain_controller() {
+    let lab = lab();
+    let dc = DcTarget {
+        url: lab.get("AD_LDAP_URL").into(),
+        transport: Transport::StartTls,
+    };
+    let hub = Hub::new(HubConfig::new("endpoint-test"));
+    let _agent = attach_agent(&hub, "agt-00000000000000f6", directory(lab, vec![dc]));
+    wait_for_agents(&hub, 1).await;
+    assert_eq!(
+        hub.check(req(lab.user("alice", "UPN"), lab.user("alice", "PASSWORD")))
+            .await,
+        SignInOutcome::Success
+    );
+    assert_eq!(
+        hub.check(req(
+            lab.user("carol-mustchange", "UPN"),
+            lab.user("carol-mustchange", "PASSWORD")
+        ))
+        .await,
+        SignInOutcome::PasswordMustChange
+    );
+}

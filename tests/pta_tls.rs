@@ -572,3 +572,97 @@ async fn certificates_renew_over_the_channel() {
     assert!(dial(&ep.endpoint(), None, fresh).await.is_ok());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A hub (here: a test speaking the protocol by hand) that replays a Check, or tampers with
+/// one, gets no verdict on the password: the real agent refuses the envelope and says why
+/// in its log, and never binds with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_or_tampered_envelopes_are_refused_by_the_agent() {
+    use causeway_credential::{seal, AgentKeyPair, EnvelopeContext, RequestId, SealedEnvelope};
+    common::init_logs();
+    let lab = lab();
+    let keys = AgentKeyPair::generate();
+    let public = keys.public().clone();
+    let v = Arc::new(Validator::new(EnvelopeOpener::new(keys), directory(lab)));
+    let (mut hub, agent_side) = tokio::io::duplex(64 * 1024);
+    let me = Identity {
+        agent_id: "agt-00000000000000ab".into(),
+        max_in_flight: 4,
+        renewer: None,
+    };
+    tokio::spawn(async move { channel::run(agent_side, &me, v, |_| {}).await });
+    let read = |hub: &mut tokio::io::DuplexStream| {
+        let mut hub = std::mem::replace(hub, tokio::io::duplex(1).0);
+        async move {
+            let mut h = [0u8; 4];
+            hub.read_exact(&mut h).await.expect("header");
+            let mut body = vec![0u8; u32::from_be_bytes(h) as usize];
+            hub.read_exact(&mut body).await.expect("body");
+            (Frame::decode(&body).expect("frame"), hub)
+        }
+    };
+    let (hello, h) = read(&mut hub).await;
+    hub = h;
+    assert!(matches!(hello, Frame::Hello { .. }));
+    hub.write_all(
+        &Frame::Welcome {
+            endpoint_id: "ep-replay".into(),
+            heartbeat_ms: 5000,
+        }
+        .to_bytes(),
+    )
+    .await
+    .expect("welcome");
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let ctx = EnvelopeContext {
+        request_id: RequestId::random(),
+        user_name: lab.user("alice", "UPN").into(),
+        endpoint_id: "ep-replay".into(),
+        expires_at: now + 30,
+    };
+    let env = seal(
+        &public,
+        &ctx,
+        &Password::new(lab.user("alice", "PASSWORD").into()).expect("pw"),
+    )
+    .expect("seal");
+    let check = |envelope: SealedEnvelope| {
+        Frame::Check {
+            request_id: ctx.request_id,
+            deadline_ms: 5000,
+            envelope,
+        }
+        .to_bytes()
+    };
+    let mut verdicts = Vec::new();
+    // Original, replay, and a copy with one ciphertext bit flipped.
+    let mut tampered = env.as_bytes().to_vec();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    for frame in [
+        check(env.clone()),
+        check(env.clone()),
+        check(SealedEnvelope::from_bytes(tampered)),
+    ] {
+        hub.write_all(&frame).await.expect("check");
+        loop {
+            let (f, h) = read(&mut hub).await;
+            hub = h;
+            if let Frame::Verdict { outcome, .. } = f {
+                verdicts.push(outcome);
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        verdicts,
+        vec![
+            SignInOutcome::Success,
+            SignInOutcome::DirectoryUnavailable,
+            SignInOutcome::DirectoryUnavailable
+        ]
+    );
+}

@@ -203,6 +203,18 @@ impl Renewer for CertRenewal {
 /// Runs the agent until the process is stopped.
 pub async fn run(config: AgentConfig) -> Result<(), StartError> {
     harden_process()?;
+    if config.allow_plain_ldap {
+        for dc in config
+            .domain_controllers
+            .iter()
+            .filter(|d| d.transport == crate::validator::Transport::Plain)
+        {
+            tracing::error!(
+                dc = %dc.url,
+                "DANGER: plain LDAP enabled ([danger] allow_plain_ldap): passwords cross the network in clear; for a lab only"
+            );
+        }
+    }
     let state = AgentState::load(&config.state_dir)?;
     let dc_tls = dc_tls(&config.ca_file)?;
     let tls = Arc::new(RwLock::new(endpoint_tls(

@@ -22,7 +22,9 @@ pub(crate) enum BenchCommand {
     /// binds per second to the same DC at the same concurrency (target ratio >= 0.85,
     /// added p50 <= 1 ms, p99 <= 5 ms).
     ///
-    /// Uses the running lab (`scripts/lab.sh start`), found through `--lab-env`. The raw
+    /// Uses the running lab (`scripts/lab.sh start`), found through `--lab-env`. The PTA
+    /// path is the deployed one: a CA and registry in a scratch directory, the hub's TLS
+    /// listener on loopback, an agent enrolled with a token over mutual TLS. The raw
     /// baseline keeps one LDAPS connection per worker and re-binds on it; the agent keeps a
     /// pool of the same size, so both sides pay the same TLS set-up once.
     Pta(pta::PtaArgs),

@@ -6,12 +6,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use causeway_agent::channel::{self, Identity};
+use std::sync::RwLock;
+
+use causeway_agent::channel::Identity;
+use causeway_agent::config::Endpoint;
+use causeway_agent::connect::{keep_channel, Backoff};
 use causeway_agent::validator::{
     DcTarget, DirectorySettings, LoginResolution, Transport, Validator,
 };
-use causeway_credential::{AgentKeyPair, EnvelopeOpener, Password, SignInOutcome};
-use causeway_federation::hub::{AgentPeer, CheckRequest, Hub, HubConfig};
+use causeway_credential::wire::{ALPN, ENROLL_ALPN};
+use causeway_credential::{EnvelopeOpener, Password, SignInOutcome};
+use causeway_federation::hub::authority::CertsAuthority;
+use causeway_federation::hub::{listener, CheckRequest, Hub, HubConfig};
 use ldap3::{LdapConnAsync, LdapConnSettings};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -125,17 +131,56 @@ async fn bench(args: &PtaArgs, f: Facts) -> Result<()> {
     let tls = tls(&f.ca)?;
     let slice = Duration::from_secs_f64(args.seconds / f64::from(args.rounds));
 
-    // The PTA path: a hub and one agent in this process, joined by an in-memory stream
-    // (the transport is measured by the TLS tests; here the cost is sealing, the protocol,
-    // the pool and the bind).
+    // The PTA path as deployed, in one process: Causeway's CA and registry in a scratch
+    // directory, the hub's TLS listener on loopback, one agent enrolled with a token and
+    // dialing in over mutual TLS, binding to the lab DC.
+    let scratch = std::env::temp_dir().join(format!("causeway-bench-pta-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let now = std::time::SystemTime::now();
+    let ca = causeway_certs::Ca::load_or_create(&scratch.join("ca"), now)?;
+    let registry = causeway_certs::Registry::open(&ca.registry_path())?;
+    let token = registry.create_token(
+        causeway_certs::TokenPurpose::Agent,
+        &ca.fingerprint_sha256(),
+        Duration::from_secs(600),
+        now,
+    )?;
+    let server = ca.issue_server_cert(&["127.0.0.1".into()], now)?;
+    let server_tls = causeway_certs::server_config(
+        server.chain_der(),
+        server.private_key_der()?,
+        ca.enrollment_client_verifier()?,
+        vec![ALPN.to_vec(), ENROLL_ALPN.to_vec()],
+    )?;
     let hub = Hub::new(HubConfig::new("bench-endpoint"));
-    let keys = AgentKeyPair::generate();
-    let peer = AgentPeer {
-        agent_id: "agt-00000000000bench".into(),
-        hpke_public_key: keys.public().clone(),
+    let authority = Arc::new(CertsAuthority::new(
+        ca,
+        registry,
+        false,
+        causeway_certs::DEFAULT_AGENT_CERT_VALIDITY,
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = Endpoint {
+        host: "127.0.0.1".into(),
+        port: listener.local_addr()?.port(),
     };
+    tokio::spawn(listener::serve(
+        listener,
+        Arc::new(server_tls),
+        hub.clone(),
+        authority,
+    ));
+    let state =
+        causeway_agent::enroll::register(&endpoint, None, token.expose_secret(), "bench-agent")
+            .await?;
+    let _ = std::fs::remove_dir_all(&scratch);
+    let agent_tls = Arc::new(RwLock::new(causeway_agent::runtime::endpoint_tls(
+        &state.ca_pem,
+        &state.tls_cert_pem,
+        &state.tls_key_pem,
+    )?));
     let validator = Arc::new(Validator::new(
-        EnvelopeOpener::new(keys),
+        EnvelopeOpener::new(state.hpke),
         DirectorySettings {
             dcs: vec![DcTarget {
                 url: f.url.clone(),
@@ -148,15 +193,19 @@ async fn bench(args: &PtaArgs, f: Facts) -> Result<()> {
             login: LoginResolution::AsTyped,
         },
     ));
-    let (hub_side, agent_side) = tokio::io::duplex(256 * 1024);
-    let h = hub.clone();
-    tokio::spawn(async move { h.serve_channel(hub_side, peer).await });
     let me = Identity {
-        agent_id: "agt-00000000000bench".into(),
+        agent_id: state.agent_id.clone(),
         max_in_flight: 1024,
         renewer: None,
     };
-    tokio::spawn(async move { channel::run(agent_side, &me, validator, |_| {}).await });
+    tokio::spawn(keep_channel(
+        endpoint,
+        None,
+        agent_tls,
+        me,
+        validator,
+        Backoff::default(),
+    ));
     for _ in 0..500 {
         if hub.has_agents() {
             break;
@@ -164,7 +213,7 @@ async fn bench(args: &PtaArgs, f: Facts) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     if !hub.has_agents() {
-        bail!("the in-process agent did not connect");
+        bail!("the agent did not connect to the hub");
     }
 
     println!(

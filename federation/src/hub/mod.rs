@@ -534,3 +534,6 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(wr: &mut W, f: &Frame) -> Result
     wr.flush().await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

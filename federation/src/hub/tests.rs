@@ -1,0 +1,196 @@
+//! The hub's dispatch logic, with in-memory protocol peers standing in for agents (the
+//! real agent and directory are exercised by the workspace's integration tests).
+
+use std::sync::atomic::AtomicUsize;
+
+use causeway_credential::AgentKeyPair;
+
+use super::*;
+
+/// A peer that answers every Check with `outcome` after `delay` (or never, if `None`).
+fn fake_agent(
+    hub: &Arc<Hub>,
+    id: &str,
+    delay: Option<Duration>,
+    outcome: SignInOutcome,
+    seen: Arc<AtomicUsize>,
+) {
+    let (hub_side, mut agent) = tokio::io::duplex(64 * 1024);
+    let peer = AgentPeer {
+        agent_id: id.into(),
+        hpke_public_key: AgentKeyPair::generate().public().clone(),
+    };
+    let h = hub.clone();
+    tokio::spawn(async move { h.serve_channel(hub_side, peer).await });
+    let id = id.to_owned();
+    tokio::spawn(async move {
+        write_frame(
+            &mut agent,
+            &Frame::Hello {
+                version: PROTOCOL_VERSION,
+                agent_id: id,
+                agent_version: "test".into(),
+                max_in_flight: 64,
+            },
+        )
+        .await?;
+        let (mut rd, wr) = tokio::io::split(agent);
+        let wr = Arc::new(tokio::sync::Mutex::new(wr));
+        loop {
+            match read_frame(&mut rd).await? {
+                Frame::Check { request_id, .. } => {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    let Some(d) = delay else { continue };
+                    let wr = wr.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(d).await;
+                        let _ = write_frame(
+                            &mut *wr.lock().await,
+                            &Frame::Verdict {
+                                request_id,
+                                outcome,
+                                directory_us: 1,
+                            },
+                        )
+                        .await;
+                    });
+                }
+                Frame::Ping(n) => write_frame(&mut *wr.lock().await, &Frame::Pong(n)).await?,
+                _ => {}
+            }
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), ChannelError>(())
+    });
+}
+
+async fn connected(hub: &Hub, n: usize) {
+    for _ in 0..200 {
+        if hub.connected_agents().len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("fake agents did not connect");
+}
+
+fn req(user: &str) -> CheckRequest {
+    CheckRequest {
+        user_name: user.into(),
+        password: Password::new("Some-Password-1".into()).expect("valid"),
+        source: None,
+    }
+}
+
+#[tokio::test]
+async fn past_capacity_checks_are_throttled_at_once() {
+    let mut cfg = HubConfig::new("ep");
+    cfg.max_in_flight = 2;
+    let hub = Hub::new(cfg);
+    fake_agent(
+        &hub,
+        "agt-1",
+        Some(Duration::from_millis(300)),
+        SignInOutcome::Success,
+        Arc::default(),
+    );
+    connected(&hub, 1).await;
+    let a = tokio::spawn({
+        let h = hub.clone();
+        async move { h.check(req("u1")).await }
+    });
+    let b = tokio::spawn({
+        let h = hub.clone();
+        async move { h.check(req("u2")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t = Instant::now();
+    assert_eq!(hub.check(req("u3")).await, SignInOutcome::Throttled);
+    assert!(
+        t.elapsed() < Duration::from_millis(50),
+        "refused at once, not queued"
+    );
+    assert_eq!(a.await.expect("a"), SignInOutcome::Success);
+    assert_eq!(b.await.expect("b"), SignInOutcome::Success);
+}
+
+#[tokio::test]
+async fn a_silent_agent_is_retried_on_another_within_the_deadline() {
+    let mut cfg = HubConfig::new("ep");
+    cfg.attempt_timeout = Duration::from_millis(200);
+    cfg.deadline = Duration::from_secs(2);
+    let hub = Hub::new(cfg);
+    let (mute, good) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    fake_agent(&hub, "agt-mute", None, SignInOutcome::Success, mute.clone());
+    fake_agent(
+        &hub,
+        "agt-good",
+        Some(Duration::from_millis(5)),
+        SignInOutcome::Success,
+        good.clone(),
+    );
+    connected(&hub, 2).await;
+    for i in 0..6 {
+        let t = Instant::now();
+        assert_eq!(
+            hub.check(req(&format!("user{i}"))).await,
+            SignInOutcome::Success
+        );
+        assert!(t.elapsed() < Duration::from_millis(600));
+    }
+    assert!(mute.load(Ordering::SeqCst) >= 1, "the mute agent was tried");
+    assert_eq!(
+        good.load(Ordering::SeqCst),
+        6,
+        "every check ended on the good agent"
+    );
+}
+
+#[tokio::test]
+async fn the_deadline_bounds_a_check_when_no_agent_answers() {
+    let mut cfg = HubConfig::new("ep");
+    cfg.attempt_timeout = Duration::from_millis(100);
+    cfg.deadline = Duration::from_millis(300);
+    let hub = Hub::new(cfg);
+    fake_agent(
+        &hub,
+        "agt-mute",
+        None,
+        SignInOutcome::Success,
+        Arc::default(),
+    );
+    connected(&hub, 1).await;
+    let t = Instant::now();
+    assert_eq!(
+        hub.check(req("u")).await,
+        SignInOutcome::DirectoryUnavailable
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn outcomes_other_than_success_pass_through_and_feed_lockout() {
+    let hub = Hub::new(HubConfig::new("ep"));
+    fake_agent(
+        &hub,
+        "agt-1",
+        Some(Duration::from_millis(1)),
+        SignInOutcome::InvalidCredentials,
+        Arc::default(),
+    );
+    connected(&hub, 1).await;
+    for i in 0..3 {
+        let r = CheckRequest {
+            user_name: "victim".into(),
+            password: Password::new(format!("guess-{i}")).expect("valid"),
+            source: None,
+        };
+        assert_eq!(hub.check(r).await, SignInOutcome::InvalidCredentials);
+    }
+    assert_eq!(hub.check(req("victim")).await, SignInOutcome::AccountLocked);
+    assert!(hub.lockout().locked_for("victim", Instant::now()).is_some());
+}
