@@ -1,109 +1,235 @@
 #!/usr/bin/env bash
-# scripts/lab.sh — Causeway's test lab: a real Samba AD domain controller and a real
-# OpenLDAP slapd, both on loopback only, provisioned into one throwaway folder.
+# scripts/lab.sh — Causeway's integration-test lab: a real Samba AD domain controller and
+# a real OpenLDAP slapd, on loopback only, provisioned into one throwaway folder.
 #
 #   scripts/lab.sh start    install missing Debian packages (as root), provision on first
-#                           use, start both, wait until they answer, print the facts as
-#                           KEY=VALUE and write them to $CAUSEWAY_LAB_DIR/lab.env
-#   scripts/lab.sh status   exit 0 and print the facts when both run, exit 3 when not
+#                           use, start both servers, wait until they answer, print the
+#                           facts as KEY=VALUE on stdout and write them to
+#                           $CAUSEWAY_LAB_DIR/lab.env. Idempotent: on a running lab it only
+#                           prints the facts (LAB_START_SECONDS stays the real start's).
+#   scripts/lab.sh status   print the facts and exit 0 when both run; exit 3 when not
 #   scripts/lab.sh env      print the facts without starting anything
-#   scripts/lab.sh reset    put every AD test user back in its documented state
-#                           (unlocks, re-enables, resets passwords and restrictions)
+#   scripts/lab.sh reset    put every test user back in its documented state: passwords,
+#                           enabled/expired/must-change/hours/workstation states, and
+#                           lockouts (every AD account unlocked with badPwdCount 0, then
+#                           erin-locked locked again; slapd failure counters cleared)
 #   scripts/lab.sh check    bind as every test user and print the servers' verbatim answers
-#   scripts/lab.sh stop     stop what this script started (PID + start time; never by name)
-#   scripts/lab.sh wipe     stop, then delete the lab folder (only one this script made)
+#   scripts/lab.sh stop     stop both servers (only the processes this lab started)
+#   scripts/lab.sh wipe     stop, then delete the folders this lab created
 #
-# Folder: $CAUSEWAY_LAB_DIR (default ${TMPDIR:-/tmp}/causeway-lab), with the DC in ad/ and
-# slapd in ldap/. The DC listens on 127.0.0.2 (AD_LAB_IP; Samba cannot move ports 389/636,
-# so it takes its own loopback address) and needs root; slapd on 127.0.0.1:3389/3636.
-# Facts: AD_* (URLs, base DN, admin DN and password, CA certificate, one block per test
-# user, lockout thresholds) and SLAPD_*, plus LAB_START_SECONDS for the last start.
-# The knobs of scripts/lab/samba-dc.sh and scripts/lab/slapd.sh pass through.
+# Root is needed for start, reset, stop and wipe (Samba binds 88/135/389/445/636/... on its
+# own loopback address, sets security xattrs and runs in a private mount namespace);
+# status, env and check work as any user. Nothing listens outside 127.x.
+#
+# Folder: $CAUSEWAY_LAB_DIR, default ${TMPDIR:-/tmp}/causeway-lab; the DC lives in ad/,
+# slapd in ldap/, the combined facts in lab.env (plain KEY=VALUE lines, no quotes or
+# spaces: read them or `source` them). Keys: AD_* (URLs, realm, base DN, CA certificate,
+# admin, one AD_<NAME>_{SAM,UPN,DN,PASSWORD} block per test user, lockout policy),
+# SLAPD_* (URLs, base DN, CA, admin, sync account, one SLAPD_<NAME>_{UID,DN,PASSWORD}
+# block per user), LAB_DIR, LAB_ENV_FILE and LAB_START_SECONDS (wall time of the start
+# that brought the lab up, package installation included).
+#
+# AD users (password; simple bind with the right password gets): alice (Blue-Harbor-41;
+# success, in lab-users), bob-disabled (Green-Valley-42; data 533), carol-mustchange
+# (Red-Canyon-43; 773), dave-expired-account (Amber-Forest-44; 701), erin-locked
+# (Silver-Lake-45; 775), frank-pwdexpired (Golden-Field-46; 532), gina-hours
+# (Violet-Ridge-47; 530), hank-workstation (Copper-Bay-48; 531), ivan-lockout
+# (Ivory-Gate-49; locks after 3 bad binds), olivia-staff (Indigo-Shore-50; OU=Staff),
+# svc-sync (Sync-Svc-Pw-51; replication rights); and, each reserved for one kind of test,
+# kim-domainlock (Teal-Meadow-52; domain-wide lockout), liam-smartlock (Olive-Grove-53;
+# the hub's smart lockout), nora-probe (Coral-Reef-54; wrong-password probes). Domain
+# lockout: threshold 5, 1 min duration and window (AD_LOCKOUT_*); a PSO with threshold 3,
+# duration 0 covers erin and ivan (AD_PSO_*). `check` leaves alice's badPwdCount at 0.
+#
+# Knobs (environment): CAUSEWAY_LAB_DIR; for the DC (scripts/lab/samba-dc.sh):
+# AD_LAB_IP (127.0.0.2, any 127.x), AD_LAB_REALM, AD_LAB_DOMAIN, AD_LAB_HOSTNAME,
+# AD_LAB_ADMIN_PASSWORD, AD_LAB_ALLOW_PLAIN_LDAP=1, AD_LAB_PREFORK (4),
+# AD_LAB_START_TIMEOUT (60), AD_LAB_NO_INSTALL=1, AD_LAB_DEBUG; for slapd
+# (scripts/lab/slapd.sh): SLAPD_LAB_IP (127.0.0.1, any 127.x), SLAPD_LAB_PORT (3389),
+# SLAPD_LAB_TLS_PORT (3636), SLAPD_LAB_SUFFIX, SLAPD_LAB_ADMIN_PASSWORD,
+# SLAPD_LAB_NO_INSTALL=1, SLAPD_LAB_DEBUG. A second lab can run beside the first with
+# another CAUSEWAY_LAB_DIR, AD_LAB_IP and slapd ports.
+#
+# Processes are tracked by PID and start time (DIR/run/lab.pid) and only those, with their
+# own children, are ever stopped. One lab.sh at a time per lab folder (flock).
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+AD=$HERE/lab/samba-dc.sh
+LDAP=$HERE/lab/slapd.sh
 LAB=${CAUSEWAY_LAB_DIR:-${TMPDIR:-/tmp}/causeway-lab}
+LAB=${LAB%/}
 AD_DIR=$LAB/ad
 LDAP_DIR=$LAB/ldap
 ENV_FILE=$LAB/lab.env
-cmd=${1:-status}
+MARKER=$LAB/.causeway-lab
+CMD=${1:-help}
 
 say() { printf 'lab: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.2f", b-a}'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+need_root() { [ "$(id -u)" = 0 ] || die "'$CMD' must run as root (e.g. sudo $0 $CMD)"; }
 
-facts() {  # both servers' facts, one KEY=VALUE a line
-  "$here/lab/samba-dc.sh" env "$AD_DIR"
-  "$here/lab/slapd.sh" env "$LDAP_DIR"
-}
+if [ ! -x "$AD" ] || [ ! -x "$LDAP" ]; then die "missing $AD or $LDAP (run from a full checkout)"; fi
+case "$LAB" in /*) ;; *) die "CAUSEWAY_LAB_DIR must be an absolute path, got '$LAB'";; esac
 
-write_env() {  # $1: start seconds to record
-  { facts; echo "LAB_DIR=$LAB"; echo "LAB_START_SECONDS=$1"; } > "$ENV_FILE.$$"
-  mv "$ENV_FILE.$$" "$ENV_FILE"
-}
-
-# One lab.sh at a time per lab folder (test processes start the lab in parallel). The
-# lock is on fd 8, closed for the servers we launch so that none of them keeps it.
+# One lab.sh at a time per lab folder: parallel test processes all call `start`. The lock
+# is fd 8, closed (8>&-) for the scripts we run, so no server started below inherits it.
+# Someone who cannot write the folder (status/env/check as a user) locks nothing.
 lock() {
+  if [ -w "$LAB" ] || [ -w "$LAB/.lab.lock" ]; then
+    exec 8>>"$LAB/.lab.lock"
+    flock 8
+  elif [ -r "$LAB/.lab.lock" ]; then
+    exec 8<"$LAB/.lab.lock"
+    flock -s 8
+  fi
+}
+
+ad_up() { "$AD" status "$AD_DIR" >/dev/null 2>&1 8>&-; }
+ldap_up() { "$LDAP" status "$LDAP_DIR" >/dev/null 2>&1 8>&-; }
+running() { ad_up && ldap_up; }
+
+last_start_seconds() { sed -n 's/^LAB_START_SECONDS=//p' "$ENV_FILE" 2>/dev/null | tail -1; }
+
+facts() {  # $1: LAB_START_SECONDS to report (empty: none known)
+  "$AD" env "$AD_DIR" 8>&-
+  "$LDAP" env "$LDAP_DIR" 8>&-
+  echo "LAB_DIR=$LAB"
+  echo "LAB_ENV_FILE=$ENV_FILE"
+  [ -z "${1:-}" ] || echo "LAB_START_SECONDS=$1"
+}
+
+# Print the facts, and store them in lab.env when we may (atomically: readers never see
+# half a file).
+publish() {  # $1: LAB_START_SECONDS
+  local text; text=$(facts "${1:-}")
+  if [ -w "$LAB" ]; then
+    printf '%s\n' "$text" > "$ENV_FILE.$$"
+    mv -f "$ENV_FILE.$$" "$ENV_FILE"
+  fi
+  printf '%s\n' "$text"
+}
+
+# The lab folder is ours if it carries our marker, or holds nothing but what this script
+# makes (ad/ and ldap/ are guarded by their own scripts' markers). Checked entry by
+# entry, so a parallel start creating the same files is never mistaken for a stranger.
+claim_folder() {
   mkdir -p "$LAB"
-  exec 8>"$LAB/.lab.lock"
-  flock 8
+  local e
+  if [ ! -e "$MARKER" ]; then
+    for e in "$LAB"/* "$LAB"/.[!.]*; do
+      [ -e "$e" ] || continue
+      case "${e##*/}" in
+        .causeway-lab|.lab.lock|lab.env|lab.env.*|ad|ldap) ;;
+        *) die "$LAB holds '${e##*/}', which $0 did not make; choose another CAUSEWAY_LAB_DIR" ;;
+      esac
+    done
+  fi
+  touch "$MARKER"
 }
 
-running() {
-  "$here/lab/samba-dc.sh" status "$AD_DIR" >/dev/null 2>&1 && "$here/lab/slapd.sh" status "$LDAP_DIR" >/dev/null 2>&1
+start() {
+  if running; then   # no root needed to read the facts of a running lab
+    lock
+    say "already running ($LAB)"
+    publish "$(last_start_seconds)"
+    return 0
+  fi
+  need_root
+  claim_folder
+  lock
+  local t0; t0=$(now)
+  if running; then   # someone else started it while we waited for the lock
+    publish "$(last_start_seconds)"
+    return 0
+  fi
+  # Packages first, one apt-get at a time; then both servers at once (the DC's
+  # provisioning, ~3.5 s on first use, dominates; slapd is ready in well under 1 s).
+  "$AD" install 8>&- || die "could not install the Samba AD DC's packages"
+  "$LDAP" install 8>&- || die "could not install slapd's packages"
+  local ad_rc=0 ldap_rc=0 ad_job
+  "$AD" start "$AD_DIR" >/dev/null 8>&- &
+  ad_job=$!
+  "$LDAP" start "$LDAP_DIR" >/dev/null 8>&- || ldap_rc=$?
+  wait "$ad_job" || ad_rc=$?
+  if [ "$ad_rc" != 0 ] || [ "$ldap_rc" != 0 ]; then
+    [ "$ad_rc" = 0 ] || say "the AD DC did not start (exit $ad_rc; logs in $AD_DIR/log/)"
+    [ "$ldap_rc" = 0 ] || say "slapd did not start (exit $ldap_rc; log in $LDAP_DIR/log/)"
+    die "start failed; whatever did start keeps running ('$0 stop' stops it)"
+  fi
+  local secs; secs=$(since "$t0")
+  say "AD DC and slapd ready in $secs s; facts in $ENV_FILE"
+  publish "$secs"
 }
 
-case "$cmd" in
-  start)
-    lock
-    if running; then
-      # Already up: refresh the facts (they are cheap), keep the last start's timing.
-      last=$(sed -n 's/^LAB_START_SECONDS=//p' "$ENV_FILE" 2>/dev/null || true)
-      write_env "${last:-0}"
-      cat "$ENV_FILE"
-      exit 0
-    fi
-    t0=$(date +%s.%N)
-    "$here/lab/samba-dc.sh" start "$AD_DIR" >/dev/null 8>&-
-    "$here/lab/slapd.sh" start "$LDAP_DIR" >/dev/null 8>&-
-    secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}')
-    write_env "$secs"
-    say "AD DC and slapd ready in $secs s; facts in $ENV_FILE"
-    cat "$ENV_FILE"
-    ;;
-  status)
-    if running; then
-      facts
-      exit 0
-    fi
-    say "not running (start it with: sudo scripts/lab.sh start)"
-    exit 3
-    ;;
-  env)
-    facts
-    ;;
-  reset)
-    "$here/lab/samba-dc.sh" users "$AD_DIR"
-    ;;
-  check)
-    "$here/lab/samba-dc.sh" check "$AD_DIR"
-    "$here/lab/slapd.sh" check "$LDAP_DIR"
-    ;;
-  stop)
-    lock
-    rc=0
-    "$here/lab/samba-dc.sh" stop "$AD_DIR" || rc=$?
-    "$here/lab/slapd.sh" stop "$LDAP_DIR" || rc=$?
-    exit $rc
-    ;;
-  wipe)
-    lock
-    "$here/lab/samba-dc.sh" wipe "$AD_DIR" || true
-    "$here/lab/slapd.sh" wipe "$LDAP_DIR" || true
-    rm -f "$ENV_FILE" "$LAB/.lab.lock"
-    rmdir "$LAB" 2>/dev/null || true
-    ;;
-  *)
-    sed -n '2,22p' "$0" >&2
-    exit 2
-    ;;
+status() {
+  local ad=down ldap=down
+  ad_up && ad=up
+  ldap_up && ldap=up
+  if [ $ad = up ] && [ $ldap = up ]; then
+    facts "$(last_start_seconds)"
+    return 0
+  fi
+  say "not running: AD DC $ad, slapd $ldap ($LAB; start it with: sudo $0 start)"
+  return 3
+}
+
+stop() {
+  need_root
+  [ -d "$LAB" ] || { say "nothing at $LAB"; return 0; }
+  lock
+  local t0 rc=0; t0=$(now)
+  "$AD" stop "$AD_DIR" 8>&- || rc=$?
+  "$LDAP" stop "$LDAP_DIR" 8>&- || rc=$?
+  # keep lab.env (the folder's facts), minus the PIDs that are gone now
+  [ ! -e "$ENV_FILE" ] || publish "$(last_start_seconds)" >/dev/null
+  say "stopped in $(since "$t0") s"
+  return $rc
+}
+
+reset() {
+  need_root
+  [ -d "$LAB" ] || die "no lab at $LAB (run: sudo $0 start)"
+  lock
+  local t0; t0=$(now)
+  "$AD" users "$AD_DIR" 8>&-
+  if ldap_up; then "$LDAP" users "$LDAP_DIR" 8>&-; else say "slapd not running: its users were not reset"; fi
+  say "test users reset in $(since "$t0") s"
+}
+
+check() {
+  [ -e "$ENV_FILE" ] || die "no lab at $LAB (run: sudo $0 start)"
+  running || die "the lab is not (fully) running; see: $0 status"
+  echo "== AD DC: simple binds over LDAPS (name, password, result, verbatim diagnostic)"
+  "$AD" check "$AD_DIR"
+  echo "== slapd: ldapwhoami -e ppolicy over LDAPS"
+  "$LDAP" check "$LDAP_DIR"
+}
+
+wipe() {
+  need_root
+  [ -d "$LAB" ] || { say "nothing at $LAB"; return 0; }
+  [ -e "$MARKER" ] || [ -e "$AD_DIR/.causeway-ad-lab" ] || [ -z "$(ls -A "$LAB")" ] \
+    || die "$LAB was not made by $0; not deleting it"
+  lock
+  "$AD" wipe "$AD_DIR" 8>&-      # each refuses a folder without its own marker
+  "$LDAP" wipe "$LDAP_DIR" 8>&-
+  rm -f -- "$ENV_FILE" "$MARKER" "$LAB/.lab.lock"
+  rmdir -- "$LAB" 2>/dev/null || say "kept $LAB: it holds files this lab did not make"
+  say "wiped $LAB"
+}
+
+case "$CMD" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  env) facts "$(last_start_seconds)" ;;
+  reset) reset ;;
+  check) check ;;
+  wipe) wipe ;;
+  help|-h|--help) usage; exit 0 ;;
+  *) usage >&2; die "unknown command '$CMD'" ;;
 esac

@@ -7,12 +7,21 @@
 #   samba-dc.sh stop   [DIR]   stop the DC this script started (PID from DIR/run/lab.pid)
 #   samba-dc.sh status [DIR]   exit 0 and print the facts if running, exit 3 if not
 #   samba-dc.sh env    [DIR]   print the facts without starting anything
-#   samba-dc.sh users  [DIR]   put every test user back into its documented state
+#   samba-dc.sh users  [DIR]   put every test user back into its documented state, and
+#                              unlock every account (lockoutTime=0 also zeroes badPwdCount)
+#                              except erin-locked, which is locked again (alias: reset)
 #   samba-dc.sh check  [DIR]   bind as every test user over LDAPS and print the results
+#   samba-dc.sh install        install the missing Debian packages (root), nothing else
 #   samba-dc.sh wipe   [DIR]   stop, then delete DIR (only if this script created it)
 #
 # DIR defaults to $AD_LAB_DIR, else ${TMPDIR:-/tmp}/causeway-ad-lab. scripts/lab.sh drives this
 # script with DIR=$CAUSEWAY_LAB_DIR/ad; use that, not this, in day-to-day work.
+# Domain policy: complexity on, min length 7, history 24, minPwdAge 0, maxPwdAge 42 d, and
+# a domain-wide lockout (threshold 5, duration 1 min, counter reset after 1 min). A PSO
+# (threshold 3, duration 0 = until an admin unlocks) overrides it for erin-locked and
+# ivan-lockout. kim-domainlock, liam-smartlock and nora-probe are ordinary users under the
+# domain policy, each reserved for one kind of test (domain threshold, the hub's smart
+# lockout, wrong-password probes) so that parallel tests never lock each other's account.
 # Knobs (environment): AD_LAB_IP (127.0.0.2; any 127.x address; the DC owns the
 # standard ports 88/135/389/445/464/636/3268/3269 on it, Samba cannot move 389/636),
 # AD_LAB_REALM (LAB.CAUSEWAY.TEST), AD_LAB_DOMAIN (LAB), AD_LAB_HOSTNAME (dc1),
@@ -89,6 +98,7 @@ ensure_packages() {
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   [ "${AD_LAB_NO_INSTALL:-0}" = 1 ] && die "missing packages: ${missing[*]} (AD_LAB_NO_INSTALL=1)"
+  [ "$(id -u)" = 0 ] || die "missing packages (${missing[*]}); run as root to install them"
   say "installing ${missing[*]}"
   # Keep Debian's maintainer scripts from starting system smbd/nmbd/winbind/samba-ad-dc
   # (they would take 0.0.0.0:445 and clash with the lab); removed again below.
@@ -98,8 +108,10 @@ ensure_packages() {
   fi
   local rc=0
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 \
-    || { apt-get update -q >&2 && apt-get install -y -q --no-install-recommends "${missing[@]}" >&2; } || rc=$?
+  # DPkg::Lock::Timeout: wait (up to 10 min) for another apt-get/dpkg instead of failing at once
+  local -a apt=(apt-get -y -q -o DPkg::Lock::Timeout=600)
+  "${apt[@]}" install --no-install-recommends "${missing[@]}" >&2 \
+    || { "${apt[@]}" update >&2 && "${apt[@]}" install --no-install-recommends "${missing[@]}" >&2; } || rc=$?
   [ $policy_added = 1 ] && rm -f /usr/sbin/policy-rc.d
   [ $rc = 0 ] || die "apt-get install failed"
 }
@@ -107,11 +119,21 @@ ensure_packages() {
 # ---------------------------------------------------------------- processes
 # The PID file holds "PID STARTTIME" (field 22 of /proc/PID/stat), so a recycled PID is
 # never mistaken for ours. (samba rewrites its own argv, so cmdline cannot be used.)
-starttime() { awk '{sub(/^.*\) /, ""); print $20}' "/proc/$1/stat" 2>/dev/null; }
-pid_is_ours() {  # $1 pid [$2 starttime]: alive, and (if given) started when we started it
-  local pid=$1 st=${2:-}
-  [ -n "$pid" ] && [ -d "/proc/$pid" ] || return 1
-  [ -z "$st" ] || [ "$(starttime "$pid")" = "$st" ]
+# /proc/PID/stat after the "(comm) " field: state is field 3, starttime field 22.
+proc_stat() {  # $1 pid: prints "STATE STARTTIME", fails if there is no such process
+  local line f
+  { read -r line < "/proc/$1/stat"; } 2>/dev/null || return 1
+  read -ra f <<<"${line##*) }"
+  echo "${f[0]} ${f[19]}"
+}
+starttime() { local s; s=$(proc_stat "$1") && echo "${s#* }"; }
+# alive (a zombie counts as gone: PID 1 may take seconds to reap the servers we
+# started, which were reparented to it) and, if $2 is given, started at that time
+pid_is_ours() {
+  local s
+  [ -n "$1" ] && s=$(proc_stat "$1") || return 1
+  [ "${s%% *}" != Z ] || return 1
+  [ -z "${2:-}" ] || [ "${s#* }" = "$2" ]
 }
 running_pid() {
   [ -f "$PIDFILE" ] || return 1
@@ -119,11 +141,17 @@ running_pid() {
   pid_is_ours "$pid" "${st:-x}" && { echo "$pid"; return 0; }
   return 1
 }
-descendants() {  # all descendants of $1 (children first discovered through /proc/*/stat)
-  local parent=$1 p
-  for p in $(awk -v pp="$parent" '{pid=$1; sub(/^.*\) /, ""); if ($2 == pp) print pid}' /proc/[0-9]*/stat 2>/dev/null); do
-    echo "$p"; descendants "$p"
-  done
+descendants() {  # "PID:STARTTIME" of every descendant of $1, from one pass over /proc
+  # (cat, not awk, reads the files: a process may vanish between glob and read)
+  cat /proc/[0-9]*/stat 2>/dev/null | awk -v root="$1" '
+    { pid = $1; sub(/^.*\) /, ""); parent[pid] = $2; start[pid] = $20 }
+    END {
+      n = 1; queue[1] = root
+      while (n > 0) {
+        p = queue[n]; n--
+        for (c in parent) if (parent[c] == p) { print c ":" start[c]; queue[++n] = c }
+      }
+    }'
 }
 
 # ---------------------------------------------------------------- setup
@@ -224,13 +252,12 @@ write_smb_conf() {
 EOF
 }
 
-# Run "$@" in a private mount namespace where DIR/run is /run/samba and the lab's
-# resolv.conf/hosts replace the system ones. exec keeps the PID (unshare does not fork).
 # Run "$@" in a private mount namespace in which the lab's own files and folders are
 # bound over the system paths Samba would otherwise use whatever smb.conf says:
 # /run/samba (winbindd client socket dir is compiled in), /var/log/samba (samba-dcerpcd
 # and rpcd_* log there), /etc/resolv.conf and /etc/hosts (no DNS queries leave the box).
 # unshare and sh exec, so the PID of the background job is the final program's PID.
+# shellcheck disable=SC2016  # expanded by the inner sh, not here
 NS_SCRIPT='
     while [ "$1" != "--" ]; do
       if [ -e "$2" ]; then mount --bind "$1" "$2" || exit 1; fi
@@ -244,17 +271,17 @@ ns_binds() {
 }
 in_ns() {
   local -a binds; mapfile -t binds < <(ns_binds)
-  local t1; t1=$(date +%s.%N)
   unshare --mount --propagation private -- /bin/sh -c "$NS_SCRIPT" in_ns "${binds[@]}" "$@"
 }
 
-provision() {
+provision() {  # ldb:nosync: no fsync per write while provisioning (~1 s less under load)
   say "provisioning $REALM ($DOMAIN) into $DIR/dc"
   local t0; t0=$(date +%s.%N)
   in_ns samba-tool domain provision --use-rfc2307 --realm="$REALM" --domain="$DOMAIN" \
     --server-role=dc --dns-backend=NONE --adminpass="$ADMIN_PW" --host-name="$HOSTNAME_SHORT" \
     --host-ip="$IP" --targetdir="$DIR/dc" \
-    --option="interfaces=$IP/8" --option="bind interfaces only=yes" > "$DIR/log/provision.log" 2>&1 \
+    --option="interfaces=$IP/8" --option="bind interfaces only=yes" \
+    --option="ldb:nosync=true" > "$DIR/log/provision.log" 2>&1 \
     || { tail -20 "$DIR/log/provision.log" >&2; die "provision failed (log: $DIR/log/provision.log)"; }
   awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f\n", b-a}' > "$DIR/log/provision.seconds"
 }
@@ -276,7 +303,9 @@ from samba.dcerpc import security
 conf, fqdn = sys.argv[1], sys.argv[2]
 pw = dict(zip(sys.argv[3::2], sys.argv[4::2]))
 lp = LoadParm(); lp.load(conf)
-db = SamDB(url=lp.private_path("sam.ldb"), session_info=system_session(), lp=lp)
+# FLG_NOSYNC: no fsync per transaction (a throwaway lab; ~250 fsyncs cost seconds under load)
+db = SamDB(url=lp.private_path("sam.ldb"), session_info=system_session(), lp=lp,
+           flags=ldb.FLG_NOSYNC)
 base = str(db.domain_dn()); dns = db.domain_dns_name()
 BYPASS_PWHASH = "local_oid:1.3.6.1.4.1.7165.4.3.12:0"   # DSDB_CONTROL_BYPASS_PASSWORD_HASH_OID
 NEVER = "9223372036854775807"
@@ -306,6 +335,13 @@ def has(dn, attr):
 MINUTE = str(-60 * 10**7)
 mod(base, {"minPwdAge": "0", "lockoutThreshold": "5", "lockoutDuration": MINUTE,
            "lockOutObservationWindow": MINUTE})
+
+# Unlock every account that a test may have locked or half-locked (Administrator
+# included): writing lockoutTime=0 makes Samba zero badPwdCount as well (samldb).
+# erin-locked is locked again further down.
+for r in db.search(base, ldb.SCOPE_SUBTREE,
+                   "(&(objectClass=user)(|(lockoutTime>=1)(badPwdCount>=1)))", ["dn"]):
+    mod(str(r.dn), {"lockoutTime": "0"})
 
 if not len(db.search(base, ldb.SCOPE_ONELEVEL, "(ou=Staff)", ["dn"])):
     db.add({"dn": "OU=Staff," + base, "objectClass": "organizationalUnit"})
@@ -445,7 +481,9 @@ print_env() {
     echo "AD_GROUP_DN=CN=lab-users,CN=Users,$BASE_DN"
     echo "AD_LOCKOUT_THRESHOLD=5"
     echo "AD_LOCKOUT_DURATION_SECONDS=60"
+    echo "AD_LOCKOUT_OBSERVATION_SECONDS=60"
     echo "AD_PSO_LOCKOUT_THRESHOLD=3"
+    echo "AD_PSO_LOCKOUT_DURATION_SECONDS=0"
     for u in "${USERS[@]}"; do
       name=${u%%|*}; key=${name%%-*}; key=${key^^}
       [ "$name" = svc-sync ] && key=SVC_SYNC
@@ -522,14 +560,15 @@ stop() {
   if ! pid=$(running_pid); then say "not running"; rm -f "$PIDFILE"; return 0; fi
   st=$(starttime "$pid")
   # remember the tree we started (pid:starttime), to reap stragglers precisely
-  kids=$(for k in $(descendants "$pid"); do echo "$k:$(starttime "$k")"; done)
+  kids=$(descendants "$pid")
   kill -TERM "$pid" 2>/dev/null || true    # samba's handler TERMs its own process group
-  for i in $(seq 1 150); do pid_is_ours "$pid" "$st" || break; sleep 0.1; done
+  for i in $(seq 1 300); do pid_is_ours "$pid" "$st" || break; sleep 0.05; done
   if pid_is_ours "$pid" "$st"; then say "samba $pid ignored SIGTERM; sending SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; fi
   for i in $(seq 1 50); do
     left=""
     for k in $kids; do pid_is_ours "${k%%:*}" "${k#*:}" && left="$left ${k%%:*}"; done
     [ -z "$left" ] && break
+    # shellcheck disable=SC2086  # $left is a list of PIDs
     if [ "$i" = 50 ]; then say "killing leftover children:$left"; kill -KILL $left 2>/dev/null || true; fi
     sleep 0.1
   done
@@ -554,7 +593,9 @@ users() {
 check() {  # simple bind over LDAPS as every test user; prints the server's verbatim answer
   [ -f "$DIR/lab.env" ] || die "not started"
   local u name pass out rc
-  for u in "Administrator|$ADMIN_PW" "${USERS[@]}" "alice|wrong-password" "nobody-here|whatever"; do
+  # alice's wrong password goes first: her successful bind right after zeroes badPwdCount
+  # again, so check never brings her closer to the domain-wide lockout.
+  for u in "Administrator|$ADMIN_PW" "alice|wrong-password" "${USERS[@]}" "nobody-here|whatever"; do
     name=${u%%|*}; pass=$(cut -d'|' -f2 <<<"$u")
     out=$(LDAPTLS_CACERT="$CA" ldapsearch -x -LLL -H "ldaps://$IP" -D "$name@$DNSDOMAIN" -w "$pass" \
           -b '' -s base dnsHostName 2>&1) && rc=0 || rc=$?
@@ -576,8 +617,9 @@ case "$CMD" in
   stop) stop ;;
   status) status ;;
   env) print_env "$(running_pid 2>/dev/null || true)" ;;
-  users) users ;;
+  users|reset) users ;;
   check) check ;;
+  install) ensure_packages ;;
   wipe) wipe ;;
-  *) sed -n '2,20p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,30p' "$0" >&2; exit 2 ;;
 esac
