@@ -512,6 +512,14 @@ service_password_file = "svc.pw"
     }
 
     #[test]
+    fn the_shipped_example_validates() {
+        let text = include_str!("../../agent.example.toml");
+        let c = parse(text).expect("agent.example.toml must stay valid");
+        assert_eq!(c.domain_controllers.len(), 2);
+        assert!(c.login.is_none() && !c.allow_plain_ldap);
+    }
+
+    #[test]
     fn plain_ldap_needs_the_danger_flag() {
         let plain = GOOD.replace("ldap://dc2.corp", "ldap+plain://dc2.corp");
         let e = parse(&plain).expect_err("refused");
