@@ -6,9 +6,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use causeway_credential::wire::{frame_len, Frame, FrameError, GoAwayReason, PROTOCOL_VERSION};
+use causeway_credential::wire::{Frame, FrameError, GoAwayReason, PROTOCOL_VERSION};
 use causeway_credential::{RequestId, SealedEnvelope, SignInOutcome};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, info, warn};
 
@@ -60,6 +60,16 @@ pub enum ChannelEnd {
     GoAway(GoAwayReason, String),
 }
 
+impl From<causeway_credential::wire::io::WireError> for ChannelError {
+    fn from(e: causeway_credential::wire::io::WireError) -> Self {
+        match e {
+            causeway_credential::wire::io::WireError::Frame(f) => Self::Frame(f),
+            causeway_credential::wire::io::WireError::Io(i) => Self::Io(i),
+            other => Self::Io(std::io::Error::other(other.to_string())),
+        }
+    }
+}
+
 /// Why a channel failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -79,20 +89,18 @@ pub enum ChannelError {
 }
 
 /// Reads one frame, refusing bad lengths before allocating.
-pub async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R) -> Result<Frame, ChannelError> {
-    let mut header = [0u8; 4];
-    rd.read_exact(&mut header).await?;
-    let len = frame_len(header)?;
-    let mut body = vec![0u8; len];
-    rd.read_exact(&mut body).await?;
-    Ok(Frame::decode(&body)?)
+pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
+    rd: &mut R,
+) -> Result<Frame, ChannelError> {
+    Ok(causeway_credential::wire::io::read_frame(rd).await?)
 }
 
 /// Writes one frame.
-pub async fn write_frame<W: AsyncWrite + Unpin>(wr: &mut W, f: &Frame) -> Result<(), ChannelError> {
-    wr.write_all(&f.to_bytes()).await?;
-    wr.flush().await?;
-    Ok(())
+pub async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(
+    wr: &mut W,
+    f: &Frame,
+) -> Result<(), ChannelError> {
+    Ok(causeway_credential::wire::io::write_frame(wr, f).await?)
 }
 
 /// Speaks the protocol on `stream` until the hub goes away or the connection fails.

@@ -13,7 +13,6 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use sha2::{Digest, Sha256};
 
 use crate::config::Endpoint;
 use crate::state::AgentState;
@@ -57,13 +56,6 @@ pub fn pinned_prefix(token: &str) -> Result<String, EnrollError> {
     Ok(fp.to_owned())
 }
 
-fn fingerprint(der: &[u8]) -> String {
-    Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// Verifies the endpoint against the CA its chain carries, but only if that CA's
 /// fingerprint starts with the pinned prefix. Remembers the CA it used.
 #[derive(Debug)]
@@ -84,7 +76,7 @@ impl ServerCertVerifier for PinnedCa {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let ca = intermediates
             .iter()
-            .find(|c| fingerprint(c).starts_with(&self.prefix))
+            .find(|c| causeway_certs::fingerprint_of_der(c).starts_with(&self.prefix))
             .ok_or_else(|| {
                 rustls::Error::General(
                     "the endpoint's CA does not match the enrollment token".into(),

@@ -193,6 +193,47 @@ pub enum FrameError {
     EnvelopeTooLarge(usize),
 }
 
+/// Reading and writing frames on an async stream (feature `tokio`): the one place both the
+/// hub and the agent do it, so both bound lengths before allocating the same way.
+#[cfg(feature = "tokio")]
+pub mod io {
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+    use super::{frame_len, Frame, FrameError};
+
+    /// Why a frame could not be read or written.
+    #[derive(Debug, thiserror::Error)]
+    #[non_exhaustive]
+    pub enum WireError {
+        /// The bytes are not a valid frame.
+        #[error(transparent)]
+        Frame(#[from] FrameError),
+        /// The stream failed or ended.
+        #[error(transparent)]
+        Io(#[from] std::io::Error),
+    }
+
+    /// Reads one frame, refusing a bad length before allocating for it.
+    pub async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R) -> Result<Frame, WireError> {
+        let mut header = [0u8; 4];
+        rd.read_exact(&mut header).await?;
+        let len = frame_len(header)?;
+        let mut body = vec![0u8; len];
+        rd.read_exact(&mut body).await?;
+        Ok(Frame::decode(&body)?)
+    }
+
+    /// Writes one frame and flushes it.
+    pub async fn write_frame<W: AsyncWrite + Unpin>(
+        wr: &mut W,
+        f: &Frame,
+    ) -> Result<(), WireError> {
+        wr.write_all(&f.to_bytes()).await?;
+        wr.flush().await?;
+        Ok(())
+    }
+}
+
 const K_HELLO: u8 = 1;
 const K_WELCOME: u8 = 2;
 const K_CHECK: u8 = 3;

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use causeway_credential::wire::{Frame, GoAwayReason, ALPN, ENROLL_ALPN};
-use sha2::{Digest, Sha256};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
 
@@ -67,20 +66,6 @@ pub trait AgentAuthority: Send + Sync + 'static {
     fn renew(&self, agent_id: &str, csr_pem: &str) -> Result<String, String>;
     /// Notes that the agent was seen.
     fn touch(&self, agent_id: &str);
-}
-
-/// SHA-256 of a certificate's DER, lowercase hex: how the hub names certificates.
-pub fn fingerprint(der: &[u8]) -> String {
-    hex_lower(&Sha256::digest(der))
-}
-
-fn hex_lower(b: &[u8]) -> String {
-    use std::fmt::Write;
-    b.iter()
-        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
-            let _ = write!(s, "{x:02x}");
-            s
-        })
 }
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -145,7 +130,7 @@ async fn connection(
                 warn!(peer = %addr, "agent channel without a client certificate; closed");
                 return;
             };
-            let fp = fingerprint(&der);
+            let fp = causeway_certs::fingerprint_of_der(&der);
             let a2 = authority.clone();
             let fp2 = fp.clone();
             let verdict = tokio::task::spawn_blocking(move || a2.authorize(&fp2))

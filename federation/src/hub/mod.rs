@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use causeway_credential::envelope::MAX_LIFETIME_SECS;
-use causeway_credential::wire::{frame_len, Frame, FrameError, GoAwayReason, PROTOCOL_VERSION};
+use causeway_credential::wire::{Frame, FrameError, GoAwayReason, PROTOCOL_VERSION};
 use causeway_credential::{
     seal, AgentPublicKey, EnvelopeContext, Password, RequestId, SignInOutcome,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tracing::{debug, info, warn};
 
@@ -77,6 +77,16 @@ pub struct CheckRequest {
     pub password: Password,
     /// Where the attempt came from, for per-source throttling.
     pub source: Option<IpAddr>,
+}
+
+impl From<causeway_credential::wire::io::WireError> for ChannelError {
+    fn from(e: causeway_credential::wire::io::WireError) -> Self {
+        match e {
+            causeway_credential::wire::io::WireError::Frame(f) => Self::Frame(f),
+            causeway_credential::wire::io::WireError::Io(i) => Self::Io(i),
+            other => Self::Io(std::io::Error::other(other.to_string())),
+        }
+    }
 }
 
 /// Why a channel ended.
@@ -519,20 +529,18 @@ impl Hub {
 }
 
 /// Reads one frame, refusing bad lengths before allocating.
-pub async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R) -> Result<Frame, ChannelError> {
-    let mut header = [0u8; 4];
-    rd.read_exact(&mut header).await?;
-    let len = frame_len(header)?;
-    let mut body = vec![0u8; len];
-    rd.read_exact(&mut body).await?;
-    Ok(Frame::decode(&body)?)
+pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
+    rd: &mut R,
+) -> Result<Frame, ChannelError> {
+    Ok(causeway_credential::wire::io::read_frame(rd).await?)
 }
 
 /// Writes one frame.
-pub async fn write_frame<W: AsyncWrite + Unpin>(wr: &mut W, f: &Frame) -> Result<(), ChannelError> {
-    wr.write_all(&f.to_bytes()).await?;
-    wr.flush().await?;
-    Ok(())
+pub async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(
+    wr: &mut W,
+    f: &Frame,
+) -> Result<(), ChannelError> {
+    Ok(causeway_credential::wire::io::write_frame(wr, f).await?)
 }
 
 #[cfg(test)]
