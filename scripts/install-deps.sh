@@ -11,9 +11,10 @@
 #   libclang-dev                    bindgen in samael's build script
 #   xmlsec1                         independent verification of our XML signatures in tests
 #   libxml2-utils                   xmllint: metadata validated against the OASIS schemas
+#   tinyproxy-bin                   a real HTTP CONNECT proxy for the agent's proxy test (binary only, no service)
 set -euo pipefail
 
-PKGS=(pkg-config libssl-dev libxml2-dev libxmlsec1-dev libxmlsec1-openssl libclang-dev xmlsec1 libxml2-utils)
+PKGS=(pkg-config libssl-dev libxml2-dev libxmlsec1-dev libxmlsec1-openssl libclang-dev xmlsec1 libxml2-utils tinyproxy-bin)
 
 missing=()
 for p in "${PKGS[@]}"; do

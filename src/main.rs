@@ -130,11 +130,16 @@ fn demo() -> ExitCode {
      users sign in with pass-through authentication.
 
 What works in this version:
-  causeway bench phs      measure password-hash-sync verifier checks per second
-                          against raw PBKDF2-HMAC-SHA256 x1000 on all cores
-  scripts/test.sh         install what the tests need, start the AD lab, run every test
+  causeway serve          the agent hub: a CA, TLS certificate and agent registry are
+                          created in ./causeway-data on first run; agents dial in on
+                          127.0.0.1:8443 over mutual TLS
+  causeway certs token    a one-time enrollment token; certs list|approve|revoke manage agents
+  causeway agent register enroll this host as a pass-through agent (keys made here)
+  causeway agent run      check passwords against AD for the endpoint (see agent.example.toml)
+  causeway bench phs|pta  throughput against a baseline measured in the same run
+  sudo scripts/test.sh    install what the tests need, start the AD lab, run every test
 
-The endpoint, agent, sync and certs subcommands say \"not built yet\" and exit with status 2.
+`causeway sync` says \"not built yet\" and exits with status 2.
 "
     );
     let mut cmd = <Cli as clap::CommandFactory>::command();

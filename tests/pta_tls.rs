@@ -666,3 +666,89 @@ async fn replayed_or_tampered_envelopes_are_refused_by_the_agent() {
         ]
     );
 }
+
+/// A real HTTP CONNECT proxy (tinyproxy) between the agent and the endpoint: enrollment
+/// and the agent channel both go through it, and sign-ins work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_works_through_a_connect_proxy() {
+    let lab = lab();
+    let dir = tempdir("proxy");
+    let ep = EndpointUnderTest::start(&dir, 0, false);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let log = dir.join("tinyproxy.log");
+    std::fs::write(&log, b"").expect("log file");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod dir");
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).expect("chmod log");
+    let conf = dir.join("tinyproxy.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "User nobody\nGroup nogroup\nPort {port}\nListen 127.0.0.1\nTimeout 60\nMaxClients 20\nAllow 127.0.0.1\nLogFile \"{}\"\nLogLevel Info\nConnectPort {}\n",
+            log.display(),
+            ep.addr.port()
+        ),
+    )
+    .expect("conf");
+    let mut proxy = std::process::Command::new("tinyproxy")
+        .args(["-d", "-c"])
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tinyproxy (scripts/install-deps.sh installs tinyproxy-bin)");
+    until("the proxy listens", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
+    let via = Endpoint {
+        host: "127.0.0.1".into(),
+        port,
+    };
+
+    let state = enroll::register(&ep.endpoint(), Some(&via), &ep.token(), "proxied-host")
+        .await
+        .expect("enrolled through the proxy");
+    let id = state.agent_id.clone();
+    let tls = Arc::new(RwLock::new(
+        endpoint_tls(&state.ca_pem, &state.tls_cert_pem, &state.tls_key_pem).expect("tls"),
+    ));
+    let me = Identity {
+        agent_id: id.clone(),
+        max_in_flight: 8,
+        renewer: None,
+    };
+    let v = Arc::new(Validator::new(
+        EnvelopeOpener::new(state.hpke),
+        directory(lab),
+    ));
+    let _task = tokio::spawn(keep_channel(
+        ep.endpoint(),
+        Some(via),
+        tls,
+        me,
+        v,
+        Backoff::default(),
+    ));
+    until("the agent connects through the proxy", || {
+        ep.hub.connected_agents().contains(&id)
+    })
+    .await;
+    let alice = (lab.user("alice", "UPN"), lab.user("alice", "PASSWORD"));
+    assert_eq!(
+        ep.hub.check(req(alice.0, alice.1)).await,
+        SignInOutcome::Success
+    );
+    let seen = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    assert!(
+        seen.contains("CONNECT"),
+        "tinyproxy saw the tunnels:\n{seen}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
