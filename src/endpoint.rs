@@ -29,13 +29,23 @@ impl DataDir {
         self.data_dir.join("ca")
     }
 
-    fn open(&self) -> Result<(Ca, Registry)> {
+    /// Creates the data directory (0700) if it is missing.
+    pub(crate) fn ensure(&self) -> Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&self.data_dir)
-            .with_context(|| format!("cannot create {}", self.data_dir.display()))?;
+            .with_context(|| format!("cannot create {}", self.data_dir.display()))
+    }
+
+    /// The directory store's file.
+    pub(crate) fn directory_path(&self) -> PathBuf {
+        self.data_dir.join("directory.sqlite")
+    }
+
+    fn open(&self) -> Result<(Ca, Registry)> {
+        self.ensure()?;
         let ca = Ca::load_or_create(&self.ca_dir(), SystemTime::now())?;
         let reg = Registry::open(&ca.registry_path())?;
         Ok((ca, reg))

@@ -9,6 +9,7 @@ mod agent_cmd;
 mod bench;
 mod endpoint;
 mod logging;
+mod users_cmd;
 
 use std::process::ExitCode;
 
@@ -50,6 +51,9 @@ enum Command {
     /// Manage Causeway's CA: enrollment tokens, agents (list, approve, revoke).
     #[command(subcommand)]
     Certs(endpoint::CertsCommand),
+    /// Manage cloud-only users in the endpoint's directory store.
+    #[command(subcommand)]
+    Users(users_cmd::UsersCommand),
     /// Measure throughput against a baseline taken in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
         Command::Agent(a) => block_on(agent_cmd::run(a)),
         Command::Sync(_) => not_built("sync", "the directory and password-hash sync job"),
         Command::Certs(c) => report(endpoint::certs(c)),
+        Command::Users(u) => report(users_cmd::run(u)),
         Command::Bench(b) => match bench::run(b) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -94,7 +99,6 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("causeway: {e:#}");
             ExitCode::FAILURE
         }

@@ -1,0 +1,270 @@
+//! The directory store: the endpoint's users (cloud-only for now; synced AD users later)
+//! with their password-hash-sync verifiers, and a row of history for every change (who,
+//! when, from where, what), so that any object can be shown as it was at any moment.
+//! Deleted users go to a recycle bin first.
+//!
+//! Every change and its history row are one transaction: a failed operation leaves the
+//! store exactly as it was. The storage sits behind [`DirectoryStore`]; SQLite
+//! ([`SqliteStore`]) is the embedded default.
+
+mod sqlite;
+
+use std::fmt;
+use std::time::SystemTime;
+
+use causeway_credential::{Password, PhsVerifier, SignInOutcome};
+
+pub use sqlite::SqliteStore;
+
+/// A user's immutable id: base64 of 16 bytes (for synced users, of `ms-DS-ConsistencyGuid`
+/// or `objectGUID`; for cloud-only users, random). Used as the SAML persistent NameID.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ImmutableId(String);
+
+impl ImmutableId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        use base64::Engine;
+        let mut b = [0u8; 16];
+        getrandom::fill(&mut b).expect("OS random generator");
+        Self(base64::engine::general_purpose::STANDARD.encode(b))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ImmutableId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a user comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Source {
+    /// Created on the endpoint (`causeway users add`): break-glass and test accounts.
+    Cloud,
+    /// Synchronised from Active Directory.
+    Ad,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Cloud => "cloud",
+            Source::Ad => "ad",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "cloud" => Some(Source::Cloud),
+            "ad" => Some(Source::Ad),
+            _ => None,
+        }
+    }
+}
+
+/// A user as stored (never with its verifier: ask [`DirectoryStore::verifier_of`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Immutable id.
+    pub id: ImmutableId,
+    /// User principal name, as given (compared case-insensitively).
+    pub upn: String,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// Mail address.
+    pub mail: Option<String>,
+    /// Where the user comes from.
+    pub source: Source,
+    /// Whether sign-in is blocked.
+    pub disabled: bool,
+    /// Whether a password-hash-sync verifier is stored.
+    pub has_verifier: bool,
+    /// When the user went to the recycle bin, if it did.
+    pub deleted_at: Option<SystemTime>,
+    /// Created.
+    pub created_at: SystemTime,
+    /// Last changed.
+    pub updated_at: SystemTime,
+}
+
+/// What a new cloud-only user has.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// `name@domain`.
+    pub upn: String,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// Mail address.
+    pub mail: Option<String>,
+}
+
+/// One change in a user's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// Order of changes across the store.
+    pub seq: i64,
+    /// When.
+    pub at: SystemTime,
+    /// Who (an operator name, `cli`, `sync`, ...).
+    pub actor: String,
+    /// What was done: `create`, `disable`, `enable`, `delete`, `restore`, `set-password`.
+    pub action: String,
+    /// The user as it was after the change, as JSON (no verifier, only whether it changed).
+    pub snapshot: String,
+}
+
+/// Why a store operation failed. Never carries a password or verifier.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database file is unusable (permissions, I/O, SQLite).
+    #[error("directory store {path}: cannot {action}: {detail}")]
+    Database {
+        /// The file.
+        path: String,
+        /// What was being done.
+        action: &'static str,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The store file is readable by other users.
+    #[error("directory store {path} is accessible to other users (mode {mode:o}); run: chmod 600 {path}")]
+    InsecureFile {
+        /// The file.
+        path: String,
+        /// Its mode.
+        mode: u32,
+    },
+    /// The UPN is not `name@domain`, or too long, or has spaces or control characters.
+    #[error("{0:?} is not a user principal name (name@domain, at most 256 characters, no spaces)")]
+    InvalidUpn(String),
+    /// A text attribute is too long or has control characters.
+    #[error("{field} is longer than 256 characters or contains control characters")]
+    InvalidAttribute {
+        /// Which attribute.
+        field: &'static str,
+    },
+    /// A user with this UPN exists (case-insensitively).
+    #[error("a user {0} already exists")]
+    Duplicate(String),
+    /// No such user.
+    #[error("no user {0}")]
+    NotFound(String),
+    /// The operation does not apply to the user's state (e.g. restoring a live user).
+    #[error("{0}")]
+    WrongState(String),
+}
+
+/// The directory store. Implementations are safe to share between threads.
+pub trait DirectoryStore: Send + Sync {
+    /// Creates a cloud-only user with a verifier.
+    fn add_cloud_user(
+        &self,
+        new: &NewUser,
+        verifier: &PhsVerifier,
+        actor: &str,
+        now: SystemTime,
+    ) -> Result<UserRecord, StoreError>;
+    /// A live (not deleted) user by UPN, case-insensitively.
+    fn user_by_upn(&self, upn: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// Every user, deleted ones too when asked.
+    fn list_users(&self, include_deleted: bool) -> Result<Vec<UserRecord>, StoreError>;
+    /// Blocks or unblocks sign-in.
+    fn set_disabled(
+        &self,
+        upn: &str,
+        disabled: bool,
+        actor: &str,
+        now: SystemTime,
+    ) -> Result<UserRecord, StoreError>;
+    /// Moves a user to the recycle bin.
+    fn delete_user(
+        &self,
+        upn: &str,
+        actor: &str,
+        now: SystemTime,
+    ) -> Result<UserRecord, StoreError>;
+    /// Brings a user back from the recycle bin.
+    fn restore_user(
+        &self,
+        upn: &str,
+        actor: &str,
+        now: SystemTime,
+    ) -> Result<UserRecord, StoreError>;
+    /// Replaces a user's verifier.
+    fn set_verifier(
+        &self,
+        upn: &str,
+        verifier: &PhsVerifier,
+        actor: &str,
+        now: SystemTime,
+    ) -> Result<UserRecord, StoreError>;
+    /// A live user and their verifier, if they have one.
+    fn verifier_of(
+        &self,
+        upn: &str,
+    ) -> Result<Option<(UserRecord, Option<PhsVerifier>)>, StoreError>;
+    /// A user's history, oldest first (deleted users included).
+    fn history(&self, upn: &str) -> Result<Vec<HistoryEntry>, StoreError>;
+}
+
+/// Checks a password against the store's verifier (password hash sync and cloud-only
+/// users). A wrong password never learns whether the account exists or is disabled: the
+/// verifier is checked first, and an unknown user costs the same PBKDF2 work.
+pub fn verify_password(
+    store: &dyn DirectoryStore,
+    upn: &str,
+    password: &Password,
+) -> SignInOutcome {
+    match store.verifier_of(upn) {
+        Err(e) => {
+            tracing::warn!(error = %e, "directory store unreadable");
+            SignInOutcome::DirectoryUnavailable
+        }
+        Ok(None) | Ok(Some((_, None))) => {
+            // Spend what a real check spends, so timing does not tell names apart.
+            let _ = dummy_verifier().verify(password);
+            SignInOutcome::UnknownUser
+        }
+        Ok(Some((user, Some(v)))) => {
+            if !v.verify(password) {
+                SignInOutcome::InvalidCredentials
+            } else if user.disabled {
+                SignInOutcome::AccountDisabled
+            } else {
+                SignInOutcome::Success
+            }
+        }
+    }
+}
+
+fn dummy_verifier() -> &'static PhsVerifier {
+    static V: std::sync::OnceLock<PhsVerifier> = std::sync::OnceLock::new();
+    V.get_or_init(|| {
+        let p = Password::new("causeway-timing-equaliser".into()).expect("valid");
+        PhsVerifier::derive(&p)
+    })
+}
+
+/// Checks the shape of a UPN: `name@domain`, at most 256 characters, no whitespace or
+/// control characters.
+pub fn check_upn(upn: &str) -> Result<(), StoreError> {
+    let ok = upn.chars().count() <= 256
+        && !upn.chars().any(|c| c.is_whitespace() || c.is_control())
+        && matches!(upn.split_once('@'), Some((n, d)) if !n.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.') && !d.contains('@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidUpn(upn.chars().take(300).collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,485 @@
+//! [`DirectoryStore`] on one SQLite file (WAL, mode 0600), shared by the endpoint and the
+//! `causeway users` commands running in other processes.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use causeway_credential::PhsVerifier;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use super::{
+    check_upn, DirectoryStore, HistoryEntry, ImmutableId, NewUser, Source, StoreError, UserRecord,
+};
+
+const SCHEMA_VERSION: i64 = 1;
+const SCHEMA: &str = "
+CREATE TABLE users (
+    id           TEXT PRIMARY KEY,
+    upn          TEXT NOT NULL COLLATE NOCASE,
+    display_name TEXT,
+    mail         TEXT,
+    source       TEXT NOT NULL,
+    disabled     INTEGER NOT NULL DEFAULT 0,
+    verifier     TEXT,
+    deleted_at   INTEGER,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL
+);
+-- One live user per UPN; the recycle bin may hold older ones.
+CREATE UNIQUE INDEX users_live_upn ON users(upn) WHERE deleted_at IS NULL;
+CREATE TABLE history (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    object_id TEXT NOT NULL,
+    at        INTEGER NOT NULL,
+    actor     TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    snapshot  TEXT NOT NULL
+);
+CREATE INDEX history_object ON history(object_id, seq);
+";
+
+/// The SQLite directory store.
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn secs(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn time(s: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(u64::try_from(s).unwrap_or(0))
+}
+
+fn check_text(field: &'static str, v: &Option<String>) -> Result<(), StoreError> {
+    match v {
+        Some(s) if s.chars().count() > 256 || s.chars().any(char::is_control) => {
+            Err(StoreError::InvalidAttribute { field })
+        }
+        _ => Ok(()),
+    }
+}
+
+const COLUMNS: &str = "id, upn, display_name, mail, source, disabled, verifier IS NOT NULL, deleted_at, created_at, updated_at";
+
+fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
+    Ok(UserRecord {
+        id: ImmutableId(r.get(0)?),
+        upn: r.get(1)?,
+        display_name: r.get(2)?,
+        mail: r.get(3)?,
+        source: Source::parse(&r.get::<_, String>(4)?).unwrap_or(Source::Cloud),
+        disabled: r.get::<_, i64>(5)? != 0,
+        has_verifier: r.get(6)?,
+        deleted_at: r.get::<_, Option<i64>>(7)?.map(time),
+        created_at: time(r.get(8)?),
+        updated_at: time(r.get(9)?),
+    })
+}
+
+fn snapshot(u: &UserRecord, verifier_changed: bool) -> String {
+    serde_json::json!({
+        "id": u.id.as_str(),
+        "upn": u.upn,
+        "display_name": u.display_name,
+        "mail": u.mail,
+        "source": u.source.as_str(),
+        "disabled": u.disabled,
+        "deleted": u.deleted_at.is_some(),
+        "has_verifier": u.has_verifier,
+        "verifier_changed": verifier_changed,
+    })
+    .to_string()
+}
+
+impl SqliteStore {
+    /// Opens (creating, mode 0600) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let shown = path.display().to_string();
+        let db = |action: &'static str| {
+            let shown = shown.clone();
+            move |e: rusqlite::Error| StoreError::Database {
+                path: shown,
+                action,
+                detail: e.to_string(),
+            }
+        };
+        let io = |action: &'static str| {
+            let shown = shown.clone();
+            move |e: std::io::Error| StoreError::Database {
+                path: shown,
+                action,
+                detail: e.to_string(),
+            }
+        };
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io("create the file")(e)),
+        }
+        let mode = std::fs::metadata(path)
+            .map_err(io("read the file's mode"))?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(StoreError::InsecureFile { path: shown, mode });
+        }
+        let mut conn = Connection::open(path).map_err(db("open the database"))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(db("set the busy timeout"))?;
+        // Switching to WAL needs a moment without other writers; retry briefly.
+        let mut tries = 0;
+        loop {
+            match conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)) {
+                Ok(_) => break,
+                Err(_) if tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(db("switch to WAL mode")(e)),
+            }
+        }
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db("begin the schema check"))?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(db("read the schema version"))?;
+        match version {
+            0 => {
+                tx.execute_batch(SCHEMA).map_err(db("create the tables"))?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+                    .map_err(db("record the schema version"))?;
+            }
+            SCHEMA_VERSION => {}
+            other => {
+                return Err(StoreError::Database {
+                    path: shown,
+                    action: "check the schema",
+                    detail: format!("schema version {other}; this build knows {SCHEMA_VERSION}"),
+                })
+            }
+        }
+        tx.commit().map_err(db("commit the schema"))?;
+        Ok(Self {
+            path: path.to_owned(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn err(&self, action: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        move |e| StoreError::Database {
+            path: self.path.display().to_string(),
+            action,
+            detail: e.to_string(),
+        }
+    }
+
+    /// Applies `change` to the live user `upn` and records `action`, in one transaction.
+    fn change(
+        &self,
+        upn: &str,
+        live: bool,
+        action: &str,
+        actor: &str,
+        now: SystemTime,
+        change: impl FnOnce(&rusqlite::Transaction<'_>, &UserRecord) -> Result<(), StoreError>,
+        verifier_changed: bool,
+    ) -> Result<UserRecord, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.err("begin a change"))?;
+        let filter = if live {
+            "deleted_at IS NULL"
+        } else {
+            "deleted_at IS NOT NULL"
+        };
+        let user = tx
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM users WHERE upn = ?1 AND {filter} ORDER BY deleted_at DESC LIMIT 1"),
+                [upn],
+                row_to_user,
+            )
+            .optional()
+            .map_err(self.err("find the user"))?
+            .ok_or_else(|| StoreError::NotFound(upn.chars().take(300).collect()))?;
+        change(&tx, &user)?;
+        tx.execute(
+            "UPDATE users SET updated_at = ?2 WHERE id = ?1",
+            params![user.id.as_str(), secs(now)],
+        )
+        .map_err(self.err("update the user"))?;
+        let after = tx
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM users WHERE id = ?1"),
+                [user.id.as_str()],
+                row_to_user,
+            )
+            .map_err(self.err("read the user back"))?;
+        tx.execute(
+            "INSERT INTO history (object_id, at, actor, action, snapshot) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![after.id.as_str(), secs(now), actor, action, snapshot(&after, verifier_changed)],
+        )
+        .map_err(self.err("record history"))?;
+        tx.commit().map_err(self.err("commit"))?;
+        Ok(after)
+    }
+}
+
+impl DirectoryStore for SqliteStore {
+    fn add_cloud_user(
+        &self,
+        new: &NewUser,
+        verifier: &PhsVerifier,
+        actor: &str,
+        now: SystemTime,
+    ) -> Result<UserRecord, StoreError> {
+        check_upn(&new.upn)?;
+        check_text("display name", &new.display_name)?;
+        check_text("mail", &new.mail)?;
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.err("begin a change"))?;
+        let exists: bool = tx
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM users WHERE upn = ?1 AND deleted_at IS NULL)",
+                [&new.upn],
+                |r| r.get(0),
+            )
+            .map_err(self.err("look for duplicates"))?;
+        if exists {
+            return Err(StoreError::Duplicate(new.upn.clone()));
+        }
+        let id = ImmutableId::random();
+        tx.execute(
+            "INSERT INTO users (id, upn, display_name, mail, source, disabled, verifier, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, 'cloud', 0, ?5, ?6, ?6)",
+            params![id.as_str(), new.upn, new.display_name, new.mail, verifier.expose_encoded(), secs(now)],
+        )
+        .map_err(self.err("insert the user"))?;
+        let user = tx
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM users WHERE id = ?1"),
+                [id.as_str()],
+                row_to_user,
+            )
+            .map_err(self.err("read the user back"))?;
+        tx.execute(
+            "INSERT INTO history (object_id, at, actor, action, snapshot) VALUES (?1, ?2, ?3, 'create', ?4)",
+            params![id.as_str(), secs(now), actor, snapshot(&user, true)],
+        )
+        .map_err(self.err("record history"))?;
+        tx.commit().map_err(self.err("commit"))?;
+        Ok(user)
+    }
+
+    fn user_by_upn(&self, upn: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.lock()
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM users WHERE upn = ?1 AND deleted_at IS NULL"),
+                [upn],
+                row_to_user,
+            )
+            .optional()
+            .map_err(self.err("find the user"))
+    }
+
+    fn list_users(&self, include_deleted: bool) -> Result<Vec<UserRecord>, StoreError> {
+        let conn = self.lock();
+        let sql = if include_deleted {
+            format!("SELECT {COLUMNS} FROM users ORDER BY upn, deleted_at")
+        } else {
+            format!("SELECT {COLUMNS} FROM users WHERE deleted_at IS NULL ORDER BY upn")
+        };
+        let mut stmt = conn.prepare(&sql).map_err(self.err("list users"))?;
+        let rows = stmt
+            .query_map([], row_to_user)
+            .map_err(self.err("list users"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(self.err("list users"))
+    }
+
+    fn set_disabled(
+        &self,
+        upn: &str,
+        disabled: bool,
+        actor: &str,
+        now: SystemTime,
+    ) -> Result<UserRecord, StoreError> {
+        let action = if disabled { "disable" } else { "enable" };
+        self.change(
+            upn,
+            true,
+            action,
+            actor,
+            now,
+            |tx, u| {
+                tx.execute(
+                    "UPDATE users SET disabled = ?2 WHERE id = ?1",
+                    params![u.id.as_str(), i64::from(disabled)],
+                )
+                .map(|_| ())
+                .map_err(self.err("update the user"))
+            },
+            false,
+        )
+    }
+
+    fn delete_user(
+        &self,
+        upn: &str,
+        actor: &str,
+        now: SystemTime,
+    ) -> Result<UserRecord, StoreError> {
+        self.change(
+            upn,
+            true,
+            "delete",
+            actor,
+            now,
+            |tx, u| {
+                tx.execute(
+                    "UPDATE users SET deleted_at = ?2 WHERE id = ?1",
+                    params![u.id.as_str(), secs(now)],
+                )
+                .map(|_| ())
+                .map_err(self.err("update the user"))
+            },
+            false,
+        )
+    }
+
+    fn restore_user(
+        &self,
+        upn: &str,
+        actor: &str,
+        now: SystemTime,
+    ) -> Result<UserRecord, StoreError> {
+        if self.user_by_upn(upn)?.is_some() {
+            return Err(StoreError::WrongState(format!(
+                "{upn} is live; only a user in the recycle bin can be restored"
+            )));
+        }
+        self.change(
+            upn,
+            false,
+            "restore",
+            actor,
+            now,
+            |tx, u| {
+                tx.execute(
+                    "UPDATE users SET deleted_at = NULL WHERE id = ?1",
+                    params![u.id.as_str()],
+                )
+                .map(|_| ())
+                .map_err(self.err("update the user"))
+            },
+            false,
+        )
+    }
+
+    fn set_verifier(
+        &self,
+        upn: &str,
+        verifier: &PhsVerifier,
+        actor: &str,
+        now: SystemTime,
+    ) -> Result<UserRecord, StoreError> {
+        let encoded = verifier.expose_encoded();
+        self.change(
+            upn,
+            true,
+            "set-password",
+            actor,
+            now,
+            |tx, u| {
+                tx.execute(
+                    "UPDATE users SET verifier = ?2 WHERE id = ?1",
+                    params![u.id.as_str(), encoded],
+                )
+                .map(|_| ())
+                .map_err(self.err("update the user"))
+            },
+            true,
+        )
+    }
+
+    fn verifier_of(
+        &self,
+        upn: &str,
+    ) -> Result<Option<(UserRecord, Option<PhsVerifier>)>, StoreError> {
+        let conn = self.lock();
+        let row = conn
+            .query_row(
+                &format!(
+                    "SELECT {COLUMNS}, verifier FROM users WHERE upn = ?1 AND deleted_at IS NULL"
+                ),
+                [upn],
+                |r| Ok((row_to_user(r)?, r.get::<_, Option<String>>(10)?)),
+            )
+            .optional()
+            .map_err(self.err("read the verifier"))?;
+        match row {
+            None => Ok(None),
+            Some((u, None)) => Ok(Some((u, None))),
+            Some((u, Some(text))) => match PhsVerifier::parse(&text) {
+                Ok(v) => Ok(Some((u, Some(v)))),
+                Err(e) => Err(StoreError::Database {
+                    path: self.path.display().to_string(),
+                    action: "read the verifier",
+                    detail: format!("stored verifier of {} is corrupt: {e}", u.upn),
+                }),
+            },
+        }
+    }
+
+    fn history(&self, upn: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT h.seq, h.at, h.actor, h.action, h.snapshot FROM history h
+                 WHERE h.object_id IN (SELECT id FROM users WHERE upn = ?1) ORDER BY h.seq",
+            )
+            .map_err(self.err("read history"))?;
+        let rows = stmt
+            .query_map([upn], |r| {
+                Ok(HistoryEntry {
+                    seq: r.get(0)?,
+                    at: time(r.get(1)?),
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    snapshot: r.get(4)?,
+                })
+            })
+            .map_err(self.err("read history"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(self.err("read history"))
+    }
+}

@@ -1,0 +1,186 @@
+//! `causeway users …`: cloud-only accounts in the endpoint's directory store (break-glass
+//! and test accounts), stored with the same salted-PBKDF2 verifier as synced hashes.
+
+use std::io::BufRead;
+use std::time::SystemTime;
+
+use anyhow::{bail, Context, Result};
+use causeway_credential::{Password, PhsVerifier};
+use causeway_federation::store::{DirectoryStore, NewUser, SqliteStore, UserRecord};
+
+use crate::endpoint::DataDir;
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum UsersCommand {
+    /// Create a cloud-only user. The password is read from standard input, never from the
+    /// command line (it would land in the shell history and the process list).
+    Add {
+        #[command(flatten)]
+        data: DataDir,
+        /// The user principal name, name@domain.
+        #[arg(long)]
+        upn: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// Display name.
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Mail address.
+        #[arg(long)]
+        mail: Option<String>,
+    },
+    /// List users (with --deleted, the recycle bin too).
+    List {
+        #[command(flatten)]
+        data: DataDir,
+        /// Include users in the recycle bin.
+        #[arg(long)]
+        deleted: bool,
+    },
+    /// Block a user's sign-in.
+    Disable {
+        #[command(flatten)]
+        data: DataDir,
+        /// The UPN.
+        upn: String,
+    },
+    /// Allow a disabled user to sign in again.
+    Enable {
+        #[command(flatten)]
+        data: DataDir,
+        /// The UPN.
+        upn: String,
+    },
+    /// Move a user to the recycle bin (restorable with `users restore`).
+    Delete {
+        #[command(flatten)]
+        data: DataDir,
+        /// The UPN.
+        upn: String,
+    },
+    /// Bring a user back from the recycle bin, with the same immutable id.
+    Restore {
+        #[command(flatten)]
+        data: DataDir,
+        /// The UPN.
+        upn: String,
+    },
+    /// Show every recorded change of a user: when, who, what, and the state after it.
+    History {
+        #[command(flatten)]
+        data: DataDir,
+        /// The UPN.
+        upn: String,
+    },
+}
+
+fn open(data: &DataDir) -> Result<SqliteStore> {
+    data.ensure()?;
+    Ok(SqliteStore::open(&data.directory_path())?)
+}
+
+fn actor() -> String {
+    std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .map_or_else(|_| "cli".into(), |u| format!("cli:{u}"))
+}
+
+fn line(u: &UserRecord) -> String {
+    format!(
+        "{:<40} {:<26} {:<6} {:<9} {}",
+        u.upn,
+        u.id.as_str(),
+        format!("{:?}", u.source).to_lowercase(),
+        if u.deleted_at.is_some() {
+            "deleted"
+        } else if u.disabled {
+            "disabled"
+        } else {
+            "enabled"
+        },
+        u.display_name.as_deref().unwrap_or("")
+    )
+}
+
+fn read_password() -> Result<Password> {
+    let mut text = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut text)
+        .context("reading the password from standard input")?;
+    let trimmed = text.trim_end_matches(['\n', '\r']).to_owned();
+    use zeroize::Zeroize;
+    text.zeroize();
+    if trimmed.is_empty() {
+        bail!("no password on standard input (e.g. printf '%s\\n' \"$PW\" | causeway users add --upn … --password-stdin)");
+    }
+    Password::new(trimmed).context("the password was refused")
+}
+
+pub(crate) fn run(cmd: UsersCommand) -> Result<()> {
+    let now = SystemTime::now();
+    match cmd {
+        UsersCommand::Add {
+            data,
+            upn,
+            password_stdin: _,
+            display_name,
+            mail,
+        } => {
+            let store = open(&data)?;
+            let password = read_password()?;
+            let verifier = PhsVerifier::derive(&password);
+            let u = store.add_cloud_user(
+                &NewUser {
+                    upn,
+                    display_name,
+                    mail,
+                },
+                &verifier,
+                &actor(),
+                now,
+            )?;
+            println!("created {} (immutable id {})", u.upn, u.id);
+        }
+        UsersCommand::List { data, deleted } => {
+            let users = open(&data)?.list_users(deleted)?;
+            if users.is_empty() {
+                println!("no users");
+            }
+            for u in users {
+                println!("{}", line(&u));
+            }
+        }
+        UsersCommand::Disable { data, upn } => println!(
+            "{}",
+            line(&open(&data)?.set_disabled(&upn, true, &actor(), now)?)
+        ),
+        UsersCommand::Enable { data, upn } => println!(
+            "{}",
+            line(&open(&data)?.set_disabled(&upn, false, &actor(), now)?)
+        ),
+        UsersCommand::Delete { data, upn } => {
+            println!("{}", line(&open(&data)?.delete_user(&upn, &actor(), now)?))
+        }
+        UsersCommand::Restore { data, upn } => {
+            println!("{}", line(&open(&data)?.restore_user(&upn, &actor(), now)?))
+        }
+        UsersCommand::History { data, upn } => {
+            let h = open(&data)?.history(&upn)?;
+            if h.is_empty() {
+                bail!("no history for {upn}");
+            }
+            for e in h {
+                let secs =
+                    e.at.duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                println!(
+                    "#{:<5} {secs} {:<14} {:<12} {}",
+                    e.seq, e.actor, e.action, e.snapshot
+                );
+            }
+        }
+    }
+    Ok(())
+}
