@@ -41,6 +41,14 @@ CREATE TABLE history (
 CREATE INDEX history_object ON history(object_id, seq);
 ";
 
+/// What a change is, for its history row.
+struct Change<'a> {
+    action: &'a str,
+    actor: &'a str,
+    now: SystemTime,
+    verifier_changed: bool,
+}
+
 /// The SQLite directory store.
 pub struct SqliteStore {
     path: PathBuf,
@@ -200,17 +208,21 @@ impl SqliteStore {
         }
     }
 
-    /// Applies `change` to the live user `upn` and records `action`, in one transaction.
+    /// Applies `change` to the user `upn` (live, or in the recycle bin when `!live`) and
+    /// records it in history, in one transaction.
     fn change(
         &self,
         upn: &str,
         live: bool,
-        action: &str,
-        actor: &str,
-        now: SystemTime,
+        what: Change<'_>,
         change: impl FnOnce(&rusqlite::Transaction<'_>, &UserRecord) -> Result<(), StoreError>,
-        verifier_changed: bool,
     ) -> Result<UserRecord, StoreError> {
+        let Change {
+            action,
+            actor,
+            now,
+            verifier_changed,
+        } = what;
         let mut conn = self.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -337,9 +349,12 @@ impl DirectoryStore for SqliteStore {
         self.change(
             upn,
             true,
-            action,
-            actor,
-            now,
+            Change {
+                action,
+                actor,
+                now,
+                verifier_changed: false,
+            },
             |tx, u| {
                 tx.execute(
                     "UPDATE users SET disabled = ?2 WHERE id = ?1",
@@ -348,7 +363,6 @@ impl DirectoryStore for SqliteStore {
                 .map(|_| ())
                 .map_err(self.err("update the user"))
             },
-            false,
         )
     }
 
@@ -361,9 +375,12 @@ impl DirectoryStore for SqliteStore {
         self.change(
             upn,
             true,
-            "delete",
-            actor,
-            now,
+            Change {
+                action: "delete",
+                actor,
+                now,
+                verifier_changed: false,
+            },
             |tx, u| {
                 tx.execute(
                     "UPDATE users SET deleted_at = ?2 WHERE id = ?1",
@@ -372,7 +389,6 @@ impl DirectoryStore for SqliteStore {
                 .map(|_| ())
                 .map_err(self.err("update the user"))
             },
-            false,
         )
     }
 
@@ -390,9 +406,12 @@ impl DirectoryStore for SqliteStore {
         self.change(
             upn,
             false,
-            "restore",
-            actor,
-            now,
+            Change {
+                action: "restore",
+                actor,
+                now,
+                verifier_changed: false,
+            },
             |tx, u| {
                 tx.execute(
                     "UPDATE users SET deleted_at = NULL WHERE id = ?1",
@@ -401,7 +420,6 @@ impl DirectoryStore for SqliteStore {
                 .map(|_| ())
                 .map_err(self.err("update the user"))
             },
-            false,
         )
     }
 
@@ -416,9 +434,12 @@ impl DirectoryStore for SqliteStore {
         self.change(
             upn,
             true,
-            "set-password",
-            actor,
-            now,
+            Change {
+                action: "set-password",
+                actor,
+                now,
+                verifier_changed: true,
+            },
             |tx, u| {
                 tx.execute(
                     "UPDATE users SET verifier = ?2 WHERE id = ?1",
@@ -427,7 +448,6 @@ impl DirectoryStore for SqliteStore {
                 .map(|_| ())
                 .map_err(self.err("update the user"))
             },
-            true,
         )
     }
 
