@@ -366,3 +366,103 @@ async fn starttls_domain_controller() {
         SignInOutcome::PasswordMustChange
     );
 }
+
+/// Sign-in methods per domain, against the lab: PTA while an agent is connected; with no
+/// agent, hash sync only where the domain allows the fallback; cloud-only users always by
+/// their verifier; a domain that is not ours is an unknown user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pta_with_phs_fallback_when_no_agent_is_connected() {
+    use causeway_credential::PhsVerifier;
+    use causeway_federation::signin::{Authenticator, Method, Path};
+    use causeway_federation::store::{AdUser, DirectoryStore, ImmutableId, NewUser, SqliteStore};
+    let lab = lab();
+    let dir = std::env::temp_dir().join(format!("causeway-signin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let store = Arc::new(SqliteStore::open(&dir.join("directory.sqlite")).expect("store"));
+    let (upn, right) = (lab.user("alice", "UPN"), lab.user("alice", "PASSWORD"));
+    // What password hash sync stores for alice: a verifier of her AD password.
+    let alice = AdUser {
+        id: ImmutableId::from_guid_bytes([0xa1; 16]),
+        upn: upn.into(),
+        display_name: Some("Alice Lab".into()),
+        mail: None,
+        disabled: false,
+    };
+    let now = std::time::SystemTime::now();
+    store
+        .upsert_ad_user(
+            &alice,
+            Some(&PhsVerifier::derive(
+                &Password::new(right.into()).expect("pw"),
+            )),
+            "test-sync",
+            now,
+        )
+        .expect("sync");
+    store
+        .add_cloud_user(
+            &NewUser {
+                upn: "breakglass@cloud.example".into(),
+                display_name: None,
+                mail: None,
+            },
+            &PhsVerifier::derive(&Password::new("Glass-Pw-9".into()).expect("pw")),
+            "test",
+            now,
+        )
+        .expect("cloud user");
+    let pw = |s: &str| Password::new(s.into()).expect("valid");
+    let domain = lab.get("AD_DNS_DOMAIN").to_owned();
+
+    let hub = Hub::new(HubConfig::new("endpoint-test"));
+    let auth = Authenticator::new(
+        hub.clone(),
+        store.clone(),
+        vec![(domain.clone(), Method::PtaWithPhsFallback)],
+    );
+    // No agent yet: the fallback answers from the verifier.
+    assert_eq!(
+        auth.authenticate(upn, pw(right), None).await,
+        (SignInOutcome::Success, Path::HashSync)
+    );
+    assert_eq!(
+        auth.authenticate(upn, pw("Wrong-Fallback-1"), None).await,
+        (SignInOutcome::InvalidCredentials, Path::HashSync)
+    );
+    // With an agent: pass-through.
+    let _agent = attach_agent(
+        &hub,
+        "agt-00000000000000f7",
+        directory(lab, vec![ldaps(lab)]),
+    );
+    wait_for_agents(&hub, 1).await;
+    assert_eq!(
+        auth.authenticate(upn, pw(right), None).await,
+        (SignInOutcome::Success, Path::PassThrough)
+    );
+    // Cloud-only users never go to AD; other domains are unknown.
+    assert_eq!(
+        auth.authenticate("breakglass@cloud.example", pw("Glass-Pw-9"), None)
+            .await,
+        (SignInOutcome::Success, Path::HashSync)
+    );
+    assert_eq!(
+        auth.authenticate("someone@elsewhere.example", pw("Whatever-1"), None)
+            .await
+            .0,
+        SignInOutcome::UnknownUser
+    );
+
+    // PTA only, no agent: the directory is unavailable — not a wrong password.
+    let strict = Authenticator::new(
+        Hub::new(HubConfig::new("endpoint-test")),
+        store.clone(),
+        vec![(domain, Method::Pta)],
+    );
+    assert_eq!(
+        strict.authenticate(upn, pw(right), None).await,
+        (SignInOutcome::DirectoryUnavailable, Path::PassThrough)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

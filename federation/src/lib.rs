@@ -4,4 +4,5 @@
 #![forbid(unsafe_code)]
 
 pub mod hub;
+pub mod signin;
 pub mod store;

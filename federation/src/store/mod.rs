@@ -105,6 +105,29 @@ pub struct NewUser {
     pub mail: Option<String>,
 }
 
+/// A user as synchronised from Active Directory.
+#[derive(Debug, Clone)]
+pub struct AdUser {
+    /// Immutable id (base64 of `ms-DS-ConsistencyGuid`, else `objectGUID`).
+    pub id: ImmutableId,
+    /// User principal name.
+    pub upn: String,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// Mail address.
+    pub mail: Option<String>,
+    /// Whether the account is disabled in AD.
+    pub disabled: bool,
+}
+
+impl ImmutableId {
+    /// The id of 16 directory bytes (`ms-DS-ConsistencyGuid` or `objectGUID`).
+    pub fn from_guid_bytes(b: [u8; 16]) -> Self {
+        use base64::Engine;
+        Self(base64::engine::general_purpose::STANDARD.encode(b))
+    }
+}
+
 /// One change in a user's history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryEntry {
@@ -169,6 +192,15 @@ pub trait DirectoryStore: Send + Sync {
         &self,
         new: &NewUser,
         verifier: &PhsVerifier,
+        actor: &str,
+        now: SystemTime,
+    ) -> Result<UserRecord, StoreError>;
+    /// Creates or updates a user synchronised from AD (matched by immutable id), with its
+    /// verifier when password hash sync supplied one (`None` keeps the stored one).
+    fn upsert_ad_user(
+        &self,
+        user: &AdUser,
+        verifier: Option<&PhsVerifier>,
         actor: &str,
         now: SystemTime,
     ) -> Result<UserRecord, StoreError>;

@@ -11,7 +11,8 @@ use causeway_credential::PhsVerifier;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::{
-    check_upn, DirectoryStore, HistoryEntry, ImmutableId, NewUser, Source, StoreError, UserRecord,
+    check_upn, AdUser, DirectoryStore, HistoryEntry, ImmutableId, NewUser, Source, StoreError,
+    UserRecord,
 };
 
 const SCHEMA_VERSION: i64 = 1;
@@ -310,6 +311,69 @@ impl DirectoryStore for SqliteStore {
         .map_err(self.err("record history"))?;
         tx.commit().map_err(self.err("commit"))?;
         Ok(user)
+    }
+
+    fn upsert_ad_user(
+        &self,
+        user: &AdUser,
+        verifier: Option<&PhsVerifier>,
+        actor: &str,
+        now: SystemTime,
+    ) -> Result<UserRecord, StoreError> {
+        check_upn(&user.upn)?;
+        check_text("display name", &user.display_name)?;
+        check_text("mail", &user.mail)?;
+        let encoded = verifier.map(PhsVerifier::expose_encoded);
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.err("begin a change"))?;
+        let clash: Option<String> = tx
+            .query_row(
+                "SELECT id FROM users WHERE upn = ?1 AND deleted_at IS NULL AND id != ?2",
+                params![user.upn, user.id.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err("look for duplicates"))?;
+        if clash.is_some() {
+            return Err(StoreError::Duplicate(user.upn.clone()));
+        }
+        let existed: bool = tx
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM users WHERE id = ?1)",
+                [user.id.as_str()],
+                |r| r.get(0),
+            )
+            .map_err(self.err("find the user"))?;
+        if existed {
+            tx.execute(
+                "UPDATE users SET upn = ?2, display_name = ?3, mail = ?4, disabled = ?5,
+                 verifier = COALESCE(?6, verifier), deleted_at = NULL, updated_at = ?7 WHERE id = ?1",
+                params![user.id.as_str(), user.upn, user.display_name, user.mail, i64::from(user.disabled), encoded, secs(now)],
+            )
+        } else {
+            tx.execute(
+                "INSERT INTO users (id, upn, display_name, mail, source, disabled, verifier, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 'ad', ?5, ?6, ?7, ?7)",
+                params![user.id.as_str(), user.upn, user.display_name, user.mail, i64::from(user.disabled), encoded, secs(now)],
+            )
+        }
+        .map_err(self.err("write the user"))?;
+        let after = tx
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM users WHERE id = ?1"),
+                [user.id.as_str()],
+                row_to_user,
+            )
+            .map_err(self.err("read the user back"))?;
+        tx.execute(
+            "INSERT INTO history (object_id, at, actor, action, snapshot) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![after.id.as_str(), secs(now), actor, if existed { "sync-update" } else { "sync-create" }, snapshot(&after, encoded.is_some())],
+        )
+        .map_err(self.err("record history"))?;
+        tx.commit().map_err(self.err("commit"))?;
+        Ok(after)
     }
 
     fn user_by_upn(&self, upn: &str) -> Result<Option<UserRecord>, StoreError> {

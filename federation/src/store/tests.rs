@@ -232,3 +232,49 @@ fn the_file_holds_no_password() {
         assert!(!bytes.windows(wide.len()).any(|w| w == wide.as_slice()));
     }
 }
+
+#[test]
+fn ad_users_upsert_by_immutable_id() {
+    let s = SqliteStore::open(&tmp("ad")).expect("open");
+    let id = ImmutableId::from_guid_bytes([7; 16]);
+    let mut u = AdUser {
+        id: id.clone(),
+        upn: "alice@lab.example".into(),
+        display_name: Some("Alice".into()),
+        mail: None,
+        disabled: false,
+    };
+    let v = PhsVerifier::derive(&pw("Blue-Harbor-41"));
+    let r = s
+        .upsert_ad_user(&u, Some(&v), "sync", at(T0))
+        .expect("create");
+    assert_eq!((r.source, r.has_verifier), (Source::Ad, true));
+    // A rename keeps the identity; no verifier keeps the stored one.
+    u.upn = "alice.lab@lab.example".into();
+    u.disabled = true;
+    s.upsert_ad_user(&u, None, "sync", at(T0 + 1))
+        .expect("update");
+    assert!(s.user_by_upn("alice@lab.example").expect("read").is_none());
+    assert_eq!(
+        verify_password(&s, "alice.lab@lab.example", &pw("Blue-Harbor-41")),
+        SignInOutcome::AccountDisabled
+    );
+    let h = s.history("alice.lab@lab.example").expect("history");
+    assert_eq!(
+        h.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["sync-create", "sync-update"]
+    );
+    // Another object may not take a live UPN.
+    let other = AdUser {
+        id: ImmutableId::from_guid_bytes([8; 16]),
+        ..u.clone()
+    };
+    assert!(matches!(
+        s.upsert_ad_user(&other, None, "sync", at(T0 + 2)),
+        Err(StoreError::Duplicate(_))
+    ));
+    assert_eq!(
+        ImmutableId::from_guid_bytes([0; 16]).as_str(),
+        "AAAAAAAAAAAAAAAAAAAAAA=="
+    );
+}

@@ -1,0 +1,167 @@
+//! Which way a password is checked: per domain, pass-through (the hub and an agent),
+//! password hash sync (the store's verifier), or pass-through with hash sync as the
+//! fallback when no agent is connected. Cloud-only users are always checked against their
+//! verifier. Smart lockout and per-source throttling apply to every path.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use causeway_credential::{Password, SignInOutcome};
+use tracing::{info, warn};
+
+use crate::hub::lockout::Gate;
+use crate::hub::{CheckRequest, Hub};
+use crate::store::{verify_password, DirectoryStore, Source};
+
+/// How a domain's passwords are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Pass-through authentication only: when no agent answers, the directory is unavailable.
+    Pta,
+    /// Password hash sync only.
+    Phs,
+    /// Pass-through, and hash sync when no agent is connected at all.
+    PtaWithPhsFallback,
+}
+
+/// Which path answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Through an agent.
+    PassThrough,
+    /// Against the stored verifier.
+    HashSync,
+    /// Not checked (lockout, throttling, unknown domain).
+    None,
+}
+
+/// Checks sign-ins for the configured domains.
+pub struct Authenticator {
+    hub: Arc<Hub>,
+    store: Arc<dyn DirectoryStore>,
+    domains: Vec<(String, Method)>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("domains", &self.domains)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// An authenticator for `domains` (DNS suffixes of UPNs, case-insensitive).
+    pub fn new(
+        hub: Arc<Hub>,
+        store: Arc<dyn DirectoryStore>,
+        domains: Vec<(String, Method)>,
+    ) -> Self {
+        let domains = domains
+            .into_iter()
+            .map(|(d, m)| (d.to_lowercase(), m))
+            .collect();
+        Self {
+            hub,
+            store,
+            domains,
+        }
+    }
+
+    fn method_for(&self, upn: &str) -> Option<Method> {
+        let domain = upn.rsplit_once('@')?.1.to_lowercase();
+        self.domains
+            .iter()
+            .find(|(d, _)| *d == domain)
+            .map(|(_, m)| *m)
+    }
+
+    /// Checks `password` for `upn`; never fails, every problem is an outcome.
+    pub async fn authenticate(
+        &self,
+        upn: &str,
+        password: Password,
+        source: Option<IpAddr>,
+    ) -> (SignInOutcome, Path) {
+        let store = self.store.clone();
+        let name = upn.to_owned();
+        let cloud = tokio::task::spawn_blocking(move || store.user_by_upn(&name))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+            .is_some_and(|u| u.source == Source::Cloud);
+        let method = if cloud {
+            Some(Method::Phs)
+        } else {
+            self.method_for(upn)
+        };
+        let use_phs = match method {
+            None => {
+                // Not a domain of ours: spend a verifier's work and say no, like a wrong password.
+                let r = self.hash_sync(upn, password, source).await;
+                return (
+                    if r.0 == SignInOutcome::Throttled {
+                        r.0
+                    } else {
+                        SignInOutcome::UnknownUser
+                    },
+                    Path::None,
+                );
+            }
+            Some(Method::Phs) => true,
+            Some(Method::Pta) => false,
+            Some(Method::PtaWithPhsFallback) => {
+                let no_agent = !self.hub.has_agents();
+                if no_agent {
+                    info!("no agent connected; checking the synchronised password hash instead");
+                }
+                no_agent
+            }
+        };
+        if use_phs {
+            self.hash_sync(upn, password, source).await
+        } else {
+            let o = self
+                .hub
+                .check(CheckRequest {
+                    user_name: upn.to_owned(),
+                    password,
+                    source,
+                })
+                .await;
+            (o, Path::PassThrough)
+        }
+    }
+
+    async fn hash_sync(
+        &self,
+        upn: &str,
+        password: Password,
+        source: Option<IpAddr>,
+    ) -> (SignInOutcome, Path) {
+        let lockout = self.hub.lockout();
+        if let Gate::Answer(o) = lockout.gate(upn, &password, source, Instant::now()) {
+            return (o, Path::None);
+        }
+        let store = self.store.clone();
+        let name = upn.to_owned();
+        let (outcome, password) = match tokio::task::spawn_blocking(move || {
+            let o = verify_password(store.as_ref(), &name, &password);
+            (o, password)
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                warn!("password hash check failed inside the endpoint");
+                return (SignInOutcome::DirectoryUnavailable, Path::HashSync);
+            }
+        };
+        if outcome != SignInOutcome::DirectoryUnavailable {
+            lockout.record(upn, &password, outcome, Instant::now());
+        }
+        (outcome, Path::HashSync)
+    }
+}
