@@ -12,6 +12,7 @@ use causeway_certs::{AgentId, AgentStatus, Ca, Registry, TokenPurpose};
 use causeway_credential::wire::{ALPN, ENROLL_ALPN};
 use causeway_federation::hub::authority::CertsAuthority;
 use causeway_federation::hub::{listener, Hub, HubConfig};
+use causeway_federation::web::{Metrics, WebState};
 use tracing::info;
 
 /// Where the endpoint keeps its state unless told otherwise.
@@ -56,7 +57,7 @@ impl DataDir {
 pub(crate) struct ServeArgs {
     #[command(flatten)]
     data: DataDir,
-    /// Address the agent hub listens on (agents dial out to it over mutual TLS).
+    /// Address the endpoint listens on: agents (mutual TLS) and HTTPS share it.
     #[arg(long, default_value = "127.0.0.1:8443", env = "CAUSEWAY_AGENT_LISTEN")]
     agent_listen: SocketAddr,
     /// Names (DNS or IP) the endpoint's TLS certificate carries: what agents dial.
@@ -77,7 +78,12 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
         server.chain_der(),
         server.private_key_der()?,
         ca.enrollment_client_verifier()?,
-        vec![ALPN.to_vec(), ENROLL_ALPN.to_vec()],
+        vec![
+            ALPN.to_vec(),
+            ENROLL_ALPN.to_vec(),
+            b"h2".to_vec(),
+            b"http/1.1".to_vec(),
+        ],
     )?;
     let endpoint_id = args
         .endpoint_id
@@ -91,9 +97,13 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
         agent_listen = %args.agent_listen,
         %endpoint_id,
         require_approval = args.require_approval,
-        "endpoint ready; create an agent token with `causeway certs token --for agent`"
+        "endpoint ready: agents and HTTPS (/healthz, /metrics) on the same port; create an agent token with `causeway certs token --for agent`"
     );
     let hub = Hub::new(HubConfig::new(endpoint_id));
+    let web = Arc::new(WebState {
+        hub: hub.clone(),
+        metrics: Metrics::new(),
+    });
     let authority = Arc::new(CertsAuthority::new(
         ca,
         registry,
@@ -101,7 +111,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
         causeway_certs::DEFAULT_AGENT_CERT_VALIDITY,
     ));
     tokio::select! {
-        () = listener::serve(listener, Arc::new(tls), hub, authority) => Ok(()),
+        () = listener::serve_with_web(listener, Arc::new(tls), hub, authority, Some(web)) => Ok(()),
         r = tokio::signal::ctrl_c() => {
             r.context("waiting for Ctrl-C")?;
             info!("stopping");

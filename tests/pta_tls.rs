@@ -32,6 +32,7 @@ struct EndpointUnderTest {
     dir: PathBuf,
     addr: std::net::SocketAddr,
     hub: Arc<Hub>,
+    ca_pem: String,
     /// Dropping (or sending on) this stops the endpoint's own runtime on its own thread.
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -56,9 +57,10 @@ impl EndpointUnderTest {
             server.chain_der(),
             server.private_key_der().expect("key"),
             ca.enrollment_client_verifier().expect("verifier"),
-            vec![ALPN.to_vec(), ENROLL_ALPN.to_vec()],
+            vec![ALPN.to_vec(), ENROLL_ALPN.to_vec(), b"http/1.1".to_vec()],
         )
         .expect("server config");
+        let ca_pem = ca.cert_pem().to_owned();
         let authority = Arc::new(CertsAuthority::new(
             ca,
             registry,
@@ -71,6 +73,10 @@ impl EndpointUnderTest {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let h = hub.clone();
+        let web = Arc::new(causeway_federation::web::WebState {
+            hub: hub.clone(),
+            metrics: causeway_federation::web::Metrics::new(),
+        });
         // The endpoint runs on its own thread and runtime, so that killing it takes every
         // task and socket with it, as a crash would.
         let thread = std::thread::spawn(move || {
@@ -85,7 +91,9 @@ impl EndpointUnderTest {
             addr_tx
                 .send(listener.local_addr().expect("addr"))
                 .expect("send addr");
-            rt.spawn(async move { listener::serve(listener, Arc::new(tls), h, authority).await });
+            rt.spawn(async move {
+                listener::serve_with_web(listener, Arc::new(tls), h, authority, Some(web)).await
+            });
             let _ = stopped.recv();
             rt.shutdown_background();
         });
@@ -94,6 +102,7 @@ impl EndpointUnderTest {
             dir: dir.to_owned(),
             addr,
             hub,
+            ca_pem,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -750,5 +759,59 @@ async fn agent_works_through_a_connect_proxy() {
         seen.contains("CONNECT"),
         "tinyproxy saw the tunnels:\n{seen}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// HTTPS on the same port: /healthz and Prometheus /metrics, and a 404 for the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_metrics_over_https_on_the_agent_port() {
+    use rustls::pki_types::pem::PemObject;
+    let dir = tempdir("http");
+    let ep = EndpointUnderTest::start(&dir, 0, false);
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ep.ca_pem.as_bytes()).expect("pem"))
+        .expect("root");
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let get = |path: &'static str| {
+        let cfg = Arc::new(cfg.clone());
+        let addr = ep.addr;
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+            let mut s = tokio_rustls::TlsConnector::from(cfg)
+                .connect(name, tcp)
+                .await
+                .expect("TLS");
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .expect("send");
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.expect("read");
+            out
+        }
+    };
+    let health = get("/healthz").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.contains("\"agents_connected\":0"), "{health}");
+    let metrics = get("/metrics").await;
+    assert!(metrics.contains("causeway_agents_connected 0"), "{metrics}");
+    assert!(
+        metrics.contains(
+            "causeway_signins_total{outcome=\"invalid_credentials\",path=\"pass_through\"} 0"
+        ),
+        "{metrics}"
+    );
+    assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
     let _ = std::fs::remove_dir_all(&dir);
 }

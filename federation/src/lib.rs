@@ -6,3 +6,4 @@
 pub mod hub;
 pub mod signin;
 pub mod store;
+pub mod web;

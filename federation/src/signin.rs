@@ -41,6 +41,7 @@ pub struct Authenticator {
     hub: Arc<Hub>,
     store: Arc<dyn DirectoryStore>,
     domains: Vec<(String, Method)>,
+    metrics: Option<Arc<crate::web::Metrics>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -66,7 +67,14 @@ impl Authenticator {
             hub,
             store,
             domains,
+            metrics: None,
         }
+    }
+
+    /// Counts every sign-in in `metrics` (by outcome and path, with its latency).
+    pub fn with_metrics(mut self, metrics: Arc<crate::web::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     fn method_for(&self, upn: &str) -> Option<Method> {
@@ -79,6 +87,20 @@ impl Authenticator {
 
     /// Checks `password` for `upn`; never fails, every problem is an outcome.
     pub async fn authenticate(
+        &self,
+        upn: &str,
+        password: Password,
+        source: Option<IpAddr>,
+    ) -> (SignInOutcome, Path) {
+        let started = Instant::now();
+        let r = self.authenticate_inner(upn, password, source).await;
+        if let Some(m) = &self.metrics {
+            m.record(r.0, r.1, started.elapsed());
+        }
+        r
+    }
+
+    async fn authenticate_inner(
         &self,
         upn: &str,
         password: Password,

@@ -78,8 +78,19 @@ pub async fn serve(
     hub: Arc<Hub>,
     authority: Arc<dyn AgentAuthority>,
 ) {
+    serve_with_web(listener, tls, hub, authority, None).await;
+}
+
+/// Like [`serve`], and HTTP connections (ALPN `h2`, `http/1.1` or none) go to `web`.
+pub async fn serve_with_web(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    hub: Arc<Hub>,
+    authority: Arc<dyn AgentAuthority>,
+    web: Option<Arc<crate::web::WebState>>,
+) {
     hub.set_authority(authority.clone());
-    let watcher = tokio::spawn(watch_revocations(hub.clone(), authority.clone()));
+    let mut watcher = tokio::spawn(watch_revocations(hub.clone(), authority.clone()));
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
         let (tcp, addr) = match listener.accept().await {
@@ -92,10 +103,16 @@ pub async fn serve(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (acceptor, hub, authority) = (acceptor.clone(), hub.clone(), authority.clone());
-        tokio::spawn(async move { connection(tcp, addr, acceptor, hub, authority).await });
+        let (a, h, auth, w) = (
+            acceptor.clone(),
+            hub.clone(),
+            authority.clone(),
+            web.clone(),
+        );
+        tokio::spawn(async move { connection(tcp, addr, a, h, auth, w).await });
         if watcher.is_finished() {
             warn!("revocation watcher stopped; restarting it");
+            watcher = tokio::spawn(watch_revocations(hub.clone(), authority.clone()));
         }
     }
 }
@@ -106,6 +123,7 @@ async fn connection(
     acceptor: tokio_rustls::TlsAcceptor,
     hub: Arc<Hub>,
     authority: Arc<dyn AgentAuthority>,
+    web: Option<Arc<crate::web::WebState>>,
 ) {
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
@@ -159,6 +177,11 @@ async fn connection(
             }
         }
         Some(a) if a == ENROLL_ALPN => enroll(tls, addr, authority).await,
+        None | Some(b"h2" | b"http/1.1") if web.is_some() => {
+            if let Some(web) = web {
+                crate::web::serve_connection(tls, web).await;
+            }
+        }
         other => {
             warn!(peer = %addr, alpn = ?other.map(String::from_utf8_lossy), "connection without the agent protocol; closed");
         }
