@@ -10,7 +10,6 @@ use std::time::Instant;
 use causeway_credential::{Password, SignInOutcome};
 use tracing::{info, warn};
 
-use crate::hub::lockout::Gate;
 use crate::hub::{CheckRequest, Hub};
 use crate::store::{verify_password, DirectoryStore, Source};
 
@@ -106,6 +105,14 @@ impl Authenticator {
         password: Password,
         source: Option<IpAddr>,
     ) -> (SignInOutcome, Path) {
+        // Only well-formed names go further: no surrounding spaces or control characters,
+        // bounded length (they key the lockout state and travel to AD).
+        if crate::store::check_upn(upn).is_err() {
+            let _ =
+                tokio::task::spawn_blocking(move || crate::store::spend_like_a_check(&password))
+                    .await;
+            return (SignInOutcome::UnknownUser, Path::None);
+        }
         let store = self.store.clone();
         let name = upn.to_owned();
         let cloud = tokio::task::spawn_blocking(move || store.user_by_upn(&name))
@@ -121,16 +128,13 @@ impl Authenticator {
         };
         let use_phs = match method {
             None => {
-                // Not a domain of ours: spend a verifier's work and say no, like a wrong password.
-                let r = self.hash_sync(upn, password, source).await;
-                return (
-                    if r.0 == SignInOutcome::Throttled {
-                        r.0
-                    } else {
-                        SignInOutcome::UnknownUser
-                    },
-                    Path::None,
-                );
+                // Not a domain of ours: spend a verifier's work and say no, like a wrong
+                // password, without keeping any lockout state for names we do not serve.
+                let _ = tokio::task::spawn_blocking(move || {
+                    crate::store::spend_like_a_check(&password)
+                })
+                .await;
+                return (SignInOutcome::UnknownUser, Path::None);
             }
             Some(Method::Phs) => true,
             Some(Method::Pta) => false,
@@ -163,27 +167,30 @@ impl Authenticator {
         password: Password,
         source: Option<IpAddr>,
     ) -> (SignInOutcome, Path) {
-        let lockout = self.hub.lockout();
-        if let Gate::Answer(o) = lockout.gate(upn, &password, source, Instant::now()) {
-            return (o, Path::None);
-        }
+        let deadline = Instant::now() + self.hub.config().deadline;
+        let ticket = match self
+            .hub
+            .lockout()
+            .admit_waiting(upn, &password, source, deadline)
+            .await
+        {
+            Ok(t) => t,
+            Err(o) => return (o, Path::None),
+        };
         let store = self.store.clone();
         let name = upn.to_owned();
-        let (outcome, password) = match tokio::task::spawn_blocking(move || {
-            let o = verify_password(store.as_ref(), &name, &password);
-            (o, password)
+        let outcome = match tokio::task::spawn_blocking(move || {
+            verify_password(store.as_ref(), &name, &password)
         })
         .await
         {
-            Ok(r) => r,
+            Ok(o) => o,
             Err(_) => {
                 warn!("password hash check failed inside the endpoint");
                 return (SignInOutcome::DirectoryUnavailable, Path::HashSync);
             }
         };
-        if outcome != SignInOutcome::DirectoryUnavailable {
-            lockout.record(upn, &password, outcome, Instant::now());
-        }
+        ticket.record(outcome, 1, Instant::now());
         (outcome, Path::HashSync)
     }
 }

@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tracing::{debug, info, warn};
 
-use lockout::{Gate, LockoutPolicy, SmartLockout};
+use lockout::{LockoutPolicy, SmartLockout};
 
 /// How the hub behaves.
 #[derive(Debug, Clone)]
@@ -157,6 +157,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// How long a sealed envelope may be opened.
+const ENVELOPE_LIFETIME_SECS: u64 = 60;
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -225,15 +228,29 @@ impl Hub {
     }
 
     /// Checks a credential through an agent. Never fails: every problem is an outcome.
-    pub async fn check(&self, req: CheckRequest) -> SignInOutcome {
+    pub async fn check(self: &Arc<Self>, req: CheckRequest) -> SignInOutcome {
+        // The check runs in its own task: a caller that stops waiting (a browser that went
+        // away) cannot leave a slot taken or a bind that reached AD uncounted.
+        let hub = self.clone();
+        tokio::spawn(async move { hub.check_to_the_end(req).await })
+            .await
+            .unwrap_or(SignInOutcome::DirectoryUnavailable)
+    }
+
+    async fn check_to_the_end(&self, req: CheckRequest) -> SignInOutcome {
         let started = Instant::now();
-        if let Gate::Answer(o) =
-            self.lockout
-                .gate(&req.user_name, &req.password, req.source, started)
+        let deadline = started + self.config.deadline;
+        let ticket = match self
+            .lockout
+            .admit_waiting(&req.user_name, &req.password, req.source, deadline)
+            .await
         {
-            debug!(outcome = %o, "answered by smart lockout without asking the directory");
-            return o;
-        }
+            Ok(t) => t,
+            Err(o) => {
+                debug!(outcome = %o, "answered by smart lockout without asking the directory");
+                return o;
+            }
+        };
         let Ok(_permit) = self.capacity.try_acquire() else {
             warn!(
                 max_in_flight = self.config.max_in_flight,
@@ -241,8 +258,9 @@ impl Hub {
             );
             return SignInOutcome::Throttled;
         };
-        let deadline = started + self.config.deadline;
         let mut tried: Vec<u64> = Vec::new();
+        // Attempts whose bind may have reached AD without a verdict coming back here.
+        let mut maybe_bound = 0u32;
         let outcome = loop {
             let now = Instant::now();
             if now >= deadline {
@@ -267,20 +285,36 @@ impl Hub {
             tried.push(chan.id);
             let budget = (deadline - now).min(self.config.attempt_timeout);
             match self.attempt(&chan, &req, budget).await {
+                // An agent that cannot reach its DC (or is full) must not fail the sign-in
+                // while another agent may succeed.
+                Ok(o @ (SignInOutcome::DirectoryUnavailable | SignInOutcome::Throttled)) => {
+                    info!(agent = %chan.agent_id, outcome = %o, "agent could not check; trying another agent");
+                    maybe_bound += 1;
+                    if matches!(self.peek(&tried), Pick::None) {
+                        break o;
+                    }
+                }
                 Ok(o) => break o,
                 Err(why) => {
+                    maybe_bound += 1;
                     info!(agent = %chan.agent_id, why, "check not answered; retrying on another agent");
                 }
             }
         };
-        if !matches!(
-            outcome,
-            SignInOutcome::DirectoryUnavailable | SignInOutcome::Throttled
-        ) {
-            self.lockout
-                .record(&req.user_name, &req.password, outcome, Instant::now());
-        }
+        ticket.record(outcome, maybe_bound + 1, Instant::now());
         outcome
+    }
+
+    /// Whether any untried channel is left (without reserving a slot).
+    fn peek(&self, tried: &[u64]) -> Pick {
+        let any = lock(&self.channels)
+            .iter()
+            .any(|c| !tried.contains(&c.id) && lock(&c.kicked).is_none());
+        if any {
+            Pick::Busy
+        } else {
+            Pick::None
+        }
     }
 
     /// The healthy channel with the fewest outstanding checks, skipping those tried already,
@@ -319,8 +353,9 @@ impl Hub {
         budget: Duration,
     ) -> Result<SignInOutcome, &'static str> {
         let request_id = RequestId::random();
-        // Whole seconds, rounded up, never beyond what an agent accepts.
-        let expires_at = unix_now() + budget.as_secs().clamp(1, MAX_LIFETIME_SECS - 1) + 1;
+        // A fixed minute, not the attempt's few seconds: an agent whose clock runs a little
+        // ahead must not find every envelope expired. The replay cache covers the minute.
+        let expires_at = unix_now() + ENVELOPE_LIFETIME_SECS.min(MAX_LIFETIME_SECS);
         let ctx = EnvelopeContext {
             request_id,
             user_name: req.user_name.clone(),
@@ -426,6 +461,7 @@ impl Hub {
             kicked: Mutex::new(None),
         });
         lock(&self.channels).push(chan.clone());
+        self.slot_freed.notify_waiters();
         info!(agent = %peer.agent_id, %agent_version, channel = chan.id, "agent channel up");
 
         let heartbeat = self.config.heartbeat;
