@@ -99,6 +99,11 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
         require_approval = args.require_approval,
         "endpoint ready: agents and HTTPS (/healthz, /metrics) on the same port; create an agent token with `causeway certs token --for agent`"
     );
+    if !args.require_approval {
+        tracing::warn!(
+            "new agents receive sign-ins as soon as they enroll; a stolen enrollment token gives a rogue agent live passwords. Use --require-approval and `causeway certs approve` in production"
+        );
+    }
     let hub = Hub::new(HubConfig::new(endpoint_id));
     let web = Arc::new(WebState {
         hub: hub.clone(),

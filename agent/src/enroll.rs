@@ -38,7 +38,7 @@ pub enum EnrollError {
     Refused(String),
 }
 
-/// The fingerprint prefix a token pins.
+/// The CA fingerprint (all 64 hex digits of SHA-256) a token pins.
 pub fn pinned_prefix(token: &str) -> Result<String, EnrollError> {
     let mut parts = token.trim().split('.');
     let (Some("cwt1"), Some(secret), Some(fp), None) =
@@ -46,7 +46,7 @@ pub fn pinned_prefix(token: &str) -> Result<String, EnrollError> {
     else {
         return Err(EnrollError::MalformedToken);
     };
-    let fp_ok = (16..=64).contains(&fp.len())
+    let fp_ok = fp.len() == 64
         && fp
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
@@ -237,14 +237,19 @@ mod tests {
 
     #[test]
     fn token_shapes() {
+        let pin = "0123456789abcdef".repeat(4);
         assert_eq!(
-            pinned_prefix("cwt1.c2VjcmV0.0123456789abcdef").expect("ok"),
-            "0123456789abcdef"
+            pinned_prefix(&format!("cwt1.c2VjcmV0.{pin}")).expect("ok"),
+            pin
+        );
+        assert!(
+            pinned_prefix("cwt1.c2VjcmV0.0123456789abcdef").is_err(),
+            "a short pin is refused"
         );
         for bad in [
             "",
             "cwt1",
-            "cwt2.a.0123456789abcdef",
+            "cwt2.a.0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
             "cwt1..0123456789abcdef",
             "cwt1.a.0123",
             "cwt1.a.0123456789ABCDEF",

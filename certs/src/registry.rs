@@ -35,8 +35,10 @@ const TOKEN_VERSION: &str = "cwt1";
 const TOKEN_SECRET_LEN: usize = 32;
 /// base64url without padding of 32 bytes.
 const TOKEN_SECRET_B64_LEN: usize = 43;
-/// How many hex digits of the CA fingerprint a token carries.
-const TOKEN_CA_PREFIX_LEN: usize = 16;
+/// How many hex digits of the CA fingerprint a token carries: all of them. A shorter pin
+/// would let an attacker who finds a certificate with the same prefix (a one-time 2^64
+/// search for 16 digits) impersonate the endpoint to every enrolling agent.
+const TOKEN_CA_PREFIX_LEN: usize = 64;
 /// Tokens are kept this long after they expire (for `used_at` forensics), then deleted.
 const TOKEN_RETENTION_SECS: i64 = 30 * 24 * 60 * 60;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -66,8 +66,8 @@ impl GoAwayReason {
     }
 }
 
-/// One message of the agent protocol.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One message of the agent protocol. Its `Debug` never shows an enrollment token.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Frame {
     /// Agent → hub, first frame: who it is and how much it takes at once.
@@ -231,6 +231,78 @@ pub mod io {
         wr.write_all(&f.to_bytes()).await?;
         wr.flush().await?;
         Ok(())
+    }
+}
+
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Frame::Enroll { host_name, .. } => f
+                .debug_struct("Enroll")
+                .field("token", &crate::secret::REDACTED)
+                .field("host_name", host_name)
+                .finish_non_exhaustive(),
+            Frame::Hello {
+                version,
+                agent_id,
+                agent_version,
+                max_in_flight,
+            } => f
+                .debug_struct("Hello")
+                .field("version", version)
+                .field("agent_id", agent_id)
+                .field("agent_version", agent_version)
+                .field("max_in_flight", max_in_flight)
+                .finish(),
+            Frame::Welcome {
+                endpoint_id,
+                heartbeat_ms,
+            } => f
+                .debug_struct("Welcome")
+                .field("endpoint_id", endpoint_id)
+                .field("heartbeat_ms", heartbeat_ms)
+                .finish(),
+            Frame::Check {
+                request_id,
+                deadline_ms,
+                envelope,
+            } => f
+                .debug_struct("Check")
+                .field("request_id", request_id)
+                .field("deadline_ms", deadline_ms)
+                .field("envelope", envelope)
+                .finish(),
+            Frame::Verdict {
+                request_id,
+                outcome,
+                directory_us,
+            } => f
+                .debug_struct("Verdict")
+                .field("request_id", request_id)
+                .field("outcome", outcome)
+                .field("directory_us", directory_us)
+                .finish(),
+            Frame::Ping(n) => f.debug_tuple("Ping").field(n).finish(),
+            Frame::Pong(n) => f.debug_tuple("Pong").field(n).finish(),
+            Frame::Enrolled {
+                agent_id, approved, ..
+            } => f
+                .debug_struct("Enrolled")
+                .field("agent_id", agent_id)
+                .field("approved", approved)
+                .finish_non_exhaustive(),
+            Frame::EnrollRefused { reason } => f
+                .debug_struct("EnrollRefused")
+                .field("reason", reason)
+                .finish(),
+            Frame::Renew { .. } => f.debug_struct("Renew").finish_non_exhaustive(),
+            Frame::Renewed { .. } => f.debug_struct("Renewed").finish_non_exhaustive(),
+            Frame::GoAway { reason, detail } => f
+                .debug_struct("GoAway")
+                .field("reason", reason)
+                .field("detail", detail)
+                .finish(),
+        }
     }
 }
 
@@ -475,10 +547,26 @@ impl Frame {
     }
 }
 
+/// Writes a text field. Text longer than `max` is cut at a character boundary and control
+/// characters become spaces, so that building a frame from, say, an error message can
+/// never fail or panic (ids are validated before they get here).
 fn put_text(out: &mut Vec<u8>, s: &str, max: usize) {
-    assert!(s.len() <= max, "text field above limit");
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let clean: String = s[..end]
+        .chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\r' {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    out.extend_from_slice(&(clean.len() as u16).to_be_bytes());
+    out.extend_from_slice(clean.as_bytes());
 }
 
 struct Reader<'a> {
@@ -612,6 +700,30 @@ mod tests {
                 Some(FrameError::TrailingBytes(1))
             );
         }
+    }
+
+    #[test]
+    fn debug_never_shows_a_token_and_long_text_is_cut_not_fatal() {
+        let f = Frame::Enroll {
+            token: "cwt1.SECRETSECRET.abc".into(),
+            host_name: "h".into(),
+            hpke_public_key: [0; 32],
+            csr_pem: "X".into(),
+        };
+        assert!(!format!("{f:?}").contains("SECRETSECRET"));
+        let long = Frame::EnrollRefused {
+            reason: format!("{}\u{7}é", "x".repeat(MAX_TEXT_LEN - 1)),
+        };
+        let back = Frame::decode(&long.to_bytes()[4..]).expect("decodes");
+        let Frame::EnrollRefused { reason } = back else {
+            panic!("kind")
+        };
+        assert_eq!(
+            reason.len(),
+            MAX_TEXT_LEN,
+            "cut to the limit at a character boundary"
+        );
+        assert!(!reason.contains('\u{7}'));
     }
 
     #[test]

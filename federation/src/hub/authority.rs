@@ -66,6 +66,18 @@ impl CertsAuthority {
     }
 }
 
+/// What an unauthenticated enrolling client may be told about a failure.
+fn public_error(e: causeway_certs::CertsError) -> String {
+    use causeway_certs::CertsError as E;
+    match e {
+        E::Token(_) | E::Csr(_) | E::InvalidHostName(_) => e.to_string(),
+        other => {
+            warn!(error = %other, "enrollment failed inside the endpoint");
+            "enrollment failed on the endpoint; its log says why".into()
+        }
+    }
+}
+
 impl AgentAuthority for CertsAuthority {
     fn authorize(&self, cert_fingerprint: &str) -> Result<AgentPeer, Refusal> {
         let rec = match self.registry.lookup_by_fingerprint(cert_fingerprint) {
@@ -98,19 +110,19 @@ impl AgentAuthority for CertsAuthority {
     ) -> Result<Enrollment, String> {
         let now = SystemTime::now();
         AgentPublicKey::from_bytes(&hpke_public_key).map_err(|e| e.to_string())?;
+        // The caller is not authenticated yet: it learns what is wrong with its own request
+        // (token, CSR, host name), never our paths or database errors (those are logged).
         // Check the request fully before spending the token, so that a broken CSR does not
         // burn a one-time token.
-        self.ca
-            .check_agent_csr(csr_pem)
-            .map_err(|e| e.to_string())?;
+        self.ca.check_agent_csr(csr_pem).map_err(public_error)?;
         self.registry
             .consume_token(token, TokenPurpose::Agent, now)
-            .map_err(|e| e.to_string())?;
-        let id = AgentId::generate().map_err(|e| e.to_string())?;
+            .map_err(public_error)?;
+        let id = AgentId::generate().map_err(public_error)?;
         let cert = self
             .ca
             .sign_agent_csr(csr_pem, &id, now, self.validity)
-            .map_err(|e| e.to_string())?;
+            .map_err(public_error)?;
         let rec = self
             .registry
             .register_agent(
@@ -124,7 +136,7 @@ impl AgentAuthority for CertsAuthority {
                 self.require_approval,
                 now,
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(public_error)?;
         Ok(Enrollment {
             agent_id: id.as_str().to_owned(),
             cert_pem: cert.pem().to_owned(),

@@ -157,7 +157,9 @@ async fn connection(
             match verdict {
                 Ok(peer) => {
                     let id = peer.agent_id.clone();
-                    authority.touch(&id);
+                    // Off the async threads: the registry may wait on a CLI's write lock.
+                    let (a, i) = (authority.clone(), id.clone());
+                    let _ = tokio::task::spawn_blocking(move || a.touch(&i)).await;
                     if let Err(e) = hub.serve_channel(tls, peer).await {
                         info!(agent = %id, peer = %addr, error = %e, "agent channel ended");
                     }

@@ -339,13 +339,23 @@ impl DirectoryStore for SqliteStore {
         if clash.is_some() {
             return Err(StoreError::Duplicate(user.upn.clone()));
         }
-        let existed: bool = tx
+        let source: Option<String> = tx
             .query_row(
-                "SELECT EXISTS(SELECT 1 FROM users WHERE id = ?1)",
+                "SELECT source FROM users WHERE id = ?1",
                 [user.id.as_str()],
                 |r| r.get(0),
             )
+            .optional()
             .map_err(self.err("find the user"))?;
+        // Sync may only ever touch what sync created: a directory object whose id collides
+        // with a cloud-only (break-glass) account must not take it over.
+        if source.as_deref().is_some_and(|s| s != "ad") {
+            return Err(StoreError::WrongState(format!(
+                "immutable id {} belongs to a cloud-only user; the synchronised object was not applied",
+                user.id
+            )));
+        }
+        let existed = source.is_some();
         if existed {
             tx.execute(
                 "UPDATE users SET upn = ?2, display_name = ?3, mail = ?4, disabled = ?5,

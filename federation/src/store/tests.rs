@@ -278,3 +278,35 @@ fn ad_users_upsert_by_immutable_id() {
         "AAAAAAAAAAAAAAAAAAAAAA=="
     );
 }
+
+#[test]
+fn sync_cannot_take_over_a_cloud_only_account() {
+    let s = SqliteStore::open(&tmp("takeover")).expect("open");
+    let glass = s
+        .add_cloud_user(
+            &new("glass@corp.example"),
+            &PhsVerifier::derive(&pw("Glass-Pw-1")),
+            "cli",
+            at(T0),
+        )
+        .expect("add");
+    let hostile = AdUser {
+        id: glass.id.clone(),
+        upn: "glass@corp.example".into(),
+        display_name: None,
+        mail: None,
+        disabled: false,
+    };
+    let r = s.upsert_ad_user(
+        &hostile,
+        Some(&PhsVerifier::derive(&pw("Attacker-Pw-1"))),
+        "sync",
+        at(T0 + 1),
+    );
+    assert!(matches!(r, Err(StoreError::WrongState(_))), "{r:?}");
+    assert_eq!(
+        verify_password(&s, "glass@corp.example", &pw("Glass-Pw-1")),
+        SignInOutcome::Success
+    );
+    assert_eq!(s.history("glass@corp.example").expect("h").len(), 1);
+}
