@@ -171,18 +171,20 @@ impl Renewer for CertRenewal {
     }
 
     fn renewed(&self, cert_pem: &str) {
-        let Some((key, _)) = self
+        // The pending key stays until the new pair is safely on disk: if saving fails, the
+        // next attempt (after the pause in csr_if_due) starts over instead of losing the key
+        // the hub has just certified.
+        let mut pending = self
             .pending
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-        else {
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some((key, _)) = pending.as_ref() else {
             warn!("renewed certificate arrived without a pending request; ignored");
             return;
         };
-        let result = endpoint_tls(&self.ca_pem, cert_pem, &key).and_then(|tls| {
+        let result = endpoint_tls(&self.ca_pem, cert_pem, key).and_then(|tls| {
             let window = validity(cert_pem)?;
-            AgentState::save_renewed(&self.dir, &key, cert_pem)?;
+            AgentState::save_renewed(&self.dir, key, cert_pem)?;
             *self
                 .tls
                 .write()
@@ -193,6 +195,10 @@ impl Renewer for CertRenewal {
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = window;
             Ok(window)
         });
+        if result.is_ok() {
+            *pending = None;
+        }
+        drop(pending);
         match result {
             Ok((_, not_after)) => info!(not_after, "certificate renewed; new connections use it"),
             Err(e) => warn!(error = %e, "renewed certificate not usable; keeping the current one"),
@@ -226,14 +232,19 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
     let login = match &config.login {
         None => LoginResolution::AsTyped,
         Some(l) => {
-            let pw = std::fs::read_to_string(&l.service_password_file).map_err(|e| {
-                StartError::Tls(format!("{}: {e}", l.service_password_file.display()))
+            // Refused when others can read it, like the agent's own keys; zeroized after use.
+            let raw = Secret::new(crate::state::read_private(&l.service_password_file)?);
+            let text = std::str::from_utf8(raw.expose_secret()).map_err(|_| {
+                StartError::Tls(format!(
+                    "{}: not UTF-8 text",
+                    l.service_password_file.display()
+                ))
             })?;
             LoginResolution::Attribute {
                 attribute: l.attribute.clone(),
                 base: l.search_base.clone(),
                 service_dn: l.service_dn.clone(),
-                service_password: Secret::new(pw.trim_end_matches(['\r', '\n']).to_owned()),
+                service_password: Secret::new(text.trim_end_matches(['\r', '\n']).to_owned()),
             }
         }
     };

@@ -95,7 +95,8 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), StateErro
     fs::rename(&tmp, path).map_err(io(path))
 }
 
-fn read_private(path: &Path) -> Result<Vec<u8>, StateError> {
+/// Reads a private file, refusing it when group or others can read it.
+pub fn read_private(path: &Path) -> Result<Vec<u8>, StateError> {
     use std::os::unix::fs::PermissionsExt;
     let meta = fs::metadata(path).map_err(io(path))?;
     let mode = meta.permissions().mode() & 0o777;

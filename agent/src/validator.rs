@@ -138,9 +138,16 @@ impl Validator {
             }
             match self.bind_on(dc, name, password, deadline).await {
                 Ok((rc, text)) => return bind_outcome(rc, &text),
-                Err(e) => {
-                    warn!(dc = %dc.target.url, error = %e, "domain controller failed; trying the next one");
+                Err(e @ DcError::Connect(_)) => {
+                    warn!(dc = %dc.target.url, error = %e, "domain controller unreachable; trying the next one");
                     *lock(&dc.down_until) = Some(Instant::now() + self.settings.cool_down);
+                }
+                Err(e) => {
+                    // The bind may have reached AD (and counted a wrong password there):
+                    // sending it to another DC could make AD count it twice, so stop here.
+                    warn!(dc = %dc.target.url, error = %e, "bind sent but not answered; not retrying it elsewhere");
+                    *lock(&dc.down_until) = Some(Instant::now() + self.settings.cool_down);
+                    return SignInOutcome::DirectoryUnavailable;
                 }
             }
         }
@@ -160,8 +167,13 @@ impl Validator {
     }
 
     async fn connect(&self, dc: &Dc, deadline: Instant) -> Result<Ldap, DcError> {
-        if let Some(l) = lock(&dc.idle).pop() {
-            return Ok(l);
+        let pooled = lock(&dc.idle).pop();
+        if let Some(mut l) = pooled {
+            // A pooled connection the DC has closed (idle timeout) fails at once and would
+            // wrongly bench a healthy DC: check it cheaply first.
+            if !l.is_closed() {
+                return Ok(l);
+            }
         }
         let timeout = self
             .settings
@@ -236,26 +248,37 @@ impl Validator {
                 if b.rc != 0 {
                     return Ok(Err(b.rc));
                 }
-                let (entries, _) = ldap
+                // At most 2 entries: one is the answer, two means the name is ambiguous.
+                let ldap3::SearchResult(entries, res) = ldap
+                    .with_search_options(ldap3::SearchOptions::new().sizelimit(2))
                     .search(base, Scope::Subtree, &filter, vec!["1.1"])
-                    .await?
-                    .success()?;
-                Ok::<_, ldap3::LdapError>(Ok(entries))
+                    .await?;
+                const SIZE_LIMIT_EXCEEDED: u32 = 4;
+                if res.rc == SIZE_LIMIT_EXCEEDED {
+                    return Ok(Ok(Found::Many));
+                }
+                let (mut entries, _) = ldap3::SearchResult(entries, res).success()?;
+                Ok::<_, ldap3::LdapError>(Ok(match entries.len() {
+                    0 => Found::None,
+                    1 => Found::One(entries.remove(0)),
+                    _ => Found::Many,
+                }))
             })
             .await;
             match result {
                 Ok(Ok(Ok(entries))) => {
-                    return match entries.len() {
-                        1 => {
-                            Ok(SearchEntry::construct(entries.into_iter().next().expect("one")).dn)
-                        }
-                        0 => Err(SignInOutcome::UnknownUser),
-                        n => {
-                            warn!(
-                                attribute,
-                                matches = n,
-                                "sign-in name matches several accounts; refusing"
-                            );
+                    // The service bind made this connection the service account's: it can
+                    // go back to the pool (every check re-binds before use).
+                    let mut idle = lock(&dc.idle);
+                    if idle.len() < self.settings.pool_per_dc {
+                        idle.push(ldap);
+                    }
+                    drop(idle);
+                    return match entries {
+                        Found::One(e) => Ok(SearchEntry::construct(e).dn),
+                        Found::None => Err(SignInOutcome::UnknownUser),
+                        Found::Many => {
+                            warn!(attribute, "sign-in name matches several accounts; refusing");
                             Err(SignInOutcome::UnknownUser)
                         }
                     };
@@ -272,6 +295,13 @@ impl Validator {
         }
         Err(SignInOutcome::DirectoryUnavailable)
     }
+}
+
+/// What a name search found.
+enum Found {
+    One(ldap3::ResultEntry),
+    None,
+    Many,
 }
 
 fn unix_now() -> u64 {

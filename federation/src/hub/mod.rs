@@ -479,6 +479,7 @@ impl Hub {
             }
         };
         let reader = async {
+            let mut last_renewal: Option<Instant> = None;
             loop {
                 let f = tokio::time::timeout(silent_limit, read_frame(&mut rd))
                     .await
@@ -498,6 +499,15 @@ impl Hub {
                     }
                     Frame::Pong(_) => {}
                     Frame::Renew { csr_pem } => {
+                        // One renewal per channel per 10 minutes: each costs a signature and
+                        // a registry write, and rotates the agent's fingerprints.
+                        if last_renewal
+                            .is_some_and(|t: Instant| t.elapsed() < Duration::from_secs(600))
+                        {
+                            warn!(agent = %chan.agent_id, "renewal asked again too soon; ignored");
+                            continue;
+                        }
+                        last_renewal = Some(Instant::now());
                         let Some(authority) = self.authority.get().cloned() else {
                             warn!(agent = %chan.agent_id, "renewal asked, but this hub has no CA");
                             continue;
