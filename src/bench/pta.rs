@@ -45,8 +45,10 @@ pub(crate) struct PtaArgs {
 struct Facts {
     url: String,
     ca: PathBuf,
-    upn: String,
-    password: String,
+    /// (UPN, password) of the lab's ordinary accounts; worker i signs in as user i mod n,
+    /// in the raw baseline and through PTA alike (real traffic is many users, and smart
+    /// lockout caps the checks one user may have in flight).
+    users: Vec<(String, String)>,
 }
 
 fn facts(path: &PathBuf) -> Result<Facts> {
@@ -62,11 +64,25 @@ fn facts(path: &PathBuf) -> Result<Facts> {
             .map(str::to_owned)
             .with_context(|| format!("{} has no {k}", path.display()))
     };
+    let mut users = Vec::new();
+    // Up to 8 accounts, so that at the default concurrency every worker has its own.
+    for key in [
+        "ALICE", "OLIVIA", "IVAN", "KIM", "LIAM", "NORA", "SVC_SYNC", "ADMIN",
+    ] {
+        if let (Ok(u), Ok(p)) = (
+            get(&format!("AD_{key}_UPN")),
+            get(&format!("AD_{key}_PASSWORD")),
+        ) {
+            users.push((u, p));
+        }
+    }
+    if users.is_empty() {
+        bail!("{} names none of the lab's ordinary users", path.display());
+    }
     Ok(Facts {
         url: get("AD_LDAPS_URL")?,
         ca: get("AD_CA_CERT")?.into(),
-        upn: get("AD_ALICE_UPN")?,
-        password: get("AD_ALICE_PASSWORD")?,
+        users,
     })
 }
 
@@ -217,8 +233,9 @@ async fn bench(args: &PtaArgs, f: Facts) -> Result<()> {
     }
 
     println!(
-        "causeway bench pta: concurrency {}, {} rounds of {:.1} s per measurement, DC {}",
+        "causeway bench pta: concurrency {}, {} users, {} rounds of {:.1} s per measurement, DC {}",
         args.concurrency,
+        f.users.len(),
         args.rounds,
         slice.as_secs_f64(),
         f.url
@@ -306,8 +323,9 @@ async fn raw(
     }
     let (start, cpu0) = (Instant::now(), cpu_seconds());
     let mut tasks = Vec::new();
-    for mut ldap in conns {
-        let (stop, upn, pw) = (stop.clone(), f.upn.clone(), f.password.clone());
+    for (i, mut ldap) in conns.into_iter().enumerate() {
+        let (upn, pw) = f.users[i % f.users.len()].clone();
+        let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             while !stop.load(Ordering::Relaxed) {
@@ -331,8 +349,9 @@ async fn pta(hub: &Arc<Hub>, f: &Facts, n: usize, dur: Duration) -> Result<Sampl
     let stop = Arc::new(AtomicBool::new(false));
     let (start, cpu0) = (Instant::now(), cpu_seconds());
     let mut tasks = Vec::new();
-    for _ in 0..n {
-        let (stop, hub, upn, pw) = (stop.clone(), hub.clone(), f.upn.clone(), f.password.clone());
+    for i in 0..n {
+        let (upn, pw) = f.users[i % f.users.len()].clone();
+        let (stop, hub) = (stop.clone(), hub.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             while !stop.load(Ordering::Relaxed) {

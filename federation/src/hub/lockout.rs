@@ -56,8 +56,9 @@ impl Default for LockoutPolicy {
 
 type Fingerprint = [u8; 16];
 
-/// How often a check waiting for a busy user looks again.
-const BUSY_POLL: Duration = Duration::from_millis(5);
+/// How often a check waiting for a busy user looks again if no wake-up came (wake-ups
+/// are the normal path; this only bounds a missed one).
+const BUSY_POLL: Duration = Duration::from_millis(50);
 
 /// Why [`SmartLockout::admit`] did not admit a check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +77,8 @@ struct UserState {
     locked_until: Option<Instant>,
     bad: VecDeque<Fingerprint>,
     in_flight: Vec<Fingerprint>,
+    /// Checks waiting for this user, first come first served.
+    queue: VecDeque<u64>,
     last_seen: Instant,
 }
 
@@ -88,6 +91,7 @@ impl UserState {
             locked_until: None,
             bad: VecDeque::new(),
             in_flight: Vec::new(),
+            queue: VecDeque::new(),
             last_seen: now,
         }
     }
@@ -97,6 +101,7 @@ impl UserState {
         self.failures == 0
             && self.locks == 0
             && self.in_flight.is_empty()
+            && self.queue.is_empty()
             && self.locked_until.is_none()
     }
 }
@@ -115,6 +120,9 @@ pub struct SmartLockout {
     key: [u8; 32],
     users: Mutex<HashMap<String, UserState>>,
     sources: Mutex<HashMap<IpAddr, Bucket>>,
+    /// Signalled when a check finishes, so waiting checks look again at once.
+    freed: tokio::sync::Notify,
+    next_waiter: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for SmartLockout {
@@ -177,6 +185,8 @@ impl SmartLockout {
             key,
             users: Mutex::new(HashMap::new()),
             sources: Mutex::new(HashMap::new()),
+            freed: tokio::sync::Notify::new(),
+            next_waiter: std::sync::atomic::AtomicU64::new(1),
         }
     }
 
@@ -213,7 +223,7 @@ impl SmartLockout {
         source: Option<IpAddr>,
         now: Instant,
     ) -> Result<Ticket<'_>, Refusal> {
-        self.admit_inner(user, password, source, now, true)
+        self.admit_inner(user, password, source, now, true, None)
     }
 
     /// [`SmartLockout::admit`], waiting while the user is busy, until `deadline` (then
@@ -225,16 +235,35 @@ impl SmartLockout {
         source: Option<IpAddr>,
         deadline: Instant,
     ) -> Result<Ticket<'_>, SignInOutcome> {
+        let me = self
+            .next_waiter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut charge_source = true;
         loop {
-            match self.admit_inner(user, password, source, Instant::now(), charge_source) {
+            // Register for the wake-up before looking, so a slot freed in between counts.
+            let freed = self.freed.notified();
+            match self.admit_inner(
+                user,
+                password,
+                source,
+                Instant::now(),
+                charge_source,
+                Some(me),
+            ) {
                 Ok(t) => return Ok(t),
-                Err(Refusal::Answer(o)) => return Err(o),
-                Err(Refusal::Busy) if Instant::now() + BUSY_POLL < deadline => {
-                    charge_source = false;
-                    tokio::time::sleep(BUSY_POLL).await;
+                Err(Refusal::Answer(o)) => {
+                    self.leave_queue(user, me);
+                    return Err(o);
                 }
-                Err(Refusal::Busy) => return Err(SignInOutcome::Throttled),
+                Err(Refusal::Busy) if Instant::now() < deadline => {
+                    charge_source = false;
+                    let wait = (deadline - Instant::now()).min(BUSY_POLL);
+                    let _ = tokio::time::timeout(wait, freed).await;
+                }
+                Err(Refusal::Busy) => {
+                    self.leave_queue(user, me);
+                    return Err(SignInOutcome::Throttled);
+                }
             }
         }
     }
@@ -246,6 +275,7 @@ impl SmartLockout {
         source: Option<IpAddr>,
         now: Instant,
         charge_source: bool,
+        waiter: Option<u64>,
     ) -> Result<Ticket<'_>, Refusal> {
         if let (Some(ip), true) = (source, charge_source) {
             if !self.take_source_token(source_key(ip), now) {
@@ -275,8 +305,22 @@ impl SmartLockout {
         // Never more checks in flight than wrong passwords the user can still afford, and
         // never the same password twice at once: parallel guesses cannot overshoot.
         let budget = self.policy.threshold.saturating_sub(state.failures) as usize;
-        if state.in_flight.len() >= budget || state.in_flight.contains(&fp) {
+        // First come, first served: a check that finished and asks again at once must not
+        // overtake one that was already waiting.
+        let my_turn = match waiter {
+            Some(id) => state.queue.front().is_none_or(|front| *front == id),
+            None => state.queue.is_empty(),
+        };
+        if !my_turn || state.in_flight.len() >= budget || state.in_flight.contains(&fp) {
+            if let Some(id) = waiter {
+                if !state.queue.contains(&id) {
+                    state.queue.push_back(id);
+                }
+            }
             return Err(Refusal::Busy);
+        }
+        if let Some(id) = waiter {
+            state.queue.retain(|w| *w != id);
         }
         state.in_flight.push(fp);
         Ok(Ticket {
@@ -303,9 +347,12 @@ impl SmartLockout {
         }
         match answer {
             Some((o, _)) if o.is_success() => {
+                // Forget the failures; keep what is in flight and who is waiting.
                 let in_flight = std::mem::take(&mut state.in_flight);
+                let queue = std::mem::take(&mut state.queue);
                 *state = UserState::new(now);
                 state.in_flight = in_flight;
+                state.queue = queue;
             }
             Some((o, attempts)) if o.is_bad_password() && !state.bad.contains(&fp) => {
                 self.expire(state, now);
@@ -332,6 +379,22 @@ impl SmartLockout {
         if state.is_clean() {
             users.remove(key);
         }
+        drop(users);
+        self.freed.notify_waiters();
+    }
+
+    /// A waiter that gives up leaves the queue (and lets the next one go).
+    fn leave_queue(&self, user: &str, id: u64) {
+        let key = Self::user_key(user);
+        let mut users = lock(&self.users);
+        if let Some(state) = users.get_mut(&key) {
+            state.queue.retain(|w| *w != id);
+            if state.is_clean() {
+                users.remove(&key);
+            }
+        }
+        drop(users);
+        self.freed.notify_waiters();
     }
 
     /// How long `user` stays locked at the hub, if locked (for the sign-in page).
@@ -502,6 +565,41 @@ mod tests {
             l2.admit("carol", &pw("same"), None, t).is_ok(),
             "a dropped ticket frees its slot"
         );
+    }
+
+    #[tokio::test]
+    async fn waiting_is_first_come_first_served() {
+        let l = std::sync::Arc::new(SmartLockout::new(policy()));
+        let first = l
+            .admit("kim", &pw("same"), None, Instant::now())
+            .expect("first");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (l2, (got_tx, got_rx), (go_tx, go_rx)) = (
+            l.clone(),
+            tokio::sync::oneshot::channel(),
+            tokio::sync::oneshot::channel::<()>(),
+        );
+        let waiter = tokio::spawn(async move {
+            let ticket = l2
+                .admit_waiting("kim", &pw("same"), None, deadline)
+                .await
+                .expect("admitted in turn");
+            let _ = got_tx.send(());
+            let _ = go_rx.await;
+            ticket.record(SignInOutcome::Success, 1, Instant::now());
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        first.record(SignInOutcome::Success, 1, Instant::now());
+        // The finisher asks again at once: the check that was waiting goes first (it is
+        // either still queued in front, or already in flight with the same password).
+        assert_eq!(
+            l.admit("kim", &pw("same"), None, Instant::now()).err(),
+            Some(Refusal::Busy)
+        );
+        got_rx.await.expect("the waiter was admitted");
+        let _ = go_tx.send(());
+        waiter.await.expect("waiter");
+        assert!(l.admit("kim", &pw("same"), None, Instant::now()).is_ok());
     }
 
     #[test]
