@@ -248,19 +248,42 @@ impl SqliteStore {
             params![user.id.as_str(), secs(now)],
         )
         .map_err(self.err("update the user"))?;
+        let after = self.read_back_and_record(
+            &tx,
+            &user.id,
+            &Change {
+                action,
+                actor,
+                now,
+                verifier_changed,
+            },
+        )?;
+        tx.commit().map_err(self.err("commit"))?;
+        Ok(after)
+    }
+}
+
+impl SqliteStore {
+    /// Reads user `id` back and records `what` in its history, inside `tx`: every change
+    /// and its history row commit together or not at all.
+    fn read_back_and_record(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        id: &ImmutableId,
+        what: &Change<'_>,
+    ) -> Result<UserRecord, StoreError> {
         let after = tx
             .query_row(
                 &format!("SELECT {COLUMNS} FROM users WHERE id = ?1"),
-                [user.id.as_str()],
+                [id.as_str()],
                 row_to_user,
             )
             .map_err(self.err("read the user back"))?;
         tx.execute(
             "INSERT INTO history (object_id, at, actor, action, snapshot) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![after.id.as_str(), secs(now), actor, action, snapshot(&after, verifier_changed)],
+            params![after.id.as_str(), secs(what.now), what.actor, what.action, snapshot(&after, what.verifier_changed)],
         )
         .map_err(self.err("record history"))?;
-        tx.commit().map_err(self.err("commit"))?;
         Ok(after)
     }
 }
@@ -297,18 +320,16 @@ impl DirectoryStore for SqliteStore {
             params![id.as_str(), new.upn, new.display_name, new.mail, verifier.expose_encoded(), secs(now)],
         )
         .map_err(self.err("insert the user"))?;
-        let user = tx
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM users WHERE id = ?1"),
-                [id.as_str()],
-                row_to_user,
-            )
-            .map_err(self.err("read the user back"))?;
-        tx.execute(
-            "INSERT INTO history (object_id, at, actor, action, snapshot) VALUES (?1, ?2, ?3, 'create', ?4)",
-            params![id.as_str(), secs(now), actor, snapshot(&user, true)],
-        )
-        .map_err(self.err("record history"))?;
+        let user = self.read_back_and_record(
+            &tx,
+            &id,
+            &Change {
+                action: "create",
+                actor,
+                now,
+                verifier_changed: true,
+            },
+        )?;
         tx.commit().map_err(self.err("commit"))?;
         Ok(user)
     }
@@ -370,18 +391,21 @@ impl DirectoryStore for SqliteStore {
             )
         }
         .map_err(self.err("write the user"))?;
-        let after = tx
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM users WHERE id = ?1"),
-                [user.id.as_str()],
-                row_to_user,
-            )
-            .map_err(self.err("read the user back"))?;
-        tx.execute(
-            "INSERT INTO history (object_id, at, actor, action, snapshot) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![after.id.as_str(), secs(now), actor, if existed { "sync-update" } else { "sync-create" }, snapshot(&after, encoded.is_some())],
-        )
-        .map_err(self.err("record history"))?;
+        let action = if existed {
+            "sync-update"
+        } else {
+            "sync-create"
+        };
+        let after = self.read_back_and_record(
+            &tx,
+            &user.id,
+            &Change {
+                action,
+                actor,
+                now,
+                verifier_changed: encoded.is_some(),
+            },
+        )?;
         tx.commit().map_err(self.err("commit"))?;
         Ok(after)
     }
