@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use causeway_credential::wire::io::{read_frame, write_frame};
 use causeway_credential::wire::{Frame, FrameError, GoAwayReason, PROTOCOL_VERSION};
 use causeway_credential::{RequestId, SealedEnvelope, SignInOutcome};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -65,7 +66,6 @@ impl From<causeway_credential::wire::io::WireError> for ChannelError {
         match e {
             causeway_credential::wire::io::WireError::Frame(f) => Self::Frame(f),
             causeway_credential::wire::io::WireError::Io(i) => Self::Io(i),
-            other => Self::Io(std::io::Error::other(other.to_string())),
         }
     }
 }
@@ -86,21 +86,6 @@ pub enum ChannelError {
     /// I/O failed.
     #[error("connection to the hub failed: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// Reads one frame, refusing bad lengths before allocating.
-pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
-    rd: &mut R,
-) -> Result<Frame, ChannelError> {
-    Ok(causeway_credential::wire::io::read_frame(rd).await?)
-}
-
-/// Writes one frame.
-pub async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(
-    wr: &mut W,
-    f: &Frame,
-) -> Result<(), ChannelError> {
-    Ok(causeway_credential::wire::io::write_frame(wr, f).await?)
 }
 
 /// Speaks the protocol on `stream` until the hub goes away or the connection fails.

@@ -177,12 +177,12 @@ pub async fn register(
         hpke_public_key: hpke.public().to_bytes(),
         csr_pem,
     };
-    crate::channel::write_frame(&mut tls, &enroll)
+    causeway_credential::wire::io::write_frame(&mut tls, &enroll)
         .await
         .map_err(|e| EnrollError::Protocol(e.to_string()))?;
     let answer = tokio::time::timeout(
         std::time::Duration::from_secs(30),
-        crate::channel::read_frame(&mut tls),
+        causeway_credential::wire::io::read_frame(&mut tls),
     )
     .await
     .map_err(|_| EnrollError::Protocol("no answer within 30 s".into()))?

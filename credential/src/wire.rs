@@ -201,9 +201,9 @@ pub mod io {
 
     use super::{frame_len, Frame, FrameError};
 
-    /// Why a frame could not be read or written.
+    /// Why a frame could not be read or written. Exactly these two: callers match it
+    /// exhaustively.
     #[derive(Debug, thiserror::Error)]
-    #[non_exhaustive]
     pub enum WireError {
         /// The bytes are not a valid frame.
         #[error(transparent)]

@@ -11,7 +11,9 @@ use causeway_credential::wire::{Frame, GoAwayReason, ALPN, ENROLL_ALPN};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
 
-use super::{read_frame, write_frame, AgentPeer, Hub};
+use causeway_credential::wire::io::{read_frame, write_frame};
+
+use super::{AgentPeer, Hub};
 
 /// Why an agent may not connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

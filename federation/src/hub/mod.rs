@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use causeway_credential::envelope::MAX_LIFETIME_SECS;
+use causeway_credential::wire::io::{read_frame, write_frame};
 use causeway_credential::wire::{Frame, FrameError, GoAwayReason, PROTOCOL_VERSION};
 use causeway_credential::{
     seal, AgentPublicKey, EnvelopeContext, Password, RequestId, SignInOutcome,
@@ -84,7 +85,6 @@ impl From<causeway_credential::wire::io::WireError> for ChannelError {
         match e {
             causeway_credential::wire::io::WireError::Frame(f) => Self::Frame(f),
             causeway_credential::wire::io::WireError::Io(i) => Self::Io(i),
-            other => Self::Io(std::io::Error::other(other.to_string())),
         }
     }
 }
@@ -572,21 +572,6 @@ impl Hub {
         }
         result
     }
-}
-
-/// Reads one frame, refusing bad lengths before allocating.
-pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
-    rd: &mut R,
-) -> Result<Frame, ChannelError> {
-    Ok(causeway_credential::wire::io::read_frame(rd).await?)
-}
-
-/// Writes one frame.
-pub async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(
-    wr: &mut W,
-    f: &Frame,
-) -> Result<(), ChannelError> {
-    Ok(causeway_credential::wire::io::write_frame(wr, f).await?)
 }
 
 #[cfg(test)]
