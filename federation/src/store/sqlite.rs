@@ -209,21 +209,17 @@ impl SqliteStore {
         }
     }
 
-    /// Applies `change` to the user `upn` (live, or in the recycle bin when `!live`) and
-    /// records it in history, in one transaction.
+    /// Sets one column of the user `upn` (live, or in the recycle bin when `!live`) and
+    /// records the change in history, in one transaction. `assignment` is a constant from
+    /// this file, such as `"disabled = ?2"`; `value` binds `?2`.
     fn change(
         &self,
         upn: &str,
         live: bool,
         what: Change<'_>,
-        change: impl FnOnce(&rusqlite::Transaction<'_>, &UserRecord) -> Result<(), StoreError>,
+        assignment: &str,
+        value: &dyn rusqlite::ToSql,
     ) -> Result<UserRecord, StoreError> {
-        let Change {
-            action,
-            actor,
-            now,
-            verifier_changed,
-        } = what;
         let mut conn = self.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -242,22 +238,12 @@ impl SqliteStore {
             .optional()
             .map_err(self.err("find the user"))?
             .ok_or_else(|| StoreError::NotFound(upn.chars().take(300).collect()))?;
-        change(&tx, &user)?;
         tx.execute(
-            "UPDATE users SET updated_at = ?2 WHERE id = ?1",
-            params![user.id.as_str(), secs(now)],
+            &format!("UPDATE users SET {assignment}, updated_at = ?3 WHERE id = ?1"),
+            params![user.id.as_str(), value, secs(what.now)],
         )
         .map_err(self.err("update the user"))?;
-        let after = self.read_back_and_record(
-            &tx,
-            &user.id,
-            &Change {
-                action,
-                actor,
-                now,
-                verifier_changed,
-            },
-        )?;
+        let after = self.read_back_and_record(&tx, &user.id, &what)?;
         tx.commit().map_err(self.err("commit"))?;
         Ok(after)
     }
@@ -453,14 +439,8 @@ impl DirectoryStore for SqliteStore {
                 now,
                 verifier_changed: false,
             },
-            |tx, u| {
-                tx.execute(
-                    "UPDATE users SET disabled = ?2 WHERE id = ?1",
-                    params![u.id.as_str(), i64::from(disabled)],
-                )
-                .map(|_| ())
-                .map_err(self.err("update the user"))
-            },
+            "disabled = ?2",
+            &i64::from(disabled),
         )
     }
 
@@ -479,14 +459,8 @@ impl DirectoryStore for SqliteStore {
                 now,
                 verifier_changed: false,
             },
-            |tx, u| {
-                tx.execute(
-                    "UPDATE users SET deleted_at = ?2 WHERE id = ?1",
-                    params![u.id.as_str(), secs(now)],
-                )
-                .map(|_| ())
-                .map_err(self.err("update the user"))
-            },
+            "deleted_at = ?2",
+            &secs(now),
         )
     }
 
@@ -510,14 +484,8 @@ impl DirectoryStore for SqliteStore {
                 now,
                 verifier_changed: false,
             },
-            |tx, u| {
-                tx.execute(
-                    "UPDATE users SET deleted_at = NULL WHERE id = ?1",
-                    params![u.id.as_str()],
-                )
-                .map(|_| ())
-                .map_err(self.err("update the user"))
-            },
+            "deleted_at = ?2",
+            &rusqlite::types::Null,
         )
     }
 
@@ -538,14 +506,8 @@ impl DirectoryStore for SqliteStore {
                 now,
                 verifier_changed: true,
             },
-            |tx, u| {
-                tx.execute(
-                    "UPDATE users SET verifier = ?2 WHERE id = ?1",
-                    params![u.id.as_str(), encoded],
-                )
-                .map(|_| ())
-                .map_err(self.err("update the user"))
-            },
+            "verifier = ?2",
+            &encoded,
         )
     }
 
