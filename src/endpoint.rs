@@ -1,6 +1,5 @@
-//! `causeway serve` and `causeway certs …`: the endpoint's data directory, its CA and
-//! registry, and the agent hub listener. (The sign-in page, SAML and WS-Federation come
-//! with the federation endpoint; today `serve` runs the hub that agents dial into.)
+//! `causeway serve` and `causeway certs …`: the endpoint's data directory, its CA, registry
+//! and token-signing keys, and the one listener for browsers, relying parties and agents.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
+use causeway_certs::signing::{KeySet, RolloverPolicy};
 use causeway_certs::{AgentId, AgentStatus, Ca, Registry, TokenPurpose};
 use causeway_credential::wire::{ALPN, ENROLL_ALPN};
 use causeway_federation::hub::authority::CertsAuthority;
@@ -18,11 +18,11 @@ use tracing::info;
 /// Where the endpoint keeps its state unless told otherwise.
 pub(crate) const DEFAULT_DATA_DIR: &str = "causeway-data";
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub(crate) struct DataDir {
-    /// The endpoint's data directory (CA, registry); created on first use, mode 0700.
+    /// The endpoint's data directory (CA, registry, keys, apps); created on first use, mode 0700.
     #[arg(long, env = "CAUSEWAY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
 }
 
 impl DataDir {
@@ -40,6 +40,16 @@ impl DataDir {
             .with_context(|| format!("cannot create {}", self.data_dir.display()))
     }
 
+    /// The token-signing keys.
+    pub(crate) fn keys_dir(&self) -> PathBuf {
+        self.data_dir.join("token-signing")
+    }
+
+    /// Registered applications.
+    pub(crate) fn apps_dir(&self) -> PathBuf {
+        self.data_dir.join("apps")
+    }
+
     /// The directory store's file.
     pub(crate) fn directory_path(&self) -> PathBuf {
         self.data_dir.join("directory.sqlite")
@@ -55,13 +65,20 @@ impl DataDir {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
-    #[command(flatten)]
-    data: DataDir,
-    /// Address the endpoint listens on: agents (mutual TLS) and HTTPS share it.
-    #[arg(long, default_value = "127.0.0.1:8443", env = "CAUSEWAY_AGENT_LISTEN")]
-    agent_listen: SocketAddr,
-    /// Names (DNS or IP) the endpoint's TLS certificate carries: what agents dial.
-    #[arg(long = "server-name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+    /// Configuration file (TOML; see causeway.example.toml). Optional: every setting has a default.
+    #[arg(long, env = "CAUSEWAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// The endpoint's data directory [default: causeway-data].
+    #[arg(long, env = "CAUSEWAY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on: browsers (HTTPS) and agents (mutual TLS) share it [default: 127.0.0.1:8443].
+    #[arg(long, alias = "agent-listen", env = "CAUSEWAY_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// The URL browsers and applications use [default: https://<listen>].
+    #[arg(long, env = "CAUSEWAY_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Names (DNS or IP) the TLS certificate carries, besides the public URL's host.
+    #[arg(long = "server-name")]
     server_names: Vec<String>,
     /// Make new agents wait for `causeway certs approve` before they receive sign-ins.
     #[arg(long)]
@@ -71,9 +88,100 @@ pub(crate) struct ServeArgs {
     endpoint_id: Option<String>,
 }
 
+/// Everything an endpoint runs with.
+#[derive(Debug, Clone)]
+pub(crate) struct EndpointSettings {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) listen: SocketAddr,
+    pub(crate) public_url: String,
+    pub(crate) server_names: Vec<String>,
+    pub(crate) endpoint_id: String,
+    pub(crate) require_approval: bool,
+    pub(crate) demo_apps: bool,
+    pub(crate) file: crate::serve_config::ServeConfig,
+}
+
+impl ServeArgs {
+    pub(crate) fn settings(self) -> Result<EndpointSettings> {
+        let file = match &self.config {
+            Some(p) => {
+                crate::serve_config::ServeConfig::load(p).map_err(|e| anyhow::anyhow!("{e}"))?
+            }
+            None => crate::serve_config::ServeConfig::default(),
+        };
+        let listen = self
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443)));
+        let public_url = match self.public_url.or_else(|| file.public_url.clone()) {
+            Some(u) => crate::serve_config::check_public_url(&u).map_err(|e| anyhow::anyhow!("--public-url: {e}"))?,
+            None if listen.ip().is_unspecified() => bail!(
+                "listening on {listen} (all interfaces): set the public URL browsers use with --public-url or server.public_url"
+            ),
+            None => format!("https://{listen}"),
+        };
+        let mut server_names: Vec<String> = file
+            .server_names
+            .clone()
+            .unwrap_or_else(|| vec!["localhost".into(), "127.0.0.1".into()]);
+        server_names.extend(self.server_names);
+        let host = public_url
+            .trim_start_matches("https://")
+            .rsplit_once(':')
+            .map_or(public_url.trim_start_matches("https://"), |(h, p)| {
+                if p.chars().all(|c| c.is_ascii_digit()) {
+                    h
+                } else {
+                    public_url.trim_start_matches("https://")
+                }
+            })
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        if !server_names.contains(&host) {
+            server_names.push(host);
+        }
+        Ok(EndpointSettings {
+            data_dir: self
+                .data_dir
+                .or_else(|| file.data_dir.clone())
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            listen,
+            public_url,
+            server_names,
+            endpoint_id: self
+                .endpoint_id
+                .or_else(|| file.endpoint_id.clone())
+                .unwrap_or_else(causeway_agent::runtime::host_name),
+            require_approval: self.require_approval || file.require_approval,
+            demo_apps: false,
+            file,
+        })
+    }
+}
+
 pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
-    let (ca, registry) = args.data.open()?;
-    let server = ca.issue_server_cert(&args.server_names, SystemTime::now())?;
+    let settings = args.settings()?;
+    tokio::select! {
+        r = run_endpoint(settings, None) => r,
+        r = tokio::signal::ctrl_c() => {
+            r.context("waiting for Ctrl-C")?;
+            info!("stopping");
+            Ok(())
+        }
+    }
+}
+
+/// Runs an endpoint until it fails; sends the bound address on `ready` once listening.
+pub(crate) async fn run_endpoint(
+    s: EndpointSettings,
+    ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> Result<()> {
+    let data = DataDir {
+        data_dir: s.data_dir.clone(),
+    };
+    let (ca, registry) = data.open()?;
+    let server = ca.issue_server_cert(&s.server_names, SystemTime::now())?;
     let tls = causeway_certs::server_config(
         server.chain_der(),
         server.private_key_der()?,
@@ -85,44 +193,74 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
             b"http/1.1".to_vec(),
         ],
     )?;
-    let endpoint_id = args
-        .endpoint_id
-        .unwrap_or_else(causeway_agent::runtime::host_name);
-    let listener = tokio::net::TcpListener::bind(args.agent_listen)
+    let listener = tokio::net::TcpListener::bind(s.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", args.agent_listen))?;
-    info!(
-        data_dir = %args.data.data_dir.display(),
-        ca_fingerprint = %ca.fingerprint_sha256(),
-        agent_listen = %args.agent_listen,
-        %endpoint_id,
-        require_approval = args.require_approval,
-        "endpoint ready: agents and HTTPS (/healthz, /metrics) on the same port; create an agent token with `causeway certs token --for agent`"
+        .with_context(|| format!("cannot listen on {}", s.listen))?;
+    let bound = listener.local_addr()?;
+    let store: Arc<dyn causeway_federation::store::DirectoryStore> = Arc::new(
+        causeway_federation::store::SqliteStore::open(&data.directory_path())?,
     );
-    if !args.require_approval {
+    let hub = Hub::new(HubConfig::new(s.endpoint_id.clone()));
+    let metrics = Metrics::new();
+    let auth = Arc::new(
+        causeway_federation::signin::Authenticator::new(
+            hub.clone(),
+            store.clone(),
+            s.file.domains.clone(),
+        )
+        .with_metrics(metrics.clone()),
+    );
+    let keys_dir = s.data_dir.join("token-signing");
+    let apps_dir = s.data_dir.join("apps");
+    let portal_cfg = causeway_federation::portal::PortalConfig {
+        public_url: s.public_url.clone(),
+        session_lifetime: s.file.session_lifetime,
+        token_validity: s.file.token_validity,
+        rollover: s.file.rollover,
+        keys_dir: keys_dir.clone(),
+        apps_dir: apps_dir.clone(),
+        config_apps: s.file.apps.clone(),
+        demo_apps: s.demo_apps,
+    };
+    let portal = tokio::task::spawn_blocking({
+        let (store, auth, hub) = (store.clone(), auth.clone(), hub.clone());
+        move || causeway_federation::portal::Portal::new(portal_cfg, store, auth, hub)
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!("cannot start the sign-in service: {e}"))?;
+    tokio::spawn(portal.clone().maintain(Duration::from_secs(10)));
+    info!(
+        public_url = %s.public_url,
+        listen = %bound,
+        data_dir = %s.data_dir.display(),
+        saml_metadata = %portal.urls().entity_id,
+        wsfed_metadata = %format!("{}/FederationMetadata/2007-06/FederationMetadata.xml", s.public_url),
+        ca_fingerprint = %ca.fingerprint_sha256(),
+        endpoint_id = %s.endpoint_id,
+        domains = ?s.file.domains.iter().map(|(d, m)| format!("{d}={m:?}")).collect::<Vec<_>>(),
+        "endpoint ready: sign-in, SAML, WS-Federation, agents, /healthz and /metrics on one port"
+    );
+    if !s.require_approval {
         tracing::warn!(
             "new agents receive sign-ins as soon as they enroll; a stolen enrollment token gives a rogue agent live passwords. Use --require-approval and `causeway certs approve` in production"
         );
     }
-    let hub = Hub::new(HubConfig::new(endpoint_id));
     let web = Arc::new(WebState {
         hub: hub.clone(),
-        metrics: Metrics::new(),
+        metrics,
+        portal: Some(portal),
     });
     let authority = Arc::new(CertsAuthority::new(
         ca,
         registry,
-        args.require_approval,
+        s.require_approval,
         causeway_certs::DEFAULT_AGENT_CERT_VALIDITY,
     ));
-    tokio::select! {
-        () = listener::serve_with_web(listener, Arc::new(tls), hub, authority, Some(web)) => Ok(()),
-        r = tokio::signal::ctrl_c() => {
-            r.context("waiting for Ctrl-C")?;
-            info!("stopping");
-            Ok(())
-        }
+    if let Some(r) = ready {
+        let _ = r.send(bound);
     }
+    listener::serve_with_web(listener, Arc::new(tls), hub, authority, Some(web)).await;
+    Ok(())
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -149,6 +287,23 @@ pub(crate) enum CertsCommand {
         data: DataDir,
         /// The agent id (agt-…), as `causeway certs list` shows it.
         id: String,
+    },
+    /// Start a token-signing key rollover now: publish the next key in metadata at once;
+    /// it signs after the configured delay (5 days by default), or at once with --activate-now.
+    Rollover {
+        #[command(flatten)]
+        data: DataDir,
+        /// Make the newest key the signing key now (e.g. when the current one may be compromised).
+        #[arg(long)]
+        activate_now: bool,
+        /// Days between publication and use (as [signing] activate_after_publish).
+        #[arg(long, default_value = "5d", value_parser = parse_duration)]
+        activate_after: Duration,
+    },
+    /// List token-signing keys: which signs now, which is published, when each expires.
+    Keys {
+        #[command(flatten)]
+        data: DataDir,
     },
     /// Cut an agent off for good; a connected agent is disconnected within seconds.
     Revoke {
@@ -240,6 +395,59 @@ pub(crate) fn certs(cmd: CertsCommand) -> Result<()> {
                     &a.cert_fingerprint[..16.min(a.cert_fingerprint.len())],
                     when(a.first_seen),
                     when(a.last_seen),
+                );
+            }
+            Ok(())
+        }
+        CertsCommand::Rollover {
+            data,
+            activate_now,
+            activate_after,
+        } => {
+            data.ensure()?;
+            let policy = RolloverPolicy {
+                activate_after_publish: activate_after,
+                ..RolloverPolicy::default()
+            };
+            let now = SystemTime::now();
+            let mut set = KeySet::load_or_create(&data.keys_dir(), &policy, now)?;
+            let id = set.rollover(&policy, now, activate_now)?;
+            if activate_now {
+                println!("{id} signs now; running endpoints switch within 10 s");
+            } else {
+                println!(
+                    "{id} is published in metadata now and signs in {} s; relying parties that refresh metadata before then see it first",
+                    policy.activate_after_publish.as_secs()
+                );
+            }
+            Ok(())
+        }
+        CertsCommand::Keys { data } => {
+            data.ensure()?;
+            let now = SystemTime::now();
+            let set = KeySet::load_or_create(&data.keys_dir(), &RolloverPolicy::default(), now)?;
+            let active = set.active(now).map(|k| k.id.clone());
+            println!(
+                "{:<18} {:<10} {:<22} {:<22} SHA-256",
+                "ID", "STATE", "SIGNS FROM", "EXPIRES"
+            );
+            for k in set.all() {
+                let state = if Some(&k.id) == active.as_ref() {
+                    "signing"
+                } else if k.not_after <= now {
+                    "expired"
+                } else if k.activate_at > now {
+                    "published"
+                } else {
+                    "retired"
+                };
+                println!(
+                    "{:<18} {:<10} {:<22} {:<22} {}",
+                    k.id,
+                    state,
+                    causeway_federation::saml::fmt_time(k.activate_at),
+                    causeway_federation::saml::fmt_time(k.not_after),
+                    k.fingerprint
                 );
             }
             Ok(())

@@ -6,9 +6,13 @@
 #![allow(clippy::print_stdout)]
 
 mod agent_cmd;
+mod apps_cmd;
 mod bench;
+mod demo;
 mod endpoint;
+mod http_client;
 mod logging;
+mod serve_config;
 mod users_cmd;
 
 use std::process::ExitCode;
@@ -41,7 +45,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the endpoint: today the agent hub that pass-through agents dial into.
+    /// Run the endpoint: sign-in page, SAML 2.0 IdP, WS-Federation, and the agent hub.
     Serve(endpoint::ServeArgs),
     /// Register or run the on-premises agent that checks passwords against AD.
     #[command(subcommand)]
@@ -51,6 +55,9 @@ enum Command {
     /// Manage Causeway's CA: enrollment tokens, agents (list, approve, revoke).
     #[command(subcommand)]
     Certs(endpoint::CertsCommand),
+    /// Register the applications users sign in to (SAML service providers, WS-Fed realms).
+    #[command(subcommand)]
+    Apps(apps_cmd::AppsCommand),
     /// Manage cloud-only users in the endpoint's directory store.
     #[command(subcommand)]
     Users(users_cmd::UsersCommand),
@@ -58,7 +65,7 @@ enum Command {
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// Start a complete local demonstration on embedded defaults.
-    Demo,
+    Demo(demo::DemoArgs),
 }
 
 /// Arguments of a subcommand that is not built yet: accepted and ignored, so that the
@@ -91,7 +98,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Demo => demo(),
+        Command::Apps(c) => block_on(apps_cmd::apps(c)),
+        Command::Demo(a) => block_on(demo::demo(a)),
     }
 }
 
@@ -118,37 +126,6 @@ fn not_built(name: &str, what: &str) -> ExitCode {
          it is planned but not part of this version. Nothing was started."
     );
     ExitCode::from(EXIT_NOT_BUILT)
-}
-
-fn demo() -> ExitCode {
-    println!(
-        "causeway demo: what this command will run once the endpoint exists
-
-  1. `causeway serve` on embedded defaults in a temporary directory: a SQLite store,
-     a self-signed CA, TLS certificate and token-signing key created on first run,
-     listening on https://127.0.0.1 (loopback only);
-  2. a demo SAML application served by the endpoint itself, showing the attributes
-     of the assertion it receives;
-  3. a cloud-only demo user, whose name and password are printed here;
-  4. if the AD lab is running (scripts/lab.sh start), an enrolled agent, so that AD
-     users sign in with pass-through authentication.
-
-What works in this version:
-  causeway serve          the agent hub: a CA, TLS certificate and agent registry are
-                          created in ./causeway-data on first run; agents dial in on
-                          127.0.0.1:8443 over mutual TLS
-  causeway certs token    a one-time enrollment token; certs list|approve|revoke manage agents
-  causeway agent register enroll this host as a pass-through agent (keys made here)
-  causeway agent run      check passwords against AD for the endpoint (see agent.example.toml)
-  causeway bench phs|pta  throughput against a baseline measured in the same run
-  sudo scripts/test.sh    install what the tests need, start the AD lab, run every test
-
-`causeway sync` says \"not built yet\" and exits with status 2.
-"
-    );
-    let mut cmd = <Cli as clap::CommandFactory>::command();
-    println!("{}", cmd.render_help());
-    ExitCode::SUCCESS
 }
 
 #[cfg(test)]

@@ -76,6 +76,7 @@ impl EndpointUnderTest {
         let web = Arc::new(causeway_federation::web::WebState {
             hub: hub.clone(),
             metrics: causeway_federation::web::Metrics::new(),
+            portal: None,
         });
         // The endpoint runs on its own thread and runtime, so that killing it takes every
         // task and socket with it, as a crash would.

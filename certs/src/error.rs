@@ -10,6 +10,14 @@ use crate::AgentId;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CertsError {
+    /// A token-signing key or its certificate cannot be made or used.
+    #[error("token-signing key {}: {problem}", path.display())]
+    SigningKey {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
     /// A file or directory operation failed.
     #[error("cannot {action} {}: {source}", path.display())]
     Io {

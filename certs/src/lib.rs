@@ -7,6 +7,7 @@ mod ca;
 mod error;
 mod id;
 mod registry;
+pub mod signing;
 mod tls;
 mod util;
 

@@ -3,7 +3,13 @@
 //! redirect to an unregistered URL, nor log a password, cookie value or key.
 #![forbid(unsafe_code)]
 
+pub mod apps;
 pub mod hub;
+pub mod portal;
+pub mod saml;
+pub mod session;
 pub mod signin;
 pub mod store;
 pub mod web;
+pub mod wsfed;
+pub mod xml;

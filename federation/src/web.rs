@@ -103,6 +103,8 @@ pub struct WebState {
     pub hub: Arc<Hub>,
     /// The metrics.
     pub metrics: Arc<Metrics>,
+    /// The sign-in side (login page, SAML, WS-Federation), when served.
+    pub portal: Option<Arc<crate::portal::Portal>>,
 }
 
 fn respond(
@@ -131,6 +133,7 @@ fn respond(
 async fn route(
     state: Arc<WebState>,
     req: Request<Incoming>,
+    peer: Option<std::net::SocketAddr>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => {
@@ -151,18 +154,24 @@ async fn route(
             "text/plain",
             "method not allowed\n",
         ),
-        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+        _ => match &state.portal {
+            Some(p) => p.handle(req, peer).await,
+            None => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+        },
     })
 }
 
 /// Serves HTTP/1.1 or HTTP/2 on one (TLS) connection until it closes. Header size and
 /// the number of concurrent HTTP/2 streams are bounded; a slow client cannot hold the
 /// connection open for ever.
-pub async fn serve_connection<S>(stream: S, state: Arc<WebState>)
-where
+pub async fn serve_connection<S>(
+    stream: S,
+    state: Arc<WebState>,
+    peer: Option<std::net::SocketAddr>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = hyper::service::service_fn(move |req| route(state.clone(), req));
+    let svc = hyper::service::service_fn(move |req| route(state.clone(), req, peer));
     let mut builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     builder

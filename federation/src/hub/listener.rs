@@ -183,7 +183,7 @@ async fn connection(
         Some(a) if a == ENROLL_ALPN => enroll(tls, addr, authority).await,
         None | Some(b"h2" | b"http/1.1") if web.is_some() => {
             if let Some(web) = web {
-                crate::web::serve_connection(tls, web).await;
+                crate::web::serve_connection(tls, web, Some(addr)).await;
             }
         }
         other => {

@@ -1,0 +1,1287 @@
+//! The sign-in side of the endpoint: the login page and SSO session, the SAML 2.0 IdP
+//! (`/saml/*`), WS-Federation (`/wsfed`), both metadata documents, and the built-in demo
+//! applications. Every URL a browser is sent to comes from a registered application, never
+//! from the request alone; every form is bound to the browser it was shown to and can be
+//! used once.
+
+// Handlers return the page to show as `Err` so that `?` ends a request early; a response
+// on the stack is a fine price for that.
+#![allow(clippy::result_large_err)]
+
+mod demo;
+pub mod pages;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use causeway_certs::signing::{KeySet, RolloverPolicy};
+use causeway_credential::{Password, SignInOutcome};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use hyper::{Method, Request, Response, StatusCode};
+use sha2::Digest;
+use tracing::{info, warn};
+
+use crate::apps::Apps;
+use crate::hub::Hub;
+use crate::saml::{
+    self, binding, messages, AuthnRequest, IdpUrls, LogoutRequest, SamlAttribute, BINDING_POST,
+    BINDING_REDIRECT, NAMEID_EMAIL, NAMEID_PERSISTENT, NAMEID_UNSPECIFIED,
+};
+use crate::session::{token_hash, Flow, FlowError, Flows, Participant, Session, Sessions, Target};
+use crate::signin::Authenticator;
+use crate::store::DirectoryStore;
+use crate::xml::{self, SigningKey, VerifiedKey};
+
+/// The SSO session cookie.
+pub const SSO_COOKIE: &str = "__Host-causeway_sso";
+/// The cookie that binds a sign-in form to the browser it was shown to.
+pub const LOGIN_COOKIE: &str = "__Host-causeway_login";
+const MAX_FORM: usize = 16 * 1024;
+const MAX_SAML_BODY: usize = binding::MAX_ENCODED + 16 * 1024;
+const MAX_WCTX: usize = 4096;
+
+/// How the sign-in side is set up.
+#[derive(Debug, Clone)]
+pub struct PortalConfig {
+    /// The URL browsers and relying parties use, e.g. `https://sso.example.com`.
+    pub public_url: String,
+    /// How long an SSO session lasts.
+    pub session_lifetime: Duration,
+    /// How long an issued assertion or token may be used.
+    pub token_validity: Duration,
+    /// Token-signing key rollover.
+    pub rollover: RolloverPolicy,
+    /// Where the token-signing keys live.
+    pub keys_dir: PathBuf,
+    /// Where registered applications live.
+    pub apps_dir: PathBuf,
+    /// Applications from the configuration file (in addition to `apps_dir`).
+    pub config_apps: Apps,
+    /// Serve the two demo applications under `/demo/`.
+    pub demo_apps: bool,
+}
+
+struct Keys {
+    signing: Arc<SigningKey>,
+    published: Vec<String>,
+}
+
+/// The sign-in side.
+pub struct Portal {
+    cfg: PortalConfig,
+    urls: IdpUrls,
+    store: Arc<dyn DirectoryStore>,
+    auth: Arc<Authenticator>,
+    hub: Arc<Hub>,
+    keys: RwLock<Arc<Keys>>,
+    apps: RwLock<Arc<Apps>>,
+    sessions: Sessions,
+    flows: Flows,
+    demo: Option<demo::DemoApps>,
+    csp_hashes: String,
+}
+
+impl std::fmt::Debug for Portal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Portal")
+            .field("public_url", &self.cfg.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn csp_hash(s: &str) -> String {
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(s.as_bytes()))
+    )
+}
+
+/// `scheme://host[:port]` of an absolute URL.
+fn origin(url: &str) -> &str {
+    let after = url.find("://").map_or(0, |i| i + 3);
+    match url[after..].find('/') {
+        Some(i) => &url[..after + i],
+        None => url,
+    }
+}
+
+impl Portal {
+    /// Loads (or creates) the signing keys and the registered applications.
+    pub fn new(
+        cfg: PortalConfig,
+        store: Arc<dyn DirectoryStore>,
+        auth: Arc<Authenticator>,
+        hub: Arc<Hub>,
+    ) -> Result<Arc<Self>, String> {
+        cfg.rollover.validate()?;
+        let public_url = cfg.public_url.trim_end_matches('/').to_owned();
+        let urls = IdpUrls::under(&public_url);
+        let set = KeySet::load_or_create(&cfg.keys_dir, &cfg.rollover, SystemTime::now())
+            .map_err(|e| e.to_string())?;
+        let keys = Self::keys_of(&set, SystemTime::now())?;
+        let demo = cfg.demo_apps.then(|| demo::DemoApps::new(&public_url));
+        let p = Self {
+            csp_hashes: format!(
+                "style-src {}; script-src {}",
+                csp_hash(pages::CSS),
+                csp_hash(pages::AUTOPOST_JS)
+            ),
+            urls,
+            store,
+            auth,
+            hub,
+            keys: RwLock::new(Arc::new(keys)),
+            apps: RwLock::new(Arc::new(Apps::default())),
+            sessions: Sessions::default(),
+            flows: Flows::default(),
+            demo,
+            cfg: PortalConfig { public_url, ..cfg },
+        };
+        p.reload_apps()?;
+        Ok(Arc::new(p))
+    }
+
+    fn keys_of(set: &KeySet, now: SystemTime) -> Result<Keys, String> {
+        let active = set
+            .active(now)
+            .ok_or("no token-signing key is active (all expired?)")?;
+        Ok(Keys {
+            signing: Arc::new(SigningKey::new(
+                active.private_key().clone(),
+                &active.cert_der,
+            )),
+            published: set
+                .published(now)
+                .iter()
+                .map(|k| base64::engine::general_purpose::STANDARD.encode(&k.cert_der))
+                .collect(),
+        })
+    }
+
+    fn reload_apps(&self) -> Result<(), String> {
+        let mut apps = Apps::load(&self.cfg.apps_dir).map_err(|e| e.to_string())?;
+        for (k, v) in &self.cfg.config_apps.saml {
+            apps.saml.insert(k.clone(), v.clone());
+        }
+        for (k, v) in &self.cfg.config_apps.wsfed {
+            apps.wsfed.insert(k.clone(), v.clone());
+        }
+        if let Some(d) = &self.demo {
+            for sp in d.service_providers() {
+                apps.saml.insert(sp.entity_id.clone(), sp);
+            }
+        }
+        *self
+            .apps
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(apps);
+        Ok(())
+    }
+
+    /// Applies the rollover policy and reloads keys and applications from disk (changes
+    /// made by `causeway certs rollover` and `causeway apps add` in other processes).
+    pub fn refresh(&self, now: SystemTime) -> Result<(), String> {
+        let mut set = KeySet::load(&self.cfg.keys_dir).map_err(|e| e.to_string())?;
+        set.maintain(&self.cfg.rollover, now)
+            .map_err(|e| e.to_string())?;
+        let keys = Self::keys_of(&set, now)?;
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
+        self.reload_apps()
+    }
+
+    /// Refreshes every `every` until the process ends.
+    pub async fn maintain(self: Arc<Self>, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            let p = self.clone();
+            match tokio::task::spawn_blocking(move || p.refresh(SystemTime::now())).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "could not refresh keys or applications"),
+                Err(e) => warn!(error = %e, "refresh task failed"),
+            }
+        }
+    }
+
+    /// The IdP's URLs.
+    pub fn urls(&self) -> &IdpUrls {
+        &self.urls
+    }
+
+    /// Certificates published now (base64 DER), signing one first.
+    pub fn published_certs(&self) -> Vec<String> {
+        self.current_keys().published.clone()
+    }
+
+    fn current_keys(&self) -> Arc<Keys> {
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn current_apps(&self) -> Arc<Apps> {
+        self.apps
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Live SSO sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Answers one request (any path other than `/healthz` and `/metrics`).
+    pub async fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        peer: Option<SocketAddr>,
+    ) -> Resp {
+        let path = req.uri().path().to_owned();
+        let method = req.method().clone();
+        let r = match (&method, path.as_str()) {
+            (&Method::GET, "/") => Ok(self.home(&req)),
+            (&Method::GET, "/saml/metadata") => Ok(self.saml_metadata()),
+            (&Method::GET, "/FederationMetadata/2007-06/FederationMetadata.xml") => {
+                Ok(self.federation_metadata())
+            }
+            (&Method::GET, "/login") => Ok(self.login_page(&req)),
+            (&Method::POST, "/login") => self.login_post(req, peer).await,
+            (&Method::GET | &Method::POST, "/logout") => self.logout(req).await,
+            (&Method::GET, "/saml/sso") => {
+                let q = req.uri().query().unwrap_or("").to_owned();
+                self.saml_sso(binding::from_query(&q), &req)
+            }
+            (&Method::POST, "/saml/sso") => {
+                let body = read_body(req, MAX_SAML_BODY).await;
+                match body {
+                    Ok(b) => self.saml_sso_post(binding::from_form(&b)),
+                    Err(r) => Err(r),
+                }
+            }
+            (&Method::GET, "/saml/continue") => {
+                let flow = query_param(&req, "flow").unwrap_or_default();
+                Ok(self.continue_flow(&flow, &req))
+            }
+            (&Method::GET, "/saml/idp-init") => self.idp_initiated(&req),
+            (&Method::GET, "/saml/slo") => {
+                let q = req.uri().query().unwrap_or("").to_owned();
+                let cookie = cookie(&req, SSO_COOKIE);
+                self.saml_slo(binding::from_query(&q), cookie)
+            }
+            (&Method::POST, "/saml/slo") => {
+                let cookie = cookie(&req, SSO_COOKIE);
+                match read_body(req, MAX_SAML_BODY).await {
+                    Ok(b) => self.saml_slo(binding::from_form(&b), cookie),
+                    Err(r) => Err(r),
+                }
+            }
+            (&Method::GET, "/wsfed") => self.wsfed(&req),
+            (_, p) if p.starts_with("/demo/") => match &self.demo {
+                Some(d) => d.handle(self, req).await,
+                None => Err(self.error_page(
+                    StatusCode::NOT_FOUND,
+                    "Not found",
+                    "There is nothing at this address.",
+                )),
+            },
+            (_, "/" | "/login" | "/saml/metadata" | "/saml/sso" | "/saml/slo" | "/wsfed") => {
+                Err(self.error_page(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "Method not allowed",
+                    "This address does not accept that kind of request.",
+                ))
+            }
+            _ => Err(self.error_page(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "There is nothing at this address.",
+            )),
+        };
+        match r {
+            Ok(r) | Err(r) => r,
+        }
+    }
+
+    // ---- responses ------------------------------------------------------------------
+
+    fn html(&self, status: StatusCode, body: String, form_action: &str) -> Resp {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        let h = r.headers_mut();
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        h.insert("cache-control", HeaderValue::from_static("no-store"));
+        h.insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        );
+        h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+        h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+        h.insert(
+            "strict-transport-security",
+            HeaderValue::from_static("max-age=31536000"),
+        );
+        let csp = format!(
+            "default-src 'none'; {}; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'",
+            self.csp_hashes
+        );
+        if let Ok(v) = HeaderValue::from_str(&csp) {
+            h.insert("content-security-policy", v);
+        }
+        r
+    }
+
+    fn error_page(&self, status: StatusCode, title: &str, text: &str) -> Resp {
+        self.html(status, pages::message(title, text, None), "'none'")
+    }
+
+    fn redirect(location: &str) -> Resp {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::SEE_OTHER;
+        if let Ok(v) = HeaderValue::from_str(location) {
+            r.headers_mut().insert(LOCATION, v);
+        }
+        r.headers_mut()
+            .insert("cache-control", HeaderValue::from_static("no-store"));
+        r
+    }
+
+    fn xml(body: String) -> Resp {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/samlmetadata+xml"),
+        );
+        r.headers_mut().insert(
+            "cache-control",
+            HeaderValue::from_static("public, max-age=3600"),
+        );
+        r
+    }
+
+    fn bad_request(&self, text: &str) -> Resp {
+        self.error_page(
+            StatusCode::BAD_REQUEST,
+            "This request cannot be handled",
+            text,
+        )
+    }
+
+    // ---- metadata -------------------------------------------------------------------
+
+    fn saml_metadata(&self) -> Resp {
+        let keys = self.current_keys();
+        Self::xml(saml::idp_metadata(
+            &self.urls,
+            &keys.published,
+            SystemTime::now() + Duration::from_secs(86_400),
+        ))
+    }
+
+    fn federation_metadata(&self) -> Resp {
+        let keys = self.current_keys();
+        Self::xml(crate::wsfed::federation_metadata(
+            &self.urls,
+            &format!("{}/wsfed", self.cfg.public_url),
+            &keys.published,
+            SystemTime::now() + Duration::from_secs(86_400),
+        ))
+    }
+
+    // ---- start page, login, logout -----------------------------------------------------
+
+    fn session_of(&self, req: &Request<Incoming>) -> Option<(String, Session)> {
+        let c = cookie(req, SSO_COOKIE)?;
+        let s = self.sessions.get(&c, SystemTime::now())?;
+        Some((c, s))
+    }
+
+    fn home(&self, req: &Request<Incoming>) -> Resp {
+        match self.session_of(req) {
+            Some((_, s)) => {
+                let apps = self.current_apps();
+                let links: Vec<(String, String)> = apps
+                    .saml
+                    .keys()
+                    .map(|id| {
+                        let q: String = form_urlencoded::Serializer::new(String::new())
+                            .append_pair("sp", id)
+                            .finish();
+                        (format!("/saml/idp-init?{q}"), id.clone())
+                    })
+                    .collect();
+                self.html(
+                    StatusCode::OK,
+                    pages::home(&s.upn, &s.csrf, &links),
+                    "'self'",
+                )
+            }
+            None => {
+                let flow = self.flows.start(Target::Portal, false);
+                Self::redirect(&format!("/login?flow={flow}"))
+            }
+        }
+    }
+
+    fn login_page(&self, req: &Request<Incoming>) -> Resp {
+        let Some(id) = query_param(req, "flow") else {
+            if self.session_of(req).is_some() {
+                return Self::redirect("/");
+            }
+            let flow = self.flows.start(Target::Portal, false);
+            return Self::redirect(&format!("/login?flow={flow}"));
+        };
+        let Some(flow) = self.flows.get(&id) else {
+            return self.expired_flow();
+        };
+        self.render_login(&id, &flow, "", None, StatusCode::OK)
+    }
+
+    fn expired_flow(&self) -> Resp {
+        self.error_page(
+            StatusCode::BAD_REQUEST,
+            "This sign-in page has expired",
+            "It was already used, or it is older than 15 minutes. Go back to the application and sign in again.",
+        )
+    }
+
+    fn app_name(&self, t: &Target) -> Option<String> {
+        match t {
+            Target::Saml { sp, .. } => Some(sp.clone()),
+            Target::WsFed { realm, .. } => Some(
+                self.current_apps()
+                    .wsfed
+                    .get(realm)
+                    .and_then(|r| r.name.clone())
+                    .unwrap_or_else(|| realm.clone()),
+            ),
+            Target::Portal => None,
+        }
+    }
+
+    fn render_login(
+        &self,
+        id: &str,
+        flow: &Flow,
+        username: &str,
+        error: Option<&str>,
+        status: StatusCode,
+    ) -> Resp {
+        let browser = crate::session::random_token();
+        let Some(csrf) = self.flows.bind(id, token_hash(&browser)) else {
+            return self.expired_flow();
+        };
+        let app = self.app_name(&flow.target);
+        let mut r = self.html(
+            status,
+            pages::login(id, &csrf, username, error, app.as_deref()),
+            "'self'",
+        );
+        set_cookie(&mut r, LOGIN_COOKIE, &browser, Some(900));
+        r
+    }
+
+    async fn login_post(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        peer: Option<SocketAddr>,
+    ) -> Result<Resp, Resp> {
+        let browser = cookie(&req, LOGIN_COOKIE).map(|c| token_hash(&c));
+        let old_session = cookie(&req, SSO_COOKIE);
+        let body = read_body(req, MAX_FORM).await?;
+        let mut flow_id = None;
+        let mut csrf = None;
+        let mut username = None;
+        let mut password: Option<zeroize::Zeroizing<String>> = None;
+        for (k, v) in form_urlencoded::parse(&body) {
+            let slot = match &*k {
+                "flow" => &mut flow_id,
+                "csrf" => &mut csrf,
+                "username" => &mut username,
+                "password" => {
+                    if password.is_some() {
+                        return Err(self.bad_request("The form was sent with a field twice."));
+                    }
+                    password = Some(zeroize::Zeroizing::new(v.into_owned()));
+                    continue;
+                }
+                _ => continue,
+            };
+            if slot.is_some() {
+                return Err(self.bad_request("The form was sent with a field twice."));
+            }
+            *slot = Some(v.into_owned());
+        }
+        let (Some(flow_id), Some(csrf)) = (flow_id, csrf) else {
+            return Err(self.bad_request(
+                "The sign-in form is incomplete. Go back to the application and sign in again.",
+            ));
+        };
+        let flow = match self.flows.take_if(&flow_id, &csrf, browser) {
+            Ok(f) => f,
+            Err(FlowError::Unknown) => return Err(self.expired_flow()),
+            Err(FlowError::Forged) => {
+                warn!(peer = ?peer.map(|p| p.ip()), "sign-in form refused: anti-forgery token or browser binding does not match");
+                return Err(self.error_page(
+                    StatusCode::FORBIDDEN,
+                    "This sign-in form cannot be used",
+                    "It was not issued to this browser, or it was replaced by a newer one. Go back to the application and sign in again.",
+                ));
+            }
+        };
+        let username = username.unwrap_or_default().trim().to_owned();
+        if username.chars().count() > 256 {
+            let t = self.flows.put_back(&flow_id, flow.clone());
+            let _ = t;
+            return Ok(self.render_login(
+                &flow_id,
+                &flow,
+                "",
+                Some("The user name is too long."),
+                StatusCode::BAD_REQUEST,
+            ));
+        }
+        let pw = password.map(|p| Password::new(p.to_string()));
+        let password = match pw {
+            Some(Ok(p)) if !username.is_empty() => p,
+            _ => {
+                self.flows.put_back(&flow_id, flow.clone());
+                let msg = if username.is_empty() {
+                    "Enter your user name (name@domain) and your password."
+                } else {
+                    "Enter your password."
+                };
+                return Ok(self.render_login(
+                    &flow_id,
+                    &flow,
+                    &username,
+                    Some(msg),
+                    StatusCode::OK,
+                ));
+            }
+        };
+        let (outcome, path) = self
+            .auth
+            .authenticate(&username, password, peer.map(|p| p.ip()))
+            .await;
+        info!(outcome = outcome.code(), path = ?path, operator = outcome.operator_text(), "sign-in");
+        let user = if outcome == SignInOutcome::Success {
+            let store = self.store.clone();
+            let name = username.clone();
+            tokio::task::spawn_blocking(move || store.user_by_upn(&name))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+        } else {
+            None
+        };
+        let user = match (outcome, user) {
+            (SignInOutcome::Success, Some(u)) if !u.disabled => u,
+            (SignInOutcome::Success, Some(_)) => {
+                self.flows.put_back(&flow_id, flow.clone());
+                return Ok(self.render_login(
+                    &flow_id,
+                    &flow,
+                    &username,
+                    Some(SignInOutcome::AccountDisabled.user_message()),
+                    StatusCode::OK,
+                ));
+            }
+            (SignInOutcome::Success, None) => {
+                self.flows.put_back(&flow_id, flow.clone());
+                warn!("password accepted by the directory, but the user is not in the directory store (not synchronised yet)");
+                return Ok(self.render_login(&flow_id, &flow, &username, Some("Your password is correct, but your account has not been set up for sign-in here yet (it is not synchronised). Contact your help desk."), StatusCode::OK));
+            }
+            (o, _) => {
+                self.flows.put_back(&flow_id, flow.clone());
+                let msg = self.outcome_message(o, &username);
+                return Ok(self.render_login(
+                    &flow_id,
+                    &flow,
+                    &username,
+                    Some(&msg),
+                    StatusCode::OK,
+                ));
+            }
+        };
+        // A new session at every sign-in (the old cookie value is worthless from now on).
+        if let Some(old) = old_session {
+            self.sessions.end(&old);
+        }
+        let (cookie_value, session) = self.sessions.create(
+            &user.upn,
+            user.id.as_str(),
+            self.cfg.session_lifetime,
+            SystemTime::now(),
+        );
+        let mut r = self.complete(flow.target, &cookie_value, &session);
+        set_cookie(
+            &mut r,
+            SSO_COOKIE,
+            &cookie_value,
+            Some(self.cfg.session_lifetime.as_secs()),
+        );
+        set_cookie(&mut r, LOGIN_COOKIE, "", Some(0));
+        Ok(r)
+    }
+
+    fn outcome_message(&self, o: SignInOutcome, username: &str) -> String {
+        if o == SignInOutcome::AccountLocked {
+            if let Some(d) = self
+                .hub
+                .lockout()
+                .locked_for(username, std::time::Instant::now())
+            {
+                let mins = d.as_secs().div_ceil(60).max(1);
+                return format!(
+                    "Your account is locked because of too many failed sign-in attempts. Try again in {mins} minute{}.",
+                    if mins == 1 { "" } else { "s" }
+                );
+            }
+        }
+        o.user_message().to_owned()
+    }
+
+    async fn logout(&self, req: Request<Incoming>) -> Result<Resp, Resp> {
+        let c = cookie(&req, SSO_COOKIE);
+        let session = c
+            .as_deref()
+            .and_then(|c| self.sessions.get(c, SystemTime::now()));
+        if req.method() == Method::GET {
+            return Ok(match session {
+                Some(s) => self.html(StatusCode::OK, pages::home(&s.upn, &s.csrf, &[]), "'self'"),
+                None => self.html(
+                    StatusCode::OK,
+                    pages::message(
+                        "Signed out",
+                        "You are not signed in.",
+                        Some(("/", "Sign in")),
+                    ),
+                    "'none'",
+                ),
+            });
+        }
+        let body = read_body(req, MAX_FORM).await?;
+        let csrf = form_urlencoded::parse(&body)
+            .find(|(k, _)| k == "csrf")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        match (c, session) {
+            (Some(c), Some(s)) => {
+                use subtle::ConstantTimeEq;
+                if !bool::from(s.csrf.as_bytes().ct_eq(csrf.as_bytes())) {
+                    return Err(self.error_page(
+                        StatusCode::FORBIDDEN,
+                        "Sign-out refused",
+                        "The sign-out form was not issued to this session.",
+                    ));
+                }
+                self.sessions.end(&c);
+                info!("signed out at the endpoint");
+                Ok(self.signed_out())
+            }
+            _ => Ok(self.signed_out()),
+        }
+    }
+
+    fn signed_out(&self) -> Resp {
+        let mut r = self.html(
+            StatusCode::OK,
+            pages::message("Signed out", "You are signed out. Close the browser to end sessions that applications keep on their own.", Some(("/", "Sign in again"))),
+            "'none'",
+        );
+        set_cookie(&mut r, SSO_COOKIE, "", Some(0));
+        r
+    }
+
+    // ---- completing a flow -------------------------------------------------------------
+
+    fn continue_flow(&self, flow_id: &str, req: &Request<Incoming>) -> Resp {
+        let Some(flow) = self.flows.get(flow_id) else {
+            return self.expired_flow();
+        };
+        if !flow.force_authn {
+            if let Some((c, s)) = self.session_of(req) {
+                self.flows.remove(flow_id);
+                return self.complete(flow.target, &c, &s);
+            }
+        }
+        Self::redirect(&format!("/login?flow={flow_id}"))
+    }
+
+    fn attributes(&self, upn: &str) -> (Option<String>, Option<String>, Vec<String>) {
+        match self.store.user_by_upn(upn) {
+            Ok(Some(u)) => (u.mail, u.display_name, Vec::new()),
+            _ => (None, None, Vec::new()),
+        }
+    }
+
+    fn complete(&self, target: Target, cookie_value: &str, s: &Session) -> Resp {
+        let now = SystemTime::now();
+        let keys = self.current_keys();
+        match target {
+            Target::Portal => Self::redirect("/"),
+            Target::Saml {
+                sp,
+                acs,
+                request_id,
+                relay_state,
+                name_id_format,
+            } => {
+                let (mail, display, groups) = self.attributes(&s.upn);
+                let name_id = match name_id_format.as_str() {
+                    NAMEID_EMAIL => mail.clone().unwrap_or_else(|| s.upn.clone()),
+                    NAMEID_UNSPECIFIED => s.upn.clone(),
+                    _ => s.immutable_id.clone(),
+                };
+                let attrs = vec![
+                    SamlAttribute {
+                        name: "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn",
+                        friendly: "upn",
+                        values: vec![s.upn.clone()],
+                    },
+                    SamlAttribute {
+                        name: "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
+                        friendly: "mail",
+                        values: mail.into_iter().collect(),
+                    },
+                    SamlAttribute {
+                        name: "http://schemas.microsoft.com/identity/claims/displayname",
+                        friendly: "displayName",
+                        values: display.into_iter().collect(),
+                    },
+                    SamlAttribute {
+                        name: "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups",
+                        friendly: "groups",
+                        values: groups,
+                    },
+                    SamlAttribute {
+                        name: "http://schemas.microsoft.com/LiveID/Federation/2008/05/ImmutableID",
+                        friendly: "immutableID",
+                        values: vec![s.immutable_id.clone()],
+                    },
+                ];
+                let xml = messages::build_response(
+                    &messages::ResponseParams {
+                        issuer: &self.urls.entity_id,
+                        acs_url: &acs,
+                        audience: &sp,
+                        in_response_to: request_id.as_deref(),
+                        name_id: &name_id,
+                        name_id_format: &name_id_format,
+                        session_index: &s.session_index,
+                        authn_instant: s.authn_instant,
+                        session_not_on_or_after: s.expires,
+                        now,
+                        validity: self.cfg.token_validity,
+                        attributes: &attrs,
+                    },
+                    &keys.signing,
+                );
+                self.sessions.add_participant(
+                    cookie_value,
+                    Participant {
+                        app: sp.clone(),
+                        name_id,
+                        format: name_id_format,
+                    },
+                );
+                info!(app = %sp, "SAML assertion issued");
+                let encoded = base64::engine::general_purpose::STANDARD.encode(xml);
+                let mut fields = vec![("SAMLResponse", encoded.as_str())];
+                if let Some(r) = relay_state.as_deref() {
+                    fields.push(("RelayState", r));
+                }
+                self.html(
+                    StatusCode::OK,
+                    pages::autopost(&acs, &fields, &sp),
+                    origin(&acs),
+                )
+            }
+            Target::WsFed { realm, reply, wctx } => {
+                let (mail, display, groups) = self.attributes(&s.upn);
+                let rstr = crate::wsfed::build_rstr(
+                    &crate::wsfed::TokenParams {
+                        issuer: &self.urls.entity_id,
+                        realm: &realm,
+                        immutable_id: &s.immutable_id,
+                        upn: &s.upn,
+                        mail: mail.as_deref(),
+                        display_name: display.as_deref(),
+                        groups: &groups,
+                        authn_instant: s.authn_instant,
+                        now,
+                        validity: self.cfg.token_validity.max(Duration::from_secs(3600)),
+                    },
+                    &keys.signing,
+                );
+                self.sessions.add_participant(
+                    cookie_value,
+                    Participant {
+                        app: realm.clone(),
+                        name_id: s.immutable_id.clone(),
+                        format: "wsfed".into(),
+                    },
+                );
+                info!(realm = %realm, "WS-Federation token issued");
+                let mut fields = vec![("wa", "wsignin1.0"), ("wresult", rstr.as_str())];
+                if let Some(c) = wctx.as_deref() {
+                    fields.push(("wctx", c));
+                }
+                let name = self
+                    .app_name(&Target::WsFed {
+                        realm: realm.clone(),
+                        reply: reply.clone(),
+                        wctx: None,
+                    })
+                    .unwrap_or(realm);
+                self.html(
+                    StatusCode::OK,
+                    pages::autopost(&reply, &fields, &name),
+                    origin(&reply),
+                )
+            }
+        }
+    }
+
+    // ---- SAML ----------------------------------------------------------------------------
+
+    fn check_signature(
+        &self,
+        sp: &saml::ServiceProvider,
+        msg: &binding::Inbound,
+        root: &xml::Node,
+        what: &str,
+    ) -> Result<(), Resp> {
+        let keys: Vec<VerifiedKey> = sp.keys();
+        let signed_xml = root.child(xml::ns::DS, "Signature").is_some();
+        if let Some(sig) = &msg.redirect_signature {
+            let mut ok = false;
+            for k in &keys {
+                match k.verify_raw(&sig.alg, &sig.signed, &sig.signature) {
+                    Ok(true) => {
+                        ok = true;
+                        break;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        return Err(self.bad_request(&format!(
+                            "The {what} from {} is signed in a way we do not accept: {e}.",
+                            sp.entity_id
+                        )));
+                    }
+                }
+            }
+            if !ok {
+                warn!(app = %sp.entity_id, "{what} signature does not verify");
+                return Err(self.bad_request(&format!("The {what} from {} has a signature that does not verify with the certificate in its registered metadata.", sp.entity_id)));
+            }
+            return Ok(());
+        }
+        if signed_xml || (sp.authn_requests_signed && !msg.redirect) {
+            return xml::verify_enveloped(root, "ID", &keys).map_err(|e| {
+                warn!(app = %sp.entity_id, error = %e, "{what} signature refused");
+                self.bad_request(&format!(
+                    "The {what} from {} is not correctly signed: {e}.",
+                    sp.entity_id
+                ))
+            });
+        }
+        if sp.authn_requests_signed {
+            return Err(self.bad_request(&format!(
+                "{} signs its requests (its metadata says so), but this {what} is not signed.",
+                sp.entity_id
+            )));
+        }
+        Ok(())
+    }
+
+    fn saml_sso_post(
+        &self,
+        msg: Result<binding::Inbound, binding::BindingError>,
+    ) -> Result<Resp, Resp> {
+        let flow = self.saml_flow(msg)?;
+        // Cross-site POSTs carry no SameSite=Lax cookie: continue with a same-site GET so
+        // that an SSO session is seen.
+        Ok(Self::redirect(&format!("/saml/continue?flow={flow}")))
+    }
+
+    fn saml_sso(
+        &self,
+        msg: Result<binding::Inbound, binding::BindingError>,
+        req: &Request<Incoming>,
+    ) -> Result<Resp, Resp> {
+        let flow = self.saml_flow(msg)?;
+        Ok(self.continue_flow(&flow, req))
+    }
+
+    fn saml_flow(
+        &self,
+        msg: Result<binding::Inbound, binding::BindingError>,
+    ) -> Result<String, Resp> {
+        let msg =
+            msg.map_err(|e| self.bad_request(&format!("The SAML request is unreadable: {e}.")))?;
+        if !msg.is_request {
+            return Err(self.bad_request("Expected a SAMLRequest at the sign-on address."));
+        }
+        let req = AuthnRequest::parse(&msg.xml)
+            .map_err(|e| self.bad_request(&format!("The SAML request was refused: {e}.")))?;
+        let apps = self.current_apps();
+        let Some(sp) = apps.saml.get(&req.issuer) else {
+            warn!(issuer = %req.issuer.chars().take(200).collect::<String>(), "AuthnRequest from an unregistered application");
+            return Err(self.bad_request(&format!("The application {:?} is not registered with this sign-in service. Ask your administrator to register it (causeway apps add).", req.issuer.chars().take(200).collect::<String>())));
+        };
+        self.check_signature(sp, &msg, &req.root, "sign-in request")?;
+        if let Some(d) = &req.destination {
+            if d != &self.urls.sso {
+                return Err(self.bad_request(&format!(
+                    "The request was meant for {d:?}, not for this sign-in service ({}).",
+                    self.urls.sso
+                )));
+            }
+        }
+        if let Some(b) = &req.protocol_binding {
+            if b != BINDING_POST {
+                return Err(self.bad_request("The application asks for the answer over a binding other than HTTP-POST, which this sign-in service does not offer."));
+            }
+        }
+        let acs = sp.acs_for(req.acs_url.as_deref(), req.acs_index).map_err(|u| {
+            warn!(app = %sp.entity_id, acs = %u.chars().take(200).collect::<String>(), "AuthnRequest names an unregistered AssertionConsumerService");
+            self.bad_request(&format!("The application asked for the answer to go to {:?}, which is not in its registered metadata. Nothing was sent.", u.chars().take(200).collect::<String>()))
+        })?;
+        let format = match req.name_id_format.as_deref() {
+            None | Some(NAMEID_UNSPECIFIED) => sp
+                .name_id_formats
+                .iter()
+                .find(|f| {
+                    [NAMEID_PERSISTENT, NAMEID_EMAIL, NAMEID_UNSPECIFIED].contains(&f.as_str())
+                })
+                .cloned()
+                .unwrap_or_else(|| NAMEID_PERSISTENT.to_owned()),
+            Some(f @ (NAMEID_PERSISTENT | NAMEID_EMAIL)) => f.to_owned(),
+            Some(f) => {
+                return Err(self.bad_request(&format!("The application asks for the NameID format {:?}; this sign-in service issues persistent, emailAddress and unspecified.", f.chars().take(200).collect::<String>())));
+            }
+        };
+        Ok(self.flows.start(
+            Target::Saml {
+                sp: sp.entity_id.clone(),
+                acs: acs.to_owned(),
+                request_id: Some(req.id.clone()),
+                relay_state: msg.relay_state.clone(),
+                name_id_format: format,
+            },
+            req.force_authn,
+        ))
+    }
+
+    fn idp_initiated(&self, req: &Request<Incoming>) -> Result<Resp, Resp> {
+        let Some(entity) = query_param(req, "sp") else {
+            return Err(
+                self.bad_request("Name the application: /saml/idp-init?sp=<its entity id>.")
+            );
+        };
+        let relay = query_param(req, "RelayState");
+        if relay
+            .as_ref()
+            .is_some_and(|r| r.len() > binding::MAX_RELAY_STATE)
+        {
+            return Err(self.bad_request("RelayState is too long."));
+        }
+        let apps = self.current_apps();
+        let Some(sp) = apps.saml.get(&entity) else {
+            return Err(self.bad_request(&format!(
+                "The application {:?} is not registered with this sign-in service.",
+                entity.chars().take(200).collect::<String>()
+            )));
+        };
+        let acs = sp.acs_for(None, None).map_err(|_| {
+            self.bad_request("The application has no HTTP-POST assertion consumer service.")
+        })?;
+        let format = sp
+            .name_id_formats
+            .iter()
+            .find(|f| [NAMEID_PERSISTENT, NAMEID_EMAIL, NAMEID_UNSPECIFIED].contains(&f.as_str()))
+            .cloned()
+            .unwrap_or_else(|| NAMEID_PERSISTENT.to_owned());
+        let flow = self.flows.start(
+            Target::Saml {
+                sp: sp.entity_id.clone(),
+                acs: acs.to_owned(),
+                request_id: None,
+                relay_state: relay,
+                name_id_format: format,
+            },
+            false,
+        );
+        Ok(self.continue_flow(&flow, req))
+    }
+
+    fn saml_slo(
+        &self,
+        msg: Result<binding::Inbound, binding::BindingError>,
+        cookie_value: Option<String>,
+    ) -> Result<Resp, Resp> {
+        let msg = msg.map_err(|e| {
+            self.bad_request(&format!("The SAML logout message is unreadable: {e}."))
+        })?;
+        if !msg.is_request {
+            // A LogoutResponse to a request of ours: the session is already gone here.
+            let (_, issuer, _, ok) = messages::parse_logout_response(&msg.xml)
+                .map_err(|e| self.bad_request(&format!("The logout response was refused: {e}.")))?;
+            info!(app = %issuer.chars().take(200).collect::<String>(), success = ok, "logout response received");
+            return Ok(self.signed_out());
+        }
+        let lr = LogoutRequest::parse(&msg.xml)
+            .map_err(|e| self.bad_request(&format!("The logout request was refused: {e}.")))?;
+        let apps = self.current_apps();
+        let Some(sp) = apps.saml.get(&lr.issuer) else {
+            return Err(self.bad_request(
+                "The logout request comes from an application that is not registered.",
+            ));
+        };
+        self.check_signature(sp, &msg, &lr.root, "logout request")?;
+        if let Some(d) = &lr.destination {
+            if d != &self.urls.slo {
+                return Err(self.bad_request("The logout request was meant for another address."));
+            }
+        }
+        let by_cookie = cookie_value.as_deref().and_then(|c| {
+            let s = self.sessions.get(c, SystemTime::now())?;
+            s.participants
+                .iter()
+                .any(|p| p.app == sp.entity_id && p.name_id == lr.name_id)
+                .then(|| self.sessions.end(c))
+                .flatten()
+        });
+        let ended = by_cookie.is_some()
+            || lr.session_indexes.iter().any(|i| {
+                self.sessions
+                    .end_by_index(&sp.entity_id, &lr.name_id, i)
+                    .is_some()
+            });
+        info!(app = %sp.entity_id, session_ended = ended, "single logout requested by an application");
+        let now = SystemTime::now();
+        let keys = self.current_keys();
+        let Some((binding_uri, _, response_url)) = sp.logout_endpoint() else {
+            return Ok(self.signed_out());
+        };
+        let mut r = if binding_uri == BINDING_REDIRECT {
+            let xml = messages::build_logout_response(
+                &self.urls.entity_id,
+                response_url,
+                &lr.id,
+                now,
+                None,
+            );
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            q.append_pair("SAMLResponse", &binding::deflate_encode(&xml));
+            if let Some(rs) = &msg.relay_state {
+                q.append_pair("RelayState", rs);
+            }
+            q.append_pair("SigAlg", xml::ns::RSA_SHA256);
+            let signed = q.finish();
+            let sig = base64::engine::general_purpose::STANDARD
+                .encode(keys.signing.sign_raw(signed.as_bytes()));
+            let sig: String = form_urlencoded::byte_serialize(sig.as_bytes()).collect();
+            let sep = if response_url.contains('?') { '&' } else { '?' };
+            Self::redirect(&format!("{response_url}{sep}{signed}&Signature={sig}"))
+        } else {
+            let xml = messages::build_logout_response(
+                &self.urls.entity_id,
+                response_url,
+                &lr.id,
+                now,
+                Some(&keys.signing),
+            );
+            let encoded = base64::engine::general_purpose::STANDARD.encode(xml);
+            let mut fields = vec![("SAMLResponse", encoded.as_str())];
+            if let Some(rs) = msg.relay_state.as_deref() {
+                fields.push(("RelayState", rs));
+            }
+            self.html(
+                StatusCode::OK,
+                pages::autopost(response_url, &fields, &sp.entity_id),
+                origin(response_url),
+            )
+        };
+        if by_cookie.is_some() {
+            set_cookie(&mut r, SSO_COOKIE, "", Some(0));
+        }
+        Ok(r)
+    }
+
+    // ---- WS-Federation -------------------------------------------------------------------
+
+    fn wsfed(&self, req: &Request<Incoming>) -> Result<Resp, Resp> {
+        let q = req.uri().query().unwrap_or("");
+        if q.len() > 16 * 1024 {
+            return Err(self.bad_request("The request is too large."));
+        }
+        let mut wa = None;
+        let mut wtrealm = None;
+        let mut wreply = None;
+        let mut wctx = None;
+        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+            let slot = match &*k {
+                "wa" => &mut wa,
+                "wtrealm" => &mut wtrealm,
+                "wreply" => &mut wreply,
+                "wctx" => &mut wctx,
+                _ => continue,
+            };
+            if slot.is_some() {
+                return Err(self.bad_request(&format!("The parameter {k} appears more than once.")));
+            }
+            *slot = Some(v.into_owned());
+        }
+        let apps = self.current_apps();
+        match wa.as_deref() {
+            Some("wsignin1.0") => {
+                let Some(realm) = wtrealm else {
+                    return Err(self.bad_request(
+                        "wtrealm is missing: which application is this sign-in for?",
+                    ));
+                };
+                let Some(rp) = apps.wsfed.get(&realm) else {
+                    warn!(realm = %realm.chars().take(200).collect::<String>(), "WS-Federation sign-in for an unregistered realm");
+                    return Err(self.bad_request(&format!(
+                        "The application {:?} is not registered with this sign-in service.",
+                        realm.chars().take(200).collect::<String>()
+                    )));
+                };
+                let reply = rp.reply_for(wreply.as_deref()).map_err(|u| {
+                    warn!(realm = %realm, wreply = %u.chars().take(200).collect::<String>(), "wreply not registered");
+                    self.bad_request(&format!("The reply address {:?} is not registered for this application. Nothing was sent.", u.chars().take(200).collect::<String>()))
+                })?;
+                if wctx.as_ref().is_some_and(|c| c.len() > MAX_WCTX) {
+                    return Err(self.bad_request("wctx is too long."));
+                }
+                let flow = self.flows.start(
+                    Target::WsFed {
+                        realm: realm.clone(),
+                        reply: reply.to_owned(),
+                        wctx,
+                    },
+                    false,
+                );
+                Ok(self.continue_flow(&flow, req))
+            }
+            Some("wsignout1.0" | "wsignoutcleanup1.0") => {
+                if let Some(c) = cookie(req, SSO_COOKIE) {
+                    self.sessions.end(&c);
+                }
+                // Back to the application only if it is a registered reply URL.
+                let back = wreply.as_deref().and_then(|w| {
+                    apps.wsfed
+                        .values()
+                        .find_map(|rp| rp.reply_urls.iter().find(|u| *u == w))
+                });
+                let mut r = match back {
+                    Some(u) => Self::redirect(u),
+                    None => self.html(
+                        StatusCode::OK,
+                        pages::message("Signed out", "You are signed out.", None),
+                        "'none'",
+                    ),
+                };
+                set_cookie(&mut r, SSO_COOKIE, "", Some(0));
+                Ok(r)
+            }
+            Some(other) => Err(self.bad_request(&format!(
+                "wa={:?} is not supported (wsignin1.0 and wsignout1.0 are).",
+                other.chars().take(40).collect::<String>()
+            ))),
+            None => Err(self.bad_request("wa is missing.")),
+        }
+    }
+
+    pub(crate) fn current_verified_keys(&self) -> Vec<VerifiedKey> {
+        self.current_keys()
+            .published
+            .iter()
+            .filter_map(|c| VerifiedKey::from_cert_base64(c).ok())
+            .collect()
+    }
+}
+
+/// A cookie's value from the request.
+pub(crate) fn cookie(req: &Request<Incoming>, name: &str) -> Option<String> {
+    for h in req.headers().get_all(COOKIE) {
+        let Ok(s) = h.to_str() else { continue };
+        for part in s.split(';') {
+            if let Some((k, v)) = part.trim().split_once('=') {
+                if k == name && !v.is_empty() && v.len() <= 128 {
+                    return Some(v.to_owned());
+                }
+            }
+        }
+    }
+    None
+}
+
+pub(crate) fn set_cookie(r: &mut Resp, name: &str, value: &str, max_age: Option<u64>) {
+    let mut c = format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Lax");
+    if let Some(a) = max_age {
+        c.push_str(&format!("; Max-Age={a}"));
+    }
+    if let Ok(v) = HeaderValue::from_str(&c) {
+        r.headers_mut().append(SET_COOKIE, v);
+    }
+}
+
+pub(crate) fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
+    let q = req.uri().query()?;
+    if q.len() > 16 * 1024 {
+        return None;
+    }
+    form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Reads a body of at most `max` bytes; a larger one gets 413.
+pub(crate) async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Resp> {
+    let too_large = || {
+        let mut r = Response::new(Full::new(Bytes::from_static(b"request body too large\n")));
+        *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+        r
+    };
+    if req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n > max)
+    {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(
+        Duration::from_secs(30),
+        Limited::new(req.into_body(), max).collect(),
+    )
+    .await
+    {
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(_)) => Err(too_large()),
+        Err(_) => {
+            let mut r = Response::new(Full::new(Bytes::from_static(b"request body too slow\n")));
+            *r.status_mut() = StatusCode::REQUEST_TIMEOUT;
+            Err(r)
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! SSO sessions and pending sign-in flows, in memory. A session is found by the SHA-256
+//! of its cookie value, so the table never holds a value a browser could present; flows
+//! hold what an application asked for (registered URLs only) until the user has signed in.
+//! Both are bounded and expire.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine;
+use sha2::Digest;
+
+/// Random token, base64url (no padding) of 32 bytes.
+pub fn random_token() -> String {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).expect("OS random generator");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// SHA-256 of a token (what the tables are keyed by).
+pub fn token_hash(t: &str) -> [u8; 32] {
+    sha2::Sha256::digest(t.as_bytes()).into()
+}
+
+/// An application the session has signed in to (for single logout).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Participant {
+    /// SP entity id or WS-Fed realm.
+    pub app: String,
+    /// The NameID it received.
+    pub name_id: String,
+    /// Its format.
+    pub format: String,
+}
+
+/// An SSO session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The user's UPN.
+    pub upn: String,
+    /// The user's immutable id.
+    pub immutable_id: String,
+    /// When the user typed their password.
+    pub authn_instant: SystemTime,
+    /// When the session ends.
+    pub expires: SystemTime,
+    /// SAML SessionIndex.
+    pub session_index: String,
+    /// Applications signed in to.
+    pub participants: Vec<Participant>,
+    /// Token for the sign-out form.
+    pub csrf: String,
+}
+
+const MAX_SESSIONS: usize = 200_000;
+
+/// The session table.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<[u8; 32], Session>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Sessions {
+    /// Starts a session; returns the cookie value (shown to the browser only).
+    pub fn create(
+        &self,
+        upn: &str,
+        immutable_id: &str,
+        lifetime: Duration,
+        now: SystemTime,
+    ) -> (String, Session) {
+        let cookie = random_token();
+        let s = Session {
+            upn: upn.to_owned(),
+            immutable_id: immutable_id.to_owned(),
+            authn_instant: now,
+            expires: now + lifetime,
+            session_index: crate::saml::new_id(),
+            participants: Vec::new(),
+            csrf: random_token(),
+        };
+        let mut map = lock(&self.map);
+        if map.len() >= MAX_SESSIONS {
+            map.retain(|_, s| s.expires > now);
+        }
+        if map.len() >= MAX_SESSIONS {
+            // Drop the session closest to its end rather than refusing new sign-ins.
+            if let Some(k) = map.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| *k) {
+                map.remove(&k);
+            }
+        }
+        map.insert(token_hash(&cookie), s.clone());
+        (cookie, s)
+    }
+
+    /// The live session for a cookie value.
+    pub fn get(&self, cookie: &str, now: SystemTime) -> Option<Session> {
+        let mut map = lock(&self.map);
+        let k = token_hash(cookie);
+        match map.get(&k) {
+            Some(s) if s.expires > now => Some(s.clone()),
+            Some(_) => {
+                map.remove(&k);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Records that the session signed in to an application.
+    pub fn add_participant(&self, cookie: &str, p: Participant) {
+        if let Some(s) = lock(&self.map).get_mut(&token_hash(cookie)) {
+            if !s.participants.contains(&p) && s.participants.len() < 64 {
+                s.participants.push(p);
+            }
+        }
+    }
+
+    /// Ends the session of a cookie.
+    pub fn end(&self, cookie: &str) -> Option<Session> {
+        lock(&self.map).remove(&token_hash(cookie))
+    }
+
+    /// Ends the session with this SessionIndex held by a user with this NameID at `app`
+    /// (a LogoutRequest that arrived without the cookie).
+    pub fn end_by_index(&self, app: &str, name_id: &str, session_index: &str) -> Option<Session> {
+        let mut map = lock(&self.map);
+        let k = map
+            .iter()
+            .find(|(_, s)| {
+                s.session_index == session_index
+                    && s.participants
+                        .iter()
+                        .any(|p| p.app == app && p.name_id == name_id)
+            })
+            .map(|(k, _)| *k)?;
+        map.remove(&k)
+    }
+
+    /// Number of live sessions.
+    pub fn len(&self) -> usize {
+        lock(&self.map).len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a sign-in flow ends in.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A SAML Response posted to a registered ACS.
+    Saml {
+        /// SP entity id.
+        sp: String,
+        /// The registered ACS URL.
+        acs: String,
+        /// The AuthnRequest's ID (none for IdP-initiated).
+        request_id: Option<String>,
+        /// RelayState to return.
+        relay_state: Option<String>,
+        /// NameID format to issue.
+        name_id_format: String,
+    },
+    /// A WS-Federation token posted to a registered reply URL.
+    WsFed {
+        /// The realm.
+        realm: String,
+        /// The registered reply URL.
+        reply: String,
+        /// `wctx`, echoed unchanged.
+        wctx: Option<String>,
+    },
+    /// The endpoint's own start page.
+    Portal,
+}
+
+/// A pending sign-in.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    /// Where it ends.
+    pub target: Target,
+    /// The form's anti-forgery token (rotated at every rendering).
+    pub csrf: String,
+    /// Hash of the login cookie the browser got with the form.
+    pub browser: Option<[u8; 32]>,
+    /// Whether the password must be asked even with a session.
+    pub force_authn: bool,
+    created: Instant,
+}
+
+const FLOW_TTL: Duration = Duration::from_secs(15 * 60);
+const MAX_FLOWS: usize = 100_000;
+
+/// Pending flows.
+#[derive(Debug, Default)]
+pub struct Flows {
+    map: Mutex<HashMap<String, Flow>>,
+}
+
+impl Flows {
+    /// Starts a flow; returns its id.
+    pub fn start(&self, target: Target, force_authn: bool) -> String {
+        let id = random_token();
+        let now = Instant::now();
+        let mut map = lock(&self.map);
+        if map.len() >= MAX_FLOWS {
+            map.retain(|_, f| now.duration_since(f.created) < FLOW_TTL);
+        }
+        if map.len() >= MAX_FLOWS {
+            if let Some(k) = map
+                .iter()
+                .min_by_key(|(_, f)| f.created)
+                .map(|(k, _)| k.clone())
+            {
+                map.remove(&k);
+            }
+        }
+        map.insert(
+            id.clone(),
+            Flow {
+                target,
+                csrf: String::new(),
+                browser: None,
+                force_authn,
+                created: now,
+            },
+        );
+        id
+    }
+
+    /// A live flow.
+    pub fn get(&self, id: &str) -> Option<Flow> {
+        let mut map = lock(&self.map);
+        match map.get(id) {
+            Some(f) if f.created.elapsed() < FLOW_TTL => Some(f.clone()),
+            Some(_) => {
+                map.remove(id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Binds a flow to a browser (its login cookie) and a fresh form token.
+    pub fn bind(&self, id: &str, browser: [u8; 32]) -> Option<String> {
+        let mut map = lock(&self.map);
+        let f = map.get_mut(id)?;
+        f.csrf = random_token();
+        f.browser = Some(browser);
+        Some(f.csrf.clone())
+    }
+
+    /// Takes a flow out when the form's token and the browser match (it can be used once).
+    pub fn take_if(
+        &self,
+        id: &str,
+        csrf: &str,
+        browser: Option<[u8; 32]>,
+    ) -> Result<Flow, FlowError> {
+        use subtle::ConstantTimeEq;
+        let mut map = lock(&self.map);
+        let f = map.get(id).ok_or(FlowError::Unknown)?;
+        if f.created.elapsed() >= FLOW_TTL {
+            map.remove(id);
+            return Err(FlowError::Unknown);
+        }
+        let token_ok = !f.csrf.is_empty() && bool::from(f.csrf.as_bytes().ct_eq(csrf.as_bytes()));
+        let browser_ok =
+            matches!((f.browser, browser), (Some(a), Some(b)) if bool::from(a.ct_eq(&b)));
+        if !token_ok || !browser_ok {
+            return Err(FlowError::Forged);
+        }
+        map.remove(id).ok_or(FlowError::Unknown)
+    }
+
+    /// Puts a flow back (after a failed attempt), with a new token.
+    pub fn put_back(&self, id: &str, mut f: Flow) -> String {
+        f.csrf = random_token();
+        let t = f.csrf.clone();
+        lock(&self.map).insert(id.to_owned(), f);
+        t
+    }
+
+    /// Removes a flow.
+    pub fn remove(&self, id: &str) -> Option<Flow> {
+        lock(&self.map).remove(id)
+    }
+}
+
+/// Why a posted form was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowError {
+    /// No such flow: expired, already used, or never issued.
+    Unknown,
+    /// The anti-forgery token or browser binding does not match.
+    Forged,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_are_found_by_cookie_and_end() {
+        let s = Sessions::default();
+        let now = SystemTime::now();
+        let (c, sess) = s.create("a@b.c", "id", Duration::from_secs(60), now);
+        assert_eq!(s.get(&c, now).expect("live").upn, "a@b.c");
+        assert!(s.get("other", now).is_none());
+        assert!(
+            s.get(&c, now + Duration::from_secs(61)).is_none(),
+            "expired"
+        );
+        let (c, _) = s.create("a@b.c", "id", Duration::from_secs(60), now);
+        s.add_participant(
+            &c,
+            Participant {
+                app: "sp".into(),
+                name_id: "n".into(),
+                format: "f".into(),
+            },
+        );
+        let idx = s.get(&c, now).expect("live").session_index;
+        assert_ne!(idx, sess.session_index);
+        assert!(s.end_by_index("sp", "n", &idx).is_some());
+        assert!(s.get(&c, now).is_none());
+    }
+
+    #[test]
+    fn a_flow_is_used_once_by_the_browser_it_was_shown_to() {
+        let f = Flows::default();
+        let id = f.start(Target::Portal, false);
+        let browser = token_hash("cookie");
+        let csrf = f.bind(&id, browser).expect("bound");
+        assert_eq!(
+            f.take_if(&id, "wrong", Some(browser)).err(),
+            Some(FlowError::Forged)
+        );
+        assert_eq!(
+            f.take_if(&id, &csrf, Some(token_hash("other"))).err(),
+            Some(FlowError::Forged)
+        );
+        assert_eq!(f.take_if(&id, &csrf, None).err(), Some(FlowError::Forged));
+        let flow = f.take_if(&id, &csrf, Some(browser)).expect("taken");
+        assert_eq!(
+            f.take_if(&id, &csrf, Some(browser)).err(),
+            Some(FlowError::Unknown),
+            "replay"
+        );
+        let csrf2 = f.put_back(&id, flow);
+        assert_ne!(csrf2, csrf);
+        assert_eq!(
+            f.take_if(&id, &csrf, Some(browser)).err(),
+            Some(FlowError::Forged),
+            "old token"
+        );
+    }
+}

@@ -1,0 +1,345 @@
+//! `causeway demo`: a complete local demonstration on embedded defaults — an endpoint in a
+//! temporary (or named) directory, two demo SAML applications it serves itself, a
+//! cloud-only demo user, and, when the AD lab is running, an enrolled agent and the lab's
+//! users so that AD accounts sign in with pass-through authentication.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use causeway_credential::{Password, PhsVerifier};
+use causeway_federation::signin::Method;
+use causeway_federation::store::{AdUser, DirectoryStore, ImmutableId, NewUser, SqliteStore};
+use tracing::{info, warn};
+
+use crate::endpoint::{run_endpoint, EndpointSettings};
+
+/// The demo user's domain (cloud-only).
+pub(crate) const DEMO_DOMAIN: &str = "demo.causeway.test";
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct DemoArgs {
+    /// Keep the demo's state here (reused on the next run) [default: a new temporary directory].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// The AD lab's environment file; when it exists, AD users can sign in too.
+    #[arg(
+        long,
+        env = "CAUSEWAY_LAB_ENV",
+        default_value = "/tmp/causeway-lab/lab.env"
+    )]
+    lab_env: PathBuf,
+    /// Do not use the AD lab even if it is running.
+    #[arg(long)]
+    no_lab: bool,
+}
+
+fn random_password() -> String {
+    let mut b = [0u8; 12];
+    getrandom_fill(&mut b);
+    let words = [
+        "Amber", "Birch", "Cobalt", "Delta", "Ember", "Fjord", "Granite", "Harbor",
+    ];
+    format!(
+        "{}-{}-{:02}{}",
+        words[usize::from(b[0]) % words.len()],
+        words[usize::from(b[1]) % words.len()],
+        b[2] % 100,
+        hex_lower(&b[3..7])
+    )
+}
+
+fn getrandom_fill(b: &mut [u8]) {
+    let mut f = [0u8; 32];
+    // openssl's CSPRNG (already linked); falls back to the OS through it.
+    openssl::rand::rand_bytes(&mut f).expect("random bytes");
+    for (i, x) in b.iter_mut().enumerate() {
+        *x = f[i % 32];
+    }
+}
+
+fn hex_lower(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Reads a `KEY=VALUE` file.
+pub(crate) fn read_env_file(p: &Path) -> Option<HashMap<String, String>> {
+    let text = std::fs::read_to_string(p).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+            .collect(),
+    )
+}
+
+pub(crate) async fn demo(args: DemoArgs) -> Result<()> {
+    let dir = match args.dir {
+        Some(d) => d,
+        None => {
+            let mut t = [0u8; 6];
+            getrandom_fill(&mut t);
+            std::env::temp_dir().join(format!("causeway-demo-{}", hex_lower(&t)))
+        }
+    };
+    let lab = if args.no_lab {
+        None
+    } else {
+        read_env_file(&args.lab_env)
+    };
+    let lab = match lab {
+        Some(env) if lab_is_up(&env).await => Some(env),
+        Some(_) => {
+            info!(
+                "the AD lab's environment file exists but its DC does not answer; demo without AD"
+            );
+            None
+        }
+        None => None,
+    };
+    let mut file = crate::serve_config::ServeConfig::default();
+    if let Some(env) = &lab {
+        if let Some(d) = env.get("AD_DNS_DOMAIN") {
+            file.domains
+                .push((d.to_lowercase(), Method::PtaWithPhsFallback));
+        }
+    }
+    let public_url = format!("https://{}", args.listen);
+    let settings = EndpointSettings {
+        data_dir: dir.join("endpoint"),
+        listen: args.listen,
+        public_url: public_url.clone(),
+        server_names: vec![
+            "localhost".into(),
+            "127.0.0.1".into(),
+            args.listen.ip().to_string(),
+        ],
+        endpoint_id: "demo".into(),
+        require_approval: false,
+        demo_apps: true,
+        file,
+    };
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    // The demo user, with a fresh password at every run.
+    let store = SqliteStore::open(&settings.data_dir.join("directory.sqlite"))?;
+    let upn = format!("demo@{DEMO_DOMAIN}");
+    let password = random_password();
+    let verifier = PhsVerifier::derive(&Password::new(password.clone())?);
+    let now = SystemTime::now();
+    if store.user_by_upn(&upn)?.is_some() {
+        store.set_verifier(&upn, &verifier, "demo", now)?;
+    } else {
+        store.add_cloud_user(
+            &NewUser {
+                upn: upn.clone(),
+                display_name: Some("Demo User".into()),
+                mail: Some(upn.clone()),
+            },
+            &verifier,
+            "demo",
+            now,
+        )?;
+    }
+    let mut lab_users = 0;
+    if let Some(env) = &lab {
+        match import_lab_users(env, &store).await {
+            Ok(n) => lab_users = n,
+            Err(e) => warn!(error = %format!("{e:#}"), "could not import the lab's users"),
+        }
+    }
+    drop(store);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let data_dir = settings.data_dir.clone();
+    let endpoint = tokio::spawn(run_endpoint(settings, Some(tx)));
+    let bound = match rx.await {
+        Ok(a) => a,
+        Err(_) => {
+            return match endpoint.await {
+                Ok(Err(e)) => Err(e),
+                _ => Err(anyhow::anyhow!("the endpoint did not start")),
+            }
+        }
+    };
+    let mut agent_line = String::from("AD lab not running: start it with `sudo scripts/lab.sh start` for pass-through sign-in of AD users.");
+    if let Some(env) = &lab {
+        match start_agent(env, &data_dir, &dir, bound).await {
+            Ok(()) => {
+                agent_line = format!(
+                    "AD lab: an agent is enrolled and connected; {lab_users} AD users imported. Try {} with its lab password (scripts/lab.sh env).",
+                    env.get("AD_ALICE_UPN").map_or("alice@…", String::as_str)
+                );
+            }
+            Err(e) => warn!(error = %format!("{e:#}"), "could not start the demo agent"),
+        }
+    }
+    println!(
+        "\nCauseway demo is running (Ctrl-C stops it).\n\n  Demo application:   {public_url}/demo/app1/\n  Second application: {public_url}/demo/app2/  (signs in without asking again)\n  Start page:         {public_url}/\n  SAML metadata:      {public_url}/saml/metadata\n  WS-Fed metadata:    {public_url}/FederationMetadata/2007-06/FederationMetadata.xml\n\n  User:     {upn}\n  Password: {password}\n\n  {agent_line}\n\n  The certificate is from the demo's own CA: your browser will warn once.\n  State: {}\n",
+        dir.display()
+    );
+    tokio::select! {
+        r = endpoint => r.context("endpoint task")?,
+        r = tokio::signal::ctrl_c() => {
+            r.context("waiting for Ctrl-C")?;
+            println!("stopped; the demo's state stays in {}", dir.display());
+            Ok(())
+        }
+    }
+}
+
+async fn lab_is_up(env: &HashMap<String, String>) -> bool {
+    let Some(url) = env.get("AD_LDAPS_URL") else {
+        return false;
+    };
+    let hostport = url.trim_start_matches("ldaps://");
+    matches!(
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(hostport)
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
+fn lab_tls(env: &HashMap<String, String>) -> Result<Arc<rustls::ClientConfig>> {
+    crate::http_client::tls_config(env.get("AD_CA_CERT").map(Path::new))
+}
+
+/// Imports the lab's users (what `causeway sync` will do properly): UPN, display name,
+/// mail, disabled flag and the immutable id from `ms-DS-ConsistencyGuid` or `objectGUID`.
+pub(crate) async fn import_lab_users(
+    env: &HashMap<String, String>,
+    store: &SqliteStore,
+) -> Result<usize> {
+    let get = |k: &str| {
+        env.get(k)
+            .cloned()
+            .with_context(|| format!("{k} missing from the lab environment"))
+    };
+    let (conn, mut ldap) = ldap3::LdapConnAsync::with_settings(
+        ldap3::LdapConnSettings::new().set_config(lab_tls(env)?),
+        &get("AD_LDAPS_URL")?,
+    )
+    .await?;
+    ldap3::drive!(conn);
+    ldap.simple_bind(&get("AD_SVC_SYNC_UPN")?, &get("AD_SVC_SYNC_PASSWORD")?)
+        .await?
+        .success()?;
+    let (entries, _) = ldap
+        .search(
+            &get("AD_BASE_DN")?,
+            ldap3::Scope::Subtree,
+            "(&(objectCategory=person)(objectClass=user)(userPrincipalName=*))",
+            vec![
+                "userPrincipalName",
+                "displayName",
+                "mail",
+                "userAccountControl",
+                "objectGUID",
+                "mS-DS-ConsistencyGuid",
+            ],
+        )
+        .await?
+        .success()?;
+    let mut n = 0;
+    for e in entries {
+        let e = ldap3::SearchEntry::construct(e);
+        let Some(upn) = e
+            .attrs
+            .get("userPrincipalName")
+            .and_then(|v| v.first())
+            .cloned()
+        else {
+            continue;
+        };
+        let guid = e
+            .bin_attrs
+            .get("mS-DS-ConsistencyGuid")
+            .or_else(|| e.bin_attrs.get("objectGUID"))
+            .and_then(|v| v.first())
+            .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok());
+        let Some(guid) = guid else { continue };
+        let uac: u32 = e
+            .attrs
+            .get("userAccountControl")
+            .and_then(|v| v.first())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let user = AdUser {
+            id: ImmutableId::from_guid_bytes(guid),
+            upn,
+            display_name: e.attrs.get("displayName").and_then(|v| v.first()).cloned(),
+            mail: e.attrs.get("mail").and_then(|v| v.first()).cloned(),
+            disabled: uac & 2 != 0,
+        };
+        if store
+            .upsert_ad_user(&user, None, "demo-import", SystemTime::now())
+            .is_ok()
+        {
+            n += 1;
+        }
+    }
+    let _ = ldap.unbind().await;
+    Ok(n)
+}
+
+async fn start_agent(
+    env: &HashMap<String, String>,
+    endpoint_data: &Path,
+    dir: &Path,
+    bound: SocketAddr,
+) -> Result<()> {
+    let ca = causeway_certs::Ca::load_or_create(&endpoint_data.join("ca"), SystemTime::now())?;
+    let reg = causeway_certs::Registry::open(&ca.registry_path())?;
+    let token = reg.create_token(
+        causeway_certs::TokenPurpose::Agent,
+        &ca.fingerprint_sha256(),
+        Duration::from_secs(600),
+        SystemTime::now(),
+    )?;
+    let state_dir = dir.join("agent");
+    let endpoint = format!("https://{bound}");
+    if causeway_agent::state::AgentState::load(&state_dir).is_err() {
+        crate::agent_cmd::run(crate::agent_cmd::AgentCommand::Register {
+            endpoint: endpoint.clone(),
+            token: token.expose_secret().to_owned(),
+            state_dir: state_dir.clone(),
+            proxy: None,
+            host_name: Some("demo-agent".into()),
+        })
+        .await?;
+    }
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nstate_dir = {:?}\nendpoints = [{endpoint:?}]\n\n[directory]\ndomain_controllers = [{:?}]\nca_file = {:?}\n",
+            state_dir.display().to_string(),
+            env.get("AD_LDAPS_URL").cloned().unwrap_or_default(),
+            env.get("AD_CA_CERT").cloned().unwrap_or_default()
+        ),
+    )?;
+    tokio::spawn(async move {
+        if let Err(e) = crate::agent_cmd::run(crate::agent_cmd::AgentCommand::Run { config }).await
+        {
+            warn!(error = %format!("{e:#}"), "demo agent stopped");
+        }
+    });
+    // Wait until it has a channel, so the first sign-in goes through it.
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if reg.list_agents()?.iter().any(|a| {
+            a.host_name == "demo-agent" && a.last_seen > SystemTime::now() - Duration::from_secs(10)
+        }) {
+            break;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,342 @@
+//! `causeway serve`'s configuration file (TOML), validated at start with errors that name
+//! the file, line and column. Every setting has a default, so no file is needed on a
+//! single machine; `CAUSEWAY_*` environment variables and command-line flags override it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use causeway_agent::config::ConfigError;
+use causeway_certs::signing::RolloverPolicy;
+use causeway_federation::apps::{Apps, WsFedRealm};
+use causeway_federation::saml::ServiceProvider;
+use causeway_federation::signin::Method;
+use serde::Deserialize;
+use toml::Spanned;
+
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    session: RawSession,
+    #[serde(default)]
+    signing: RawSigning,
+    #[serde(default)]
+    domain: Vec<RawDomain>,
+    #[serde(default)]
+    saml_app: Vec<RawSamlApp>,
+    #[serde(default)]
+    wsfed_app: Vec<Spanned<WsFedRealm>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    public_url: Option<Spanned<String>>,
+    listen: Option<Spanned<String>>,
+    data_dir: Option<String>,
+    server_names: Option<Vec<String>>,
+    endpoint_id: Option<String>,
+    require_approval: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSession {
+    lifetime: Option<Spanned<String>>,
+    token_validity: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigning {
+    key_lifetime: Option<Spanned<String>>,
+    publish_before_expiry: Option<Spanned<String>>,
+    activate_after_publish: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDomain {
+    name: Spanned<String>,
+    method: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSamlApp {
+    metadata: Spanned<String>,
+}
+
+/// A validated configuration (file settings only; flags are applied by the caller).
+#[derive(Debug, Clone)]
+pub(crate) struct ServeConfig {
+    pub(crate) public_url: Option<String>,
+    pub(crate) listen: Option<SocketAddr>,
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) server_names: Option<Vec<String>>,
+    pub(crate) endpoint_id: Option<String>,
+    pub(crate) require_approval: bool,
+    pub(crate) session_lifetime: Duration,
+    pub(crate) token_validity: Duration,
+    pub(crate) rollover: RolloverPolicy,
+    pub(crate) domains: Vec<(String, Method)>,
+    pub(crate) apps: Apps,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            listen: None,
+            data_dir: None,
+            server_names: None,
+            endpoint_id: None,
+            require_approval: false,
+            session_lifetime: Duration::from_secs(8 * 3600),
+            token_validity: Duration::from_secs(300),
+            rollover: RolloverPolicy::default(),
+            domains: Vec::new(),
+            apps: Apps::default(),
+        }
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
+    (line, column)
+}
+
+/// Checks a public URL: `https://host[:port]` with no path, query or fragment.
+pub(crate) fn check_public_url(u: &str) -> Result<String, String> {
+    let u = u.trim_end_matches('/');
+    let rest = u.strip_prefix("https://").ok_or_else(|| {
+        format!("{u:?}: the public URL must start with https:// (cookies are Secure)")
+    })?;
+    if rest.is_empty() || rest.contains(['/', '?', '#', ' ', '"', '<', '>']) {
+        return Err(format!(
+            "{u:?}: give scheme, host and port only, e.g. https://sso.example.com"
+        ));
+    }
+    Ok(u.to_owned())
+}
+
+impl ServeConfig {
+    /// Reads and validates `path`.
+    pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
+        let err = |message: String| ConfigError {
+            path: path.to_owned(),
+            line: None,
+            column: None,
+            message,
+        };
+        let meta = std::fs::metadata(path)
+            .map_err(|e| err(format!("cannot read the configuration: {e}")))?;
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(err(format!(
+                "the file is {} bytes; a configuration is at most {MAX_CONFIG_BYTES}",
+                meta.len()
+            )));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err(format!("cannot read the configuration: {e}")))?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates configuration text (`path` for messages and relative paths).
+    pub(crate) fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let at = |span: std::ops::Range<usize>, message: String| {
+            let (line, column) = line_col(text, span.start);
+            ConfigError {
+                path: path.to_owned(),
+                line: Some(line),
+                column: Some(column),
+                message,
+            }
+        };
+        let raw: Raw = toml::from_str(text).map_err(|e| match e.span() {
+            Some(s) => at(s, e.message().to_owned()),
+            None => ConfigError {
+                path: path.to_owned(),
+                line: None,
+                column: None,
+                message: e.message().to_owned(),
+            },
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &str| {
+            let p = PathBuf::from(p);
+            if p.is_absolute() {
+                p
+            } else {
+                base.join(p)
+            }
+        };
+        let dur =
+            |v: &Option<Spanned<String>>, default: Duration| -> Result<Duration, ConfigError> {
+                match v {
+                    None => Ok(default),
+                    Some(s) => {
+                        crate::endpoint::parse_duration(s.get_ref()).map_err(|m| at(s.span(), m))
+                    }
+                }
+            };
+        let mut cfg = Self::default();
+        if let Some(u) = &raw.server.public_url {
+            cfg.public_url = Some(check_public_url(u.get_ref()).map_err(|m| at(u.span(), m))?);
+        }
+        if let Some(l) = &raw.server.listen {
+            cfg.listen = Some(l.get_ref().parse().map_err(|_| {
+                at(
+                    l.span(),
+                    format!(
+                        "{:?} is not an address such as 127.0.0.1:8443 or [::]:443",
+                        l.get_ref()
+                    ),
+                )
+            })?);
+        }
+        cfg.data_dir = raw.server.data_dir.as_deref().map(resolve);
+        cfg.server_names = raw.server.server_names.clone();
+        cfg.endpoint_id = raw.server.endpoint_id.clone();
+        cfg.require_approval = raw.server.require_approval.unwrap_or(false);
+        cfg.session_lifetime = dur(&raw.session.lifetime, cfg.session_lifetime)?;
+        cfg.token_validity = dur(&raw.session.token_validity, cfg.token_validity)?;
+        if cfg.session_lifetime < Duration::from_secs(60)
+            || cfg.session_lifetime > Duration::from_secs(30 * 86_400)
+        {
+            let s = raw.session.lifetime.as_ref().map_or(0..0, Spanned::span);
+            return Err(at(s, "session.lifetime must be between 1m and 30d".into()));
+        }
+        if cfg.token_validity < Duration::from_secs(60)
+            || cfg.token_validity > Duration::from_secs(3600)
+        {
+            let s = raw
+                .session
+                .token_validity
+                .as_ref()
+                .map_or(0..0, Spanned::span);
+            return Err(at(
+                s,
+                "session.token_validity must be between 1m and 1h".into(),
+            ));
+        }
+        let d = RolloverPolicy::default();
+        cfg.rollover = RolloverPolicy {
+            key_lifetime: dur(&raw.signing.key_lifetime, d.key_lifetime)?,
+            publish_before_expiry: dur(
+                &raw.signing.publish_before_expiry,
+                d.publish_before_expiry,
+            )?,
+            activate_after_publish: dur(
+                &raw.signing.activate_after_publish,
+                d.activate_after_publish,
+            )?,
+        };
+        if let Err(m) = cfg.rollover.validate() {
+            let s = raw
+                .signing
+                .activate_after_publish
+                .as_ref()
+                .or(raw.signing.publish_before_expiry.as_ref())
+                .or(raw.signing.key_lifetime.as_ref())
+                .map_or(0..0, Spanned::span);
+            return Err(at(s, format!("[signing]: {m}")));
+        }
+        for dm in &raw.domain {
+            let name = dm.name.get_ref().trim().to_lowercase();
+            if !name.contains('.') || name.contains(['@', ' ', '/']) {
+                return Err(at(
+                    dm.name.span(),
+                    format!("{name:?} is not a DNS domain such as corp.example.com"),
+                ));
+            }
+            let method = match dm.method.get_ref().as_str() {
+                "pta" => Method::Pta,
+                "phs" => Method::Phs,
+                "pta+phs" => Method::PtaWithPhsFallback,
+                other => {
+                    return Err(at(
+                        dm.method.span(),
+                        format!("unknown method {other:?}: use \"pta\" (pass-through), \"phs\" (password hash sync) or \"pta+phs\" (pass-through, hash sync when no agent is connected)"),
+                    ))
+                }
+            };
+            if cfg.domains.iter().any(|(d, _)| *d == name) {
+                return Err(at(
+                    dm.name.span(),
+                    format!("the domain {name} is listed twice"),
+                ));
+            }
+            cfg.domains.push((name, method));
+        }
+        for app in &raw.saml_app {
+            let p = resolve(app.metadata.get_ref());
+            let xml = std::fs::read_to_string(&p).map_err(|e| {
+                at(
+                    app.metadata.span(),
+                    format!("cannot read {}: {e}", p.display()),
+                )
+            })?;
+            let sp = ServiceProvider::from_metadata(&xml)
+                .map_err(|e| at(app.metadata.span(), format!("{}: {e}", p.display())))?;
+            cfg.apps.saml.insert(sp.entity_id.clone(), sp);
+        }
+        for w in &raw.wsfed_app {
+            w.get_ref().validate().map_err(|m| at(w.span(), m))?;
+            cfg.apps
+                .wsfed
+                .insert(w.get_ref().realm.clone(), w.get_ref().clone());
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<ServeConfig, ConfigError> {
+        ServeConfig::parse(t, Path::new("causeway.toml"))
+    }
+
+    #[test]
+    fn empty_is_all_defaults_and_the_example_validates() {
+        let c = parse("").expect("empty");
+        assert_eq!(c.session_lifetime, Duration::from_secs(8 * 3600));
+        assert_eq!(c.rollover, RolloverPolicy::default());
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("causeway.example.toml");
+        let c = ServeConfig::load(&path).expect("the shipped example validates");
+        assert_eq!(c.domains.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        let e = parse("[server]\npublic_url = \"http://x\"\n").expect_err("http");
+        assert_eq!((e.line, e.column), (Some(2), Some(14)), "{e}");
+        let e = parse("[[domain]]\nname = \"corp.example\"\nmethod = \"kerberos\"\n")
+            .expect_err("method");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.to_string().contains("causeway.toml:3:"), "{e}");
+        let e = parse("[session]\nlifetime = \"5w\"\n").expect_err("unit");
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = parse("[server]\nlisten = 8443\n").expect_err("type");
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = parse("[sever]\n").expect_err("typo");
+        assert_eq!(e.line, Some(1), "{e}");
+        let e = parse("[signing]\nactivate_after_publish = \"30d\"\n").expect_err("policy");
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = parse("[[wsfed_app]]\nrealm = \"urn:x\"\nreply_urls = [\"javascript:x\"]\n")
+            .expect_err("url");
+        assert!(e.line.is_some(), "{e}");
+    }
+}
