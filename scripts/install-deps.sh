@@ -14,7 +14,7 @@
 #   tinyproxy-bin                   a real HTTP CONNECT proxy for the agent's proxy test (binary only, no service)
 set -euo pipefail
 
-PKGS=(pkg-config libssl-dev libxml2-dev libxmlsec1-dev libxmlsec1-openssl libclang-dev xmlsec1 libxml2-utils tinyproxy-bin)
+PKGS=(pkg-config libssl-dev curl xmlsec1 libxml2-utils tinyproxy-bin)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -16,6 +16,7 @@ t0=$(date +%s.%N)
 elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'; }
 
 scripts/install-deps.sh
+scripts/install-test-tools.sh >/dev/null
 
 started_lab=0
 if ! scripts/lab.sh status >/dev/null 2>&1; then

@@ -86,6 +86,9 @@ pub(crate) struct ServeArgs {
     /// This endpoint replica's id (envelopes are sealed for it) [default: the host name].
     #[arg(long)]
     endpoint_id: Option<String>,
+    /// Also serve the two demo SAML applications under /demo/ (as `causeway demo` does).
+    #[arg(long)]
+    demo_apps: bool,
 }
 
 /// Everything an endpoint runs with.
@@ -154,7 +157,7 @@ impl ServeArgs {
                 .or_else(|| file.endpoint_id.clone())
                 .unwrap_or_else(causeway_agent::runtime::host_name),
             require_approval: self.require_approval || file.require_approval,
-            demo_apps: false,
+            demo_apps: self.demo_apps,
             file,
         })
     }

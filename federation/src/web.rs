@@ -176,7 +176,7 @@ pub async fn serve_connection<S>(
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     builder
         .http1()
-        .max_buf_size(64 * 1024)
+        .max_buf_size(256 * 1024)
         .header_read_timeout(Duration::from_secs(10))
         .timer(hyper_util::rt::TokioTimer::new());
     builder

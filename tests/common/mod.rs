@@ -1,6 +1,8 @@
 //! What every lab-backed test binary shares: the running lab's facts and TLS settings.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod endpoint;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;

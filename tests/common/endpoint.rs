@@ -1,0 +1,362 @@
+//! A real `causeway serve` process on a free loopback port, with its own data directory
+//! and captured logs, and a curl-driven browser (cookie jar, no redirects followed) to walk
+//! through sign-ins the way a browser does.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running endpoint.
+pub struct Endpoint {
+    pub url: String,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    child: Child,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_causeway")
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let mut b = [0u8; 6];
+    getrandom_bytes(&mut b);
+    let d = std::env::temp_dir().join(format!(
+        "causeway-test-{name}-{}-{}",
+        std::process::id(),
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    ));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+fn getrandom_bytes(b: &mut [u8]) {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(b))
+        .expect("urandom");
+}
+
+impl Endpoint {
+    /// Starts `causeway serve` with `config` (TOML) and extra arguments.
+    pub fn start(name: &str, config: &str, extra: &[&str]) -> Self {
+        let dir = temp_dir(name);
+        Self::start_in(dir, config, extra)
+    }
+
+    pub fn start_in(dir: PathBuf, config: &str, extra: &[&str]) -> Self {
+        let port = free_port();
+        let cfg = dir.join("causeway.toml");
+        std::fs::write(&cfg, config).expect("config");
+        let log = dir.join("serve.log");
+        let data = dir.join("data");
+        let child = Command::new(bin())
+            .args(["--log", "trace", "serve", "--config"])
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env_remove("CAUSEWAY_PUBLIC_URL")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start causeway serve");
+        let ep = Self {
+            url: format!("https://127.0.0.1:{port}"),
+            dir,
+            log,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, _, _) =
+                Browser::new(&ep.dir.join("probe")).get(&format!("{}/healthz", ep.url));
+            if status == 200 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "endpoint did not start: {}",
+                ep.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ep
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Runs a `causeway` subcommand against this endpoint's data directory.
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> String {
+        run_cli(&self.data(), args, stdin)
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `causeway <args> --data-dir <data>`; panics on failure.
+pub fn run_cli(data: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let mut c = Command::new(bin())
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run causeway");
+    if let Some(s) = stdin {
+        c.stdin
+            .take()
+            .expect("stdin")
+            .write_all(s.as_bytes())
+            .expect("write stdin");
+    }
+    drop(c.stdin.take());
+    let out = c.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "causeway {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A cookie-keeping client driven through curl.
+pub struct Browser {
+    jar: PathBuf,
+}
+
+impl Browser {
+    pub fn new(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).expect("dir");
+        let mut b = [0u8; 4];
+        getrandom_bytes(&mut b);
+        Self {
+            jar: dir.join(format!(
+                "jar-{:02x}{:02x}{:02x}{:02x}",
+                b[0], b[1], b[2], b[3]
+            )),
+        }
+    }
+
+    /// One request; returns (status, raw headers, body).
+    pub fn request(
+        &self,
+        method: &str,
+        url: &str,
+        form: Option<&[(&str, &str)]>,
+        raw_body: Option<&[u8]>,
+    ) -> (u16, String, String) {
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-sk",
+            "--http1.1",
+            "-X",
+            method,
+            "-D",
+            "-",
+            "--max-time",
+            "60",
+            "-c",
+        ])
+        .arg(&self.jar)
+        .arg("-b")
+        .arg(&self.jar);
+        let mut body_file = None;
+        if let Some(f) = form {
+            let body: String = form_encode(f);
+            let p = self.jar.with_extension("body");
+            std::fs::write(&p, body).expect("body");
+            cmd.args([
+                "-H",
+                "content-type: application/x-www-form-urlencoded",
+                "--data-binary",
+            ])
+            .arg(format!("@{}", p.display()));
+            body_file = Some(p);
+        } else if let Some(b) = raw_body {
+            let p = self.jar.with_extension("body");
+            std::fs::write(&p, b).expect("body");
+            cmd.args([
+                "-H",
+                "content-type: application/x-www-form-urlencoded",
+                "--data-binary",
+            ])
+            .arg(format!("@{}", p.display()));
+            body_file = Some(p);
+        }
+        // Very long URLs go through a curl config file (one argument is limited to 128 KiB).
+        let url_file = self.jar.with_extension("url");
+        if url.len() > 64 * 1024 {
+            std::fs::write(&url_file, format!("url = \"{url}\"\n")).expect("url file");
+            cmd.arg("-K").arg(&url_file);
+        } else {
+            cmd.arg(url);
+        }
+        let out = cmd
+            .output()
+            .expect("curl (installed by scripts/install-deps.sh)");
+        if let Some(p) = body_file {
+            let _ = std::fs::remove_file(p);
+        }
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .lines()
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, head.to_owned(), body.to_owned())
+    }
+
+    pub fn get(&self, url: &str) -> (u16, String, String) {
+        self.request("GET", url, None, None)
+    }
+
+    pub fn post(&self, url: &str, form: &[(&str, &str)]) -> (u16, String, String) {
+        self.request("POST", url, Some(form), None)
+    }
+
+    /// Follows redirects (GET) from `url`, at most 10; returns the last answer and its URL.
+    pub fn follow(&self, base: &str, url: &str) -> (u16, String, String, String) {
+        let mut u = url.to_owned();
+        for _ in 0..10 {
+            let (s, h, b) = self.get(&u);
+            if s == 303 || s == 302 {
+                let loc = header(&h, "location").expect("location");
+                u = if loc.starts_with('/') {
+                    format!("{base}{loc}")
+                } else {
+                    loc
+                };
+                continue;
+            }
+            return (s, h, b, u);
+        }
+        panic!("too many redirects from {url}");
+    }
+
+    /// Submits the sign-in form in `page` with these credentials.
+    pub fn sign_in(
+        &self,
+        base: &str,
+        page: &str,
+        user: &str,
+        password: &str,
+    ) -> (u16, String, String) {
+        let flow = hidden(page, "flow").expect("flow field");
+        let csrf = hidden(page, "csrf").expect("csrf field");
+        self.post(
+            &format!("{base}/login"),
+            &[
+                ("flow", &flow),
+                ("csrf", &csrf),
+                ("username", user),
+                ("password", password),
+            ],
+        )
+    }
+}
+
+pub fn form_encode(f: &[(&str, &str)]) -> String {
+    f.iter()
+        .map(|(k, v)| format!("{}={}", pct(k), pct(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+pub fn pct(s: &str) -> String {
+    let mut o = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            o.push(b as char);
+        } else {
+            o.push_str(&format!("%{b:02X}"));
+        }
+    }
+    o
+}
+
+pub fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
+/// The value of a hidden input in a page.
+pub fn hidden(page: &str, name: &str) -> Option<String> {
+    let key = format!("name=\"{name}\" value=\"");
+    let i = page.find(&key)? + key.len();
+    let j = page[i..].find('"')? + i;
+    Some(unescape(&page[i..j]))
+}
+
+/// The auto-post form's action.
+pub fn form_action(page: &str) -> Option<String> {
+    let i = page.find("id=\"autopost\"")?;
+    let k = "action=\"";
+    let a = page[i..].find(k)? + i + k.len();
+    let b = page[a..].find('"')? + a;
+    Some(unescape(&page[a..b]))
+}
+
+pub fn unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// The role="alert" text of a page.
+pub fn alert(page: &str) -> Option<String> {
+    let i = page.find("role=\"alert\"")?;
+    let a = page[i..].find('>')? + i + 1;
+    let b = page[a..].find('<')? + a;
+    Some(unescape(&page[a..b]))
+}
+
+pub fn b64decode(s: &str) -> Vec<u8> {
+    let out = Command::new("base64")
+        .arg("-d")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(s.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("base64");
+    out.stdout
+}

@@ -1,0 +1,800 @@
+//! The federation endpoint as relying parties and browsers see it: a real `causeway serve`
+//! process, our signatures checked by `xmlsec1`, our metadata by `xmllint` against the
+//! OASIS schema, a real SAML SP (pysaml2), a real browser (Debian's Chromium through
+//! playwright-core), hostile input, token-signing key rollover, and no secret in the logs.
+//! The tools come from `scripts/install-test-tools.sh` (run by `scripts/test.sh`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::endpoint::{alert, b64decode, form_action, hidden, Browser, Endpoint};
+
+const USER: &str = "carla@cloud.causeway.test";
+
+fn tools() -> PathBuf {
+    let d = PathBuf::from(
+        std::env::var("CAUSEWAY_TOOLS_DIR").unwrap_or_else(|_| "/opt/causeway-test-tools".into()),
+    );
+    assert!(
+        d.join("venv/bin/python").exists(),
+        "test tools missing in {}: run scripts/install-test-tools.sh (scripts/test.sh does)",
+        d.display()
+    );
+    d
+}
+
+/// A unique password per test run, so a leak check can search for it.
+fn unique_password(tag: &str) -> String {
+    let mut b = [0u8; 8];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .expect("urandom");
+    format!(
+        "Pw-{tag}-{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    )
+}
+
+fn endpoint_with_user(name: &str, config: &str) -> (Endpoint, String) {
+    let ep = Endpoint::start(name, config, &["--demo-apps"]);
+    let pw = unique_password(name);
+    ep.cli(
+        &[
+            "users",
+            "add",
+            "--upn",
+            USER,
+            "--display-name",
+            "Carla Cloud",
+            "--mail",
+            USER,
+            "--password-stdin",
+        ],
+        Some(&format!("{pw}\n")),
+    );
+    (ep, pw)
+}
+
+/// Signs in through the page from an application's start URL; returns the auto-post page.
+fn sign_in_from(ep: &Endpoint, b: &Browser, start: &str, user: &str, pw: &str) -> String {
+    let (s, _, page, _) = b.follow(&ep.url, start);
+    assert_eq!(s, 200, "{page}");
+    assert!(
+        page.contains("id=\"password\""),
+        "expected the sign-in page: {page}"
+    );
+    let (s, _, page) = b.sign_in(&ep.url, &page, user, pw);
+    assert_eq!(s, 200, "{page}");
+    assert!(
+        page.contains("id=\"autopost\""),
+        "expected the auto-post form: {}",
+        alert(&page).unwrap_or(page.clone())
+    );
+    page
+}
+
+fn metadata_certs(xml: &str) -> Vec<String> {
+    xml.split("<ds:X509Certificate>")
+        .skip(1)
+        .filter_map(|p| {
+            p.split_once("</ds:X509Certificate>")
+                .map(|x| x.0.to_owned())
+        })
+        .collect()
+}
+
+fn write_pem(dir: &Path, name: &str, b64: &str) -> PathBuf {
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(chunk).expect("ascii"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    let p = dir.join(name);
+    std::fs::write(&p, pem).expect("pem");
+    p
+}
+
+fn xmlsec_verify(
+    file: &Path,
+    cert: &Path,
+    id_attrs: &[&str],
+    node: Option<&str>,
+) -> (bool, String) {
+    let mut c = Command::new("xmlsec1");
+    c.arg("--verify");
+    for a in id_attrs {
+        c.arg("--id-attr:".to_string() + a.split('|').next().unwrap_or(a))
+            .arg(a.split('|').nth(1).unwrap_or(""));
+    }
+    c.arg("--pubkey-cert-pem")
+        .arg(cert)
+        .args(["--enabled-key-data", "raw-x509-cert"]);
+    if let Some(n) = node {
+        c.arg("--node-xpath").arg(n);
+    }
+    let out = c
+        .arg(file)
+        .output()
+        .expect("xmlsec1 (installed by the test scripts)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const SAML2_IDS: [&str; 2] = [
+    "ID|urn:oasis:names:tc:SAML:2.0:protocol:Response",
+    "ID|urn:oasis:names:tc:SAML:2.0:assertion:Assertion",
+];
+const ASSERTION_SIG: &str = "//*[local-name()='Assertion']/*[local-name()='Signature']";
+
+#[test]
+fn xmlsec1_verifies_response_assertion_and_wsfed_token_and_metadata_is_schema_valid() {
+    let tools = tools();
+    let config = "[[wsfed_app]]\nrealm = \"urn:federation:MicrosoftOnline\"\nreply_urls = [\"https://login.microsoftonline.com/login.srf\"]\n";
+    let (ep, pw) = endpoint_with_user("xmlsec", config);
+    let b = Browser::new(&ep.dir);
+    let (s, _, md) = b.get(&format!("{}/saml/metadata", ep.url));
+    assert_eq!(s, 200);
+    let md_file = ep.dir.join("idp-metadata.xml");
+    std::fs::write(&md_file, &md).expect("write");
+    let schema = tools.join("xsd/saml-schema-metadata-2.0.xsd");
+    let out = Command::new("xmllint")
+        .args(["--noout", "--nonet", "--schema"])
+        .arg(&schema)
+        .arg(&md_file)
+        .output()
+        .expect("xmllint");
+    assert!(
+        out.status.success(),
+        "metadata is not schema-valid: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cert = write_pem(&ep.dir, "idp.pem", &metadata_certs(&md)[0]);
+
+    // SAML 2.0: IdP-initiated to the demo application.
+    let sp = format!("{}/demo/app1", ep.url);
+    let page = sign_in_from(
+        &ep,
+        &b,
+        &format!("{}/saml/idp-init?sp={}", ep.url, common::endpoint::pct(&sp)),
+        USER,
+        &pw,
+    );
+    let xml = b64decode(&hidden(&page, "SAMLResponse").expect("SAMLResponse"));
+    let file = ep.dir.join("response.xml");
+    std::fs::write(&file, &xml).expect("write");
+    let (ok, e) = xmlsec_verify(&file, &cert, &SAML2_IDS, None);
+    assert!(ok, "Response signature: {e}");
+    let (ok, e) = xmlsec_verify(&file, &cert, &SAML2_IDS, Some(ASSERTION_SIG));
+    assert!(ok, "Assertion signature: {e}");
+    let text = String::from_utf8_lossy(&xml);
+    for must in [
+        "SubjectConfirmationData",
+        "InResponseTo",
+        "AudienceRestriction",
+        "SessionIndex=",
+        "NotOnOrAfter=",
+        "Carla Cloud",
+        "rsa-sha256",
+        "xml-exc-c14n",
+    ] {
+        if must == "InResponseTo" {
+            assert!(
+                !text.contains(must),
+                "IdP-initiated responses answer no request"
+            );
+            continue;
+        }
+        assert!(text.contains(must), "{must} missing in {text}");
+    }
+    // A tampered copy fails.
+    let tampered = ep.dir.join("tampered.xml");
+    std::fs::write(&tampered, text.replace("Carla Cloud", "Mallory")).expect("write");
+    assert!(!xmlsec_verify(&tampered, &cert, &SAML2_IDS, Some(ASSERTION_SIG)).0);
+
+    // WS-Federation: the SAML 1.1 assertion inside the RSTR.
+    let (_, _, page, _) = b.follow(&ep.url, &format!("{}/wsfed?wa=wsignin1.0&wtrealm=urn%3Afederation%3AMicrosoftOnline&wctx=LoginOptions%3D3%26id%3D%C3%A9", ep.url));
+    assert!(
+        page.contains("id=\"autopost\""),
+        "SSO session should sign in without a prompt: {page}"
+    );
+    assert_eq!(
+        form_action(&page).as_deref(),
+        Some("https://login.microsoftonline.com/login.srf")
+    );
+    assert_eq!(
+        hidden(&page, "wctx").as_deref(),
+        Some("LoginOptions=3&id=é"),
+        "wctx echoed unchanged"
+    );
+    assert_eq!(hidden(&page, "wa").as_deref(), Some("wsignin1.0"));
+    let rstr = hidden(&page, "wresult").expect("wresult");
+    assert!(
+        rstr.contains("<t:RequestedSecurityToken><saml:Assertion"),
+        "no whitespace before the assertion"
+    );
+    assert!(rstr.contains(
+        "AttributeName=\"UPN\" AttributeNamespace=\"http://schemas.xmlsoap.org/claims\""
+    ));
+    assert!(rstr.contains("AttributeName=\"ImmutableID\""));
+    let file = ep.dir.join("rstr.xml");
+    std::fs::write(&file, &rstr).expect("write");
+    let (ok, e) = xmlsec_verify(
+        &file,
+        &cert,
+        &["AssertionID|urn:oasis:names:tc:SAML:1.0:assertion:Assertion"],
+        None,
+    );
+    assert!(ok, "WS-Fed assertion signature: {e}");
+    let (s, _, fm) = b.get(&format!(
+        "{}/FederationMetadata/2007-06/FederationMetadata.xml",
+        ep.url
+    ));
+    assert_eq!(s, 200);
+    let mut certs = metadata_certs(&fm);
+    certs.dedup();
+    assert!(
+        fm.contains("PassiveRequestorEndpoint") && certs.len() == 1,
+        "{fm}"
+    );
+}
+
+fn python(tools: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(tools.join("venv/bin/python"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/saml_sp.py"))
+        .args(args)
+        .output()
+        .expect("python");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json_field(json: &str, key: &str) -> Option<String> {
+    let k = format!("\"{key}\":");
+    let i = json.find(&k)? + k.len();
+    let rest = json[i..].trim_start();
+    if let Some(r) = rest.strip_prefix('"') {
+        return r.split_once('"').map(|x| x.0.to_owned());
+    }
+    Some(rest.split([',', '}']).next()?.trim().to_owned())
+}
+
+#[test]
+fn pysaml2_sp_signs_in_sp_and_idp_initiated_and_logs_out() {
+    let tools = tools();
+    let (ep, pw) = endpoint_with_user("pysaml2", "");
+    let dir = ep.dir.clone();
+    let s = |p: &str| dir.join(p).display().to_string();
+    let (ok, _, e) = python(
+        &tools,
+        &["keygen", "--key", &s("sp.key"), "--cert", &s("sp.crt")],
+    );
+    assert!(ok, "{e}");
+    let sp_base = "https://sp.causeway.test";
+    let entity = format!("{sp_base}/metadata");
+    let (ok, md, e) = python(
+        &tools,
+        &[
+            "metadata",
+            "--entity-id",
+            &entity,
+            "--base-url",
+            sp_base,
+            "--key",
+            &s("sp.key"),
+            "--cert",
+            &s("sp.crt"),
+            "--sign-requests",
+        ],
+    );
+    assert!(ok, "{e}");
+    std::fs::write(dir.join("sp.xml"), md).expect("write");
+    let out = ep.cli(&["apps", "add", "--saml-metadata", &s("sp.xml")], None);
+    assert!(out.contains("registered SAML application"), "{out}");
+    let b = Browser::new(&dir);
+    let (_, _, idp_md) = b.get(&format!("{}/saml/metadata", ep.url));
+    std::fs::write(dir.join("idp.xml"), idp_md).expect("write");
+    std::fs::write(dir.join("pw"), &pw).expect("write");
+    std::fs::write(dir.join("wrong"), "not-the-password").expect("write");
+    let ca = s("data/ca/ca.pem");
+    assert!(Path::new(&ca).exists(), "endpoint CA at {ca}");
+    // The endpoint reloads registered applications every 10 s.
+    std::thread::sleep(Duration::from_secs(11));
+    let common_args = |extra: &[&str]| {
+        let mut v: Vec<String> = [
+            "--idp-metadata",
+            &s("idp.xml"),
+            "--entity-id",
+            &entity,
+            "--base-url",
+            sp_base,
+            "--key",
+            &s("sp.key"),
+            "--cert",
+            &s("sp.crt"),
+            "--ca",
+            &ca,
+            "--user",
+            USER,
+            "--sign-requests",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v
+    };
+    let run = |cmd: &str, extra: &[&str]| {
+        let mut a = vec![cmd.to_string()];
+        a.extend(common_args(extra));
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        python(&tools, &refs)
+    };
+    // SP-initiated, Redirect binding, signed request, then single logout.
+    let (ok, out, e) = run("login", &["--password-file", &s("pw"), "--then-logout"]);
+    assert!(
+        ok,
+        "pysaml2 login failed: {out}{e}\n{}",
+        ep.logs()
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let users = ep.cli(&["users", "list"], None);
+    let immutable = users
+        .lines()
+        .find(|l| l.contains(USER))
+        .and_then(|l| l.split_whitespace().find(|w| w.ends_with("==")))
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        json_field(&out, "name_id").as_deref(),
+        Some(immutable.as_str()),
+        "{out}\n{users}"
+    );
+    assert!(out.contains("Carla Cloud"), "attributes: {out}");
+    assert_eq!(
+        json_field(&out, "session_ended").as_deref(),
+        Some("true"),
+        "{out}"
+    );
+    // POST binding.
+    let (ok, out, e) = run("login", &["--password-file", &s("pw"), "--binding", "post"]);
+    assert!(ok, "POST binding: {out}{e}");
+    // IdP-initiated.
+    let (ok, out, e) = run("idp-init", &["--password-file", &s("pw")]);
+    assert!(ok, "IdP-initiated: {out}{e}");
+    // SSO: the second request does not prompt.
+    let (ok, out, e) = run("sso-twice", &["--password-file", &s("pw")]);
+    assert!(ok, "SSO: {out}{e}");
+    // Email NameID on request.
+    let (ok, out, e) = run(
+        "login",
+        &["--password-file", &s("pw"), "--nameid-format", "email"],
+    );
+    assert!(ok, "email NameID: {out}{e}");
+    assert_eq!(json_field(&out, "name_id").as_deref(), Some(USER));
+    // A wrong password: the page says so.
+    let (ok, out, e) = run("login", &["--password-file", &s("wrong"), "--expect-error"]);
+    assert!(ok, "{out}{e}");
+    assert!(out.contains("user name or password is incorrect"), "{out}");
+}
+
+#[test]
+fn chromium_signs_in_once_for_two_applications() {
+    let tools = tools();
+    let (ep, pw) = endpoint_with_user("browser", "");
+    std::fs::write(ep.dir.join("pw"), &pw).expect("write");
+    std::fs::write(ep.dir.join("wrong"), "Wrong-Password-1").expect("write");
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts/browser");
+    std::fs::create_dir_all(&shots).expect("artifacts dir");
+    let out = Command::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/browser.mjs"))
+        .args([
+            "--app1",
+            &format!("{}/demo/app1/", ep.url),
+            "--app2",
+            &format!("{}/demo/app2/", ep.url),
+            "--user",
+            USER,
+        ])
+        .arg("--password-file")
+        .arg(ep.dir.join("pw"))
+        .arg("--wrong-password-file")
+        .arg(ep.dir.join("wrong"))
+        .arg("--shots")
+        .arg(&shots)
+        .env("CAUSEWAY_TOOLS_DIR", &tools)
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "browser run failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (k, v) in [
+        ("app2_prompted", "false"),
+        ("nojs_signed_in", "true"),
+        ("labels_ok", "true"),
+        ("lang", "en"),
+    ] {
+        assert_eq!(
+            json_field(&stdout, k).as_deref(),
+            Some(v),
+            "{k} in {stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("incorrect"),
+        "wrong-password message: {stdout}"
+    );
+    assert!(stdout.contains("Carla Cloud"), "app attributes: {stdout}");
+    assert!(shots.join("01-login.png").exists());
+}
+
+#[test]
+fn hostile_input_gets_a_clear_4xx_and_costs_little() {
+    let config =
+        "[[wsfed_app]]\nrealm = \"urn:test:realm\"\nreply_urls = [\"https://rp.example/wsfed\"]\n";
+    let (ep, pw) = endpoint_with_user("hostile", config);
+    let b = Browser::new(&ep.dir);
+    let u = &ep.url;
+    let enc = common::endpoint::pct;
+    let deflate_b64 = |xml: &str| -> String {
+        use std::io::Write;
+        let mut c = Command::new("python3")
+            .args(["-c", "import sys,zlib,base64;d=sys.stdin.buffer.read();c=zlib.compressobj(9,zlib.DEFLATED,-15);print(base64.b64encode(c.compress(d)+c.flush()).decode())"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        c.stdin
+            .take()
+            .expect("stdin")
+            .write_all(xml.as_bytes())
+            .expect("write");
+        String::from_utf8(c.wait_with_output().expect("wait").stdout)
+            .expect("utf8")
+            .trim()
+            .to_owned()
+    };
+    let sp = format!("{u}/demo/app1");
+    let req = |issuer: &str, acs: &str| {
+        format!("<samlp:AuthnRequest xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"_r1\" Version=\"2.0\" IssueInstant=\"2026-01-01T00:00:00Z\" AssertionConsumerServiceURL=\"{acs}\"><saml:Issuer>{issuer}</saml:Issuer></samlp:AuthnRequest>")
+    };
+    let good = req(&sp, &format!("{sp}/acs"));
+    let (s, h, _) = b.get(&format!(
+        "{u}/saml/sso?SAMLRequest={}",
+        enc(&deflate_b64(&good))
+    ));
+    assert_eq!(s, 303, "a good request goes to the sign-in page: {h}");
+    let check = |what: &str, (s, h, body): (u16, String, String), want: u16, words: &str| {
+        assert_eq!(s, want, "{what}: {h}{body}");
+        assert!(
+            common::endpoint::header(&h, "location").is_none(),
+            "{what}: never a redirect"
+        );
+        let text = alert(&body).unwrap_or(body.clone());
+        assert!(text.to_lowercase().contains(words), "{what}: {text}");
+    };
+    let dtd = format!(
+        "<!DOCTYPE r [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;\">]>{}",
+        good.replace("_r1", "_r1&b;")
+    );
+    check(
+        "DOCTYPE",
+        b.get(&format!(
+            "{u}/saml/sso?SAMLRequest={}",
+            enc(&deflate_b64(&dtd))
+        )),
+        400,
+        "doctype",
+    );
+    let bomb = deflate_b64(&"a".repeat(30 * 1024 * 1024));
+    let started = Instant::now();
+    check(
+        "deflate bomb",
+        b.get(&format!("{u}/saml/sso?SAMLRequest={}", enc(&bomb))),
+        400,
+        "inflates",
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bomb cost {:?}",
+        started.elapsed()
+    );
+    check(
+        "bad base64",
+        b.get(&format!("{u}/saml/sso?SAMLRequest=%%%%")),
+        400,
+        "base64",
+    );
+    check(
+        "unknown issuer",
+        b.get(&format!(
+            "{u}/saml/sso?SAMLRequest={}",
+            enc(&deflate_b64(&req(
+                "https://evil.example",
+                "https://evil.example/acs"
+            )))
+        )),
+        400,
+        "not registered",
+    );
+    check(
+        "unregistered ACS",
+        b.get(&format!(
+            "{u}/saml/sso?SAMLRequest={}",
+            enc(&deflate_b64(&req(&sp, "https://evil.example/acs")))
+        )),
+        400,
+        "not in its registered metadata",
+    );
+    let post_body = format!("SAMLRequest={}", enc(&"QUFB".repeat(100_000)));
+    let (s, _, _) = b.request(
+        "POST",
+        &format!("{u}/saml/sso"),
+        None,
+        Some(post_body.as_bytes()),
+    );
+    assert_eq!(s, 413, "oversized body");
+    check("unregistered wreply", b.get(&format!("{u}/wsfed?wa=wsignin1.0&wtrealm=urn%3Atest%3Arealm&wreply=https%3A%2F%2Fevil.example%2F")), 400, "not registered");
+    check(
+        "unknown realm",
+        b.get(&format!("{u}/wsfed?wa=wsignin1.0&wtrealm=urn%3Aother")),
+        400,
+        "not registered",
+    );
+    // The sign-in form: missing, wrong and replayed anti-forgery tokens.
+    let (_, _, page, _) = b.follow(u, &format!("{u}/login"));
+    let flow = hidden(&page, "flow").expect("flow");
+    let csrf = hidden(&page, "csrf").expect("csrf");
+    check(
+        "missing csrf",
+        b.post(
+            &format!("{u}/login"),
+            &[("flow", &flow), ("username", USER), ("password", &pw)],
+        ),
+        400,
+        "incomplete",
+    );
+    check(
+        "wrong csrf",
+        b.post(
+            &format!("{u}/login"),
+            &[
+                ("flow", &flow),
+                ("csrf", "forged"),
+                ("username", USER),
+                ("password", &pw),
+            ],
+        ),
+        403,
+        "not issued to this browser",
+    );
+    // Another browser (no login cookie) cannot use this form: login CSRF.
+    let other = Browser::new(&ep.dir.join("other"));
+    check(
+        "other browser",
+        other.post(
+            &format!("{u}/login"),
+            &[
+                ("flow", &flow),
+                ("csrf", &csrf),
+                ("username", USER),
+                ("password", &pw),
+            ],
+        ),
+        403,
+        "not issued to this browser",
+    );
+    let (s, h, _) = b.post(
+        &format!("{u}/login"),
+        &[
+            ("flow", &flow),
+            ("csrf", &csrf),
+            ("username", USER),
+            ("password", &pw),
+        ],
+    );
+    assert_eq!(s, 303, "the real form works once: {h}");
+    let cookie = h
+        .lines()
+        .map(str::to_lowercase)
+        .find(|l| l.starts_with("set-cookie: __host-causeway_sso="))
+        .expect("session cookie");
+    for attr in ["secure", "httponly", "samesite=lax", "path=/", "max-age="] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    check(
+        "replayed form",
+        b.post(
+            &format!("{u}/login"),
+            &[
+                ("flow", &flow),
+                ("csrf", &csrf),
+                ("username", USER),
+                ("password", &pw),
+            ],
+        ),
+        400,
+        "already used",
+    );
+    let big = "x".repeat(20_000);
+    let (s, _, _) = b.post(
+        &format!("{u}/login"),
+        &[
+            ("flow", &flow),
+            ("csrf", &csrf),
+            ("username", &big),
+            ("password", &big),
+        ],
+    );
+    assert_eq!(s, 413);
+}
+
+#[test]
+fn wrong_password_and_disabled_account_read_differently_and_reveal_nothing() {
+    let (ep, pw) = endpoint_with_user("messages", "");
+    let b = Browser::new(&ep.dir);
+    let (_, _, page, _) = b.follow(&ep.url, &format!("{}/demo/app1/", ep.url));
+    let (_, _, page) = b.sign_in(&ep.url, &page, USER, "Wrong-1");
+    let wrong = alert(&page).expect("alert");
+    assert!(wrong.contains("incorrect"), "{wrong}");
+    let (_, _, page) = b.sign_in(&ep.url, &page, "nobody@cloud.causeway.test", "Wrong-2");
+    assert_eq!(
+        alert(&page).as_deref(),
+        Some(wrong.as_str()),
+        "unknown users read like a wrong password"
+    );
+    ep.cli(&["users", "disable", USER], None);
+    let (_, _, page) = b.sign_in(&ep.url, &page, USER, "Wrong-3");
+    assert_eq!(
+        alert(&page).as_deref(),
+        Some(wrong.as_str()),
+        "a wrong password never learns the account is disabled"
+    );
+    let (_, _, page) = b.sign_in(&ep.url, &page, USER, &pw);
+    assert!(alert(&page).expect("alert").contains("disabled"));
+}
+
+#[test]
+fn an_sp_that_refreshed_metadata_before_the_switch_keeps_accepting_tokens() {
+    let (ep, pw) = endpoint_with_user("rollover", "");
+    let b = Browser::new(&ep.dir);
+    let md = |b: &Browser| b.get(&format!("{}/saml/metadata", ep.url)).2;
+    let before = metadata_certs(&md(&b));
+    assert_eq!(before.len(), 1);
+    let out = ep.cli(&["certs", "rollover"], None);
+    assert!(out.contains("published"), "{out}");
+    // The endpoint reloads keys every 10 s; the SP refreshes its metadata in the overlap.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refreshed = loop {
+        let c = metadata_certs(&md(&b));
+        if c.len() == 2 {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "the new key was not published");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(
+        refreshed[0], before[0],
+        "the old key still signs and is listed first"
+    );
+    let sp = format!("{}/demo/app1", ep.url);
+    let token = |b: &Browser, n: &str| {
+        let page = {
+            let (_, _, p, _) = b.follow(
+                &ep.url,
+                &format!("{}/saml/idp-init?sp={}", ep.url, common::endpoint::pct(&sp)),
+            );
+            if p.contains("id=\"password\"") {
+                b.sign_in(&ep.url, &p, USER, &pw).2
+            } else {
+                p
+            }
+        };
+        let f = ep.dir.join(format!("{n}.xml"));
+        std::fs::write(
+            &f,
+            b64decode(&hidden(&page, "SAMLResponse").expect("response")),
+        )
+        .expect("write");
+        f
+    };
+    let verifies_with = |f: &Path, certs: &[String]| {
+        certs.iter().enumerate().any(|(i, c)| {
+            let pem = write_pem(&ep.dir, &format!("k{i}.pem"), c);
+            xmlsec_verify(f, &pem, &SAML2_IDS, Some(ASSERTION_SIG)).0
+                && xmlsec_verify(f, &pem, &SAML2_IDS, None).0
+        })
+    };
+    let t1 = token(&b, "t1");
+    assert!(verifies_with(&t1, &refreshed));
+    ep.cli(&["certs", "rollover", "--activate-now"], None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let t2 = token(&b, "t2");
+        if !verifies_with(&t2, &before) {
+            assert!(
+                verifies_with(&t2, &refreshed),
+                "a token after the switch verifies with the metadata fetched before it"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the endpoint never switched keys"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn no_password_cookie_or_key_in_the_logs() {
+    let (ep, pw) = endpoint_with_user("noleak", "");
+    let b = Browser::new(&ep.dir);
+    let page = sign_in_from(&ep, &b, &format!("{}/demo/app1/", ep.url), USER, &pw);
+    let (_, _, p2, _) = b.follow(&ep.url, &format!("{}/demo/app2/", ep.url));
+    assert!(p2.contains("id=\"autopost\""));
+    let _ = page;
+    let other = Browser::new(&ep.dir.join("other"));
+    let (_, _, login, _) = other.follow(&ep.url, &format!("{}/demo/app1/", ep.url));
+    let (_, _, wrong) = other.sign_in(&ep.url, &login, USER, &format!("{pw}-wrong"));
+    assert!(alert(&wrong).is_some_and(|a| a.contains("incorrect")));
+    let jar = std::fs::read_dir(&ep.dir)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("jar-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect::<String>();
+    let cookie = jar
+        .lines()
+        .find(|l| l.contains("__Host-causeway_sso"))
+        .and_then(|l| l.split('\t').nth(6))
+        .expect("session cookie in the jar")
+        .to_owned();
+    assert!(cookie.len() > 20);
+    let logs = ep.logs();
+    assert!(
+        logs.contains("SAML assertion issued"),
+        "logs were captured at TRACE: {}",
+        &logs[..logs.len().min(2000)]
+    );
+    assert!(!logs.contains(&pw), "the password appears in the logs");
+    assert!(
+        !logs.contains(&cookie),
+        "the session cookie appears in the logs"
+    );
+    let key_dir = ep.data().join("token-signing");
+    for e in std::fs::read_dir(&key_dir).expect("keys") {
+        let p = e.expect("entry").path();
+        if p.to_string_lossy().ends_with(".key.pem") {
+            let pem = std::fs::read_to_string(&p).expect("key");
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&p).expect("meta").permissions().mode() & 0o077,
+                0,
+                "key file is private"
+            );
+            for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+                assert!(
+                    !logs.contains(line),
+                    "a private key line appears in the logs"
+                );
+            }
+        }
+    }
+}
