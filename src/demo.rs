@@ -123,6 +123,7 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<()> {
         endpoint_id: "demo".into(),
         require_approval: false,
         demo_apps: true,
+        per_source_per_minute: None,
         file,
     };
     std::fs::create_dir_all(&settings.data_dir)

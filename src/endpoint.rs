@@ -101,6 +101,8 @@ pub(crate) struct EndpointSettings {
     pub(crate) endpoint_id: String,
     pub(crate) require_approval: bool,
     pub(crate) demo_apps: bool,
+    /// Overrides the per-source sign-in rate limit (the benchmark's clients all share 127.0.0.1).
+    pub(crate) per_source_per_minute: Option<u32>,
     pub(crate) file: crate::serve_config::ServeConfig,
 }
 
@@ -158,6 +160,7 @@ impl ServeArgs {
                 .unwrap_or_else(causeway_agent::runtime::host_name),
             require_approval: self.require_approval || file.require_approval,
             demo_apps: self.demo_apps,
+            per_source_per_minute: None,
             file,
         })
     }
@@ -203,7 +206,11 @@ pub(crate) async fn run_endpoint(
     let store: Arc<dyn causeway_federation::store::DirectoryStore> = Arc::new(
         causeway_federation::store::SqliteStore::open(&data.directory_path())?,
     );
-    let hub = Hub::new(HubConfig::new(s.endpoint_id.clone()));
+    let mut hub_config = HubConfig::new(s.endpoint_id.clone());
+    if let Some(n) = s.per_source_per_minute {
+        hub_config.lockout.per_source_per_minute = n;
+    }
+    let hub = Hub::new(hub_config);
     let metrics = Metrics::new();
     let auth = Arc::new(
         causeway_federation::signin::Authenticator::new(

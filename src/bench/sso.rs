@@ -1,0 +1,323 @@
+//! `causeway bench sso`: full SP-initiated SAML round trips through a real endpoint on
+//! loopback (HTTPS, the demo SP's AuthnRequest over HTTP-Redirect → sign-in page → signed
+//! Response), first for a password-hash-sync user who types a password every time, then
+//! for one who already holds an SSO session; and, in the same run, RSA-SHA256 signatures
+//! per second with the endpoint's own token-signing key on all cores. Each Response
+//! carries two signatures (Response and Assertion), so the bound is signatures/s ÷ 2.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{anyhow, bail, Context, Result};
+use causeway_credential::{Password, PhsVerifier};
+use causeway_federation::saml::{binding, messages};
+use causeway_federation::store::{DirectoryStore, NewUser, SqliteStore};
+
+use crate::endpoint::{run_endpoint, EndpointSettings};
+use crate::http_client::Conn;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct SsoArgs {
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+}
+
+const SIGNATURES_PER_ROUND_TRIP: f64 = 2.0;
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+fn cookie_of(h: &hyper::HeaderMap, name: &str) -> Option<String> {
+    h.get_all("set-cookie").iter().find_map(|v| {
+        let s = v.to_str().ok()?;
+        let (kv, _) = s.split_once(';').unwrap_or((s, ""));
+        let (k, v) = kv.split_once('=')?;
+        (k == name && !v.is_empty()).then(|| v.to_owned())
+    })
+}
+
+fn hidden(page: &str, name: &str) -> Option<String> {
+    let key = format!("name=\"{name}\" value=\"");
+    let i = page.find(&key)? + key.len();
+    let j = page[i..].find('"')? + i;
+    Some(page[i..j].replace("&amp;", "&").replace("&quot;", "\""))
+}
+
+struct Client {
+    conn: Conn,
+    sso: Option<String>,
+    base: String,
+    sp: String,
+    acs: String,
+}
+
+impl Client {
+    fn sso_path(&self) -> String {
+        let (_, xml) = messages::build_authn_request(
+            &self.sp,
+            &format!("{}/saml/sso", self.base),
+            &self.acs,
+            SystemTime::now(),
+        );
+        let q = form_urlencoded::Serializer::new(String::new())
+            .append_pair("SAMLRequest", &binding::deflate_encode(&xml))
+            .append_pair("RelayState", "bench")
+            .finish();
+        format!("/saml/sso?{q}")
+    }
+
+    /// One round trip; with `password`, through the sign-in page.
+    async fn round_trip(&mut self, user: &str, password: Option<&str>) -> Result<()> {
+        let cookie = self
+            .sso
+            .as_ref()
+            .map(|c| format!("__Host-causeway_sso={c}"));
+        let mut headers: Vec<(&str, &str)> = Vec::new();
+        if let (Some(c), None) = (&cookie, password) {
+            headers.push(("cookie", c));
+        }
+        let path = self.sso_path();
+        let (s, h, body) = self
+            .conn
+            .send("GET", &path, &headers, None, 1 << 20)
+            .await?;
+        let page = match password {
+            None => {
+                if s != 200 {
+                    bail!("SSO answered {s}, expected the auto-post page");
+                }
+                String::from_utf8_lossy(&body).into_owned()
+            }
+            Some(pw) => {
+                let loc = h
+                    .get("location")
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| anyhow!("no redirect to the sign-in page ({s})"))?
+                    .to_owned();
+                let (_, h, body) = self.conn.send("GET", &loc, &[], None, 1 << 20).await?;
+                let login = cookie_of(&h, "__Host-causeway_login")
+                    .ok_or_else(|| anyhow!("no login cookie"))?;
+                let page = String::from_utf8_lossy(&body);
+                let form = form_urlencoded::Serializer::new(String::new())
+                    .append_pair(
+                        "flow",
+                        &hidden(&page, "flow").ok_or_else(|| anyhow!("no flow"))?,
+                    )
+                    .append_pair(
+                        "csrf",
+                        &hidden(&page, "csrf").ok_or_else(|| anyhow!("no csrf"))?,
+                    )
+                    .append_pair("username", user)
+                    .append_pair("password", pw)
+                    .finish();
+                let c = format!("__Host-causeway_login={login}");
+                let (s, h, body) = self
+                    .conn
+                    .send(
+                        "POST",
+                        "/login",
+                        &[
+                            ("cookie", &c),
+                            ("content-type", "application/x-www-form-urlencoded"),
+                        ],
+                        Some(form.into_bytes()),
+                        1 << 20,
+                    )
+                    .await?;
+                if s != 200 {
+                    bail!("sign-in answered {s}");
+                }
+                if let Some(c) = cookie_of(&h, "__Host-causeway_sso") {
+                    self.sso = Some(c);
+                }
+                String::from_utf8_lossy(&body).into_owned()
+            }
+        };
+        if !page.contains("name=\"SAMLResponse\"") {
+            let why = page
+                .split("role=\"alert\"")
+                .nth(1)
+                .and_then(|r| r.split_once('>'))
+                .and_then(|(_, r)| r.split_once('<'))
+                .map_or("no message", |(m, _)| m);
+            bail!("no SAMLResponse in the answer: {why}");
+        }
+        Ok(())
+    }
+}
+
+async fn measure(
+    addr: SocketAddr,
+    base: &str,
+    n: usize,
+    secs: u64,
+    user: &str,
+    password: Option<&str>,
+) -> Result<(f64, Vec<f64>)> {
+    let tls = crate::http_client::tls_config(Some(
+        &std::env::temp_dir().join("causeway-bench-sso-ca.pem"),
+    ))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let conn = Conn::connect(&addr.ip().to_string(), addr.port(), tls.clone()).await?;
+        let mut c = Client {
+            conn,
+            sso: None,
+            base: base.to_owned(),
+            sp: format!("{base}/demo/app1"),
+            acs: format!("{base}/demo/app1/acs"),
+        };
+        if password.is_none() {
+            // Get a session first (not measured).
+            let pw = std::env::var("CAUSEWAY_BENCH_SSO_PW").unwrap_or_default();
+            c.round_trip(user, Some(&pw)).await?;
+        }
+        let (stop, done, user, password) = (
+            stop.clone(),
+            done.clone(),
+            user.to_owned(),
+            password.map(str::to_owned),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                c.round_trip(&user, password.as_deref()).await?;
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, anyhow::Error>(lat)
+        }));
+    }
+    let start = Instant::now();
+    let warm = done.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let count = done.load(Ordering::Relaxed) - warm;
+    let took = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    Ok((count as f64 / took, lat))
+}
+
+fn signatures_per_second(key: &openssl::pkey::PKey<openssl::pkey::Private>, secs: u64) -> f64 {
+    let threads = std::thread::available_parallelism().map_or(2, usize::from);
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let total = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let data = [7u8; 1400];
+                let mut n = 0;
+                while Instant::now() < deadline {
+                    let mut signer =
+                        openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), key)
+                            .expect("signer");
+                    signer.update(&data).expect("update");
+                    let _ = signer.sign_to_vec().expect("sign");
+                    n += 1;
+                }
+                total.fetch_add(n, Ordering::Relaxed);
+            });
+        }
+    });
+    total.load(Ordering::Relaxed) as f64 / secs as f64
+}
+
+pub(crate) async fn run(args: SsoArgs) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("causeway-bench-sso-{}", std::process::id()));
+    let data_dir = dir.join("endpoint");
+    std::fs::create_dir_all(&data_dir)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let listen: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let base = format!("https://{listen}");
+    let user = "bench@bench.causeway.test";
+    let pw = "Bench-Password-Only-For-This-Run-1";
+    std::env::set_var("CAUSEWAY_BENCH_SSO_PW", pw);
+    let store = SqliteStore::open(&data_dir.join("directory.sqlite"))?;
+    store.add_cloud_user(
+        &NewUser {
+            upn: user.into(),
+            display_name: Some("Bench".into()),
+            mail: None,
+        },
+        &PhsVerifier::derive(&Password::new(pw.into())?),
+        "bench",
+        SystemTime::now(),
+    )?;
+    drop(store);
+    let settings = EndpointSettings {
+        data_dir: data_dir.clone(),
+        listen,
+        public_url: base.clone(),
+        server_names: vec!["127.0.0.1".into()],
+        endpoint_id: "bench".into(),
+        require_approval: false,
+        demo_apps: true,
+        per_source_per_minute: Some(u32::MAX),
+        file: crate::serve_config::ServeConfig::default(),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let endpoint = tokio::spawn(run_endpoint(settings, Some(tx)));
+    let addr = rx
+        .await
+        .map_err(|_| anyhow!("the endpoint did not start"))?;
+    std::fs::copy(
+        data_dir.join("ca/ca.pem"),
+        std::env::temp_dir().join("causeway-bench-sso-ca.pem"),
+    )
+    .context("CA certificate")?;
+    let keys = causeway_certs::signing::KeySet::load(&data_dir.join("token-signing"))?;
+    let key = keys
+        .active(SystemTime::now())
+        .ok_or_else(|| anyhow!("no signing key"))?
+        .private_key()
+        .clone();
+    println!(
+        "bench sso: per-source rate limit lifted for this endpoint (every client is 127.0.0.1)"
+    );
+    println!(
+        "bench sso: {} clients, {} s per measurement, {} cores",
+        args.concurrency,
+        args.seconds,
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    let sigs = tokio::task::spawn_blocking({
+        let (k, s) = (key.clone(), args.seconds);
+        move || signatures_per_second(&k, s)
+    })
+    .await?;
+    let (phs_rate, mut phs_lat) =
+        measure(addr, &base, args.concurrency, args.seconds, user, Some(pw)).await?;
+    let (sess_rate, mut sess_lat) =
+        measure(addr, &base, args.concurrency, args.seconds, user, None).await?;
+    let bound = sigs / SIGNATURES_PER_ROUND_TRIP;
+    println!("signature bound    RSA-2048 SHA-256 signatures, same key, all cores: {sigs:.0}/s -> {bound:.0} responses/s (2 signatures each)");
+    println!("PHS sign-in        AuthnRequest -> sign-in page -> password -> signed Response: {phs_rate:.1}/s  p50 {:.2} ms  p99 {:.2} ms", pct(&mut phs_lat, 0.5), pct(&mut phs_lat, 0.99));
+    println!("SSO session        AuthnRequest -> signed Response (no prompt): {sess_rate:.1}/s  p50 {:.2} ms  p99 {:.2} ms", pct(&mut sess_lat, 0.5), pct(&mut sess_lat, 0.99));
+    println!(
+        "ratio session/bound: {:.3} (target >= 0.8)",
+        sess_rate / bound
+    );
+    endpoint.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
