@@ -1261,13 +1261,21 @@ pub(crate) async fn read_body(req: Request<Incoming>, max: usize) -> Result<Byte
         *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
         r
     };
-    if req
+    let declared = req
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|n| n > max)
-    {
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(n) = declared.filter(|n| *n > max) {
+        // Read and drop a moderately oversized body (bounded, with the same timeout) so
+        // that the 413 is not lost to a connection reset; beyond 1 MiB answer at once.
+        if n <= 1024 * 1024 {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(10),
+                Limited::new(req.into_body(), 1024 * 1024).collect(),
+            )
+            .await;
+        }
         return Err(too_large());
     }
     match tokio::time::timeout(
