@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use causeway_agent::config::ConfigError;
+use causeway_agent::config::{read_config, ConfigError};
 use causeway_certs::signing::RolloverPolicy;
 use causeway_federation::apps::{Apps, WsFedRealm};
 use causeway_federation::saml::ServiceProvider;
@@ -14,7 +14,7 @@ use causeway_federation::signin::Method;
 use serde::Deserialize;
 use toml::Spanned;
 
-const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -106,16 +106,6 @@ impl Default for ServeConfig {
     }
 }
 
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before
-        .rfind('\n')
-        .map_or(before.len(), |i| before.len() - i - 1)
-        + 1;
-    (line, column)
-}
-
 /// Checks a public URL: `https://host[:port]` with no path, query or fragment.
 pub(crate) fn check_public_url(u: &str) -> Result<String, String> {
     let u = u.trim_end_matches('/');
@@ -133,45 +123,16 @@ pub(crate) fn check_public_url(u: &str) -> Result<String, String> {
 impl ServeConfig {
     /// Reads and validates `path`.
     pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
-        let err = |message: String| ConfigError {
-            path: path.to_owned(),
-            line: None,
-            column: None,
-            message,
-        };
-        let meta = std::fs::metadata(path)
-            .map_err(|e| err(format!("cannot read the configuration: {e}")))?;
-        if meta.len() > MAX_CONFIG_BYTES {
-            return Err(err(format!(
-                "the file is {} bytes; a configuration is at most {MAX_CONFIG_BYTES}",
-                meta.len()
-            )));
-        }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| err(format!("cannot read the configuration: {e}")))?;
+        let text = read_config(path, MAX_CONFIG_BYTES)?;
         Self::parse(&text, path)
     }
 
     /// Validates configuration text (`path` for messages and relative paths).
     pub(crate) fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let at = |span: std::ops::Range<usize>, message: String| {
-            let (line, column) = line_col(text, span.start);
-            ConfigError {
-                path: path.to_owned(),
-                line: Some(line),
-                column: Some(column),
-                message,
-            }
+            ConfigError::at(path, text, span.start, message)
         };
-        let raw: Raw = toml::from_str(text).map_err(|e| match e.span() {
-            Some(s) => at(s, e.message().to_owned()),
-            None => ConfigError {
-                path: path.to_owned(),
-                line: None,
-                column: None,
-                message: e.message().to_owned(),
-            },
-        })?;
+        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::from_toml(path, text, &e))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |p: &str| {
             let p = PathBuf::from(p);

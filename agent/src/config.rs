@@ -35,6 +35,51 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+impl ConfigError {
+    /// A problem with the file as a whole.
+    pub fn whole_file(path: &Path, message: String) -> Self {
+        Self {
+            path: path.to_owned(),
+            line: None,
+            column: None,
+            message,
+        }
+    }
+
+    /// A problem at byte `offset` of `text` (line and column counted in characters).
+    pub fn at(path: &Path, text: &str, offset: usize, message: String) -> Self {
+        let (line, column) = line_col(text, offset);
+        Self {
+            path: path.to_owned(),
+            line: Some(line),
+            column: Some(column),
+            message,
+        }
+    }
+
+    /// A TOML syntax or type error, located where the parser found it.
+    pub fn from_toml(path: &Path, text: &str, e: &toml::de::Error) -> Self {
+        match e.span() {
+            Some(span) => Self::at(path, text, span.start, e.message().to_owned()),
+            None => Self::whole_file(path, e.message().to_owned()),
+        }
+    }
+}
+
+/// Reads a configuration file of at most `max` bytes.
+pub fn read_config(path: &Path, max: usize) -> Result<String, ConfigError> {
+    let err = |message: String| ConfigError::whole_file(path, message);
+    let meta =
+        std::fs::metadata(path).map_err(|e| err(format!("cannot read the configuration: {e}")))?;
+    if meta.len() > max as u64 {
+        return Err(err(format!(
+            "file is {} bytes; a configuration is at most {max}",
+            meta.len()
+        )));
+    }
+    std::fs::read_to_string(path).map_err(|e| err(format!("cannot read the configuration: {e}")))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
@@ -150,48 +195,16 @@ const MAX_CONFIG_BYTES: usize = 256 * 1024;
 impl AgentConfig {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let err = |message: String| ConfigError {
-            path: path.to_owned(),
-            line: None,
-            column: None,
-            message,
-        };
-        let meta = std::fs::metadata(path)
-            .map_err(|e| err(format!("cannot read the configuration: {e}")))?;
-        if meta.len() > MAX_CONFIG_BYTES as u64 {
-            return Err(err(format!(
-                "file is {} bytes; a configuration is at most {MAX_CONFIG_BYTES}",
-                meta.len()
-            )));
-        }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| err(format!("cannot read the configuration: {e}")))?;
+        let text = read_config(path, MAX_CONFIG_BYTES)?;
         Self::parse(&text, path)
     }
 
     /// Validates configuration text; `path` is used in messages and to resolve relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let at = |span: std::ops::Range<usize>, message: String| {
-            let (line, column) = line_col(text, span.start);
-            ConfigError {
-                path: path.to_owned(),
-                line: Some(line),
-                column: Some(column),
-                message,
-            }
+            ConfigError::at(path, text, span.start, message)
         };
-        let raw: Raw = toml::from_str(text).map_err(|e| {
-            let msg = e.message().to_owned();
-            match e.span() {
-                Some(span) => at(span, msg),
-                None => ConfigError {
-                    path: path.to_owned(),
-                    line: None,
-                    column: None,
-                    message: msg,
-                },
-            }
-        })?;
+        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::from_toml(path, text, &e))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |p: &str| {
             let p = PathBuf::from(p);
