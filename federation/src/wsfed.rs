@@ -8,7 +8,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::saml::{fmt_time, new_id, IdpUrls, BINDING_POST, BINDING_REDIRECT, NAMEID_PERSISTENT};
+use crate::saml::{fmt_time, idp_descriptor, new_id, signing_key_descriptors, IdpUrls};
 use crate::xml::{ns, El, SigningKey};
 
 /// The SAML 1.1 token type.
@@ -164,18 +164,6 @@ pub fn federation_metadata(
     certs_b64: &[String],
     valid_until: SystemTime,
 ) -> String {
-    let keys = || {
-        certs_b64.iter().map(|c| {
-            El::new("md", ns::MD, "KeyDescriptor")
-                .attr("use", "signing")
-                .child(
-                    El::new("ds", ns::DS, "KeyInfo").child(
-                        El::new("ds", ns::DS, "X509Data")
-                            .child(El::new("ds", ns::DS, "X509Certificate").text(c.clone())),
-                    ),
-                )
-        })
-    };
     let endpoint = |local: &'static str| {
         El::new("fed", ns::FED, local).child(
             El::new("wsa", ns::WSA, "EndpointReference")
@@ -189,40 +177,19 @@ pub fn federation_metadata(
             "protocolSupportEnumeration",
             "http://docs.oasis-open.org/wsfed/federation/200706",
         )
-        .children(keys())
+        .children(signing_key_descriptors(certs_b64))
         .child(
             El::new("fed", ns::FED, "TokenTypesOffered")
                 .child(El::new("fed", ns::FED, "TokenType").attr("Uri", SAML11_TOKEN_TYPE)),
         )
         .child(endpoint("SecurityTokenServiceEndpoint"))
         .child(endpoint("PassiveRequestorEndpoint"));
-    let mut idp = El::new("md", ns::MD, "IDPSSODescriptor")
-        .attr(
-            "protocolSupportEnumeration",
-            "urn:oasis:names:tc:SAML:2.0:protocol",
-        )
-        .children(keys());
-    for b in [BINDING_REDIRECT, BINDING_POST] {
-        idp = idp.child(
-            El::new("md", ns::MD, "SingleLogoutService")
-                .attr("Binding", b)
-                .attr("Location", urls.slo.clone()),
-        );
-    }
-    idp = idp.child(El::new("md", ns::MD, "NameIDFormat").text(NAMEID_PERSISTENT));
-    for b in [BINDING_REDIRECT, BINDING_POST] {
-        idp = idp.child(
-            El::new("md", ns::MD, "SingleSignOnService")
-                .attr("Binding", b)
-                .attr("Location", urls.sso.clone()),
-        );
-    }
     El::new("md", ns::MD, "EntityDescriptor")
         .attr("entityID", urls.entity_id.clone())
         .attr("ID", new_id())
         .attr("validUntil", fmt_time(valid_until))
         .child(sts)
-        .child(idp)
+        .child(idp_descriptor(urls, certs_b64))
         .to_document()
 }
 

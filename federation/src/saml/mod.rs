@@ -88,49 +88,52 @@ pub fn parse_time(s: &str) -> Option<SystemTime> {
         .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
 }
 
-/// Our IdP metadata: every published token-signing certificate (base64 DER), both
-/// bindings for sign-on and logout, and the NameID formats we issue.
-pub fn idp_metadata(urls: &IdpUrls, certs_b64: &[String], valid_until: SystemTime) -> String {
-    let mut idp = El::new("md", ns::MD, "IDPSSODescriptor")
+/// `KeyDescriptor use="signing"` elements for certificates (base64 DER).
+pub fn signing_key_descriptors(certs_b64: &[String]) -> impl Iterator<Item = El> + '_ {
+    certs_b64.iter().map(|c| {
+        El::new("md", ns::MD, "KeyDescriptor")
+            .attr("use", "signing")
+            .child(
+                El::new("ds", ns::DS, "KeyInfo").child(
+                    El::new("ds", ns::DS, "X509Data")
+                        .child(El::new("ds", ns::DS, "X509Certificate").text(c.clone())),
+                ),
+            )
+    })
+}
+
+/// Our `IDPSSODescriptor`: every published token-signing certificate, both bindings for
+/// sign-on and logout, and the NameID formats we issue. Both metadata documents carry it.
+pub fn idp_descriptor(urls: &IdpUrls, certs_b64: &[String]) -> El {
+    let endpoints = |local: &'static str, location: &str| {
+        [BINDING_REDIRECT, BINDING_POST].map(|b| {
+            El::new("md", ns::MD, local)
+                .attr("Binding", b)
+                .attr("Location", location.to_owned())
+        })
+    };
+    El::new("md", ns::MD, "IDPSSODescriptor")
         .attr("WantAuthnRequestsSigned", "false")
         .attr(
             "protocolSupportEnumeration",
             "urn:oasis:names:tc:SAML:2.0:protocol",
-        );
-    for c in certs_b64 {
-        idp = idp.child(
-            El::new("md", ns::MD, "KeyDescriptor")
-                .attr("use", "signing")
-                .child(
-                    El::new("ds", ns::DS, "KeyInfo").child(
-                        El::new("ds", ns::DS, "X509Data")
-                            .child(El::new("ds", ns::DS, "X509Certificate").text(c.clone())),
-                    ),
-                ),
-        );
-    }
-    for b in [BINDING_REDIRECT, BINDING_POST] {
-        idp = idp.child(
-            El::new("md", ns::MD, "SingleLogoutService")
-                .attr("Binding", b)
-                .attr("Location", urls.slo.clone()),
-        );
-    }
-    for f in [NAMEID_PERSISTENT, NAMEID_EMAIL, NAMEID_UNSPECIFIED] {
-        idp = idp.child(El::new("md", ns::MD, "NameIDFormat").text(f));
-    }
-    for b in [BINDING_REDIRECT, BINDING_POST] {
-        idp = idp.child(
-            El::new("md", ns::MD, "SingleSignOnService")
-                .attr("Binding", b)
-                .attr("Location", urls.sso.clone()),
-        );
-    }
+        )
+        .children(signing_key_descriptors(certs_b64))
+        .children(endpoints("SingleLogoutService", &urls.slo))
+        .children(
+            [NAMEID_PERSISTENT, NAMEID_EMAIL, NAMEID_UNSPECIFIED]
+                .map(|f| El::new("md", ns::MD, "NameIDFormat").text(f)),
+        )
+        .children(endpoints("SingleSignOnService", &urls.sso))
+}
+
+/// Our IdP metadata (an `EntityDescriptor` with [`idp_descriptor`]).
+pub fn idp_metadata(urls: &IdpUrls, certs_b64: &[String], valid_until: SystemTime) -> String {
     El::new("md", ns::MD, "EntityDescriptor")
         .attr("entityID", urls.entity_id.clone())
         .attr("validUntil", fmt_time(valid_until))
         .attr("cacheDuration", "PT1H")
-        .child(idp)
+        .child(idp_descriptor(urls, certs_b64))
         .to_document()
 }
 
