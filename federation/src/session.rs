@@ -33,6 +33,19 @@ pub struct Participant {
     pub format: String,
 }
 
+/// Who a session belongs to, as the directory store knew them at sign-in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The user's UPN.
+    pub upn: String,
+    /// The user's immutable id.
+    pub immutable_id: String,
+    /// Mail address.
+    pub mail: Option<String>,
+    /// Display name.
+    pub display_name: Option<String>,
+}
+
 /// An SSO session.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -40,6 +53,10 @@ pub struct Session {
     pub upn: String,
     /// The user's immutable id.
     pub immutable_id: String,
+    /// Mail address (at sign-in).
+    pub mail: Option<String>,
+    /// Display name (at sign-in).
+    pub display_name: Option<String>,
     /// When the user typed their password.
     pub authn_instant: SystemTime,
     /// When the session ends.
@@ -66,17 +83,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Sessions {
     /// Starts a session; returns the cookie value (shown to the browser only).
-    pub fn create(
-        &self,
-        upn: &str,
-        immutable_id: &str,
-        lifetime: Duration,
-        now: SystemTime,
-    ) -> (String, Session) {
+    pub fn create(&self, who: Identity, lifetime: Duration, now: SystemTime) -> (String, Session) {
         let cookie = random_token();
         let s = Session {
-            upn: upn.to_owned(),
-            immutable_id: immutable_id.to_owned(),
+            upn: who.upn,
+            immutable_id: who.immutable_id,
+            mail: who.mail,
+            display_name: who.display_name,
             authn_instant: now,
             expires: now + lifetime,
             session_index: crate::saml::new_id(),
@@ -311,14 +324,20 @@ mod tests {
     fn sessions_are_found_by_cookie_and_end() {
         let s = Sessions::default();
         let now = SystemTime::now();
-        let (c, sess) = s.create("a@b.c", "id", Duration::from_secs(60), now);
+        let who = Identity {
+            upn: "a@b.c".into(),
+            immutable_id: "id".into(),
+            mail: None,
+            display_name: None,
+        };
+        let (c, sess) = s.create(who.clone(), Duration::from_secs(60), now);
         assert_eq!(s.get(&c, now).expect("live").upn, "a@b.c");
         assert!(s.get("other", now).is_none());
         assert!(
             s.get(&c, now + Duration::from_secs(61)).is_none(),
             "expired"
         );
-        let (c, _) = s.create("a@b.c", "id", Duration::from_secs(60), now);
+        let (c, _) = s.create(who, Duration::from_secs(60), now);
         s.add_participant(
             &c,
             Participant {

@@ -32,7 +32,9 @@ use crate::saml::{
     self, binding, messages, AuthnRequest, IdpUrls, LogoutRequest, SamlAttribute, BINDING_POST,
     BINDING_REDIRECT, NAMEID_EMAIL, NAMEID_PERSISTENT, NAMEID_UNSPECIFIED,
 };
-use crate::session::{token_hash, Flow, FlowError, Flows, Participant, Session, Sessions, Target};
+use crate::session::{
+    token_hash, Flow, FlowError, Flows, Identity, Participant, Session, Sessions, Target,
+};
 use crate::signin::Authenticator;
 use crate::store::DirectoryStore;
 use crate::xml::{self, SigningKey, VerifiedKey};
@@ -461,15 +463,31 @@ impl Portal {
     fn app_name(&self, t: &Target) -> Option<String> {
         match t {
             Target::Saml { sp, .. } => Some(sp.clone()),
-            Target::WsFed { realm, .. } => Some(
-                self.current_apps()
-                    .wsfed
-                    .get(realm)
-                    .and_then(|r| r.name.clone())
-                    .unwrap_or_else(|| realm.clone()),
-            ),
+            Target::WsFed { realm, .. } => Some(self.realm_name(realm)),
             Target::Portal => None,
         }
+    }
+
+    /// A relying party's display name, or its realm.
+    fn realm_name(&self, realm: &str) -> String {
+        self.current_apps()
+            .wsfed
+            .get(realm)
+            .and_then(|r| r.name.clone())
+            .unwrap_or_else(|| realm.to_owned())
+    }
+
+    /// Shows the form again with `message` (a failed attempt keeps its flow).
+    fn retry_login(
+        &self,
+        id: &str,
+        flow: Flow,
+        username: &str,
+        message: &str,
+        status: StatusCode,
+    ) -> Resp {
+        self.flows.put_back(id, flow.clone());
+        self.render_login(id, &flow, username, Some(message), status)
     }
 
     fn render_login(
@@ -544,13 +562,11 @@ impl Portal {
         };
         let username = username.unwrap_or_default().trim().to_owned();
         if username.chars().count() > 256 {
-            let t = self.flows.put_back(&flow_id, flow.clone());
-            let _ = t;
-            return Ok(self.render_login(
+            return Ok(self.retry_login(
                 &flow_id,
-                &flow,
+                flow,
                 "",
-                Some("The user name is too long."),
+                "The user name is too long.",
                 StatusCode::BAD_REQUEST,
             ));
         }
@@ -558,19 +574,12 @@ impl Portal {
         let password = match pw {
             Some(Ok(p)) if !username.is_empty() => p,
             _ => {
-                self.flows.put_back(&flow_id, flow.clone());
                 let msg = if username.is_empty() {
                     "Enter your user name (name@domain) and your password."
                 } else {
                     "Enter your password."
                 };
-                return Ok(self.render_login(
-                    &flow_id,
-                    &flow,
-                    &username,
-                    Some(msg),
-                    StatusCode::OK,
-                ));
+                return Ok(self.retry_login(&flow_id, flow, &username, msg, StatusCode::OK));
             }
         };
         let (outcome, path) = self
@@ -592,30 +601,17 @@ impl Portal {
         let user = match (outcome, user) {
             (SignInOutcome::Success, Some(u)) if !u.disabled => u,
             (SignInOutcome::Success, Some(_)) => {
-                self.flows.put_back(&flow_id, flow.clone());
-                return Ok(self.render_login(
-                    &flow_id,
-                    &flow,
-                    &username,
-                    Some(SignInOutcome::AccountDisabled.user_message()),
-                    StatusCode::OK,
-                ));
+                let msg = SignInOutcome::AccountDisabled.user_message();
+                return Ok(self.retry_login(&flow_id, flow, &username, msg, StatusCode::OK));
             }
             (SignInOutcome::Success, None) => {
-                self.flows.put_back(&flow_id, flow.clone());
                 warn!("password accepted by the directory, but the user is not in the directory store (not synchronised yet)");
-                return Ok(self.render_login(&flow_id, &flow, &username, Some("Your password is correct, but your account has not been set up for sign-in here yet (it is not synchronised). Contact your help desk."), StatusCode::OK));
+                let msg = "Your password is correct, but your account has not been set up for sign-in here yet (it is not synchronised). Contact your help desk.";
+                return Ok(self.retry_login(&flow_id, flow, &username, msg, StatusCode::OK));
             }
             (o, _) => {
-                self.flows.put_back(&flow_id, flow.clone());
                 let msg = self.outcome_message(o, &username);
-                return Ok(self.render_login(
-                    &flow_id,
-                    &flow,
-                    &username,
-                    Some(&msg),
-                    StatusCode::OK,
-                ));
+                return Ok(self.retry_login(&flow_id, flow, &username, &msg, StatusCode::OK));
             }
         };
         // A new session at every sign-in (the old cookie value is worthless from now on).
@@ -623,8 +619,12 @@ impl Portal {
             self.sessions.end(&old);
         }
         let (cookie_value, session) = self.sessions.create(
-            &user.upn,
-            user.id.as_str(),
+            Identity {
+                upn: user.upn,
+                immutable_id: user.id.as_str().to_owned(),
+                mail: user.mail,
+                display_name: user.display_name,
+            },
             self.cfg.session_lifetime,
             SystemTime::now(),
         );
@@ -723,13 +723,6 @@ impl Portal {
         Self::redirect(&format!("/login?flow={flow_id}"))
     }
 
-    fn attributes(&self, upn: &str) -> (Option<String>, Option<String>, Vec<String>) {
-        match self.store.user_by_upn(upn) {
-            Ok(Some(u)) => (u.mail, u.display_name, Vec::new()),
-            _ => (None, None, Vec::new()),
-        }
-    }
-
     fn complete(&self, target: Target, cookie_value: &str, s: &Session) -> Resp {
         let now = SystemTime::now();
         let keys = self.current_keys();
@@ -742,9 +735,8 @@ impl Portal {
                 relay_state,
                 name_id_format,
             } => {
-                let (mail, display, groups) = self.attributes(&s.upn);
                 let name_id = match name_id_format.as_str() {
-                    NAMEID_EMAIL => mail.clone().unwrap_or_else(|| s.upn.clone()),
+                    NAMEID_EMAIL => s.mail.clone().unwrap_or_else(|| s.upn.clone()),
                     NAMEID_UNSPECIFIED => s.upn.clone(),
                     _ => s.immutable_id.clone(),
                 };
@@ -757,17 +749,18 @@ impl Portal {
                     SamlAttribute {
                         name: "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
                         friendly: "mail",
-                        values: mail.into_iter().collect(),
+                        values: s.mail.iter().cloned().collect(),
                     },
                     SamlAttribute {
                         name: "http://schemas.microsoft.com/identity/claims/displayname",
                         friendly: "displayName",
-                        values: display.into_iter().collect(),
+                        values: s.display_name.iter().cloned().collect(),
                     },
                     SamlAttribute {
                         name: "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups",
                         friendly: "groups",
-                        values: groups,
+                        // Empty until the store holds groups (they come with sync).
+                        values: Vec::new(),
                     },
                     SamlAttribute {
                         name: "http://schemas.microsoft.com/LiveID/Federation/2008/05/ImmutableID",
@@ -813,16 +806,15 @@ impl Portal {
                 )
             }
             Target::WsFed { realm, reply, wctx } => {
-                let (mail, display, groups) = self.attributes(&s.upn);
                 let rstr = crate::wsfed::build_rstr(
                     &crate::wsfed::TokenParams {
                         issuer: &self.urls.entity_id,
                         realm: &realm,
                         immutable_id: &s.immutable_id,
                         upn: &s.upn,
-                        mail: mail.as_deref(),
-                        display_name: display.as_deref(),
-                        groups: &groups,
+                        mail: s.mail.as_deref(),
+                        display_name: s.display_name.as_deref(),
+                        groups: &[],
                         authn_instant: s.authn_instant,
                         now,
                         validity: self.cfg.token_validity.max(Duration::from_secs(3600)),
@@ -842,13 +834,7 @@ impl Portal {
                 if let Some(c) = wctx.as_deref() {
                     fields.push(("wctx", c));
                 }
-                let name = self
-                    .app_name(&Target::WsFed {
-                        realm: realm.clone(),
-                        reply: reply.clone(),
-                        wctx: None,
-                    })
-                    .unwrap_or(realm);
+                let name = self.realm_name(&realm);
                 self.html(
                     StatusCode::OK,
                     pages::autopost(&reply, &fields, &name),
