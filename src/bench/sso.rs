@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use causeway_credential::{Password, PhsVerifier};
 use causeway_federation::saml::{binding, messages};
 use causeway_federation::store::{DirectoryStore, NewUser, SqliteStore};
@@ -158,17 +158,17 @@ impl Client {
     }
 }
 
+/// Round trips per second and their latencies (ms). With `every_time`, each round trip
+/// goes through the sign-in page; otherwise each client signs in once with `password`
+/// (not measured) and then rides its SSO session.
 async fn measure(
     addr: SocketAddr,
     base: &str,
-    n: usize,
-    secs: u64,
-    user: &str,
-    password: Option<&str>,
+    ca: &std::path::Path,
+    (n, secs): (usize, u64),
+    (user, password, every_time): (&str, &str, bool),
 ) -> Result<(f64, Vec<f64>)> {
-    let tls = crate::http_client::tls_config(Some(
-        &std::env::temp_dir().join("causeway-bench-sso-ca.pem"),
-    ))?;
+    let tls = crate::http_client::tls_config(Some(ca))?;
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -181,17 +181,11 @@ async fn measure(
             sp: format!("{base}/demo/app1"),
             acs: format!("{base}/demo/app1/acs"),
         };
-        if password.is_none() {
-            // Get a session first (not measured).
-            let pw = std::env::var("CAUSEWAY_BENCH_SSO_PW").unwrap_or_default();
-            c.round_trip(user, Some(&pw)).await?;
+        if !every_time {
+            c.round_trip(user, Some(password)).await?;
         }
-        let (stop, done, user, password) = (
-            stop.clone(),
-            done.clone(),
-            user.to_owned(),
-            password.map(str::to_owned),
-        );
+        let (stop, done, user) = (stop.clone(), done.clone(), user.to_owned());
+        let password = every_time.then(|| password.to_owned());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             while !stop.load(Ordering::Relaxed) {
@@ -251,7 +245,6 @@ pub(crate) async fn run(args: SsoArgs) -> Result<()> {
     let base = format!("https://{listen}");
     let user = "bench@bench.causeway.test";
     let pw = "Bench-Password-Only-For-This-Run-1";
-    std::env::set_var("CAUSEWAY_BENCH_SSO_PW", pw);
     let store = SqliteStore::open(&data_dir.join("directory.sqlite"))?;
     store.add_cloud_user(
         &NewUser {
@@ -280,11 +273,7 @@ pub(crate) async fn run(args: SsoArgs) -> Result<()> {
     let addr = rx
         .await
         .map_err(|_| anyhow!("the endpoint did not start"))?;
-    std::fs::copy(
-        data_dir.join("ca/ca.pem"),
-        std::env::temp_dir().join("causeway-bench-sso-ca.pem"),
-    )
-    .context("CA certificate")?;
+    let ca = data_dir.join("ca/ca.pem");
     let keys = causeway_certs::signing::KeySet::load(&data_dir.join("token-signing"))?;
     let key = keys
         .active(SystemTime::now())
@@ -305,10 +294,9 @@ pub(crate) async fn run(args: SsoArgs) -> Result<()> {
         move || signatures_per_second(&k, s)
     })
     .await?;
-    let (phs_rate, mut phs_lat) =
-        measure(addr, &base, args.concurrency, args.seconds, user, Some(pw)).await?;
-    let (sess_rate, mut sess_lat) =
-        measure(addr, &base, args.concurrency, args.seconds, user, None).await?;
+    let shape = (args.concurrency, args.seconds);
+    let (phs_rate, mut phs_lat) = measure(addr, &base, &ca, shape, (user, pw, true)).await?;
+    let (sess_rate, mut sess_lat) = measure(addr, &base, &ca, shape, (user, pw, false)).await?;
     let bound = sigs / SIGNATURES_PER_ROUND_TRIP;
     println!("signature bound    RSA-2048 SHA-256 signatures, same key, all cores: {sigs:.0}/s -> {bound:.0} responses/s (2 signatures each)");
     println!("PHS sign-in        AuthnRequest -> sign-in page -> password -> signed Response: {phs_rate:.1}/s  p50 {:.2} ms  p99 {:.2} ms", pct(&mut phs_lat, 0.5), pct(&mut phs_lat, 0.99));
