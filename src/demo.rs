@@ -55,13 +55,9 @@ fn random_password() -> String {
     )
 }
 
+/// Fills `b` from OpenSSL's CSPRNG (already linked, seeded by the OS).
 fn getrandom_fill(b: &mut [u8]) {
-    let mut f = [0u8; 32];
-    // openssl's CSPRNG (already linked); falls back to the OS through it.
-    openssl::rand::rand_bytes(&mut f).expect("random bytes");
-    for (i, x) in b.iter_mut().enumerate() {
-        *x = f[i % 32];
-    }
+    openssl::rand::rand_bytes(b).expect("random bytes");
 }
 
 fn hex_lower(b: &[u8]) -> String {

@@ -37,12 +37,7 @@ impl WsFedRealm {
             return Err(format!("realm {}: give at least one reply URL", self.realm));
         }
         for u in &self.reply_urls {
-            let ok = (u.starts_with("https://") || u.starts_with("http://"))
-                && u.len() <= 2048
-                && !u
-                    .chars()
-                    .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '<');
-            if !ok {
+            if !crate::saml::sp::is_safe_http_url(u) {
                 return Err(format!(
                     "realm {}: {u:?} is not an absolute http(s) URL",
                     self.realm

@@ -58,13 +58,19 @@ pub struct ServiceProvider {
     pub name_id_formats: Vec<String>,
 }
 
-fn check_url(what: &str, u: &str) -> Result<(), SpError> {
-    let ok = (u.starts_with("https://") || u.starts_with("http://"))
+/// Whether `u` is an absolute http(s) URL of at most 2048 characters with nothing that
+/// could break out of an HTML attribute or a header (whitespace, controls, `"`, `<`, `>`).
+/// Every URL a browser may be sent to passes this when it is registered.
+pub fn is_safe_http_url(u: &str) -> bool {
+    (u.starts_with("https://") || u.starts_with("http://"))
         && u.len() <= 2048
         && !u
             .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '<' || c == '>');
-    if ok {
+            .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '<' || c == '>')
+}
+
+fn check_url(what: &str, u: &str) -> Result<(), SpError> {
+    if is_safe_http_url(u) {
         Ok(())
     } else {
         Err(invalid(format!(
