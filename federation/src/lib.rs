@@ -13,3 +13,9 @@ pub mod store;
 pub mod web;
 pub mod wsfed;
 pub mod xml;
+
+/// Locks a mutex, taking the data even if a thread panicked while holding it: every table
+/// guarded this way stays consistent between statements, so poisoning carries no meaning.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

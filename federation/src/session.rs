@@ -10,6 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine;
 use sha2::Digest;
 
+use crate::lock;
+
 /// Random token, base64url (no padding) of 32 bytes.
 pub fn random_token() -> String {
     let mut b = [0u8; 32];
@@ -75,10 +77,6 @@ const MAX_SESSIONS: usize = 200_000;
 #[derive(Debug, Default)]
 pub struct Sessions {
     map: Mutex<HashMap<[u8; 32], Session>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Sessions {

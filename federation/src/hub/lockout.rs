@@ -18,6 +18,8 @@ use causeway_credential::{Password, SignInOutcome};
 use hmac::{KeyInit, Mac};
 use sha2::Sha256;
 
+use crate::lock;
+
 /// How smart lockout and throttling behave.
 #[derive(Debug, Clone)]
 pub struct LockoutPolicy {
@@ -477,10 +479,6 @@ impl SmartLockout {
             false
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 
+use crate::lock;
+
 use super::{cookie, pages, query_param, read_body, set_cookie, Portal, Resp};
 use crate::saml::{self, binding, ServiceProvider};
 
@@ -33,10 +35,6 @@ const APPS: [(&str, &str); 2] = [
     ("app1", "Demo application 1"),
     ("app2", "Demo application 2"),
 ];
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 impl DemoApps {
     pub(crate) fn new(public_url: &str) -> Self {
