@@ -1,0 +1,311 @@
+//! Pass-through authentication end to end, as a person meets it: a browser (curl with a
+//! cookie jar) opens the demo SAML application, is sent to the sign-in page of a real
+//! `causeway serve`, types an Active Directory password, and the check goes page → hub →
+//! a real `causeway agent run` process → the lab's Samba AD DC. Then every agent stops:
+//! with `pta+phs` a user whose verifier was synchronised still signs in against the
+//! store; with `pta` alone the page says the directory is unreachable.
+//!
+//! The users are put in the store the way `causeway sync` will (read from AD with their
+//! `objectGUID`); until sync exists, the test reads them itself.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use causeway_credential::{Password, PhsVerifier, SignInOutcome};
+use causeway_federation::store::{AdUser, DirectoryStore, ImmutableId, SqliteStore};
+use common::endpoint::{alert, bin, form_action, hidden, Browser, Endpoint};
+use common::{lab, Lab};
+
+fn config(method: &str, domain: &str) -> String {
+    format!("[[domain]]\nname = {domain:?}\nmethod = {method:?}\n")
+}
+
+/// Reads `sams` from AD as the domain admin and stores them as synchronised users; those
+/// in `with_verifier` also get the password hash verifier that hash sync would store.
+async fn import(lab: &Lab, store: &SqliteStore, sams: &[&str], with_verifier: &[&str]) {
+    let mut ldap = common::admin(lab).await;
+    for sam in sams {
+        let (entries, _) = ldap
+            .search(
+                lab.get("AD_BASE_DN"),
+                ldap3::Scope::Subtree,
+                &format!("(sAMAccountName={sam})"),
+                vec!["userPrincipalName", "displayName", "mail", "objectGUID"],
+            )
+            .await
+            .expect("search round trip")
+            .success()
+            .expect("search accepted");
+        let e = ldap3::SearchEntry::construct(entries.into_iter().next().expect("user in AD"));
+        let first = |a: &str| e.attrs.get(a).and_then(|v| v.first()).cloned();
+        let guid: [u8; 16] = e.bin_attrs["objectGUID"][0]
+            .as_slice()
+            .try_into()
+            .expect("16-byte objectGUID");
+        let user = AdUser {
+            id: ImmutableId::from_guid_bytes(guid),
+            upn: first("userPrincipalName").expect("UPN"),
+            display_name: first("displayName"),
+            mail: first("mail"),
+            // As AD has it: bob-disabled is disabled there, and AD says so through PTA.
+            disabled: false,
+        };
+        let verifier = with_verifier.contains(sam).then(|| {
+            PhsVerifier::derive(
+                &Password::new(lab.user(sam, "PASSWORD").into()).expect("valid password"),
+            )
+        });
+        store
+            .upsert_ad_user(&user, verifier.as_ref(), "test-import", SystemTime::now())
+            .expect("store the user");
+    }
+    let _ = ldap.unbind().await;
+}
+
+/// A `causeway agent run` process enrolled with this endpoint.
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn enrol_and_run(ep: &Endpoint, lab: &Lab) -> Self {
+        let token = ep.cli(&["certs", "token", "--ttl", "10m"], None);
+        let state = ep.dir.join("agent-state");
+        let out = Command::new(bin())
+            .args(["agent", "register", "--endpoint", &ep.url, "--token"])
+            .arg(token.trim())
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["--host-name", "pta-e2e"])
+            .output()
+            .expect("run causeway agent register");
+        assert!(
+            out.status.success(),
+            "agent register: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cfg = ep.dir.join("agent.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[agent]\nstate_dir = {:?}\nendpoints = [{:?}]\n\n[directory]\ndomain_controllers = [{:?}]\nca_file = {:?}\n",
+                state.display().to_string(),
+                ep.url,
+                lab.get("AD_LDAPS_URL"),
+                lab.get("AD_CA_CERT"),
+            ),
+        )
+        .expect("agent config");
+        let log = ep.dir.join("agent.log");
+        let child = Command::new(bin())
+            .args(["--log", "trace", "agent", "run", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("agent log"))
+            .spawn()
+            .expect("start causeway agent run");
+        Self { child, log }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits until `/healthz` reports `n` connected agents.
+fn until_agents(ep: &Endpoint, n: usize, extra_logs: &dyn Fn() -> String) {
+    let want = format!("\"agents_connected\":{n}");
+    let b = Browser::new(&ep.dir.join("health"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, _, body) = b.get(&format!("{}/healthz", ep.url));
+        if body.contains(&want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never {want} (last: {body})\nendpoint:\n{}\nagent:\n{}",
+            ep.logs(),
+            extra_logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn metric(ep: &Endpoint, outcome: &str, path: &str) -> u64 {
+    let b = Browser::new(&ep.dir.join("metrics"));
+    let (_, _, body) = b.get(&format!("{}/metrics", ep.url));
+    let key = format!("causeway_signins_total{{outcome=\"{outcome}\",path=\"{path}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .map(|v| v.trim().parse().expect("counter"))
+        .unwrap_or(0)
+}
+
+/// Opens the demo application, which sends the browser to the sign-in page; submits the
+/// password and returns the page that answers it.
+fn sign_in(ep: &Endpoint, b: &Browser, upn: &str, password: &str) -> String {
+    let (s, _, page, _) = b.follow(&ep.url, &format!("{}/demo/app1/", ep.url));
+    assert_eq!(s, 200, "{page}");
+    assert!(page.contains("id=\"password\""), "the sign-in page: {page}");
+    let (s, _, page) = b.sign_in(&ep.url, &page, upn, password);
+    assert_eq!(s, 200, "{page}");
+    page
+}
+
+/// Posts the auto-post form to the demo application and returns what it shows.
+fn deliver(ep: &Endpoint, b: &Browser, autopost: &str) -> String {
+    let action = form_action(autopost).expect("auto-post form");
+    let (s, h, body) = b.post(
+        &action,
+        &[
+            (
+                "SAMLResponse",
+                &hidden(autopost, "SAMLResponse").expect("SAMLResponse"),
+            ),
+            (
+                "RelayState",
+                &hidden(autopost, "RelayState").expect("RelayState"),
+            ),
+        ],
+    );
+    assert_eq!(s, 303, "the demo application took the assertion: {h}{body}");
+    let (s, _, page, _) = b.follow(&ep.url, &format!("{}/demo/app1/", ep.url));
+    assert_eq!(s, 200, "{page}");
+    page
+}
+
+fn assert_no_secret(what: &str, text: &str, secrets: &[&str]) {
+    for s in secrets {
+        assert!(!text.contains(s), "a password appears in the {what} log");
+    }
+}
+
+#[test]
+fn ad_users_sign_in_through_the_page_and_fall_back_to_hash_sync_when_no_agent_is_left() {
+    let lab = lab();
+    let domain = lab.get("AD_DNS_DOMAIN");
+    let alice = lab.user("alice", "UPN").to_owned();
+    let alice_pw = lab.user("alice", "PASSWORD").to_owned();
+    let carol = lab.user("carol-mustchange", "UPN").to_owned();
+    let carol_pw = lab.user("carol-mustchange", "PASSWORD").to_owned();
+    let bob = lab.user("bob-disabled", "UPN").to_owned();
+    let bob_pw = lab.user("bob-disabled", "PASSWORD").to_owned();
+
+    let mut ep = Endpoint::start("pta-e2e", &config("pta+phs", domain), &["--demo-apps"]);
+    let store = SqliteStore::open(&ep.data().join("directory.sqlite")).expect("open the store");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(import(
+        lab,
+        &store,
+        &["alice", "carol-mustchange", "bob-disabled"],
+        &["alice"],
+    ));
+    let alice_id = store
+        .user_by_upn(&alice)
+        .expect("store readable")
+        .expect("alice stored")
+        .id
+        .as_str()
+        .to_owned();
+
+    let mut agent = Agent::enrol_and_run(&ep, lab);
+    until_agents(&ep, 1, &|| agent.logs());
+
+    // Through the agent: the application receives alice, named by her objectGUID.
+    let b = Browser::new(&ep.dir.join("alice"));
+    let page = sign_in(&ep, &b, &alice, &alice_pw);
+    assert!(
+        page.contains("id=\"autopost\""),
+        "alice signs in through the agent: {}\nendpoint:\n{}\nagent:\n{}",
+        alert(&page).unwrap_or(page.clone()),
+        ep.logs(),
+        agent.logs()
+    );
+    let shown = deliver(&ep, &b, &page);
+    assert!(
+        shown.contains(&alice),
+        "the application shows her UPN: {shown}"
+    );
+    assert!(
+        shown.contains(&alice_id),
+        "the application shows her immutable id {alice_id}: {shown}"
+    );
+    assert_eq!(metric(&ep, "success", "pass_through"), 1);
+    assert_eq!(metric(&ep, "success", "hash_sync"), 0);
+
+    // AD's own answers reach the page in their own words.
+    for (upn, pw, outcome) in [
+        (&carol, &carol_pw, SignInOutcome::PasswordMustChange),
+        (&bob, &bob_pw, SignInOutcome::AccountDisabled),
+    ] {
+        let b = Browser::new(&ep.dir.join("others"));
+        let page = sign_in(&ep, &b, upn, pw);
+        assert_eq!(
+            alert(&page).as_deref(),
+            Some(outcome.user_message()),
+            "{upn}: {page}"
+        );
+    }
+    assert_eq!(metric(&ep, "password_must_change", "pass_through"), 1);
+    assert_eq!(metric(&ep, "account_disabled", "pass_through"), 1);
+
+    // Every agent stops: alice's synchronised verifier still signs her in.
+    agent.kill();
+    until_agents(&ep, 0, &|| agent.logs());
+    let b = Browser::new(&ep.dir.join("fallback"));
+    let page = sign_in(&ep, &b, &alice, &alice_pw);
+    assert!(
+        page.contains("id=\"autopost\""),
+        "alice signs in with hash sync: {}\n{}",
+        alert(&page).unwrap_or(page.clone()),
+        ep.logs()
+    );
+    let shown = deliver(&ep, &b, &page);
+    assert!(shown.contains(&alice_id), "{shown}");
+    assert_eq!(metric(&ep, "success", "hash_sync"), 1);
+    assert_eq!(metric(&ep, "success", "pass_through"), 1);
+
+    let secrets = [alice_pw.as_str(), carol_pw.as_str(), bob_pw.as_str()];
+    assert_no_secret("endpoint", &ep.logs(), &secrets);
+    assert_no_secret("agent", &agent.logs(), &secrets);
+    assert!(
+        agent.logs().contains("TRACE") || agent.logs().contains("DEBUG"),
+        "the agent logged at the levels that matter for this check"
+    );
+
+    // Pass-through only, and no agent: the page says the directory is unreachable, not
+    // that the password is wrong, and it does not use the stored verifier.
+    let dir: &Path = &ep.dir.clone();
+    ep.kill();
+    let ep = Endpoint::start_in(dir.to_owned(), &config("pta", domain), &["--demo-apps"]);
+    until_agents(&ep, 0, &String::new);
+    let b = Browser::new(&ep.dir.join("pta-only"));
+    let page = sign_in(&ep, &b, &alice, &alice_pw);
+    assert_eq!(
+        alert(&page).as_deref(),
+        Some(SignInOutcome::DirectoryUnavailable.user_message()),
+        "{page}"
+    );
+    assert_eq!(metric(&ep, "directory_unavailable", "pass_through"), 1);
+    assert_eq!(metric(&ep, "success", "hash_sync"), 0);
+    assert_no_secret("endpoint", &ep.logs(), &secrets);
+}
