@@ -2,7 +2,7 @@
 //! submits the auto-post form, which has a button for browsers without scripts), labels
 //! on every field, `lang`, visible focus, contrast above WCAG AA.
 
-use crate::xml::escape_html as e;
+use crate::xml::{escape_html as e, escape_html_into};
 
 /// The stylesheet (inline; its hash is allowed by the Content-Security-Policy).
 pub const CSS: &str = "body{margin:0;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;background:#eef1f5;color:#1b1f24}\
@@ -79,22 +79,27 @@ pub fn login(
 
 /// A form that posts itself to an application (with a button when scripts are off).
 pub fn autopost(action: &str, fields: &[(&str, &str)], app: &str) -> String {
-    let mut inputs = String::new();
+    // Written into one buffer: the fields carry the whole encoded token (kilobytes).
+    let size: usize = fields.iter().map(|(k, v)| 48 + k.len() + v.len()).sum();
+    let mut out = String::with_capacity(1024 + CSS.len() + AUTOPOST_JS.len() + size);
+    out.push_str("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"referrer\" content=\"no-referrer\"><title>Signing in</title><style>");
+    out.push_str(CSS);
+    out.push_str("</style></head><body><main><div class=\"brand\">Causeway</div><h1>Signing you in</h1><p class=\"lead\">Continuing to <strong>");
+    escape_html_into(app, &mut out);
+    out.push_str("</strong>…</p><form id=\"autopost\" method=\"post\" action=\"");
+    escape_html_into(action, &mut out);
+    out.push_str("\">");
     for (k, v) in fields {
-        inputs.push_str(&format!(
-            "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
-            e(k),
-            e(v)
-        ));
+        out.push_str("<input type=\"hidden\" name=\"");
+        escape_html_into(k, &mut out);
+        out.push_str("\" value=\"");
+        escape_html_into(v, &mut out);
+        out.push_str("\">");
     }
-    format!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"referrer\" content=\"no-referrer\"><title>Signing in</title><style>{CSS}</style></head><body><main>\
-<div class=\"brand\">Causeway</div><h1>Signing you in</h1><p class=\"lead\">Continuing to <strong>{}</strong>…</p>\
-<form id=\"autopost\" method=\"post\" action=\"{}\">{inputs}<noscript><p>Scripts are off in this browser: press Continue.</p></noscript><button type=\"submit\">Continue</button></form>\
-</main><script>{AUTOPOST_JS}</script></body></html>",
-        e(app),
-        e(action)
-    )
+    out.push_str("<noscript><p>Scripts are off in this browser: press Continue.</p></noscript><button type=\"submit\">Continue</button></form></main><script>");
+    out.push_str(AUTOPOST_JS);
+    out.push_str("</script></body></html>");
+    out
 }
 
 /// A message page (errors, signed out).

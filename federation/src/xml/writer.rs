@@ -50,8 +50,17 @@ impl El {
 
     /// Adds an unqualified attribute.
     pub fn attr(mut self, name: &'static str, value: impl Into<String>) -> Self {
-        self.attrs.push((None, name, value.into()));
+        self.push_attr((None, name, value.into()));
         self
+    }
+
+    /// Keeps attributes in canonical order (namespace URI, then local name; unqualified
+    /// first) as they are added, so that each of the several writes of a signed element
+    /// does not sort them again.
+    fn push_attr(&mut self, a: Attr) {
+        let key = |a: &Attr| (a.0.map_or("", |x| x.1), a.1);
+        let at = self.attrs.partition_point(|x| key(x) <= key(&a));
+        self.attrs.insert(at, a);
     }
 
     /// Adds an unqualified attribute when `value` is some.
@@ -70,7 +79,7 @@ impl El {
         name: &'static str,
         value: impl Into<String>,
     ) -> Self {
-        self.attrs.push((Some((prefix, ns)), name, value.into()));
+        self.push_attr((Some((prefix, ns)), name, value.into()));
         self
     }
 
@@ -100,16 +109,39 @@ impl El {
 
     /// The canonical form of this element as a document apex (what a signature covers).
     pub fn to_canonical(&self) -> String {
-        let mut out = String::with_capacity(1024);
+        let mut out = String::with_capacity(self.size_hint());
         self.write(&mut out, &mut Vec::new());
         out
     }
 
     /// The element as a document, with an XML declaration.
     pub fn to_document(&self) -> String {
-        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>");
+        const DECL: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>";
+        let mut out = String::with_capacity(DECL.len() + self.size_hint());
+        out.push_str(DECL);
         self.write(&mut out, &mut Vec::new());
         out
+    }
+
+    /// About the length of the serialised form (a little more when declarations are few
+    /// and nothing needs escaping), so that writing allocates once.
+    fn size_hint(&self) -> usize {
+        let name = self.prefix.len() + 1 + self.local.len();
+        let decls = 10 + self.prefix.len() + self.ns.len();
+        let attrs: usize = self
+            .attrs
+            .iter()
+            .map(|(q, n, v)| 4 + q.map_or(0, |(p, _)| p.len() + 1) + n.len() + v.len())
+            .sum();
+        let children: usize = self
+            .children
+            .iter()
+            .map(|c| match c {
+                Child::El(e) => e.size_hint(),
+                Child::Text(t) => t.len() + t.len() / 16,
+            })
+            .sum();
+        2 * name + 5 + decls + attrs + children
     }
 
     fn write(&self, out: &mut String, rendered: &mut Vec<(&'static str, &'static str)>) {
@@ -142,13 +174,7 @@ impl El {
             escape_attr(u, out);
             out.push('"');
         }
-        let mut attrs: Vec<_> = self.attrs.iter().collect();
-        attrs.sort_by(|a, b| {
-            let ka = (a.0.map_or("", |x| x.1), a.1);
-            let kb = (b.0.map_or("", |x| x.1), b.1);
-            ka.cmp(&kb)
-        });
-        for (q, name, value) in attrs {
+        for (q, name, value) in &self.attrs {
             out.push(' ');
             if let Some((p, _)) = q {
                 out.push_str(p);
@@ -178,30 +204,26 @@ impl El {
 
 /// Escapes text as canonical XML does.
 pub(crate) fn escape_text(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\r' => out.push_str("&#xD;"),
-            _ => out.push(c),
-        }
-    }
+    super::escape_into(s, out, |b| match b {
+        b'&' => Some("&amp;"),
+        b'<' => Some("&lt;"),
+        b'>' => Some("&gt;"),
+        b'\r' => Some("&#xD;"),
+        _ => None,
+    });
 }
 
 /// Escapes an attribute value as canonical XML does.
 pub(crate) fn escape_attr(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '"' => out.push_str("&quot;"),
-            '\t' => out.push_str("&#x9;"),
-            '\n' => out.push_str("&#xA;"),
-            '\r' => out.push_str("&#xD;"),
-            _ => out.push(c),
-        }
-    }
+    super::escape_into(s, out, |b| match b {
+        b'&' => Some("&amp;"),
+        b'<' => Some("&lt;"),
+        b'"' => Some("&quot;"),
+        b'\t' => Some("&#x9;"),
+        b'\n' => Some("&#xA;"),
+        b'\r' => Some("&#xD;"),
+        _ => None,
+    });
 }
 
 #[cfg(test)]
