@@ -710,6 +710,18 @@ impl Portal {
 
     // ---- completing a flow -------------------------------------------------------------
 
+    /// Answers at once for a browser with a session (unless the password is asked for
+    /// again); otherwise keeps the request as a flow and sends the browser to sign in.
+    fn proceed(&self, target: Target, force_authn: bool, req: &Request<Incoming>) -> Resp {
+        if !force_authn {
+            if let Some((c, s)) = self.session_of(req) {
+                return self.complete(target, &c, &s);
+            }
+        }
+        let flow = self.flows.start(target, force_authn);
+        Self::redirect(&format!("/login?flow={flow}"))
+    }
+
     fn continue_flow(&self, flow_id: &str, req: &Request<Incoming>) -> Resp {
         let Some(flow) = self.flows.get(flow_id) else {
             return self.expired_flow();
@@ -900,7 +912,8 @@ impl Portal {
         &self,
         msg: Result<binding::Inbound, binding::BindingError>,
     ) -> Result<Resp, Resp> {
-        let flow = self.saml_flow(msg)?;
+        let (target, force_authn) = self.saml_target(msg)?;
+        let flow = self.flows.start(target, force_authn);
         // Cross-site POSTs carry no SameSite=Lax cookie: continue with a same-site GET so
         // that an SSO session is seen.
         Ok(Self::redirect(&format!("/saml/continue?flow={flow}")))
@@ -911,14 +924,16 @@ impl Portal {
         msg: Result<binding::Inbound, binding::BindingError>,
         req: &Request<Incoming>,
     ) -> Result<Resp, Resp> {
-        let flow = self.saml_flow(msg)?;
-        Ok(self.continue_flow(&flow, req))
+        let (target, force_authn) = self.saml_target(msg)?;
+        Ok(self.proceed(target, force_authn, req))
     }
 
-    fn saml_flow(
+    /// Where a SAML AuthnRequest wants the answer, once every check has passed, and
+    /// whether it asks for the password even with a session (ForceAuthn).
+    fn saml_target(
         &self,
         msg: Result<binding::Inbound, binding::BindingError>,
-    ) -> Result<String, Resp> {
+    ) -> Result<(Target, bool), Resp> {
         let msg =
             msg.map_err(|e| self.bad_request(&format!("The SAML request is unreadable: {e}.")))?;
         if !msg.is_request {
@@ -963,7 +978,7 @@ impl Portal {
                 return Err(self.bad_request(&format!("The application asks for the NameID format {:?}; this sign-in service issues persistent, emailAddress and unspecified.", f.chars().take(200).collect::<String>())));
             }
         };
-        Ok(self.flows.start(
+        Ok((
             Target::Saml {
                 sp: sp.entity_id.clone(),
                 acs: acs.to_owned(),
@@ -1004,7 +1019,7 @@ impl Portal {
             .find(|f| [NAMEID_PERSISTENT, NAMEID_EMAIL, NAMEID_UNSPECIFIED].contains(&f.as_str()))
             .cloned()
             .unwrap_or_else(|| NAMEID_PERSISTENT.to_owned());
-        let flow = self.flows.start(
+        Ok(self.proceed(
             Target::Saml {
                 sp: sp.entity_id.clone(),
                 acs: acs.to_owned(),
@@ -1013,8 +1028,8 @@ impl Portal {
                 name_id_format: format,
             },
             false,
-        );
-        Ok(self.continue_flow(&flow, req))
+            req,
+        ))
     }
 
     fn saml_slo(
@@ -1157,15 +1172,15 @@ impl Portal {
                 if wctx.as_ref().is_some_and(|c| c.len() > MAX_WCTX) {
                     return Err(self.bad_request("wctx is too long."));
                 }
-                let flow = self.flows.start(
+                Ok(self.proceed(
                     Target::WsFed {
                         realm: realm.clone(),
                         reply: reply.to_owned(),
                         wctx,
                     },
                     false,
-                );
-                Ok(self.continue_flow(&flow, req))
+                    req,
+                ))
             }
             Some("wsignout1.0" | "wsignoutcleanup1.0") => {
                 if let Some(c) = cookie(req, SSO_COOKIE) {
