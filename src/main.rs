@@ -35,9 +35,10 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = logging::Format::Text, env = "CAUSEWAY_LOG_FORMAT")]
     log_format: logging::Format,
 
-    /// Log filter, e.g. `info` or `causeway_agent=debug,info` (tracing's EnvFilter syntax).
-    #[arg(long, global = true, default_value = "info", env = "CAUSEWAY_LOG")]
-    log: String,
+    /// Log filter, e.g. `info` or `causeway_agent=debug,info` (tracing's EnvFilter syntax)
+    /// [default: info; warn for `bench`, whose endpoint would log every sign-in].
+    #[arg(long, global = true, env = "CAUSEWAY_LOG")]
+    log: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -81,7 +82,11 @@ const EXIT_NOT_BUILT: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = logging::init(cli.log_format, &cli.log) {
+    let filter = cli.log.as_deref().unwrap_or(match cli.command {
+        Command::Bench(_) => "warn",
+        _ => "info",
+    });
+    if let Err(e) = logging::init(cli.log_format, filter) {
         eprintln!("causeway: {e}");
         return ExitCode::FAILURE;
     }
