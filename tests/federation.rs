@@ -385,6 +385,27 @@ fn pysaml2_sp_signs_in_sp_and_idp_initiated_and_logs_out() {
     );
     assert!(ok, "email NameID: {out}{e}");
     assert_eq!(json_field(&out, "name_id").as_deref(), Some(USER));
+    // IsPassive: NoPassive without a session (no page), an assertion with one; and
+    // ForceAuthn asks again. Over both bindings (POST goes through /saml/continue).
+    for binding in ["redirect", "post"] {
+        let (ok, out, e) = run(
+            "passive",
+            &["--password-file", &s("pw"), "--binding", binding],
+        );
+        assert!(ok, "IsPassive over {binding}: {out}{e}");
+        for (k, v) in [
+            ("without_session", "NoPassive"),
+            ("without_session_relay_state_ok", "true"),
+            ("with_session_name_id_ok", "true"),
+            ("force_authn_login_page_shown", "true"),
+        ] {
+            assert_eq!(
+                json_field(&out, k).as_deref(),
+                Some(v),
+                "{binding} {k}: {out}"
+            );
+        }
+    }
     // A wrong password: the page says so.
     let (ok, out, e) = run("login", &["--password-file", &s("wrong"), "--expect-error"]);
     assert!(ok, "{out}{e}");

@@ -286,9 +286,20 @@ pub struct Flow {
     pub csrf: String,
     /// Hash of the login cookie the browser got with the form.
     pub browser: Option<[u8; 32]>,
-    /// Whether the password must be asked even with a session.
-    pub force_authn: bool,
+    /// Whether the password may, must or must not be asked.
+    pub prompt: Prompt,
     created: Instant,
+}
+
+/// Whether a sign-in may show the sign-in page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prompt {
+    /// Only without a session (the usual case).
+    IfNeeded,
+    /// Even with a session (SAML ForceAuthn).
+    Always,
+    /// Never (SAML IsPassive): without a session the application is told so.
+    Never,
 }
 
 const FLOW_TTL: Duration = Duration::from_secs(15 * 60);
@@ -310,7 +321,7 @@ impl Default for Flows {
 
 impl Flows {
     /// Starts a flow; returns its id.
-    pub fn start(&self, target: Target, force_authn: bool) -> String {
+    pub fn start(&self, target: Target, prompt: Prompt) -> String {
         let id = random_token();
         let now = Instant::now();
         lock(&self.map).insert(
@@ -319,7 +330,7 @@ impl Flows {
                 target,
                 csrf: String::new(),
                 browser: None,
-                force_authn,
+                prompt,
                 created: now,
             },
             |f| now.duration_since(f.created) >= FLOW_TTL,
@@ -472,7 +483,7 @@ mod tests {
     #[test]
     fn a_flow_is_used_once_by_the_browser_it_was_shown_to() {
         let f = Flows::default();
-        let id = f.start(Target::Portal, false);
+        let id = f.start(Target::Portal, Prompt::IfNeeded);
         let browser = token_hash("cookie");
         let csrf = f.bind(&id, browser).expect("bound");
         assert_eq!(

@@ -21,6 +21,9 @@ message on stderr):
   idp-init    (same options; GET IDP/saml/idp-init?sp=ID, unsolicited response allowed)
   sso-twice   (same options; a second AuthnRequest in the same session must not show
                the login page)
+  passive     (same options; IsPassive without a session must come back as a signed
+               NoPassive Response with no page shown; after a sign-in, IsPassive must
+               get an assertion and ForceAuthn the login page)
 
 The IdP's base URL is the origin of its SingleSignOnService Location in the metadata
 (--idp-base overrides it). The password is read from the file and never printed.
@@ -49,6 +52,7 @@ try:
     from saml2.metadata import entity_descriptor
     from saml2.saml import (NAMEID_FORMAT_EMAILADDRESS, NAMEID_FORMAT_PERSISTENT,
                             NAMEID_FORMAT_UNSPECIFIED)
+    from saml2.response import StatusNoPassive
     from saml2.sigver import verify_redirect_signature
     from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 except ImportError as e:  # pragma: no cover - environment problem
@@ -289,11 +293,13 @@ class Flow:
 
     # -- steps -------------------------------------------------------------------
 
-    def start_authn(self, binding):
-        """Sends an AuthnRequest. Returns (request id, relay state, first IdP answer)."""
+    def start_authn(self, binding, **extra):
+        """Sends an AuthnRequest (extra: is_passive="true", force_authn="true").
+        Returns (request id, relay state, first IdP answer)."""
         relay = "rs-" + secrets.token_urlsafe(12)
         b = BINDING_HTTP_POST if binding == "post" else BINDING_HTTP_REDIRECT
         req_id, info = self.client.prepare_for_authenticate(
+            **extra,
             entityid=self.idp,
             relay_state=relay,
             binding=b,
@@ -597,6 +603,52 @@ def cmd_sso_twice(args):
     return _finish(flow, args, out)
 
 
+def cmd_passive(args):
+    flow = Flow(args)
+    out = {}
+
+    def answer_form(answer, what_for):
+        kind, r = answer
+        if kind == "sp":
+            raise Fail(f"{what_for}: the IdP sent the browser to {r.split('?')[0]} without a form")
+        what, form, page = flow.classify(r)
+        return what, form, page, r
+
+    # No session: the IdP must not show anything, and must say NoPassive.
+    req_id, relay, answer = flow.start_authn(args.binding, is_passive="true")
+    what, form, page, r = answer_form(answer, "IsPassive without a session")
+    if what != "saml":
+        raise flow.unexpected("IsPassive without a session must be answered with a SAMLResponse, not a page", r, page)
+    fields = form_fields(form, hidden_only=False)
+    try:
+        flow.client.parse_authn_request_response(fields["SAMLResponse"], BINDING_HTTP_POST, {req_id: "/"})
+        raise Fail("pysaml2 took the answer to IsPassive without a session as a sign-in")
+    except StatusNoPassive as e:
+        out["without_session"] = "NoPassive"
+        out["without_session_detail"] = str(e)
+    out["without_session_relay_state_ok"] = fields.get("RelayState") == relay
+
+    # Sign in, then IsPassive rides the session and ForceAuthn asks again.
+    req_id, relay, answer = flow.start_authn(args.binding)
+    res = flow.sign_in(answer)
+    if res[0] == "error":
+        raise flow.unexpected("the sign-in failed", res[2], res[1])
+    _, action, fields, _ = res
+    first = flow.consume(action, fields, req_id, relay)
+    req_id, relay, answer = flow.start_authn(args.binding, is_passive="true")
+    what, form, page, r = answer_form(answer, "IsPassive with a session")
+    if what != "saml":
+        raise flow.unexpected("IsPassive with a session must be answered with an assertion", r, page)
+    second = flow.consume(urllib.parse.urljoin(r.url, form["action"] or r.url),
+                          form_fields(form, hidden_only=False), req_id, relay)
+    out["with_session_name_id_ok"] = second["name_id"] == first["name_id"]
+    _, _, answer = flow.start_authn(args.binding, force_authn="true")
+    what, _, page, r = answer_form(answer, "ForceAuthn with a session")
+    out["force_authn_login_page_shown"] = what == "login"
+    out["trace"] = flow.trace
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="saml_sp.py", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -618,7 +670,8 @@ def main(argv=None):
     sp_args(m)
 
     for name, helptext in (("login", "SP-initiated sign-in"), ("idp-init", "IdP-initiated sign-in"),
-                           ("sso-twice", "sign in, then a second AuthnRequest must not prompt")):
+                           ("sso-twice", "sign in, then a second AuthnRequest must not prompt"),
+                           ("passive", "IsPassive without and with a session, then ForceAuthn")):
         s = sub.add_parser(name, help=helptext)
         sp_args(s)
         s.add_argument("--idp-metadata", required=True)
@@ -634,7 +687,7 @@ def main(argv=None):
 
     args = p.parse_args(argv)
     handlers = {"keygen": cmd_keygen, "metadata": cmd_metadata, "login": cmd_login,
-                "idp-init": cmd_idp_init, "sso-twice": cmd_sso_twice}
+                "idp-init": cmd_idp_init, "sso-twice": cmd_sso_twice, "passive": cmd_passive}
     try:
         out = handlers[args.cmd](args)
     except Fail as e:

@@ -33,7 +33,7 @@ use crate::saml::{
     BINDING_REDIRECT, NAMEID_EMAIL, NAMEID_PERSISTENT, NAMEID_UNSPECIFIED,
 };
 use crate::session::{
-    token_hash, Flow, FlowError, Flows, Identity, Participant, Session, Sessions, Target,
+    token_hash, Flow, FlowError, Flows, Identity, Participant, Prompt, Session, Sessions, Target,
 };
 use crate::signin::Authenticator;
 use crate::store::DirectoryStore;
@@ -432,7 +432,7 @@ impl Portal {
                 )
             }
             None => {
-                let flow = self.flows.start(Target::Portal, false);
+                let flow = self.flows.start(Target::Portal, Prompt::IfNeeded);
                 Self::redirect(&format!("/login?flow={flow}"))
             }
         }
@@ -443,7 +443,7 @@ impl Portal {
             if self.session_of(req).is_some() {
                 return Self::redirect("/");
             }
-            let flow = self.flows.start(Target::Portal, false);
+            let flow = self.flows.start(Target::Portal, Prompt::IfNeeded);
             return Self::redirect(&format!("/login?flow={flow}"));
         };
         let Some(flow) = self.flows.get(&id) else {
@@ -711,14 +711,18 @@ impl Portal {
     // ---- completing a flow -------------------------------------------------------------
 
     /// Answers at once for a browser with a session (unless the password is asked for
-    /// again); otherwise keeps the request as a flow and sends the browser to sign in.
-    fn proceed(&self, target: Target, force_authn: bool, req: &Request<Incoming>) -> Resp {
-        if !force_authn {
+    /// again); otherwise keeps the request as a flow and sends the browser to sign in,
+    /// or, when the application asked for no prompt, tells it the user is not signed in.
+    fn proceed(&self, target: Target, prompt: Prompt, req: &Request<Incoming>) -> Resp {
+        if prompt != Prompt::Always {
             if let Some((c, s)) = self.session_of(req) {
                 return self.complete(target, &c, &s);
             }
         }
-        let flow = self.flows.start(target, force_authn);
+        if prompt == Prompt::Never {
+            return self.no_passive(target);
+        }
+        let flow = self.flows.start(target, prompt);
         Self::redirect(&format!("/login?flow={flow}"))
     }
 
@@ -726,13 +730,58 @@ impl Portal {
         let Some(flow) = self.flows.get(flow_id) else {
             return self.expired_flow();
         };
-        if !flow.force_authn {
+        if flow.prompt != Prompt::Always {
             if let Some((c, s)) = self.session_of(req) {
                 self.flows.remove(flow_id);
                 return self.complete(flow.target, &c, &s);
             }
         }
+        if flow.prompt == Prompt::Never {
+            self.flows.remove(flow_id);
+            return self.no_passive(flow.target);
+        }
         Self::redirect(&format!("/login?flow={flow_id}"))
+    }
+
+    /// The answer to IsPassive without a usable session: a signed Response with status
+    /// Responder / NoPassive, posted to the application, which then knows the user is not
+    /// signed in without anything shown to them.
+    fn no_passive(&self, target: Target) -> Resp {
+        match target {
+            Target::Saml {
+                sp,
+                acs,
+                request_id,
+                relay_state,
+                ..
+            } => {
+                info!(app = %sp, "passive sign-in request without a session: answered NoPassive");
+                let xml = messages::build_error_response(
+                    &self.urls.entity_id,
+                    &acs,
+                    request_id.as_deref(),
+                    saml::STATUS_RESPONDER,
+                    Some(saml::STATUS_NO_PASSIVE),
+                    SystemTime::now(),
+                    &self.current_keys().signing,
+                );
+                let encoded = base64::engine::general_purpose::STANDARD.encode(xml);
+                let mut fields = vec![("SAMLResponse", encoded.as_str())];
+                if let Some(r) = relay_state.as_deref() {
+                    fields.push(("RelayState", r));
+                }
+                self.html(
+                    StatusCode::OK,
+                    pages::autopost(&acs, &fields, &sp),
+                    origin(&acs),
+                )
+            }
+            // Only SAML asks for passive sign-in.
+            other => {
+                let flow = self.flows.start(other, Prompt::IfNeeded);
+                Self::redirect(&format!("/login?flow={flow}"))
+            }
+        }
     }
 
     fn complete(&self, target: Target, cookie_value: &str, s: &Session) -> Resp {
@@ -912,8 +961,8 @@ impl Portal {
         &self,
         msg: Result<binding::Inbound, binding::BindingError>,
     ) -> Result<Resp, Resp> {
-        let (target, force_authn) = self.saml_target(msg)?;
-        let flow = self.flows.start(target, force_authn);
+        let (target, prompt) = self.saml_target(msg)?;
+        let flow = self.flows.start(target, prompt);
         // Cross-site POSTs carry no SameSite=Lax cookie: continue with a same-site GET so
         // that an SSO session is seen.
         Ok(Self::redirect(&format!("/saml/continue?flow={flow}")))
@@ -924,16 +973,17 @@ impl Portal {
         msg: Result<binding::Inbound, binding::BindingError>,
         req: &Request<Incoming>,
     ) -> Result<Resp, Resp> {
-        let (target, force_authn) = self.saml_target(msg)?;
-        Ok(self.proceed(target, force_authn, req))
+        let (target, prompt) = self.saml_target(msg)?;
+        Ok(self.proceed(target, prompt, req))
     }
 
     /// Where a SAML AuthnRequest wants the answer, once every check has passed, and
-    /// whether it asks for the password even with a session (ForceAuthn).
+    /// whether it asks for the password even with a session (ForceAuthn) or for no
+    /// prompt at all (IsPassive, which wins when both are set: nothing may be shown).
     fn saml_target(
         &self,
         msg: Result<binding::Inbound, binding::BindingError>,
-    ) -> Result<(Target, bool), Resp> {
+    ) -> Result<(Target, Prompt), Resp> {
         let msg =
             msg.map_err(|e| self.bad_request(&format!("The SAML request is unreadable: {e}.")))?;
         if !msg.is_request {
@@ -986,7 +1036,13 @@ impl Portal {
                 relay_state: msg.relay_state.clone(),
                 name_id_format: format,
             },
-            req.force_authn,
+            if req.is_passive {
+                Prompt::Never
+            } else if req.force_authn {
+                Prompt::Always
+            } else {
+                Prompt::IfNeeded
+            },
         ))
     }
 
@@ -1027,7 +1083,7 @@ impl Portal {
                 relay_state: relay,
                 name_id_format: format,
             },
-            false,
+            Prompt::IfNeeded,
             req,
         ))
     }
@@ -1178,7 +1234,7 @@ impl Portal {
                         reply: reply.to_owned(),
                         wctx,
                     },
-                    false,
+                    Prompt::IfNeeded,
                     req,
                 ))
             }

@@ -265,13 +265,18 @@ pub fn validate_response(
         return Err(invalid("not a SAML 2.0 Response"));
     }
     verify_enveloped(&root, "ID", idp_keys)?;
-    let status = root
+    let code = root
         .child(ns::SAMLP, "Status")
-        .and_then(|s| s.child(ns::SAMLP, "StatusCode"))
-        .and_then(|c| c.attr("Value"))
-        .unwrap_or("");
+        .and_then(|s| s.child(ns::SAMLP, "StatusCode"));
+    let status = code.and_then(|c| c.attr("Value")).unwrap_or("");
     if status != STATUS_SUCCESS {
-        return Err(invalid(format!("the IdP answered with status {status}")));
+        let second = code
+            .and_then(|c| c.child(ns::SAMLP, "StatusCode"))
+            .and_then(|c| c.attr("Value"))
+            .map_or(String::new(), |v| format!(" / {v}"));
+        return Err(invalid(format!(
+            "the IdP answered with status {status}{second}"
+        )));
     }
     if root.attr("Destination") != Some(acs_url) {
         return Err(invalid("the Response's Destination is not this ACS"));
