@@ -300,6 +300,27 @@ fn pysaml2_sp_signs_in_sp_and_idp_initiated_and_logs_out() {
     std::fs::write(dir.join("sp.xml"), md).expect("write");
     let out = ep.cli(&["apps", "add", "--saml-metadata", &s("sp.xml")], None);
     assert!(out.contains("registered SAML application"), "{out}");
+    // A second SP, for single logout across the applications of one session.
+    let sp2_base = "https://sp2.causeway.test";
+    let entity2 = format!("{sp2_base}/metadata");
+    let (ok, md2, e) = python(
+        &tools,
+        &[
+            "metadata",
+            "--entity-id",
+            &entity2,
+            "--base-url",
+            sp2_base,
+            "--key",
+            &s("sp.key"),
+            "--cert",
+            &s("sp.crt"),
+            "--sign-requests",
+        ],
+    );
+    assert!(ok, "{e}");
+    std::fs::write(dir.join("sp2.xml"), md2).expect("write");
+    ep.cli(&["apps", "add", "--saml-metadata", &s("sp2.xml")], None);
     let b = Browser::new(&dir);
     let (_, _, idp_md) = b.get(&format!("{}/saml/metadata", ep.url));
     std::fs::write(dir.join("idp.xml"), idp_md).expect("write");
@@ -406,6 +427,35 @@ fn pysaml2_sp_signs_in_sp_and_idp_initiated_and_logs_out() {
             );
         }
     }
+    // Single logout from one SP ends the other SP's session too, through the browser,
+    // and then answers the SP that asked.
+    let (ok, out, e) = run(
+        "slo-chain",
+        &[
+            "--password-file",
+            &s("pw"),
+            "--second-entity-id",
+            &entity2,
+            "--second-base-url",
+            sp2_base,
+        ],
+    );
+    assert!(ok, "SLO across two SPs: {out}{e}");
+    for (k, v) in [
+        ("second_login_page_shown", "false"),
+        ("second_sp_session_cleared", "true"),
+        ("logout_ok", "true"),
+        ("logout_second_status", "null"),
+        ("logout_signature", "valid"),
+        ("sp_session_cleared", "true"),
+        ("session_ended", "true"),
+    ] {
+        assert_eq!(json_field(&out, k).as_deref(), Some(v), "SLO {k}: {out}");
+    }
+    assert!(
+        out.contains(&format!("\"peers_told\": [\n    \"{entity2}\"")),
+        "the second SP was told: {out}"
+    );
     // A wrong password: the page says so.
     let (ok, out, e) = run("login", &["--password-file", &s("wrong"), "--expect-error"]);
     assert!(ok, "{out}{e}");

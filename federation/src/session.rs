@@ -400,6 +400,82 @@ impl Flows {
     }
 }
 
+/// A single logout going round a session's applications through the browser (the
+/// front channel): each is sent a LogoutRequest in turn, and answers with a
+/// LogoutResponse that brings the browser back here for the next one.
+#[derive(Debug, Clone)]
+pub struct LogoutChain {
+    /// Applications still to be told.
+    pub pending: Vec<Participant>,
+    /// The SessionIndex the applications were given.
+    pub session_index: String,
+    /// The application being told now, and the ID of our LogoutRequest to it.
+    pub waiting_for: Option<(String, String)>,
+    /// The application that asked (entity id, its request's ID, its RelayState); none
+    /// when the user signed out at the endpoint.
+    pub origin: Option<(String, String, Option<String>)>,
+    /// Whether an application did not confirm its logout.
+    pub partial: bool,
+    created: Instant,
+}
+
+impl LogoutChain {
+    /// A logout of `session` for every participant but `origin`'s application.
+    pub fn new(session: &Session, origin: Option<(String, String, Option<String>)>) -> Self {
+        let asker = origin.as_ref().map(|o| o.0.as_str());
+        Self {
+            pending: session
+                .participants
+                .iter()
+                .filter(|p| Some(p.app.as_str()) != asker)
+                .rev()
+                .cloned()
+                .collect(),
+            session_index: session.session_index.clone(),
+            waiting_for: None,
+            origin,
+            partial: false,
+            created: Instant::now(),
+        }
+    }
+}
+
+const LOGOUT_TTL: Duration = Duration::from_secs(5 * 60);
+const MAX_LOGOUTS: usize = 20_000;
+
+/// Logouts waiting for an application's answer, keyed by the RelayState we sent it.
+#[derive(Debug)]
+pub struct Logouts {
+    map: Mutex<Table<String, LogoutChain>>,
+}
+
+impl Default for Logouts {
+    fn default() -> Self {
+        Self {
+            map: Mutex::new(Table::new(MAX_LOGOUTS)),
+        }
+    }
+}
+
+impl Logouts {
+    /// Keeps `chain` until its application answers; returns the key to send as RelayState.
+    pub fn park(&self, chain: LogoutChain) -> String {
+        let id = random_token();
+        let now = Instant::now();
+        lock(&self.map).insert(id.clone(), chain, |c| {
+            now.duration_since(c.created) >= LOGOUT_TTL
+        });
+        id
+    }
+
+    /// Takes back the chain parked under `id` (once).
+    pub fn take(&self, id: &str) -> Option<LogoutChain> {
+        lock(&self.map)
+            .remove(id)
+            .filter(|c| c.created.elapsed() < LOGOUT_TTL)
+    }
+}
+
 /// Why a posted form was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlowError {
@@ -478,6 +554,42 @@ mod tests {
         assert_ne!(idx, sess.session_index);
         assert!(s.end_by_index("sp", "n", &idx).is_some());
         assert!(s.get(&c, now).is_none());
+    }
+
+    #[test]
+    fn a_logout_chain_tells_every_other_application_in_sign_in_order_once() {
+        let s = Sessions::default();
+        let now = SystemTime::now();
+        let who = Identity {
+            upn: "a@b.c".into(),
+            immutable_id: "id".into(),
+            mail: None,
+            display_name: None,
+        };
+        let (c, _) = s.create(who, Duration::from_secs(60), now);
+        for app in ["a", "b", "c"] {
+            s.add_participant(
+                &c,
+                Participant {
+                    app: app.into(),
+                    name_id: "n".into(),
+                    format: "f".into(),
+                },
+            );
+        }
+        let session = s.end(&c).expect("live");
+        let mut chain = LogoutChain::new(&session, Some(("b".into(), "_r".into(), None)));
+        let order: Vec<String> =
+            std::iter::from_fn(|| chain.pending.pop().map(|p| p.app)).collect();
+        assert_eq!(
+            order,
+            ["a", "c"],
+            "the asking application is answered, not told"
+        );
+        let logouts = Logouts::default();
+        let id = logouts.park(LogoutChain::new(&session, None));
+        assert_eq!(logouts.take(&id).expect("parked").pending.len(), 3);
+        assert!(logouts.take(&id).is_none(), "a parked logout is taken once");
     }
 
     #[test]

@@ -21,6 +21,9 @@ message on stderr):
   idp-init    (same options; GET IDP/saml/idp-init?sp=ID, unsolicited response allowed)
   sso-twice   (same options; a second AuthnRequest in the same session must not show
                the login page)
+  slo-chain   (same options and --second-entity-id ID2 --second-base-url URL2; signs in
+               to both SPs, logs out from the first: the IdP must send the second a
+               LogoutRequest on the way, then answer the first)
   passive     (same options; IsPassive without a session must come back as a signed
                NoPassive Response with no page shown; after a sign-in, IsPassive must
                get an assertion and ForceAuthn the login page)
@@ -255,11 +258,11 @@ class Flow:
         self.trace.append(f"{method} {url.split('?')[0]} -> {r.status_code}")
         return r
 
-    def follow(self, method, url, data=None):
-        """Follows redirects until a page, or until the IdP sends the browser to this SP.
-        Returns ("sp", url) or ("page", response)."""
+    def follow(self, method, url, data=None, stop_at=None):
+        """Follows redirects until a page, or until the IdP sends the browser to this SP
+        (or to any base URL in stop_at). Returns ("sp", url) or ("page", response)."""
         for _ in range(MAX_HOPS):
-            if url.startswith(self.sp_base + "/") or url == self.sp_base:
+            if any(url.startswith(b + "/") or url == b for b in (stop_at or [self.sp_base])):
                 return "sp", url
             r = self._request(method, url, data)
             if r.status_code in (301, 302, 303, 307, 308):
@@ -395,8 +398,11 @@ class Flow:
         self.last = resp
         return out
 
-    def logout(self):
-        """SP-initiated SLO over HTTP-Redirect; parses the LogoutResponse."""
+    def logout(self, peers=()):
+        """SP-initiated SLO over HTTP-Redirect; parses the LogoutResponse. Peers are
+        other SPs of the same browser session: when the IdP sends the browser to one of
+        them with a LogoutRequest on the way, that SP answers it (pysaml2 verifies the
+        request's signature) and the browser goes on."""
         resp = self.last
         name_id = resp.name_id
         results = self.client.do_logout(name_id, [self.idp], reason="", expire=None, sign=True,
@@ -406,8 +412,15 @@ class Flow:
         if binding != BINDING_HTTP_REDIRECT:
             raise Fail(f"pysaml2 chose {binding} for SLO, not HTTP-Redirect")
         loc = dict(info["headers"])["Location"]
-        kind, r = self.follow("GET", loc)
-        out = {"logout_binding_in": None}
+        stops = [self.sp_base] + [p.sp_base for p in peers]
+        kind, r = self.follow("GET", loc, stop_at=stops)
+        out = {"logout_binding_in": None, "peers_told": []}
+        while kind == "sp":
+            peer = next((p for p in peers if r.startswith(p.slo)), None)
+            if peer is None:
+                break
+            out["peers_told"].append(peer.args.entity_id)
+            kind, r = peer.answer_logout_request(r, stops)
         if kind == "sp":
             if not r.startswith(self.slo):
                 raise Fail(f"after logout the IdP sent the browser to {r}, not to this SP's SLO URL {self.slo}")
@@ -437,8 +450,10 @@ class Flow:
         if lr is None:
             raise Fail("pysaml2 could not decode the LogoutResponse")
         status = lr.response.status.status_code.value
+        second = lr.response.status.status_code.status_code
         out.update({
             "logout_status": status,
+            "logout_second_status": second.value if second is not None else None,
             "logout_ok": status == samlp.STATUS_SUCCESS,
             "logout_issuer": lr.issuer(),
             "logout_in_response_to_ok": lr.in_response_to in self.client.state,
@@ -447,6 +462,24 @@ class Flow:
             self.client.handle_logout_response(lr)
         out["sp_session_cleared"] = not self.client.is_logged_in(name_id)
         return out
+
+    def answer_logout_request(self, url, stops):
+        """The IdP sent the browser here with a LogoutRequest (HTTP-Redirect): pysaml2
+        checks it, including the query signature, logs the user out locally and answers
+        with a signed LogoutResponse, which the browser takes back to the IdP."""
+        q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query, keep_blank_values=True))
+        if "SAMLRequest" not in q:
+            raise Fail(f"the IdP sent the browser to {url.split('?')[0]} without a SAMLRequest")
+        if "Signature" not in q:
+            raise Fail("the IdP's LogoutRequest is not signed")
+        name_id = self.last.name_id
+        http_args = self.client.handle_logout_request(
+            q["SAMLRequest"], name_id, BINDING_HTTP_REDIRECT, sign=True, sign_alg=SIG_RSA_SHA256,
+            digest_alg=DIGEST_SHA256, relay_state=q.get("RelayState"), sigalg=q.get("SigAlg"),
+            signature=q.get("Signature"))
+        self.logged_out_by_idp = not self.client.is_logged_in(name_id)
+        loc = dict(http_args["headers"])["Location"]
+        return self.follow("GET", loc, stop_at=stops)
 
     def redirect_signature(self, q, raw_query):
         """The signature of an HTTP-Redirect LogoutResponse: pysaml2's check (which
@@ -649,6 +682,35 @@ def cmd_passive(args):
     return out
 
 
+def cmd_slo_chain(args):
+    """Signs in to this SP and to a second one in the same browser, then logs out from
+    the first: the IdP must log the second out on the way, then answer the first."""
+    first = Flow(args)
+    second_args = argparse.Namespace(**vars(args))
+    second_args.entity_id = args.second_entity_id
+    second_args.base_url = args.second_base_url
+    second = Flow(second_args)
+    second.http = first.http  # one browser
+    req_id, relay, answer = first.start_authn(args.binding)
+    res = first.sign_in(answer)
+    if res[0] == "error":
+        raise first.unexpected("the first sign-in failed", res[2], res[1])
+    _, action, fields, _ = res
+    first.consume(action, fields, req_id, relay)
+    req_id, relay, answer = second.start_authn(args.binding)
+    res = second.sign_in(answer)
+    if res[0] == "error":
+        raise second.unexpected("the second sign-in failed", res[2], res[1])
+    second_login_shown, action, fields, _ = res
+    second.consume(action, fields, req_id, relay)
+    out = first.logout(peers=[second])
+    out["second_login_page_shown"] = second_login_shown
+    out["second_sp_session_cleared"] = getattr(second, "logged_out_by_idp", False)
+    out["session_ended"] = first.login_page_shown_now()
+    out["trace"] = first.trace + second.trace
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="saml_sp.py", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -671,7 +733,8 @@ def main(argv=None):
 
     for name, helptext in (("login", "SP-initiated sign-in"), ("idp-init", "IdP-initiated sign-in"),
                            ("sso-twice", "sign in, then a second AuthnRequest must not prompt"),
-                           ("passive", "IsPassive without and with a session, then ForceAuthn")):
+                           ("passive", "IsPassive without and with a session, then ForceAuthn"),
+                           ("slo-chain", "sign in to two SPs, log out from the first: both end")):
         s = sub.add_parser(name, help=helptext)
         sp_args(s)
         s.add_argument("--idp-metadata", required=True)
@@ -682,12 +745,15 @@ def main(argv=None):
         s.add_argument("--password-file", required=True)
         s.add_argument("--binding", choices=["redirect", "post"], default="redirect")
         s.add_argument("--then-logout", action="store_true")
+        s.add_argument("--second-entity-id", help="slo-chain: the second SP's entity id")
+        s.add_argument("--second-base-url", help="slo-chain: the second SP's base URL")
         s.add_argument("--expect-error", action="store_true",
                        help="the sign-in must fail: print the [role=alert] text and exit 0")
 
     args = p.parse_args(argv)
     handlers = {"keygen": cmd_keygen, "metadata": cmd_metadata, "login": cmd_login,
-                "idp-init": cmd_idp_init, "sso-twice": cmd_sso_twice, "passive": cmd_passive}
+                "idp-init": cmd_idp_init, "sso-twice": cmd_sso_twice, "passive": cmd_passive,
+                "slo-chain": cmd_slo_chain}
     try:
         out = handlers[args.cmd](args)
     except Fail as e:

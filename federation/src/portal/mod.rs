@@ -33,7 +33,8 @@ use crate::saml::{
     BINDING_REDIRECT, NAMEID_EMAIL, NAMEID_PERSISTENT, NAMEID_UNSPECIFIED,
 };
 use crate::session::{
-    token_hash, Flow, FlowError, Flows, Identity, Participant, Prompt, Session, Sessions, Target,
+    token_hash, Flow, FlowError, Flows, Identity, LogoutChain, Logouts, Participant, Prompt,
+    Session, Sessions, Target,
 };
 use crate::signin::Authenticator;
 use crate::store::DirectoryStore;
@@ -84,6 +85,7 @@ pub struct Portal {
     apps: RwLock<Arc<Apps>>,
     sessions: Sessions,
     flows: Flows,
+    logouts: Logouts,
     demo: Option<demo::DemoApps>,
     csp_hashes: String,
 }
@@ -143,6 +145,7 @@ impl Portal {
             apps: RwLock::new(Arc::new(Apps::default())),
             sessions: Sessions::default(),
             flows: Flows::default(),
+            logouts: Logouts::default(),
             demo,
             cfg: PortalConfig { public_url, ..cfg },
         };
@@ -690,9 +693,16 @@ impl Portal {
                         "The sign-out form was not issued to this session.",
                     ));
                 }
-                self.sessions.end(&c);
+                let ended = self.sessions.end(&c);
                 info!("signed out at the endpoint");
-                Ok(self.signed_out())
+                // The session's applications are told one after the other, then the
+                // signed-out page.
+                let mut r = match ended {
+                    Some(s) => self.next_logout(LogoutChain::new(&s, None)),
+                    None => self.signed_out(),
+                };
+                set_cookie(&mut r, SSO_COOKIE, "", Some(0));
+                Ok(r)
             }
             _ => Ok(self.signed_out()),
         }
@@ -1097,11 +1107,7 @@ impl Portal {
             self.bad_request(&format!("The SAML logout message is unreadable: {e}."))
         })?;
         if !msg.is_request {
-            // A LogoutResponse to a request of ours: the session is already gone here.
-            let (_, issuer, _, ok) = messages::parse_logout_response(&msg.xml)
-                .map_err(|e| self.bad_request(&format!("The logout response was refused: {e}.")))?;
-            info!(app = %issuer.chars().take(200).collect::<String>(), success = ok, "logout response received");
-            return Ok(self.signed_out());
+            return self.logout_answered(&msg);
         }
         let lr = LogoutRequest::parse(&msg.xml)
             .map_err(|e| self.bad_request(&format!("The logout request was refused: {e}.")))?;
@@ -1125,61 +1131,163 @@ impl Portal {
                 .then(|| self.sessions.end(c))
                 .flatten()
         });
-        let ended = by_cookie.is_some()
-            || lr.session_indexes.iter().any(|i| {
-                self.sessions
-                    .end_by_index(&sp.entity_id, &lr.name_id, i)
-                    .is_some()
-            });
-        info!(app = %sp.entity_id, session_ended = ended, "single logout requested by an application");
-        let now = SystemTime::now();
-        let keys = self.current_keys();
-        let Some((binding_uri, _, response_url)) = sp.logout_endpoint() else {
-            return Ok(self.signed_out());
+        let clear_cookie = by_cookie.is_some();
+        let ended = by_cookie.or_else(|| {
+            lr.session_indexes
+                .iter()
+                .find_map(|i| self.sessions.end_by_index(&sp.entity_id, &lr.name_id, i))
+        });
+        info!(app = %sp.entity_id, session_ended = ended.is_some(), "single logout requested by an application");
+        let origin = (sp.entity_id.clone(), lr.id.clone(), msg.relay_state.clone());
+        let mut r = match ended {
+            // The session's other applications are told first, then the one that asked.
+            Some(s) => self.next_logout(LogoutChain::new(&s, Some(origin))),
+            None => self.answer_logout(&origin, false),
         };
-        let mut r = if binding_uri == BINDING_REDIRECT {
-            let xml = messages::build_logout_response(
-                &self.urls.entity_id,
-                response_url,
-                &lr.id,
-                now,
-                None,
-            );
-            let mut q = form_urlencoded::Serializer::new(String::new());
-            q.append_pair("SAMLResponse", &binding::deflate_encode(&xml));
-            if let Some(rs) = &msg.relay_state {
-                q.append_pair("RelayState", rs);
-            }
-            q.append_pair("SigAlg", xml::ns::RSA_SHA256);
-            let signed = q.finish();
-            let sig = base64::engine::general_purpose::STANDARD
-                .encode(keys.signing.sign_raw(signed.as_bytes()));
-            let sig: String = form_urlencoded::byte_serialize(sig.as_bytes()).collect();
-            let sep = if response_url.contains('?') { '&' } else { '?' };
-            Self::redirect(&format!("{response_url}{sep}{signed}&Signature={sig}"))
-        } else {
-            let xml = messages::build_logout_response(
-                &self.urls.entity_id,
-                response_url,
-                &lr.id,
-                now,
-                Some(&keys.signing),
-            );
-            let encoded = base64::engine::general_purpose::STANDARD.encode(xml);
-            let mut fields = vec![("SAMLResponse", encoded.as_str())];
-            if let Some(rs) = msg.relay_state.as_deref() {
-                fields.push(("RelayState", rs));
-            }
-            self.html(
-                StatusCode::OK,
-                pages::autopost(response_url, &fields, &sp.entity_id),
-                origin(response_url),
-            )
-        };
-        if by_cookie.is_some() {
+        if clear_cookie {
             set_cookie(&mut r, SSO_COOKIE, "", Some(0));
         }
         Ok(r)
+    }
+
+    /// A LogoutResponse from an application we sent a LogoutRequest to, as part of a
+    /// single logout: checked, then on to the next application.
+    fn logout_answered(&self, msg: &binding::Inbound) -> Result<Resp, Resp> {
+        let (root, issuer, in_response_to, ok) = messages::parse_logout_response(&msg.xml)
+            .map_err(|e| self.bad_request(&format!("The logout response was refused: {e}.")))?;
+        let chain = msg
+            .relay_state
+            .as_deref()
+            .and_then(|r| self.logouts.take(r));
+        let Some((mut chain, (app, request_id))) =
+            chain.and_then(|mut c| c.waiting_for.take().map(|w| (c, w)))
+        else {
+            // Not (or no longer) part of a logout here: the session is gone already.
+            info!(app = %issuer.chars().take(200).collect::<String>(), success = ok, "logout response received outside a single logout");
+            return Ok(self.signed_out());
+        };
+        if issuer != app || in_response_to.as_deref() != Some(request_id.as_str()) {
+            warn!(app = %app, "logout response does not answer our logout request");
+            return Err(self.bad_request(
+                "The logout response does not answer this service's logout request.",
+            ));
+        }
+        let apps = self.current_apps();
+        if let Some(sp) = apps.saml.get(&app) {
+            self.check_signature(sp, msg, &root, "logout response")?;
+        }
+        info!(app = %app, success = ok, "single logout: the application answered");
+        chain.partial |= !ok;
+        Ok(self.next_logout(chain))
+    }
+
+    /// Sends the browser to the next application of a single logout with a LogoutRequest,
+    /// or, when every application has been told, answers the one that asked (or shows
+    /// the signed-out page). Applications without a SAML logout service are skipped.
+    fn next_logout(&self, mut chain: LogoutChain) -> Resp {
+        let apps = self.current_apps();
+        while let Some(p) = chain.pending.pop() {
+            let Some(sp) = apps.saml.get(&p.app) else {
+                continue;
+            };
+            let Some((binding_uri, location, _)) = sp.logout_endpoint() else {
+                continue;
+            };
+            let keys = self.current_keys();
+            let post = binding_uri != BINDING_REDIRECT;
+            let (id, xml) = messages::build_logout_request(
+                &self.urls.entity_id,
+                location,
+                &p.name_id,
+                &p.format,
+                &sp.entity_id,
+                &chain.session_index,
+                SystemTime::now(),
+                post.then_some(&keys.signing),
+            );
+            chain.waiting_for = Some((sp.entity_id.clone(), id));
+            let relay = self.logouts.park(chain);
+            info!(app = %sp.entity_id, "single logout: sending a logout request to an application of the session");
+            return self.send_saml(
+                post,
+                location,
+                "SAMLRequest",
+                &xml,
+                Some(&relay),
+                &sp.entity_id,
+            );
+        }
+        match &chain.origin {
+            Some(o) => self.answer_logout(o, chain.partial),
+            None => self.signed_out(),
+        }
+    }
+
+    /// The LogoutResponse to the application that asked for a logout (origin: its entity
+    /// id, its request's ID, its RelayState).
+    fn answer_logout(&self, origin: &(String, String, Option<String>), partial: bool) -> Resp {
+        let (app, request_id, relay_state) = origin;
+        let apps = self.current_apps();
+        let Some((binding_uri, _, response_url)) =
+            apps.saml.get(app).and_then(|sp| sp.logout_endpoint())
+        else {
+            return self.signed_out();
+        };
+        let keys = self.current_keys();
+        let post = binding_uri != BINDING_REDIRECT;
+        let xml = messages::build_logout_response(
+            &self.urls.entity_id,
+            response_url,
+            request_id,
+            partial,
+            SystemTime::now(),
+            post.then_some(&keys.signing),
+        );
+        self.send_saml(
+            post,
+            response_url,
+            "SAMLResponse",
+            &xml,
+            relay_state.as_deref(),
+            app,
+        )
+    }
+
+    /// Sends a SAML message through the browser: an auto-post form (the XML is signed
+    /// already) or a redirect whose query string is signed (HTTP-Redirect binding).
+    fn send_saml(
+        &self,
+        post: bool,
+        url: &str,
+        param: &str,
+        xml: &str,
+        relay_state: Option<&str>,
+        app: &str,
+    ) -> Resp {
+        if post {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(xml);
+            let mut fields = vec![(param, encoded.as_str())];
+            if let Some(rs) = relay_state {
+                fields.push(("RelayState", rs));
+            }
+            return self.html(
+                StatusCode::OK,
+                pages::autopost(url, &fields, app),
+                origin(url),
+            );
+        }
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        q.append_pair(param, &binding::deflate_encode(xml));
+        if let Some(rs) = relay_state {
+            q.append_pair("RelayState", rs);
+        }
+        q.append_pair("SigAlg", xml::ns::RSA_SHA256);
+        let signed = q.finish();
+        let sig = base64::engine::general_purpose::STANDARD
+            .encode(self.current_keys().signing.sign_raw(signed.as_bytes()));
+        let sig: String = form_urlencoded::byte_serialize(sig.as_bytes()).collect();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        Self::redirect(&format!("{url}{sep}{signed}&Signature={sig}"))
     }
 
     // ---- WS-Federation -------------------------------------------------------------------
@@ -1296,9 +1404,24 @@ pub(crate) fn set_cookie(r: &mut Resp, name: &str, value: &str, max_age: Option<
     if let Some(a) = max_age {
         c.push_str(&format!("; Max-Age={a}"));
     }
-    if let Ok(v) = HeaderValue::from_str(&c) {
-        r.headers_mut().append(SET_COOKIE, v);
+    let Ok(v) = HeaderValue::from_str(&c) else {
+        return;
+    };
+    // One Set-Cookie per name: a later call replaces an earlier one.
+    let prefix = format!("{name}=");
+    let others: Vec<HeaderValue> = r
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter(|h| !h.as_bytes().starts_with(prefix.as_bytes()))
+        .cloned()
+        .collect();
+    let h = r.headers_mut();
+    h.remove(SET_COOKIE);
+    for o in others {
+        h.append(SET_COOKIE, o);
     }
+    h.append(SET_COOKIE, v);
 }
 
 pub(crate) fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {

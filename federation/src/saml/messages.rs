@@ -382,10 +382,14 @@ pub fn build_error_response(
 
 /// A LogoutResponse (signed when `key` is given: the HTTP-POST binding; the Redirect
 /// binding signs the query string instead).
+///
+/// With `partial`, the status is Success with PartialLogout below it: the session here
+/// has ended, but an application of the session did not confirm its own logout.
 pub fn build_logout_response(
     issuer: &str,
     destination: &str,
     in_response_to: &str,
+    partial: bool,
     now: SystemTime,
     key: Option<&SigningKey>,
 ) -> String {
@@ -397,19 +401,33 @@ pub fn build_logout_response(
         .attr("Destination", destination)
         .attr("InResponseTo", in_response_to)
         .child(El::new("saml", ns::SAML, "Issuer").text(issuer))
-        .child(status(STATUS_SUCCESS));
+        .child(if partial {
+            El::new("samlp", ns::SAMLP, "Status").child(
+                El::new("samlp", ns::SAMLP, "StatusCode")
+                    .attr("Value", STATUS_SUCCESS)
+                    .child(
+                        El::new("samlp", ns::SAMLP, "StatusCode")
+                            .attr("Value", super::STATUS_PARTIAL_LOGOUT),
+                    ),
+            )
+        } else {
+            status(STATUS_SUCCESS)
+        });
     if let Some(k) = key {
         k.sign(&mut r, &id, 1);
     }
     r.to_document()
 }
 
-/// A LogoutRequest from us to an SP (when the session ends at the IdP).
+/// A LogoutRequest from us to an SP (when the session ends at the IdP). The NameID is
+/// the one the SP received: same value, Format and SPNameQualifier (the SP's entity id).
+#[allow(clippy::too_many_arguments)]
 pub fn build_logout_request(
     issuer: &str,
     destination: &str,
     name_id: &str,
     name_id_format: &str,
+    sp_name_qualifier: &str,
     session_index: &str,
     now: SystemTime,
     key: Option<&SigningKey>,
@@ -424,6 +442,7 @@ pub fn build_logout_request(
         .child(
             El::new("saml", ns::SAML, "NameID")
                 .attr("Format", name_id_format.to_owned())
+                .attr("SPNameQualifier", sp_name_qualifier.to_owned())
                 .text(name_id),
         )
         .child(El::new("samlp", ns::SAMLP, "SessionIndex").text(session_index));
