@@ -775,15 +775,13 @@ impl Portal {
                     SystemTime::now(),
                     &self.current_keys().signing,
                 );
-                let encoded = base64::engine::general_purpose::STANDARD.encode(xml);
-                let mut fields = vec![("SAMLResponse", encoded.as_str())];
-                if let Some(r) = relay_state.as_deref() {
-                    fields.push(("RelayState", r));
-                }
-                self.html(
-                    StatusCode::OK,
-                    pages::autopost(&acs, &fields, &sp),
-                    origin(&acs),
+                self.send_saml(
+                    true,
+                    &acs,
+                    "SAMLResponse",
+                    &xml,
+                    relay_state.as_deref(),
+                    &sp,
                 )
             }
             // Only SAML asks for passive sign-in.
@@ -865,15 +863,13 @@ impl Portal {
                     },
                 );
                 info!(app = %sp, "SAML assertion issued");
-                let encoded = base64::engine::general_purpose::STANDARD.encode(xml);
-                let mut fields = vec![("SAMLResponse", encoded.as_str())];
-                if let Some(r) = relay_state.as_deref() {
-                    fields.push(("RelayState", r));
-                }
-                self.html(
-                    StatusCode::OK,
-                    pages::autopost(&acs, &fields, &sp),
-                    origin(&acs),
+                self.send_saml(
+                    true,
+                    &acs,
+                    "SAMLResponse",
+                    &xml,
+                    relay_state.as_deref(),
+                    &sp,
                 )
             }
             Target::WsFed { realm, reply, wctx } => {
