@@ -418,6 +418,7 @@ fn pysaml2_sp_signs_in_sp_and_idp_initiated_and_logs_out() {
             ("without_session", "NoPassive"),
             ("without_session_relay_state_ok", "true"),
             ("with_session_name_id_ok", "true"),
+            ("passive_and_force_authn", "NoPassive"),
             ("force_authn_login_page_shown", "true"),
         ] {
             assert_eq!(

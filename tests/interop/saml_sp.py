@@ -675,6 +675,17 @@ def cmd_passive(args):
     second = flow.consume(urllib.parse.urljoin(r.url, form["action"] or r.url),
                           form_fields(form, hidden_only=False), req_id, relay)
     out["with_session_name_id_ok"] = second["name_id"] == first["name_id"]
+    # IsPassive with ForceAuthn cannot be met even with a session.
+    req_id, relay, answer = flow.start_authn(args.binding, is_passive="true", force_authn="true")
+    what, form, page, r = answer_form(answer, "IsPassive with ForceAuthn")
+    if what != "saml":
+        raise flow.unexpected("IsPassive with ForceAuthn must be answered with a SAMLResponse", r, page)
+    try:
+        flow.client.parse_authn_request_response(form_fields(form, hidden_only=False)["SAMLResponse"],
+                                                 BINDING_HTTP_POST, {req_id: "/"})
+        raise Fail("pysaml2 took the answer to IsPassive with ForceAuthn as a sign-in")
+    except StatusNoPassive:
+        out["passive_and_force_authn"] = "NoPassive"
     _, _, answer = flow.start_authn(args.binding, force_authn="true")
     what, _, page, r = answer_form(answer, "ForceAuthn with a session")
     out["force_authn_login_page_shown"] = what == "login"

@@ -985,7 +985,8 @@ impl Portal {
 
     /// Where a SAML AuthnRequest wants the answer, once every check has passed, and
     /// whether it asks for the password even with a session (ForceAuthn) or for no
-    /// prompt at all (IsPassive, which wins when both are set: nothing may be shown).
+    /// prompt at all (IsPassive). Both at once cannot be met: that is answered NoPassive
+    /// at once (as the error side of the result, although it is a normal SAML answer).
     fn saml_target(
         &self,
         msg: Result<binding::Inbound, binding::BindingError>,
@@ -1034,22 +1035,20 @@ impl Portal {
                 return Err(self.bad_request(&format!("The application asks for the NameID format {:?}; this sign-in service issues persistent, emailAddress and unspecified.", f.chars().take(200).collect::<String>())));
             }
         };
-        Ok((
-            Target::Saml {
-                sp: sp.entity_id.clone(),
-                acs: acs.to_owned(),
-                request_id: Some(req.id.clone()),
-                relay_state: msg.relay_state.clone(),
-                name_id_format: format,
-            },
-            if req.is_passive {
-                Prompt::Never
-            } else if req.force_authn {
-                Prompt::Always
-            } else {
-                Prompt::IfNeeded
-            },
-        ))
+        let target = Target::Saml {
+            sp: sp.entity_id.clone(),
+            acs: acs.to_owned(),
+            request_id: Some(req.id.clone()),
+            relay_state: msg.relay_state.clone(),
+            name_id_format: format,
+        };
+        match (req.is_passive, req.force_authn) {
+            // A fresh sign-in that shows nothing cannot be done, session or not.
+            (true, true) => Err(self.no_passive(target)),
+            (true, false) => Ok((target, Prompt::Never)),
+            (false, true) => Ok((target, Prompt::Always)),
+            (false, false) => Ok((target, Prompt::IfNeeded)),
+        }
     }
 
     fn idp_initiated(&self, req: &Request<Incoming>) -> Result<Resp, Resp> {
