@@ -279,48 +279,35 @@ fn pysaml2_sp_signs_in_sp_and_idp_initiated_and_logs_out() {
         &["keygen", "--key", &s("sp.key"), "--cert", &s("sp.crt")],
     );
     assert!(ok, "{e}");
+    // Registers a pysaml2 SP (signed requests) from the metadata it makes itself.
+    let register = |base: &str, file: &str| {
+        let entity = format!("{base}/metadata");
+        let (ok, md, e) = python(
+            &tools,
+            &[
+                "metadata",
+                "--entity-id",
+                &entity,
+                "--base-url",
+                base,
+                "--key",
+                &s("sp.key"),
+                "--cert",
+                &s("sp.crt"),
+                "--sign-requests",
+            ],
+        );
+        assert!(ok, "{e}");
+        std::fs::write(dir.join(file), md).expect("write");
+        let out = ep.cli(&["apps", "add", "--saml-metadata", &s(file)], None);
+        assert!(out.contains("registered SAML application"), "{out}");
+        entity
+    };
     let sp_base = "https://sp.causeway.test";
-    let entity = format!("{sp_base}/metadata");
-    let (ok, md, e) = python(
-        &tools,
-        &[
-            "metadata",
-            "--entity-id",
-            &entity,
-            "--base-url",
-            sp_base,
-            "--key",
-            &s("sp.key"),
-            "--cert",
-            &s("sp.crt"),
-            "--sign-requests",
-        ],
-    );
-    assert!(ok, "{e}");
-    std::fs::write(dir.join("sp.xml"), md).expect("write");
-    let out = ep.cli(&["apps", "add", "--saml-metadata", &s("sp.xml")], None);
-    assert!(out.contains("registered SAML application"), "{out}");
+    let entity = register(sp_base, "sp.xml");
     // A second SP, for single logout across the applications of one session.
     let sp2_base = "https://sp2.causeway.test";
-    let entity2 = format!("{sp2_base}/metadata");
-    let (ok, md2, e) = python(
-        &tools,
-        &[
-            "metadata",
-            "--entity-id",
-            &entity2,
-            "--base-url",
-            sp2_base,
-            "--key",
-            &s("sp.key"),
-            "--cert",
-            &s("sp.crt"),
-            "--sign-requests",
-        ],
-    );
-    assert!(ok, "{e}");
-    std::fs::write(dir.join("sp2.xml"), md2).expect("write");
-    ep.cli(&["apps", "add", "--saml-metadata", &s("sp2.xml")], None);
+    let entity2 = register(sp2_base, "sp2.xml");
     let b = Browser::new(&dir);
     let (_, _, idp_md) = b.get(&format!("{}/saml/metadata", ep.url));
     std::fs::write(dir.join("idp.xml"), idp_md).expect("write");

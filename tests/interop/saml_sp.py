@@ -359,6 +359,16 @@ class Flow:
             answer = self.follow("POST", action, fields)
         raise Fail(f"sign-in did not finish; trace: {self.trace}")
 
+    def sign_in_and_consume(self, binding, what="the sign-in"):
+        """SP-initiated sign-in through to a validated assertion. Returns
+        (login page shown, what consume() returns)."""
+        req_id, relay, answer = self.start_authn(binding)
+        res = self.sign_in(answer)
+        if res[0] == "error":
+            raise self.unexpected(f"{what} failed", res[2], res[1])
+        login_shown, action, fields, _ = res
+        return login_shown, self.consume(action, fields, req_id, relay)
+
     def consume(self, action, fields, req_id, relay, unsolicited=False):
         if action != self.acs:
             raise Fail(f"the IdP posts the SAMLResponse to {action}, not to this SP's ACS {self.acs}")
@@ -609,12 +619,7 @@ def cmd_idp_init(args):
 
 def cmd_sso_twice(args):
     flow = Flow(args)
-    req1, relay1, answer = flow.start_authn(args.binding)
-    res = flow.sign_in(answer)
-    if res[0] == "error":
-        raise flow.unexpected("the first sign-in failed", res[2], res[1])
-    login1, action, fields, _ = res
-    first = flow.consume(action, fields, req1, relay1)
+    login1, first = flow.sign_in_and_consume(args.binding, "the first sign-in")
     req2, relay2, answer = flow.start_authn(args.binding)
     kind, r = answer
     if kind == "sp":
@@ -640,55 +645,41 @@ def cmd_passive(args):
     flow = Flow(args)
     out = {}
 
-    def answer_form(answer, what_for):
-        kind, r = answer
+    def answer_form(extra, what_for, must):
+        """Sends an AuthnRequest with extra attributes; its answer must be a SAMLResponse
+        form (no page). Returns (request id, relay state, form, response)."""
+        req_id, relay, (kind, r) = flow.start_authn(args.binding, **extra)
         if kind == "sp":
             raise Fail(f"{what_for}: the IdP sent the browser to {r.split('?')[0]} without a form")
         what, form, page = flow.classify(r)
-        return what, form, page, r
+        if what != "saml":
+            raise flow.unexpected(f"{what_for} must be answered with {must}, not a page", r, page)
+        return req_id, relay, form, r
+
+    def no_passive(extra, what_for):
+        """The answer must be a signed NoPassive Response, as pysaml2 reads it."""
+        req_id, relay, form, _ = answer_form(extra, what_for, "a NoPassive SAMLResponse")
+        fields = form_fields(form, hidden_only=False)
+        try:
+            flow.client.parse_authn_request_response(fields["SAMLResponse"], BINDING_HTTP_POST, {req_id: "/"})
+        except StatusNoPassive:
+            return "NoPassive", fields.get("RelayState") == relay
+        raise Fail(f"pysaml2 took the answer to {what_for} as a sign-in")
 
     # No session: the IdP must not show anything, and must say NoPassive.
-    req_id, relay, answer = flow.start_authn(args.binding, is_passive="true")
-    what, form, page, r = answer_form(answer, "IsPassive without a session")
-    if what != "saml":
-        raise flow.unexpected("IsPassive without a session must be answered with a SAMLResponse, not a page", r, page)
-    fields = form_fields(form, hidden_only=False)
-    try:
-        flow.client.parse_authn_request_response(fields["SAMLResponse"], BINDING_HTTP_POST, {req_id: "/"})
-        raise Fail("pysaml2 took the answer to IsPassive without a session as a sign-in")
-    except StatusNoPassive as e:
-        out["without_session"] = "NoPassive"
-        out["without_session_detail"] = str(e)
-    out["without_session_relay_state_ok"] = fields.get("RelayState") == relay
-
-    # Sign in, then IsPassive rides the session and ForceAuthn asks again.
-    req_id, relay, answer = flow.start_authn(args.binding)
-    res = flow.sign_in(answer)
-    if res[0] == "error":
-        raise flow.unexpected("the sign-in failed", res[2], res[1])
-    _, action, fields, _ = res
-    first = flow.consume(action, fields, req_id, relay)
-    req_id, relay, answer = flow.start_authn(args.binding, is_passive="true")
-    what, form, page, r = answer_form(answer, "IsPassive with a session")
-    if what != "saml":
-        raise flow.unexpected("IsPassive with a session must be answered with an assertion", r, page)
+    out["without_session"], out["without_session_relay_state_ok"] = no_passive(
+        {"is_passive": "true"}, "IsPassive without a session")
+    # Sign in; then IsPassive rides the session, IsPassive with ForceAuthn cannot be met,
+    # and ForceAuthn alone asks again.
+    _, first = flow.sign_in_and_consume(args.binding)
+    req_id, relay, form, r = answer_form({"is_passive": "true"}, "IsPassive with a session", "an assertion")
     second = flow.consume(urllib.parse.urljoin(r.url, form["action"] or r.url),
                           form_fields(form, hidden_only=False), req_id, relay)
     out["with_session_name_id_ok"] = second["name_id"] == first["name_id"]
-    # IsPassive with ForceAuthn cannot be met even with a session.
-    req_id, relay, answer = flow.start_authn(args.binding, is_passive="true", force_authn="true")
-    what, form, page, r = answer_form(answer, "IsPassive with ForceAuthn")
-    if what != "saml":
-        raise flow.unexpected("IsPassive with ForceAuthn must be answered with a SAMLResponse", r, page)
-    try:
-        flow.client.parse_authn_request_response(form_fields(form, hidden_only=False)["SAMLResponse"],
-                                                 BINDING_HTTP_POST, {req_id: "/"})
-        raise Fail("pysaml2 took the answer to IsPassive with ForceAuthn as a sign-in")
-    except StatusNoPassive:
-        out["passive_and_force_authn"] = "NoPassive"
-    _, _, answer = flow.start_authn(args.binding, force_authn="true")
-    what, _, page, r = answer_form(answer, "ForceAuthn with a session")
-    out["force_authn_login_page_shown"] = what == "login"
+    out["passive_and_force_authn"], _ = no_passive(
+        {"is_passive": "true", "force_authn": "true"}, "IsPassive with ForceAuthn")
+    _, _, (kind, r) = flow.start_authn(args.binding, force_authn="true")
+    out["force_authn_login_page_shown"] = kind == "page" and flow.classify(r)[0] == "login"
     out["trace"] = flow.trace
     return out
 
@@ -702,18 +693,8 @@ def cmd_slo_chain(args):
     second_args.base_url = args.second_base_url
     second = Flow(second_args)
     second.http = first.http  # one browser
-    req_id, relay, answer = first.start_authn(args.binding)
-    res = first.sign_in(answer)
-    if res[0] == "error":
-        raise first.unexpected("the first sign-in failed", res[2], res[1])
-    _, action, fields, _ = res
-    first.consume(action, fields, req_id, relay)
-    req_id, relay, answer = second.start_authn(args.binding)
-    res = second.sign_in(answer)
-    if res[0] == "error":
-        raise second.unexpected("the second sign-in failed", res[2], res[1])
-    second_login_shown, action, fields, _ = res
-    second.consume(action, fields, req_id, relay)
+    first.sign_in_and_consume(args.binding, "the first sign-in")
+    second_login_shown, _ = second.sign_in_and_consume(args.binding, "the second sign-in")
     out = first.logout(peers=[second])
     out["second_login_page_shown"] = second_login_shown
     out["second_sp_session_cleared"] = getattr(second, "logged_out_by_idp", False)
