@@ -189,18 +189,10 @@ impl Browser {
         .arg("-b")
         .arg(&self.jar);
         let mut body_file = None;
-        if let Some(f) = form {
-            let body: String = form_encode(f);
-            let p = self.jar.with_extension("body");
-            std::fs::write(&p, body).expect("body");
-            cmd.args([
-                "-H",
-                "content-type: application/x-www-form-urlencoded",
-                "--data-binary",
-            ])
-            .arg(format!("@{}", p.display()));
-            body_file = Some(p);
-        } else if let Some(b) = raw_body {
+        let body = form
+            .map(|f| form_encode(f).into_bytes())
+            .or_else(|| raw_body.map(<[u8]>::to_vec));
+        if let Some(b) = body {
             let p = self.jar.with_extension("body");
             std::fs::write(&p, b).expect("body");
             cmd.args([
