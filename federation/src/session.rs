@@ -411,18 +411,28 @@ pub struct LogoutChain {
     pub session_index: String,
     /// The application being told now, and the ID of our LogoutRequest to it.
     pub waiting_for: Option<(String, String)>,
-    /// The application that asked (entity id, its request's ID, its RelayState); none
-    /// when the user signed out at the endpoint.
-    pub origin: Option<(String, String, Option<String>)>,
+    /// The application that asked; none when the user signed out at the endpoint.
+    pub origin: Option<LogoutOrigin>,
     /// Whether an application did not confirm its logout.
     pub partial: bool,
     created: Instant,
 }
 
+/// The application that asked for a single logout, and what its answer must carry.
+#[derive(Debug, Clone)]
+pub struct LogoutOrigin {
+    /// Its entity id.
+    pub app: String,
+    /// Its LogoutRequest's ID (our answer's InResponseTo).
+    pub request_id: String,
+    /// Its RelayState, returned unchanged.
+    pub relay_state: Option<String>,
+}
+
 impl LogoutChain {
     /// A logout of `session` for every participant but `origin`'s application.
-    pub fn new(session: &Session, origin: Option<(String, String, Option<String>)>) -> Self {
-        let asker = origin.as_ref().map(|o| o.0.as_str());
+    pub fn new(session: &Session, origin: Option<LogoutOrigin>) -> Self {
+        let asker = origin.as_ref().map(|o| o.app.as_str());
         Self {
             pending: session
                 .participants
@@ -578,7 +588,14 @@ mod tests {
             );
         }
         let session = s.end(&c).expect("live");
-        let mut chain = LogoutChain::new(&session, Some(("b".into(), "_r".into(), None)));
+        let mut chain = LogoutChain::new(
+            &session,
+            Some(LogoutOrigin {
+                app: "b".into(),
+                request_id: "_r".into(),
+                relay_state: None,
+            }),
+        );
         let order: Vec<String> =
             std::iter::from_fn(|| chain.pending.pop().map(|p| p.app)).collect();
         assert_eq!(

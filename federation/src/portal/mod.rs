@@ -33,8 +33,8 @@ use crate::saml::{
     BINDING_REDIRECT, NAMEID_EMAIL, NAMEID_PERSISTENT, NAMEID_UNSPECIFIED,
 };
 use crate::session::{
-    token_hash, Flow, FlowError, Flows, Identity, LogoutChain, Logouts, Participant, Prompt,
-    Session, Sessions, Target,
+    token_hash, Flow, FlowError, Flows, Identity, LogoutChain, LogoutOrigin, Logouts, Participant,
+    Prompt, Session, Sessions, Target,
 };
 use crate::signin::Authenticator;
 use crate::store::DirectoryStore;
@@ -724,33 +724,44 @@ impl Portal {
     /// again); otherwise keeps the request as a flow and sends the browser to sign in,
     /// or, when the application asked for no prompt, tells it the user is not signed in.
     fn proceed(&self, target: Target, prompt: Prompt, req: &Request<Incoming>) -> Resp {
-        if prompt != Prompt::Always {
-            if let Some((c, s)) = self.session_of(req) {
-                return self.complete(target, &c, &s);
-            }
-        }
-        if prompt == Prompt::Never {
-            return self.no_passive(target);
-        }
-        let flow = self.flows.start(target, prompt);
-        Self::redirect(&format!("/login?flow={flow}"))
+        self.answer_without_page(target, prompt, req)
+            .unwrap_or_else(|target| {
+                let flow = self.flows.start(target, prompt);
+                Self::redirect(&format!("/login?flow={flow}"))
+            })
     }
 
     fn continue_flow(&self, flow_id: &str, req: &Request<Incoming>) -> Resp {
         let Some(flow) = self.flows.get(flow_id) else {
             return self.expired_flow();
         };
-        if flow.prompt != Prompt::Always {
-            if let Some((c, s)) = self.session_of(req) {
+        match self.answer_without_page(flow.target, flow.prompt, req) {
+            Ok(r) => {
                 self.flows.remove(flow_id);
-                return self.complete(flow.target, &c, &s);
+                r
+            }
+            Err(_) => Self::redirect(&format!("/login?flow={flow_id}")),
+        }
+    }
+
+    /// The answer that needs no sign-in page: the assertion for a browser with a
+    /// session (unless `prompt` is Always), or NoPassive when `prompt` is Never. Gives
+    /// the target back when the user has to sign in.
+    fn answer_without_page(
+        &self,
+        target: Target,
+        prompt: Prompt,
+        req: &Request<Incoming>,
+    ) -> Result<Resp, Target> {
+        if prompt != Prompt::Always {
+            if let Some((c, s)) = self.session_of(req) {
+                return Ok(self.complete(target, &c, &s));
             }
         }
-        if flow.prompt == Prompt::Never {
-            self.flows.remove(flow_id);
-            return self.no_passive(flow.target);
+        if prompt == Prompt::Never {
+            return Ok(self.no_passive(target));
         }
-        Self::redirect(&format!("/login?flow={flow_id}"))
+        Err(target)
     }
 
     /// The answer to IsPassive without a usable session: a signed Response with status
@@ -1133,7 +1144,11 @@ impl Portal {
                 .find_map(|i| self.sessions.end_by_index(&sp.entity_id, &lr.name_id, i))
         });
         info!(app = %sp.entity_id, session_ended = ended.is_some(), "single logout requested by an application");
-        let origin = (sp.entity_id.clone(), lr.id.clone(), msg.relay_state.clone());
+        let origin = LogoutOrigin {
+            app: sp.entity_id.clone(),
+            request_id: lr.id.clone(),
+            relay_state: msg.relay_state.clone(),
+        };
         let mut r = match ended {
             // The session's other applications are told first, then the one that asked.
             Some(s) => self.next_logout(LogoutChain::new(&s, Some(origin))),
@@ -1218,10 +1233,13 @@ impl Portal {
         }
     }
 
-    /// The LogoutResponse to the application that asked for a logout (origin: its entity
-    /// id, its request's ID, its RelayState).
-    fn answer_logout(&self, origin: &(String, String, Option<String>), partial: bool) -> Resp {
-        let (app, request_id, relay_state) = origin;
+    /// The LogoutResponse to the application that asked for a logout.
+    fn answer_logout(&self, origin: &LogoutOrigin, partial: bool) -> Resp {
+        let LogoutOrigin {
+            app,
+            request_id,
+            relay_state,
+        } = origin;
         let apps = self.current_apps();
         let Some((binding_uri, _, response_url)) =
             apps.saml.get(app).and_then(|sp| sp.logout_endpoint())
