@@ -87,13 +87,14 @@ impl Requests {
         format!("/saml/sso?{q}")
     }
 
-    /// A fresh request; built now when the prepared ones are used up.
-    fn take(&self) -> String {
+    /// A fresh request (borrowed, not copied, in the measured loop); built now when the
+    /// prepared ones are used up.
+    fn take(&self) -> std::borrow::Cow<'_, str> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) as usize;
-        self.paths
-            .get(i)
-            .cloned()
-            .unwrap_or_else(|| Self::build(&self.base))
+        match self.paths.get(i) {
+            Some(p) => p.as_str().into(),
+            None => Self::build(&self.base).into(),
+        }
     }
 }
 
