@@ -8,7 +8,9 @@ use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private, Public};
 use sha2::Digest;
 
-use super::c14n::canonicalize;
+use super::c14n::{
+    canonicalize, prefix_list, C14nError, MAX_CANONICAL_BYTES, MAX_INCLUSIVE_PREFIXES,
+};
 use super::ns;
 use super::reader::Node;
 use super::writer::El;
@@ -180,15 +182,76 @@ fn algorithm(n: &Node) -> &str {
     n.attr("Algorithm").unwrap_or("")
 }
 
-fn inclusive_prefixes(n: &Node) -> Vec<String> {
-    n.child(EXC_NS, "InclusiveNamespaces")
+fn quoted(s: &str) -> String {
+    format!("{:?}", s.chars().take(80).collect::<String>())
+}
+
+/// The bounded `InclusiveNamespaces PrefixList` of a c14n method or transform.
+fn inclusive_prefixes(n: &Node) -> Result<Vec<&str>, XmlSigError> {
+    match n
+        .child(EXC_NS, "InclusiveNamespaces")
         .and_then(|i| i.attr("PrefixList"))
-        .map(|l| l.split_whitespace().map(str::to_owned).collect())
-        .unwrap_or_default()
+    {
+        None => Ok(Vec::new()),
+        Some(list) => prefix_list(list).map_err(|_| {
+            XmlSigError::Unsupported(format!(
+                "the InclusiveNamespaces PrefixList names more than {MAX_INCLUSIVE_PREFIXES} prefixes, or too long a one"
+            ))
+        }),
+    }
+}
+
+fn canonical(n: &Node, inclusive: &[&str], exclude: Option<&Node>) -> Result<String, XmlSigError> {
+    canonicalize(n, inclusive, exclude).map_err(|e| match e {
+        C14nError::TooLarge => XmlSigError::Unsupported(format!(
+            "the canonical form of the signed content exceeds {MAX_CANONICAL_BYTES} bytes"
+        )),
+        C14nError::PrefixList => XmlSigError::Unsupported("the PrefixList is too long".into()),
+    })
+}
+
+/// The transforms of a reference, which must be exactly: enveloped signature, then
+/// exclusive c14n (optionally with a PrefixList). Returns the inclusive prefixes.
+///
+/// XML-DSig §4.4.3.2 says a reference whose last transform yields a node-set (as the
+/// enveloped transform alone does) is converted to octets with *inclusive* Canonical XML
+/// 1.0. We do not implement inclusive c14n, and digesting such a reference as exclusive
+/// c14n would compare the wrong octets, so it is refused with a clear message; SAML
+/// (SAMLCore §5.4.4) has signers add the exclusive transform.
+fn reference_transforms(r: &Node) -> Result<Vec<&str>, XmlSigError> {
+    let ts: Vec<&Node> = r
+        .child(ns::DS, "Transforms")
+        .map(|t| t.elements().collect())
+        .unwrap_or_default();
+    match ts.as_slice() {
+        [env, exc] if algorithm(env) == ns::ENVELOPED && algorithm(exc) == ns::EXC_C14N => {
+            inclusive_prefixes(exc)
+        }
+        [only] if algorithm(only) == ns::ENVELOPED => Err(XmlSigError::Unsupported(
+            "the reference has only the enveloped-signature transform, which implies inclusive \
+             c14n 1.0; sign with the enveloped-signature and exclusive c14n transforms"
+                .into(),
+        )),
+        [] => Err(XmlSigError::Unsupported(
+            "the reference lacks the enveloped-signature transform".into(),
+        )),
+        _ => {
+            let names: Vec<String> = ts.iter().take(4).map(|t| quoted(algorithm(t))).collect();
+            Err(XmlSigError::Unsupported(format!(
+                "the reference's transforms must be exactly enveloped-signature then exclusive \
+                 c14n, in that order (got {})",
+                names.join(", ")
+            )))
+        }
+    }
 }
 
 /// Verifies the enveloped signature of `el`, whose ID attribute is `id_attr`, with any
 /// of `keys`.
+///
+/// Order matters for cost: the signature over `SignedInfo` (small, bounded: one RSA
+/// verification per trusted key) is checked before the reference is digested, so a
+/// message that no trusted key signed never costs a canonicalisation of its content.
 pub fn verify_enveloped(el: &Node, id_attr: &str, keys: &[VerifiedKey]) -> Result<(), XmlSigError> {
     let mut sigs = el.children_named(ns::DS, "Signature");
     let sig = sigs.next().ok_or(XmlSigError::NotSigned)?;
@@ -205,8 +268,8 @@ pub fn verify_enveloped(el: &Node, id_attr: &str, keys: &[VerifiedKey]) -> Resul
         .ok_or_else(|| unsupported("no CanonicalizationMethod"))?;
     if algorithm(cm) != ns::EXC_C14N {
         return Err(XmlSigError::Unsupported(format!(
-            "canonicalisation {:?} (only exclusive c14n is accepted)",
-            algorithm(cm).chars().take(80).collect::<String>()
+            "canonicalisation {} (only exclusive c14n is accepted)",
+            quoted(algorithm(cm))
         )));
     }
     let sm = si
@@ -218,72 +281,64 @@ pub fn verify_enveloped(el: &Node, id_attr: &str, keys: &[VerifiedKey]) -> Resul
     if refs.next().is_some() {
         return Err(unsupported("more than one Reference"));
     }
-    if r.attr("URI") != Some(&format!("#{id}")) {
+    if r.attr("URI").and_then(|u| u.strip_prefix('#')) != Some(id) {
         return Err(XmlSigError::WrongReference);
     }
-    let mut inclusive = Vec::new();
-    let mut enveloped = false;
-    let mut exclusive = false;
-    if let Some(ts) = r.child(ns::DS, "Transforms") {
-        for t in ts.elements() {
-            match algorithm(t) {
-                ns::ENVELOPED if !enveloped => enveloped = true,
-                ns::EXC_C14N if !exclusive => {
-                    exclusive = true;
-                    inclusive = inclusive_prefixes(t);
-                }
-                other => {
-                    return Err(XmlSigError::Unsupported(format!(
-                        "transform {:?}",
-                        other.chars().take(80).collect::<String>()
-                    )))
-                }
-            }
-        }
-    }
-    if !enveloped {
-        return Err(unsupported(
-            "the reference lacks the enveloped-signature transform",
-        ));
-    }
+    let inclusive = reference_transforms(r)?;
     let dm = r
         .child(ns::DS, "DigestMethod")
         .ok_or_else(|| unsupported("no DigestMethod"))?;
+    let digest_len = match algorithm(dm) {
+        ns::SHA256 => 32,
+        ns::SHA512 => 64,
+        other => {
+            return Err(XmlSigError::Unsupported(format!(
+                "digest {} (SHA-256 or SHA-512 only)",
+                quoted(other)
+            )))
+        }
+    };
     let expected = decode_b64(
         &r.child(ns::DS, "DigestValue")
             .ok_or_else(|| unsupported("no DigestValue"))?
             .text(),
     )
-    .ok_or_else(|| unsupported("DigestValue is not base64"))?;
-    let canonical = canonicalize(el, &inclusive, Some(sig));
-    let actual = match algorithm(dm) {
-        ns::SHA256 => sha2::Sha256::digest(canonical.as_bytes()).to_vec(),
-        ns::SHA512 => sha2::Sha512::digest(canonical.as_bytes()).to_vec(),
-        other => {
-            return Err(XmlSigError::Unsupported(format!(
-                "digest {:?} (SHA-256 or SHA-512 only)",
-                other.chars().take(80).collect::<String>()
-            )))
-        }
-    };
-    if actual != expected {
-        return Err(XmlSigError::DigestMismatch);
-    }
+    .filter(|d| d.len() == digest_len)
+    .ok_or_else(|| unsupported("DigestValue is not a base64 digest of the named method"))?;
     let value = decode_b64(
         &sig.child(ns::DS, "SignatureValue")
             .ok_or_else(|| unsupported("no SignatureValue"))?
             .text(),
     )
     .ok_or_else(|| unsupported("SignatureValue is not base64"))?;
-    let signed = canonicalize(si, &inclusive_prefixes(cm), None);
+
+    // 1. The signature over SignedInfo: cheap and bounded.
+    let signed = canonical(si, &inclusive_prefixes(cm)?, None)?;
+    let mut verified = false;
     for k in keys {
         let mut v = openssl::sign::Verifier::new(md, &k.0)
             .map_err(|e| XmlSigError::Unsupported(e.to_string()))?;
         if v.update(signed.as_bytes()).is_ok() && v.verify(&value).unwrap_or(false) {
-            return Ok(());
+            verified = true;
+            break;
         }
     }
-    Err(XmlSigError::BadSignature)
+    if !verified {
+        return Err(XmlSigError::BadSignature);
+    }
+
+    // 2. Only now the reference: canonicalise the signed element, bounded, and digest it.
+    let content = canonical(el, &inclusive, Some(sig))?;
+    let actual = match digest_len {
+        32 => sha2::Sha256::digest(content.as_bytes()).to_vec(),
+        _ => sha2::Sha512::digest(content.as_bytes()).to_vec(),
+    };
+    use subtle::ConstantTimeEq;
+    if bool::from(actual.ct_eq(&expected)) {
+        Ok(())
+    } else {
+        Err(XmlSigError::DigestMismatch)
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,15 @@
 //! what SAML never needs and attackers love: DTDs and entity declarations (so no entity
 //! expansion), unknown entity references, processing instructions, deep nesting, and
 //! documents larger than [`MAX_XML_BYTES`] or with too many elements or attributes.
+//!
+//! Cost: memory and time are linear in the document's size with a small constant.
+//! Namespace scopes are shared, not copied: an element that declares nothing points at
+//! its parent's scope, and one that declares something adds a link holding only its own
+//! declarations. Declarations per element and in scope are capped, so a lookup walks at
+//! most [`MAX_NS_IN_SCOPE`] entries; namespace URIs are reference-counted, so a long URI
+//! used by many elements is stored once.
+
+use std::sync::Arc;
 
 use quick_xml::events::{BytesStart, Event};
 
@@ -12,6 +21,18 @@ pub const MAX_XML_BYTES: usize = 256 * 1024;
 const MAX_DEPTH: usize = 48;
 const MAX_ELEMENTS: usize = 10_000;
 const MAX_ATTRIBUTES: usize = 64;
+/// Attributes in the whole document (each costs a lookup and, in c14n, a sort slot).
+const MAX_TOTAL_ATTRIBUTES: usize = 20_000;
+/// Namespace declarations on one element (real SAML and metadata documents use ≤ 15).
+pub const MAX_NS_PER_ELEMENT: usize = 32;
+/// Namespace declarations in scope at one element, shadowed ones included: this bounds
+/// the cost of every prefix lookup.
+pub const MAX_NS_IN_SCOPE: usize = 64;
+/// The longest namespace URI accepted.
+pub const MAX_NS_URI_BYTES: usize = 1024;
+
+pub(crate) const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
+const XMLNS_NS: &str = "http://www.w3.org/2000/xmlns/";
 
 /// Why a document was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,7 +47,7 @@ pub enum XmlError {
     /// A processing instruction was present.
     #[error("the XML document has a processing instruction, which is not accepted")]
     ProcessingInstruction,
-    /// Nested too deeply, or too many elements or attributes.
+    /// Nested too deeply, or too many elements, attributes or namespace declarations.
     #[error("the XML document is too complex ({0})")]
     TooComplex(&'static str),
     /// Not well-formed.
@@ -35,6 +56,65 @@ pub enum XmlError {
     /// A prefix without a declaration.
     #[error("the XML document uses the undeclared namespace prefix {0:?}")]
     UndeclaredPrefix(String),
+    /// The reserved `xml` or `xmlns` prefix or namespace was rebound.
+    #[error("the XML document rebinds a reserved namespace ({0})")]
+    ReservedNamespace(&'static str),
+}
+
+/// The namespace declarations in scope at an element: its own, then its ancestors'.
+/// Shared between an element and every descendant that declares nothing.
+#[derive(Clone, PartialEq, Eq)]
+struct Scope {
+    /// This element's declarations (prefix "" = default namespace; URI "" = undeclared).
+    decls: Vec<(String, Arc<str>)>,
+    parent: Option<Arc<Scope>>,
+    /// Declarations on the whole chain, shadowed ones included.
+    total: usize,
+}
+
+impl std::fmt::Debug for Scope {
+    // Printing every ancestor's declarations at every node would make a tree's Debug
+    // output quadratic: print this link only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scope")
+            .field("decls", &self.decls)
+            .field("in_scope", &self.total)
+            .finish()
+    }
+}
+
+impl Scope {
+    fn root() -> Arc<Self> {
+        Arc::new(Self {
+            decls: vec![("xml".to_owned(), Arc::from(XML_NS))],
+            parent: None,
+            total: 1,
+        })
+    }
+
+    fn lookup(&self, prefix: &str) -> Option<&Arc<str>> {
+        let mut s = Some(self);
+        while let Some(scope) = s {
+            if let Some((_, u)) = scope.decls.iter().rev().find(|(p, _)| p == prefix) {
+                return Some(u);
+            }
+            s = scope.parent.as_deref();
+        }
+        None
+    }
+}
+
+/// An attribute other than a namespace declaration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    /// The prefix as written ("" for none).
+    pub prefix: String,
+    /// The local name.
+    pub local: String,
+    /// The namespace URI ("" for none).
+    pub ns: Arc<str>,
+    /// The normalised value, references resolved.
+    pub value: String,
 }
 
 /// An element, with names resolved.
@@ -45,11 +125,10 @@ pub struct Node {
     /// The local name.
     pub local: String,
     /// The namespace URI ("" for none).
-    pub ns: String,
-    /// Namespaces in scope here, innermost last (prefix "" = default namespace).
-    pub in_scope: Vec<(String, String)>,
-    /// Attributes other than namespace declarations: (prefix, local, namespace, value).
-    pub attrs: Vec<(String, String, String, String)>,
+    pub ns: Arc<str>,
+    scope: Arc<Scope>,
+    /// Attributes other than namespace declarations.
+    pub attrs: Vec<Attr>,
     /// Children in document order.
     pub children: Vec<Content>,
 }
@@ -59,22 +138,22 @@ pub struct Node {
 pub enum Content {
     /// An element.
     Element(Node),
-    /// Character data (entities resolved).
+    /// Character data (entities resolved, line ends normalised).
     Text(String),
 }
 
 impl Node {
     /// Whether this is `{ns}local`.
     pub fn is(&self, ns: &str, local: &str) -> bool {
-        self.ns == ns && self.local == local
+        &*self.ns == ns && self.local == local
     }
 
     /// An unqualified attribute's value.
     pub fn attr(&self, local: &str) -> Option<&str> {
         self.attrs
             .iter()
-            .find(|a| a.0.is_empty() && a.1 == local)
-            .map(|a| a.3.as_str())
+            .find(|a| a.prefix.is_empty() && a.local == local)
+            .map(|a| a.value.as_str())
     }
 
     /// Child elements.
@@ -110,18 +189,38 @@ impl Node {
         s.trim().to_owned()
     }
 
-    /// The namespace a prefix is bound to here.
+    /// The namespace a prefix is bound to here ("" for an undeclared default namespace).
     pub fn lookup(&self, prefix: &str) -> Option<&str> {
-        self.in_scope
-            .iter()
-            .rev()
-            .find(|(p, _)| p == prefix)
-            .map(|(_, u)| u.as_str())
+        self.scope.lookup(prefix).map(|u| &**u)
+    }
+
+    /// Whether this element shares its parent's namespace scope (declares nothing).
+    #[cfg(test)]
+    pub(crate) fn shares_scope_with(&self, other: &Node) -> bool {
+        Arc::ptr_eq(&self.scope, &other.scope)
     }
 }
 
 fn malformed(e: impl std::fmt::Display) -> XmlError {
     XmlError::Malformed(e.to_string())
+}
+
+/// Counts that bound the whole document.
+struct Budget {
+    elements: usize,
+    attributes: usize,
+    /// One shared "no namespace", so unqualified names allocate nothing for it.
+    empty: Arc<str>,
+}
+
+impl Budget {
+    fn element(&mut self) -> Result<(), XmlError> {
+        self.elements += 1;
+        if self.elements > MAX_ELEMENTS {
+            return Err(XmlError::TooComplex("too many elements"));
+        }
+        Ok(())
+    }
 }
 
 /// Parses `xml` into its root element.
@@ -135,34 +234,34 @@ pub fn parse(xml: &str) -> Result<Node, XmlError> {
     cfg.expand_empty_elements = false;
     let mut stack: Vec<Node> = Vec::new();
     let mut root: Option<Node> = None;
-    let mut elements = 0usize;
+    let mut budget = Budget {
+        elements: 0,
+        attributes: 0,
+        empty: Arc::from(""),
+    };
+    let root_scope = Scope::root();
     loop {
         let ev = reader.read_event().map_err(malformed)?;
         match ev {
             Event::Decl(_) | Event::Comment(_) => {}
             Event::DocType(_) => return Err(XmlError::Dtd),
             Event::PI(_) => return Err(XmlError::ProcessingInstruction),
-            Event::Start(s) | Event::Empty(s) if root.is_some() => {
-                let _ = s;
+            Event::Start(_) | Event::Empty(_) if root.is_some() => {
                 return Err(malformed("content after the root element"));
             }
             Event::Start(s) => {
-                elements += 1;
-                if elements > MAX_ELEMENTS {
-                    return Err(XmlError::TooComplex("too many elements"));
-                }
+                budget.element()?;
                 if stack.len() >= MAX_DEPTH {
                     return Err(XmlError::TooComplex("nested too deeply"));
                 }
-                let node = open(&s, stack.last())?;
+                let scope = stack.last().map_or(&root_scope, |p| &p.scope);
+                let node = open(&s, scope, &mut budget)?;
                 stack.push(node);
             }
             Event::Empty(s) => {
-                elements += 1;
-                if elements > MAX_ELEMENTS {
-                    return Err(XmlError::TooComplex("too many elements"));
-                }
-                let node = open(&s, stack.last())?;
+                budget.element()?;
+                let scope = stack.last().map_or(&root_scope, |p| &p.scope);
+                let node = open(&s, scope, &mut budget)?;
                 close(node, &mut stack, &mut root);
             }
             Event::End(_) => {
@@ -174,7 +273,8 @@ pub fn parse(xml: &str) -> Result<Node, XmlError> {
                 push_text(&mut stack, &text)?;
             }
             Event::CData(c) => {
-                let text = c.decode().map_err(malformed)?;
+                // XML 1.0 §2.11: line ends are normalised everywhere, CDATA included.
+                let text = c.xml10_content().map_err(malformed)?;
                 push_text(&mut stack, &text)?;
             }
             Event::GeneralRef(r) => {
@@ -247,71 +347,125 @@ fn attr_value(raw: &[u8]) -> Result<String, XmlError> {
         .map_err(malformed)
 }
 
-fn open(s: &BytesStart<'_>, parent: Option<&Node>) -> Result<Node, XmlError> {
+/// Checks one namespace declaration against the reserved names (Namespaces in XML 1.0
+/// §3): `xml` may only be bound to its own URI, `xmlns` never, and neither URI to any
+/// other prefix or as the default namespace.
+fn check_declaration(prefix: &str, uri: &str) -> Result<(), XmlError> {
+    match prefix {
+        "xmlns" => Err(XmlError::ReservedNamespace(
+            "the xmlns prefix is never declared",
+        )),
+        "xml" if uri != XML_NS => Err(XmlError::ReservedNamespace(
+            "the xml prefix may only be bound to its own namespace",
+        )),
+        "xml" => Ok(()),
+        _ if uri == XML_NS => Err(XmlError::ReservedNamespace(
+            "the XML namespace may only be bound to the xml prefix",
+        )),
+        _ if uri == XMLNS_NS => Err(XmlError::ReservedNamespace(
+            "the xmlns namespace may not be declared",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn open(s: &BytesStart<'_>, parent: &Arc<Scope>, budget: &mut Budget) -> Result<Node, XmlError> {
     let name = std::str::from_utf8(s.name().as_ref())
         .map_err(malformed)?
         .to_owned();
-    let mut in_scope = parent.map(|p| p.in_scope.clone()).unwrap_or_else(|| {
-        vec![(
-            "xml".to_owned(),
-            "http://www.w3.org/XML/1998/namespace".to_owned(),
-        )]
-    });
+    let mut decls: Vec<(String, Arc<str>)> = Vec::new();
     let mut raw_attrs = Vec::new();
     for (i, a) in s.attributes().with_checks(true).enumerate() {
         if i >= MAX_ATTRIBUTES {
-            return Err(XmlError::TooComplex("too many attributes"));
+            return Err(XmlError::TooComplex("too many attributes on one element"));
         }
         let a = a.map_err(malformed)?;
-        let key = std::str::from_utf8(a.key.as_ref())
-            .map_err(malformed)?
-            .to_owned();
+        let key = std::str::from_utf8(a.key.as_ref()).map_err(malformed)?;
         let value = attr_value(&a.value)?;
-        if key == "xmlns" {
-            in_scope.push((String::new(), value));
-        } else if let Some(p) = key.strip_prefix("xmlns:") {
-            if value.is_empty() {
-                return Err(malformed("a prefix may not be undeclared"));
-            }
-            in_scope.push((p.to_owned(), value));
+        let declared = if key == "xmlns" {
+            Some("")
         } else {
-            raw_attrs.push((key, value));
+            key.strip_prefix("xmlns:")
+        };
+        let Some(prefix) = declared else {
+            budget.attributes += 1;
+            if budget.attributes > MAX_TOTAL_ATTRIBUTES {
+                return Err(XmlError::TooComplex("too many attributes"));
+            }
+            raw_attrs.push((key.to_owned(), value));
+            continue;
+        };
+        if !prefix.is_empty() && value.is_empty() {
+            return Err(malformed("a prefix may not be undeclared"));
+        }
+        if value.len() > MAX_NS_URI_BYTES {
+            return Err(XmlError::TooComplex("a namespace URI is too long"));
+        }
+        check_declaration(prefix, &value)?;
+        if decls.iter().any(|(p, _)| p == prefix) {
+            return Err(malformed(
+                "a namespace prefix is declared twice on one element",
+            ));
+        }
+        decls.push((prefix.to_owned(), Arc::from(value)));
+        if decls.len() > MAX_NS_PER_ELEMENT {
+            return Err(XmlError::TooComplex(
+                "too many namespace declarations on one element",
+            ));
         }
     }
-    let lookup = |p: &str| {
-        in_scope
-            .iter()
-            .rev()
-            .find(|(q, _)| q == p)
-            .map(|(_, u)| u.clone())
+    let scope = if decls.is_empty() {
+        parent.clone()
+    } else {
+        let total = parent.total + decls.len();
+        if total > MAX_NS_IN_SCOPE {
+            return Err(XmlError::TooComplex(
+                "too many namespace declarations in scope",
+            ));
+        }
+        Arc::new(Scope {
+            decls,
+            parent: Some(parent.clone()),
+            total,
+        })
     };
     let (prefix, local) = split(&name);
-    let ns = match lookup(prefix) {
-        Some(u) => u,
-        None if prefix.is_empty() => String::new(),
+    if prefix == "xmlns" {
+        return Err(XmlError::ReservedNamespace(
+            "the xmlns prefix may not name an element",
+        ));
+    }
+    let ns = match scope.lookup(prefix) {
+        Some(u) => u.clone(),
+        None if prefix.is_empty() => budget.empty.clone(),
         None => return Err(XmlError::UndeclaredPrefix(prefix.to_owned())),
     };
-    let mut attrs = Vec::with_capacity(raw_attrs.len());
-    for (k, v) in raw_attrs {
+    let mut attrs: Vec<Attr> = Vec::with_capacity(raw_attrs.len());
+    for (k, value) in raw_attrs {
         let (p, l) = split(&k);
         let ans = if p.is_empty() {
-            String::new()
+            budget.empty.clone()
         } else {
-            lookup(p).ok_or_else(|| XmlError::UndeclaredPrefix(p.to_owned()))?
+            scope
+                .lookup(p)
+                .cloned()
+                .ok_or_else(|| XmlError::UndeclaredPrefix(p.to_owned()))?
         };
-        if attrs
-            .iter()
-            .any(|(_, l2, n2, _): &(String, String, String, String)| *l2 == l && *n2 == ans)
-        {
+        if attrs.iter().any(|a| a.local == l && a.ns == ans) {
             return Err(malformed("an attribute appears twice"));
         }
-        attrs.push((p.to_owned(), l.to_owned(), ans, v));
+        attrs.push(Attr {
+            prefix: p.to_owned(),
+            local: l.to_owned(),
+            ns: ans,
+            value,
+        });
     }
     Ok(Node {
         prefix: prefix.to_owned(),
         local: local.to_owned(),
         ns,
-        in_scope,
+        scope,
         attrs,
         children: Vec::new(),
     })
@@ -331,6 +485,8 @@ mod tests {
         assert_eq!(n.attr("x"), Some("1&2"));
         let c = n.child("urn:b", "C").expect("child");
         assert_eq!(c.text(), "t<A");
+        assert_eq!(c.lookup("a"), Some("urn:a"));
+        assert_eq!(c.lookup("xml"), Some(XML_NS));
     }
 
     #[test]
@@ -360,5 +516,113 @@ mod tests {
         ));
         assert!(matches!(parse("<a/><b/>"), Err(XmlError::Malformed(_))));
         assert!(matches!(parse(""), Err(XmlError::Malformed(_))));
+    }
+
+    /// The document that made the old reader allocate about 3.2 GB: every element
+    /// redeclares many prefixes, nested, with thousands of siblings. Each element copied
+    /// its parent's whole list of declarations.
+    fn redeclaration_bomb(per_element: usize, depth: usize, siblings: usize) -> String {
+        let decls: String = (0..per_element)
+            .map(|i| format!(" xmlns:p{i}=\"urn:x\""))
+            .collect();
+        let mut doc = String::from("<r>");
+        let open = format!("<e{decls}>");
+        let chain = open.repeat(depth) + &"</e>".repeat(depth);
+        // Empty siblings that inherit the deepest scope.
+        let leafs = "<f/>".repeat(siblings);
+        doc.push_str(&chain.replacen("</e>", &format!("{leafs}</e>"), 1));
+        doc.push_str("</r>");
+        doc
+    }
+
+    #[test]
+    fn declarations_are_capped_per_element_and_in_scope() {
+        let many = redeclaration_bomb(MAX_NS_PER_ELEMENT + 1, 1, 0);
+        assert_eq!(
+            parse(&many),
+            Err(XmlError::TooComplex(
+                "too many namespace declarations on one element"
+            ))
+        );
+        let nested = redeclaration_bomb(16, 8, 0);
+        assert_eq!(
+            parse(&nested),
+            Err(XmlError::TooComplex(
+                "too many namespace declarations in scope"
+            ))
+        );
+        let long = format!("<a xmlns:p=\"urn:{}\"/>", "x".repeat(MAX_NS_URI_BYTES));
+        assert_eq!(
+            parse(&long),
+            Err(XmlError::TooComplex("a namespace URI is too long"))
+        );
+        assert!(matches!(
+            parse("<a xmlns:p='urn:1' xmlns:p='urn:2'/>"),
+            Err(XmlError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn scopes_are_shared_not_copied() {
+        // The worst the caps allow: the deepest scope, inherited by thousands of leaves.
+        let doc = redeclaration_bomb(16, 3, 9_000);
+        assert!(doc.len() < MAX_XML_BYTES);
+        let n = parse(&doc).expect("within the caps");
+        let mut deepest = n.elements().next().expect("e");
+        while let Some(e) = deepest.child("", "e") {
+            deepest = e;
+        }
+        let leaves: Vec<&Node> = deepest.children_named("", "f").collect();
+        assert_eq!(leaves.len(), 9_000);
+        // Every leaf points at its parent's scope: no leaf holds a declaration.
+        assert!(leaves.iter().all(|l| l.shares_scope_with(deepest)));
+        assert_eq!(leaves[8_999].lookup("p15"), Some("urn:x"));
+        // The namespace URI is stored once per declaration, not once per use.
+        let n2 = parse("<p:a xmlns:p='urn:long'><p:b/><p:c/></p:a>").expect("parses");
+        let b = n2.child("urn:long", "b").expect("b");
+        assert!(Arc::ptr_eq(&n2.ns, &b.ns));
+    }
+
+    #[test]
+    fn reserved_prefixes_cannot_be_rebound() {
+        assert!(parse(&format!("<a xmlns:xml=\"{XML_NS}\"/>")).is_ok());
+        for doc in [
+            "<a xmlns:xml=\"urn:other\"/>",
+            "<a xmlns:xmlns=\"urn:other\"/>",
+            "<a xmlns:x=\"http://www.w3.org/XML/1998/namespace\"/>",
+            "<a xmlns=\"http://www.w3.org/XML/1998/namespace\"/>",
+            "<a xmlns:x=\"http://www.w3.org/2000/xmlns/\"/>",
+            "<xmlns:a/>",
+        ] {
+            assert!(
+                matches!(parse(doc), Err(XmlError::ReservedNamespace(_))),
+                "{doc}: {:?}",
+                parse(doc)
+            );
+        }
+    }
+
+    #[test]
+    fn line_ends_are_normalised_in_text_and_cdata_but_not_in_references() {
+        let n = parse("<a>1\r\n2\r3<![CDATA[4\r\n5\r6]]>&#13;</a>").expect("parses");
+        assert_eq!(n.children, vec![Content::Text("1\n2\n34\n5\n6\r".into())]);
+        let n = parse("<a x='1\r\n2&#13;'/>").expect("parses");
+        assert_eq!(n.attr("x"), Some("1 2\r"));
+    }
+
+    #[test]
+    fn attributes_are_capped_in_the_document() {
+        let el = format!(
+            "<e {}/>",
+            (0..40)
+                .map(|i| format!("a{i}='1'"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let doc = format!("<r>{}</r>", el.repeat(MAX_TOTAL_ATTRIBUTES / 40 + 1));
+        assert_eq!(
+            parse(&doc),
+            Err(XmlError::TooComplex("too many attributes"))
+        );
     }
 }
