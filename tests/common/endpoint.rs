@@ -101,6 +101,11 @@ impl Endpoint {
         run_cli(&self.data(), args, stdin)
     }
 
+    /// The endpoint's process id (to read its CPU time and peak memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

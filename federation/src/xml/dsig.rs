@@ -405,4 +405,73 @@ pub(crate) mod tests {
             Err(XmlSigError::WrongReference)
         );
     }
+
+    fn signed_doc() -> (String, VerifiedKey) {
+        let (sk, vk) = test_key();
+        let mut e = El::new("saml", ns::SAML, "Assertion")
+            .attr("ID", "_a1")
+            .child(El::new("saml", ns::SAML, "Issuer").text("https://idp"))
+            .child(El::new("saml", ns::SAML, "Subject").text("alice"));
+        sk.sign(&mut e, "_a1", 1);
+        (e.to_document(), vk)
+    }
+
+    #[test]
+    fn the_signature_over_signed_info_is_checked_before_any_digest() {
+        let (xml, _) = signed_doc();
+        let (_, stranger) = test_key();
+        // Content changed *and* a key that never signed it: the old order digested the
+        // content first and answered DigestMismatch; now the cheap check answers first.
+        let changed = xml.replace("alice", "mallory");
+        let n = parse(&changed).expect("parses");
+        assert_eq!(
+            verify_enveloped(&n, "ID", &[stranger]),
+            Err(XmlSigError::BadSignature)
+        );
+        // No trusted key at all: refused without canonicalising the content.
+        assert_eq!(
+            verify_enveloped(&n, "ID", &[]),
+            Err(XmlSigError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn transforms_must_be_enveloped_then_exclusive() {
+        let (xml, vk) = signed_doc();
+        let env = "<ds:Transform Algorithm=\"http://www.w3.org/2000/09/xmldsig#enveloped-signature\"></ds:Transform>";
+        let exc =
+            "<ds:Transform Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"></ds:Transform>";
+        assert!(xml.contains(&format!("{env}{exc}")), "{xml}");
+        let only_enveloped = xml.replace(exc, "");
+        let swapped = xml.replace(&format!("{env}{exc}"), &format!("{exc}{env}"));
+        let twice = xml.replace(exc, &format!("{exc}{exc}"));
+        for (what, doc, words) in [
+            ("only enveloped", only_enveloped, "implies inclusive"),
+            ("swapped", swapped, "in that order"),
+            ("twice", twice, "in that order"),
+        ] {
+            let n = parse(&doc).expect("parses");
+            match verify_enveloped(&n, "ID", std::slice::from_ref(&vk)) {
+                Err(XmlSigError::Unsupported(m)) => assert!(m.contains(words), "{what}: {m}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_prefix_list_is_refused_before_any_work() {
+        let (xml, vk) = signed_doc();
+        let exc =
+            "<ds:Transform Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"></ds:Transform>";
+        let list: Vec<String> = (0..100).map(|i| format!("p{i}")).collect();
+        let with_list = xml.replace(
+            exc,
+            &format!("<ds:Transform Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"><ec:InclusiveNamespaces xmlns:ec=\"http://www.w3.org/2001/10/xml-exc-c14n#\" PrefixList=\"{}\"></ec:InclusiveNamespaces></ds:Transform>", list.join(" ")),
+        );
+        let n = parse(&with_list).expect("parses");
+        match verify_enveloped(&n, "ID", &[vk]) {
+            Err(XmlSigError::Unsupported(m)) => assert!(m.contains("PrefixList"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
 }
