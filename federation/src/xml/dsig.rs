@@ -246,6 +246,15 @@ fn reference_transforms(r: &Node) -> Result<Vec<&str>, XmlSigError> {
     }
 }
 
+/// The exclusive canonical form of `node` as a document apex, with the prefixes of an
+/// `InclusiveNamespaces PrefixList` (space-separated, `#default` for the default
+/// namespace); bounded like verification's (the fuzz target's entry point).
+pub fn exclusive_c14n(node: &Node, prefix_list_attr: &str) -> Result<String, XmlSigError> {
+    let inclusive = prefix_list(prefix_list_attr)
+        .map_err(|_| XmlSigError::Unsupported("the PrefixList is too long".into()))?;
+    canonical(node, &inclusive, None)
+}
+
 /// Verifies the enveloped signature of `el`, whose ID attribute is `id_attr`, with any
 /// of `keys`.
 ///

@@ -16,7 +16,7 @@ mod writer;
 
 #[cfg(test)]
 pub(crate) use dsig::tests::test_key;
-pub use dsig::{verify_enveloped, SigningKey, VerifiedKey, XmlSigError};
+pub use dsig::{exclusive_c14n, verify_enveloped, SigningKey, VerifiedKey, XmlSigError};
 pub use reader::{
     parse, Attr, Content, Node, XmlError, MAX_NS_IN_SCOPE, MAX_NS_PER_ELEMENT, MAX_NS_URI_BYTES,
     MAX_XML_BYTES,
