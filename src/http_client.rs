@@ -83,6 +83,26 @@ impl Conn {
         .await
         .map_err(|_| anyhow!("connecting to {host}:{port} timed out"))?
         .with_context(|| format!("cannot connect to {host}:{port}"))?;
+        Self::over(tcp, host, port, tls).await
+    }
+
+    /// Connects to `addr` from the local address `source` (another loopback address, so
+    /// that a benchmark's clients count as distinct sources).
+    pub(crate) async fn connect_from(
+        source: std::net::IpAddr,
+        addr: std::net::SocketAddr,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<Self> {
+        let tcp = tls_stream_from(source, addr).await?;
+        Self::over(tcp, &addr.ip().to_string(), addr.port(), tls).await
+    }
+
+    async fn over(
+        tcp: tokio::net::TcpStream,
+        host: &str,
+        port: u16,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<Self> {
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(host.to_owned())
             .map_err(|_| anyhow!("{host:?} is not a server name"))?;
@@ -133,6 +153,24 @@ impl Conn {
             .to_bytes();
         Ok((status, headers, body))
     }
+}
+
+/// A TCP connection to `addr` from the local address `source`.
+pub(crate) async fn tls_stream_from(
+    source: std::net::IpAddr,
+    addr: std::net::SocketAddr,
+) -> Result<tokio::net::TcpStream> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.bind(std::net::SocketAddr::new(source, 0))
+        .with_context(|| format!("cannot bind to {source}"))?;
+    tokio::time::timeout(Duration::from_secs(10), sock.connect(addr))
+        .await
+        .map_err(|_| anyhow!("connecting to {addr} timed out"))?
+        .with_context(|| format!("cannot connect to {addr} from {source}"))
 }
 
 /// GETs `url` (at most `max` bytes, 200 only).

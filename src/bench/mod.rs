@@ -33,9 +33,19 @@ pub(crate) enum BenchCommand {
     /// session, against the RSA signature bound of the same key measured in the same run
     /// (target: session round trips ≥ 0.8 × signatures/s ÷ 2).
     Sso(sso::SsoArgs),
+    /// SSO round trips per second for legitimate clients on a quiet endpoint and, in the
+    /// same run, while clients without an account flood it: pending sign-ins, idle TLS
+    /// connections up to the caps, maximum-size hostile XML (target ratio under attack to
+    /// quiet of at least 0.7); also the endpoint's peak RSS and whether a real user's
+    /// pending sign-in survived the flood.
+    ///
+    /// The endpoint is a `causeway serve` child process on loopback; each attacker uses
+    /// its own 127.0.1.x source address. Every attack loop stops with the measurement.
+    Siege(siege::SiegeArgs),
 }
 
 mod pta;
+mod siege;
 mod sso;
 
 #[derive(Debug, clap::Args)]
@@ -56,6 +66,7 @@ pub(crate) fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Phs(a) => phs(&a),
         BenchCommand::Pta(a) => pta::run(&a),
         BenchCommand::Sso(a) => tokio::runtime::Runtime::new()?.block_on(sso::run(a)),
+        BenchCommand::Siege(a) => tokio::runtime::Runtime::new()?.block_on(siege::run(a)),
     }
 }
 

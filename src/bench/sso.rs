@@ -30,7 +30,7 @@ pub(crate) struct SsoArgs {
 
 const SIGNATURES_PER_ROUND_TRIP: f64 = 2.0;
 
-fn pct(v: &mut [f64], p: f64) -> f64 {
+pub(super) fn pct(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
@@ -39,7 +39,7 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[i.min(v.len() - 1)]
 }
 
-fn cookie_of(h: &hyper::HeaderMap, name: &str) -> Option<String> {
+pub(super) fn cookie_of(h: &hyper::HeaderMap, name: &str) -> Option<String> {
     h.get_all("set-cookie").iter().find_map(|v| {
         let s = v.to_str().ok()?;
         let (kv, _) = s.split_once(';').unwrap_or((s, ""));
@@ -48,7 +48,7 @@ fn cookie_of(h: &hyper::HeaderMap, name: &str) -> Option<String> {
     })
 }
 
-fn hidden(page: &str, name: &str) -> Option<String> {
+pub(super) fn hidden(page: &str, name: &str) -> Option<String> {
     let key = format!("name=\"{name}\" value=\"");
     let i = page.find(&key)? + key.len();
     let j = page[i..].find('"')? + i;
@@ -189,7 +189,7 @@ impl Client {
 /// Round trips per second and their latencies (ms). With `every_time`, each round trip
 /// goes through the sign-in page; otherwise each client signs in once with `password`
 /// (not measured) and then rides its SSO session.
-async fn measure(
+pub(super) async fn measure(
     addr: SocketAddr,
     base: &str,
     ca: &std::path::Path,
