@@ -179,23 +179,55 @@ fn hostile_xml_costs_the_endpoint_little_cpu_and_memory() {
             "does not verify with any trusted key",
         ),
     ];
-    for (what, xml, words) in &cases {
-        let encoded = deflate_b64(xml);
-        let url = format!("{}/saml/sso?SAMLRequest={}", ep.url, pct(&encoded));
+    use base64::Engine;
+    let b64 = |xml: &str| base64::engine::general_purpose::STANDARD.encode(xml);
+    // The same bombs over HTTP-POST and at the logout endpoint: one reader behind all.
+    let post_bomb = redeclaration_bomb(64, 48, 5_000);
+    let requests: Vec<(String, &str, Option<String>, &str)> = cases
+        .iter()
+        .map(|(what, xml, words)| (what.to_string(), *words, None, xml.as_str()))
+        .chain([(
+            "redeclared prefixes over HTTP-POST".to_string(),
+            "too many namespace declarations on one element",
+            Some(format!("SAMLRequest={}", pct(&b64(&post_bomb)))),
+            "",
+        )])
+        .collect();
+    for (what, words, post, xml) in &requests {
+        let (method, url, req_body) = match post {
+            Some(form) => (
+                "POST",
+                format!("{}/saml/sso", ep.url),
+                Some(form.as_bytes()),
+            ),
+            None => (
+                "GET",
+                format!("{}/saml/sso?SAMLRequest={}", ep.url, pct(&deflate_b64(xml))),
+                None,
+            ),
+        };
+        let slo = format!(
+            "{}/saml/slo?SAMLRequest={}",
+            ep.url,
+            pct(&deflate_b64(&redeclaration_bomb(64, 48, 9_000)))
+        );
         let (pid, cpu0, rss0) = (ep.pid(), cpu_seconds(ep.pid()), peak_rss_mib(ep.pid()));
         const VOLLEY: usize = 8;
         for _ in 0..VOLLEY {
-            let (s, h, body) = b.get(&url);
+            let (s, h, body) = b.request(method, &url, None, req_body);
             assert_eq!(s, 400, "{what}: {h}{body}");
             let text = alert(&body).unwrap_or(body.clone()).to_lowercase();
             assert!(text.contains(words), "{what}: {text}");
         }
-        let cpu = (cpu_seconds(pid) - cpu0) / VOLLEY as f64;
+        // And one logout message with the same shape, refused by the same reader.
+        let (s, h, body) = b.get(&slo);
+        assert_eq!(s, 400, "logout bomb: {h}{body}");
+        let cpu = (cpu_seconds(pid) - cpu0) / (VOLLEY + 1) as f64;
         let rss = peak_rss_mib(pid) - rss0;
         eprintln!(
             "{what}: {} bytes on the wire, {} bytes of XML; {:.1} ms CPU per request, peak RSS +{rss:.1} MiB",
-            url.len(),
-            xml.len(),
+            url.len() + req_body.map_or(0, <[u8]>::len),
+            if xml.is_empty() { post_bomb.len() } else { xml.len() },
             cpu * 1000.0
         );
         assert!(
