@@ -483,7 +483,7 @@ impl Portal {
             FlowError::Used => (
                 StatusCode::BAD_REQUEST,
                 "This sign-in page was already used",
-                "Somebody signed in with it already (a page can be used once). Go back to the application and sign in again.",
+                "It was already used to sign in, and a sign-in page can be used once. Go back to the application and sign in again.",
             ),
             FlowError::Malformed | FlowError::Tampered => (
                 StatusCode::BAD_REQUEST,
