@@ -891,11 +891,6 @@ fn pending_sign_ins_are_held_by_the_browser_through_a_flood_and_a_restart_and_ca
     let u = ep.url.clone();
     let b = Browser::new(&ep.dir);
     let start = format!("{u}/wsfed?wa=wsignin1.0&wtrealm=urn%3Atest%3Arealm&wctx=ctx-1");
-    let (s, h, _) = b.get(&start);
-    assert_eq!(s, 303, "{h}");
-    let unbound = common::endpoint::header(&h, "location")
-        .and_then(|l| l.strip_prefix("/login?flow=").map(str::to_owned))
-        .expect("the flow travels in the redirect");
     let (s, _, page, _) = b.follow(&u, &start);
     assert_eq!(s, 200);
     let flow = hidden(&page, "flow").expect("flow");
@@ -939,6 +934,43 @@ fn pending_sign_ins_are_held_by_the_browser_through_a_flood_and_a_restart_and_ca
         "every start goes to the sign-in page"
     );
 
+    // A restart keeps the key (0600, beside the token-signing keys), so the pending
+    // sign-in survives it; the old in-memory table did not.
+    ep.kill();
+    let ep = Endpoint::start_in(ep.dir.clone(), config, &["--demo-apps"]);
+    let (s, _, page) = b.post(
+        &format!("{}/login", ep.url),
+        &[
+            ("flow", &flow),
+            ("csrf", &csrf),
+            ("username", USER),
+            ("password", &pw),
+        ],
+    );
+    assert_eq!(s, 200, "{}", alert(&page).unwrap_or(page.clone()));
+    assert_eq!(
+        form_action(&page).as_deref(),
+        Some("https://rp.example/wsfed")
+    );
+    assert_eq!(hidden(&page, "wctx").as_deref(), Some("ctx-1"));
+    use std::os::unix::fs::PermissionsExt;
+    let key = ep.data().join("token-signing/flow-state.key");
+    let mode = std::fs::metadata(&key)
+        .expect("flow key")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // Another pending sign-in (in a browser not signed in yet), for what must be refused.
+    let u = ep.url.clone();
+    let b = Browser::new(&ep.dir.join("second"));
+    let start = format!("{u}/wsfed?wa=wsignin1.0&wtrealm=urn%3Atest%3Arealm&wctx=ctx-2");
+    let (_, h, _) = b.get(&start);
+    let unbound = common::endpoint::header(&h, "location")
+        .and_then(|l| l.strip_prefix("/login?flow=").map(str::to_owned))
+        .expect("the flow travels in the redirect");
+    let (_, _, page, _) = b.follow(&u, &start);
+    let flow = hidden(&page, "flow").expect("flow");
+    let csrf = hidden(&page, "csrf").expect("csrf");
     // A wctx past the bound is refused, with the bound.
     let (s, _, body) = b.get(&format!(
         "{u}/wsfed?wa=wsignin1.0&wtrealm=urn%3Atest%3Arealm&wctx={}",
@@ -995,36 +1027,6 @@ fn pending_sign_ins_are_held_by_the_browser_through_a_flood_and_a_restart_and_ca
             .contains("not issued to this browser"),
         "{body}"
     );
-
-    // A restart keeps the key (0600, beside the token-signing keys), so the pending
-    // sign-in survives it; the old in-memory table did not.
-    let key = ep.data().join("token-signing/flow-state.key");
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&key)
-            .expect("flow key")
-            .permissions()
-            .mode()
-            & 0o777,
-        0o600
-    );
-    ep.kill();
-    let ep = Endpoint::start_in(ep.dir.clone(), config, &["--demo-apps"]);
-    let (s, _, page) = b.post(
-        &format!("{}/login", ep.url),
-        &[
-            ("flow", &flow),
-            ("csrf", &csrf),
-            ("username", USER),
-            ("password", &pw),
-        ],
-    );
-    assert_eq!(s, 200, "{}", alert(&page).unwrap_or(page.clone()));
-    assert_eq!(
-        form_action(&page).as_deref(),
-        Some("https://rp.example/wsfed")
-    );
-    assert_eq!(hidden(&page, "wctx").as_deref(), Some("ctx-1"));
 }
 
 #[test]
