@@ -577,8 +577,9 @@ fn check_age(created: SystemTime, now: SystemTime) -> Result<(), FlowError> {
     }
 }
 
-/// A pending sign-in, as read back from the sealed state the browser carried.
-#[derive(Debug, Clone)]
+/// A pending sign-in, as read back from the sealed state the browser carried. Its
+/// `Debug` leaves out the form token and the browser binding.
+#[derive(Clone)]
 pub struct Flow {
     /// Where it ends.
     pub target: Target,
@@ -592,6 +593,17 @@ pub struct Flow {
     browser: Option<[u8; 32]>,
     /// The form's anti-forgery token (new at every rendering).
     csrf: [u8; 16],
+}
+
+impl std::fmt::Debug for Flow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flow")
+            .field("target", &self.target)
+            .field("prompt", &self.prompt)
+            .field("created", &self.created)
+            .field("bound", &self.browser.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Flow {
@@ -1265,6 +1277,32 @@ mod tests {
             .take_if(&form, &csrf, Some(browser), now + Duration::from_secs(60))
             .expect("the user's pending sign-in is intact");
         assert!(matches!(flow.target, Target::Saml { .. }));
+    }
+
+    #[test]
+    fn the_used_once_record_and_the_request_id_cache_stay_within_their_bounds() {
+        let f = flows();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let flow = f
+            .open(&f.start(Target::Portal, Prompt::IfNeeded, now), now)
+            .expect("opens");
+        for i in 0..MAX_USED_FLOWS + 10 {
+            let mut g = flow.clone();
+            g.id[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            assert!(f.mark_used(&g, now));
+        }
+        assert_eq!(f.used_len(), MAX_USED_FLOWS);
+        let s = SeenRequests::default();
+        let until = now + Duration::from_secs(600);
+        for i in 0..MAX_SEEN_REQUESTS + 10 {
+            assert!(s.first_use("sp", &format!("_{i}"), until, now));
+        }
+        assert_eq!(s.len(), MAX_SEEN_REQUESTS);
+        let shown = format!("{flow:?}");
+        assert!(
+            !shown.contains("csrf") && shown.contains("bound: false"),
+            "{shown}"
+        );
     }
 
     #[test]

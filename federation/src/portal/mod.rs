@@ -252,13 +252,6 @@ impl Portal {
         self.sessions.len()
     }
 
-    /// Entries in the tables that requests can add to: sessions, the used-once record of
-    /// flows, signed request IDs seen. Pending sign-ins are not among them: browsers hold
-    /// those.
-    pub fn state_entries(&self) -> usize {
-        self.sessions.len() + self.flows.used_len() + self.seen_requests.len()
-    }
-
     /// Answers one request (any path other than `/healthz` and `/metrics`).
     pub async fn handle(
         self: &Arc<Self>,
