@@ -19,9 +19,10 @@ use crate::lock;
 
 /// Random token, base64url (no padding) of 32 bytes.
 pub fn random_token() -> String {
-    let mut b = [0u8; 32];
-    getrandom::fill(&mut b).expect("OS random generator");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    // The raw bytes are as good as the token (an SSO cookie value, say): wiped after use.
+    let mut b = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(&mut *b).expect("OS random generator");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b.as_slice())
 }
 
 /// SHA-256 of a token (what the tables are keyed by).
