@@ -101,6 +101,11 @@ impl Endpoint {
         run_cli(&self.data(), args, stdin)
     }
 
+    /// The `causeway serve` process id (to read its memory use from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
