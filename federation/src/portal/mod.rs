@@ -25,6 +25,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use hyper::{Method, Request, Response, StatusCode};
 use sha2::Digest;
 use tracing::{info, warn};
+use zeroize::Zeroizing;
 
 use crate::apps::Apps;
 use crate::hub::Hub;
@@ -33,8 +34,8 @@ use crate::saml::{
     BINDING_REDIRECT, NAMEID_EMAIL, NAMEID_PERSISTENT, NAMEID_UNSPECIFIED,
 };
 use crate::session::{
-    token_hash, Flow, FlowError, Flows, Identity, LogoutChain, LogoutOrigin, Logouts, Participant,
-    Prompt, Session, Sessions, Target,
+    token_hash, Flow, FlowError, FlowKey, Flows, Identity, LogoutChain, LogoutNext, LogoutOrigin,
+    Logouts, Participant, Prompt, SeenRequests, Session, Sessions, Target, FLOW_KEY_FILE,
 };
 use crate::signin::Authenticator;
 use crate::store::DirectoryStore;
@@ -46,7 +47,8 @@ pub const SSO_COOKIE: &str = "__Host-causeway_sso";
 pub const LOGIN_COOKIE: &str = "__Host-causeway_login";
 const MAX_FORM: usize = 16 * 1024;
 const MAX_SAML_BODY: usize = binding::MAX_ENCODED + 16 * 1024;
-const MAX_WCTX: usize = 4096;
+/// Largest `wctx` accepted: it travels inside the sealed flow state, in a URL.
+const MAX_WCTX: usize = 2048;
 
 /// How the sign-in side is set up.
 #[derive(Debug, Clone)]
@@ -85,6 +87,7 @@ pub struct Portal {
     apps: RwLock<Arc<Apps>>,
     sessions: Sessions,
     flows: Flows,
+    seen_requests: SeenRequests,
     logouts: Logouts,
     demo: Option<demo::DemoApps>,
     csp_hashes: String,
@@ -130,6 +133,8 @@ impl Portal {
         let set = KeySet::load_or_create(&cfg.keys_dir, &cfg.rollover, SystemTime::now())
             .map_err(|e| e.to_string())?;
         let keys = Self::keys_of(&set, SystemTime::now())?;
+        // Beside the token-signing keys: the same directory, kept private already.
+        let flow_key = FlowKey::load_or_create(&cfg.keys_dir.join(FLOW_KEY_FILE))?;
         let demo = cfg.demo_apps.then(|| demo::DemoApps::new(&public_url));
         let p = Self {
             csp_hashes: format!(
@@ -144,7 +149,8 @@ impl Portal {
             keys: RwLock::new(Arc::new(keys)),
             apps: RwLock::new(Arc::new(Apps::default())),
             sessions: Sessions::default(),
-            flows: Flows::default(),
+            flows: Flows::new(flow_key),
+            seen_requests: SeenRequests::default(),
             logouts: Logouts::default(),
             demo,
             cfg: PortalConfig { public_url, ..cfg },
@@ -281,11 +287,11 @@ impl Portal {
             (&Method::GET, "/saml/idp-init") => self.idp_initiated(&req),
             (&Method::GET, "/saml/slo") => {
                 let q = req.uri().query().unwrap_or("").to_owned();
-                let cookie = cookie(&req, SSO_COOKIE);
+                let cookie = sso_cookie(&req);
                 self.saml_slo(binding::from_query(&q), cookie)
             }
             (&Method::POST, "/saml/slo") => {
-                let cookie = cookie(&req, SSO_COOKIE);
+                let cookie = sso_cookie(&req);
                 match read_body(req, MAX_SAML_BODY).await {
                     Ok(b) => self.saml_slo(binding::from_form(&b), cookie),
                     Err(r) => Err(r),
@@ -408,8 +414,8 @@ impl Portal {
 
     // ---- start page, login, logout -----------------------------------------------------
 
-    fn session_of(&self, req: &Request<Incoming>) -> Option<(String, Session)> {
-        let c = cookie(req, SSO_COOKIE)?;
+    fn session_of(&self, req: &Request<Incoming>) -> Option<(Zeroizing<String>, Session)> {
+        let c = sso_cookie(req)?;
         let s = self.sessions.get(&c, SystemTime::now())?;
         Some((c, s))
     }
@@ -435,32 +441,55 @@ impl Portal {
                 )
             }
             None => {
-                let flow = self.flows.start(Target::Portal, Prompt::IfNeeded);
+                let flow = self
+                    .flows
+                    .start(Target::Portal, Prompt::IfNeeded, SystemTime::now());
                 Self::redirect(&format!("/login?flow={flow}"))
             }
         }
     }
 
     fn login_page(&self, req: &Request<Incoming>) -> Resp {
-        let Some(id) = query_param(req, "flow") else {
+        let Some(blob) = query_param(req, "flow") else {
             if self.session_of(req).is_some() {
                 return Self::redirect("/");
             }
-            let flow = self.flows.start(Target::Portal, Prompt::IfNeeded);
+            let flow = self
+                .flows
+                .start(Target::Portal, Prompt::IfNeeded, SystemTime::now());
             return Self::redirect(&format!("/login?flow={flow}"));
         };
-        let Some(flow) = self.flows.get(&id) else {
-            return self.expired_flow();
-        };
-        self.render_login(&id, &flow, "", None, StatusCode::OK)
+        match self.flows.open(&blob, SystemTime::now()) {
+            Ok(flow) => self.render_login(&flow, "", None, StatusCode::OK),
+            Err(e) => self.flow_refused(e),
+        }
     }
 
-    fn expired_flow(&self) -> Resp {
-        self.error_page(
-            StatusCode::BAD_REQUEST,
-            "This sign-in page has expired",
-            "It was already used, or it is older than 15 minutes. Go back to the application and sign in again.",
-        )
+    /// The page for sign-in state that cannot be used, saying why.
+    fn flow_refused(&self, e: FlowError) -> Resp {
+        let (status, title, text) = match e {
+            FlowError::Expired => (
+                StatusCode::BAD_REQUEST,
+                "This sign-in page has expired",
+                "It is older than 15 minutes. Go back to the application and sign in again.",
+            ),
+            FlowError::Used => (
+                StatusCode::BAD_REQUEST,
+                "This sign-in page was already used",
+                "It was already used to sign in, and a sign-in page can be used once. Go back to the application and sign in again.",
+            ),
+            FlowError::Malformed | FlowError::Tampered => (
+                StatusCode::BAD_REQUEST,
+                "This sign-in link is not valid",
+                "It was damaged or altered on the way, or it was not issued by this sign-in service. Go back to the application and sign in again.",
+            ),
+            FlowError::Forged => (
+                StatusCode::FORBIDDEN,
+                "This sign-in form cannot be used",
+                "It was not issued to this browser, or it was replaced by a newer one. Go back to the application and sign in again.",
+            ),
+        };
+        self.error_page(status, title, text)
     }
 
     fn app_name(&self, t: &Target) -> Option<String> {
@@ -481,34 +510,25 @@ impl Portal {
     }
 
     /// Shows the form again with `message` (a failed attempt keeps its flow).
-    fn retry_login(
-        &self,
-        id: &str,
-        flow: Flow,
-        username: &str,
-        message: &str,
-        status: StatusCode,
-    ) -> Resp {
-        self.flows.put_back(id, flow.clone());
-        self.render_login(id, &flow, username, Some(message), status)
+    fn retry_login(&self, flow: Flow, username: &str, message: &str, status: StatusCode) -> Resp {
+        self.render_login(&flow, username, Some(message), status)
     }
 
+    /// The sign-in form, with the flow sealed again for this browser: a new login cookie
+    /// and a new anti-forgery token at every rendering.
     fn render_login(
         &self,
-        id: &str,
         flow: &Flow,
         username: &str,
         error: Option<&str>,
         status: StatusCode,
     ) -> Resp {
-        let browser = crate::session::random_token();
-        let Some(csrf) = self.flows.bind(id, token_hash(&browser)) else {
-            return self.expired_flow();
-        };
+        let browser = Zeroizing::new(crate::session::random_token());
+        let (blob, csrf) = self.flows.bind(flow, token_hash(&browser));
         let app = self.app_name(&flow.target);
         let mut r = self.html(
             status,
-            pages::login(id, &csrf, username, error, app.as_deref()),
+            pages::login(&blob, &csrf, username, error, app.as_deref()),
             "'self'",
         );
         set_cookie(&mut r, LOGIN_COOKIE, &browser, Some(900));
@@ -521,22 +541,24 @@ impl Portal {
         peer: Option<SocketAddr>,
     ) -> Result<Resp, Resp> {
         let browser = cookie(&req, LOGIN_COOKIE).map(|c| token_hash(&c));
-        let old_session = cookie(&req, SSO_COOKIE);
-        let body = read_body(req, MAX_FORM).await?;
+        let old_session = sso_cookie(&req);
+        // The body holds the URL-encoded password: it is read into one zeroizing buffer
+        // and decoded field by field into zeroizing buffers (no copy left behind).
+        let body = read_secret_body(req, MAX_FORM).await?;
         let mut flow_id = None;
         let mut csrf = None;
         let mut username = None;
-        let mut password: Option<zeroize::Zeroizing<String>> = None;
-        for (k, v) in form_urlencoded::parse(&body) {
-            let slot = match &*k {
-                "flow" => &mut flow_id,
-                "csrf" => &mut csrf,
-                "username" => &mut username,
-                "password" => {
+        let mut password: Option<Zeroizing<Vec<u8>>> = None;
+        for (k, v) in form_fields(&body) {
+            let slot = match k.as_slice() {
+                b"flow" => &mut flow_id,
+                b"csrf" => &mut csrf,
+                b"username" => &mut username,
+                b"password" => {
                     if password.is_some() {
                         return Err(self.bad_request("The form was sent with a field twice."));
                     }
-                    password = Some(zeroize::Zeroizing::new(v.into_owned()));
+                    password = Some(v);
                     continue;
                 }
                 _ => continue,
@@ -544,36 +566,36 @@ impl Portal {
             if slot.is_some() {
                 return Err(self.bad_request("The form was sent with a field twice."));
             }
-            *slot = Some(v.into_owned());
+            *slot = Some(String::from_utf8_lossy(&v).into_owned());
         }
         let (Some(flow_id), Some(csrf)) = (flow_id, csrf) else {
             return Err(self.bad_request(
                 "The sign-in form is incomplete. Go back to the application and sign in again.",
             ));
         };
-        let flow = match self.flows.take_if(&flow_id, &csrf, browser) {
+        let flow = match self
+            .flows
+            .take_if(&flow_id, &csrf, browser, SystemTime::now())
+        {
             Ok(f) => f,
-            Err(FlowError::Unknown) => return Err(self.expired_flow()),
-            Err(FlowError::Forged) => {
-                warn!(peer = ?peer.map(|p| p.ip()), "sign-in form refused: anti-forgery token or browser binding does not match");
-                return Err(self.error_page(
-                    StatusCode::FORBIDDEN,
-                    "This sign-in form cannot be used",
-                    "It was not issued to this browser, or it was replaced by a newer one. Go back to the application and sign in again.",
-                ));
+            Err(e) => {
+                if e == FlowError::Forged {
+                    warn!(peer = ?peer.map(|p| p.ip()), "sign-in form refused: anti-forgery token or browser binding does not match");
+                }
+                return Err(self.flow_refused(e));
             }
         };
         let username = username.unwrap_or_default().trim().to_owned();
         if username.chars().count() > 256 {
             return Ok(self.retry_login(
-                &flow_id,
                 flow,
                 "",
                 "The user name is too long.",
                 StatusCode::BAD_REQUEST,
             ));
         }
-        let pw = password.map(|p| Password::new(p.to_string()));
+        // Moved, not copied, into the secret type (which zeroizes it if it refuses it).
+        let pw = password.map(|mut p| Password::from_utf8(std::mem::take(&mut *p)));
         let password = match pw {
             Some(Ok(p)) if !username.is_empty() => p,
             _ => {
@@ -582,7 +604,7 @@ impl Portal {
                 } else {
                     "Enter your password."
                 };
-                return Ok(self.retry_login(&flow_id, flow, &username, msg, StatusCode::OK));
+                return Ok(self.retry_login(flow, &username, msg, StatusCode::OK));
             }
         };
         let (outcome, path) = self
@@ -605,18 +627,22 @@ impl Portal {
             (SignInOutcome::Success, Some(u)) if !u.disabled => u,
             (SignInOutcome::Success, Some(_)) => {
                 let msg = SignInOutcome::AccountDisabled.user_message();
-                return Ok(self.retry_login(&flow_id, flow, &username, msg, StatusCode::OK));
+                return Ok(self.retry_login(flow, &username, msg, StatusCode::OK));
             }
             (SignInOutcome::Success, None) => {
                 warn!("password accepted by the directory, but the user is not in the directory store (not synchronised yet)");
                 let msg = "Your password is correct, but your account has not been set up for sign-in here yet (it is not synchronised). Contact your help desk.";
-                return Ok(self.retry_login(&flow_id, flow, &username, msg, StatusCode::OK));
+                return Ok(self.retry_login(flow, &username, msg, StatusCode::OK));
             }
             (o, _) => {
                 let msg = self.outcome_message(o, &username);
-                return Ok(self.retry_login(&flow_id, flow, &username, &msg, StatusCode::OK));
+                return Ok(self.retry_login(flow, &username, &msg, StatusCode::OK));
             }
         };
+        // The flow signs in once: a copy of the form (same cookie, same token) cannot.
+        if !self.flows.mark_used(&flow, SystemTime::now()) {
+            return Err(self.flow_refused(FlowError::Used));
+        }
         // A new session at every sign-in (the old cookie value is worthless from now on).
         if let Some(old) = old_session {
             self.sessions.end(&old);
@@ -631,6 +657,7 @@ impl Portal {
             self.cfg.session_lifetime,
             SystemTime::now(),
         );
+        let cookie_value = Zeroizing::new(cookie_value);
         let mut r = self.complete(flow.target, &cookie_value, &session);
         set_cookie(
             &mut r,
@@ -660,10 +687,9 @@ impl Portal {
     }
 
     async fn logout(&self, req: Request<Incoming>) -> Result<Resp, Resp> {
-        let c = cookie(&req, SSO_COOKIE);
-        let session = c
-            .as_deref()
-            .and_then(|c| self.sessions.get(c, SystemTime::now()));
+        let c = sso_cookie(&req);
+        let now = SystemTime::now();
+        let session = c.as_deref().and_then(|c| self.sessions.get(c, now));
         if req.method() == Method::GET {
             return Ok(match session {
                 Some(s) => self.html(StatusCode::OK, pages::home(&s.upn, &s.csrf, &[]), "'self'"),
@@ -679,10 +705,15 @@ impl Portal {
             });
         }
         let body = read_body(req, MAX_FORM).await?;
-        let csrf = form_urlencoded::parse(&body)
-            .find(|(k, _)| k == "csrf")
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default();
+        let mut csrf = String::new();
+        let mut next = None;
+        for (k, v) in form_urlencoded::parse(&body) {
+            match &*k {
+                "csrf" => csrf = v.into_owned(),
+                "next" => next = Some(v.into_owned()),
+                _ => {}
+            }
+        }
         match (c, session) {
             (Some(c), Some(s)) => {
                 use subtle::ConstantTimeEq;
@@ -693,19 +724,48 @@ impl Portal {
                         "The sign-out form was not issued to this session.",
                     ));
                 }
+                // What the confirmation page was shown for (a sign-out an application asked
+                // for without a signature we could check), sealed into its form.
+                let next = next
+                    .map(|b| self.flows.open_logout(&b, now))
+                    .transpose()
+                    .map_err(|e| {
+                        self.bad_request(&format!(
+                            "The sign-out confirmation cannot be used: {e}. Nothing was ended."
+                        ))
+                    })?;
                 let ended = self.sessions.end(&c);
-                info!("signed out at the endpoint");
+                info!(
+                    asked_by_application = next.is_some(),
+                    "signed out at the endpoint"
+                );
                 // The session's applications are told one after the other, then the
-                // signed-out page.
-                let mut r = match ended {
-                    Some(s) => self.next_logout(LogoutChain::new(&s, None)),
-                    None => self.signed_out(),
+                // application that asked (or the signed-out page).
+                let mut r = match (ended, next) {
+                    (Some(s), None) => self.next_logout(LogoutChain::new(&s, None)),
+                    (Some(s), Some(LogoutNext::Saml(o))) => {
+                        self.next_logout(LogoutChain::new(&s, Some(o)))
+                    }
+                    (_, Some(LogoutNext::WsFed { back: Some(u) })) => Self::redirect(&u),
+                    _ => self.signed_out(),
                 };
                 set_cookie(&mut r, SSO_COOKIE, "", Some(0));
                 Ok(r)
             }
             _ => Ok(self.signed_out()),
         }
+    }
+
+    /// "Sign out of Causeway?" for a sign-out that came without a signature we could
+    /// verify (a plain link can send one): only the confirmed, CSRF-protected POST to
+    /// `/logout` ends the session.
+    fn confirm_logout(&self, s: &Session, next: &LogoutNext, app: Option<&str>) -> Resp {
+        let sealed = self.flows.seal_logout(next, SystemTime::now());
+        self.html(
+            StatusCode::OK,
+            pages::confirm_logout(&s.upn, &s.csrf, &sealed, app),
+            "'self'",
+        )
     }
 
     fn signed_out(&self) -> Resp {
@@ -726,21 +786,23 @@ impl Portal {
     fn proceed(&self, target: Target, prompt: Prompt, req: &Request<Incoming>) -> Resp {
         self.answer_without_page(target, prompt, req)
             .unwrap_or_else(|target| {
-                let flow = self.flows.start(target, prompt);
+                let flow = self.flows.start(target, prompt, SystemTime::now());
                 Self::redirect(&format!("/login?flow={flow}"))
             })
     }
 
-    fn continue_flow(&self, flow_id: &str, req: &Request<Incoming>) -> Resp {
-        let Some(flow) = self.flows.get(flow_id) else {
-            return self.expired_flow();
+    fn continue_flow(&self, blob: &str, req: &Request<Incoming>) -> Resp {
+        let flow = match self.flows.open(blob, SystemTime::now()) {
+            Ok(f) => f,
+            Err(e) => return self.flow_refused(e),
         };
         match self.answer_without_page(flow.target, flow.prompt, req) {
-            Ok(r) => {
-                self.flows.remove(flow_id);
-                r
-            }
-            Err(_) => Self::redirect(&format!("/login?flow={flow_id}")),
+            Ok(r) => r,
+            // The same sealed state goes on to the sign-in page.
+            Err(_) => Self::redirect(&format!(
+                "/login?flow={}",
+                form_urlencoded::byte_serialize(blob.as_bytes()).collect::<String>()
+            )),
         }
     }
 
@@ -797,7 +859,7 @@ impl Portal {
             }
             // Only SAML asks for passive sign-in.
             other => {
-                let flow = self.flows.start(other, Prompt::IfNeeded);
+                let flow = self.flows.start(other, Prompt::IfNeeded, SystemTime::now());
                 Self::redirect(&format!("/login?flow={flow}"))
             }
         }
@@ -924,13 +986,16 @@ impl Portal {
 
     // ---- SAML ----------------------------------------------------------------------------
 
+    /// Checks a message's signature against the application's registered certificates:
+    /// true when one verified, false when the message is unsigned and the application
+    /// does not promise to sign (the caller decides what an unsigned message may do).
     fn check_signature(
         &self,
         sp: &saml::ServiceProvider,
         msg: &binding::Inbound,
         root: &xml::Node,
         what: &str,
-    ) -> Result<(), Resp> {
+    ) -> Result<bool, Resp> {
         let keys: Vec<VerifiedKey> = sp.keys();
         let signed_xml = root.child(xml::ns::DS, "Signature").is_some();
         if let Some(sig) = &msg.redirect_signature {
@@ -954,16 +1019,18 @@ impl Portal {
                 warn!(app = %sp.entity_id, "{what} signature does not verify");
                 return Err(self.bad_request(&format!("The {what} from {} has a signature that does not verify with the certificate in its registered metadata.", sp.entity_id)));
             }
-            return Ok(());
+            return Ok(true);
         }
         if signed_xml || (sp.authn_requests_signed && !msg.redirect) {
-            return xml::verify_enveloped(root, "ID", &keys).map_err(|e| {
-                warn!(app = %sp.entity_id, error = %e, "{what} signature refused");
-                self.bad_request(&format!(
-                    "The {what} from {} is not correctly signed: {e}.",
-                    sp.entity_id
-                ))
-            });
+            return xml::verify_enveloped(root, "ID", &keys)
+                .map(|()| true)
+                .map_err(|e| {
+                    warn!(app = %sp.entity_id, error = %e, "{what} signature refused");
+                    self.bad_request(&format!(
+                        "The {what} from {} is not correctly signed: {e}.",
+                        sp.entity_id
+                    ))
+                });
         }
         if sp.authn_requests_signed {
             return Err(self.bad_request(&format!(
@@ -971,7 +1038,7 @@ impl Portal {
                 sp.entity_id
             )));
         }
-        Ok(())
+        Ok(false)
     }
 
     fn saml_sso_post(
@@ -979,7 +1046,7 @@ impl Portal {
         msg: Result<binding::Inbound, binding::BindingError>,
     ) -> Result<Resp, Resp> {
         let (target, prompt) = self.saml_target(msg)?;
-        let flow = self.flows.start(target, prompt);
+        let flow = self.flows.start(target, prompt, SystemTime::now());
         // Cross-site POSTs carry no SameSite=Lax cookie: continue with a same-site GET so
         // that an SSO session is seen.
         Ok(Self::redirect(&format!("/saml/continue?flow={flow}")))
@@ -1014,15 +1081,37 @@ impl Portal {
             warn!(issuer = %req.issuer.chars().take(200).collect::<String>(), "AuthnRequest from an unregistered application");
             return Err(self.bad_request(&format!("The application {:?} is not registered with this sign-in service. Ask your administrator to register it (causeway apps add).", req.issuer.chars().take(200).collect::<String>())));
         };
-        self.check_signature(sp, &msg, &req.root, "sign-in request")?;
-        if let Some(d) = &req.destination {
-            if d != &self.urls.sso {
+        let signed = self.check_signature(sp, &msg, &req.root, "sign-in request")?;
+        let now = SystemTime::now();
+        match &req.destination {
+            Some(d) if d != &self.urls.sso => {
                 return Err(self.bad_request(&format!(
-                    "The request was meant for {d:?}, not for this sign-in service ({}).",
+                    "The request was meant for {:?}, not for this sign-in service ({}).",
+                    d.chars().take(200).collect::<String>(),
                     self.urls.sso
                 )));
             }
+            // The signature covers Destination only if it is there (SAML bindings
+            // 3.4.5.2 and 3.5.5.2 require it in signed requests): without it a signed
+            // request for another IdP could be replayed here.
+            None if signed => {
+                return Err(self.bad_request(&format!(
+                    "The signed request from {} names no Destination; a signed request must name this sign-in service ({}).",
+                    sp.entity_id, self.urls.sso
+                )));
+            }
+            _ => {}
         }
+        // A signed request is good for a few minutes and for one answer; an unsigned one
+        // proves nothing about when it was made, so these checks would mean nothing.
+        let replay_until = if signed {
+            Some(req.check_issue_instant(now).map_err(|e| {
+                warn!(app = %sp.entity_id, "signed sign-in request outside its time window");
+                self.bad_request(&format!("The sign-in request was refused: {e}."))
+            })?)
+        } else {
+            None
+        };
         if let Some(b) = &req.protocol_binding {
             if b != BINDING_POST {
                 return Err(self.bad_request("The application asks for the answer over a binding other than HTTP-POST, which this sign-in service does not offer."));
@@ -1046,6 +1135,19 @@ impl Portal {
                 return Err(self.bad_request(&format!("The application asks for the NameID format {:?}; this sign-in service issues persistent, emailAddress and unspecified.", f.chars().take(200).collect::<String>())));
             }
         };
+        // Recorded last, once the request is known to be answerable.
+        if let Some(until) = replay_until {
+            if !self
+                .seen_requests
+                .first_use(&sp.entity_id, &req.id, until, now)
+            {
+                warn!(app = %sp.entity_id, "signed sign-in request replayed");
+                return Err(self.bad_request(&format!(
+                    "This sign-in request from {} was answered already (its ID {:?} was seen before); a request is used once. Go back to the application and sign in again.",
+                    sp.entity_id, req.id
+                )));
+            }
+        }
         let target = Target::Saml {
             sp: sp.entity_id.clone(),
             acs: acs.to_owned(),
@@ -1069,11 +1171,15 @@ impl Portal {
             );
         };
         let relay = query_param(req, "RelayState");
-        if relay
+        if let Some(n) = relay
             .as_ref()
-            .is_some_and(|r| r.len() > binding::MAX_RELAY_STATE)
+            .map(String::len)
+            .filter(|n| *n > binding::MAX_RELAY_STATE)
         {
-            return Err(self.bad_request("RelayState is too long."));
+            return Err(self.bad_request(&format!(
+                "RelayState is {n} bytes long; at most {} are accepted.",
+                binding::MAX_RELAY_STATE
+            )));
         }
         let apps = self.current_apps();
         let Some(sp) = apps.saml.get(&entity) else {
@@ -1107,7 +1213,7 @@ impl Portal {
     fn saml_slo(
         &self,
         msg: Result<binding::Inbound, binding::BindingError>,
-        cookie_value: Option<String>,
+        cookie_value: Option<Zeroizing<String>>,
     ) -> Result<Resp, Resp> {
         let msg = msg.map_err(|e| {
             self.bad_request(&format!("The SAML logout message is unreadable: {e}."))
@@ -1123,11 +1229,29 @@ impl Portal {
                 "The logout request comes from an application that is not registered.",
             ));
         };
-        self.check_signature(sp, &msg, &lr.root, "logout request")?;
+        let signed = self.check_signature(sp, &msg, &lr.root, "logout request")?;
         if let Some(d) = &lr.destination {
             if d != &self.urls.slo {
                 return Err(self.bad_request("The logout request was meant for another address."));
             }
+        }
+        if !signed {
+            // Anybody can send an unsigned request (a plain link does it): it ends no
+            // session by itself. With a session, its user is asked; without one there is
+            // nothing of this browser's to end, and the application gets its answer.
+            let origin = LogoutOrigin {
+                app: sp.entity_id.clone(),
+                request_id: lr.id.clone(),
+                relay_state: msg.relay_state.clone(),
+            };
+            let session = cookie_value
+                .as_deref()
+                .and_then(|c| self.sessions.get(c, SystemTime::now()));
+            info!(app = %sp.entity_id, with_session = session.is_some(), "unsigned logout request: asking the user to confirm");
+            return Ok(match session {
+                Some(s) => self.confirm_logout(&s, &LogoutNext::Saml(origin), Some(&sp.entity_id)),
+                None => self.answer_logout(&origin, false),
+            });
         }
         let by_cookie = cookie_value.as_deref().and_then(|c| {
             let s = self.sessions.get(c, SystemTime::now())?;
@@ -1346,8 +1470,10 @@ impl Portal {
                     warn!(realm = %realm, wreply = %u.chars().take(200).collect::<String>(), "wreply not registered");
                     self.bad_request(&format!("The reply address {:?} is not registered for this application. Nothing was sent.", u.chars().take(200).collect::<String>()))
                 })?;
-                if wctx.as_ref().is_some_and(|c| c.len() > MAX_WCTX) {
-                    return Err(self.bad_request("wctx is too long."));
+                if let Some(n) = wctx.as_ref().map(String::len).filter(|n| *n > MAX_WCTX) {
+                    return Err(self.bad_request(&format!(
+                        "wctx is {n} bytes long; at most {MAX_WCTX} are accepted."
+                    )));
                 }
                 Ok(self.proceed(
                     Target::WsFed {
@@ -1360,15 +1486,24 @@ impl Portal {
                 ))
             }
             Some("wsignout1.0" | "wsignoutcleanup1.0") => {
-                if let Some(c) = cookie(req, SSO_COOKIE) {
-                    self.sessions.end(&c);
-                }
                 // Back to the application only if it is a registered reply URL.
                 let back = wreply.as_deref().and_then(|w| {
                     apps.wsfed
                         .values()
                         .find_map(|rp| rp.reply_urls.iter().find(|u| *u == w))
                 });
+                // A WS-Federation sign-out is a plain GET that any page can cause: with a
+                // session, its user confirms it first.
+                if let Some((_, s)) = self.session_of(req) {
+                    info!("WS-Federation sign-out: asking the user to confirm");
+                    return Ok(self.confirm_logout(
+                        &s,
+                        &LogoutNext::WsFed {
+                            back: back.cloned(),
+                        },
+                        None,
+                    ));
+                }
                 let mut r = match back {
                     Some(u) => Self::redirect(u),
                     None => self.html(
@@ -1412,8 +1547,17 @@ pub(crate) fn cookie(req: &Request<Incoming>, name: &str) -> Option<String> {
     None
 }
 
+/// The SSO cookie's value, in a buffer zeroized when dropped (it is as good as the
+/// password for the session's lifetime).
+pub(crate) fn sso_cookie(req: &Request<Incoming>) -> Option<Zeroizing<String>> {
+    cookie(req, SSO_COOKIE).map(Zeroizing::new)
+}
+
 pub(crate) fn set_cookie(r: &mut Resp, name: &str, value: &str, max_age: Option<u64>) {
-    let mut c = format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Lax");
+    // Zeroized when done: it may carry the SSO cookie value (the header keeps its own copy).
+    let mut c = Zeroizing::new(format!(
+        "{name}={value}; Path=/; Secure; HttpOnly; SameSite=Lax"
+    ));
     if let Some(a) = max_age {
         c.push_str(&format!("; Max-Age={a}"));
     }
@@ -1447,13 +1591,118 @@ pub(crate) fn query_param(req: &Request<Incoming>, name: &str) -> Option<String>
         .map(|(_, v)| v.into_owned())
 }
 
+fn too_large() -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from_static(b"request body too large\n")));
+    *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+    r
+}
+
+fn too_slow() -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from_static(b"request body too slow\n")));
+    *r.status_mut() = StatusCode::REQUEST_TIMEOUT;
+    r
+}
+
+/// Reads a body that holds a secret (the sign-in form) into one zeroizing buffer of
+/// `max` bytes, allocated up front so that it never moves (a reallocation would leave the
+/// old copy behind). Each chunk hyper hands over is wiped once copied when nothing else
+/// holds it; what hyper's own read buffer keeps is out of reach.
+pub(crate) async fn read_secret_body(
+    req: Request<Incoming>,
+    max: usize,
+) -> Result<Zeroizing<Vec<u8>>, Resp> {
+    use zeroize::Zeroize;
+    fn wipe(b: Bytes) {
+        if let Ok(mut m) = b.try_into_mut() {
+            m.as_mut().zeroize();
+        }
+    }
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        // The same answer as read_body, including its bounded drain.
+        return read_body(req, max)
+            .await
+            .map(|_| Zeroizing::new(Vec::new()));
+    }
+    let mut out = Zeroizing::new(Vec::with_capacity(max));
+    let mut body = req.into_body();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return Err(too_large());
+            };
+            if let Ok(data) = frame.into_data() {
+                if out.len() + data.len() > max {
+                    wipe(data);
+                    return Err(too_large());
+                }
+                out.extend_from_slice(&data);
+                wipe(data);
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(Duration::from_secs(30), read).await {
+        Ok(Ok(())) => Ok(out),
+        Ok(Err(r)) => Err(r),
+        Err(_) => Err(too_slow()),
+    }
+}
+
+/// Decodes one `application/x-www-form-urlencoded` component (`+` and `%XX`) into a
+/// zeroizing buffer sized up front. `form_urlencoded` would leave unzeroized
+/// intermediate copies for values with `+` or `%XX`: a password nearly always has one.
+fn form_decode(s: &[u8]) -> Zeroizing<Vec<u8>> {
+    fn hex(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            b'A'..=b'F' => Some(b - b'A' + 10),
+            _ => None,
+        }
+    }
+    let mut out = Zeroizing::new(Vec::with_capacity(s.len()));
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (
+                s.get(i + 1).and_then(|b| hex(*b)),
+                s.get(i + 2).and_then(|b| hex(*b)),
+            ) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                // Not an escape: kept as it is, as form_urlencoded does.
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The fields of a URL-encoded form, names and values decoded into zeroizing buffers.
+fn form_fields(body: &[u8]) -> impl Iterator<Item = (Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>)> + '_ {
+    body.split(|b| *b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = match pair.iter().position(|b| *b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &[][..]),
+            };
+            (form_decode(k), form_decode(v))
+        })
+}
+
 /// Reads a body of at most `max` bytes; a larger one gets 413.
 pub(crate) async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Resp> {
-    let too_large = || {
-        let mut r = Response::new(Full::new(Bytes::from_static(b"request body too large\n")));
-        *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-        r
-    };
     let declared = req
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
@@ -1479,10 +1728,25 @@ pub(crate) async fn read_body(req: Request<Incoming>, max: usize) -> Result<Byte
     {
         Ok(Ok(c)) => Ok(c.to_bytes()),
         Ok(Err(_)) => Err(too_large()),
-        Err(_) => {
-            let mut r = Response::new(Full::new(Bytes::from_static(b"request body too slow\n")));
-            *r.status_mut() = StatusCode::REQUEST_TIMEOUT;
-            Err(r)
-        }
+        Err(_) => Err(too_slow()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_fields_decode_like_form_urlencoded_into_zeroizing_buffers() {
+        let body = b"flow=a%2Bb&csrf=&username=carla%40x.test&password=p+w%C3%A9%25%zz%4&odd&=v";
+        let ours: Vec<(Vec<u8>, Vec<u8>)> = form_fields(body)
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
+        let theirs: Vec<(Vec<u8>, Vec<u8>)> = form_urlencoded::parse(body)
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect();
+        assert_eq!(ours, theirs);
+        assert_eq!(ours[3].1, "p wé%%zz%4".as_bytes());
+        assert_eq!(&form_decode(b"%41%42%43")[..], b"ABC");
     }
 }

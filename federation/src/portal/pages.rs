@@ -139,6 +139,25 @@ pub fn home(upn: &str, csrf: &str, apps: &[(String, String)]) -> String {
     )
 }
 
+/// "Sign out of Causeway?": the confirmation of a sign-out that a link or an unsigned
+/// request asked for. Only its POST (with the session's anti-forgery token) signs out.
+pub fn confirm_logout(upn: &str, csrf: &str, next: &str, app: Option<&str>) -> String {
+    let asked = app.map_or(String::new(), |a| {
+        format!(" <strong>{}</strong> asked for it.", e(a))
+    });
+    page(
+        "Sign out of Causeway?",
+        &format!(
+            "<div class=\"brand\">Causeway</div><h1>Sign out of Causeway?</h1><p class=\"lead\" id=\"confirm\">You are signed in as <strong>{}</strong>.{asked} Signing out also signs you out of the applications you opened through Causeway.</p>\
+<form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"next\" value=\"{}\"><button type=\"submit\">Sign out</button></form>\
+<p class=\"note\"><a href=\"/\">Stay signed in</a></p>",
+            e(upn),
+            e(csrf),
+            e(next)
+        ),
+    )
+}
+
 /// The demo application's page: the attributes it received.
 pub fn demo_app(app: &str, name_id: &str, attrs: &[(String, Vec<String>)], other: &str) -> String {
     let mut rows = format!(

@@ -11,7 +11,9 @@ use crate::xml::MAX_XML_BYTES;
 
 /// Largest encoded message parameter accepted.
 pub const MAX_ENCODED: usize = 192 * 1024;
-/// Largest RelayState accepted (the standard says 80 bytes; real SPs send more).
+/// Largest RelayState accepted. SAML bindings §3.4.3 says 80 bytes, but real SPs send
+/// more (encoded return URLs); it travels sealed in the sign-in flow's URL, which this
+/// bound keeps well within what browsers and proxies carry.
 pub const MAX_RELAY_STATE: usize = 2048;
 
 /// Why a binding could not be read.
@@ -39,6 +41,11 @@ pub enum BindingError {
     /// Not UTF-8 / not percent-encoded properly.
     #[error("{0} is not valid UTF-8 text")]
     Encoding(&'static str),
+    /// RelayState longer than [`MAX_RELAY_STATE`] bytes (decoded).
+    #[error(
+        "RelayState is {0} bytes long; at most {MAX_RELAY_STATE} are accepted (SAML asks for 80)"
+    )]
+    RelayStateTooLong(usize),
     /// A signature without an algorithm or the other way round.
     #[error("Signature and SigAlg must come together")]
     HalfSigned,
@@ -151,7 +158,7 @@ pub fn from_query(raw_query: &str) -> Result<Inbound, BindingError> {
             }
             let d = decode_component("RelayState", r)?;
             if d.len() > MAX_RELAY_STATE {
-                return Err(BindingError::TooLarge("RelayState"));
+                return Err(BindingError::RelayStateTooLong(d.len()));
             }
             Ok(d)
         })
@@ -206,7 +213,7 @@ pub fn from_form(body: &[u8]) -> Result<Inbound, BindingError> {
                     return Err(BindingError::Duplicate("RelayState"));
                 }
                 if v.len() > MAX_RELAY_STATE {
-                    return Err(BindingError::TooLarge("RelayState"));
+                    return Err(BindingError::RelayStateTooLong(v.len()));
                 }
                 relay = Some(v.into_owned());
             }
@@ -320,8 +327,19 @@ mod tests {
             from_form(
                 format!("SAMLRequest=PHIvPg%3D%3D&RelayState={}", "x".repeat(5000)).as_bytes()
             ),
-            Err(BindingError::TooLarge("RelayState"))
+            Err(BindingError::RelayStateTooLong(5000))
         ));
+        assert_eq!(
+            from_query(&format!(
+                "SAMLRequest={}&RelayState={}",
+                enc(&deflate_encode("<r/>")),
+                "y".repeat(MAX_RELAY_STATE + 1)
+            ))
+            .err()
+            .map(|e| e.to_string())
+            .as_deref(),
+            Some("RelayState is 2049 bytes long; at most 2048 are accepted (SAML asks for 80)")
+        );
         assert_eq!(
             from_form(b"SAMLRequest=PHIvPg%3D%3D").expect("ok").xml,
             "<r/>"

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::{fmt_time, new_id, AUTHN_PASSWORD_PROTECTED, STATUS_SUCCESS};
+use super::{fmt_time, new_id, parse_time, AUTHN_PASSWORD_PROTECTED, STATUS_SUCCESS};
 use crate::xml::{ns, parse, El, Node, SigningKey, XmlError};
 
 /// Why a message was refused.
@@ -112,9 +112,17 @@ pub struct AuthnRequest {
     pub force_authn: bool,
     /// IsPassive.
     pub is_passive: bool,
+    /// IssueInstant, if given.
+    pub issue_instant: Option<SystemTime>,
     /// The parsed document (for signature checks).
     pub root: Node,
 }
+
+/// How far ahead of our clock a signed request's IssueInstant may be (clock skew).
+pub const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+/// How old a signed request may be, on top of [`CLOCK_SKEW`]: a browser takes seconds to
+/// carry it here, so this is generous and still keeps a captured request short-lived.
+pub const MAX_REQUEST_AGE: Duration = Duration::from_secs(5 * 60);
 
 fn xs_bool(v: Option<&str>) -> bool {
     matches!(v, Some("true" | "1"))
@@ -153,11 +161,57 @@ impl AuthnRequest {
                 .map(str::to_owned),
             force_authn: xs_bool(root.attr("ForceAuthn")),
             is_passive: xs_bool(root.attr("IsPassive")),
+            issue_instant: root
+                .attr("IssueInstant")
+                .map(|v| {
+                    parse_time(v).ok_or_else(|| {
+                        invalid(M, format!("has an invalid IssueInstant {:?}", short(v)))
+                    })
+                })
+                .transpose()?,
             acs_index,
             id,
             issuer,
             root,
         })
+    }
+}
+
+impl AuthnRequest {
+    /// Checks that the request was issued within [`CLOCK_SKEW`] ahead of `now` and at most
+    /// [`MAX_REQUEST_AGE`] plus [`CLOCK_SKEW`] before it (for signed requests, whose
+    /// IssueInstant is covered by the signature). Returns the end of that window: until
+    /// then its ID must not be answered again.
+    pub fn check_issue_instant(&self, now: SystemTime) -> Result<SystemTime, MessageError> {
+        const M: &str = "AuthnRequest";
+        let at = self
+            .issue_instant
+            .ok_or_else(|| invalid(M, "has no IssueInstant"))?;
+        let mins = |d: Duration| d.as_secs().div_ceil(60);
+        if at > now + CLOCK_SKEW {
+            return Err(invalid(
+                M,
+                format!(
+                    "was issued at {}, more than {} minutes ahead of this service's clock ({}): check the application's clock",
+                    fmt_time(at),
+                    mins(CLOCK_SKEW),
+                    fmt_time(now)
+                ),
+            ));
+        }
+        let end = at + MAX_REQUEST_AGE + CLOCK_SKEW;
+        if now > end {
+            return Err(invalid(
+                M,
+                format!(
+                    "was issued at {}, more than {} minutes before this service's clock ({}): it is stale or replayed, or the application's clock is wrong",
+                    fmt_time(at),
+                    mins(MAX_REQUEST_AGE + CLOCK_SKEW),
+                    fmt_time(now)
+                ),
+            ));
+        }
+        Ok(end + Duration::from_secs(1))
     }
 }
 
@@ -474,4 +528,47 @@ pub fn build_authn_request(
                 .attr("AllowCreate", "true"),
         );
     (id, r.to_document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signed_request_is_accepted_only_inside_its_issue_instant_window() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let (_, xml) = build_authn_request("sp", "https://idp/saml/sso", "https://sp/acs", t0);
+        let r = AuthnRequest::parse(&xml).expect("parses");
+        assert_eq!(r.issue_instant, Some(t0));
+        let end = t0 + MAX_REQUEST_AGE + CLOCK_SKEW;
+        assert_eq!(
+            r.check_issue_instant(t0).expect("fresh"),
+            end + Duration::from_secs(1)
+        );
+        assert!(r.check_issue_instant(end).is_ok(), "the last second");
+        let stale = r
+            .check_issue_instant(end + Duration::from_secs(1))
+            .expect_err("stale")
+            .to_string();
+        assert!(
+            stale.contains("more than 10 minutes before") && stale.contains("stale or replayed"),
+            "{stale}"
+        );
+        assert!(r.check_issue_instant(t0 - CLOCK_SKEW).is_ok(), "skew");
+        let ahead = r
+            .check_issue_instant(t0 - CLOCK_SKEW - Duration::from_secs(1))
+            .expect_err("future")
+            .to_string();
+        assert!(ahead.contains("5 minutes ahead"), "{ahead}");
+        let none = AuthnRequest::parse(&xml.replace("IssueInstant=", "X="))
+            .expect("parses")
+            .check_issue_instant(t0)
+            .expect_err("missing")
+            .to_string();
+        assert!(none.contains("has no IssueInstant"), "{none}");
+        let bad = AuthnRequest::parse(&xml.replace("IssueInstant=\"", "IssueInstant=\"x"))
+            .expect_err("invalid")
+            .to_string();
+        assert!(bad.contains("invalid IssueInstant"), "{bad}");
+    }
 }
