@@ -107,7 +107,20 @@ fn healthz(ep: &Endpoint) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_tls_connection_is_closed_at_the_idle_deadline_over_h1_and_h2() {
-    let ep = Endpoint::start("idle", "[server]\nidle_timeout = \"1s\"\n", &[]);
+    let ep = Endpoint::start(
+        "idle",
+        "[server]\nidle_timeout = \"1s\"\nhandshake_timeout = \"1s\"\n",
+        &[],
+    );
+    // Not even a ClientHello: closed at the handshake deadline (1 s here; the bound is
+    // below the old fixed 10 s, so this fails if the setting is ignored).
+    let mut tcp = TcpStream::connect(public_addr(&ep)).await.expect("connect");
+    let mut buf = [0u8; 16];
+    let r = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await;
+    assert!(
+        matches!(r, Ok(Ok(0) | Err(_))),
+        "a silent TCP connection outlived handshake_timeout: {r:?}"
+    );
     // Nothing sent after the handshake, with either ALPN.
     for alpn in [&b"http/1.1"[..], b"h2"] {
         let mut s = connect_from(public_addr(&ep), Ipv4Addr::LOCALHOST, client_tls(&ep, alpn))
