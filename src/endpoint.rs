@@ -233,7 +233,11 @@ pub(crate) async fn run_endpoint(
         None => None,
     };
     if metrics_bound.is_some_and(|a| !a.ip().is_loopback()) {
-        tracing::warn!(metrics_listen = %metrics_addr, "/metrics is served beyond loopback without authentication: keep that address off the internet");
+        if s.file.metrics_token.is_some() {
+            tracing::warn!(metrics_listen = %metrics_addr, "/metrics is served beyond loopback over plain HTTP (its bearer token travels in clear): keep that address on a management network");
+        } else {
+            tracing::warn!(metrics_listen = %metrics_addr, "/metrics is served beyond loopback without authentication: keep that address off the internet, or set server.metrics_token_file");
+        }
     }
     let store: Arc<dyn causeway_federation::store::DirectoryStore> = Arc::new(
         causeway_federation::store::SqliteStore::open(&data.directory_path())?,
@@ -305,7 +309,11 @@ pub(crate) async fn run_endpoint(
         causeway_certs::DEFAULT_AGENT_CERT_VALIDITY,
     ));
     if let Some(l) = metrics_listener {
-        tokio::spawn(causeway_federation::web::serve_metrics(l, web.clone()));
+        tokio::spawn(causeway_federation::web::serve_metrics(
+            l,
+            web.clone(),
+            s.file.metrics_token.clone(),
+        ));
     }
     if let Some(r) = ready {
         let _ = r.send(bound);

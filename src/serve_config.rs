@@ -4,10 +4,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use causeway_agent::config::{read_config, ConfigError};
 use causeway_certs::signing::RolloverPolicy;
+use causeway_credential::Secret;
 use causeway_federation::apps::{Apps, WsFedRealm};
 use causeway_federation::hub::listener::ConnectionLimits;
 use causeway_federation::saml::ServiceProvider;
@@ -51,6 +53,7 @@ struct RawServer {
     max_connections_per_source: Option<Spanned<i64>>,
     max_agent_channels: Option<Spanned<i64>>,
     metrics_listen: Option<Spanned<String>>,
+    metrics_token_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,7 +104,12 @@ pub(crate) struct ServeConfig {
     /// Where `/metrics` is served; `None`: [`DEFAULT_METRICS_LISTEN`], and a failure to
     /// listen there is a warning rather than fatal.
     pub(crate) metrics_listen: Option<SocketAddr>,
+    /// A bearer token `/metrics` scrapes must send (read from `server.metrics_token_file`).
+    pub(crate) metrics_token: Option<Arc<Secret<String>>>,
 }
+
+/// The shortest metrics token accepted: long enough that guessing it is hopeless.
+const MIN_METRICS_TOKEN: usize = 16;
 
 /// Where Prometheus `/metrics` is served unless configured: loopback only.
 pub(crate) const DEFAULT_METRICS_LISTEN: SocketAddr =
@@ -198,6 +206,7 @@ impl Default for ServeConfig {
             apps: Apps::default(),
             connections: ConnectionSettings::default(),
             metrics_listen: None,
+            metrics_token: None,
         }
     }
 }
@@ -272,6 +281,25 @@ impl ServeConfig {
                     ),
                 )
             })?);
+        }
+        if let Some(f) = &raw.server.metrics_token_file {
+            let p = resolve(f.get_ref());
+            // The file's content is the secret: messages name the file, never what is in it.
+            let text = zeroize::Zeroizing::new(
+                std::fs::read_to_string(&p)
+                    .map_err(|e| at(f.span(), format!("cannot read {}: {e}", p.display())))?,
+            );
+            let token = text.trim();
+            if token.len() < MIN_METRICS_TOKEN || token.contains(char::is_whitespace) {
+                return Err(at(
+                    f.span(),
+                    format!(
+                        "{}: the metrics token must be one line of at least {MIN_METRICS_TOKEN} characters without spaces (e.g. openssl rand -hex 32)",
+                        p.display()
+                    ),
+                ));
+            }
+            cfg.metrics_token = Some(Arc::new(Secret::new(token.to_owned())));
         }
         cfg.connections = connection_settings(&raw.server, &at, &dur)?;
         cfg.data_dir = raw.server.data_dir.as_deref().map(resolve);
@@ -540,5 +568,31 @@ mod tests {
         assert!(w.expect("a warning").contains("RLIMIT_NOFILE 1024"));
         // Unknown limit: as configured.
         assert_eq!(set.limits(None).0.max_connections, 5_000);
+    }
+
+    #[test]
+    fn the_metrics_token_is_read_from_its_file_and_never_shown() {
+        let dir =
+            std::env::temp_dir().join(format!("causeway-metrics-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let cfg = dir.join("causeway.toml");
+        std::fs::write(dir.join("token"), "0123456789abcdef-unique-5e1\n").expect("token");
+        std::fs::write(dir.join("short"), "tiny-5e2").expect("short");
+        let c = ServeConfig::parse("[server]\nmetrics_token_file = \"token\"\n", &cfg)
+            .expect("relative to the config file");
+        let t = c.metrics_token.as_ref().expect("token");
+        assert_eq!(t.expose_secret(), "0123456789abcdef-unique-5e1");
+        assert!(
+            !format!("{c:?}").contains("unique-5e1"),
+            "Debug shows the token"
+        );
+        let e = ServeConfig::parse("[server]\n\nmetrics_token_file = \"short\"\n", &cfg)
+            .expect_err("short");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(!e.to_string().contains("tiny-5e2"), "{e}");
+        let e = ServeConfig::parse("[server]\nmetrics_token_file = \"missing\"\n", &cfg)
+            .expect_err("missing");
+        assert_eq!(e.line, Some(2), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -8,12 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use causeway_credential::Secret;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
+use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -326,10 +328,26 @@ pub async fn serve_connection<S>(
 /// Connections the metrics listener holds at once (scrapers are few).
 const METRICS_MAX_CONNECTIONS: usize = 16;
 
+/// Whether a scrape may read the metrics: with a `token`, only `Authorization: Bearer
+/// <token>` may (compared in constant time).
+fn scrape_allowed(req: &Request<Incoming>, token: Option<&Secret<String>>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    req.headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .is_some_and(|given| bool::from(given.ct_eq(token.expose_secret().as_bytes())))
+}
+
 /// Serves Prometheus `GET /metrics` (plain HTTP/1.1; everything else is a 404) on
-/// `listener` until the task is dropped. Meant for loopback or a management network:
-/// it has no authentication.
-pub async fn serve_metrics(listener: TcpListener, state: Arc<WebState>) {
+/// `listener` until the task is dropped. Meant for loopback or a management network;
+/// with `token`, a scrape must also send it as a bearer token (401 otherwise).
+pub async fn serve_metrics(
+    listener: TcpListener,
+    state: Arc<WebState>,
+    token: Option<Arc<Secret<String>>>,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_MAX_CONNECTIONS));
     let mut backoff = crate::hub::listener::AcceptBackoff::default();
     let mut log = crate::hub::listener::Throttle::new(Duration::from_secs(60));
@@ -348,13 +366,28 @@ pub async fn serve_metrics(listener: TcpListener, state: Arc<WebState>) {
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             continue; // dropped: closed at once
         };
-        let state = state.clone();
+        let (state, token) = (state.clone(), token.clone());
         tokio::spawn(async move {
             let _slot = slot;
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
+                let allowed = scrape_allowed(&req, token.as_deref());
                 async move {
                     Ok::<_, Infallible>(match (req.method(), req.uri().path()) {
+                        (&Method::GET, "/metrics") if !allowed => {
+                            let mut r = respond(
+                                StatusCode::UNAUTHORIZED,
+                                "text/plain",
+                                "a bearer token is required\n",
+                            );
+                            r.headers_mut().insert(
+                                hyper::header::WWW_AUTHENTICATE,
+                                "Bearer realm=\"causeway-metrics\""
+                                    .parse()
+                                    .expect("valid header"),
+                            );
+                            r
+                        }
                         (&Method::GET, "/metrics") => respond(
                             StatusCode::OK,
                             "text/plain; version=0.0.4",
@@ -480,7 +513,7 @@ mod tests {
         let st = state();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        tokio::spawn(serve_metrics(listener, st.clone()));
+        tokio::spawn(serve_metrics(listener, st.clone(), None));
         let get = |path: &'static str| async move {
             let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
             s.write_all(
@@ -506,5 +539,37 @@ mod tests {
         let mut out = String::new();
         client.read_to_string(&mut out).await.expect("read");
         assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn with_a_token_a_scrape_must_bring_it() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let token = Arc::new(Secret::new("s3cret-metrics-token-1f9".to_owned()));
+        tokio::spawn(serve_metrics(listener, state(), Some(token)));
+        let get = |auth: &'static str| async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            s.write_all(
+                format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .expect("send");
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.expect("read");
+            out
+        };
+        let none = get("").await;
+        assert!(none.starts_with("HTTP/1.1 401"), "{none}");
+        assert!(none.contains("www-authenticate: Bearer"), "{none}");
+        assert!(!none.contains("causeway_"), "{none}");
+        let wrong = get("Authorization: Bearer s3cret-metrics-token-1f8\r\n").await;
+        assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+        let prefix = get("Authorization: Bearer s3cret\r\n").await;
+        assert!(prefix.starts_with("HTTP/1.1 401"), "{prefix}");
+        let right = get("Authorization: Bearer s3cret-metrics-token-1f9\r\n").await;
+        assert!(right.starts_with("HTTP/1.1 200"), "{right}");
+        assert!(right.contains("causeway_connections_open"), "{right}");
     }
 }
