@@ -327,3 +327,104 @@ async fn metrics_answer_on_their_own_listener_and_404_on_the_public_port() {
     assert_eq!(status, 200);
     assert_eq!(body, "{\"status\":\"ok\",\"agents_connected\":0}\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_channels_are_counted_apart_so_browsers_cannot_starve_them() {
+    use causeway_agent::channel::Identity;
+    use causeway_agent::config::Endpoint as AgentEndpoint;
+    use causeway_agent::connect::{keep_channel, Backoff};
+    use causeway_agent::validator::{
+        DcTarget, DirectorySettings, LoginResolution, Transport, Validator,
+    };
+    use std::sync::RwLock;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ep = Endpoint::start(
+        "agents",
+        "[server]\nidle_timeout = \"5m\"\nmax_connections = 3\nmax_connections_per_source = 3\n",
+        &[],
+    );
+    let token = ep.cli(&["certs", "token"], None);
+    let to = public_addr(&ep);
+    let at = AgentEndpoint {
+        host: "127.0.0.1".into(),
+        port: to.port(),
+    };
+    let state = causeway_agent::enroll::register(&at, None, token.trim(), "agent-host")
+        .await
+        .expect("enrolled");
+    // The channels only need the endpoint: no sign-in reaches the (unreachable) DC here.
+    let validator = Arc::new(Validator::new(
+        causeway_credential::EnvelopeOpener::new(state.hpke),
+        DirectorySettings {
+            dcs: vec![DcTarget {
+                url: "ldaps://127.0.0.1:1".into(),
+                transport: Transport::Ldaps,
+            }],
+            tls: Arc::new(
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+            ),
+            op_timeout: Duration::from_secs(1),
+            pool_per_dc: 1,
+            cool_down: Duration::from_secs(5),
+            login: LoginResolution::AsTyped,
+        },
+    ));
+    let tls = Arc::new(RwLock::new(
+        causeway_agent::runtime::endpoint_tls(
+            &state.ca_pem,
+            &state.tls_cert_pem,
+            &state.tls_key_pem,
+        )
+        .expect("agent TLS"),
+    ));
+    let me = Identity {
+        agent_id: state.agent_id.clone(),
+        max_in_flight: 4,
+        renewer: None,
+    };
+    let backoff = Backoff {
+        min: Duration::from_millis(100),
+        max: Duration::from_secs(1),
+        healthy_after: Duration::from_secs(5),
+    };
+    let channels: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(keep_channel(
+                at.clone(),
+                None,
+                tls.clone(),
+                me.clone(),
+                validator.clone(),
+                backoff.clone(),
+            ))
+        })
+        .collect();
+    eventually(Duration::from_secs(20), "two agent channels up", || {
+        metric(&ep, "causeway_agents_connected") == Some(1)
+            && metric(&ep, "causeway_connections_open") == Some(2)
+    });
+    // Both channels come from 127.0.0.1, yet the browsers there still get the whole
+    // general pool and the source's three slots.
+    let mut browsers = Vec::new();
+    for i in 0..3 {
+        browsers.push(
+            connect_from(to, Ipv4Addr::LOCALHOST, client_tls(&ep, b"http/1.1"))
+                .await
+                .unwrap_or_else(|e| panic!("browser {i} beside two agent channels: {e}")),
+        );
+    }
+    assert!(
+        connect_from(to, Ipv4Addr::LOCALHOST, client_tls(&ep, b"http/1.1"))
+            .await
+            .is_err(),
+        "the general pool is full"
+    );
+    // With the browsers holding every general slot, the agent is still connected.
+    assert_eq!(metric(&ep, "causeway_agents_connected"), Some(1));
+    assert_eq!(metric(&ep, "causeway_connections_open"), Some(5));
+    for c in channels {
+        c.abort();
+    }
+}
