@@ -89,7 +89,7 @@ pub(crate) struct ServeArgs {
     /// Also serve the two demo SAML applications under /demo/ (as `causeway demo` does).
     #[arg(long)]
     demo_apps: bool,
-    /// Where Prometheus /metrics is served (plain HTTP, no authentication) [default: 127.0.0.1:9464].
+    /// Where Prometheus /metrics is served (plain HTTP; see server.metrics_token_file) [default: 127.0.0.1:9464].
     #[arg(long, env = "CAUSEWAY_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
 }
@@ -327,12 +327,16 @@ pub(crate) async fn run_endpoint(
 /// force, or `None` if it cannot be read.
 fn raise_fd_limit() -> Option<u64> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    // Linux refuses a soft limit above fs.nr_open (2^20 by default) even when the hard
+    // limit is "unlimited"; no endpoint needs more.
+    const ENOUGH: u64 = 1 << 20;
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
-    if soft >= hard {
+    let target = hard.min(ENOUGH);
+    if soft >= target {
         return Some(soft);
     }
-    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-        Ok(()) => Some(hard),
+    match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+        Ok(()) => Some(target),
         Err(e) => {
             tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit; connection caps follow the soft limit");
             Some(soft)
