@@ -1,11 +1,8 @@
 //! The hub's network side: a TLS listener on which agents open channels (ALPN
 //! `causeway-agent/1`, client certificate required) and new agents enroll (ALPN
 //! `causeway-enroll/1`, one-time token, no certificate yet). Who a certificate belongs
-//! to, and whether it may still connect, is the [`AgentAuthority`]'s answer.
-//!
-//! The port is internet-facing, so every connection is admitted against a global and a
-//! per-source cap before any TLS work, every handshake has a deadline, and accept errors
-//! back off instead of spinning (issue #9).
+//! to, and whether it may still connect, is the [`AgentAuthority`]'s answer. It must never
+//! let an unauthenticated peer hold a connection without a deadline or above the caps.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
