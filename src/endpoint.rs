@@ -89,6 +89,9 @@ pub(crate) struct ServeArgs {
     /// Also serve the two demo SAML applications under /demo/ (as `causeway demo` does).
     #[arg(long)]
     demo_apps: bool,
+    /// Where Prometheus /metrics is served (plain HTTP; see server.metrics_token_file) [default: 127.0.0.1:9464].
+    #[arg(long, env = "CAUSEWAY_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// Everything an endpoint runs with.
@@ -108,12 +111,13 @@ pub(crate) struct EndpointSettings {
 
 impl ServeArgs {
     pub(crate) fn settings(self) -> Result<EndpointSettings> {
-        let file = match &self.config {
+        let mut file = match &self.config {
             Some(p) => {
                 crate::serve_config::ServeConfig::load(p).map_err(|e| anyhow::anyhow!("{e}"))?
             }
             None => crate::serve_config::ServeConfig::default(),
         };
+        file.metrics_listen = self.metrics_listen.or(file.metrics_listen);
         let listen = self
             .listen
             .or(file.listen)
@@ -186,6 +190,11 @@ pub(crate) async fn run_endpoint(
     let data = DataDir {
         data_dir: s.data_dir.clone(),
     };
+    let fd_limit = raise_fd_limit();
+    let (limits, lowered) = s.file.connections.limits(fd_limit);
+    if let Some(w) = lowered {
+        tracing::warn!("{w}");
+    }
     let (ca, registry) = data.open()?;
     let server = ca.issue_server_cert(&s.server_names, SystemTime::now())?;
     let tls = causeway_certs::server_config(
@@ -203,6 +212,33 @@ pub(crate) async fn run_endpoint(
         .await
         .with_context(|| format!("cannot listen on {}", s.listen))?;
     let bound = listener.local_addr()?;
+    let metrics_addr = s
+        .file
+        .metrics_listen
+        .unwrap_or(crate::serve_config::DEFAULT_METRICS_LISTEN);
+    let metrics_listener = match tokio::net::TcpListener::bind(metrics_addr).await {
+        Ok(l) => Some(l),
+        // Configured: the operator relies on it. The default: another endpoint on this
+        // host may hold it, and sign-ins matter more than a scrape.
+        Err(e) if s.file.metrics_listen.is_some() => {
+            return Err(e).with_context(|| format!("cannot listen on {metrics_addr} for /metrics"))
+        }
+        Err(e) => {
+            tracing::warn!(metrics_listen = %metrics_addr, error = %e, "/metrics is not served: cannot listen on its default address; set server.metrics_listen");
+            None
+        }
+    };
+    let metrics_bound = match &metrics_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+    if metrics_bound.is_some_and(|a| !a.ip().is_loopback()) {
+        if s.file.metrics_token.is_some() {
+            tracing::warn!(metrics_listen = %metrics_addr, "/metrics is served beyond loopback over plain HTTP (its bearer token travels in clear): keep that address on a management network");
+        } else {
+            tracing::warn!(metrics_listen = %metrics_addr, "/metrics is served beyond loopback without authentication: keep that address off the internet, or set server.metrics_token_file");
+        }
+    }
     let store: Arc<dyn causeway_federation::store::DirectoryStore> = Arc::new(
         causeway_federation::store::SqliteStore::open(&data.directory_path())?,
     );
@@ -248,7 +284,13 @@ pub(crate) async fn run_endpoint(
         ca_fingerprint = %ca.fingerprint_sha256(),
         endpoint_id = %s.endpoint_id,
         domains = ?s.file.domains.iter().map(|(d, m)| format!("{d}={m:?}")).collect::<Vec<_>>(),
-        "endpoint ready: sign-in, SAML, WS-Federation, agents, /healthz and /metrics on one port"
+        metrics_listen = %metrics_bound.map_or_else(|| "none".to_owned(), |a| a.to_string()),
+        fd_limit = fd_limit.unwrap_or(0),
+        max_connections = limits.max_connections,
+        max_connections_per_source = limits.max_connections_per_source,
+        max_agent_channels = limits.max_agent_channels,
+        idle_timeout_s = limits.http.idle_timeout.as_secs(),
+        "endpoint ready: sign-in, SAML, WS-Federation, agents and /healthz on one port; /metrics on metrics_listen"
     );
     if !s.require_approval {
         tracing::warn!(
@@ -266,11 +308,40 @@ pub(crate) async fn run_endpoint(
         s.require_approval,
         causeway_certs::DEFAULT_AGENT_CERT_VALIDITY,
     ));
+    if let Some(l) = metrics_listener {
+        tokio::spawn(causeway_federation::web::serve_metrics(
+            l,
+            web.clone(),
+            s.file.metrics_token.clone(),
+        ));
+    }
     if let Some(r) = ready {
         let _ = r.send(bound);
     }
-    listener::serve_with_web(listener, Arc::new(tls), hub, authority, Some(web)).await;
+    listener::serve_with_limits(listener, Arc::new(tls), hub, authority, Some(web), limits).await;
     Ok(())
+}
+
+/// Raises this process's open-file soft limit to its hard limit (often 1024 soft against
+/// far more hard), since every connection holds a descriptor; returns the limit now in
+/// force, or `None` if it cannot be read.
+fn raise_fd_limit() -> Option<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    // Linux refuses a soft limit above fs.nr_open (2^20 by default) even when the hard
+    // limit is "unlimited"; no endpoint needs more.
+    const ENOUGH: u64 = 1 << 20;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    let target = hard.min(ENOUGH);
+    if soft >= target {
+        return Some(soft);
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+        Ok(()) => Some(target),
+        Err(e) => {
+            tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit; connection caps follow the soft limit");
+            Some(soft)
+        }
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]

@@ -4,13 +4,17 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use causeway_agent::config::{read_config, ConfigError};
 use causeway_certs::signing::RolloverPolicy;
+use causeway_credential::Secret;
 use causeway_federation::apps::{Apps, WsFedRealm};
+use causeway_federation::hub::listener::ConnectionLimits;
 use causeway_federation::saml::ServiceProvider;
 use causeway_federation::signin::Method;
+use causeway_federation::web::HttpLimits;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -42,6 +46,14 @@ struct RawServer {
     server_names: Option<Vec<String>>,
     endpoint_id: Option<String>,
     require_approval: Option<bool>,
+    handshake_timeout: Option<Spanned<String>>,
+    header_read_timeout: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
+    max_connections: Option<Spanned<i64>>,
+    max_connections_per_source: Option<Spanned<i64>>,
+    max_agent_channels: Option<Spanned<i64>>,
+    metrics_listen: Option<Spanned<String>>,
+    metrics_token_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,6 +98,96 @@ pub(crate) struct ServeConfig {
     pub(crate) rollover: RolloverPolicy,
     pub(crate) domains: Vec<(String, Method)>,
     pub(crate) apps: Apps,
+    /// Connection limits of the public port; the caps are bounded by the file-descriptor
+    /// limit at start-up (see [`ServeConfig::connection_limits`]).
+    pub(crate) connections: ConnectionSettings,
+    /// Where `/metrics` is served; `None`: [`DEFAULT_METRICS_LISTEN`], and a failure to
+    /// listen there is a warning rather than fatal.
+    pub(crate) metrics_listen: Option<SocketAddr>,
+    /// A bearer token `/metrics` scrapes must send (read from `server.metrics_token_file`).
+    pub(crate) metrics_token: Option<Arc<Secret<String>>>,
+}
+
+/// The shortest metrics token accepted: long enough that guessing it is hopeless.
+const MIN_METRICS_TOKEN: usize = 16;
+
+/// Where Prometheus `/metrics` is served unless configured: loopback only.
+pub(crate) const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
+
+/// File descriptors kept back from the connection caps: the data directory's files, the
+/// directory store, LDAP pools, the metrics listener, logs.
+const FD_RESERVE: u64 = 256;
+
+/// `[server]`'s connection settings as configured (`None`: derived at start-up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnectionSettings {
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) max_connections_per_source: usize,
+    pub(crate) max_agent_channels: Option<usize>,
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        let d = ConnectionLimits::default();
+        Self {
+            handshake_timeout: d.handshake_timeout,
+            header_read_timeout: d.http.header_read_timeout,
+            idle_timeout: d.http.idle_timeout,
+            max_connections: None,
+            max_connections_per_source: d.max_connections_per_source,
+            max_agent_channels: None,
+        }
+    }
+}
+
+impl ConnectionSettings {
+    /// The limits to run with when the process may hold `fd_limit` open files (its
+    /// `RLIMIT_NOFILE`; `None` if unknown): unset caps are derived from it, and caps that
+    /// together exceed it are lowered, with the warning to log. A connection costs one
+    /// descriptor, so caps above the limit would bring back `EMFILE` instead of a clean
+    /// refusal.
+    pub(crate) fn limits(&self, fd_limit: Option<u64>) -> (ConnectionLimits, Option<String>) {
+        let d = ConnectionLimits::default();
+        let mut limits = ConnectionLimits {
+            handshake_timeout: self.handshake_timeout,
+            http: HttpLimits {
+                header_read_timeout: self.header_read_timeout,
+                idle_timeout: self.idle_timeout,
+            },
+            max_connections: self.max_connections.unwrap_or(d.max_connections),
+            max_connections_per_source: self.max_connections_per_source,
+            max_agent_channels: self.max_agent_channels.unwrap_or(d.max_agent_channels),
+        };
+        let Some(fds) = fd_limit else {
+            return (limits, None);
+        };
+        let budget = usize::try_from(fds.saturating_sub(FD_RESERVE))
+            .unwrap_or(usize::MAX)
+            .max(2);
+        if self.max_agent_channels.is_none() {
+            limits.max_agent_channels = limits.max_agent_channels.min((budget / 8).max(1));
+        }
+        if self.max_connections.is_none() {
+            limits.max_connections = limits
+                .max_connections
+                .min(budget.saturating_sub(limits.max_agent_channels).max(1));
+        }
+        let asked = limits.max_connections + limits.max_agent_channels;
+        if asked <= budget {
+            return (limits, None);
+        }
+        limits.max_agent_channels = limits.max_agent_channels.min((budget / 2).max(1));
+        limits.max_connections = budget.saturating_sub(limits.max_agent_channels).max(1);
+        let warning = format!(
+            "server.max_connections + server.max_agent_channels = {asked}, but only {budget} file descriptors are left for connections (RLIMIT_NOFILE {fds} minus {FD_RESERVE}); using max_connections = {} and max_agent_channels = {}. Raise the hard limit (LimitNOFILE= in systemd) or lower the caps",
+            limits.max_connections, limits.max_agent_channels
+        );
+        (limits, Some(warning))
+    }
 }
 
 impl Default for ServeConfig {
@@ -102,6 +204,9 @@ impl Default for ServeConfig {
             rollover: RolloverPolicy::default(),
             domains: Vec::new(),
             apps: Apps::default(),
+            connections: ConnectionSettings::default(),
+            metrics_listen: None,
+            metrics_token: None,
         }
     }
 }
@@ -166,6 +271,37 @@ impl ServeConfig {
                 )
             })?);
         }
+        if let Some(l) = &raw.server.metrics_listen {
+            cfg.metrics_listen = Some(l.get_ref().parse().map_err(|_| {
+                at(
+                    l.span(),
+                    format!(
+                        "{:?} is not an address such as 127.0.0.1:9464 or [::1]:9464",
+                        l.get_ref()
+                    ),
+                )
+            })?);
+        }
+        if let Some(f) = &raw.server.metrics_token_file {
+            let p = resolve(f.get_ref());
+            // The file's content is the secret: messages name the file, never what is in it.
+            let text = zeroize::Zeroizing::new(
+                std::fs::read_to_string(&p)
+                    .map_err(|e| at(f.span(), format!("cannot read {}: {e}", p.display())))?,
+            );
+            let token = text.trim();
+            if token.len() < MIN_METRICS_TOKEN || token.contains(char::is_whitespace) {
+                return Err(at(
+                    f.span(),
+                    format!(
+                        "{}: the metrics token must be one line of at least {MIN_METRICS_TOKEN} characters without spaces (e.g. openssl rand -hex 32)",
+                        p.display()
+                    ),
+                ));
+            }
+            cfg.metrics_token = Some(Arc::new(Secret::new(token.to_owned())));
+        }
+        cfg.connections = connection_settings(&raw.server, &at, &dur)?;
         cfg.data_dir = raw.server.data_dir.as_deref().map(resolve);
         cfg.server_names = raw.server.server_names.clone();
         cfg.endpoint_id = raw.server.endpoint_id.clone();
@@ -262,6 +398,84 @@ impl ServeConfig {
     }
 }
 
+/// Reads an optional duration setting, or its default.
+type DurationField<'a> =
+    &'a dyn Fn(&Option<Spanned<String>>, Duration) -> Result<Duration, ConfigError>;
+
+/// Validates `[server]`'s timeouts and caps.
+fn connection_settings(
+    raw: &RawServer,
+    at: &dyn Fn(std::ops::Range<usize>, String) -> ConfigError,
+    dur: DurationField<'_>,
+) -> Result<ConnectionSettings, ConfigError> {
+    let d = ConnectionSettings::default();
+    let within = |v: &Option<Spanned<String>>,
+                  default: Duration,
+                  name: &str,
+                  max: (Duration, &str)|
+     -> Result<Duration, ConfigError> {
+        let t = dur(v, default)?;
+        if t < Duration::from_secs(1) || t > max.0 {
+            let s = v.as_ref().map_or(0..0, Spanned::span);
+            return Err(at(
+                s,
+                format!("server.{name} must be between 1s and {}", max.1),
+            ));
+        }
+        Ok(t)
+    };
+    let count =
+        |v: &Option<Spanned<i64>>, name: &str, max: i64| -> Result<Option<usize>, ConfigError> {
+            match v {
+                None => Ok(None),
+                Some(n) if (1..=max).contains(n.get_ref()) => {
+                    Ok(Some(usize::try_from(*n.get_ref()).unwrap_or(usize::MAX)))
+                }
+                Some(n) => Err(at(
+                    n.span(),
+                    format!("server.{name} must be between 1 and {max}"),
+                )),
+            }
+        };
+    let s = ConnectionSettings {
+        handshake_timeout: within(
+            &raw.handshake_timeout,
+            d.handshake_timeout,
+            "handshake_timeout",
+            (Duration::from_secs(300), "5m"),
+        )?,
+        header_read_timeout: within(
+            &raw.header_read_timeout,
+            d.header_read_timeout,
+            "header_read_timeout",
+            (Duration::from_secs(300), "5m"),
+        )?,
+        idle_timeout: within(
+            &raw.idle_timeout,
+            d.idle_timeout,
+            "idle_timeout",
+            (Duration::from_secs(3600), "1h"),
+        )?,
+        max_connections: count(&raw.max_connections, "max_connections", 1_000_000)?,
+        max_connections_per_source: count(
+            &raw.max_connections_per_source,
+            "max_connections_per_source",
+            1_000_000,
+        )?
+        .unwrap_or(d.max_connections_per_source),
+        max_agent_channels: count(&raw.max_agent_channels, "max_agent_channels", 100_000)?,
+    };
+    if let (Some(max), Some(per)) = (s.max_connections, &raw.max_connections_per_source) {
+        if s.max_connections_per_source > max {
+            return Err(at(
+                per.span(),
+                format!("server.max_connections_per_source cannot exceed server.max_connections ({max})"),
+            ));
+        }
+    }
+    Ok(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,5 +513,86 @@ mod tests {
         let e = parse("[[wsfed_app]]\nrealm = \"urn:x\"\nreply_urls = [\"javascript:x\"]\n")
             .expect_err("url");
         assert!(e.line.is_some(), "{e}");
+    }
+
+    #[test]
+    fn connection_settings_are_read_and_checked_with_their_line() {
+        let c = parse(
+            "[server]\nidle_timeout = \"5s\"\nhandshake_timeout = \"3s\"\nmax_connections = 500\nmax_connections_per_source = 8\nmetrics_listen = \"127.0.0.1:0\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.connections.idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.connections.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(c.connections.max_connections, Some(500));
+        assert_eq!(c.connections.max_connections_per_source, 8);
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:0".parse().expect("addr")));
+        assert_eq!(parse("").expect("empty").metrics_listen, None);
+        for (text, line) in [
+            ("[server]\n\nidle_timeout = \"0s\"\n", 3),
+            ("[server]\nidle_timeout = \"2h\"\n", 2),
+            ("[server]\nhandshake_timeout = \"1d\"\n", 2),
+            ("[server]\nheader_read_timeout = \"soon\"\n", 2),
+            ("[server]\nmax_connections = 0\n", 2),
+            ("[server]\nmax_connections_per_source = -1\n", 2),
+            ("[server]\nmax_agent_channels = 1000001\n", 2),
+            (
+                "[server]\nmax_connections = 10\nmax_connections_per_source = 11\n",
+                3,
+            ),
+            ("[server]\nmetrics_listen = \"localhost\"\n", 2),
+        ] {
+            let e = parse(text).expect_err(text);
+            assert_eq!(e.line, Some(line), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn connection_caps_stay_below_the_file_descriptor_limit() {
+        let d = ConnectionSettings::default();
+        // A generous limit: the documented defaults.
+        let (l, w) = d.limits(Some(1 << 20));
+        assert_eq!((l.max_connections, l.max_agent_channels), (10_000, 1_000));
+        assert!(w.is_none());
+        // 1024 descriptors: the defaults are derived below it, without a warning.
+        let (l, w) = d.limits(Some(1024));
+        assert!(w.is_none());
+        assert_eq!(l.max_agent_channels, 96);
+        assert_eq!(l.max_connections, 1024 - 256 - 96);
+        // Caps set above the limit are lowered, and the operator is told.
+        let set = ConnectionSettings {
+            max_connections: Some(5_000),
+            ..d
+        };
+        let (l, w) = set.limits(Some(1024));
+        assert!(l.max_connections + l.max_agent_channels <= 1024 - 256);
+        assert!(w.expect("a warning").contains("RLIMIT_NOFILE 1024"));
+        // Unknown limit: as configured.
+        assert_eq!(set.limits(None).0.max_connections, 5_000);
+    }
+
+    #[test]
+    fn the_metrics_token_is_read_from_its_file_and_never_shown() {
+        let dir =
+            std::env::temp_dir().join(format!("causeway-metrics-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let cfg = dir.join("causeway.toml");
+        std::fs::write(dir.join("token"), "0123456789abcdef-unique-5e1\n").expect("token");
+        std::fs::write(dir.join("short"), "tiny-5e2").expect("short");
+        let c = ServeConfig::parse("[server]\nmetrics_token_file = \"token\"\n", &cfg)
+            .expect("relative to the config file");
+        let t = c.metrics_token.as_ref().expect("token");
+        assert_eq!(t.expose_secret(), "0123456789abcdef-unique-5e1");
+        assert!(
+            !format!("{c:?}").contains("unique-5e1"),
+            "Debug shows the token"
+        );
+        let e = ServeConfig::parse("[server]\n\nmetrics_token_file = \"short\"\n", &cfg)
+            .expect_err("short");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(!e.to_string().contains("tiny-5e2"), "{e}");
+        let e = ServeConfig::parse("[server]\nmetrics_token_file = \"missing\"\n", &cfg)
+            .expect_err("missing");
+        assert_eq!(e.line, Some(2), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

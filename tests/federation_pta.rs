@@ -149,7 +149,7 @@ fn until_agents(ep: &Endpoint, n: usize, extra_logs: &dyn Fn() -> String) {
 
 fn metric(ep: &Endpoint, outcome: &str, path: &str) -> u64 {
     let b = Browser::new(&ep.dir.join("metrics"));
-    let (_, _, body) = b.get(&format!("{}/metrics", ep.url));
+    let (_, _, body) = b.get(&format!("{}/metrics", ep.metrics_url));
     let key = format!("causeway_signins_total{{outcome=\"{outcome}\",path=\"{path}\"}} ");
     body.lines()
         .find_map(|l| l.strip_prefix(&key))

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 /// A running endpoint.
 pub struct Endpoint {
     pub url: String,
+    /// `http://<metrics listener>` (port 0 in the tests, so read from the start-up log).
+    pub metrics_url: String,
     pub dir: PathBuf,
     pub log: PathBuf,
     child: Child,
@@ -52,25 +54,40 @@ impl Endpoint {
     }
 
     pub fn start_in(dir: PathBuf, config: &str, extra: &[&str]) -> Self {
+        Self::start_under(dir, config, extra, &[])
+    }
+
+    /// Like [`Endpoint::start_in`], run under `wrapper` (e.g. `prlimit --nofile=…`).
+    pub fn start_under(dir: PathBuf, config: &str, extra: &[&str], wrapper: &[&str]) -> Self {
         let port = free_port();
         let cfg = dir.join("causeway.toml");
         std::fs::write(&cfg, config).expect("config");
         let log = dir.join("serve.log");
         let data = dir.join("data");
-        let child = Command::new(bin())
+        let mut cmd = match wrapper.split_first() {
+            Some((w, args)) => {
+                let mut c = Command::new(w);
+                c.args(args).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let child = cmd
             .args(["--log", "trace", "serve", "--config"])
             .arg(&cfg)
             .arg("--data-dir")
             .arg(&data)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .args(extra)
             .env_remove("CAUSEWAY_PUBLIC_URL")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("start causeway serve");
-        let ep = Self {
+        let mut ep = Self {
             url: format!("https://127.0.0.1:{port}"),
+            metrics_url: String::new(),
             dir,
             log,
             child,
@@ -89,6 +106,13 @@ impl Endpoint {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        let logs = ep.logs();
+        let addr = logs
+            .split("metrics_listen=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no metrics address in the start-up log: {logs}"));
+        ep.metrics_url = format!("http://{addr}");
         ep
     }
 
