@@ -522,6 +522,7 @@ impl Portal {
     ) -> Result<Resp, Resp> {
         let browser = cookie(&req, LOGIN_COOKIE).map(|c| token_hash(&c));
         let old_session = cookie(&req, SSO_COOKIE);
+        let source = self.auth.client_source(req.headers(), peer);
         let body = read_body(req, MAX_FORM).await?;
         let mut flow_id = None;
         let mut csrf = None;
@@ -585,10 +586,7 @@ impl Portal {
                 return Ok(self.retry_login(&flow_id, flow, &username, msg, StatusCode::OK));
             }
         };
-        let (outcome, path) = self
-            .auth
-            .authenticate(&username, password, peer.map(|p| p.ip()))
-            .await;
+        let (outcome, path) = self.auth.authenticate(&username, password, source).await;
         info!(outcome = outcome.code(), path = ?path, operator = outcome.operator_text(), "sign-in");
         let user = if outcome == SignInOutcome::Success {
             let store = self.store.clone();
@@ -613,7 +611,7 @@ impl Portal {
                 return Ok(self.retry_login(&flow_id, flow, &username, msg, StatusCode::OK));
             }
             (o, _) => {
-                let msg = self.outcome_message(o, &username);
+                let msg = self.outcome_message(o, &username, source).await;
                 return Ok(self.retry_login(&flow_id, flow, &username, &msg, StatusCode::OK));
             }
         };
@@ -642,12 +640,18 @@ impl Portal {
         Ok(r)
     }
 
-    fn outcome_message(&self, o: SignInOutcome, username: &str) -> String {
+    async fn outcome_message(
+        &self,
+        o: SignInOutcome,
+        username: &str,
+        source: Option<std::net::IpAddr>,
+    ) -> String {
         if o == SignInOutcome::AccountLocked {
-            if let Some(d) = self
-                .hub
-                .lockout()
-                .locked_for(username, std::time::Instant::now())
+            let account = self.auth.account_for(username).await;
+            if let Some(d) =
+                self.hub
+                    .lockout()
+                    .locked_for(&account, source, std::time::SystemTime::now())
             {
                 let mins = d.as_secs().div_ceil(60).max(1);
                 return format!(

@@ -260,12 +260,23 @@ pub fn verify_password(
             tracing::warn!(error = %e, "directory store unreadable");
             SignInOutcome::DirectoryUnavailable
         }
-        Ok(None) | Ok(Some((_, None))) => {
+        Ok(found) => verify_found(found, password),
+    }
+}
+
+/// [`verify_password`] on what [`DirectoryStore::verifier_of`] returned (read earlier, so
+/// that the caller can do the same reads for every name before deciding anything).
+pub fn verify_found(
+    found: Option<(UserRecord, Option<PhsVerifier>)>,
+    password: &Password,
+) -> SignInOutcome {
+    match found {
+        None | Some((_, None)) => {
             // Spend what a real check spends, so timing does not tell names apart.
             let _ = dummy_verifier().verify(password);
             SignInOutcome::UnknownUser
         }
-        Ok(Some((user, Some(v)))) => {
+        Some((user, Some(v))) => {
             if !v.verify(password) {
                 SignInOutcome::InvalidCredentials
             } else if user.disabled {
