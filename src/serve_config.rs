@@ -302,12 +302,16 @@ impl ServeConfig {
     }
 }
 
+/// Reads an optional duration setting, or gives the default.
+type DurationSetting<'a> =
+    dyn Fn(&Option<Spanned<String>>, Duration) -> Result<Duration, ConfigError> + 'a;
+
 /// `[lockout]` and `[throttle]` over the defaults, checked together (the error points at
 /// the first setting given, or the section when only defaults are involved).
 fn lockout_policy(
     raw: &Raw,
     at: &dyn Fn(std::ops::Range<usize>, String) -> ConfigError,
-    dur: &dyn Fn(&Option<Spanned<String>>, Duration) -> Result<Duration, ConfigError>,
+    dur: &DurationSetting<'_>,
 ) -> Result<LockoutPolicy, ConfigError> {
     let (l, t) = (&raw.lockout, &raw.throttle);
     let d = LockoutPolicy::default();

@@ -263,3 +263,93 @@ impl Authenticator {
         (outcome, path)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::HubConfig;
+    use crate::store::{NewUser, SqliteStore};
+    use causeway_credential::PhsVerifier;
+
+    fn pw(s: &str) -> Password {
+        Password::new(s.into()).expect("valid")
+    }
+
+    fn authenticator(name: &str) -> (Authenticator, Arc<Hub>, std::path::PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("causeway-signin-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let store = SqliteStore::open(&dir.join("directory.sqlite")).expect("store");
+        store
+            .add_cloud_user(
+                &NewUser {
+                    upn: "known@cloud.example".into(),
+                    display_name: None,
+                    mail: None,
+                },
+                &PhsVerifier::derive(&pw("Right-Pw-1")),
+                "test",
+                SystemTime::now(),
+            )
+            .expect("user");
+        let hub = Hub::new(HubConfig::new("ep"));
+        let auth = Authenticator::new(
+            hub.clone(),
+            Arc::new(store),
+            vec![("corp.example".into(), Method::Phs)],
+        );
+        (auth, hub, dir)
+    }
+
+    /// The oracle is gone: a real account, an unknown name in a served domain, a name in a
+    /// domain we do not serve and a malformed name all read the same words for the same
+    /// guesses, and all lock at the fourth distinct wrong password.
+    #[tokio::test]
+    async fn unknown_names_lock_exactly_like_known_ones() {
+        let (auth, hub, dir) = authenticator("oracle");
+        let names = [
+            "known@cloud.example",
+            "nobody@corp.example",
+            "someone@elsewhere.example",
+            "no-domain-at-all",
+        ];
+        let mut words: Vec<Vec<&str>> = Vec::new();
+        for name in names {
+            let mut seen = Vec::new();
+            for i in 0..5 {
+                let (o, _) = auth
+                    .authenticate(name, pw(&format!("Guess-{i}")), None)
+                    .await;
+                seen.push(o.user_message());
+            }
+            // The right password is held too while locked.
+            let (o, _) = auth.authenticate(name, pw("Right-Pw-1"), None).await;
+            seen.push(o.user_message());
+            let account = auth.account_for(name).await;
+            assert!(
+                hub.lockout()
+                    .locked_for(&account, None, SystemTime::now())
+                    .is_some(),
+                "{name} is locked"
+            );
+            words.push(seen);
+        }
+        let wrong = SignInOutcome::InvalidCredentials.user_message();
+        let locked = SignInOutcome::AccountLocked.user_message();
+        assert_eq!(
+            words[0],
+            vec![wrong, wrong, wrong, locked, locked, locked],
+            "the real account"
+        );
+        for (name, w) in names.iter().zip(&words) {
+            assert_eq!(w, &words[0], "{name} reads like the real account");
+        }
+        // Variants of a name share its budget: the store's id is the key.
+        assert_eq!(
+            auth.account_for("KNOWN@cloud.example").await,
+            auth.account_for("known@cloud.example").await
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
