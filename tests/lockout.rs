@@ -36,10 +36,8 @@ fn attempt(ep: &Endpoint, from: Option<&str>, user: &str, pw: &str) -> Option<St
 
 #[test]
 fn a_familiar_place_survives_failures_elsewhere_and_a_restart() {
-    let config = format!(
-        "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n[lockout]\nlock_for = \"10m\"\n[throttle]\nper_source_failures_per_minute = 4\n"
-    );
-    let mut ep = Endpoint::start("lockout", &config, &["--demo-apps"]);
+    let config = "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n[lockout]\nlock_for = \"10m\"\n[throttle]\nper_source_failures_per_minute = 4\n";
+    let mut ep = Endpoint::start("lockout", config, &["--demo-apps"]);
     ep.cli(
         &["users", "add", "--upn", USER, "--password-stdin"],
         Some(&format!("{PASSWORD}\n")),
