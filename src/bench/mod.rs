@@ -33,8 +33,13 @@ pub(crate) enum BenchCommand {
     /// session, against the RSA signature bound of the same key measured in the same run
     /// (target: session round trips ≥ 0.8 × signatures/s ÷ 2).
     Sso(sso::SsoArgs),
+    /// Whether a password-hash-sync sign-in's latency tells a real user from an unknown
+    /// name, or a remembered wrong password from a new one: medians of five kinds of
+    /// wrong-password sign-in through the real authenticator, measured interleaved.
+    Lockout(lockout::LockoutArgs),
 }
 
+mod lockout;
 mod pta;
 mod sso;
 
@@ -56,6 +61,7 @@ pub(crate) fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Phs(a) => phs(&a),
         BenchCommand::Pta(a) => pta::run(&a),
         BenchCommand::Sso(a) => tokio::runtime::Runtime::new()?.block_on(sso::run(a)),
+        BenchCommand::Lockout(a) => tokio::runtime::Runtime::new()?.block_on(lockout::run(a)),
     }
 }
 
