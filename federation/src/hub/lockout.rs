@@ -9,10 +9,14 @@
 //! - Counters are keyed on the *account* ([`AccountKey`]: the immutable id once the store
 //!   knows the user, else the normalised name), so `ALICE@corp` and `alice@CORP` share one
 //!   budget. Names that exist nowhere are tracked exactly like real ones: they lock after
-//!   the same threshold, with the same wording. Timing is equalised by doing the same work,
-//!   not by sleeping: a caller that answers without checking (from memory, or locked)
-//!   spends one dummy verifier check (`store::spend_like_a_check`), which is the whole
-//!   cost of a real password-hash-sync check, and every path writes the same persisted row.
+//!   the same threshold, with the same wording. Timing is equalised for password hash
+//!   sync by doing the same work, not by sleeping (a sleep is only as fine as the timer's
+//!   millisecond): every name does the same store reads, and an answer given without a
+//!   check (from memory, or locked) spends one dummy verifier check
+//!   (`store::spend_like_a_check`), the whole cost of a real one. No answer waits for the
+//!   disk: rows are written by a writer thread. Pass-through checks cost a directory
+//!   round trip no local work can imitate, so there an answer from memory waits until
+//!   [`SmartLockout::answer_floor`], the median latency of recent real checks.
 //! - As AD FS's extranet smart lockout does, a source (an IPv4 address, or an IPv6 /64)
 //!   that signed the account in before is *familiar* and has its own budget: failures from
 //!   elsewhere lock the unfamiliar places only. Both budgets together stay within
@@ -334,6 +338,34 @@ fn since(b: SystemTime, a: SystemTime) -> Duration {
     b.duration_since(a).unwrap_or(Duration::ZERO)
 }
 
+/// How many recent real checks the answer floor is the median of.
+const FLOOR_SAMPLES: usize = 64;
+
+/// The latency of recent checks that reached the directory. A pass-through answer from
+/// memory (a remembered wrong password, a lock) waits until this floor, so it is not
+/// faster than a real check: otherwise its speed would tell an attacker that someone
+/// else already tried this password (a victim's typo) or that the account is tracked.
+#[derive(Debug, Default)]
+struct LatencyFloor {
+    recent: Mutex<VecDeque<Duration>>,
+}
+
+impl LatencyFloor {
+    fn note(&self, d: Duration) {
+        let mut r = lock(&self.recent);
+        if r.len() == FLOOR_SAMPLES {
+            r.pop_front();
+        }
+        r.push_back(d);
+    }
+
+    fn median(&self) -> Duration {
+        let mut v: Vec<Duration> = lock(&self.recent).iter().copied().collect();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(Duration::ZERO)
+    }
+}
+
 /// The hub's lockout state. Memory is bounded by [`LockoutPolicy::max_tracked`].
 pub struct SmartLockout {
     policy: LockoutPolicy,
@@ -355,6 +387,7 @@ pub struct SmartLockout {
     /// Signalled when a check finishes, so waiting checks look again at once.
     freed: tokio::sync::Notify,
     next_waiter: std::sync::atomic::AtomicU64,
+    floor: LatencyFloor,
 }
 
 impl std::fmt::Debug for SmartLockout {
@@ -430,7 +463,20 @@ impl SmartLockout {
             persist: Mutex::new(()),
             freed: tokio::sync::Notify::new(),
             next_waiter: std::sync::atomic::AtomicU64::new(1),
+            floor: LatencyFloor::default(),
         }
+    }
+
+    /// Notes how long a check that the directory answered took (see
+    /// [`SmartLockout::answer_floor`]).
+    pub fn note_check_latency(&self, d: Duration) {
+        self.floor.note(d);
+    }
+
+    /// The median latency of the last 64 directory-answered checks: answers given from
+    /// memory should not come sooner (zero until a check has been made).
+    pub fn answer_floor(&self) -> Duration {
+        self.floor.median()
     }
 
     /// The policy in force.
@@ -1496,6 +1542,24 @@ mod tests {
         assert_ne!(AccountKey::of_id(&id), k(id.as_str()));
         let long = "a".repeat(10_000);
         assert_eq!(AccountKey::of_name(&long).as_str().len(), 2 + MAX_KEY_CHARS);
+    }
+
+    #[test]
+    fn the_answer_floor_is_the_median_of_recent_checks() {
+        let l = SmartLockout::new(policy());
+        assert_eq!(l.answer_floor(), Duration::ZERO);
+        for ms in [5, 1, 9] {
+            l.note_check_latency(Duration::from_millis(ms));
+        }
+        assert_eq!(l.answer_floor(), Duration::from_millis(5));
+        for _ in 0..FLOOR_SAMPLES {
+            l.note_check_latency(Duration::from_millis(2));
+        }
+        assert_eq!(
+            l.answer_floor(),
+            Duration::from_millis(2),
+            "only recent checks count"
+        );
     }
 
     #[test]

@@ -264,6 +264,12 @@ impl Hub {
             Ok(t) => t,
             Err(o) => {
                 debug!(outcome = %o, "answered by smart lockout without asking the directory");
+                // Not sooner than a real check would answer (throttling is about the
+                // source and says nothing about the account: it stays immediate).
+                if o != SignInOutcome::Throttled {
+                    let floor = self.lockout.answer_floor();
+                    tokio::time::sleep_until((started + floor).into()).await;
+                }
                 return o;
             }
         };
@@ -318,6 +324,12 @@ impl Hub {
             }
         };
         ticket.record(outcome, maybe_bound + 1, SystemTime::now());
+        if !matches!(
+            outcome,
+            SignInOutcome::DirectoryUnavailable | SignInOutcome::Throttled
+        ) {
+            self.lockout.note_check_latency(started.elapsed());
+        }
         outcome
     }
 
