@@ -621,3 +621,47 @@ impl crate::hub::lockout::LockoutStore for SqliteStore {
         .map_err(self.err("write the lockout state"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::lockout::LockoutStore;
+
+    /// A store written by the previous build (schema 1) gains the lockout table on open,
+    /// keeps its users, and is refused by nothing; a newer schema is refused by name.
+    #[test]
+    fn a_version_1_store_is_upgraded_in_place() {
+        let dir = std::env::temp_dir().join(format!("causeway-store-v1-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("directory.sqlite");
+        {
+            let s = SqliteStore::open(&path).expect("create");
+            let conn = s.lock();
+            conn.execute_batch("DROP TABLE lockout; PRAGMA user_version = 1;")
+                .expect("make it a version 1 file");
+            conn.execute(
+                "INSERT INTO users (id, upn, source, created_at, updated_at) VALUES ('aWQ=', 'old@corp.example', 'cloud', 0, 0)",
+                [],
+            )
+            .expect("a user from before");
+        }
+        let s = SqliteStore::open(&path).expect("upgrade");
+        assert!(s.user_by_upn("old@corp.example").expect("read").is_some());
+        s.save_lockout("n:x@corp.example", Some("{}"), SystemTime::now())
+            .expect("the new table is there");
+        assert_eq!(s.load_lockout(10).expect("rows").len(), 1);
+        let version: i64 = s
+            .lock()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+        s.lock()
+            .pragma_update(None, "user_version", 99)
+            .expect("from the future");
+        drop(s);
+        let e = SqliteStore::open(&path).expect_err("newer schema");
+        assert!(e.to_string().contains("schema version 99"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
