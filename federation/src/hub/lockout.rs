@@ -25,8 +25,11 @@
 //!   their passwords right is never throttled.
 //!
 //! Counters and familiar places persist through a [`LockoutStore`] (the directory store's
-//! SQLite file), written through on every change; fingerprints of wrong passwords never
-//! leave memory (they are keyed by a per-process secret).
+//! SQLite file): every change is queued at once and written, each row in its own
+//! transaction, by one writer thread, so a crash loses at most the rows still queued and
+//! never leaves half a row. Fingerprints of wrong passwords never leave memory (they are
+//! keyed by a per-process secret), so after a restart a remembered wrong password is
+//! checked, and counted, once more.
 //!
 //! For the hub's lockout to shield AD, keep `directory_threshold` below the domain's
 //! lockout threshold and `window` at least as long as AD's "reset account lockout counter

@@ -76,7 +76,7 @@ pub struct CheckRequest {
     pub user_name: String,
     /// The password (zeroized when the request is dropped).
     pub password: Password,
-    /// Where the attempt came from, for per-source throttling.
+    /// Where the attempt came from, for per-source throttling and familiar places.
     pub source: Option<IpAddr>,
 }
 
