@@ -243,10 +243,18 @@ pub(crate) async fn run_endpoint(
         causeway_federation::store::SqliteStore::open(&data.directory_path())?,
     );
     let mut hub_config = HubConfig::new(s.endpoint_id.clone());
+    hub_config.lockout = s.file.lockout.clone();
     if let Some(n) = s.per_source_per_minute {
-        hub_config.lockout.per_source_per_minute = n;
+        hub_config.lockout.per_source_failures_per_minute = n;
     }
     let hub = Hub::new(hub_config);
+    // Counters and familiar places outlive a restart (in the directory store's file, on a
+    // connection of their own so the writer thread never waits for sign-in reads).
+    let lockout_store: Arc<dyn causeway_federation::hub::lockout::LockoutStore> = Arc::new(
+        causeway_federation::store::SqliteStore::open(&data.directory_path())?,
+    );
+    let restored = hub.lockout().persist_to(lockout_store, SystemTime::now())?;
+    info!(accounts = restored, "smart lockout state restored");
     let metrics = Metrics::new();
     let auth = Arc::new(
         causeway_federation::signin::Authenticator::new(
@@ -254,7 +262,8 @@ pub(crate) async fn run_endpoint(
             store.clone(),
             s.file.domains.clone(),
         )
-        .with_metrics(metrics.clone()),
+        .with_metrics(metrics.clone())
+        .with_trusted_proxies(s.file.trusted_proxies.clone()),
     );
     let keys_dir = s.data_dir.join("token-signing");
     let apps_dir = s.data_dir.join("apps");

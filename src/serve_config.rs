@@ -11,7 +11,9 @@ use causeway_agent::config::{read_config, ConfigError};
 use causeway_certs::signing::RolloverPolicy;
 use causeway_credential::Secret;
 use causeway_federation::apps::{Apps, WsFedRealm};
+use causeway_federation::client_addr::{IpRange, TrustedProxies};
 use causeway_federation::hub::listener::ConnectionLimits;
+use causeway_federation::hub::lockout::LockoutPolicy;
 use causeway_federation::saml::ServiceProvider;
 use causeway_federation::signin::Method;
 use causeway_federation::web::HttpLimits;
@@ -35,6 +37,27 @@ struct Raw {
     saml_app: Vec<RawSamlApp>,
     #[serde(default)]
     wsfed_app: Vec<Spanned<WsFedRealm>>,
+    #[serde(default)]
+    lockout: RawLockout,
+    #[serde(default)]
+    throttle: RawThrottle,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLockout {
+    threshold: Option<Spanned<u32>>,
+    directory_threshold: Option<Spanned<u32>>,
+    window: Option<Spanned<String>>,
+    lock_for: Option<Spanned<String>>,
+    max_lock: Option<Spanned<String>>,
+    familiar_locations: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThrottle {
+    per_source_failures_per_minute: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -54,6 +77,7 @@ struct RawServer {
     max_agent_channels: Option<Spanned<i64>>,
     metrics_listen: Option<Spanned<String>>,
     metrics_token_file: Option<Spanned<String>>,
+    trusted_proxies: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -106,6 +130,8 @@ pub(crate) struct ServeConfig {
     pub(crate) metrics_listen: Option<SocketAddr>,
     /// A bearer token `/metrics` scrapes must send (read from `server.metrics_token_file`).
     pub(crate) metrics_token: Option<Arc<Secret<String>>>,
+    pub(crate) lockout: LockoutPolicy,
+    pub(crate) trusted_proxies: TrustedProxies,
 }
 
 /// The shortest metrics token accepted: long enough that guessing it is hopeless.
@@ -207,6 +233,8 @@ impl Default for ServeConfig {
             connections: ConnectionSettings::default(),
             metrics_listen: None,
             metrics_token: None,
+            lockout: LockoutPolicy::default(),
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -349,6 +377,18 @@ impl ServeConfig {
                 .map_or(0..0, Spanned::span);
             return Err(at(s, format!("[signing]: {m}")));
         }
+        cfg.lockout = lockout_policy(&raw, &at, &dur)?;
+        if let Some(list) = &raw.server.trusted_proxies {
+            let mut ranges = Vec::new();
+            for r in list {
+                ranges.push(
+                    r.get_ref()
+                        .parse::<IpRange>()
+                        .map_err(|e| at(r.span(), format!("server.trusted_proxies: {e}")))?,
+                );
+            }
+            cfg.trusted_proxies = TrustedProxies::new(ranges);
+        }
         for dm in &raw.domain {
             let name = dm.name.get_ref().trim().to_lowercase();
             if !name.contains('.') || name.contains(['@', ' ', '/']) {
@@ -476,6 +516,65 @@ fn connection_settings(
     Ok(s)
 }
 
+/// Reads an optional duration setting, or gives the default.
+type DurationSetting<'a> =
+    dyn Fn(&Option<Spanned<String>>, Duration) -> Result<Duration, ConfigError> + 'a;
+
+/// `[lockout]` and `[throttle]` over the defaults, checked together (the error points at
+/// the first setting given, or the section when only defaults are involved).
+fn lockout_policy(
+    raw: &Raw,
+    at: &dyn Fn(std::ops::Range<usize>, String) -> ConfigError,
+    dur: &DurationSetting<'_>,
+) -> Result<LockoutPolicy, ConfigError> {
+    let (l, t) = (&raw.lockout, &raw.throttle);
+    let d = LockoutPolicy::default();
+    let threshold = l.threshold.as_ref().map_or(d.threshold, |v| *v.get_ref());
+    let p = LockoutPolicy {
+        threshold,
+        // Unless given, one guess above the threshold for familiar places.
+        directory_threshold: l
+            .directory_threshold
+            .as_ref()
+            .map_or(threshold.saturating_add(1), |v| *v.get_ref()),
+        window: dur(&l.window, d.window)?,
+        lock_for: dur(&l.lock_for, d.lock_for)?,
+        max_lock: dur(&l.max_lock, d.max_lock)?,
+        familiar_locations: l
+            .familiar_locations
+            .as_ref()
+            .map_or(d.familiar_locations, |v| *v.get_ref()),
+        per_source_failures_per_minute: t
+            .per_source_failures_per_minute
+            .as_ref()
+            .map_or(d.per_source_failures_per_minute, |v| *v.get_ref()),
+        ..d
+    };
+    if let Err(m) = p.validate() {
+        let span = [
+            l.threshold.as_ref().map(Spanned::span),
+            l.directory_threshold.as_ref().map(Spanned::span),
+            l.window.as_ref().map(Spanned::span),
+            l.lock_for.as_ref().map(Spanned::span),
+            l.max_lock.as_ref().map(Spanned::span),
+            t.per_source_failures_per_minute.as_ref().map(Spanned::span),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+        .unwrap_or(0..0);
+        return Err(at(span, m));
+    }
+    if p.familiar_locations == 0 || p.familiar_locations > 1024 {
+        let span = l.familiar_locations.as_ref().map_or(0..0, Spanned::span);
+        return Err(at(
+            span,
+            "lockout.familiar_locations must be between 1 and 1024".into(),
+        ));
+    }
+    Ok(p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -509,6 +608,14 @@ mod tests {
         let e = parse("[sever]\n").expect_err("typo");
         assert_eq!(e.line, Some(1), "{e}");
         let e = parse("[signing]\nactivate_after_publish = \"30d\"\n").expect_err("policy");
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = parse("[lockout]\nthreshold = 5\ndirectory_threshold = 5\n").expect_err("budget");
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.to_string().contains("directory_threshold"), "{e}");
+        let e = parse("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/40\"]\n")
+            .expect_err("cidr");
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = parse("[throttle]\nper_source_per_minute = 5\n").expect_err("old name");
         assert_eq!(e.line, Some(2), "{e}");
         let e = parse("[[wsfed_app]]\nrealm = \"urn:x\"\nreply_urls = [\"javascript:x\"]\n")
             .expect_err("url");
@@ -594,5 +701,34 @@ mod tests {
             .expect_err("missing");
         assert_eq!(e.line, Some(2), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lockout_throttle_and_proxies_are_read() {
+        let c = parse("").expect("empty");
+        assert_eq!(c.lockout.threshold, 3);
+        assert_eq!(c.lockout.directory_threshold, 4);
+        assert_eq!(c.lockout.per_source_failures_per_minute, 120);
+        assert_eq!(c.trusted_proxies, TrustedProxies::default());
+        let c = parse(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n[lockout]\nthreshold = 5\nwindow = \"1h\"\nlock_for = \"5m\"\nfamiliar_locations = 4\n[throttle]\nper_source_failures_per_minute = 600\n",
+        )
+        .expect("valid");
+        assert_eq!(c.lockout.threshold, 5);
+        assert_eq!(
+            c.lockout.directory_threshold, 6,
+            "one above the threshold unless given"
+        );
+        assert_eq!(c.lockout.window, Duration::from_secs(3600));
+        assert_eq!(c.lockout.lock_for, Duration::from_secs(300));
+        assert_eq!(c.lockout.familiar_locations, 4);
+        assert_eq!(c.lockout.per_source_failures_per_minute, 600);
+        let behind: std::net::SocketAddr = "10.1.2.3:5000".parse().expect("addr");
+        let mut h = hyper::HeaderMap::new();
+        h.insert("x-forwarded-for", "198.51.100.7".parse().expect("value"));
+        assert_eq!(
+            c.trusted_proxies.client(&h, Some(behind)),
+            Some("198.51.100.7".parse().expect("ip"))
+        );
     }
 }

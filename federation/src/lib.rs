@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apps;
+pub mod client_addr;
 pub mod hub;
 pub mod portal;
 pub mod saml;

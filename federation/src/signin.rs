@@ -1,17 +1,21 @@
 //! Which way a password is checked: per domain, pass-through (the hub and an agent),
 //! password hash sync (the store's verifier), or pass-through with hash sync as the
 //! fallback when no agent is connected. Cloud-only users are always checked against their
-//! verifier. Smart lockout and per-source throttling apply to every path.
+//! verifier. Smart lockout and per-source throttling apply to every path, and to every
+//! name alike: a name that exists nowhere (or in a domain we do not serve) is counted and
+//! locked like a real account, and costs the same reads and the same verifier work.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use causeway_credential::{Password, SignInOutcome};
 use tracing::{info, warn};
 
+use crate::client_addr::TrustedProxies;
+use crate::hub::lockout::AccountKey;
 use crate::hub::{CheckRequest, Hub};
-use crate::store::{verify_password, DirectoryStore, Source};
+use crate::store::{spend_like_a_check, verify_found, DirectoryStore, Source, UserRecord};
 
 /// How a domain's passwords are checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +45,7 @@ pub struct Authenticator {
     store: Arc<dyn DirectoryStore>,
     domains: Vec<(String, Method)>,
     metrics: Option<Arc<crate::web::Metrics>>,
+    proxies: TrustedProxies,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -67,6 +72,7 @@ impl Authenticator {
             store,
             domains,
             metrics: None,
+            proxies: TrustedProxies::default(),
         }
     }
 
@@ -74,6 +80,50 @@ impl Authenticator {
     pub fn with_metrics(mut self, metrics: Arc<crate::web::Metrics>) -> Self {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Believes `Forwarded` / `X-Forwarded-For` from these peers (none by default).
+    pub fn with_trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.proxies = proxies;
+        self
+    }
+
+    /// The address a sign-in came from, for throttling and familiar places: the TCP peer,
+    /// or what a trusted proxy in front of us says.
+    pub fn client_source(
+        &self,
+        headers: &hyper::HeaderMap,
+        peer: Option<SocketAddr>,
+    ) -> Option<IpAddr> {
+        self.proxies.client(headers, peer)
+    }
+
+    /// The store's user for a well-formed name, if any (a blocking read, off the runtime).
+    async fn lookup(&self, upn: &str) -> Option<UserRecord> {
+        if crate::store::check_upn(upn).is_err() {
+            return None;
+        }
+        let store = self.store.clone();
+        let name = upn.to_owned();
+        tokio::task::spawn_blocking(move || store.user_by_upn(&name))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+    }
+
+    fn account_of(upn: &str, user: Option<&UserRecord>) -> AccountKey {
+        match user {
+            Some(u) => AccountKey::of_id(&u.id),
+            None => AccountKey::of_name(upn),
+        }
+    }
+
+    /// The account smart lockout counts `upn` against (the store's immutable id if it
+    /// knows the user, else the normalised name).
+    pub async fn account_for(&self, upn: &str) -> AccountKey {
+        let user = self.lookup(upn).await;
+        Self::account_of(upn, user.as_ref())
     }
 
     fn method_for(&self, upn: &str) -> Option<Method> {
@@ -105,37 +155,24 @@ impl Authenticator {
         password: Password,
         source: Option<IpAddr>,
     ) -> (SignInOutcome, Path) {
-        // Only well-formed names go further: no surrounding spaces or control characters,
-        // bounded length (they key the lockout state and travel to AD).
-        if crate::store::check_upn(upn).is_err() {
-            let _ =
-                tokio::task::spawn_blocking(move || crate::store::spend_like_a_check(&password))
-                    .await;
-            return (SignInOutcome::UnknownUser, Path::None);
-        }
-        let store = self.store.clone();
-        let name = upn.to_owned();
-        let cloud = tokio::task::spawn_blocking(move || store.user_by_upn(&name))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .flatten()
-            .is_some_and(|u| u.source == Source::Cloud);
+        // Only well-formed names reach a directory: no surrounding spaces or control
+        // characters, bounded length (they travel to AD). Malformed names are still
+        // counted like any other, so no kind of name is cheaper to guess against.
+        let well_formed = crate::store::check_upn(upn).is_ok();
+        let user = self.lookup(upn).await;
+        let account = Self::account_of(upn, user.as_ref());
+        let cloud = user.as_ref().is_some_and(|u| u.source == Source::Cloud);
         let method = if cloud {
             Some(Method::Phs)
-        } else {
+        } else if well_formed {
             self.method_for(upn)
+        } else {
+            None
         };
         let use_phs = match method {
-            None => {
-                // Not a domain of ours: spend a verifier's work and say no, like a wrong
-                // password, without keeping any lockout state for names we do not serve.
-                let _ = tokio::task::spawn_blocking(move || {
-                    crate::store::spend_like_a_check(&password)
-                })
-                .await;
-                return (SignInOutcome::UnknownUser, Path::None);
-            }
+            // Not a domain of ours: the same reads, lockout and verifier work as a hash
+            // check, and the answer a name that does not exist gets.
+            None => return self.hash_sync(upn, account, password, source, false).await,
             Some(Method::Phs) => true,
             Some(Method::Pta) => false,
             Some(Method::PtaWithPhsFallback) => {
@@ -147,50 +184,172 @@ impl Authenticator {
             }
         };
         if use_phs {
-            self.hash_sync(upn, password, source).await
+            self.hash_sync(upn, account, password, source, true).await
         } else {
             let o = self
                 .hub
-                .check(CheckRequest {
-                    user_name: upn.to_owned(),
-                    password,
-                    source,
-                })
+                .check_as(
+                    CheckRequest {
+                        user_name: upn.to_owned(),
+                        password,
+                        source,
+                    },
+                    account,
+                )
                 .await;
             (o, Path::PassThrough)
         }
     }
 
+    /// A password-hash-sync check (`served`), or the same work for a name we do not serve.
+    /// Every path reads the verifier, passes smart lockout and runs one verifier check
+    /// (a dummy one when there is nothing to check or the answer comes from memory), so
+    /// neither a name's existence nor a remembered wrong password shows in the timing.
     async fn hash_sync(
         &self,
         upn: &str,
+        account: AccountKey,
         password: Password,
         source: Option<IpAddr>,
+        served: bool,
     ) -> (SignInOutcome, Path) {
         let deadline = Instant::now() + self.hub.config().deadline;
+        let store = self.store.clone();
+        let name = upn.to_owned();
+        let found = tokio::task::spawn_blocking(move || {
+            if crate::store::check_upn(&name).is_err() {
+                return Ok(None);
+            }
+            store.verifier_of(&name)
+        })
+        .await;
+        let found = match found {
+            Ok(Ok(f)) if served => Ok(f),
+            Ok(Ok(_)) => Ok(None),
+            Ok(Err(e)) => {
+                warn!(error = %e, "directory store unreadable");
+                Err(())
+            }
+            Err(_) => Err(()),
+        };
         let ticket = match self
             .hub
             .lockout()
-            .admit_waiting(upn, &password, source, deadline)
+            .admit_waiting(&account, &password, source, deadline)
             .await
         {
             Ok(t) => t,
-            Err(o) => return (o, Path::None),
-        };
-        let store = self.store.clone();
-        let name = upn.to_owned();
-        let outcome = match tokio::task::spawn_blocking(move || {
-            verify_password(store.as_ref(), &name, &password)
-        })
-        .await
-        {
-            Ok(o) => o,
-            Err(_) => {
-                warn!("password hash check failed inside the endpoint");
-                return (SignInOutcome::DirectoryUnavailable, Path::HashSync);
+            // Throttling is about the source, not the account: it says nothing about the
+            // name and stays cheap.
+            Err(o @ SignInOutcome::Throttled) => return (o, Path::None),
+            Err(o) => {
+                let _ = tokio::task::spawn_blocking(move || spend_like_a_check(&password)).await;
+                return (o, Path::None);
             }
         };
-        ticket.record(outcome, 1, Instant::now());
-        (outcome, Path::HashSync)
+        let Ok(found) = found else {
+            return (SignInOutcome::DirectoryUnavailable, Path::HashSync);
+        };
+        let outcome =
+            match tokio::task::spawn_blocking(move || verify_found(found, &password)).await {
+                Ok(o) => o,
+                Err(_) => {
+                    warn!("password hash check failed inside the endpoint");
+                    return (SignInOutcome::DirectoryUnavailable, Path::HashSync);
+                }
+            };
+        ticket.record(outcome, 1, SystemTime::now());
+        let path = if served { Path::HashSync } else { Path::None };
+        (outcome, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::HubConfig;
+    use crate::store::{NewUser, SqliteStore};
+    use causeway_credential::PhsVerifier;
+
+    fn pw(s: &str) -> Password {
+        Password::new(s.into()).expect("valid")
+    }
+
+    fn authenticator(name: &str) -> (Authenticator, Arc<Hub>, std::path::PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("causeway-signin-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let store = SqliteStore::open(&dir.join("directory.sqlite")).expect("store");
+        store
+            .add_cloud_user(
+                &NewUser {
+                    upn: "known@cloud.example".into(),
+                    display_name: None,
+                    mail: None,
+                },
+                &PhsVerifier::derive(&pw("Right-Pw-1")),
+                "test",
+                SystemTime::now(),
+            )
+            .expect("user");
+        let hub = Hub::new(HubConfig::new("ep"));
+        let auth = Authenticator::new(
+            hub.clone(),
+            Arc::new(store),
+            vec![("corp.example".into(), Method::Phs)],
+        );
+        (auth, hub, dir)
+    }
+
+    /// The oracle is gone: a real account, an unknown name in a served domain, a name in a
+    /// domain we do not serve and a malformed name all read the same words for the same
+    /// guesses, and all lock at the fourth distinct wrong password.
+    #[tokio::test]
+    async fn unknown_names_lock_exactly_like_known_ones() {
+        let (auth, hub, dir) = authenticator("oracle");
+        let names = [
+            "known@cloud.example",
+            "nobody@corp.example",
+            "someone@elsewhere.example",
+            "no-domain-at-all",
+        ];
+        let mut words: Vec<Vec<&str>> = Vec::new();
+        for name in names {
+            let mut seen = Vec::new();
+            for i in 0..5 {
+                let (o, _) = auth
+                    .authenticate(name, pw(&format!("Guess-{i}")), None)
+                    .await;
+                seen.push(o.user_message());
+            }
+            // The right password is held too while locked.
+            let (o, _) = auth.authenticate(name, pw("Right-Pw-1"), None).await;
+            seen.push(o.user_message());
+            let account = auth.account_for(name).await;
+            assert!(
+                hub.lockout()
+                    .locked_for(&account, None, SystemTime::now())
+                    .is_some(),
+                "{name} is locked"
+            );
+            words.push(seen);
+        }
+        let wrong = SignInOutcome::InvalidCredentials.user_message();
+        let locked = SignInOutcome::AccountLocked.user_message();
+        assert_eq!(
+            words[0],
+            vec![wrong, wrong, wrong, locked, locked, locked],
+            "the real account"
+        );
+        for (name, w) in names.iter().zip(&words) {
+            assert_eq!(w, &words[0], "{name} reads like the real account");
+        }
+        // Variants of a name share its budget: the store's id is the key.
+        assert_eq!(
+            auth.account_for("KNOWN@cloud.example").await,
+            auth.account_for("known@cloud.example").await
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -42,8 +42,13 @@ pub(crate) enum BenchCommand {
     /// The endpoint is a `causeway serve` child process on loopback; each attacker uses
     /// its own 127.0.1.x source address. Every attack loop stops with the measurement.
     Siege(siege::SiegeArgs),
+    /// Whether a password-hash-sync sign-in's latency tells a real user from an unknown
+    /// name, or a remembered wrong password from a new one: medians of five kinds of
+    /// wrong-password sign-in through the real authenticator, measured interleaved.
+    Lockout(lockout::LockoutArgs),
 }
 
+mod lockout;
 mod pta;
 mod siege;
 mod sso;
@@ -67,6 +72,7 @@ pub(crate) fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Pta(a) => pta::run(&a),
         BenchCommand::Sso(a) => tokio::runtime::Runtime::new()?.block_on(sso::run(a)),
         BenchCommand::Siege(a) => tokio::runtime::Runtime::new()?.block_on(siege::run(a)),
+        BenchCommand::Lockout(a) => tokio::runtime::Runtime::new()?.block_on(lockout::run(a)),
     }
 }
 

@@ -179,6 +179,7 @@ pub fn run_cli(data: &Path, args: &[&str], stdin: Option<&str>) -> String {
 /// A cookie-keeping client driven through curl.
 pub struct Browser {
     jar: PathBuf,
+    headers: Vec<String>,
 }
 
 impl Browser {
@@ -191,7 +192,14 @@ impl Browser {
                 "jar-{:02x}{:02x}{:02x}{:02x}",
                 b[0], b[1], b[2], b[3]
             )),
+            headers: Vec::new(),
         }
+    }
+
+    /// Sends `header` (`name: value`) with every request, as a proxy in front would.
+    pub fn with_header(mut self, header: &str) -> Self {
+        self.headers.push(header.to_owned());
+        self
     }
 
     /// One request; returns (status, raw headers, body).
@@ -217,6 +225,9 @@ impl Browser {
         .arg(&self.jar)
         .arg("-b")
         .arg(&self.jar);
+        for h in &self.headers {
+            cmd.arg("-H").arg(h);
+        }
         let mut body_file = None;
         let body = form
             .map(|f| form_encode(f).into_bytes())

@@ -76,7 +76,7 @@ pub struct CheckRequest {
     pub user_name: String,
     /// The password (zeroized when the request is dropped).
     pub password: Password,
-    /// Where the attempt came from, for per-source throttling.
+    /// Where the attempt came from, for per-source throttling and familiar places.
     pub source: Option<IpAddr>,
 }
 
@@ -228,26 +228,48 @@ impl Hub {
     }
 
     /// Checks a credential through an agent. Never fails: every problem is an outcome.
+    /// Smart lockout counts it against the name as typed, normalised.
     pub async fn check(self: &Arc<Self>, req: CheckRequest) -> SignInOutcome {
+        let account = lockout::AccountKey::of_name(&req.user_name);
+        self.check_as(req, account).await
+    }
+
+    /// [`Hub::check`], counted against `account` (the caller resolved the name to the
+    /// account, e.g. to its immutable id).
+    pub async fn check_as(
+        self: &Arc<Self>,
+        req: CheckRequest,
+        account: lockout::AccountKey,
+    ) -> SignInOutcome {
         // The check runs in its own task: a caller that stops waiting (a browser that went
         // away) cannot leave a slot taken or a bind that reached AD uncounted.
         let hub = self.clone();
-        tokio::spawn(async move { hub.check_to_the_end(req).await })
+        tokio::spawn(async move { hub.check_to_the_end(req, account).await })
             .await
             .unwrap_or(SignInOutcome::DirectoryUnavailable)
     }
 
-    async fn check_to_the_end(&self, req: CheckRequest) -> SignInOutcome {
+    async fn check_to_the_end(
+        &self,
+        req: CheckRequest,
+        account: lockout::AccountKey,
+    ) -> SignInOutcome {
         let started = Instant::now();
         let deadline = started + self.config.deadline;
         let ticket = match self
             .lockout
-            .admit_waiting(&req.user_name, &req.password, req.source, deadline)
+            .admit_waiting(&account, &req.password, req.source, deadline)
             .await
         {
             Ok(t) => t,
             Err(o) => {
                 debug!(outcome = %o, "answered by smart lockout without asking the directory");
+                // Not sooner than a real check would answer (throttling is about the
+                // source and says nothing about the account: it stays immediate).
+                if o != SignInOutcome::Throttled {
+                    let floor = self.lockout.answer_floor();
+                    tokio::time::sleep_until((started + floor).into()).await;
+                }
                 return o;
             }
         };
@@ -301,7 +323,13 @@ impl Hub {
                 }
             }
         };
-        ticket.record(outcome, maybe_bound + 1, Instant::now());
+        ticket.record(outcome, maybe_bound + 1, SystemTime::now());
+        if !matches!(
+            outcome,
+            SignInOutcome::DirectoryUnavailable | SignInOutcome::Throttled
+        ) {
+            self.lockout.note_check_latency(started.elapsed());
+        }
         outcome
     }
 

@@ -192,5 +192,12 @@ async fn outcomes_other_than_success_pass_through_and_feed_lockout() {
         assert_eq!(hub.check(r).await, SignInOutcome::InvalidCredentials);
     }
     assert_eq!(hub.check(req("victim")).await, SignInOutcome::AccountLocked);
-    assert!(hub.lockout().locked_for("victim", Instant::now()).is_some());
+    assert!(hub
+        .lockout()
+        .locked_for(
+            &lockout::AccountKey::of_name("victim"),
+            None,
+            SystemTime::now()
+        )
+        .is_some());
 }

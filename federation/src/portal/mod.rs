@@ -542,6 +542,7 @@ impl Portal {
     ) -> Result<Resp, Resp> {
         let browser = cookie(&req, LOGIN_COOKIE).map(|c| token_hash(&c));
         let old_session = sso_cookie(&req);
+        let source = self.auth.client_source(req.headers(), peer);
         // The body holds the URL-encoded password: it is read into one zeroizing buffer
         // and decoded field by field into zeroizing buffers (no copy left behind).
         let body = read_secret_body(req, MAX_FORM).await?;
@@ -607,10 +608,7 @@ impl Portal {
                 return Ok(self.retry_login(flow, &username, msg, StatusCode::OK));
             }
         };
-        let (outcome, path) = self
-            .auth
-            .authenticate(&username, password, peer.map(|p| p.ip()))
-            .await;
+        let (outcome, path) = self.auth.authenticate(&username, password, source).await;
         info!(outcome = outcome.code(), path = ?path, operator = outcome.operator_text(), "sign-in");
         let user = if outcome == SignInOutcome::Success {
             let store = self.store.clone();
@@ -635,7 +633,7 @@ impl Portal {
                 return Ok(self.retry_login(flow, &username, msg, StatusCode::OK));
             }
             (o, _) => {
-                let msg = self.outcome_message(o, &username);
+                let msg = self.outcome_message(o, &username, source).await;
                 return Ok(self.retry_login(flow, &username, &msg, StatusCode::OK));
             }
         };
@@ -669,12 +667,18 @@ impl Portal {
         Ok(r)
     }
 
-    fn outcome_message(&self, o: SignInOutcome, username: &str) -> String {
+    async fn outcome_message(
+        &self,
+        o: SignInOutcome,
+        username: &str,
+        source: Option<std::net::IpAddr>,
+    ) -> String {
         if o == SignInOutcome::AccountLocked {
-            if let Some(d) = self
-                .hub
-                .lockout()
-                .locked_for(username, std::time::Instant::now())
+            let account = self.auth.account_for(username).await;
+            if let Some(d) =
+                self.hub
+                    .lockout()
+                    .locked_for(&account, source, std::time::SystemTime::now())
             {
                 let mins = d.as_secs().div_ceil(60).max(1);
                 return format!(

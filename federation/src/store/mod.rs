@@ -260,12 +260,23 @@ pub fn verify_password(
             tracing::warn!(error = %e, "directory store unreadable");
             SignInOutcome::DirectoryUnavailable
         }
-        Ok(None) | Ok(Some((_, None))) => {
+        Ok(found) => verify_found(found, password),
+    }
+}
+
+/// [`verify_password`] on what [`DirectoryStore::verifier_of`] returned (read earlier, so
+/// that the caller can do the same reads for every name before deciding anything).
+pub fn verify_found(
+    found: Option<(UserRecord, Option<PhsVerifier>)>,
+    password: &Password,
+) -> SignInOutcome {
+    match found {
+        None | Some((_, None)) => {
             // Spend what a real check spends, so timing does not tell names apart.
-            let _ = dummy_verifier().verify(password);
+            spend_like_a_check(password);
             SignInOutcome::UnknownUser
         }
-        Ok(Some((user, Some(v)))) => {
+        Some((user, Some(v))) => {
             if !v.verify(password) {
                 SignInOutcome::InvalidCredentials
             } else if user.disabled {
@@ -278,16 +289,17 @@ pub fn verify_password(
 }
 
 /// Spends the work of one verifier check, for answers that must not be faster than a
-/// real check (unknown names, foreign domains).
+/// real check (unknown names, foreign domains, answers from smart lockout's memory): the
+/// stored form is parsed each time, as a real user's verifier is when it is read.
 pub fn spend_like_a_check(password: &Password) {
-    let _ = dummy_verifier().verify(password);
+    let _ = PhsVerifier::parse(dummy_verifier()).map(|v| v.verify(password));
 }
 
-fn dummy_verifier() -> &'static PhsVerifier {
-    static V: std::sync::OnceLock<PhsVerifier> = std::sync::OnceLock::new();
+fn dummy_verifier() -> &'static str {
+    static V: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     V.get_or_init(|| {
         let p = Password::new("causeway-timing-equaliser".into()).expect("valid");
-        PhsVerifier::derive(&p)
+        PhsVerifier::derive(&p).expose_encoded()
     })
 }
 

@@ -15,7 +15,7 @@ use super::{
     UserRecord,
 };
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 const SCHEMA: &str = "
 CREATE TABLE users (
     id           TEXT PRIMARY KEY,
@@ -40,6 +40,17 @@ CREATE TABLE history (
     snapshot  TEXT NOT NULL
 );
 CREATE INDEX history_object ON history(object_id, seq);
+";
+
+/// Version 2: smart lockout's counters and familiar places, one row per account (the
+/// state is the lockout module's own JSON; no password or fingerprint is ever in it).
+const SCHEMA_V2: &str = "
+CREATE TABLE lockout (
+    account    TEXT PRIMARY KEY,
+    state      TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX lockout_updated ON lockout(updated_at);
 ";
 
 /// What a change is, for its history row.
@@ -176,6 +187,15 @@ impl SqliteStore {
         match version {
             0 => {
                 tx.execute_batch(SCHEMA).map_err(db("create the tables"))?;
+                tx.execute_batch(SCHEMA_V2)
+                    .map_err(db("create the lockout table"))?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+                    .map_err(db("record the schema version"))?;
+            }
+            // In the same transaction as the version, so a crash leaves version 1 intact.
+            1 => {
+                tx.execute_batch(SCHEMA_V2)
+                    .map_err(db("add the lockout table"))?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                     .map_err(db("record the schema version"))?;
             }
@@ -561,5 +581,87 @@ impl DirectoryStore for SqliteStore {
             .map_err(self.err("read history"))?;
         rows.collect::<Result<_, _>>()
             .map_err(self.err("read history"))
+    }
+}
+
+impl crate::hub::lockout::LockoutStore for SqliteStore {
+    fn load_lockout(&self, limit: usize) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT account, state FROM lockout ORDER BY updated_at DESC, account LIMIT ?1",
+            )
+            .map_err(self.err("read the lockout state"))?;
+        let rows = stmt
+            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(self.err("read the lockout state"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.err("read the lockout state"))?;
+        Ok(rows)
+    }
+
+    fn save_lockout(
+        &self,
+        account: &str,
+        state: Option<&str>,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let conn = self.lock();
+        match state {
+            Some(s) => conn.execute(
+                "INSERT INTO lockout (account, state, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(account) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                params![account, s, secs(now)],
+            ),
+            None => conn.execute("DELETE FROM lockout WHERE account = ?1", [account]),
+        }
+        .map(drop)
+        .map_err(self.err("write the lockout state"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::lockout::LockoutStore;
+
+    /// A store written by the previous build (schema 1) gains the lockout table on open,
+    /// keeps its users, and is refused by nothing; a newer schema is refused by name.
+    #[test]
+    fn a_version_1_store_is_upgraded_in_place() {
+        let dir = std::env::temp_dir().join(format!("causeway-store-v1-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("directory.sqlite");
+        {
+            let s = SqliteStore::open(&path).expect("create");
+            let conn = s.lock();
+            conn.execute_batch("DROP TABLE lockout; PRAGMA user_version = 1;")
+                .expect("make it a version 1 file");
+            conn.execute(
+                "INSERT INTO users (id, upn, source, created_at, updated_at) VALUES ('aWQ=', 'old@corp.example', 'cloud', 0, 0)",
+                [],
+            )
+            .expect("a user from before");
+        }
+        let s = SqliteStore::open(&path).expect("upgrade");
+        assert!(s.user_by_upn("old@corp.example").expect("read").is_some());
+        s.save_lockout("n:x@corp.example", Some("{}"), SystemTime::now())
+            .expect("the new table is there");
+        assert_eq!(s.load_lockout(10).expect("rows").len(), 1);
+        let version: i64 = s
+            .lock()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+        s.lock()
+            .pragma_update(None, "user_version", 99)
+            .expect("from the future");
+        drop(s);
+        let e = SqliteStore::open(&path).expect_err("newer schema");
+        assert!(e.to_string().contains("schema version 99"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
