@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::endpoint::{alert, b64decode, form_action, hidden, Browser, Endpoint};
+use common::endpoint::{alert, b64decode, deflate_b64, form_action, hidden, Browser, Endpoint};
 
 const USER: &str = "carla@cloud.causeway.test";
 
@@ -75,26 +75,6 @@ fn sign_in_from(ep: &Endpoint, b: &Browser, start: &str, user: &str, pw: &str) -
         alert(&page).unwrap_or(page.clone())
     );
     page
-}
-
-/// Raw DEFLATE then base64, as the HTTP-Redirect binding carries a message.
-fn deflate_b64(xml: &str) -> String {
-    use std::io::Write;
-    let mut c = Command::new("python3")
-        .args(["-c", "import sys,zlib,base64;d=sys.stdin.buffer.read();c=zlib.compressobj(9,zlib.DEFLATED,-15);print(base64.b64encode(c.compress(d)+c.flush()).decode())"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    c.stdin
-        .take()
-        .expect("stdin")
-        .write_all(xml.as_bytes())
-        .expect("write");
-    String::from_utf8(c.wait_with_output().expect("wait").stdout)
-        .expect("utf8")
-        .trim()
-        .to_owned()
 }
 
 fn metadata_certs(xml: &str) -> Vec<String> {

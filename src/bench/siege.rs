@@ -15,12 +15,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use causeway_credential::{Password, PhsVerifier};
-use causeway_federation::saml::{binding, messages};
-use causeway_federation::store::{DirectoryStore, NewUser, SqliteStore};
+use causeway_federation::saml::binding;
 use tokio::io::AsyncReadExt;
 
 use super::sso::{self, cookie_of, hidden};
@@ -95,10 +93,10 @@ fn attacker(i: usize) -> IpAddr {
     ))
 }
 
-/// The largest hostile AuthnRequests the reader accepts or refuses last: every prefix
-/// redeclared within the caps over thousands of leaves, and a signature whose reference
-/// names a long PrefixList over thousands of elements. Deflated, each is a few hundred
-/// bytes to a few KB on the wire.
+/// The costliest hostile AuthnRequests the endpoint still reads to the end: every prefix
+/// redeclared within the caps over a thousand leaves, and a signature whose reference
+/// names a long PrefixList over a thousand elements, each just under the 64 KiB message
+/// bound. Deflated, each is a few hundred bytes on the wire.
 fn hostile_requests(base: &str) -> Vec<String> {
     let sp = format!("{base}/demo/app1");
     let req = |inner: &str, ns: &str| {
@@ -110,16 +108,16 @@ fn hostile_requests(base: &str) -> Vec<String> {
         &format!(
             "<samlp:Extensions>{}{}{}</samlp:Extensions>",
             e.repeat(3),
-            "<f/>".repeat(9_000),
+            "<f/>".repeat(1_000),
             "</e>".repeat(3)
         ),
         "",
     );
-    let sig = format!("<ds:Signature><ds:SignedInfo><ds:CanonicalizationMethod Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/><ds:SignatureMethod Algorithm=\"http://www.w3.org/2001/04/xmldsig-more#rsa-sha256\"/><ds:Reference URI=\"#_h\"><ds:Transforms><ds:Transform Algorithm=\"http://www.w3.org/2000/09/xmldsig#enveloped-signature\"/><ds:Transform Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"><ec:InclusiveNamespaces xmlns:ec=\"http://www.w3.org/2001/10/xml-exc-c14n#\" PrefixList=\"{}\"/></ds:Transform></ds:Transforms><ds:DigestMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#sha256\"/><ds:DigestValue>AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=</ds:DigestValue></ds:Reference></ds:SignedInfo><ds:SignatureValue>AAAA</ds:SignatureValue></ds:Signature>", "saml ".repeat(30_000));
+    let sig = format!("<ds:Signature><ds:SignedInfo><ds:CanonicalizationMethod Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/><ds:SignatureMethod Algorithm=\"http://www.w3.org/2001/04/xmldsig-more#rsa-sha256\"/><ds:Reference URI=\"#_h\"><ds:Transforms><ds:Transform Algorithm=\"http://www.w3.org/2000/09/xmldsig#enveloped-signature\"/><ds:Transform Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"><ec:InclusiveNamespaces xmlns:ec=\"http://www.w3.org/2001/10/xml-exc-c14n#\" PrefixList=\"{}\"/></ds:Transform></ds:Transforms><ds:DigestMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#sha256\"/><ds:DigestValue>AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=</ds:DigestValue></ds:Reference></ds:SignedInfo><ds:SignatureValue>AAAA</ds:SignatureValue></ds:Signature>", "saml ".repeat(8_000));
     let prefix_list = req(
         &format!(
             "{sig}<samlp:Extensions>{}</samlp:Extensions>",
-            "<saml:Attribute/>".repeat(5_000)
+            "<saml:Attribute/>".repeat(1_000)
         ),
         " xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"",
     );
@@ -134,66 +132,32 @@ fn hostile_requests(base: &str) -> Vec<String> {
         .collect()
 }
 
-/// One flooding connection: starts a pending SAML sign-in (a fresh AuthnRequest with an
-/// 80-byte RelayState) and the portal's own sign-in, alternately, and never finishes them.
-async fn flood(
-    source: IpAddr,
-    addr: SocketAddr,
-    base: String,
-    tls: Arc<rustls::ClientConfig>,
-    stop: Arc<AtomicBool>,
-    attack: Arc<Attack>,
-) {
+/// The paths a flooding connection cycles through: fresh SAML sign-ins (each its own
+/// AuthnRequest, with an 80-byte RelayState) and the portal's own sign-in page. Each
+/// starts a pending sign-in that is never finished.
+fn flood_paths(base: &str) -> Vec<String> {
     let relay = "r".repeat(80);
-    let paths: Vec<String> = (0..64)
-        .map(|_| {
-            let (_, xml) = messages::build_authn_request(
-                &format!("{base}/demo/app1"),
-                &format!("{base}/saml/sso"),
-                &format!("{base}/demo/app1/acs"),
-                SystemTime::now(),
-            );
-            let q = form_urlencoded::Serializer::new(String::new())
-                .append_pair("SAMLRequest", &binding::deflate_encode(&xml))
-                .append_pair("RelayState", &relay)
-                .finish();
-            format!("/saml/sso?{q}")
-        })
+    (0..64)
+        .map(|_| sso::authn_request_path(base, &relay))
         .chain(std::iter::once("/login".to_owned()))
-        .collect();
-    let mut i = 0usize;
-    while !stop.load(Ordering::Relaxed) {
-        let Ok(mut conn) = Conn::connect_from(source, addr, tls.clone()).await else {
-            attack.refused.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        };
-        while !stop.load(Ordering::Relaxed) {
-            let path = &paths[i % paths.len()];
-            i += 1;
-            match conn.send("GET", path, &[], None, 64 * 1024).await {
-                Ok(_) => {
-                    attack.flow_starts.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(_) => break,
-            }
-        }
-    }
+        .collect()
 }
 
-/// One connection that sends maximum-size hostile XML as fast as it is answered.
-async fn hostile(
+/// One attacking connection: GETs `paths` in turn as fast as they are answered, counting
+/// each answer in `count`; reconnects when the endpoint closes it, until told to stop.
+async fn hammer(
     source: IpAddr,
     addr: SocketAddr,
     paths: Arc<Vec<String>>,
     tls: Arc<rustls::ClientConfig>,
     stop: Arc<AtomicBool>,
-    attack: Arc<Attack>,
+    count: impl Fn() + Send + 'static,
+    refused: impl Fn() + Send + 'static,
 ) {
     let mut i = 0usize;
     while !stop.load(Ordering::Relaxed) {
         let Ok(mut conn) = Conn::connect_from(source, addr, tls.clone()).await else {
-            attack.refused.fetch_add(1, Ordering::Relaxed);
+            refused();
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
@@ -203,9 +167,7 @@ async fn hostile(
                 .send("GET", &paths[i % paths.len()], &[], None, 64 * 1024)
                 .await
             {
-                Ok(_) => {
-                    attack.hostile_sent.fetch_add(1, Ordering::Relaxed);
-                }
+                Ok(_) => count(),
                 Err(_) => break,
             }
         }
@@ -360,18 +322,7 @@ pub(crate) async fn run(args: SiegeArgs) -> Result<()> {
     std::fs::create_dir_all(&data_dir)?;
     let user = "siege@bench.causeway.test";
     let pw = "Siege-Password-Only-For-This-Run-1";
-    let store = SqliteStore::open(&data_dir.join("directory.sqlite"))?;
-    store.add_cloud_user(
-        &NewUser {
-            upn: user.into(),
-            display_name: Some("Siege".into()),
-            mail: None,
-        },
-        &PhsVerifier::derive(&Password::new(pw.into())?),
-        "bench",
-        SystemTime::now(),
-    )?;
-    drop(store);
+    sso::add_bench_user(&data_dir, user, pw)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -409,25 +360,35 @@ pub(crate) async fn run(args: SiegeArgs) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let attack = Arc::new(Attack::default());
     let mut tasks = Vec::new();
-    for i in 0..args.flooders {
-        tasks.push(tokio::spawn(flood(
+    let flood = Arc::new(flood_paths(&base));
+    let hostile = Arc::new(hostile_requests(&base));
+    for i in 0..args.flooders + args.hostile {
+        let (a, b) = (attack.clone(), attack.clone());
+        let (paths, count): (_, Box<dyn Fn() + Send>) = if i < args.flooders {
+            (
+                flood.clone(),
+                Box::new(move || {
+                    a.flow_starts.fetch_add(1, Ordering::Relaxed);
+                }),
+            )
+        } else {
+            (
+                hostile.clone(),
+                Box::new(move || {
+                    a.hostile_sent.fetch_add(1, Ordering::Relaxed);
+                }),
+            )
+        };
+        tasks.push(tokio::spawn(hammer(
             attacker(i),
             addr,
-            base.clone(),
+            paths,
             tls.clone(),
             stop.clone(),
-            attack.clone(),
-        )));
-    }
-    let paths = Arc::new(hostile_requests(&base));
-    for i in 0..args.hostile {
-        tasks.push(tokio::spawn(hostile(
-            attacker(args.flooders + i),
-            addr,
-            paths.clone(),
-            tls.clone(),
-            stop.clone(),
-            attack.clone(),
+            count,
+            move || {
+                b.refused.fetch_add(1, Ordering::Relaxed);
+            },
         )));
     }
     let first_idle = args.flooders + args.hostile;

@@ -55,6 +55,38 @@ pub(super) fn hidden(page: &str, name: &str) -> Option<String> {
     Some(page[i..j].replace("&amp;", "&").replace("&quot;", "\""))
 }
 
+/// A fresh SP-initiated sign-in for the demo SP: its AuthnRequest (with its own ID) over
+/// HTTP-Redirect, with `relay_state`.
+pub(super) fn authn_request_path(base: &str, relay_state: &str) -> String {
+    let (_, xml) = messages::build_authn_request(
+        &format!("{base}/demo/app1"),
+        &format!("{base}/saml/sso"),
+        &format!("{base}/demo/app1/acs"),
+        SystemTime::now(),
+    );
+    let q = form_urlencoded::Serializer::new(String::new())
+        .append_pair("SAMLRequest", &binding::deflate_encode(&xml))
+        .append_pair("RelayState", relay_state)
+        .finish();
+    format!("/saml/sso?{q}")
+}
+
+/// Adds the benchmark's password-hash-sync user to a new endpoint's directory.
+pub(super) fn add_bench_user(data_dir: &std::path::Path, user: &str, pw: &str) -> Result<()> {
+    let store = SqliteStore::open(&data_dir.join("directory.sqlite"))?;
+    store.add_cloud_user(
+        &NewUser {
+            upn: user.into(),
+            display_name: Some("Bench".into()),
+            mail: None,
+        },
+        &PhsVerifier::derive(&Password::new(pw.into())?),
+        "bench",
+        SystemTime::now(),
+    )?;
+    Ok(())
+}
+
 /// The SP's side of the round trips: AuthnRequests (each with its own ID) built and
 /// deflated before the clock starts, so that the load generator, which shares the cores
 /// with the endpoint, spends its share on HTTP and TLS rather than on being an SP.
@@ -74,17 +106,7 @@ impl Requests {
     }
 
     fn build(base: &str) -> String {
-        let (_, xml) = messages::build_authn_request(
-            &format!("{base}/demo/app1"),
-            &format!("{base}/saml/sso"),
-            &format!("{base}/demo/app1/acs"),
-            SystemTime::now(),
-        );
-        let q = form_urlencoded::Serializer::new(String::new())
-            .append_pair("SAMLRequest", &binding::deflate_encode(&xml))
-            .append_pair("RelayState", "bench")
-            .finish();
-        format!("/saml/sso?{q}")
+        authn_request_path(base, "bench")
     }
 
     /// A fresh request (borrowed, not copied, in the measured loop); built now when the
@@ -274,18 +296,7 @@ pub(crate) async fn run(args: SsoArgs) -> Result<()> {
     let base = format!("https://{listen}");
     let user = "bench@bench.causeway.test";
     let pw = "Bench-Password-Only-For-This-Run-1";
-    let store = SqliteStore::open(&data_dir.join("directory.sqlite"))?;
-    store.add_cloud_user(
-        &NewUser {
-            upn: user.into(),
-            display_name: Some("Bench".into()),
-            mail: None,
-        },
-        &PhsVerifier::derive(&Password::new(pw.into())?),
-        "bench",
-        SystemTime::now(),
-    )?;
-    drop(store);
+    add_bench_user(&data_dir, user, pw)?;
     let settings = EndpointSettings {
         data_dir: data_dir.clone(),
         listen,

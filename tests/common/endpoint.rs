@@ -392,3 +392,23 @@ pub fn b64decode(s: &str) -> Vec<u8> {
         .expect("base64");
     out.stdout
 }
+
+/// Raw DEFLATE then base64, as the HTTP-Redirect binding carries a message.
+pub fn deflate_b64(xml: &str) -> String {
+    use std::io::Write;
+    let mut c = Command::new("python3")
+        .args(["-c", "import sys,zlib,base64;d=sys.stdin.buffer.read();c=zlib.compressobj(9,zlib.DEFLATED,-15);print(base64.b64encode(c.compress(d)+c.flush()).decode())"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    c.stdin
+        .take()
+        .expect("stdin")
+        .write_all(xml.as_bytes())
+        .expect("write");
+    String::from_utf8(c.wait_with_output().expect("wait").stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned()
+}

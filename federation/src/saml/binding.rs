@@ -1,16 +1,17 @@
 //! The HTTP-Redirect and HTTP-POST bindings, inbound: a SAML message out of a query
 //! string (base64 of raw DEFLATE, with an optional detached signature) or a form body
 //! (base64). Every size is bounded before any work is done, and inflation stops at
-//! [`MAX_XML_BYTES`], so a deflate bomb costs at most that much.
+//! [`MAX_MESSAGE_BYTES`], so a deflate bomb costs at most that much.
 
 use std::io::Read;
 
 use base64::Engine;
 
-use crate::xml::MAX_XML_BYTES;
+use crate::xml::MAX_MESSAGE_BYTES;
 
-/// Largest encoded message parameter accepted.
-pub const MAX_ENCODED: usize = 192 * 1024;
+/// Largest encoded message parameter accepted (the base64 of a [`MAX_MESSAGE_BYTES`]
+/// message fits).
+pub const MAX_ENCODED: usize = 96 * 1024;
 /// Largest RelayState accepted. SAML bindings §3.4.3 says 80 bytes, but real SPs send
 /// more (encoded return URLs); it travels sealed in the sign-in flow's URL, which this
 /// bound keeps well within what browsers and proxies carry.
@@ -36,7 +37,7 @@ pub enum BindingError {
     #[error("SAMLRequest is not valid DEFLATE data (the HTTP-Redirect binding compresses it)")]
     Deflate,
     /// Inflates to too much.
-    #[error("SAMLRequest inflates to more than {MAX_XML_BYTES} bytes")]
+    #[error("SAMLRequest inflates to more than {MAX_MESSAGE_BYTES} bytes")]
     Bomb,
     /// Not UTF-8 / not percent-encoded properly.
     #[error("{0} is not valid UTF-8 text")]
@@ -90,12 +91,12 @@ fn utf8(name: &'static str, b: Vec<u8>) -> Result<String, BindingError> {
 
 fn inflate(data: &[u8]) -> Result<String, BindingError> {
     let mut out = Vec::new();
-    let limit = u64::try_from(MAX_XML_BYTES).unwrap_or(u64::MAX) + 1;
+    let limit = u64::try_from(MAX_MESSAGE_BYTES).unwrap_or(u64::MAX) + 1;
     flate2::read::DeflateDecoder::new(data)
         .take(limit)
         .read_to_end(&mut out)
         .map_err(|_| BindingError::Deflate)?;
-    if out.len() > MAX_XML_BYTES {
+    if out.len() > MAX_MESSAGE_BYTES {
         return Err(BindingError::Bomb);
     }
     utf8("SAMLRequest", out)
@@ -230,7 +231,7 @@ pub fn from_form(body: &[u8]) -> Result<Inbound, BindingError> {
         return Err(BindingError::TooLarge(name));
     }
     let xml = utf8(name, b64(name, &raw)?)?;
-    if xml.len() > MAX_XML_BYTES {
+    if xml.len() > MAX_MESSAGE_BYTES {
         return Err(BindingError::TooLarge(name));
     }
     Ok(Inbound {

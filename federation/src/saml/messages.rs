@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::{fmt_time, new_id, parse_time, AUTHN_PASSWORD_PROTECTED, STATUS_SUCCESS};
-use crate::xml::{ns, parse, El, Node, SigningKey, XmlError};
+use crate::xml::{ns, parse_message, El, Node, SigningKey, XmlError};
 
 /// Why a message was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,7 +132,7 @@ impl AuthnRequest {
     /// Parses an AuthnRequest.
     pub fn parse(xml: &str) -> Result<Self, MessageError> {
         const M: &str = "AuthnRequest";
-        let root = parse(xml)?;
+        let root = parse_message(xml)?;
         expect_root(&root, M)?;
         check_version(M, &root)?;
         let id = check_id(M, root.attr("ID"))?;
@@ -236,7 +236,7 @@ impl LogoutRequest {
     /// Parses a LogoutRequest.
     pub fn parse(xml: &str) -> Result<Self, MessageError> {
         const M: &str = "LogoutRequest";
-        let root = parse(xml)?;
+        let root = parse_message(xml)?;
         expect_root(&root, M)?;
         check_version(M, &root)?;
         Ok(Self {
@@ -263,7 +263,7 @@ pub fn parse_logout_response(
     xml: &str,
 ) -> Result<(Node, String, Option<String>, bool), MessageError> {
     const M: &str = "LogoutResponse";
-    let root = parse(xml)?;
+    let root = parse_message(xml)?;
     expect_root(&root, M)?;
     check_version(M, &root)?;
     let issuer = issuer_of(M, &root)?;

@@ -5,7 +5,9 @@
 use std::time::{Duration, SystemTime};
 
 use super::{parse_time, BINDING_POST, BINDING_REDIRECT, STATUS_SUCCESS};
-use crate::xml::{ns, parse, verify_enveloped, Node, VerifiedKey, XmlError, XmlSigError};
+use crate::xml::{
+    ns, parse, parse_message, verify_enveloped, Node, VerifiedKey, XmlError, XmlSigError,
+};
 
 /// Why SP metadata or a Response was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -260,7 +262,7 @@ pub fn validate_response(
     in_response_to: Option<&str>,
     now: SystemTime,
 ) -> Result<ValidatedAssertion, SpError> {
-    let root = parse(xml)?;
+    let root = parse_message(xml)?;
     if !root.is(ns::SAMLP, "Response") {
         return Err(invalid("not a SAML 2.0 Response"));
     }

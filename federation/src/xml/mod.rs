@@ -18,8 +18,8 @@ mod writer;
 pub(crate) use dsig::tests::test_key;
 pub use dsig::{exclusive_c14n, verify_enveloped, SigningKey, VerifiedKey, XmlSigError};
 pub use reader::{
-    parse, Attr, Content, Node, XmlError, MAX_NS_IN_SCOPE, MAX_NS_PER_ELEMENT, MAX_NS_URI_BYTES,
-    MAX_XML_BYTES,
+    parse, parse_message, parse_with, Attr, Content, Limits, Node, XmlError, MAX_MESSAGE_BYTES,
+    MAX_NS_IN_SCOPE, MAX_NS_PER_ELEMENT, MAX_NS_URI_BYTES, MAX_XML_BYTES,
 };
 pub use writer::El;
 

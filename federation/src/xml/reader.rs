@@ -18,8 +18,11 @@ use quick_xml::events::{BytesStart, Event};
 
 /// The largest document accepted (SP metadata with a few certificates fits easily).
 pub const MAX_XML_BYTES: usize = 256 * 1024;
+/// The largest protocol message accepted (AuthnRequest, LogoutRequest/Response, Response):
+/// what an unauthenticated client can make the endpoint parse. A signed AuthnRequest
+/// with its certificate is under 8 KiB; the bound leaves room for extensions.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 const MAX_DEPTH: usize = 48;
-const MAX_ELEMENTS: usize = 10_000;
 const MAX_ATTRIBUTES: usize = 64;
 /// Attributes in the whole document (each costs a lookup and, in c14n, a sort slot).
 const MAX_TOTAL_ATTRIBUTES: usize = 20_000;
@@ -38,9 +41,9 @@ const XMLNS_NS: &str = "http://www.w3.org/2000/xmlns/";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum XmlError {
-    /// Larger than [`MAX_XML_BYTES`].
-    #[error("the XML document is larger than {MAX_XML_BYTES} bytes")]
-    TooLarge,
+    /// Larger than the limit in force (the number of bytes).
+    #[error("the XML document is larger than {0} bytes")]
+    TooLarge(usize),
     /// A DOCTYPE was present.
     #[error("the XML document has a DOCTYPE; DTDs and entity declarations are not accepted")]
     Dtd,
@@ -208,6 +211,7 @@ fn malformed(e: impl std::fmt::Display) -> XmlError {
 /// Counts that bound the whole document.
 struct Budget {
     elements: usize,
+    max_elements: usize,
     attributes: usize,
     /// One shared "no namespace", so unqualified names allocate nothing for it.
     empty: Arc<str>,
@@ -216,17 +220,51 @@ struct Budget {
 impl Budget {
     fn element(&mut self) -> Result<(), XmlError> {
         self.elements += 1;
-        if self.elements > MAX_ELEMENTS {
+        if self.elements > self.max_elements {
             return Err(XmlError::TooComplex("too many elements"));
         }
         Ok(())
     }
 }
 
-/// Parses `xml` into its root element.
+/// How large a document one parse accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of XML.
+    pub max_bytes: usize,
+    /// Elements.
+    pub max_elements: usize,
+}
+
+impl Limits {
+    /// Documents an administrator supplies (SP metadata): [`MAX_XML_BYTES`], 10,000
+    /// elements.
+    pub const DOCUMENT: Limits = Limits {
+        max_bytes: MAX_XML_BYTES,
+        max_elements: 10_000,
+    };
+    /// Protocol messages from anyone: [`MAX_MESSAGE_BYTES`], 1,024 elements (an
+    /// AuthnRequest has about ten). Parsing the largest costs well under a millisecond.
+    pub const MESSAGE: Limits = Limits {
+        max_bytes: MAX_MESSAGE_BYTES,
+        max_elements: 1_024,
+    };
+}
+
+/// Parses a document (metadata) into its root element, within [`Limits::DOCUMENT`].
 pub fn parse(xml: &str) -> Result<Node, XmlError> {
-    if xml.len() > MAX_XML_BYTES {
-        return Err(XmlError::TooLarge);
+    parse_with(xml, Limits::DOCUMENT)
+}
+
+/// Parses a protocol message into its root element, within [`Limits::MESSAGE`].
+pub fn parse_message(xml: &str) -> Result<Node, XmlError> {
+    parse_with(xml, Limits::MESSAGE)
+}
+
+/// Parses `xml` into its root element within `limits`.
+pub fn parse_with(xml: &str, limits: Limits) -> Result<Node, XmlError> {
+    if xml.len() > limits.max_bytes {
+        return Err(XmlError::TooLarge(limits.max_bytes));
     }
     let mut reader = quick_xml::Reader::from_str(xml);
     let cfg = reader.config_mut();
@@ -236,6 +274,7 @@ pub fn parse(xml: &str) -> Result<Node, XmlError> {
     let mut root: Option<Node> = None;
     let mut budget = Budget {
         elements: 0,
+        max_elements: limits.max_elements,
         attributes: 0,
         empty: Arc::from(""),
     };
@@ -504,7 +543,18 @@ mod tests {
         let deep = "<a>".repeat(100) + &"</a>".repeat(100);
         assert!(matches!(parse(&deep), Err(XmlError::TooComplex(_))));
         let big = format!("<a>{}</a>", "x".repeat(MAX_XML_BYTES));
-        assert_eq!(parse(&big), Err(XmlError::TooLarge));
+        assert_eq!(parse(&big), Err(XmlError::TooLarge(MAX_XML_BYTES)));
+        let message = format!("<a>{}</a>", "x".repeat(MAX_MESSAGE_BYTES));
+        assert_eq!(
+            parse_message(&message),
+            Err(XmlError::TooLarge(MAX_MESSAGE_BYTES))
+        );
+        let many = format!("<a>{}</a>", "<b/>".repeat(1_024));
+        assert!(parse(&many).is_ok());
+        assert_eq!(
+            parse_message(&many),
+            Err(XmlError::TooComplex("too many elements"))
+        );
         assert!(matches!(parse("<a><b></a>"), Err(XmlError::Malformed(_))));
         assert!(matches!(
             parse("<p:a/>"),
