@@ -259,6 +259,23 @@ fn wrong_agent_or_wrong_channel_is_refused() {
     assert!(right.open(&sealed, "endpoint-1", NOW).is_ok());
 }
 
+/// A channel key on which X25519 yields the all-zero secret (a low-order point) is refused
+/// at once, as RFC 9180 §7.1.4 requires, instead of giving a channel anyone could read.
+#[test]
+fn a_low_order_channel_key_is_refused() {
+    let agent = EnvelopeOpener::new(AgentKeyPair::generate());
+    for point in [[0u8; 32], {
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        one
+    }] {
+        assert_eq!(
+            agent.accept_channel(&ChannelKey(point)).err(),
+            Some(EnvelopeError::InvalidKey)
+        );
+    }
+}
+
 #[test]
 fn every_flipped_bit_is_refused() {
     let agent = EnvelopeOpener::new(AgentKeyPair::generate());
