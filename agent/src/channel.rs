@@ -1,27 +1,33 @@
 //! One agent channel: the agent's side of the protocol on an established, authenticated
-//! stream to the hub. Checks run concurrently (up to `max_in_flight`); verdicts go back as
-//! they finish. A silent hub is detected within three heartbeats.
+//! stream to the hub. The hub's channel key comes first; each Check's envelope is opened in
+//! arrival order (its sequence number must go up), then checks run concurrently (up to
+//! `max_in_flight`) and verdicts go back as they finish. A silent hub is detected within
+//! three heartbeats.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use causeway_credential::wire::io::{read_frame, write_frame};
 use causeway_credential::wire::{Frame, FrameError, GoAwayReason, PROTOCOL_VERSION};
-use causeway_credential::{RequestId, SealedEnvelope, SignInOutcome};
+use causeway_credential::{
+    ChannelOpener, EnvelopeOpener, OpenedCredential, RequestId, SignInOutcome,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, info, warn};
 
 /// Runs the check the hub asks for. Implemented by [`crate::validator::Validator`].
 pub trait CheckHandler: Send + Sync + 'static {
-    /// Opens `envelope` (sealed for `endpoint_id`) and checks it; never fails, every problem
-    /// is an outcome.
+    /// The agent's envelope keys: each channel decapsulates its key with them.
+    fn opener(&self) -> &EnvelopeOpener;
+
+    /// Checks an opened credential (the channel opened and authenticated it); never fails,
+    /// every problem is an outcome.
     fn check(
         &self,
         request_id: RequestId,
-        envelope: SealedEnvelope,
-        endpoint_id: &str,
+        credential: OpenedCredential,
         deadline: Instant,
     ) -> impl Future<Output = SignInOutcome> + Send;
 }
@@ -126,7 +132,6 @@ where
         _ => return Err(ChannelError::Protocol("first frame was not Welcome")),
     };
     on_welcome(&endpoint_id);
-    let endpoint_id: Arc<str> = endpoint_id.into();
     let silent_limit = heartbeat * 3;
     let (tx, mut rx) = mpsc::channel::<Frame>(usize::from(me.max_in_flight.max(1)) * 2);
     let slots = Arc::new(Semaphore::new(usize::from(me.max_in_flight.max(1))));
@@ -149,16 +154,33 @@ where
         }
     };
     let reader = async {
+        // Set by the hub's ChannelKey frame, which must come before any Check.
+        let mut envelopes: Option<ChannelOpener<'_>> = None;
         loop {
             let f = tokio::time::timeout(silent_limit, read_frame(&mut rd))
                 .await
                 .map_err(|_| ChannelError::Silent(silent_limit))??;
             match f {
+                Frame::ChannelKey { key } => {
+                    if envelopes.is_some() {
+                        return Err(ChannelError::Protocol("hub sent a second channel key"));
+                    }
+                    // The channel's one decapsulation; every envelope key derives from it.
+                    envelopes =
+                        Some(handler.opener().accept_channel(&key).map_err(|_| {
+                            ChannelError::Protocol("hub sent an invalid channel key")
+                        })?);
+                }
                 Frame::Check {
                     request_id,
                     deadline_ms,
                     envelope,
                 } => {
+                    let Some(envelopes) = envelopes.as_mut() else {
+                        return Err(ChannelError::Protocol(
+                            "hub sent a Check before the channel key",
+                        ));
+                    };
                     let Ok(permit) = slots.clone().try_acquire_owned() else {
                         // The hub sent more than we announced: answer at once, do not queue.
                         let _ = tx.try_send(Frame::Verdict {
@@ -169,13 +191,27 @@ where
                         continue;
                     };
                     let deadline = Instant::now() + Duration::from_millis(u64::from(deadline_ms));
-                    let (tx, handler, endpoint_id) =
-                        (tx.clone(), handler.clone(), endpoint_id.clone());
+                    // Opened here, in the order the hub sealed them, not in the spawned
+                    // tasks, which may run in any order. A microsecond or two.
+                    let credential = match envelopes.open(&envelope, &endpoint_id, unix_now()) {
+                        Ok(c) if c.context.request_id == request_id => c,
+                        Ok(_) => {
+                            warn!(%request_id, "envelope belongs to another request; refused");
+                            let _ = tx.try_send(refused(request_id));
+                            continue;
+                        }
+                        Err(e) => {
+                            // The kind only: the error carries no secret, no user input but
+                            // lengths, times and sequence numbers.
+                            warn!(%request_id, error = %e, "refused a credential envelope");
+                            let _ = tx.try_send(refused(request_id));
+                            continue;
+                        }
+                    };
+                    let (tx, handler) = (tx.clone(), handler.clone());
                     tokio::spawn(async move {
                         let t = Instant::now();
-                        let outcome = handler
-                            .check(request_id, envelope, &endpoint_id, deadline)
-                            .await;
+                        let outcome = handler.check(request_id, credential, deadline).await;
                         let directory_us =
                             u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX);
                         debug!(%request_id, %outcome, directory_us, "check answered");
@@ -219,4 +255,19 @@ where
             Err(e) => Err(e),
         },
     }
+}
+
+/// The verdict for an envelope the agent will not open: the hub tries another agent.
+fn refused(request_id: RequestId) -> Frame {
+    Frame::Verdict {
+        request_id,
+        outcome: SignInOutcome::DirectoryUnavailable,
+        directory_us: 0,
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

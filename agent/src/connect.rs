@@ -205,6 +205,10 @@ pub async fn keep_channel<H: CheckHandler>(
                         error!(endpoint = %target, ?reason, %detail, "the endpoint refuses this agent; an administrator must approve or re-register it");
                         delay = backoff.max;
                     }
+                    Ok(ChannelEnd::GoAway(GoAwayReason::UnsupportedVersion, detail)) => {
+                        error!(endpoint = %target, %detail, "the endpoint speaks another agent protocol version; upgrade the agent or the endpoint so both match");
+                        delay = backoff.max;
+                    }
                     Ok(ChannelEnd::GoAway(reason, detail)) => {
                         info!(endpoint = %target, ?reason, %detail, "channel closed by the endpoint")
                     }

@@ -3,9 +3,9 @@
 //! and re-bound for each check; a DC that fails is skipped for a cool-down and retried.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use causeway_credential::{EnvelopeOpener, RequestId, SealedEnvelope, SignInOutcome};
+use causeway_credential::{EnvelopeOpener, OpenedCredential, RequestId, SignInOutcome};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
 use tracing::{debug, warn};
 
@@ -304,38 +304,23 @@ enum Found {
     Many,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 impl CheckHandler for Validator {
+    fn opener(&self) -> &EnvelopeOpener {
+        &self.opener
+    }
+
     async fn check(
         &self,
-        request_id: RequestId,
-        envelope: SealedEnvelope,
-        endpoint_id: &str,
+        _request_id: RequestId,
+        credential: OpenedCredential,
         deadline: Instant,
     ) -> SignInOutcome {
-        let opened = match self.opener.open(&envelope, endpoint_id, unix_now()) {
-            Ok(o) => o,
-            Err(e) => {
-                // Log the kind only: the error carries no secret, and no user input but lengths.
-                warn!(%request_id, error = %e, "refused a credential envelope");
-                return SignInOutcome::DirectoryUnavailable;
-            }
-        };
-        if opened.context.request_id != request_id {
-            warn!(%request_id, "envelope belongs to another request; refused");
-            return SignInOutcome::DirectoryUnavailable;
-        }
-        let name = match self.resolve(&opened.context.user_name, deadline).await {
+        let name = match self.resolve(&credential.context.user_name, deadline).await {
             Ok(n) => n,
             Err(o) => return o,
         };
         // The password lives only until the end of this call (zeroized on drop).
-        self.bind(&name, opened.password.expose_secret(), deadline)
+        self.bind(&name, credential.password.expose_secret(), deadline)
             .await
     }
 }

@@ -14,8 +14,8 @@ mod secret;
 pub mod wire;
 
 pub use envelope::{
-    seal, AgentKeyPair, AgentPublicKey, AgentSecretKey, EnvelopeContext, EnvelopeError,
-    EnvelopeOpener, OpenedCredential, RequestId, SealedEnvelope,
+    AgentKeyPair, AgentPublicKey, AgentSecretKey, ChannelKey, ChannelOpener, ChannelSealer,
+    EnvelopeContext, EnvelopeError, EnvelopeOpener, OpenedCredential, RequestId, SealedEnvelope,
 };
 pub use nt::{NtHash, NtHashError};
 pub use outcome::SignInOutcome;

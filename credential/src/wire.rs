@@ -6,12 +6,17 @@
 //! byte and the body and is at most [`MAX_FRAME_LEN`]. Integers are big-endian; text is
 //! `len u16 | UTF-8` without control characters.
 
-use crate::envelope::{RequestId, SealedEnvelope, MAX_ENVELOPE_LEN};
+use crate::envelope::{ChannelKey, RequestId, SealedEnvelope, CHANNEL_KEY_LEN, MAX_ENVELOPE_LEN};
 use crate::outcome::SignInOutcome;
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
-/// The TLS ALPN name of the agent protocol (the hub shares its port with HTTPS).
+/// The protocol version this build speaks. Version 2 sends one [`Frame::ChannelKey`] per
+/// channel and envelopes keyed from it, which a version 1 agent cannot open: the hub
+/// answers a Hello of any other version with `GoAway(UnsupportedVersion)` naming its own,
+/// instead of letting the agent fail on the first sign-in.
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The TLS ALPN name of the agent protocol family (the hub shares its port with HTTPS).
+/// It stays at `/1` across protocol versions on purpose: an agent of another version still
+/// reaches the Hello exchange and is told, in words, which version the hub speaks.
 pub const ALPN: &[u8] = b"causeway-agent/1";
 /// The TLS ALPN name of enrollment: a new agent, with a one-time token and no client
 /// certificate yet, asks for one.
@@ -87,6 +92,12 @@ pub enum Frame {
         endpoint_id: String,
         /// How often each side sends a Ping when idle, in milliseconds.
         heartbeat_ms: u32,
+    },
+    /// Hub → agent, once per channel, right after Welcome and before any Check: the
+    /// channel's HPKE encapsulated key, from which every envelope's key is derived.
+    ChannelKey {
+        /// The encapsulated key (an ephemeral X25519 public key).
+        key: ChannelKey,
     },
     /// Hub → agent: check this sealed credential before the deadline.
     Check {
@@ -262,6 +273,7 @@ impl std::fmt::Debug for Frame {
                 .field("endpoint_id", endpoint_id)
                 .field("heartbeat_ms", heartbeat_ms)
                 .finish(),
+            Frame::ChannelKey { key } => f.debug_struct("ChannelKey").field("key", key).finish(),
             Frame::Check {
                 request_id,
                 deadline_ms,
@@ -318,6 +330,7 @@ const K_ENROLLED: u8 = 9;
 const K_ENROLL_REFUSED: u8 = 10;
 const K_RENEW: u8 = 11;
 const K_RENEWED: u8 = 12;
+const K_CHANNEL_KEY: u8 = 13;
 
 /// Reads a frame header: the length of the frame that follows, checked against the limit.
 pub fn frame_len(header: [u8; 4]) -> Result<usize, FrameError> {
@@ -359,6 +372,10 @@ impl Frame {
                 out.push(K_WELCOME);
                 put_text(out, endpoint_id, MAX_ID_LEN);
                 out.extend_from_slice(&heartbeat_ms.to_be_bytes());
+            }
+            Frame::ChannelKey { key } => {
+                out.push(K_CHANNEL_KEY);
+                out.extend_from_slice(&key.0);
             }
             Frame::Check {
                 request_id,
@@ -464,6 +481,13 @@ impl Frame {
             K_WELCOME => Frame::Welcome {
                 endpoint_id: r.text("endpoint id", MAX_ID_LEN)?,
                 heartbeat_ms: r.u32("heartbeat")?,
+            },
+            K_CHANNEL_KEY => Frame::ChannelKey {
+                key: {
+                    let mut k = [0u8; CHANNEL_KEY_LEN];
+                    k.copy_from_slice(r.take(CHANNEL_KEY_LEN, "channel key")?);
+                    ChannelKey(k)
+                },
             },
             K_CHECK => {
                 let request_id = r.request_id()?;
@@ -652,6 +676,9 @@ mod tests {
             Frame::Welcome {
                 endpoint_id: "endpoint-1".into(),
                 heartbeat_ms: 5000,
+            },
+            Frame::ChannelKey {
+                key: ChannelKey([0x5a; 32]),
             },
             Frame::Check {
                 request_id: RequestId([3; 16]),

@@ -1,5 +1,7 @@
 //! The agent hub: accepts agents' long-lived channels, tracks their health, and dispatches
-//! each pass-through check sealed to one agent's key, with a deadline. If that agent drops
+//! each pass-through check sealed to one agent's key, with a deadline. Each channel
+//! encapsulates to the agent's key once, when it comes up; its checks are sealed with keys
+//! derived from that (see `causeway_credential::envelope`). If that agent drops
 //! or times out, the check is retried on another agent within the same deadline. Capacity
 //! is bounded: past it, checks are answered `Throttled` at once instead of piling up.
 
@@ -17,7 +19,7 @@ use causeway_credential::envelope::MAX_LIFETIME_SECS;
 use causeway_credential::wire::io::{read_frame, write_frame};
 use causeway_credential::wire::{Frame, FrameError, GoAwayReason, PROTOCOL_VERSION};
 use causeway_credential::{
-    seal, AgentPublicKey, EnvelopeContext, Password, RequestId, SignInOutcome,
+    AgentPublicKey, ChannelSealer, EnvelopeContext, Password, RequestId, SignInOutcome,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
@@ -108,12 +110,18 @@ pub enum ChannelError {
     /// The agent was revoked or disconnected by an administrator.
     #[error("agent disconnected by the hub: {0:?}")]
     Disconnected(GoAwayReason),
+    /// Encapsulating to the agent's registered HPKE key failed (the OS random generator
+    /// failed, or the registry holds a broken key: re-enroll the agent).
+    #[error("cannot set up the channel key for this agent")]
+    ChannelKey,
 }
 
 struct Channel {
     id: u64,
     agent_id: String,
-    key: AgentPublicKey,
+    /// Seals this channel's envelopes. Held while a Check is sealed *and* queued, so the
+    /// frames go out in sequence order (the agent refuses one that goes back).
+    sealer: Mutex<ChannelSealer>,
     tx: mpsc::Sender<Frame>,
     outstanding: AtomicUsize,
     max_in_flight: usize,
@@ -390,23 +398,26 @@ impl Hub {
             endpoint_id: self.config.endpoint_id.clone(),
             expires_at,
         };
-        let envelope = match seal(&chan.key, &ctx, &req.password) {
-            Ok(e) => e,
-            Err(_) => {
-                chan.outstanding.fetch_sub(1, Ordering::Relaxed);
-                self.slot_freed.notify_waiters();
-                return Err("sealing failed");
+        let (tx, rx) = oneshot::channel();
+        let queued = {
+            let mut sealer = lock(&chan.sealer);
+            match sealer.seal(&ctx, &req.password) {
+                Err(_) => Err("sealing failed"),
+                Ok(envelope) => {
+                    // Registered before it is sent: the verdict may come back at once.
+                    lock(&chan.pending).insert(request_id, tx);
+                    chan.tx
+                        .try_send(Frame::Check {
+                            request_id,
+                            deadline_ms: u32::try_from(budget.as_millis()).unwrap_or(u32::MAX),
+                            envelope,
+                        })
+                        .map_err(|_| "channel queue full or closed")
+                }
             }
         };
-        let (tx, rx) = oneshot::channel();
-        lock(&chan.pending).insert(request_id, tx);
-        let frame = Frame::Check {
-            request_id,
-            deadline_ms: u32::try_from(budget.as_millis()).unwrap_or(u32::MAX),
-            envelope,
-        };
-        let result = match chan.tx.try_send(frame) {
-            Err(_) => Err("channel queue full or closed"),
+        let result = match queued {
+            Err(why) => Err(why),
             Ok(()) => match tokio::time::timeout(budget, rx).await {
                 Ok(Ok(outcome)) => Ok(outcome),
                 Ok(Err(_)) => Err("agent channel closed"),
@@ -467,6 +478,20 @@ impl Hub {
                 "Hello names another agent than the certificate",
             ));
         }
+        // The channel's one encapsulation (a fresh one for every connection, so reconnects
+        // and renewals change keys); the agent hears of it before any Check can be routed here.
+        let Ok((sealer, channel_key)) = ChannelSealer::new(&peer.hpke_public_key) else {
+            warn!(agent = %peer.agent_id, "cannot encapsulate to the agent's registered HPKE key; channel refused");
+            let _ = write_frame(
+                &mut wr,
+                &Frame::GoAway {
+                    reason: GoAwayReason::ShuttingDown,
+                    detail: "the endpoint cannot set up a channel key; its log says why".into(),
+                },
+            )
+            .await;
+            return Err(ChannelError::ChannelKey);
+        };
         write_frame(
             &mut wr,
             &Frame::Welcome {
@@ -475,12 +500,13 @@ impl Hub {
             },
         )
         .await?;
+        write_frame(&mut wr, &Frame::ChannelKey { key: channel_key }).await?;
 
         let (tx, mut rx) = mpsc::channel::<Frame>(self.config.channel_queue);
         let chan = Arc::new(Channel {
             id: self.next_channel.fetch_add(1, Ordering::Relaxed),
             agent_id: peer.agent_id.clone(),
-            key: peer.hpke_public_key.clone(),
+            sealer: Mutex::new(sealer),
             tx: tx.clone(),
             outstanding: AtomicUsize::new(0),
             max_in_flight: usize::from(max_in_flight.max(1)),

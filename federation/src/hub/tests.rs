@@ -201,3 +201,144 @@ async fn outcomes_other_than_success_pass_through_and_feed_lockout() {
         )
         .is_some());
 }
+
+/// An agent of the previous protocol version (one encapsulation per envelope) is told, in
+/// words, which version the hub speaks, and gets no Welcome or channel key.
+#[tokio::test]
+async fn an_agent_of_another_protocol_version_is_told_the_hubs_version() {
+    let hub = Hub::new(HubConfig::new("ep"));
+    let (hub_side, mut agent) = tokio::io::duplex(64 * 1024);
+    let peer = AgentPeer {
+        agent_id: "agt-old".into(),
+        hpke_public_key: AgentKeyPair::generate().public().clone(),
+    };
+    let h = hub.clone();
+    let served = tokio::spawn(async move { h.serve_channel(hub_side, peer).await });
+    write_frame(
+        &mut agent,
+        &Frame::Hello {
+            version: 1,
+            agent_id: "agt-old".into(),
+            agent_version: "0.0.9".into(),
+            max_in_flight: 8,
+        },
+    )
+    .await
+    .expect("hello");
+    match read_frame(&mut agent).await.expect("an answer, not a hang") {
+        Frame::GoAway { reason, detail } => {
+            assert_eq!(reason, GoAwayReason::UnsupportedVersion);
+            assert!(detail.contains(&PROTOCOL_VERSION.to_string()), "{detail}");
+        }
+        other => panic!("expected GoAway, got {other:?}"),
+    }
+    assert!(matches!(
+        served.await.expect("task"),
+        Err(ChannelError::Protocol("unsupported protocol version"))
+    ));
+    assert!(!hub.has_agents());
+}
+
+/// Speaks Hello and reads Welcome and the channel key, as an agent with `keys` would.
+async fn handshake(
+    hub: &Arc<Hub>,
+    id: &str,
+    keys: &AgentKeyPair,
+) -> (tokio::io::DuplexStream, causeway_credential::ChannelKey) {
+    let (hub_side, mut agent) = tokio::io::duplex(256 * 1024);
+    let peer = AgentPeer {
+        agent_id: id.into(),
+        hpke_public_key: keys.public().clone(),
+    };
+    let h = hub.clone();
+    tokio::spawn(async move { h.serve_channel(hub_side, peer).await });
+    write_frame(
+        &mut agent,
+        &Frame::Hello {
+            version: PROTOCOL_VERSION,
+            agent_id: id.into(),
+            agent_version: "test".into(),
+            max_in_flight: 256,
+        },
+    )
+    .await
+    .expect("hello");
+    assert!(matches!(
+        read_frame(&mut agent).await.expect("welcome"),
+        Frame::Welcome { .. }
+    ));
+    let Frame::ChannelKey { key } = read_frame(&mut agent).await.expect("channel key") else {
+        panic!("the channel key must follow Welcome");
+    };
+    (agent, key)
+}
+
+/// Every channel, even a second one of the same agent, gets its own encapsulation; and
+/// checks sent at once on one channel reach the agent in sequence order, so a real
+/// opener (which refuses any envelope that goes back) opens every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_channel_has_its_own_key_and_concurrent_checks_arrive_in_order() {
+    use causeway_credential::EnvelopeOpener;
+    let hub = Hub::new(HubConfig::new("ep"));
+    let opener = Arc::new(EnvelopeOpener::new(AgentKeyPair::generate()));
+    let keys = AgentKeyPair::from_secret_bytes(&opener.keys().secret().expose_secret_bytes())
+        .expect("same key");
+    let (first, key1) = handshake(&hub, "agt-1", &keys).await;
+    let (second, key2) = handshake(&hub, "agt-1", &keys).await;
+    assert_ne!(key1, key2, "a fresh encapsulation per channel");
+    // Route every check to the first channel: the second one's agent hangs up.
+    drop(second);
+    for _ in 0..200 {
+        if lock(&hub.channels).len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(lock(&hub.channels).len(), 1, "the second channel is gone");
+
+    let agent = tokio::spawn({
+        let opener = opener.clone();
+        async move {
+            let mut chan = opener.accept_channel(&key1).expect("decapsulate");
+            let (mut rd, mut wr) = tokio::io::split(first);
+            let mut opened = Vec::new();
+            while opened.len() < 64 {
+                match read_frame(&mut rd).await.expect("frame") {
+                    Frame::Check {
+                        request_id,
+                        envelope,
+                        ..
+                    } => {
+                        let now = unix_now();
+                        let c = chan.open(&envelope, "ep", now).expect("opens, in order");
+                        assert_eq!(c.context.request_id, request_id);
+                        opened.push(c.context.user_name.clone());
+                        write_frame(
+                            &mut wr,
+                            &Frame::Verdict {
+                                request_id,
+                                outcome: SignInOutcome::Success,
+                                directory_us: 1,
+                            },
+                        )
+                        .await
+                        .expect("verdict");
+                    }
+                    Frame::Ping(n) => write_frame(&mut wr, &Frame::Pong(n)).await.expect("pong"),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            opened
+        }
+    });
+    let checks: Vec<_> = (0..64)
+        .map(|i| {
+            let h = hub.clone();
+            tokio::spawn(async move { h.check(req(&format!("user{i}"))).await })
+        })
+        .collect();
+    for c in checks {
+        assert_eq!(c.await.expect("check"), SignInOutcome::Success);
+    }
+    assert_eq!(agent.await.expect("agent").len(), 64);
+}
