@@ -18,6 +18,10 @@ export RUSTC_BOOTSTRAP=1
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz >&2
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(cargo fuzz list)
+# Build first, so that a build failure is reported as such and not as a finding.
+for t in "${targets[@]}"; do
+  cargo fuzz build "$t" >&2 || { echo "fuzz.sh: $t does not build" >&2; exit 2; }
+done
 failed=0
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
