@@ -104,7 +104,8 @@ pub(crate) struct EndpointSettings {
     pub(crate) endpoint_id: String,
     pub(crate) require_approval: bool,
     pub(crate) demo_apps: bool,
-    /// Overrides the per-source sign-in rate limit (the benchmark's clients all share 127.0.0.1).
+    /// Overrides the per-source sign-in rate limit and lifts the budget for sign-in work
+    /// without a session (the benchmark's clients all share 127.0.0.1).
     pub(crate) per_source_per_minute: Option<u32>,
     pub(crate) file: crate::serve_config::ServeConfig,
 }
@@ -276,6 +277,13 @@ pub(crate) async fn run_endpoint(
         apps_dir: apps_dir.clone(),
         config_apps: s.file.apps.clone(),
         demo_apps: s.demo_apps,
+        // The benchmark's override lifts every per-source limit (its clients share one
+        // address).
+        anonymous_per_source: if s.per_source_per_minute.is_some() {
+            (0, 0)
+        } else {
+            s.file.anonymous_budget
+        },
     };
     let portal = tokio::task::spawn_blocking({
         let (store, auth, hub) = (store.clone(), auth.clone(), hub.clone());

@@ -58,6 +58,8 @@ struct RawLockout {
 #[serde(deny_unknown_fields)]
 struct RawThrottle {
     per_source_failures_per_minute: Option<Spanned<u32>>,
+    anonymous_per_source_per_second: Option<Spanned<u32>>,
+    anonymous_burst: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,6 +134,8 @@ pub(crate) struct ServeConfig {
     pub(crate) metrics_token: Option<Arc<Secret<String>>>,
     pub(crate) lockout: LockoutPolicy,
     pub(crate) trusted_proxies: TrustedProxies,
+    /// Sign-in requests without a session one source may make: (per second, burst).
+    pub(crate) anonymous_budget: (u32, u32),
 }
 
 /// The shortest metrics token accepted: long enough that guessing it is hopeless.
@@ -235,6 +239,7 @@ impl Default for ServeConfig {
             metrics_token: None,
             lockout: LockoutPolicy::default(),
             trusted_proxies: TrustedProxies::default(),
+            anonymous_budget: DEFAULT_ANONYMOUS_BUDGET,
         }
     }
 }
@@ -378,6 +383,7 @@ impl ServeConfig {
             return Err(at(s, format!("[signing]: {m}")));
         }
         cfg.lockout = lockout_policy(&raw, &at, &dur)?;
+        cfg.anonymous_budget = anonymous_budget(&raw.throttle, &at)?;
         if let Some(list) = &raw.server.trusted_proxies {
             let mut ranges = Vec::new();
             for r in list {
@@ -519,6 +525,49 @@ fn connection_settings(
 /// Reads an optional duration setting, or gives the default.
 type DurationSetting<'a> =
     dyn Fn(&Option<Spanned<String>>, Duration) -> Result<Duration, ConfigError> + 'a;
+
+/// Sign-in requests without a session per source: 50 a second, in bursts of 200.
+pub(crate) const DEFAULT_ANONYMOUS_BUDGET: (u32, u32) = (50, 200);
+
+/// `[throttle]`'s budget for sign-in work without a session (0 per second: off).
+fn anonymous_budget(
+    t: &RawThrottle,
+    at: &dyn Fn(std::ops::Range<usize>, String) -> ConfigError,
+) -> Result<(u32, u32), ConfigError> {
+    let (d_rate, d_burst) = DEFAULT_ANONYMOUS_BUDGET;
+    let rate = t
+        .anonymous_per_source_per_second
+        .as_ref()
+        .map_or(d_rate, |v| *v.get_ref());
+    // Unless given, the burst is four seconds' worth (at least 20).
+    let burst = t.anonymous_burst.as_ref().map_or(
+        if rate == d_rate {
+            d_burst
+        } else {
+            rate.saturating_mul(4).max(20)
+        },
+        |v| *v.get_ref(),
+    );
+    if rate > 1_000_000 {
+        let span = t
+            .anonymous_per_source_per_second
+            .as_ref()
+            .map_or(0..0, Spanned::span);
+        return Err(at(
+            span,
+            "throttle.anonymous_per_source_per_second must be at most 1000000 (0 turns it off)"
+                .into(),
+        ));
+    }
+    if rate > 0 && burst == 0 {
+        let span = t.anonymous_burst.as_ref().map_or(0..0, Spanned::span);
+        return Err(at(
+            span,
+            "throttle.anonymous_burst must be at least 1".into(),
+        ));
+    }
+    Ok((rate, burst))
+}
 
 /// `[lockout]` and `[throttle]` over the defaults, checked together (the error points at
 /// the first setting given, or the section when only defaults are involved).
@@ -709,6 +758,18 @@ mod tests {
         assert_eq!(c.lockout.threshold, 3);
         assert_eq!(c.lockout.directory_threshold, 4);
         assert_eq!(c.lockout.per_source_failures_per_minute, 120);
+        assert_eq!(c.anonymous_budget, (50, 200));
+        let c = parse("[throttle]\nanonymous_per_source_per_second = 10\n").expect("rate");
+        assert_eq!(
+            c.anonymous_budget,
+            (10, 40),
+            "four seconds' worth unless given"
+        );
+        let c = parse("[throttle]\nanonymous_per_source_per_second = 0\n").expect("off");
+        assert_eq!(c.anonymous_budget.0, 0);
+        let e = parse("[throttle]\nanonymous_per_source_per_second = 5\nanonymous_burst = 0\n")
+            .expect_err("no burst");
+        assert_eq!(e.line, Some(3), "{e}");
         assert_eq!(c.trusted_proxies, TrustedProxies::default());
         let c = parse(
             "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n[lockout]\nthreshold = 5\nwindow = \"1h\"\nlock_for = \"5m\"\nfamiliar_locations = 4\n[throttle]\nper_source_failures_per_minute = 600\n",

@@ -865,8 +865,9 @@ fn signed_in(ep: &Endpoint, b: &Browser) -> bool {
 
 #[test]
 fn pending_sign_ins_are_held_by_the_browser_through_a_flood_and_a_restart_and_cannot_be_forged() {
-    let config =
-        "[[wsfed_app]]\nrealm = \"urn:test:realm\"\nreply_urls = [\"https://rp.example/wsfed\"]\n";
+    // The per-source budget for sign-in work is off here: this test is about what each
+    // start leaves behind, so every one of them must reach the sign-in page.
+    let config = "[throttle]\nanonymous_per_source_per_second = 0\n[[wsfed_app]]\nrealm = \"urn:test:realm\"\nreply_urls = [\"https://rp.example/wsfed\"]\n";
     let (mut ep, pw) = endpoint_with_user("flows", config);
     let u = ep.url.clone();
     let b = Browser::new(&ep.dir);
@@ -1208,4 +1209,66 @@ fn signed_sign_in_requests_must_be_fresh_meant_for_us_and_are_answered_once() {
     // Within the skew, a request is fine.
     let (s, h, _) = send(&request("_req6", &xs_time(4 * 60), Some(&sso)), false);
     assert_eq!(s, 303, "{h}");
+}
+
+#[test]
+fn a_source_without_a_session_gets_429_past_its_budget_and_others_do_not() {
+    let config = "[throttle]\nanonymous_per_source_per_second = 1\nanonymous_burst = 30\n";
+    let (ep, pw) = endpoint_with_user("budget", config);
+    let u = ep.url.clone();
+    // A user who signs in first holds a session: never counted, however often it asks.
+    let user = Browser::new(&ep.dir.join("user"));
+    let page = sign_in_from(&ep, &user, &format!("{u}/demo/app1/"), USER, &pw);
+    assert!(page.contains("SAMLResponse"));
+    // One source without cookies, as fast as it is answered: a burst, then 429s.
+    let burst = |interface: &str, n: usize| -> Vec<String> {
+        let mut k = String::new();
+        for _ in 0..n {
+            k.push_str(&format!("url = \"{u}/login\"\noutput = \"/dev/null\"\n"));
+        }
+        let kfile = ep.dir.join(format!("burst-{interface}.curl"));
+        std::fs::write(&kfile, k).expect("curl config");
+        let out = Command::new("curl")
+            .args([
+                "-sk",
+                "--http1.1",
+                "--interface",
+                interface,
+                "-w",
+                "%{http_code}\\n",
+                "-K",
+            ])
+            .arg(&kfile)
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let codes = burst("127.0.0.1", 60);
+    let refused = codes.iter().filter(|c| *c == "429").count();
+    assert!(
+        (25..=35).contains(&(60 - refused)),
+        "about the burst of 30 admitted, the rest refused: {codes:?}"
+    );
+    let (s, h, body) = Browser::new(&ep.dir.join("late")).get(&format!("{u}/login"));
+    assert_eq!(s, 429, "{body}");
+    assert!(common::endpoint::header(&h, "retry-after").is_some(), "{h}");
+    assert!(
+        alert(&body)
+            .unwrap_or(body.clone())
+            .contains("Too many sign-in requests"),
+        "{body}"
+    );
+    // Another source has its own budget.
+    let other = burst("127.0.0.9", 5);
+    assert!(other.iter().all(|c| c == "303"), "{other:?}");
+    // The signed-in user is not affected by its address's spent budget.
+    let (s, _, page, _) = user.follow(&u, &format!("{u}/demo/app1/"));
+    assert_eq!(s, 200, "{page}");
+    assert!(page.contains("SAMLResponse"), "{page}");
+    // Metadata is never counted.
+    let (s, _, _) = Browser::new(&ep.dir.join("md")).get(&format!("{u}/saml/metadata"));
+    assert_eq!(s, 200);
 }

@@ -44,6 +44,10 @@ pub(crate) struct SiegeArgs {
     /// Sources (loopback addresses) the idle connections come from.
     #[arg(long, default_value_t = 16)]
     idle_sources: u8,
+    /// Run the endpoint without its per-source budget for sign-in work without a
+    /// session, to see what the bounded cost of each hostile request alone buys.
+    #[arg(long)]
+    no_budget: bool,
 }
 
 /// Counts of what the attackers did.
@@ -54,6 +58,8 @@ struct Attack {
     idle_held: AtomicU64,
     idle_opened: AtomicU64,
     refused: AtomicU64,
+    /// Answered 429: the source's budget for sign-in work without a session was spent.
+    throttled: AtomicU64,
 }
 
 /// The endpoint under siege: a child process, killed on drop.
@@ -144,7 +150,8 @@ fn flood_paths(base: &str) -> Vec<String> {
 }
 
 /// One attacking connection: GETs `paths` in turn as fast as they are answered, counting
-/// each answer in `count`; reconnects when the endpoint closes it, until told to stop.
+/// each answer the endpoint did the work for in `count` and each 429 in `attack`;
+/// reconnects when the endpoint closes it, until told to stop.
 async fn hammer(
     source: IpAddr,
     addr: SocketAddr,
@@ -152,12 +159,12 @@ async fn hammer(
     tls: Arc<rustls::ClientConfig>,
     stop: Arc<AtomicBool>,
     count: impl Fn() + Send + 'static,
-    refused: impl Fn() + Send + 'static,
+    attack: Arc<Attack>,
 ) {
     let mut i = 0usize;
     while !stop.load(Ordering::Relaxed) {
         let Ok(mut conn) = Conn::connect_from(source, addr, tls.clone()).await else {
-            refused();
+            attack.refused.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
@@ -167,6 +174,9 @@ async fn hammer(
                 .send("GET", &paths[i % paths.len()], &[], None, 64 * 1024)
                 .await
             {
+                Ok((429, _, _)) => {
+                    attack.throttled.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(_) => count(),
                 Err(_) => break,
             }
@@ -283,10 +293,21 @@ impl PendingSignIn {
     }
 }
 
-fn start_endpoint(dir: &Path, listen: SocketAddr) -> Result<Endpoint> {
+fn start_endpoint(dir: &Path, listen: SocketAddr, no_budget: bool) -> Result<Endpoint> {
     let exe = std::env::current_exe().context("own executable")?;
+    let config = dir.join("siege.toml");
+    std::fs::write(
+        &config,
+        if no_budget {
+            "[throttle]\nanonymous_per_source_per_second = 0\n"
+        } else {
+            ""
+        },
+    )?;
     let child = Command::new(exe)
-        .args(["--log", "error", "serve", "--demo-apps", "--data-dir"])
+        .args(["--log", "error", "serve", "--demo-apps", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
         .arg(dir)
         .args(["--listen", &listen.to_string()])
         .env_remove("CAUSEWAY_PUBLIC_URL")
@@ -328,7 +349,7 @@ pub(crate) async fn run(args: SiegeArgs) -> Result<()> {
         .port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let base = format!("https://{addr}");
-    let endpoint = start_endpoint(&data_dir, addr)?;
+    let endpoint = start_endpoint(&data_dir, addr, args.no_budget)?;
     let ca = data_dir.join("ca/ca.pem");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !ca.exists() {
@@ -340,7 +361,13 @@ pub(crate) async fn run(args: SiegeArgs) -> Result<()> {
     let tls = tls_config(Some(&ca))?;
     wait_healthy(addr, tls.clone()).await?;
     println!(
-        "bench siege: endpoint {base} (child process), {} legitimate clients from 127.0.0.1, {} s per measurement, {} cores",
+        "bench siege: endpoint {base} (child process, per-source budget for sign-in work without a session {}), {} legitimate clients from 127.0.0.1, {} s per measurement, {} cores",
+        if args.no_budget {
+            "off".to_owned()
+        } else {
+            let (rate, burst) = crate::serve_config::DEFAULT_ANONYMOUS_BUDGET;
+            format!("on: {rate}/s, bursts of {burst}")
+        },
         args.concurrency,
         args.seconds,
         std::thread::available_parallelism().map_or(0, usize::from)
@@ -363,7 +390,7 @@ pub(crate) async fn run(args: SiegeArgs) -> Result<()> {
     let flood = Arc::new(flood_paths(&base));
     let hostile = Arc::new(hostile_requests(&base));
     for i in 0..args.flooders + args.hostile {
-        let (a, b) = (attack.clone(), attack.clone());
+        let a = attack.clone();
         let (paths, count): (_, Box<dyn Fn() + Send>) = if i < args.flooders {
             (
                 flood.clone(),
@@ -386,9 +413,7 @@ pub(crate) async fn run(args: SiegeArgs) -> Result<()> {
             tls.clone(),
             stop.clone(),
             count,
-            move || {
-                b.refused.fetch_add(1, Ordering::Relaxed);
-            },
+            attack.clone(),
         )));
     }
     let first_idle = args.flooders + args.hostile;
@@ -403,9 +428,10 @@ pub(crate) async fn run(args: SiegeArgs) -> Result<()> {
     }
     // Let the idle connections build up to the caps before the clock starts.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (before_flows, before_hostile) = (
+    let (before_flows, before_hostile, before_throttled) = (
         attack.flow_starts.load(Ordering::Relaxed),
         attack.hostile_sent.load(Ordering::Relaxed),
+        attack.throttled.load(Ordering::Relaxed),
     );
     let started = Instant::now();
     let measured = sso::measure(addr, &base, &ca, shape, (user, pw, false)).await;
@@ -413,6 +439,7 @@ pub(crate) async fn run(args: SiegeArgs) -> Result<()> {
     let held = attack.idle_held.load(Ordering::Relaxed);
     let flows = attack.flow_starts.load(Ordering::Relaxed) - before_flows;
     let hostile_sent = attack.hostile_sent.load(Ordering::Relaxed) - before_hostile;
+    let throttled = attack.throttled.load(Ordering::Relaxed) - before_throttled;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
@@ -427,9 +454,10 @@ pub(crate) async fn run(args: SiegeArgs) -> Result<()> {
     let (under, mut under_lat) = measured?;
     let peak = endpoint.peak_rss_mib();
     println!(
-        "attack         {:.0} pending sign-ins started/s, {:.1} hostile XML messages/s, {held} idle connections held at the end ({} opened, {} connects refused or cut)",
+        "attack         {:.0} pending sign-ins started/s and {:.1} hostile XML messages/s read by the endpoint, {:.0}/s more answered 429 (source budget spent); {held} idle connections held at the end ({} opened, {} connects refused or cut)",
         flows as f64 / took,
         hostile_sent as f64 / took,
+        throttled as f64 / took,
         attack.idle_opened.load(Ordering::Relaxed),
         attack.refused.load(Ordering::Relaxed)
     );

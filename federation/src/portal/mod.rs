@@ -8,6 +8,7 @@
 // on the stack is a fine price for that.
 #![allow(clippy::result_large_err)]
 
+mod budget;
 mod demo;
 pub mod pages;
 
@@ -69,6 +70,9 @@ pub struct PortalConfig {
     pub config_apps: Apps,
     /// Serve the two demo applications under `/demo/`.
     pub demo_apps: bool,
+    /// Sign-in requests without a session one source may make: per second (0: no
+    /// limit) and in a burst.
+    pub anonymous_per_source: (u32, u32),
 }
 
 struct Keys {
@@ -88,6 +92,7 @@ pub struct Portal {
     sessions: Sessions,
     flows: Flows,
     seen_requests: SeenRequests,
+    anonymous: budget::AnonymousBudget,
     logouts: Logouts,
     demo: Option<demo::DemoApps>,
     csp_hashes: String,
@@ -151,6 +156,10 @@ impl Portal {
             sessions: Sessions::default(),
             flows: Flows::new(flow_key),
             seen_requests: SeenRequests::default(),
+            anonymous: budget::AnonymousBudget::new(
+                cfg.anonymous_per_source.0,
+                cfg.anonymous_per_source.1,
+            ),
             logouts: Logouts::default(),
             demo,
             cfg: PortalConfig { public_url, ..cfg },
@@ -260,6 +269,12 @@ impl Portal {
     ) -> Resp {
         let path = req.uri().path().to_owned();
         let method = req.method().clone();
+        if Self::starts_sign_in_work(&path) && self.session_of(&req).is_none() {
+            let source = self.auth.client_source(req.headers(), peer);
+            if !self.anonymous.take(source, std::time::Instant::now()) {
+                return self.too_many_requests();
+            }
+        }
         let r = match (&method, path.as_str()) {
             (&Method::GET, "/") => Ok(self.home(&req)),
             (&Method::GET, "/saml/metadata") => Ok(self.saml_metadata()),
@@ -351,6 +366,36 @@ impl Portal {
         );
         if let Ok(v) = HeaderValue::from_str(&csp) {
             h.insert("content-security-policy", v);
+        }
+        r
+    }
+
+    /// Whether a request to `path` makes the endpoint do sign-in work (parse a SAML
+    /// message, seal a flow, check a password, render a page), which a request without a
+    /// session pays for from its source's budget. Metadata and static answers are free.
+    fn starts_sign_in_work(path: &str) -> bool {
+        matches!(
+            path,
+            "/" | "/login"
+                | "/logout"
+                | "/saml/sso"
+                | "/saml/continue"
+                | "/saml/idp-init"
+                | "/saml/slo"
+                | "/wsfed"
+        ) || path.starts_with("/demo/")
+    }
+
+    /// A source that spent its budget for sign-in work without a session: a short answer
+    /// that costs nothing to make.
+    fn too_many_requests(&self) -> Resp {
+        let mut r = self.error_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many requests",
+            "Too many sign-in requests came from your network. Wait a moment, then try again.",
+        );
+        if let Ok(v) = HeaderValue::from_str(&self.anonymous.retry_after().to_string()) {
+            r.headers_mut().insert(hyper::header::RETRY_AFTER, v);
         }
         r
     }
