@@ -266,6 +266,14 @@ pub fn parse_with(xml: &str, limits: Limits) -> Result<Node, XmlError> {
     if xml.len() > limits.max_bytes {
         return Err(XmlError::TooLarge(limits.max_bytes));
     }
+    // XML 1.0 §2.2: no C0 control character but tab, line feed and carriage return may
+    // appear anywhere, literally (references to them are checked where they resolve).
+    if let Some(b) = xml
+        .bytes()
+        .find(|&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
+    {
+        return Err(malformed(format!("control character 0x{b:02x}")));
+    }
     let mut reader = quick_xml::Reader::from_str(xml);
     let cfg = reader.config_mut();
     cfg.check_end_names = true;
@@ -336,6 +344,12 @@ pub fn parse_with(xml: &str, limits: Limits) -> Result<Node, XmlError> {
                         }
                     }
                 };
+                if !is_xml_char(c) {
+                    return Err(malformed(format!(
+                        "a reference to a character XML does not allow (U+{:04X})",
+                        u32::from(c)
+                    )));
+                }
                 push_text(&mut stack, c.encode_utf8(&mut [0; 4]))?;
             }
             Event::Eof => break,
@@ -366,6 +380,43 @@ fn close(node: Node, stack: &mut [Node], root: &mut Option<Node>) {
     match stack.last_mut() {
         Some(parent) => parent.children.push(Content::Element(node)),
         None => *root = Some(node),
+    }
+}
+
+/// XML 1.0 §2.2 `Char`.
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// Namespaces in XML §3 `NCName` (XML 1.0 §2.3 `Name` without the colon), checked so
+/// that what we canonicalise is XML that any parser reads back.
+fn is_ncname(s: &str) -> bool {
+    let start = |c: char| {
+        c.is_ascii_alphabetic()
+            || c == '_'
+            || matches!(c, '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{F6}' | '\u{F8}'..='\u{2FF}' | '\u{370}'..='\u{37D}' | '\u{37F}'..='\u{1FFF}' | '\u{200C}'..='\u{200D}' | '\u{2070}'..='\u{218F}' | '\u{2C00}'..='\u{2FEF}' | '\u{3001}'..='\u{D7FF}' | '\u{F900}'..='\u{FDCF}' | '\u{FDF0}'..='\u{FFFD}' | '\u{10000}'..='\u{EFFFF}')
+    };
+    let mut chars = s.chars();
+    chars.next().is_some_and(start) && chars.all(|c| {
+        start(c)
+            || c.is_ascii_digit()
+            || matches!(c, '-' | '.' | '\u{B7}' | '\u{300}'..='\u{36F}' | '\u{203F}'..='\u{2040}')
+    })
+}
+
+/// A qualified name: `NCName` or `NCName:NCName`.
+fn check_qname(q: &str) -> Result<(), XmlError> {
+    let ok = match q.split_once(':') {
+        Some((p, l)) => is_ncname(p) && is_ncname(l),
+        None => is_ncname(q),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(malformed(format!(
+            "{:?} is not a valid XML name",
+            q.chars().take(40).collect::<String>()
+        )))
     }
 }
 
@@ -412,6 +463,7 @@ fn open(s: &BytesStart<'_>, parent: &Arc<Scope>, budget: &mut Budget) -> Result<
     let name = std::str::from_utf8(s.name().as_ref())
         .map_err(malformed)?
         .to_owned();
+    check_qname(&name)?;
     let mut decls: Vec<(String, Arc<str>)> = Vec::new();
     let mut raw_attrs = Vec::new();
     for (i, a) in s.attributes().with_checks(true).enumerate() {
@@ -420,6 +472,7 @@ fn open(s: &BytesStart<'_>, parent: &Arc<Scope>, budget: &mut Budget) -> Result<
         }
         let a = a.map_err(malformed)?;
         let key = std::str::from_utf8(a.key.as_ref()).map_err(malformed)?;
+        check_qname(key)?;
         let value = attr_value(&a.value)?;
         let declared = if key == "xmlns" {
             Some("")
@@ -658,6 +711,34 @@ mod tests {
         assert_eq!(n.children, vec![Content::Text("1\n2\n34\n5\n6\r".into())]);
         let n = parse("<a x='1\r\n2&#13;'/>").expect("parses");
         assert_eq!(n.attr("x"), Some("1 2\r"));
+    }
+
+    #[test]
+    fn names_and_characters_must_be_xml() {
+        for doc in [
+            "<\u{0}~//>",
+            "<a\u{1}/>",
+            "<a>\u{0}</a>",
+            "<a>&#0;</a>",
+            "<a>&#x1;</a>",
+            "<1a/>",
+            "<a:b:c xmlns:a='urn:a'/>",
+            "<a -x='1'/>",
+            "<a x\u{7f}y='1'/>",
+        ] {
+            assert!(
+                matches!(parse(doc), Err(XmlError::Malformed(_))),
+                "{doc:?}: {:?}",
+                parse(doc)
+            );
+        }
+        for doc in [
+            "<a\u{e9}t\u{e9}/>",
+            "<_a.b-c x\u{b7}='1'/>",
+            "<a>\t\n&#9;&#x10000;</a>",
+        ] {
+            assert!(parse(doc).is_ok(), "{doc:?}: {:?}", parse(doc));
+        }
     }
 
     #[test]
