@@ -163,7 +163,19 @@ pub trait LockoutStore: Send + Sync {
         state: Option<&str>,
         now: SystemTime,
     ) -> Result<(), StoreError>;
+    /// Deletes rows last written before `older_than`, then all but the `keep` most
+    /// recently written; returns how many went.
+    fn prune_lockout(&self, keep: usize, older_than: SystemTime) -> Result<usize, StoreError>;
 }
+
+/// Rows waiting for the writer at most: past it, a change is kept in memory only (and
+/// written with the account's next change), so a flood of failures cannot grow the
+/// queue without bound.
+const WRITE_QUEUE: usize = 4096;
+/// How often the writer prunes the stored rows, and after how long unused a row goes
+/// (familiar places included: a month without a sign-in forgets them).
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+const ROW_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 type Fingerprint = [u8; 16];
 
@@ -173,17 +185,39 @@ enum Write {
     Flush(std::sync::mpsc::Sender<()>),
 }
 
-fn writer_loop(store: Arc<dyn LockoutStore>, rx: std::sync::mpsc::Receiver<Write>) {
-    for w in rx {
-        match w {
-            Write::Row(account, text, now) => {
+/// Writes queued rows in order and, about once a minute, prunes the store to at most
+/// `keep` rows of the last [`ROW_RETENTION`] — so that names sprayed between restarts
+/// cannot grow the file without bound.
+fn writer_loop(
+    store: Arc<dyn LockoutStore>,
+    rx: std::sync::mpsc::Receiver<Write>,
+    keep: usize,
+    clock: fn() -> SystemTime,
+) {
+    let mut last_prune = std::time::Instant::now();
+    loop {
+        match rx.recv_timeout(PRUNE_EVERY) {
+            Ok(Write::Row(account, text, now)) => {
                 if let Err(e) = store.save_lockout(&account, text.as_deref(), now) {
                     // Memory still holds the state; only a restart would forget it.
                     warn!(error = %e, "lockout state not persisted");
                 }
             }
-            Write::Flush(done) => {
+            Ok(Write::Flush(done)) => {
                 let _ = done.send(());
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = std::time::Instant::now();
+            let older_than = clock()
+                .checked_sub(ROW_RETENTION)
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            match store.prune_lockout(keep, older_than) {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(rows = n, "old lockout rows pruned"),
+                Err(e) => warn!(error = %e, "lockout rows not pruned"),
             }
         }
     }
@@ -383,7 +417,9 @@ pub struct SmartLockout {
     /// The writer thread's queue, once persisted. Rows are written off the sign-in's path,
     /// so no answer waits for the disk (and an answer from memory, which writes nothing,
     /// is not faster than one that changed the state).
-    writer: OnceLock<std::sync::mpsc::Sender<Write>>,
+    writer: OnceLock<std::sync::mpsc::SyncSender<Write>>,
+    /// Rows not queued because the writer was behind (kept in memory only).
+    dropped_rows: std::sync::atomic::AtomicU64,
     /// Held while a row is taken from memory and queued, so writes for one account reach
     /// the store in the order they were made.
     persist: Mutex<()>,
@@ -463,6 +499,7 @@ impl SmartLockout {
             familiar: Mutex::new(HashMap::new()),
             sources: Mutex::new(HashMap::new()),
             writer: OnceLock::new(),
+            dropped_rows: std::sync::atomic::AtomicU64::new(0),
             persist: Mutex::new(()),
             freed: tokio::sync::Notify::new(),
             next_waiter: std::sync::atomic::AtomicU64::new(1),
@@ -539,10 +576,16 @@ impl SmartLockout {
         for account in stale {
             store.save_lockout(&account, None, now)?;
         }
-        let (tx, rx) = std::sync::mpsc::channel();
+        store.prune_lockout(
+            self.policy.max_tracked,
+            now.checked_sub(ROW_RETENTION)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+        )?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(WRITE_QUEUE);
+        let keep = self.policy.max_tracked;
         std::thread::Builder::new()
             .name("lockout-writer".into())
-            .spawn(move || writer_loop(store, rx))
+            .spawn(move || writer_loop(store, rx, keep, SystemTime::now))
             .map_err(|e| StoreError::Database {
                 path: "lockout state".into(),
                 action: "start the writer thread",
@@ -866,11 +909,24 @@ impl SmartLockout {
         };
         let empty = row.unfamiliar.is_empty() && row.familiar.is_empty() && row.places.is_empty();
         let text = (!empty).then(|| serde_json::to_string(&row).expect("a lockout row serialises"));
-        if tx
-            .send(Write::Row(key.as_str().to_owned(), text, now))
-            .is_err()
-        {
-            warn!("lockout writer stopped; state kept in memory only");
+        match tx.try_send(Write::Row(key.as_str().to_owned(), text, now)) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                // Behind by a whole queue: a flood. The state is in memory; the row is
+                // written with this account's next change.
+                let n = self
+                    .dropped_rows
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n.is_power_of_two() {
+                    warn!(
+                        dropped = n + 1,
+                        "lockout writer behind; state kept in memory only"
+                    );
+                }
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                warn!("lockout writer stopped; state kept in memory only");
+            }
         }
     }
 

@@ -620,6 +620,24 @@ impl crate::hub::lockout::LockoutStore for SqliteStore {
         .map(drop)
         .map_err(self.err("write the lockout state"))
     }
+
+    fn prune_lockout(&self, keep: usize, older_than: SystemTime) -> Result<usize, StoreError> {
+        let conn = self.lock();
+        let old = conn
+            .execute(
+                "DELETE FROM lockout WHERE updated_at < ?1",
+                [secs(older_than)],
+            )
+            .map_err(self.err("prune the lockout state"))?;
+        let over = conn
+            .execute(
+                "DELETE FROM lockout WHERE account IN
+                 (SELECT account FROM lockout ORDER BY updated_at DESC, account LIMIT -1 OFFSET ?1)",
+                [i64::try_from(keep).unwrap_or(i64::MAX)],
+            )
+            .map_err(self.err("prune the lockout state"))?;
+        Ok(old + over)
+    }
 }
 
 #[cfg(test)]
@@ -662,6 +680,43 @@ mod tests {
         drop(s);
         let e = SqliteStore::open(&path).expect_err("newer schema");
         assert!(e.to_string().contains("schema version 99"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Pruning keeps the most recently written rows of the retention period, so names
+    /// sprayed between restarts cannot grow the file without bound.
+    #[test]
+    fn lockout_rows_are_pruned_by_age_then_by_count() {
+        let dir = std::env::temp_dir().join(format!("causeway-store-prune-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let s = SqliteStore::open(&dir.join("directory.sqlite")).expect("create");
+        let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        for i in 0..10u64 {
+            s.save_lockout(
+                &format!("n:user{i}@corp.example"),
+                Some("{}"),
+                t0 + std::time::Duration::from_secs(i * 60),
+            )
+            .expect("row");
+        }
+        // Two rows are older than the cut; of the eight left, the five newest stay.
+        let cut = t0 + std::time::Duration::from_secs(2 * 60);
+        assert_eq!(s.prune_lockout(5, cut).expect("prune"), 5);
+        let left: Vec<String> = s
+            .load_lockout(100)
+            .expect("rows")
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect();
+        assert_eq!(
+            left,
+            (5..10)
+                .rev()
+                .map(|i| format!("n:user{i}@corp.example"))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(s.prune_lockout(5, cut).expect("again"), 0);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
