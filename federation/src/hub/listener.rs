@@ -9,14 +9,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use causeway_credential::wire::{Frame, GoAwayReason, ALPN, ENROLL_ALPN};
+use causeway_proto::agent::{Frame, GoAwayReason, ALPN, ENROLL_ALPN};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
 use crate::web::{HttpLimits, Metrics};
 
-use causeway_credential::wire::io::{read_frame, write_frame};
+use causeway_proto::agent::io::{read_frame, write_frame};
 
 use super::{AgentPeer, Hub};
 

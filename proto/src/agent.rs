@@ -1,13 +1,14 @@
 //! The agent protocol's frames: what the hub and an agent say to each other over their
-//! mutually authenticated TLS channel. Shared by both sides, so it lives here; it is a pure
-//! codec (no I/O), with every length bounded before anything is allocated.
+//! mutually authenticated TLS channel. Shared by both sides, so it lives here; the codec is
+//! pure (the async [`io`] part is behind feature `tokio`), with every length bounded before
+//! anything is allocated.
 //!
 //! A frame on the wire is `length u32 BE | kind u8 | body`, where `length` counts the kind
 //! byte and the body and is at most [`MAX_FRAME_LEN`]. Integers are big-endian; text is
 //! `len u16 | UTF-8` without control characters.
 
-use crate::envelope::{ChannelKey, RequestId, SealedEnvelope, CHANNEL_KEY_LEN, MAX_ENVELOPE_LEN};
-use crate::outcome::SignInOutcome;
+use causeway_credential::envelope::{CHANNEL_KEY_LEN, MAX_ENVELOPE_LEN};
+use causeway_credential::{ChannelKey, RequestId, SealedEnvelope, SignInOutcome};
 
 /// The protocol version this build speaks. Version 2 sends one [`Frame::ChannelKey`] per
 /// channel and envelopes keyed from it, which a version 1 agent cannot open: the hub
@@ -250,7 +251,7 @@ impl std::fmt::Debug for Frame {
         match self {
             Frame::Enroll { host_name, .. } => f
                 .debug_struct("Enroll")
-                .field("token", &crate::secret::REDACTED)
+                .field("token", &causeway_credential::REDACTED)
                 .field("host_name", host_name)
                 .finish_non_exhaustive(),
             Frame::Hello {
