@@ -172,7 +172,7 @@ pub async fn register(
     cfg.alpn_protocols = vec![ENROLL_ALPN.to_vec()];
     let mut tls = crate::connect::dial_alpn(endpoint, proxy, Arc::new(cfg), ENROLL_ALPN).await?;
     let enroll = Frame::Enroll {
-        token: token.trim().to_owned(),
+        token: Secret::new(token.trim().to_owned()),
         host_name: host_name.to_owned(),
         hpke_public_key: hpke.public().to_bytes(),
         csr_pem,

@@ -309,7 +309,7 @@ async fn enroll<S>(
     };
     let host = host_name.clone();
     let result = tokio::task::spawn_blocking(move || {
-        authority.enroll(&token, &host_name, hpke_public_key, &csr_pem)
+        authority.enroll(token.expose_secret(), &host_name, hpke_public_key, &csr_pem)
     })
     .await
     .unwrap_or_else(|_| Err("enrollment failed inside the endpoint".into()));
