@@ -9,10 +9,10 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, Context, Result};
 use causeway_certs::signing::{KeySet, RolloverPolicy};
 use causeway_certs::{AgentId, AgentStatus, Ca, Registry, TokenPurpose};
-use causeway_credential::wire::{ALPN, ENROLL_ALPN};
 use causeway_federation::hub::authority::CertsAuthority;
 use causeway_federation::hub::{listener, Hub, HubConfig};
 use causeway_federation::web::{Metrics, WebState};
+use causeway_proto::agent::{ALPN, ENROLL_ALPN};
 use tracing::info;
 
 /// Where the endpoint keeps its state unless told otherwise.

@@ -18,11 +18,11 @@ use causeway_agent::validator::{
     DcTarget, DirectorySettings, LoginResolution, Transport, Validator,
 };
 use causeway_certs::{AgentId, Ca, Registry, TokenPurpose};
-use causeway_credential::wire::{Frame, ALPN, ENROLL_ALPN};
 use causeway_credential::{EnvelopeOpener, Password, SignInOutcome};
 use causeway_federation::hub::authority::CertsAuthority;
 use causeway_federation::hub::listener;
 use causeway_federation::hub::{CheckRequest, Hub, HubConfig};
+use causeway_proto::agent::{Frame, ALPN, ENROLL_ALPN};
 use common::{lab, tls_config, Lab};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

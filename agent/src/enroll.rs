@@ -7,8 +7,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use causeway_credential::wire::{Frame, ENROLL_ALPN};
 use causeway_credential::{AgentKeyPair, Secret};
+use causeway_proto::agent::{Frame, ENROLL_ALPN};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -50,7 +50,7 @@ pub fn pinned_prefix(token: &str) -> Result<String, EnrollError> {
         && fp
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if secret.is_empty() || token.len() > causeway_credential::wire::MAX_TOKEN_LEN || !fp_ok {
+    if secret.is_empty() || token.len() > causeway_proto::agent::MAX_TOKEN_LEN || !fp_ok {
         return Err(EnrollError::MalformedToken);
     }
     Ok(fp.to_owned())
@@ -172,17 +172,17 @@ pub async fn register(
     cfg.alpn_protocols = vec![ENROLL_ALPN.to_vec()];
     let mut tls = crate::connect::dial_alpn(endpoint, proxy, Arc::new(cfg), ENROLL_ALPN).await?;
     let enroll = Frame::Enroll {
-        token: token.trim().to_owned(),
+        token: Secret::new(token.trim().to_owned()),
         host_name: host_name.to_owned(),
         hpke_public_key: hpke.public().to_bytes(),
         csr_pem,
     };
-    causeway_credential::wire::io::write_frame(&mut tls, &enroll)
+    causeway_proto::agent::io::write_frame(&mut tls, &enroll)
         .await
         .map_err(|e| EnrollError::Protocol(e.to_string()))?;
     let answer = tokio::time::timeout(
         std::time::Duration::from_secs(30),
-        causeway_credential::wire::io::read_frame(&mut tls),
+        causeway_proto::agent::io::read_frame(&mut tls),
     )
     .await
     .map_err(|_| EnrollError::Protocol("no answer within 30 s".into()))?

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use causeway_credential::wire::ALPN;
 use causeway_credential::{EnvelopeOpener, Secret};
+use causeway_proto::agent::ALPN;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use tracing::{info, warn};

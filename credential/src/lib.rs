@@ -1,7 +1,8 @@
 //! Causeway's hardened credential core: secret types, the NT hash, Entra-compatible
 //! password-hash-sync verifiers, sealed credential envelopes and the sign-in outcome
 //! vocabulary. It must never log, print, serialise or keep a secret longer than needed,
-//! and it does no I/O of its own.
+//! and it does no I/O of its own: the agent protocol that carries its envelopes is in
+//! `causeway-proto`.
 #![forbid(unsafe_code)]
 
 pub mod envelope;
@@ -11,7 +12,6 @@ mod password;
 mod phs;
 mod random;
 mod secret;
-pub mod wire;
 
 pub use envelope::{
     AgentKeyPair, AgentPublicKey, AgentSecretKey, ChannelKey, ChannelOpener, ChannelSealer,

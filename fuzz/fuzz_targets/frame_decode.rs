@@ -2,7 +2,7 @@
 //! network): never a panic, bounded work, and whatever decodes re-encodes to the same bytes.
 #![no_main]
 
-use causeway_credential::wire::{frame_len, Frame};
+use causeway_proto::agent::{frame_len, Frame};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

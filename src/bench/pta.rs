@@ -14,13 +14,13 @@ use causeway_agent::connect::{keep_channel, Backoff};
 use causeway_agent::validator::{
     DcTarget, DirectorySettings, LoginResolution, Transport, Validator,
 };
-use causeway_credential::wire::{ALPN, ENROLL_ALPN};
 use causeway_credential::{
     AgentKeyPair, ChannelSealer, EnvelopeContext, EnvelopeOpener, Password, RequestId,
     SignInOutcome,
 };
 use causeway_federation::hub::authority::CertsAuthority;
 use causeway_federation::hub::{listener, CheckRequest, Hub, HubConfig};
+use causeway_proto::agent::{ALPN, ENROLL_ALPN};
 use ldap3::{LdapConnAsync, LdapConnSettings};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;

@@ -9,14 +9,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use causeway_credential::wire::{Frame, GoAwayReason, ALPN, ENROLL_ALPN};
+use causeway_proto::agent::{Frame, GoAwayReason, ALPN, ENROLL_ALPN};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
 use crate::web::{HttpLimits, Metrics};
 
-use causeway_credential::wire::io::{read_frame, write_frame};
+use causeway_proto::agent::io::{read_frame, write_frame};
 
 use super::{AgentPeer, Hub};
 
@@ -309,7 +309,7 @@ async fn enroll<S>(
     };
     let host = host_name.clone();
     let result = tokio::task::spawn_blocking(move || {
-        authority.enroll(&token, &host_name, hpke_public_key, &csr_pem)
+        authority.enroll(token.expose_secret(), &host_name, hpke_public_key, &csr_pem)
     })
     .await
     .unwrap_or_else(|_| Err("enrollment failed inside the endpoint".into()));

@@ -16,11 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use causeway_credential::envelope::MAX_LIFETIME_SECS;
-use causeway_credential::wire::io::{read_frame, write_frame};
-use causeway_credential::wire::{Frame, FrameError, GoAwayReason, PROTOCOL_VERSION};
 use causeway_credential::{
     AgentPublicKey, ChannelSealer, EnvelopeContext, Password, RequestId, SignInOutcome,
 };
+use causeway_proto::agent::io::{read_frame, write_frame};
+use causeway_proto::agent::{Frame, FrameError, GoAwayReason, PROTOCOL_VERSION};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tracing::{debug, info, warn};
@@ -82,11 +82,11 @@ pub struct CheckRequest {
     pub source: Option<IpAddr>,
 }
 
-impl From<causeway_credential::wire::io::WireError> for ChannelError {
-    fn from(e: causeway_credential::wire::io::WireError) -> Self {
+impl From<causeway_proto::agent::io::WireError> for ChannelError {
+    fn from(e: causeway_proto::agent::io::WireError) -> Self {
         match e {
-            causeway_credential::wire::io::WireError::Frame(f) => Self::Frame(f),
-            causeway_credential::wire::io::WireError::Io(i) => Self::Io(i),
+            causeway_proto::agent::io::WireError::Frame(f) => Self::Frame(f),
+            causeway_proto::agent::io::WireError::Io(i) => Self::Io(i),
         }
     }
 }

@@ -1,13 +1,14 @@
 //! The agent protocol's frames: what the hub and an agent say to each other over their
-//! mutually authenticated TLS channel. Shared by both sides, so it lives here; it is a pure
-//! codec (no I/O), with every length bounded before anything is allocated.
+//! mutually authenticated TLS channel. Shared by both sides, so it lives here; the codec is
+//! pure (the async [`io`] part is behind feature `tokio`), with every length bounded before
+//! anything is allocated.
 //!
 //! A frame on the wire is `length u32 BE | kind u8 | body`, where `length` counts the kind
 //! byte and the body and is at most [`MAX_FRAME_LEN`]. Integers are big-endian; text is
 //! `len u16 | UTF-8` without control characters.
 
-use crate::envelope::{ChannelKey, RequestId, SealedEnvelope, CHANNEL_KEY_LEN, MAX_ENVELOPE_LEN};
-use crate::outcome::SignInOutcome;
+use causeway_credential::envelope::{CHANNEL_KEY_LEN, MAX_ENVELOPE_LEN};
+use causeway_credential::{ChannelKey, RequestId, SealedEnvelope, Secret, SignInOutcome};
 
 /// The protocol version this build speaks. Version 2 sends one [`Frame::ChannelKey`] per
 /// channel and envelopes keyed from it, which a version 1 agent cannot open: the hub
@@ -72,7 +73,10 @@ impl GoAwayReason {
 }
 
 /// One message of the agent protocol. Its `Debug` never shows an enrollment token.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// Not `Clone` nor `PartialEq`: an `Enroll` frame holds a [`Secret`], which may be copied
+/// only by exposing it on purpose and compared only in constant time. Compare frames by
+/// their bytes ([`Frame::to_bytes`]) where a test needs to.
 #[non_exhaustive]
 pub enum Frame {
     /// Agent → hub, first frame: who it is and how much it takes at once.
@@ -123,8 +127,9 @@ pub enum Frame {
     Pong(u64),
     /// New agent → hub (enrollment ALPN): a one-time token, the agent's keys, its CSR.
     Enroll {
-        /// The one-time enrollment token an administrator created.
-        token: String,
+        /// The one-time enrollment token an administrator created: a secret, so it is
+        /// zeroized when the frame is dropped and `Debug` prints it as `[redacted]`.
+        token: Secret<String>,
         /// The agent host's name, for `certs list`.
         host_name: String,
         /// The HPKE public key credentials will be sealed to.
@@ -248,9 +253,11 @@ pub mod io {
 impl std::fmt::Debug for Frame {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Frame::Enroll { host_name, .. } => f
+            Frame::Enroll {
+                token, host_name, ..
+            } => f
                 .debug_struct("Enroll")
-                .field("token", &crate::secret::REDACTED)
+                .field("token", token)
                 .field("host_name", host_name)
                 .finish_non_exhaustive(),
             Frame::Hello {
@@ -415,7 +422,7 @@ impl Frame {
                 csr_pem,
             } => {
                 out.push(K_ENROLL);
-                put_text(out, token, MAX_TOKEN_LEN);
+                put_text(out, token.expose_secret(), MAX_TOKEN_LEN);
                 put_text(out, host_name, MAX_ID_LEN);
                 out.extend_from_slice(hpke_public_key);
                 put_text(out, csr_pem, MAX_PEM_LEN);
@@ -529,7 +536,7 @@ impl Frame {
                 }
             }
             K_ENROLL => Frame::Enroll {
-                token: r.text("token", MAX_TOKEN_LEN)?,
+                token: Secret::new(r.text("token", MAX_TOKEN_LEN)?),
                 host_name: r.text("host name", MAX_ID_LEN)?,
                 hpke_public_key: {
                     let mut k = [0u8; 32];
@@ -700,6 +707,12 @@ mod tests {
                 reason: GoAwayReason::ShuttingDown,
                 detail: String::new(),
             },
+            Frame::Enroll {
+                token: Secret::new("cwt1.s3cr3t.ab12".into()),
+                host_name: "dc01".into(),
+                hpke_public_key: [7; 32],
+                csr_pem: "PEM".into(),
+            },
         ]
     }
 
@@ -709,8 +722,37 @@ mod tests {
             let bytes = f.to_bytes();
             let len = frame_len(bytes[..4].try_into().expect("4 bytes")).expect("length ok");
             assert_eq!(len, bytes.len() - 4);
-            assert_eq!(Frame::decode(&bytes[4..]).expect("decodes"), f);
+            // Frames are not `PartialEq` (an Enroll holds a secret): compare the bytes
+            // the decoded frame encodes back to.
+            let back = Frame::decode(&bytes[4..]).expect("decodes");
+            assert_eq!(back.to_bytes(), bytes, "{f:?}");
         }
+    }
+
+    /// The token is a `Secret` once decoded (redacted in `Debug`, read only on purpose),
+    /// and turning it into one did not change a byte of the Enroll frame on the wire:
+    /// agents and endpoints of either side of this change still enroll with each other.
+    #[test]
+    fn enroll_token_is_a_secret_and_its_encoding_is_unchanged() {
+        let golden: Vec<u8> = [
+            &b"\x00\x00\x00\x3e\x08\x00\x10cwt1.s3cr3t.ab12\x00\x04dc01"[..],
+            &[7; 32],
+            b"\x00\x03PEM",
+        ]
+        .concat();
+        let f = Frame::Enroll {
+            token: Secret::new("cwt1.s3cr3t.ab12".into()),
+            host_name: "dc01".into(),
+            hpke_public_key: [7; 32],
+            csr_pem: "PEM".into(),
+        };
+        assert_eq!(f.to_bytes(), golden);
+        let Frame::Enroll { token, .. } = Frame::decode(&golden[4..]).expect("decodes") else {
+            panic!("kind")
+        };
+        assert_eq!(format!("{token:?}"), causeway_credential::REDACTED);
+        assert_eq!(format!("{token}"), causeway_credential::REDACTED);
+        assert_eq!(token.expose_secret(), "cwt1.s3cr3t.ab12");
     }
 
     #[test]
@@ -732,7 +774,7 @@ mod tests {
     #[test]
     fn debug_never_shows_a_token_and_long_text_is_cut_not_fatal() {
         let f = Frame::Enroll {
-            token: "cwt1.SECRETSECRET.abc".into(),
+            token: Secret::new("cwt1.SECRETSECRET.abc".into()),
             host_name: "h".into(),
             hpke_public_key: [0; 32],
             csr_pem: "X".into(),
