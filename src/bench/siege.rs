@@ -270,25 +270,15 @@ impl PendingSignIn {
     async fn finish(self, user: &str, pw: &str) -> Result<bool> {
         let mut conn =
             Conn::connect(&self.addr.ip().to_string(), self.addr.port(), self.tls).await?;
-        let form = form_urlencoded::Serializer::new(String::new())
-            .append_pair("flow", &self.flow)
-            .append_pair("csrf", &self.csrf)
-            .append_pair("username", user)
-            .append_pair("password", pw)
-            .finish();
-        let c = format!("__Host-causeway_login={}", self.login_cookie);
-        let (s, h, _) = conn
-            .send(
-                "POST",
-                "/login",
-                &[
-                    ("cookie", &c),
-                    ("content-type", "application/x-www-form-urlencoded"),
-                ],
-                Some(form.into_bytes()),
-                1 << 20,
-            )
-            .await?;
+        let (s, h, _) = sso::post_login(
+            &mut conn,
+            &self.login_cookie,
+            &self.flow,
+            &self.csrf,
+            user,
+            pw,
+        )
+        .await?;
         Ok((s == 303 || s == 200) && cookie_of(&h, "__Host-causeway_sso").is_some())
     }
 }

@@ -71,6 +71,36 @@ pub(super) fn authn_request_path(base: &str, relay_state: &str) -> String {
     format!("/saml/sso?{q}")
 }
 
+/// Submits the sign-in form: its hidden `flow` and `csrf`, with the login cookie it came
+/// with; returns the endpoint's answer.
+pub(super) async fn post_login(
+    conn: &mut Conn,
+    login_cookie: &str,
+    flow: &str,
+    csrf: &str,
+    user: &str,
+    pw: &str,
+) -> Result<(u16, hyper::HeaderMap, hyper::body::Bytes)> {
+    let form = form_urlencoded::Serializer::new(String::new())
+        .append_pair("flow", flow)
+        .append_pair("csrf", csrf)
+        .append_pair("username", user)
+        .append_pair("password", pw)
+        .finish();
+    let c = format!("__Host-causeway_login={login_cookie}");
+    conn.send(
+        "POST",
+        "/login",
+        &[
+            ("cookie", &c),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        Some(form.into_bytes()),
+        1 << 20,
+    )
+    .await
+}
+
 /// Adds the benchmark's password-hash-sync user to a new endpoint's directory.
 pub(super) fn add_bench_user(data_dir: &std::path::Path, user: &str, pw: &str) -> Result<()> {
     let store = SqliteStore::open(&data_dir.join("directory.sqlite"))?;
@@ -159,32 +189,10 @@ impl Client {
                 let login = cookie_of(&h, "__Host-causeway_login")
                     .ok_or_else(|| anyhow!("no login cookie"))?;
                 let page = String::from_utf8_lossy(&body);
-                let form = form_urlencoded::Serializer::new(String::new())
-                    .append_pair(
-                        "flow",
-                        &hidden(&page, "flow").ok_or_else(|| anyhow!("no flow"))?,
-                    )
-                    .append_pair(
-                        "csrf",
-                        &hidden(&page, "csrf").ok_or_else(|| anyhow!("no csrf"))?,
-                    )
-                    .append_pair("username", user)
-                    .append_pair("password", pw)
-                    .finish();
-                let c = format!("__Host-causeway_login={login}");
-                let (s, h, body) = self
-                    .conn
-                    .send(
-                        "POST",
-                        "/login",
-                        &[
-                            ("cookie", &c),
-                            ("content-type", "application/x-www-form-urlencoded"),
-                        ],
-                        Some(form.into_bytes()),
-                        1 << 20,
-                    )
-                    .await?;
+                let flow = hidden(&page, "flow").ok_or_else(|| anyhow!("no flow"))?;
+                let csrf = hidden(&page, "csrf").ok_or_else(|| anyhow!("no csrf"))?;
+                let (s, h, body) =
+                    post_login(&mut self.conn, &login, &flow, &csrf, user, pw).await?;
                 if s != 200 {
                     bail!("sign-in answered {s}");
                 }
