@@ -12,7 +12,8 @@ use causeway_certs::{AgentId, AgentStatus, Ca, Registry, TokenPurpose};
 use causeway_credential::wire::{ALPN, ENROLL_ALPN};
 use causeway_federation::hub::authority::CertsAuthority;
 use causeway_federation::hub::{listener, Hub, HubConfig};
-use causeway_federation::web::{Metrics, WebState};
+use causeway_federation::metrics::Metrics;
+use causeway_federation::web::{HttpHandler, WebState};
 use tracing::info;
 
 /// Where the endpoint keeps its state unless told otherwise.
@@ -193,6 +194,7 @@ pub(crate) async fn run_endpoint(
     };
     let fd_limit = raise_fd_limit();
     let (limits, lowered) = s.file.connections.limits(fd_limit);
+    let http_limits = s.file.connections.http();
     if let Some(w) = lowered {
         tracing::warn!("{w}");
     }
@@ -306,7 +308,7 @@ pub(crate) async fn run_endpoint(
         max_connections = limits.max_connections,
         max_connections_per_source = limits.max_connections_per_source,
         max_agent_channels = limits.max_agent_channels,
-        idle_timeout_s = limits.http.idle_timeout.as_secs(),
+        idle_timeout_s = http_limits.idle_timeout.as_secs(),
         "endpoint ready: sign-in, SAML, WS-Federation, agents and /healthz on one port; /metrics on metrics_listen"
     );
     if !s.require_approval {
@@ -335,7 +337,10 @@ pub(crate) async fn run_endpoint(
     if let Some(r) = ready {
         let _ = r.send(bound);
     }
-    listener::serve_with_limits(listener, Arc::new(tls), hub, authority, Some(web), limits).await;
+    let metrics = web.metrics.clone();
+    let agents = listener::AgentHandler::start(hub, authority, limits.handshake_timeout);
+    let routes = agents.routes().http(HttpHandler::new(web, http_limits));
+    causeway_federation::acceptor::serve(listener, Arc::new(tls), limits, routes, metrics).await;
     Ok(())
 }
 
