@@ -289,7 +289,7 @@ impl ServeConfig {
                 match v {
                     None => Ok(default),
                     Some(s) => {
-                        crate::endpoint::parse_duration(s.get_ref()).map_err(|m| at(s.span(), m))
+                        crate::duration::parse_duration(s.get_ref()).map_err(|m| at(s.span(), m))
                     }
                 }
             };
