@@ -165,7 +165,7 @@ impl ServeArgs {
             endpoint_id: self
                 .endpoint_id
                 .or_else(|| file.endpoint_id.clone())
-                .unwrap_or_else(causeway_agent::runtime::host_name),
+                .unwrap_or_else(causeway_certs::host_name),
             require_approval: self.require_approval || file.require_approval,
             demo_apps: self.demo_apps,
             per_source_per_minute: None,

@@ -8,6 +8,7 @@
 mod agent_cmd;
 mod apps_cmd;
 mod bench;
+mod config_file;
 mod demo;
 mod duration;
 mod endpoint;

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use causeway_agent::config::{read_config, ConfigError};
 use causeway_certs::signing::RolloverPolicy;
 use causeway_credential::Secret;
 use causeway_federation::acceptor::ConnectionLimits;
@@ -19,6 +18,8 @@ use causeway_federation::signin::Method;
 use causeway_federation::web::HttpLimits;
 use serde::Deserialize;
 use toml::Spanned;
+
+use crate::config_file::{read_config, ConfigError};
 
 const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 
