@@ -59,7 +59,7 @@ pub(crate) async fn run(cmd: AgentCommand) -> Result<()> {
             );
             let parsed = AgentConfig::parse(&probe, std::path::Path::new("--endpoint/--proxy"))
                 .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-            let host = host_name.unwrap_or_else(causeway_agent::runtime::host_name);
+            let host = host_name.unwrap_or_else(causeway_certs::host_name);
             let state = causeway_agent::enroll::register(
                 &parsed.endpoints[0],
                 parsed.proxy.as_ref(),

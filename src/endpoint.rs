@@ -11,9 +11,12 @@ use causeway_certs::signing::{KeySet, RolloverPolicy};
 use causeway_certs::{AgentId, AgentStatus, Ca, Registry, TokenPurpose};
 use causeway_federation::hub::authority::CertsAuthority;
 use causeway_federation::hub::{listener, Hub, HubConfig};
-use causeway_federation::web::{Metrics, WebState};
+use causeway_federation::metrics::Metrics;
+use causeway_federation::web::{HttpHandler, WebState};
 use causeway_proto::agent::{ALPN, ENROLL_ALPN};
 use tracing::info;
+
+use crate::duration::parse_duration;
 
 /// Where the endpoint keeps its state unless told otherwise.
 pub(crate) const DEFAULT_DATA_DIR: &str = "causeway-data";
@@ -162,7 +165,7 @@ impl ServeArgs {
             endpoint_id: self
                 .endpoint_id
                 .or_else(|| file.endpoint_id.clone())
-                .unwrap_or_else(causeway_agent::runtime::host_name),
+                .unwrap_or_else(causeway_certs::host_name),
             require_approval: self.require_approval || file.require_approval,
             demo_apps: self.demo_apps,
             per_source_per_minute: None,
@@ -193,6 +196,7 @@ pub(crate) async fn run_endpoint(
     };
     let fd_limit = raise_fd_limit();
     let (limits, lowered) = s.file.connections.limits(fd_limit);
+    let http_limits = s.file.connections.http();
     if let Some(w) = lowered {
         tracing::warn!("{w}");
     }
@@ -306,7 +310,7 @@ pub(crate) async fn run_endpoint(
         max_connections = limits.max_connections,
         max_connections_per_source = limits.max_connections_per_source,
         max_agent_channels = limits.max_agent_channels,
-        idle_timeout_s = limits.http.idle_timeout.as_secs(),
+        idle_timeout_s = http_limits.idle_timeout.as_secs(),
         "endpoint ready: sign-in, SAML, WS-Federation, agents and /healthz on one port; /metrics on metrics_listen"
     );
     if !s.require_approval {
@@ -335,7 +339,10 @@ pub(crate) async fn run_endpoint(
     if let Some(r) = ready {
         let _ = r.send(bound);
     }
-    listener::serve_with_limits(listener, Arc::new(tls), hub, authority, Some(web), limits).await;
+    let metrics = web.metrics.clone();
+    let agents = listener::AgentHandler::start(hub, authority, limits.handshake_timeout);
+    let routes = agents.routes().http(HttpHandler::new(web, http_limits));
+    causeway_federation::acceptor::serve(listener, Arc::new(tls), limits, routes, metrics).await;
     Ok(())
 }
 
@@ -410,28 +417,6 @@ pub(crate) enum CertsCommand {
         /// The agent id (agt-…).
         id: String,
     },
-}
-
-/// Parses `90s`, `15m`, `1h`, `2d` (or plain seconds).
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.trim().split_at(
-        s.trim()
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(s.trim().len()),
-    );
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration such as 90s, 15m, 1h or 2d"))?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
-    };
-    n.checked_mul(mult)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{s:?} is too long"))
 }
 
 fn when(t: SystemTime) -> String {
@@ -575,21 +560,5 @@ pub(crate) fn certs(cmd: CertsCommand) -> Result<()> {
             );
             Ok(())
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
-        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
-        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("1w").is_err());
-        assert!(parse_duration("h").is_err());
-        assert!(parse_duration("99999999999999999999d").is_err());
     }
 }

@@ -7,18 +7,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use causeway_agent::config::{read_config, ConfigError};
 use causeway_certs::signing::RolloverPolicy;
 use causeway_credential::Secret;
+use causeway_federation::acceptor::ConnectionLimits;
 use causeway_federation::apps::{Apps, WsFedRealm};
 use causeway_federation::client_addr::{IpRange, TrustedProxies};
-use causeway_federation::hub::listener::ConnectionLimits;
 use causeway_federation::hub::lockout::LockoutPolicy;
 use causeway_federation::saml::ServiceProvider;
 use causeway_federation::signin::Method;
 use causeway_federation::web::HttpLimits;
 use serde::Deserialize;
 use toml::Spanned;
+
+use crate::config_file::{read_config, ConfigError};
 
 const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 
@@ -162,11 +163,11 @@ pub(crate) struct ConnectionSettings {
 
 impl Default for ConnectionSettings {
     fn default() -> Self {
-        let d = ConnectionLimits::default();
+        let (d, http) = (ConnectionLimits::default(), HttpLimits::default());
         Self {
             handshake_timeout: d.handshake_timeout,
-            header_read_timeout: d.http.header_read_timeout,
-            idle_timeout: d.http.idle_timeout,
+            header_read_timeout: http.header_read_timeout,
+            idle_timeout: http.idle_timeout,
             max_connections: None,
             max_connections_per_source: d.max_connections_per_source,
             max_agent_channels: None,
@@ -175,6 +176,14 @@ impl Default for ConnectionSettings {
 }
 
 impl ConnectionSettings {
+    /// The HTTP side's timeouts.
+    pub(crate) fn http(&self) -> HttpLimits {
+        HttpLimits {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+        }
+    }
+
     /// The limits to run with when the process may hold `fd_limit` open files (its
     /// `RLIMIT_NOFILE`; `None` if unknown): unset caps are derived from it, and caps that
     /// together exceed it are lowered, with the warning to log. A connection costs one
@@ -184,10 +193,6 @@ impl ConnectionSettings {
         let d = ConnectionLimits::default();
         let mut limits = ConnectionLimits {
             handshake_timeout: self.handshake_timeout,
-            http: HttpLimits {
-                header_read_timeout: self.header_read_timeout,
-                idle_timeout: self.idle_timeout,
-            },
             max_connections: self.max_connections.unwrap_or(d.max_connections),
             max_connections_per_source: self.max_connections_per_source,
             max_agent_channels: self.max_agent_channels.unwrap_or(d.max_agent_channels),
@@ -285,7 +290,7 @@ impl ServeConfig {
                 match v {
                     None => Ok(default),
                     Some(s) => {
-                        crate::endpoint::parse_duration(s.get_ref()).map_err(|m| at(s.span(), m))
+                        crate::duration::parse_duration(s.get_ref()).map_err(|m| at(s.span(), m))
                     }
                 }
             };

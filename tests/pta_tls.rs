@@ -75,7 +75,7 @@ impl EndpointUnderTest {
         let h = hub.clone();
         let web = Arc::new(causeway_federation::web::WebState {
             hub: hub.clone(),
-            metrics: causeway_federation::web::Metrics::new(),
+            metrics: causeway_federation::metrics::Metrics::new(),
             portal: None,
         });
         // The endpoint runs on its own thread and runtime, so that killing it takes every
@@ -93,7 +93,16 @@ impl EndpointUnderTest {
                 .send(listener.local_addr().expect("addr"))
                 .expect("send addr");
             rt.spawn(async move {
-                listener::serve_with_web(listener, Arc::new(tls), h, authority, Some(web)).await
+                use causeway_federation::acceptor::{self, ConnectionLimits};
+                use causeway_federation::web::{HttpHandler, HttpLimits};
+                let timeout = acceptor::DEFAULT_HANDSHAKE_TIMEOUT;
+                let agents = listener::AgentHandler::start(h, authority, timeout);
+                let metrics = web.metrics.clone();
+                let routes = agents
+                    .routes()
+                    .http(HttpHandler::new(web, HttpLimits::default()));
+                let limits = ConnectionLimits::default();
+                acceptor::serve(listener, Arc::new(tls), limits, routes, metrics).await
             });
             let _ = stopped.recv();
             rt.shutdown_background();

@@ -268,7 +268,7 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
     ));
     let renewal = Arc::new(CertRenewal::new(
         config.state_dir.clone(),
-        host_name(),
+        causeway_certs::host_name(),
         state.ca_pem.clone(),
         window,
         tls.clone(),
@@ -298,15 +298,6 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
         let _ = t.await;
     }
     Ok(())
-}
-
-/// This host's name, for enrollment and renewal requests.
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "causeway-agent".into())
 }
 
 #[cfg(test)]

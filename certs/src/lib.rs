@@ -23,7 +23,7 @@ pub use registry::{
     MAX_TOKEN_LEN, MAX_TOKEN_TTL, MIN_TOKEN_TTL,
 };
 pub use tls::{agent_client_config, server_config};
-pub use util::fingerprint_of_der;
+pub use util::{fingerprint_of_der, host_name};
 
 #[cfg(test)]
 mod tests {

@@ -16,6 +16,17 @@ pub fn fingerprint_of_der(der: &[u8]) -> String {
     hex::encode(Sha256::digest(der))
 }
 
+/// This host's name (the kernel's, without its newline), or `causeway-agent` if it cannot
+/// be read: the name an agent enrolls and renews under, and the endpoint's default replica
+/// id. Here rather than in the agent so that the endpoint need not depend on the agent.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "causeway-agent".into())
+}
+
 /// Whether `s` looks like [`fingerprint_of_der`]'s output.
 pub(crate) fn is_fingerprint(s: &str) -> bool {
     s.len() == 64
@@ -195,6 +206,14 @@ mod tests {
         }
         assert_eq!(unix_secs(UNIX_EPOCH + Duration::from_millis(1500)), 1);
         assert_eq!(unix_secs(UNIX_EPOCH - Duration::from_millis(1500)), -2);
+    }
+
+    #[test]
+    fn host_name_is_the_kernels_without_its_newline() {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("Linux");
+        let name = host_name();
+        assert_eq!(name, kernel.trim());
+        assert!(!name.is_empty() && !name.contains('\n'), "{name:?}");
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! redirect to an unregistered URL, nor log a password, cookie value or key.
 #![forbid(unsafe_code)]
 
+pub mod acceptor;
 pub mod apps;
 pub mod client_addr;
 pub mod hub;
+pub mod metrics;
 pub mod portal;
 pub mod saml;
 pub mod session;

@@ -39,12 +39,24 @@ pub enum Path {
     None,
 }
 
+impl Path {
+    /// The metric label (one of [`crate::metrics::SIGNIN_PATHS`], which the metrics create
+    /// at zero).
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Path::PassThrough => "pass_through",
+            Path::HashSync => "hash_sync",
+            Path::None => "none",
+        }
+    }
+}
+
 /// Checks sign-ins for the configured domains.
 pub struct Authenticator {
     hub: Arc<Hub>,
     store: Arc<dyn DirectoryStore>,
     domains: Vec<(String, Method)>,
-    metrics: Option<Arc<crate::web::Metrics>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     proxies: TrustedProxies,
 }
 
@@ -77,7 +89,7 @@ impl Authenticator {
     }
 
     /// Counts every sign-in in `metrics` (by outcome and path, with its latency).
-    pub fn with_metrics(mut self, metrics: Arc<crate::web::Metrics>) -> Self {
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
         self.metrics = Some(metrics);
         self
     }
@@ -144,7 +156,7 @@ impl Authenticator {
         let started = Instant::now();
         let r = self.authenticate_inner(upn, password, source).await;
         if let Some(m) = &self.metrics {
-            m.record(r.0, r.1, started.elapsed());
+            m.record(r.0, r.1.label(), started.elapsed());
         }
         r
     }
@@ -270,6 +282,19 @@ mod tests {
     use crate::hub::HubConfig;
     use crate::store::{NewUser, SqliteStore};
     use causeway_credential::PhsVerifier;
+
+    #[test]
+    fn every_path_is_counted_from_zero() {
+        let m = crate::metrics::Metrics::new();
+        let text = String::from_utf8(m.render(0)).expect("utf8");
+        for p in [Path::PassThrough, Path::HashSync, Path::None] {
+            let line = format!(
+                "causeway_signins_total{{outcome=\"success\",path=\"{}\"}} 0",
+                p.label()
+            );
+            assert!(text.contains(&line), "{line} missing from\n{text}");
+        }
+    }
 
     fn pw(s: &str) -> Password {
         Password::new(s.into()).expect("valid")

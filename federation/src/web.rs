@@ -1,7 +1,7 @@
 //! The endpoint's HTTP side: `/healthz`, the sign-in page, SAML and WS-Federation, served
-//! on the hub's TLS port (ALPN `h2` / `http/1.1` or none comes here, the agent ALPNs go to
-//! the hub); and Prometheus `/metrics` on a listener of its own, loopback by default, so
-//! that the public port does not hand out counts by outcome.
+//! on the public TLS port (the acceptor hands [`HttpHandler`] the connections with ALPN
+//! `h2` / `http/1.1` or none); and Prometheus `/metrics` on a listener of its own, loopback
+//! by default, so that the public port does not hand out counts by outcome.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,127 +12,14 @@ use causeway_credential::Secret;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
+use crate::acceptor::{AcceptBackoff, Accepted, Handler, Serving, Throttle};
 use crate::hub::Hub;
-use crate::signin::Path;
-use causeway_credential::SignInOutcome;
-
-/// The endpoint's metrics.
-pub struct Metrics {
-    registry: Registry,
-    signins: IntCounterVec,
-    latency: HistogramVec,
-    agents: IntGauge,
-    connections_open: IntGauge,
-    connections_refused: IntCounterVec,
-}
-
-impl std::fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics").finish_non_exhaustive()
-    }
-}
-
-impl Metrics {
-    /// Registers the endpoint's metrics.
-    pub fn new() -> Arc<Self> {
-        let registry = Registry::new_custom(Some("causeway".into()), None).expect("valid prefix");
-        let signins = IntCounterVec::new(
-            Opts::new(
-                "signins_total",
-                "Sign-in checks by outcome and by the path that answered",
-            ),
-            &["outcome", "path"],
-        )
-        .expect("valid metric");
-        let latency = HistogramVec::new(
-            HistogramOpts::new("signin_seconds", "Time to answer a sign-in check").buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
-            &["path"],
-        )
-        .expect("valid metric");
-        let agents = IntGauge::new("agents_connected", "Agents with at least one open channel")
-            .expect("valid metric");
-        let connections_open = IntGauge::new(
-            "connections_open",
-            "Connections open on the public port (handshakes, HTTP, agent channels)",
-        )
-        .expect("valid metric");
-        let connections_refused = IntCounterVec::new(
-            Opts::new(
-                "connections_refused_total",
-                "Connections closed at once because a limit was reached, by the setting",
-            ),
-            &["reason"],
-        )
-        .expect("valid metric");
-        for r in crate::hub::listener::Refused::ALL {
-            connections_refused.with_label_values(&[r.label()]);
-        }
-        for c in [
-            Box::new(signins.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(latency.clone()),
-            Box::new(agents.clone()),
-            Box::new(connections_open.clone()),
-            Box::new(connections_refused.clone()),
-        ] {
-            registry.register(c).expect("unique metric");
-        }
-        // Every outcome appears from the start, at zero, so rates and alerts work at once.
-        for o in SignInOutcome::ALL {
-            for p in ["pass_through", "hash_sync", "none"] {
-                signins.with_label_values(&[o.code(), p]);
-            }
-        }
-        Arc::new(Self {
-            registry,
-            signins,
-            latency,
-            agents,
-            connections_open,
-            connections_refused,
-        })
-    }
-
-    /// The gauge of open connections (the listener increments and decrements it).
-    pub(crate) fn connections_open(&self) -> IntGauge {
-        self.connections_open.clone()
-    }
-
-    /// Counts one connection refused because the limit `reason` was reached.
-    pub(crate) fn connection_refused(&self, reason: &str) {
-        self.connections_refused.with_label_values(&[reason]).inc();
-    }
-
-    /// Records one sign-in check.
-    pub fn record(&self, outcome: SignInOutcome, path: Path, took: Duration) {
-        let p = match path {
-            Path::PassThrough => "pass_through",
-            Path::HashSync => "hash_sync",
-            Path::None => "none",
-        };
-        self.signins.with_label_values(&[outcome.code(), p]).inc();
-        self.latency
-            .with_label_values(&[p])
-            .observe(took.as_secs_f64());
-    }
-
-    fn render(&self, hub: &Hub) -> Vec<u8> {
-        self.agents
-            .set(i64::try_from(hub.connected_agents().len()).unwrap_or(i64::MAX));
-        let mut out = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        out
-    }
-}
+use crate::metrics::Metrics;
 
 /// What the HTTP side needs.
 #[derive(Debug)]
@@ -325,6 +212,35 @@ pub async fn serve_connection<S>(
     let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
 }
 
+/// The HTTP side as the acceptor's [`Handler`]: serves each connection it is given with
+/// [`serve_connection`], holding the connection's admission until it closes.
+#[derive(Debug)]
+pub struct HttpHandler {
+    state: Arc<WebState>,
+    limits: HttpLimits,
+}
+
+impl HttpHandler {
+    /// Serves `state` with these timeouts.
+    pub fn new(state: Arc<WebState>, limits: HttpLimits) -> Arc<Self> {
+        Arc::new(Self { state, limits })
+    }
+}
+
+impl Handler for HttpHandler {
+    fn serve(self: Arc<Self>, conn: Accepted) -> Serving {
+        Box::pin(async move {
+            let Accepted {
+                tls,
+                peer,
+                admission,
+            } = conn;
+            serve_connection(tls, self.state.clone(), Some(peer), self.limits).await;
+            drop(admission);
+        })
+    }
+}
+
 /// Connections the metrics listener holds at once (scrapers are few).
 const METRICS_MAX_CONNECTIONS: usize = 16;
 
@@ -349,8 +265,8 @@ pub async fn serve_metrics(
     token: Option<Arc<Secret<String>>>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_MAX_CONNECTIONS));
-    let mut backoff = crate::hub::listener::AcceptBackoff::default();
-    let mut log = crate::hub::listener::Throttle::new(Duration::from_secs(60));
+    let mut backoff = AcceptBackoff::default();
+    let mut log = Throttle::new(Duration::from_secs(60));
     loop {
         let tcp = match listener.accept().await {
             Ok((tcp, _)) => tcp,
@@ -391,7 +307,7 @@ pub async fn serve_metrics(
                         (&Method::GET, "/metrics") => respond(
                             StatusCode::OK,
                             "text/plain; version=0.0.4",
-                            state.metrics.render(&state.hub),
+                            state.metrics.render(state.hub.connected_agents().len()),
                         ),
                         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
                     })
@@ -411,43 +327,6 @@ pub async fn serve_metrics(
 mod tests {
     use super::*;
     use crate::hub::HubConfig;
-
-    #[test]
-    fn sign_ins_are_counted_by_outcome_and_path() {
-        let m = Metrics::new();
-        m.record(
-            SignInOutcome::Success,
-            Path::HashSync,
-            Duration::from_millis(3),
-        );
-        m.record(
-            SignInOutcome::Success,
-            Path::HashSync,
-            Duration::from_millis(4),
-        );
-        m.record(
-            SignInOutcome::DirectoryUnavailable,
-            Path::PassThrough,
-            Duration::from_millis(9),
-        );
-        let text = String::from_utf8(m.render(&Hub::new(HubConfig::new("ep")))).expect("utf8");
-        assert!(
-            text.contains("causeway_signins_total{outcome=\"success\",path=\"hash_sync\"} 2"),
-            "{text}"
-        );
-        assert!(text.contains(
-            "causeway_signins_total{outcome=\"directory_unavailable\",path=\"pass_through\"} 1"
-        ));
-        assert!(text.contains("causeway_signin_seconds_bucket{path=\"hash_sync\",le=\"0.005\"} 2"));
-        assert!(text.contains("causeway_agents_connected 0"));
-        assert!(text.contains("causeway_connections_open 0"), "{text}");
-        assert!(
-            text.contains(
-                "causeway_connections_refused_total{reason=\"max_connections_per_source\"} 0"
-            ),
-            "{text}"
-        );
-    }
 
     fn state() -> Arc<WebState> {
         Arc::new(WebState {

@@ -190,7 +190,7 @@ impl Hub {
     }
 
     /// Sets the registry and CA that renew agents' certificates (once; later calls are
-    /// ignored). [`listener::serve`] does this.
+    /// ignored). [`listener::AgentHandler::start`] does this.
     pub fn set_authority(&self, authority: Arc<dyn listener::AgentAuthority>) {
         let _ = self.authority.set(authority);
     }
