@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::warn;
 
+use crate::client_addr::SourceKey;
 use crate::metrics::Metrics;
 
 /// How long an unauthenticated peer may take over its TLS handshake (and over the
@@ -221,27 +222,6 @@ async fn connection(
 
 /// How often a repeated warning (accept errors, refused connections) may be logged.
 const LOG_PERIOD: Duration = Duration::from_secs(60);
-
-/// Who a connection is counted against: an IPv4 address, or the /64 an IPv6 address is
-/// in (one host usually holds a whole /64, so per address would be no cap at all).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum SourceKey {
-    V4(u32),
-    V6(u64),
-}
-
-impl SourceKey {
-    fn of(ip: IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(v4) => Self::V4(u32::from(v4)),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d.
-                Some(v4) => Self::V4(u32::from(v4)),
-                None => Self::V6((u128::from(v6) >> 64) as u64),
-            },
-        }
-    }
-}
 
 /// Why a connection was closed at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -274,6 +274,27 @@ fn forwarded_node(v: &str) -> Result<Hop, &'static str> {
     Ok(Hop::Ip(name.to_canonical()))
 }
 
+/// Who a connection, or sign-in work without a session, is counted against: an IPv4 address, or the /64 an IPv6 address is
+/// in (one host usually holds a whole /64, so per address would be no cap at all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum SourceKey {
+    V4(u32),
+    V6(u64),
+}
+
+impl SourceKey {
+    pub(crate) fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Self::V4(u32::from(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d.
+                Some(v4) => Self::V4(u32::from(v4)),
+                None => Self::V6((u128::from(v6) >> 64) as u64),
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

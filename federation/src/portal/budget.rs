@@ -18,29 +18,11 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::client_addr::SourceKey as Source;
 use crate::lock;
 
 /// Most sources tracked at once.
 const MAX_SOURCES: usize = 100_000;
-
-/// A source: an IPv4 address, or the /64 an IPv6 address is in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Source {
-    V4(u32),
-    V6(u64),
-}
-
-impl Source {
-    fn of(ip: IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(v4) => Self::V4(u32::from(v4)),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Self::V4(u32::from(v4)),
-                None => Self::V6((u128::from(v6) >> 64) as u64),
-            },
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
