@@ -20,7 +20,7 @@ pub use envelope::{
 pub use nt::{NtHash, NtHashError};
 pub use outcome::SignInOutcome;
 pub use password::{Password, PasswordError, MAX_PASSWORD_UTF16_UNITS};
-pub use phs::{PhsVerifier, VerifierParseError, DEFAULT_ITERATIONS};
+pub use phs::{pbkdf2_sha256, PhsVerifier, VerifierParseError, DEFAULT_ITERATIONS};
 pub use secret::{Secret, REDACTED};
 
 /// The verifier's limits and lengths, for callers that validate input before parsing.

@@ -105,7 +105,7 @@ fn phs(args: &PhsArgs) -> Result<()> {
     for round in 1..=args.rounds {
         let (n, t) = on_all_threads(threads, slice, || {
             let mut out = [0u8; 32];
-            pbkdf2::pbkdf2_hmac::<sha2::Sha256>(
+            causeway_credential::pbkdf2_sha256(
                 black_box(&raw_input),
                 black_box(&raw_salt),
                 DEFAULT_ITERATIONS,
