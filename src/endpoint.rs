@@ -255,7 +255,7 @@ pub(crate) async fn run_endpoint(
     let hub = Hub::new(hub_config);
     // Counters and familiar places outlive a restart (in the directory store's file, on a
     // connection of their own so the writer thread never waits for sign-in reads).
-    let lockout_store: Arc<dyn causeway_federation::hub::lockout::LockoutStore> = Arc::new(
+    let lockout_store: Arc<dyn causeway_federation::store::LockoutStore> = Arc::new(
         causeway_federation::store::SqliteStore::open(&data.directory_path())?,
     );
     let restored = hub.lockout().persist_to(lockout_store, SystemTime::now())?;

@@ -10,9 +10,10 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::{bail, Result};
 use causeway_credential::{Password, PhsVerifier};
-use causeway_federation::hub::lockout::{LockoutPolicy, LockoutStore};
+use causeway_federation::hub::lockout::LockoutPolicy;
 use causeway_federation::hub::{Hub, HubConfig};
 use causeway_federation::signin::{Authenticator, Method};
+use causeway_federation::store::LockoutStore;
 use causeway_federation::store::{DirectoryStore, NewUser, SqliteStore};
 
 #[derive(Debug, clap::Args)]

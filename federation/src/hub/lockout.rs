@@ -47,7 +47,7 @@ use sha2::Sha256;
 use tracing::warn;
 
 use crate::lock;
-use crate::store::{ImmutableId, StoreError};
+use crate::store::{ImmutableId, LockoutStore, StoreError};
 
 /// How smart lockout and throttling behave.
 #[derive(Debug, Clone)]
@@ -149,23 +149,6 @@ impl AccountKey {
     fn as_str(&self) -> &str {
         &self.0
     }
-}
-
-/// Where the lockout state is kept across restarts. Rows are opaque text; implementations
-/// write each call durably before returning.
-pub trait LockoutStore: Send + Sync {
-    /// The `limit` most recently written rows, as `(account, state)`.
-    fn load_lockout(&self, limit: usize) -> Result<Vec<(String, String)>, StoreError>;
-    /// Replaces an account's row (`None` deletes it).
-    fn save_lockout(
-        &self,
-        account: &str,
-        state: Option<&str>,
-        now: SystemTime,
-    ) -> Result<(), StoreError>;
-    /// Deletes rows last written before `older_than`, then all but the `keep` most
-    /// recently written; returns how many went.
-    fn prune_lockout(&self, keep: usize, older_than: SystemTime) -> Result<usize, StoreError>;
 }
 
 /// Rows waiting for the writer at most: past it, a change is kept in memory only (and

@@ -316,5 +316,22 @@ pub fn check_upn(upn: &str) -> Result<(), StoreError> {
     }
 }
 
+/// Where smart lockout's state is kept across restarts (see `hub::lockout`). Rows are opaque text; implementations
+/// write each call durably before returning.
+pub trait LockoutStore: Send + Sync {
+    /// The `limit` most recently written rows, as `(account, state)`.
+    fn load_lockout(&self, limit: usize) -> Result<Vec<(String, String)>, StoreError>;
+    /// Replaces an account's row (`None` deletes it).
+    fn save_lockout(
+        &self,
+        account: &str,
+        state: Option<&str>,
+        now: SystemTime,
+    ) -> Result<(), StoreError>;
+    /// Deletes rows last written before `older_than`, then all but the `keep` most
+    /// recently written; returns how many went.
+    fn prune_lockout(&self, keep: usize, older_than: SystemTime) -> Result<usize, StoreError>;
+}
+
 #[cfg(test)]
 mod tests;

@@ -584,7 +584,7 @@ impl DirectoryStore for SqliteStore {
     }
 }
 
-impl crate::hub::lockout::LockoutStore for SqliteStore {
+impl super::LockoutStore for SqliteStore {
     fn load_lockout(&self, limit: usize) -> Result<Vec<(String, String)>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn
@@ -643,7 +643,7 @@ impl crate::hub::lockout::LockoutStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::lockout::LockoutStore;
+    use crate::store::LockoutStore;
 
     /// A store written by the previous build (schema 1) gains the lockout table on open,
     /// keeps its users, and is refused by nothing; a newer schema is refused by name.
