@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use causeway_credential::{Password, SignInOutcome};
+use causeway_credential::{Password, PhsVerifier, SignInOutcome};
 use tracing::{info, warn};
 
 use crate::client_addr::TrustedProxies;
@@ -49,6 +49,13 @@ impl Path {
             Path::None => "none",
         }
     }
+}
+
+/// What one read of the store gave for a name: its row, or the stand-in verifier parsed
+/// in its place (so both paths spend the same work).
+enum Found {
+    Row((UserRecord, Option<PhsVerifier>)),
+    StandIn(Option<PhsVerifier>),
 }
 
 /// Checks sign-ins for the configured domains.
@@ -124,6 +131,34 @@ impl Authenticator {
             .flatten()
     }
 
+    /// The store's user and verifier for `upn` (one blocking read, off the runtime);
+    /// `Err` when the store cannot be read. A name without a row, or a malformed one,
+    /// does the same work with a stand-in row and returns the stand-in's verifier.
+    async fn read_verifier(&self, upn: &str) -> Result<Found, ()> {
+        let store = self.store.clone();
+        let name = upn.to_owned();
+        let read = tokio::task::spawn_blocking(move || {
+            let r = if crate::store::check_upn(&name).is_err() {
+                Ok(None)
+            } else {
+                store.verifier_of(&name)
+            };
+            r.map(|f| match f {
+                Some(row) => Found::Row(row),
+                None => Found::StandIn(crate::store::read_like_a_row()),
+            })
+        })
+        .await;
+        match read {
+            Ok(Ok(f)) => Ok(f),
+            Ok(Err(e)) => {
+                warn!(error = %e, "directory store unreadable");
+                Err(())
+            }
+            Err(_) => Err(()),
+        }
+    }
+
     fn account_of(upn: &str, user: Option<&UserRecord>) -> AccountKey {
         match user {
             Some(u) => AccountKey::of_id(&u.id),
@@ -171,8 +206,14 @@ impl Authenticator {
         // characters, bounded length (they travel to AD). Malformed names are still
         // counted like any other, so no kind of name is cheaper to guess against.
         let well_formed = crate::store::check_upn(upn).is_ok();
-        let user = self.lookup(upn).await;
-        let account = Self::account_of(upn, user.as_ref());
+        // One read of the user and its verifier, for every name (a name without a row
+        // parses a dummy verifier instead), so that a real user costs no second read.
+        let found = self.read_verifier(upn).await;
+        let user = match &found {
+            Ok(Found::Row((u, _))) => Some(u),
+            _ => None,
+        };
+        let account = Self::account_of(upn, user);
         let cloud = user.as_ref().is_some_and(|u| u.source == Source::Cloud);
         let method = if cloud {
             Some(Method::Phs)
@@ -184,7 +225,11 @@ impl Authenticator {
         let use_phs = match method {
             // Not a domain of ours: the same reads, lockout and verifier work as a hash
             // check, and the answer a name that does not exist gets.
-            None => return self.hash_sync(upn, account, password, source, false).await,
+            None => {
+                return self
+                    .hash_sync(found, account, password, source, false)
+                    .await
+            }
             Some(Method::Phs) => true,
             Some(Method::Pta) => false,
             Some(Method::PtaWithPhsFallback) => {
@@ -196,7 +241,7 @@ impl Authenticator {
             }
         };
         if use_phs {
-            self.hash_sync(upn, account, password, source, true).await
+            self.hash_sync(found, account, password, source, true).await
         } else {
             let o = self
                 .hub
@@ -219,30 +264,18 @@ impl Authenticator {
     /// neither a name's existence nor a remembered wrong password shows in the timing.
     async fn hash_sync(
         &self,
-        upn: &str,
+        found: Result<Found, ()>,
         account: AccountKey,
         password: Password,
         source: Option<IpAddr>,
         served: bool,
     ) -> (SignInOutcome, Path) {
         let deadline = Instant::now() + self.hub.config().deadline;
-        let store = self.store.clone();
-        let name = upn.to_owned();
-        let found = tokio::task::spawn_blocking(move || {
-            if crate::store::check_upn(&name).is_err() {
-                return Ok(None);
-            }
-            store.verifier_of(&name)
-        })
-        .await;
+        // A row in a domain we do not serve is checked like no row at all.
         let found = match found {
-            Ok(Ok(f)) if served => Ok(f),
-            Ok(Ok(_)) => Ok(None),
-            Ok(Err(e)) => {
-                warn!(error = %e, "directory store unreadable");
-                Err(())
-            }
-            Err(_) => Err(()),
+            Ok(Found::Row(row)) if served => Ok(Found::Row(row)),
+            Ok(Found::Row(_)) => Ok(Found::StandIn(crate::store::read_like_a_row())),
+            other => other,
         };
         let ticket = match self
             .hub
@@ -262,14 +295,18 @@ impl Authenticator {
         let Ok(found) = found else {
             return (SignInOutcome::DirectoryUnavailable, Path::HashSync);
         };
-        let outcome =
-            match tokio::task::spawn_blocking(move || verify_found(found, &password)).await {
-                Ok(o) => o,
-                Err(_) => {
-                    warn!("password hash check failed inside the endpoint");
-                    return (SignInOutcome::DirectoryUnavailable, Path::HashSync);
-                }
-            };
+        let outcome = match tokio::task::spawn_blocking(move || match found {
+            Found::Row(row) => verify_found(Some(row), &password),
+            Found::StandIn(v) => crate::store::verify_stand_in(v.as_ref(), &password),
+        })
+        .await
+        {
+            Ok(o) => o,
+            Err(_) => {
+                warn!("password hash check failed inside the endpoint");
+                return (SignInOutcome::DirectoryUnavailable, Path::HashSync);
+            }
+        };
         ticket.record(outcome, 1, SystemTime::now());
         let path = if served { Path::HashSync } else { Path::None };
         (outcome, path)

@@ -295,6 +295,38 @@ pub fn spend_like_a_check(password: &Password) {
     let _ = PhsVerifier::parse(dummy_verifier()).map(|v| v.verify(password));
 }
 
+/// For a name the store has no row for, the work reading a real user costs: a record
+/// built from a row's worth of fields and a verifier parsed from its stored form. The
+/// verifier is returned, so that the check spends a PBKDF2 on it as a real one would.
+pub fn read_like_a_row() -> Option<PhsVerifier> {
+    let record = UserRecord {
+        id: ImmutableId::from_guid_bytes([0x5a; 16]),
+        upn: String::from("nobody.at.all@timing.causeway.invalid"),
+        display_name: Some(String::from("Nobody At All")),
+        mail: Some(String::from("nobody.at.all@timing.causeway.invalid")),
+        source: Source::Cloud,
+        disabled: false,
+        has_verifier: true,
+        deleted_at: None,
+        created_at: SystemTime::UNIX_EPOCH,
+        updated_at: SystemTime::UNIX_EPOCH,
+    };
+    std::hint::black_box(&record);
+    PhsVerifier::parse(dummy_verifier()).ok()
+}
+
+/// The check for a name without a verifier, on the stand-in [`read_like_a_row`] gave:
+/// one PBKDF2, and the answer a name that does not exist gets.
+pub fn verify_stand_in(stand_in: Option<&PhsVerifier>, password: &Password) -> SignInOutcome {
+    match stand_in {
+        Some(v) => {
+            let _ = std::hint::black_box(v.verify(password));
+        }
+        None => spend_like_a_check(password),
+    }
+    SignInOutcome::UnknownUser
+}
+
 fn dummy_verifier() -> &'static str {
     static V: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     V.get_or_init(|| {
