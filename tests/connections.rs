@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::endpoint::{Browser, Endpoint};
-use rustls::pki_types::pem::PemObject;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -27,19 +26,7 @@ fn public_addr(ep: &Endpoint) -> SocketAddr {
 
 fn client_tls(ep: &Endpoint, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
     let pem = std::fs::read(ep.data().join("ca").join("ca.pem")).expect("the endpoint's CA");
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from_pem_slice(&pem).expect("pem"))
-        .expect("root");
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    cfg.alpn_protocols = vec![alpn.to_vec()];
-    Arc::new(cfg)
+    common::client_tls(&pem, alpn)
 }
 
 /// A TLS connection from `source`; `Err` if the endpoint closed it instead of completing

@@ -863,23 +863,11 @@ async fn agent_works_through_a_connect_proxy() {
 /// listener of its own: `web::serve_metrics`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_over_https_on_the_agent_port_and_no_metrics_there() {
-    use rustls::pki_types::pem::PemObject;
     let dir = tempdir("http");
     let ep = EndpointUnderTest::start(&dir, 0, false);
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from_pem_slice(ep.ca_pem.as_bytes()).expect("pem"))
-        .expect("root");
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let cfg = common::client_tls(ep.ca_pem.as_bytes(), b"http/1.1");
     let get = |path: &'static str| {
-        let cfg = Arc::new(cfg.clone());
+        let cfg = cfg.clone();
         let addr = ep.addr;
         async move {
             let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");

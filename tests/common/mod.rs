@@ -93,6 +93,24 @@ pub fn tls_config(ca: Option<&Path>) -> Arc<rustls::ClientConfig> {
     )
 }
 
+/// A client config that trusts exactly the CA in `ca_pem` and offers `alpn` (ring, the
+/// provider the endpoint uses).
+pub fn client_tls(ca_pem: &[u8], alpn: &[u8]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem).expect("pem"))
+        .expect("root");
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    Arc::new(cfg)
+}
+
 /// Sends the code under test's logs to the test's captured output (shown on failure).
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
