@@ -16,7 +16,7 @@ use causeway_federation::web::{HttpHandler, WebState};
 use causeway_proto::agent::{ALPN, ENROLL_ALPN};
 use tracing::info;
 
-use crate::duration::parse_duration;
+use causeway_config::parse_duration;
 
 /// Where the endpoint keeps its state unless told otherwise.
 pub(crate) const DEFAULT_DATA_DIR: &str = "causeway-data";

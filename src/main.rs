@@ -8,9 +8,7 @@
 mod agent_cmd;
 mod apps_cmd;
 mod bench;
-mod config_file;
 mod demo;
-mod duration;
 mod endpoint;
 mod http_client;
 mod logging;

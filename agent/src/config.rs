@@ -1,84 +1,15 @@
 //! The agent's configuration file: TOML, read into a raw form that rejects unknown keys,
 //! then validated into [`AgentConfig`] with errors that name the file, line and column.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use causeway_config::ConfigError;
+use causeway_config::{bounded, read_config, split_host_port};
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::validator::Transport;
-
-/// A configuration problem, located in the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The file.
-    pub path: PathBuf,
-    /// 1-based line, when known.
-    pub line: Option<usize>,
-    /// 1-based column, when known.
-    pub column: Option<usize>,
-    /// What is wrong and how to fix it.
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.line, self.column) {
-            (Some(l), Some(c)) => write!(f, "{}:{l}:{c}: {}", self.path.display(), self.message),
-            (Some(l), None) => write!(f, "{}:{l}: {}", self.path.display(), self.message),
-            _ => write!(f, "{}: {}", self.path.display(), self.message),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-impl ConfigError {
-    /// A problem with the file as a whole.
-    pub fn whole_file(path: &Path, message: String) -> Self {
-        Self {
-            path: path.to_owned(),
-            line: None,
-            column: None,
-            message,
-        }
-    }
-
-    /// A problem at byte `offset` of `text` (line and column counted in characters).
-    pub fn at(path: &Path, text: &str, offset: usize, message: String) -> Self {
-        let (line, column) = line_col(text, offset);
-        Self {
-            path: path.to_owned(),
-            line: Some(line),
-            column: Some(column),
-            message,
-        }
-    }
-
-    /// A TOML syntax or type error, located where the parser found it.
-    pub fn from_toml(path: &Path, text: &str, e: &toml::de::Error) -> Self {
-        match e.span() {
-            Some(span) => Self::at(path, text, span.start, e.message().to_owned()),
-            None => Self::whole_file(path, e.message().to_owned()),
-        }
-    }
-}
-
-/// Reads a configuration file of at most `max` bytes.
-pub fn read_config(path: &Path, max: usize) -> Result<String, ConfigError> {
-    let err = |message: String| ConfigError::whole_file(path, message);
-    let meta =
-        std::fs::metadata(path).map_err(|e| err(format!("cannot read the configuration: {e}")))?;
-    if meta.len() > max as u64 {
-        return Err(err(format!(
-            "file is {} bytes; a configuration is at most {max}",
-            meta.len()
-        )));
-    }
-    std::fs::read_to_string(path).map_err(|e| err(format!("cannot read the configuration: {e}")))
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -325,67 +256,6 @@ impl AgentConfig {
             allow_plain_ldap: raw.danger.allow_plain_ldap,
         })
     }
-}
-
-fn bounded(
-    v: &Option<Spanned<u32>>,
-    default: u32,
-    min: u32,
-    max: u32,
-    name: &str,
-) -> Result<u32, (std::ops::Range<usize>, String)> {
-    match v {
-        None => Ok(default),
-        Some(s) if (min..=max).contains(s.get_ref()) => Ok(*s.get_ref()),
-        Some(s) => Err((
-            s.span(),
-            format!(
-                "{name} must be between {min} and {max}, got {}",
-                s.get_ref()
-            ),
-        )),
-    }
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
-}
-
-fn split_host_port(hp: &str, default_port: u16) -> Result<(String, u16), String> {
-    let (host, port) = if let Some(rest) = hp.strip_prefix('[') {
-        let (h, after) = rest
-            .split_once(']')
-            .ok_or("unclosed '[' in an IPv6 address")?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p
-                .parse()
-                .map_err(|_| format!("port {p:?} is not a number from 1 to 65535"))?,
-            None if after.is_empty() => default_port,
-            None => return Err("unexpected text after the IPv6 address".into()),
-        };
-        (h.to_owned(), port)
-    } else {
-        match hp.rsplit_once(':') {
-            Some((h, p)) => (
-                h.to_owned(),
-                p.parse()
-                    .map_err(|_| format!("port {p:?} is not a number from 1 to 65535"))?,
-            ),
-            None => (hp.to_owned(), default_port),
-        }
-    };
-    if host.is_empty()
-        || port == 0
-        || host
-            .chars()
-            .any(|c| c.is_whitespace() || c == '/' || c == '@')
-    {
-        return Err(format!("{hp:?} is not host:port"));
-    }
-    Ok((host, port))
 }
 
 fn parse_https(u: &str) -> Result<Endpoint, String> {

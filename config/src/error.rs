@@ -1,21 +1,19 @@
-//! Reading a configuration file and locating what is wrong in it (file, line, column), for
-//! `serve`'s file. The agent's file has the same helpers in `causeway_agent::config`; the
-//! endpoint keeps its own so that its code path does not depend on the agent crate.
+//! Reading a configuration file and locating what is wrong in it (file, line, column).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// A configuration problem, located in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ConfigError {
+pub struct ConfigError {
     /// The file.
-    pub(crate) path: PathBuf,
+    pub path: PathBuf,
     /// 1-based line, when known.
-    pub(crate) line: Option<usize>,
+    pub line: Option<usize>,
     /// 1-based column, when known.
-    pub(crate) column: Option<usize>,
+    pub column: Option<usize>,
     /// What is wrong and how to fix it.
-    pub(crate) message: String,
+    pub message: String,
 }
 
 impl fmt::Display for ConfigError {
@@ -32,7 +30,7 @@ impl std::error::Error for ConfigError {}
 
 impl ConfigError {
     /// A problem with the file as a whole.
-    pub(crate) fn whole_file(path: &Path, message: String) -> Self {
+    pub fn whole_file(path: &Path, message: String) -> Self {
         Self {
             path: path.to_owned(),
             line: None,
@@ -42,7 +40,7 @@ impl ConfigError {
     }
 
     /// A problem at byte `offset` of `text` (line and column counted in characters).
-    pub(crate) fn at(path: &Path, text: &str, offset: usize, message: String) -> Self {
+    pub fn at(path: &Path, text: &str, offset: usize, message: String) -> Self {
         let (line, column) = line_col(text, offset);
         Self {
             path: path.to_owned(),
@@ -53,7 +51,7 @@ impl ConfigError {
     }
 
     /// A TOML syntax or type error, located where the parser found it.
-    pub(crate) fn from_toml(path: &Path, text: &str, e: &toml::de::Error) -> Self {
+    pub fn from_toml(path: &Path, text: &str, e: &toml::de::Error) -> Self {
         match e.span() {
             Some(span) => Self::at(path, text, span.start, e.message().to_owned()),
             None => Self::whole_file(path, e.message().to_owned()),
@@ -61,8 +59,9 @@ impl ConfigError {
     }
 }
 
-/// Reads a configuration file of at most `max` bytes (checked before reading it).
-pub(crate) fn read_config(path: &Path, max: usize) -> Result<String, ConfigError> {
+/// Reads a configuration file of at most `max` bytes (checked before reading it, so a
+/// wrong path to a huge file costs nothing).
+pub fn read_config(path: &Path, max: usize) -> Result<String, ConfigError> {
     let err = |message: String| ConfigError::whole_file(path, message);
     let meta =
         std::fs::metadata(path).map_err(|e| err(format!("cannot read the configuration: {e}")))?;
@@ -75,7 +74,8 @@ pub(crate) fn read_config(path: &Path, max: usize) -> Result<String, ConfigError
     std::fs::read_to_string(path).map_err(|e| err(format!("cannot read the configuration: {e}")))
 }
 
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+/// 1-based line and column (in characters) of byte `offset` of `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;

@@ -1,11 +1,10 @@
-//! Durations as operators write them (`90s`, `15m`, `1h`, `2d`), for flags and the
-//! configuration file alike. A leaf: the CLI commands and `serve_config` both import it,
-//! and it imports neither.
+//! Durations as operators write them (`90s`, `15m`, `1h`, `2d`), for flags and
+//! configuration files alike.
 
 use std::time::Duration;
 
 /// Parses `90s`, `15m`, `1h`, `2d` (or plain seconds).
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.trim().split_at(
         s.trim()
             .find(|c: char| !c.is_ascii_digit())
