@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use causeway_config::ConfigError;
-use causeway_config::{bounded, read_config, split_host_port};
+use causeway_config::{bounded, parse_ldap, read_config, split_host_port};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -278,38 +278,6 @@ fn parse_proxy(u: &str) -> Result<Endpoint, String> {
         .ok_or_else(|| format!("proxy {u:?} must be http://host:port (an HTTP CONNECT proxy)"))?;
     let (host, port) = split_host_port(rest.trim_end_matches('/'), 3128)?;
     Ok(Endpoint { host, port })
-}
-
-fn parse_ldap(u: &str) -> Result<(Transport, String), String> {
-    let (transport, rest, default_port) = if let Some(r) = u.strip_prefix("ldaps://") {
-        (Transport::Ldaps, r, 636)
-    } else if let Some(r) = u.strip_prefix("ldap+plain://") {
-        (Transport::Plain, r, 389)
-    } else if let Some(r) = u.strip_prefix("ldap://") {
-        (Transport::StartTls, r, 389)
-    } else {
-        return Err(format!(
-            "domain controller {u:?} must start with ldaps:// or ldap:// (StartTLS)"
-        ));
-    };
-    let rest = rest.trim_end_matches('/');
-    if rest.contains('/') {
-        return Err(format!(
-            "domain controller {u:?} must be scheme://host[:port] without a DN"
-        ));
-    }
-    let (host, port) = split_host_port(rest, default_port)?;
-    let scheme = if transport == Transport::Ldaps {
-        "ldaps"
-    } else {
-        "ldap"
-    };
-    let host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host
-    };
-    Ok((transport, format!("{scheme}://{host}:{port}")))
 }
 
 #[cfg(test)]

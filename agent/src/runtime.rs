@@ -256,7 +256,7 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
                 .iter()
                 .map(|d| DcTarget {
                     url: d.url.clone(),
-                    transport: d.transport.clone(),
+                    transport: d.transport,
                 })
                 .collect(),
             tls: dc_tls,

@@ -12,16 +12,8 @@ use tracing::{debug, warn};
 use crate::ad::bind_outcome;
 use crate::channel::CheckHandler;
 
-/// How a DC is reached.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transport {
-    /// `ldaps://` — TLS from the first byte.
-    Ldaps,
-    /// `ldap://` then StartTLS.
-    StartTls,
-    /// `ldap://` without TLS: passwords in clear. Only with `danger.allow_plain_ldap`.
-    Plain,
-}
+/// How a DC is reached (shared with sync's connectors).
+pub use causeway_config::Transport;
 
 /// One domain controller.
 #[derive(Debug, Clone)]

@@ -1,6 +1,6 @@
 //! What every Causeway configuration file shares: reading it within a size bound, errors
 //! that name the file, line and column, durations as operators write them (`90s`, `15m`),
-//! numbers within bounds and `host:port` values. `serve`, the agent and sync each define
+//! numbers within bounds, `host:port` values and LDAP server URLs. `serve`, the agent and sync each define
 //! their own settings on top; this crate knows none of them, so all three can depend on it
 //! without depending on each other.
 #![forbid(unsafe_code)]
@@ -11,4 +11,4 @@ mod values;
 
 pub use duration::parse_duration;
 pub use error::{line_col, read_config, ConfigError};
-pub use values::{bounded, split_host_port};
+pub use values::{bounded, parse_ldap, split_host_port, Transport};

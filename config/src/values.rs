@@ -63,9 +63,75 @@ pub fn split_host_port(hp: &str, default_port: u16) -> Result<(String, u16), Str
     Ok((host, port))
 }
 
+/// How a domain controller (or any LDAP server) is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `ldaps://` — TLS from the first byte.
+    Ldaps,
+    /// `ldap://` then StartTLS.
+    StartTls,
+    /// `ldap+plain://` without TLS: passwords in clear. Callers allow it only behind an
+    /// explicit danger setting.
+    Plain,
+}
+
+/// Reads a domain controller's URL: `ldaps://host[:port]` (TLS, port 636),
+/// `ldap://host[:port]` (StartTLS, 389) or `ldap+plain://host[:port]` (no TLS: the caller
+/// decides whether that is allowed). Gives the transport and the URL in the canonical form
+/// `scheme://host:port` that ldap3 dials.
+pub fn parse_ldap(u: &str) -> Result<(Transport, String), String> {
+    let (transport, rest, default_port) = if let Some(r) = u.strip_prefix("ldaps://") {
+        (Transport::Ldaps, r, 636)
+    } else if let Some(r) = u.strip_prefix("ldap+plain://") {
+        (Transport::Plain, r, 389)
+    } else if let Some(r) = u.strip_prefix("ldap://") {
+        (Transport::StartTls, r, 389)
+    } else {
+        return Err(format!(
+            "domain controller {u:?} must start with ldaps:// or ldap:// (StartTLS)"
+        ));
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.contains('/') {
+        return Err(format!(
+            "domain controller {u:?} must be scheme://host[:port] without a DN"
+        ));
+    }
+    let (host, port) = split_host_port(rest, default_port)?;
+    let scheme = if transport == Transport::Ldaps {
+        "ldaps"
+    } else {
+        "ldap"
+    };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    Ok((transport, format!("{scheme}://{host}:{port}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ldap_urls() {
+        assert_eq!(
+            parse_ldap("ldaps://dc1.corp"),
+            Ok((Transport::Ldaps, "ldaps://dc1.corp:636".into()))
+        );
+        assert_eq!(
+            parse_ldap("ldap://dc1:3389/"),
+            Ok((Transport::StartTls, "ldap://dc1:3389".into()))
+        );
+        assert_eq!(
+            parse_ldap("ldap+plain://[::1]"),
+            Ok((Transport::Plain, "ldap://[::1]:389".into()))
+        );
+        assert!(parse_ldap("ldaps://dc1/DC=corp").is_err());
+        assert!(parse_ldap("https://dc1").is_err());
+    }
 
     #[test]
     fn host_port_shapes() {
