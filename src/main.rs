@@ -13,6 +13,7 @@ mod endpoint;
 mod http_client;
 mod logging;
 mod serve_config;
+mod sync_cmd;
 mod users_cmd;
 
 use std::process::ExitCode;
@@ -51,8 +52,10 @@ enum Command {
     /// Register or run the on-premises agent that checks passwords against AD.
     #[command(subcommand)]
     Agent(agent_cmd::AgentCommand),
-    /// Import users and groups from AD and synchronise password-hash verifiers.
-    Sync(NotYet),
+    /// Import users and groups from AD and synchronise password-hash verifiers (today:
+    /// `sync check`, which validates a configuration against the directories).
+    #[command(subcommand)]
+    Sync(sync_cmd::SyncCommand),
     /// Manage Causeway's CA: enrollment tokens, agents (list, approve, revoke).
     #[command(subcommand)]
     Certs(endpoint::CertsCommand),
@@ -69,17 +72,6 @@ enum Command {
     Demo(demo::DemoArgs),
 }
 
-/// Arguments of a subcommand that is not built yet: accepted and ignored, so that the
-/// answer is always the plain "not built yet" message rather than an argument error.
-#[derive(Debug, clap::Args)]
-struct NotYet {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    _args: Vec<String>,
-}
-
-/// Exit status of a subcommand that is not built yet (distinct from 1, a failure).
-const EXIT_NOT_BUILT: u8 = 2;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = cli.log.as_deref().unwrap_or(match cli.command {
@@ -93,7 +85,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(a) => block_on(endpoint::serve(a)),
         Command::Agent(a) => block_on(agent_cmd::run(a)),
-        Command::Sync(_) => not_built("sync", "the directory and password-hash sync job"),
+        Command::Sync(c) => sync_cmd::run(c),
         Command::Certs(c) => report(endpoint::certs(c)),
         Command::Users(u) => report(users_cmd::run(u)),
         Command::Bench(b) => match bench::run(b) {
@@ -125,14 +117,6 @@ fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCod
     }
 }
 
-fn not_built(name: &str, what: &str) -> ExitCode {
-    eprintln!(
-        "causeway {name}: not built yet. This subcommand will run {what}; \
-         it is planned but not part of this version. Nothing was started."
-    );
-    ExitCode::from(EXIT_NOT_BUILT)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,8 +128,12 @@ mod tests {
     }
 
     #[test]
-    fn unbuilt_subcommands_accept_any_arguments() {
-        let cli = Cli::try_parse_from(["causeway", "sync", "--config", "x.toml"]).expect("parses");
-        assert!(matches!(cli.command, Command::Sync(_)));
+    fn sync_check_takes_a_config() {
+        let cli =
+            Cli::try_parse_from(["causeway", "sync", "check", "-c", "x.toml"]).expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::Sync(sync_cmd::SyncCommand::Check { offline: false, .. })
+        ));
     }
 }

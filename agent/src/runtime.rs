@@ -41,10 +41,6 @@ pub fn harden_process() -> Result<(), StartError> {
     nix::sys::prctl::set_dumpable(false).map_err(|e| StartError::Harden(e.to_string()))
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 fn certs_from_pem(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, StartError> {
     let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()
@@ -59,19 +55,9 @@ fn certs_from_pem(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>
 pub fn dc_tls(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, StartError> {
     let pem = std::fs::read(ca_file)
         .map_err(|e| StartError::Tls(format!("{}: {e}", ca_file.display())))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in certs_from_pem(&pem, &ca_file.display().to_string())? {
-        roots
-            .add(c)
-            .map_err(|e| StartError::Tls(format!("{}: {e}", ca_file.display())))?;
-    }
-    Ok(Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| StartError::Tls(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    ))
+    causeway_certs::trusting_only(&pem)
+        .map(Arc::new)
+        .map_err(|e| StartError::Tls(format!("{}: {e}", ca_file.display())))
 }
 
 /// TLS settings for the endpoint: pinned CA, the agent's client certificate, agent ALPN.

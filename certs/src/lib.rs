@@ -22,7 +22,7 @@ pub use registry::{
     AgentRecord, AgentRegistration, AgentStatus, Registry, TokenPurpose, MAX_HOST_NAME_LEN,
     MAX_TOKEN_LEN, MAX_TOKEN_TTL, MIN_TOKEN_TTL,
 };
-pub use tls::{agent_client_config, server_config};
+pub use tls::{agent_client_config, server_config, trusting_only};
 pub use util::{fingerprint_of_der, host_name};
 
 #[cfg(test)]

@@ -68,6 +68,29 @@ pub fn server_config(
     Ok(cfg)
 }
 
+/// A TLS client configuration that trusts only the CA certificates in `ca_pem` (one or
+/// more): for the directory servers the agent and sync dial, whose CA the operator names.
+pub fn trusting_only(ca_pem: &[u8]) -> Result<ClientConfig, CertsError> {
+    let cas = CertificateDer::pem_slice_iter(ca_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()
+        .filter(|c| !c.is_empty())
+        .ok_or(CertsError::BadPem {
+            what: "the directory's CA file",
+            expected: "one or more CERTIFICATE",
+        })?;
+    let mut roots = RootCertStore::empty();
+    for ca in cas {
+        roots
+            .add(ca)
+            .map_err(|e| CertsError::tls("the directory's CA file", e))?;
+    }
+    ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CertsError::tls("directory client", e))
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+}
+
 /// An agent's TLS client configuration: it trusts only `pinned_ca_pem` (the CA it
 /// received and checked at enrollment), presents `client_chain_pem` with
 /// `client_key_pem`, and offers `alpn`.

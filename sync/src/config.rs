@@ -133,7 +133,8 @@ pub struct Connector {
     pub kind: ConnectorKind,
     /// The servers, in failover order.
     pub servers: Vec<Server>,
-    /// The CA certificates the servers' TLS certificates chain to (system roots if none).
+    /// The CA certificates the servers' TLS certificates chain to (none only when every
+    /// server is plain LDAP).
     pub ca_file: Option<PathBuf>,
     /// The bind account's DN.
     pub bind_dn: String,
@@ -309,6 +310,12 @@ impl SyncConfig {
                     ));
                 }
                 servers.push(Server { url, transport });
+            }
+            if c.ca_file.is_none() && servers.iter().any(|s| s.transport != Transport::Plain) {
+                return Err(at(
+                    c.servers.span(),
+                    format!("connector {name:?}: ca_file must name the PEM file of the CA that issued these servers' certificates"),
+                ));
             }
             let password = match (&c.bind_password_file, &c.bind_password_env) {
                 (Some(f), None) => PasswordSource::File(resolve(f.get_ref())),

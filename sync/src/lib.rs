@@ -9,4 +9,6 @@
 #![forbid(unsafe_code)]
 
 pub mod ad;
+pub mod check;
 pub mod config;
+pub mod connect;

@@ -26,6 +26,7 @@ filter = "(!(description=no-sync))"
 name = "lab-ldap"
 kind = "openldap"
 servers = ["ldap://ldap.example:389"]
+ca_file = "/etc/causeway/ldap-ca.pem"
 bind_dn = "cn=sync,ou=system,dc=example"
 bind_password_env = "LDAP_SYNC_PW"
 base_dn = "dc=example"
@@ -151,6 +152,12 @@ fn passwords_come_from_a_file_or_the_environment_never_the_config() {
     );
     let t = GOOD.replace("ldap://ldap.example:389", "ldap+plain://ldap.example");
     assert!(err(&t).contains("allow_plain_ldap"), "{}", err(&t));
+    let t = GOOD.replace("ca_file = \"corp-ca.pem\"\n", "");
+    assert!(
+        err(&t).contains("ca_file must name the PEM file"),
+        "{}",
+        err(&t)
+    );
     let t = GOOD.replace("https://idp2.example.com", "http://idp2.example.com");
     assert!(err(&t).contains("must start with https://"), "{}", err(&t));
 }

@@ -1,0 +1,213 @@
+//! `causeway sync check` against the lab's real Samba AD DC and OpenLDAP: the command a new
+//! administrator runs first. It must say yes for the least-privilege sync accounts, say
+//! exactly what is missing for an ordinary user, and never print a password.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{lab, Lab};
+
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn dir(tag: &str) -> Dir {
+    let d = std::env::temp_dir().join(format!("causeway-sync-check-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    Dir(d)
+}
+
+fn private(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+fn config(lab: &Lab, bind_dn: &str) -> String {
+    format!(
+        r#"
+[sync]
+state_dir = "state"
+endpoints = ["https://127.0.0.1:8443"]
+
+[[connector]]
+name = "lab-ad"
+kind = "ad"
+servers = ["{ad}"]
+ca_file = "{ad_ca}"
+bind_dn = "{bind_dn}"
+bind_password_file = "ad.pw"
+base_dn = "{base}"
+
+[[connector]]
+name = "lab-ldap"
+kind = "openldap"
+servers = ["{ldaps}"]
+ca_file = "{ldap_ca}"
+bind_dn = "{ldap_dn}"
+bind_password_env = "CAUSEWAY_TEST_LDAP_SYNC_PW"
+base_dn = "{ldap_base}"
+"#,
+        // The DC's certificate carries its loopback address as well as its name.
+        ad = lab.get("AD_LDAPS_URL"),
+        ad_ca = lab.get("AD_CA_CERT"),
+        base = lab.get("AD_BASE_DN"),
+        ldaps = lab
+            .get("SLAPD_LDAPS_URL")
+            .replace("127.0.0.1", lab.get("SLAPD_TLS_SERVER_NAME")),
+        ldap_ca = lab.get("SLAPD_CA_CERT"),
+        ldap_dn = lab.get("SLAPD_SYNC_DN"),
+        ldap_base = lab.get("SLAPD_BASE_DN"),
+    )
+}
+
+fn check(d: &Path, ad_password: &str) -> (bool, String, String) {
+    let lab = lab();
+    private(&d.join("ad.pw"), &format!("{ad_password}\n"));
+    let out = Command::new(env!("CARGO_BIN_EXE_causeway"))
+        .args(["sync", "check", "-c"])
+        .arg(d.join("sync.toml"))
+        .env("CAUSEWAY_TEST_LDAP_SYNC_PW", lab.get("SLAPD_SYNC_PASSWORD"))
+        .output()
+        .expect("run causeway");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_sync_accounts_pass_every_check() {
+    let lab = lab();
+    let d = dir("ok");
+    // The first server answers TCP and hangs up at once: the check must fail over.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let dead_url = format!(
+        "ldaps://127.0.0.1:{}",
+        dead.local_addr().expect("addr").port()
+    );
+    std::thread::spawn(move || {
+        for c in dead.incoming() {
+            drop(c);
+        }
+    });
+    let ad = lab.get("AD_LDAPS_URL");
+    let text = config(lab, lab.get("AD_SVC_SYNC_DN")).replacen(
+        &format!("servers = [\"{ad}\"]"),
+        &format!("servers = [\"{dead_url}\", \"{ad}\"]"),
+        1,
+    );
+    assert!(text.contains(&dead_url));
+    std::fs::write(d.0.join("sync.toml"), text).expect("write");
+    let pw = lab.get("AD_SVC_SYNC_PASSWORD");
+    let (ok, out, err) = check(&d.0, pw);
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    for want in [
+        "connector lab-ad: ok",
+        &format!("{ad} (dc1.lab.causeway.test) accepted the bind as CN=svc-sync"),
+        &format!("base_dn is the domain {}", lab.get("AD_BASE_DN")),
+        "DirSync allowed (first cookie",
+        "change notification advertised",
+        "highestCommittedUSN ",
+        "connector lab-ldap: ok",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    for secret in [pw, lab.get("SLAPD_SYNC_PASSWORD")] {
+        assert!(
+            !out.contains(secret) && !err.contains(secret),
+            "a password was printed"
+        );
+    }
+}
+
+#[test]
+fn an_ordinary_user_is_told_which_rights_dirsync_needs() {
+    let lab = lab();
+    let d = dir("rights");
+    std::fs::write(d.0.join("sync.toml"), config(lab, lab.get("AD_ALICE_DN"))).expect("write");
+    let (ok, out, err) = check(&d.0, lab.get("AD_ALICE_PASSWORD"));
+    assert!(!ok, "an account without replication rights passed:\n{out}");
+    assert!(out.contains("connector lab-ad: PROBLEM"), "{out}");
+    assert!(
+        out.contains("may not use DirSync (LDAP 50:")
+            && out.contains("Replicating Directory Changes"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(lab.get("AD_ALICE_PASSWORD")) && !err.contains(lab.get("AD_ALICE_PASSWORD"))
+    );
+}
+
+#[test]
+fn refused_credentials_stop_at_the_first_server_and_say_so() {
+    let lab = lab();
+    let d = dir("creds");
+    // An account that does not exist: LDAP 49 like a wrong password, without adding to any
+    // real account's bad-password count.
+    let nobody = format!(
+        "CN=nobody-{},CN=Users,{}",
+        std::process::id(),
+        lab.get("AD_BASE_DN")
+    );
+    // A second server that records whether anyone dialled it.
+    let second = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    second.set_nonblocking(true).expect("nonblocking");
+    let ad = lab.get("AD_LDAPS_URL");
+    let both = format!(
+        "servers = [\"{ad}\", \"ldaps://127.0.0.1:{}\"]",
+        second.local_addr().expect("addr").port()
+    );
+    let text = config(lab, &nobody).replacen(&format!("servers = [\"{ad}\"]"), &both, 1);
+    assert!(text.contains(&both));
+    std::fs::write(d.0.join("sync.toml"), text).expect("write");
+    let unique = format!("Never-Printed-{}", std::process::id());
+    let (ok, out, err) = check(&d.0, &unique);
+    assert!(!ok);
+    assert!(
+        out.contains("refused the bind account's credentials (LDAP 49")
+            && out.contains("other servers were not tried"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(&unique) && !err.contains(&unique),
+        "the password was printed"
+    );
+    // The command has exited: a connection it made would be waiting in the backlog.
+    assert_eq!(
+        second.accept().map(|_| ()).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::WouldBlock),
+        "a refused password was tried on the next server too"
+    );
+}
+
+#[test]
+fn a_bad_file_is_refused_with_its_line_before_anything_is_contacted() {
+    let lab = lab();
+    let d = dir("bad");
+    let text =
+        config(lab, lab.get("AD_SVC_SYNC_DN")).replace("kind = \"openldap\"", "kind = \"ldap\"");
+    std::fs::write(d.0.join("sync.toml"), &text).expect("write");
+    let (ok, out, err) = check(&d.0, "unused");
+    assert!(!ok);
+    let line = text
+        .lines()
+        .position(|l| l.contains("kind = \"ldap\""))
+        .expect("line")
+        + 1;
+    assert!(
+        err.contains(&format!(
+            "sync.toml:{line}:8: kind \"ldap\": use \"ad\" or \"openldap\""
+        )),
+        "{err}"
+    );
+    assert!(out.is_empty(), "{out}");
+}
