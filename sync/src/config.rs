@@ -4,7 +4,7 @@
 //! that name the file, line and column. Bind passwords are never in the file: each
 //! connector names a file (private to the sync account) or an environment variable.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,6 +13,8 @@ use causeway_config::{parse_duration, parse_ldap, read_config, split_host_port, 
 use causeway_credential::Secret;
 use serde::Deserialize;
 use toml::Spanned;
+
+use crate::ad::map::{Field, Mapping};
 
 const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 /// Entra Connect's default: a run that would delete more than 500 objects stops.
@@ -95,6 +97,8 @@ struct RawConnector {
     write_consistency_guid: bool,
     #[serde(default)]
     timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    attributes: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
 /// The directory a connector reads.
@@ -158,6 +162,8 @@ pub struct Connector {
     pub write_consistency_guid: bool,
     /// How long one LDAP operation may take.
     pub timeout: Duration,
+    /// Which source attribute each mapped field comes from (`[connector.attributes]`).
+    pub mapping: Mapping,
 }
 
 /// The deletion guard of a run.
@@ -393,6 +399,31 @@ impl SyncConfig {
                     "write_consistency_guid is an Active Directory setting; OpenLDAP anchors on entryUUID".into(),
                 ));
             }
+            let mut mapping = Mapping::default();
+            for (field, attr) in &c.attributes {
+                let f = Field::from_config_name(field.get_ref()).ok_or_else(|| {
+                    at(
+                        field.span(),
+                        format!(
+                            "{:?} is not a mapped field; use one of {}",
+                            field.get_ref(),
+                            Field::ALL.map(Field::config_name).join(", ")
+                        ),
+                    )
+                })?;
+                let a = attr.get_ref();
+                let mut chars = a.chars();
+                if a.len() > 64
+                    || !chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+                    || !chars.all(|c| c.is_ascii_alphanumeric() || c == '-')
+                {
+                    return Err(at(
+                        attr.span(),
+                        format!("{a:?} is not an LDAP attribute name"),
+                    ));
+                }
+                mapping = mapping.with(f, a);
+            }
             connectors.push(Connector {
                 name: name.clone(),
                 kind,
@@ -411,6 +442,7 @@ impl SyncConfig {
                 soft_match: c.soft_match,
                 write_consistency_guid: c.write_consistency_guid,
                 timeout: duration(&c.timeout, Duration::from_secs(30), "timeout")?,
+                mapping,
             });
         }
 

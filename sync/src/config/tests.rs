@@ -22,6 +22,9 @@ include_ous = ["OU=Staff, DC=corp,DC=example"]
 exclude_ous = ["OU=Service Accounts,OU=Staff,DC=corp,DC=example"]
 filter = "(!(description=no-sync))"
 
+[connector.attributes]
+upn = "mail"
+
 [[connector]]
 name = "lab-ldap"
 kind = "openldap"
@@ -69,6 +72,9 @@ fn a_full_config_validates() {
     );
     assert_eq!(ad.include_ous, vec!["OU=Staff,DC=corp,DC=example"]);
     assert!(ad.change_notification, "on by default for AD");
+    assert_eq!(ad.mapping.source(Field::Upn), "mail");
+    assert_eq!(ad.mapping.source(Field::DisplayName), "displayname");
+    assert_eq!(c.connectors[1].mapping, Mapping::default());
     assert_eq!(
         ad.password,
         PasswordSource::File("/etc/causeway/corp.pw".into())
@@ -105,6 +111,22 @@ fn errors_name_the_line_and_column() {
     );
     let t = GOOD.replace("[safety]", "[safety]\nsurprise = 1");
     assert!(err(&t).contains("unknown field `surprise`"), "{}", err(&t));
+}
+
+#[test]
+fn attribute_overrides_name_known_fields_and_ldap_attributes() {
+    let t = GOOD.replace("upn = \"mail\"", "login = \"mail\"");
+    assert!(
+        err(&t).contains("\"login\" is not a mapped field; use one of upn, mail,"),
+        "{}",
+        err(&t)
+    );
+    let t = GOOD.replace("upn = \"mail\"", "upn = \"mail;binary\"");
+    assert!(
+        err(&t).contains("\"mail;binary\" is not an LDAP attribute name"),
+        "{}",
+        err(&t)
+    );
 }
 
 #[test]
