@@ -18,6 +18,7 @@ mod logout;
 pub mod pages;
 mod saml;
 mod wsfed;
+mod wsfed_query;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,8 +47,6 @@ pub const SSO_COOKIE: &str = "__Host-causeway_sso";
 pub const LOGIN_COOKIE: &str = "__Host-causeway_login";
 const MAX_FORM: usize = 16 * 1024;
 const MAX_SAML_BODY: usize = binding::MAX_ENCODED + 16 * 1024;
-/// Largest `wctx` accepted: it travels inside the sealed flow state, in a URL.
-const MAX_WCTX: usize = 2048;
 
 /// How the sign-in side is set up.
 #[derive(Debug, Clone)]

@@ -5,58 +5,70 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use tracing::{info, warn};
 
+use crate::apps::Apps;
 use crate::session::{LogoutNext, Prompt, Target};
 
 use super::http::{set_cookie, Resp};
-use super::{pages, Portal, MAX_WCTX, SSO_COOKIE};
+use super::wsfed_query::{check_wctx, parse_query, WsFedRequest};
+use super::{pages, Portal, SSO_COOKIE};
+
+/// Why a sign-in's relying party cannot be answered.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum RefusedReply {
+    /// `wtrealm` is not a registered realm.
+    UnknownRealm,
+    /// `wreply` (here) is not one of the realm's reply URLs; empty when the realm has
+    /// none at all.
+    UnregisteredReply(String),
+}
+
+/// Where a sign-in's token goes: `wreply` if it is one of the realm's registered reply
+/// URLs, else the realm's first (its default).
+pub(super) fn sign_in_reply<'a>(
+    apps: &'a Apps,
+    realm: &str,
+    wreply: Option<&str>,
+) -> Result<&'a str, RefusedReply> {
+    let rp = apps.wsfed.get(realm).ok_or(RefusedReply::UnknownRealm)?;
+    rp.reply_for(wreply)
+        .map_err(RefusedReply::UnregisteredReply)
+}
+
+/// Where a sign-out goes back to: `wreply` only if it is a reply URL registered for some
+/// relying party (any one: a sign-out names no realm), else nowhere (the signed-out page).
+pub(super) fn sign_out_return<'a>(apps: &'a Apps, wreply: Option<&str>) -> Option<&'a String> {
+    let w = wreply?;
+    apps.wsfed
+        .values()
+        .find_map(|rp| rp.reply_urls.iter().find(|u| *u == w))
+}
 
 impl Portal {
     pub(super) fn wsfed(&self, req: &Request<Incoming>) -> Result<Resp, Resp> {
-        let q = req.uri().query().unwrap_or("");
-        if q.len() > 16 * 1024 {
-            return Err(self.bad_request("The request is too large."));
-        }
-        let mut wa = None;
-        let mut wtrealm = None;
-        let mut wreply = None;
-        let mut wctx = None;
-        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
-            let slot = match &*k {
-                "wa" => &mut wa,
-                "wtrealm" => &mut wtrealm,
-                "wreply" => &mut wreply,
-                "wctx" => &mut wctx,
-                _ => continue,
-            };
-            if slot.is_some() {
-                return Err(self.bad_request(&format!("The parameter {k} appears more than once.")));
-            }
-            *slot = Some(v.into_owned());
-        }
+        let request = parse_query(req.uri().query().unwrap_or(""))
+            .map_err(|e| self.bad_request(&e.to_string()))?;
         let apps = self.current_apps();
-        match wa.as_deref() {
-            Some("wsignin1.0") => {
-                let Some(realm) = wtrealm else {
-                    return Err(self.bad_request(
-                        "wtrealm is missing: which application is this sign-in for?",
-                    ));
+        match request {
+            WsFedRequest::SignIn {
+                wtrealm: realm,
+                wreply,
+                wctx,
+            } => {
+                let reply = match sign_in_reply(&apps, &realm, wreply.as_deref()) {
+                    Ok(reply) => reply,
+                    Err(RefusedReply::UnknownRealm) => {
+                        warn!(realm = %realm.chars().take(200).collect::<String>(), "WS-Federation sign-in for an unregistered realm");
+                        return Err(self.bad_request(&format!(
+                            "The application {:?} is not registered with this sign-in service.",
+                            realm.chars().take(200).collect::<String>()
+                        )));
+                    }
+                    Err(RefusedReply::UnregisteredReply(u)) => {
+                        warn!(realm = %realm, wreply = %u.chars().take(200).collect::<String>(), "wreply not registered");
+                        return Err(self.bad_request(&format!("The reply address {:?} is not registered for this application. Nothing was sent.", u.chars().take(200).collect::<String>())));
+                    }
                 };
-                let Some(rp) = apps.wsfed.get(&realm) else {
-                    warn!(realm = %realm.chars().take(200).collect::<String>(), "WS-Federation sign-in for an unregistered realm");
-                    return Err(self.bad_request(&format!(
-                        "The application {:?} is not registered with this sign-in service.",
-                        realm.chars().take(200).collect::<String>()
-                    )));
-                };
-                let reply = rp.reply_for(wreply.as_deref()).map_err(|u| {
-                    warn!(realm = %realm, wreply = %u.chars().take(200).collect::<String>(), "wreply not registered");
-                    self.bad_request(&format!("The reply address {:?} is not registered for this application. Nothing was sent.", u.chars().take(200).collect::<String>()))
-                })?;
-                if let Some(n) = wctx.as_ref().map(String::len).filter(|n| *n > MAX_WCTX) {
-                    return Err(self.bad_request(&format!(
-                        "wctx is {n} bytes long; at most {MAX_WCTX} are accepted."
-                    )));
-                }
+                check_wctx(wctx.as_deref()).map_err(|e| self.bad_request(&e.to_string()))?;
                 Ok(self.proceed(
                     Target::WsFed {
                         realm: realm.clone(),
@@ -67,13 +79,8 @@ impl Portal {
                     req,
                 ))
             }
-            Some("wsignout1.0" | "wsignoutcleanup1.0") => {
-                // Back to the application only if it is a registered reply URL.
-                let back = wreply.as_deref().and_then(|w| {
-                    apps.wsfed
-                        .values()
-                        .find_map(|rp| rp.reply_urls.iter().find(|u| *u == w))
-                });
+            WsFedRequest::SignOut { wreply } => {
+                let back = sign_out_return(&apps, wreply.as_deref());
                 // A WS-Federation sign-out is a plain GET that any page can cause: with a
                 // session, its user confirms it first.
                 if let Some((_, s)) = self.session_of(req) {
@@ -97,11 +104,75 @@ impl Portal {
                 set_cookie(&mut r, SSO_COOKIE, "", Some(0));
                 Ok(r)
             }
-            Some(other) => Err(self.bad_request(&format!(
-                "wa={:?} is not supported (wsignin1.0 and wsignout1.0 are).",
-                other.chars().take(40).collect::<String>()
-            ))),
-            None => Err(self.bad_request("wa is missing.")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apps::WsFedRealm;
+
+    fn apps() -> Apps {
+        let mut apps = Apps::default();
+        for (realm, urls) in [
+            ("urn:a", vec!["https://a.test/back", "https://a.test/other"]),
+            ("urn:b", vec!["https://b.test/"]),
+        ] {
+            apps.wsfed.insert(
+                realm.into(),
+                WsFedRealm {
+                    realm: realm.into(),
+                    reply_urls: urls.into_iter().map(Into::into).collect(),
+                    name: None,
+                },
+            );
+        }
+        apps
+    }
+
+    #[test]
+    fn a_sign_in_is_answered_at_a_registered_reply_url_of_its_own_realm_only() {
+        let apps = apps();
+        assert_eq!(
+            sign_in_reply(&apps, "urn:a", None),
+            Ok("https://a.test/back")
+        );
+        assert_eq!(
+            sign_in_reply(&apps, "urn:a", Some("https://a.test/other")),
+            Ok("https://a.test/other")
+        );
+        // Another realm's reply URL is not this realm's.
+        assert_eq!(
+            sign_in_reply(&apps, "urn:a", Some("https://b.test/")),
+            Err(RefusedReply::UnregisteredReply("https://b.test/".into()))
+        );
+        assert_eq!(
+            sign_in_reply(&apps, "urn:a", Some("https://a.test/back/x")),
+            Err(RefusedReply::UnregisteredReply(
+                "https://a.test/back/x".into()
+            ))
+        );
+        assert_eq!(
+            sign_in_reply(&apps, "urn:A", None),
+            Err(RefusedReply::UnknownRealm)
+        );
+    }
+
+    #[test]
+    fn a_sign_out_returns_only_to_a_reply_url_registered_for_some_realm() {
+        let apps = apps();
+        let back = |w| sign_out_return(&apps, w).map(String::as_str);
+        assert_eq!(
+            back(Some("https://a.test/other")),
+            Some("https://a.test/other")
+        );
+        assert_eq!(back(Some("https://b.test/")), Some("https://b.test/"));
+        // Exact matches only: no prefix, no other path, no case folding, no default.
+        assert_eq!(back(Some("https://b.test/evil")), None);
+        assert_eq!(back(Some("https://a.test/BACK")), None);
+        assert_eq!(back(Some("https://a.test")), None);
+        assert_eq!(back(Some("")), None);
+        assert_eq!(back(None), None);
     }
 }
