@@ -8,11 +8,11 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use tracing::info;
 
-use crate::saml::{self, messages, SamlAttribute, NAMEID_EMAIL, NAMEID_UNSPECIFIED};
+use crate::saml::{self, messages};
 use crate::session::{Participant, Prompt, Session, Target};
 
 use super::http::{origin, Resp};
-use super::{pages, Portal};
+use super::{claims, pages, Portal};
 
 impl Portal {
     /// Answers at once for a browser with a session (unless the password is asked for
@@ -112,39 +112,8 @@ impl Portal {
                 relay_state,
                 name_id_format,
             } => {
-                let name_id = match name_id_format.as_str() {
-                    NAMEID_EMAIL => s.mail.clone().unwrap_or_else(|| s.upn.clone()),
-                    NAMEID_UNSPECIFIED => s.upn.clone(),
-                    _ => s.immutable_id.clone(),
-                };
-                let attrs = vec![
-                    SamlAttribute {
-                        name: "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn",
-                        friendly: "upn",
-                        values: vec![s.upn.clone()],
-                    },
-                    SamlAttribute {
-                        name: "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
-                        friendly: "mail",
-                        values: s.mail.iter().cloned().collect(),
-                    },
-                    SamlAttribute {
-                        name: "http://schemas.microsoft.com/identity/claims/displayname",
-                        friendly: "displayName",
-                        values: s.display_name.iter().cloned().collect(),
-                    },
-                    SamlAttribute {
-                        name: "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups",
-                        friendly: "groups",
-                        // Empty until the store holds groups (they come with sync).
-                        values: Vec::new(),
-                    },
-                    SamlAttribute {
-                        name: "http://schemas.microsoft.com/LiveID/Federation/2008/05/ImmutableID",
-                        friendly: "immutableID",
-                        values: vec![s.immutable_id.clone()],
-                    },
-                ];
+                let name_id = claims::saml_name_id(&name_id_format, s);
+                let attrs = claims::saml_attributes(s);
                 let xml = messages::build_response(
                     &messages::ResponseParams {
                         issuer: &self.urls.entity_id,
@@ -189,7 +158,7 @@ impl Portal {
                         upn: &s.upn,
                         mail: s.mail.as_deref(),
                         display_name: s.display_name.as_deref(),
-                        groups: &[],
+                        groups: &claims::groups(s),
                         authn_instant: s.authn_instant,
                         now,
                         validity: self.cfg.token_validity.max(Duration::from_secs(3600)),

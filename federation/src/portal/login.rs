@@ -12,12 +12,12 @@ use hyper::{Request, StatusCode};
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
-use crate::session::{token_hash, Flow, FlowError, Identity, Prompt, Session, Target};
+use crate::session::{token_hash, Flow, FlowError, Prompt, Session, Target};
 
 use super::http::{
     cookie, form_fields, query_param, read_secret_body, set_cookie, sso_cookie, Resp,
 };
-use super::{pages, Portal, LOGIN_COOKIE, MAX_FORM, SSO_COOKIE};
+use super::{claims, pages, Portal, LOGIN_COOKIE, MAX_FORM, SSO_COOKIE};
 
 impl Portal {
     pub(super) fn session_of(
@@ -261,12 +261,7 @@ impl Portal {
             self.sessions.end(&old);
         }
         let (cookie_value, session) = self.sessions.create(
-            Identity {
-                upn: user.upn,
-                immutable_id: user.id.as_str().to_owned(),
-                mail: user.mail,
-                display_name: user.display_name,
-            },
+            claims::identity_of(user),
             self.cfg.session_lifetime,
             SystemTime::now(),
         );

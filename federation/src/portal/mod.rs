@@ -11,6 +11,7 @@
 
 mod answer;
 mod budget;
+mod claims;
 mod demo;
 mod http;
 mod login;
