@@ -13,10 +13,10 @@ use tracing::{info, warn};
 use zeroize::Zeroizing;
 
 use crate::session::{token_hash, Flow, FlowError, Prompt, Session, Target};
+use crate::store::UserRecord;
 
-use super::http::{
-    cookie, form_fields, query_param, read_secret_body, set_cookie, sso_cookie, Resp,
-};
+use super::http::{cookie, query_param, read_secret_body, set_cookie, sso_cookie, Resp};
+use super::login_rules::{self, after_password, parse_login_form, AfterPassword, LoginForm};
 use super::{claims, pages, Portal, LOGIN_COOKIE, MAX_FORM, SSO_COOKIE};
 
 impl Portal {
@@ -76,28 +76,7 @@ impl Portal {
 
     /// The page for sign-in state that cannot be used, saying why.
     pub(super) fn flow_refused(&self, e: FlowError) -> Resp {
-        let (status, title, text) = match e {
-            FlowError::Expired => (
-                StatusCode::BAD_REQUEST,
-                "This sign-in page has expired",
-                "It is older than 15 minutes. Go back to the application and sign in again.",
-            ),
-            FlowError::Used => (
-                StatusCode::BAD_REQUEST,
-                "This sign-in page was already used",
-                "It was already used to sign in, and a sign-in page can be used once. Go back to the application and sign in again.",
-            ),
-            FlowError::Malformed | FlowError::Tampered => (
-                StatusCode::BAD_REQUEST,
-                "This sign-in link is not valid",
-                "It was damaged or altered on the way, or it was not issued by this sign-in service. Go back to the application and sign in again.",
-            ),
-            FlowError::Forged => (
-                StatusCode::FORBIDDEN,
-                "This sign-in form cannot be used",
-                "It was not issued to this browser, or it was replaced by a newer one. Go back to the application and sign in again.",
-            ),
-        };
+        let (status, title, text) = login_rules::flow_refusal(e);
         self.error_page(status, title, text)
     }
 
@@ -161,34 +140,13 @@ impl Portal {
         // The body holds the URL-encoded password: it is read into one zeroizing buffer
         // and decoded field by field into zeroizing buffers (no copy left behind).
         let body = read_secret_body(req, MAX_FORM).await?;
-        let mut flow_id = None;
-        let mut csrf = None;
-        let mut username = None;
-        let mut password: Option<Zeroizing<Vec<u8>>> = None;
-        for (k, v) in form_fields(&body) {
-            let slot = match k.as_slice() {
-                b"flow" => &mut flow_id,
-                b"csrf" => &mut csrf,
-                b"username" => &mut username,
-                b"password" => {
-                    if password.is_some() {
-                        return Err(self.bad_request("The form was sent with a field twice."));
-                    }
-                    password = Some(v);
-                    continue;
-                }
-                _ => continue,
-            };
-            if slot.is_some() {
-                return Err(self.bad_request("The form was sent with a field twice."));
-            }
-            *slot = Some(String::from_utf8_lossy(&v).into_owned());
-        }
-        let (Some(flow_id), Some(csrf)) = (flow_id, csrf) else {
-            return Err(self.bad_request(
-                "The sign-in form is incomplete. Go back to the application and sign in again.",
-            ));
-        };
+        let form = parse_login_form(&body).map_err(|e| self.bad_request(&e.to_string()))?;
+        let LoginForm {
+            flow: flow_id,
+            csrf,
+            username,
+            password,
+        } = form;
         let flow = match self
             .flows
             .take_if(&flow_id, &csrf, browser, SystemTime::now())
@@ -202,52 +160,37 @@ impl Portal {
             }
         };
         let username = username.unwrap_or_default().trim().to_owned();
-        if username.chars().count() > 256 {
-            return Ok(self.retry_login(
-                flow,
-                "",
-                "The user name is too long.",
-                StatusCode::BAD_REQUEST,
-            ));
+        if let Some(msg) = login_rules::username_too_long(&username) {
+            return Ok(self.retry_login(flow, "", msg, StatusCode::BAD_REQUEST));
         }
         // Moved, not copied, into the secret type (which zeroizes it if it refuses it).
         let pw = password.map(|mut p| Password::from_utf8(std::mem::take(&mut *p)));
         let password = match pw {
             Some(Ok(p)) if !username.is_empty() => p,
             _ => {
-                let msg = if username.is_empty() {
-                    "Enter your user name (name@domain) and your password."
-                } else {
-                    "Enter your password."
-                };
+                let msg = login_rules::missing_credentials(&username);
                 return Ok(self.retry_login(flow, &username, msg, StatusCode::OK));
             }
         };
         let (outcome, path) = self.auth.authenticate(&username, password, source).await;
         info!(outcome = outcome.code(), path = ?path, operator = outcome.operator_text(), "sign-in");
         let user = if outcome == SignInOutcome::Success {
-            let store = self.store.clone();
-            let name = username.clone();
-            tokio::task::spawn_blocking(move || store.user_by_upn(&name))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .flatten()
+            self.user_after_password(&username).await
         } else {
             None
         };
-        let user = match (outcome, user) {
-            (SignInOutcome::Success, Some(u)) if !u.disabled => u,
-            (SignInOutcome::Success, Some(_)) => {
+        let user = match after_password(outcome, user) {
+            AfterPassword::SignIn(u) => u,
+            AfterPassword::Disabled => {
                 let msg = SignInOutcome::AccountDisabled.user_message();
                 return Ok(self.retry_login(flow, &username, msg, StatusCode::OK));
             }
-            (SignInOutcome::Success, None) => {
+            AfterPassword::NotSynchronised => {
                 warn!("password accepted by the directory, but the user is not in the directory store (not synchronised yet)");
-                let msg = "Your password is correct, but your account has not been set up for sign-in here yet (it is not synchronised). Contact your help desk.";
+                let msg = login_rules::NOT_SYNCHRONISED;
                 return Ok(self.retry_login(flow, &username, msg, StatusCode::OK));
             }
-            (o, _) => {
+            AfterPassword::Failed(o) => {
                 let msg = self.outcome_message(o, &username, source).await;
                 return Ok(self.retry_login(flow, &username, &msg, StatusCode::OK));
             }
@@ -277,6 +220,18 @@ impl Portal {
         Ok(r)
     }
 
+    /// The store's record of a user whose password the directory accepted: the one place
+    /// the sign-in reads the store (a failed read counts as no record).
+    pub(super) async fn user_after_password(&self, username: &str) -> Option<UserRecord> {
+        let store = self.store.clone();
+        let name = username.to_owned();
+        tokio::task::spawn_blocking(move || store.user_by_upn(&name))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+    }
+
     pub(super) async fn outcome_message(
         &self,
         o: SignInOutcome,
@@ -290,11 +245,7 @@ impl Portal {
                     .lockout()
                     .locked_for(&account, source, std::time::SystemTime::now())
             {
-                let mins = d.as_secs().div_ceil(60).max(1);
-                return format!(
-                    "Your account is locked because of too many failed sign-in attempts. Try again in {mins} minute{}.",
-                    if mins == 1 { "" } else { "s" }
-                );
+                return login_rules::locked_message(d);
             }
         }
         o.user_message().to_owned()

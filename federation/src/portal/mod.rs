@@ -15,6 +15,7 @@ mod claims;
 mod demo;
 mod http;
 mod login;
+mod login_rules;
 mod logout;
 pub mod pages;
 mod saml;
