@@ -10,10 +10,64 @@ use tracing::{info, warn};
 use zeroize::Zeroizing;
 
 use crate::saml::{binding, messages, LogoutRequest, BINDING_REDIRECT};
-use crate::session::{LogoutChain, LogoutNext, LogoutOrigin, Session};
+use crate::session::{LogoutChain, LogoutNext, LogoutOrigin, Participant, Session};
 
 use super::http::{read_body, set_cookie, sso_cookie, Resp};
 use super::{pages, Portal, MAX_FORM, SSO_COOKIE};
+
+/// Whether a sign-out form's anti-forgery token is the session's (in constant time).
+pub(super) fn csrf_matches(session_csrf: &str, given: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(session_csrf.as_bytes().ct_eq(given.as_bytes()))
+}
+
+/// What a confirmed sign-out at `/logout` goes on to.
+#[derive(Debug)]
+pub(super) enum Confirmed {
+    /// Tell the ended session's applications, then answer the one that asked (if any).
+    Chain(LogoutChain),
+    /// Back to a registered WS-Federation reply URL.
+    Back(String),
+    /// The signed-out page.
+    SignedOut,
+}
+
+/// Decides from the session that ended (none if it had ended already) and what the
+/// confirmation form was shown for. A SAML application's request is answered only with
+/// the session it was about: without one there is nobody to answer for.
+pub(super) fn after_confirmed(ended: Option<Session>, next: Option<LogoutNext>) -> Confirmed {
+    match (ended, next) {
+        (Some(s), None) => Confirmed::Chain(LogoutChain::new(&s, None)),
+        (Some(s), Some(LogoutNext::Saml(o))) => Confirmed::Chain(LogoutChain::new(&s, Some(o))),
+        (_, Some(LogoutNext::WsFed { back: Some(u) })) => Confirmed::Back(u),
+        _ => Confirmed::SignedOut,
+    }
+}
+
+/// Whether a LogoutResponse from `issuer` answers the request we are waiting on
+/// (`(application, our request's ID)`).
+pub(super) fn answers_our_request(
+    issuer: &str,
+    in_response_to: Option<&str>,
+    waiting_for: (&str, &str),
+) -> bool {
+    issuer == waiting_for.0 && in_response_to == Some(waiting_for.1)
+}
+
+/// Takes the next application of the chain that can be told (`endpoint` finds its SAML
+/// logout service), in the order they were signed in to; skips those that cannot.
+/// None once every application has had its turn.
+pub(super) fn next_to_tell<E>(
+    chain: &mut LogoutChain,
+    endpoint: impl Fn(&str) -> Option<E>,
+) -> Option<(Participant, E)> {
+    while let Some(p) = chain.pending.pop() {
+        if let Some(e) = endpoint(&p.app) {
+            return Some((p, e));
+        }
+    }
+    None
+}
 
 impl Portal {
     pub(super) async fn logout(&self, req: Request<Incoming>) -> Result<Resp, Resp> {
@@ -46,8 +100,7 @@ impl Portal {
         }
         match (c, session) {
             (Some(c), Some(s)) => {
-                use subtle::ConstantTimeEq;
-                if !bool::from(s.csrf.as_bytes().ct_eq(csrf.as_bytes())) {
+                if !csrf_matches(&s.csrf, &csrf) {
                     return Err(self.error_page(
                         StatusCode::FORBIDDEN,
                         "Sign-out refused",
@@ -71,13 +124,10 @@ impl Portal {
                 );
                 // The session's applications are told one after the other, then the
                 // application that asked (or the signed-out page).
-                let mut r = match (ended, next) {
-                    (Some(s), None) => self.next_logout(LogoutChain::new(&s, None)),
-                    (Some(s), Some(LogoutNext::Saml(o))) => {
-                        self.next_logout(LogoutChain::new(&s, Some(o)))
-                    }
-                    (_, Some(LogoutNext::WsFed { back: Some(u) })) => Self::redirect(&u),
-                    _ => self.signed_out(),
+                let mut r = match after_confirmed(ended, next) {
+                    Confirmed::Chain(chain) => self.next_logout(chain),
+                    Confirmed::Back(u) => Self::redirect(&u),
+                    Confirmed::SignedOut => self.signed_out(),
                 };
                 set_cookie(&mut r, SSO_COOKIE, "", Some(0));
                 Ok(r)
@@ -198,7 +248,7 @@ impl Portal {
             info!(app = %issuer.chars().take(200).collect::<String>(), success = ok, "logout response received outside a single logout");
             return Ok(self.signed_out());
         };
-        if issuer != app || in_response_to.as_deref() != Some(request_id.as_str()) {
+        if !answers_our_request(&issuer, in_response_to.as_deref(), (&app, &request_id)) {
             warn!(app = %app, "logout response does not answer our logout request");
             return Err(self.bad_request(
                 "The logout response does not answer this service's logout request.",
@@ -218,13 +268,11 @@ impl Portal {
     /// the signed-out page). Applications without a SAML logout service are skipped.
     pub(super) fn next_logout(&self, mut chain: LogoutChain) -> Resp {
         let apps = self.current_apps();
-        while let Some(p) = chain.pending.pop() {
-            let Some(sp) = apps.saml.get(&p.app) else {
-                continue;
-            };
-            let Some((binding_uri, location, _)) = sp.logout_endpoint() else {
-                continue;
-            };
+        let next = next_to_tell(&mut chain, |app| {
+            let sp = apps.saml.get(app)?;
+            sp.logout_endpoint().map(|e| (sp, e))
+        });
+        if let Some((p, (sp, (binding_uri, location, _)))) = next {
             let keys = self.current_keys();
             let post = binding_uri != BINDING_REDIRECT;
             let (id, xml) = messages::build_logout_request(
@@ -286,5 +334,124 @@ impl Portal {
             relay_state.as_deref(),
             app,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::session::{Identity, Sessions};
+
+    fn session(apps: &[&str]) -> (Sessions, String, Session) {
+        let sessions = Sessions::default();
+        let (cookie, _) = sessions.create(
+            Identity {
+                upn: "carla@corp.test".into(),
+                immutable_id: "id-1".into(),
+                mail: None,
+                display_name: None,
+            },
+            Duration::from_secs(3600),
+            SystemTime::now(),
+        );
+        for a in apps {
+            sessions.add_participant(
+                &cookie,
+                Participant {
+                    app: (*a).into(),
+                    name_id: "id-1".into(),
+                    format: "f".into(),
+                },
+            );
+        }
+        let s = sessions.get(&cookie, SystemTime::now()).expect("live");
+        (sessions, cookie, s)
+    }
+
+    fn origin(app: &str) -> LogoutOrigin {
+        LogoutOrigin {
+            app: app.into(),
+            request_id: "_r1".into(),
+            relay_state: None,
+        }
+    }
+
+    #[test]
+    fn the_sign_out_token_must_be_the_sessions_exactly() {
+        assert!(csrf_matches("tok-123", "tok-123"));
+        assert!(!csrf_matches("tok-123", "tok-124"));
+        assert!(!csrf_matches("tok-123", "tok-12"));
+        assert!(!csrf_matches("tok-123", "tok-1234"));
+        assert!(!csrf_matches("tok-123", ""));
+    }
+
+    #[test]
+    fn a_confirmed_sign_out_chains_through_the_session_and_returns_only_where_it_may() {
+        let (_, _, s) = session(&["sp-a", "sp-b"]);
+        let Confirmed::Chain(c) = after_confirmed(Some(s.clone()), None) else {
+            panic!("chain");
+        };
+        assert_eq!((c.pending.len(), c.origin), (2, None));
+        let Confirmed::Chain(c) =
+            after_confirmed(Some(s.clone()), Some(LogoutNext::Saml(origin("sp-a"))))
+        else {
+            panic!("chain");
+        };
+        // The asking application is answered, not sent a request.
+        assert_eq!(
+            c.pending.iter().map(|p| p.app.as_str()).collect::<Vec<_>>(),
+            ["sp-b"]
+        );
+        assert_eq!(c.origin, Some(origin("sp-a")));
+        let back = || {
+            Some(LogoutNext::WsFed {
+                back: Some("https://rp.test/".into()),
+            })
+        };
+        assert!(
+            matches!(after_confirmed(Some(s.clone()), back()), Confirmed::Back(u) if u == "https://rp.test/")
+        );
+        assert!(matches!(after_confirmed(None, back()), Confirmed::Back(_)));
+        assert!(matches!(
+            after_confirmed(Some(s), Some(LogoutNext::WsFed { back: None })),
+            Confirmed::SignedOut
+        ));
+        // The session had ended already: no SAML answer on its behalf.
+        assert!(matches!(
+            after_confirmed(None, Some(LogoutNext::Saml(origin("sp-a")))),
+            Confirmed::SignedOut
+        ));
+        assert!(matches!(after_confirmed(None, None), Confirmed::SignedOut));
+    }
+
+    #[test]
+    fn a_logout_response_must_come_from_the_application_asked_and_name_our_request() {
+        let w = ("sp-a", "_ours");
+        assert!(answers_our_request("sp-a", Some("_ours"), w));
+        assert!(!answers_our_request("sp-b", Some("_ours"), w));
+        assert!(!answers_our_request("sp-a", Some("_other"), w));
+        assert!(!answers_our_request("sp-a", None, w));
+    }
+
+    #[test]
+    fn the_chain_tells_applications_in_sign_in_order_skipping_those_without_a_logout_service() {
+        let (_, _, s) = session(&["sp-a", "sp-none", "sp-c", "sp-asker"]);
+        let mut chain = LogoutChain::new(&s, Some(origin("sp-asker")));
+        let endpoint = |app: &str| (app != "sp-none").then(|| format!("https://{app}/slo"));
+        let mut told = Vec::new();
+        while let Some((p, e)) = next_to_tell(&mut chain, endpoint) {
+            told.push((p.app, e));
+        }
+        assert_eq!(
+            told,
+            [
+                ("sp-a".to_owned(), "https://sp-a/slo".to_owned()),
+                ("sp-c".to_owned(), "https://sp-c/slo".to_owned())
+            ]
+        );
+        assert!(chain.pending.is_empty());
+        assert!(next_to_tell(&mut chain, endpoint).is_none());
     }
 }
