@@ -14,6 +14,34 @@ use crate::session::{Participant, Prompt, Session, Target};
 use super::http::{origin, Resp};
 use super::{claims, pages, Portal};
 
+/// What a flow gets without the sign-in page.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum WithoutPage<S> {
+    /// The answer, for this session.
+    Complete(S),
+    /// NoPassive: the application asked for no prompt, and there is no session.
+    NoPassive,
+    /// The user has to sign in.
+    SignIn,
+}
+
+/// Decides by `prompt` and the browser's session, which is looked up only when it can
+/// count (ForceAuthn asks for the password whatever the session).
+pub(super) fn without_page<S>(
+    prompt: Prompt,
+    session: impl FnOnce() -> Option<S>,
+) -> WithoutPage<S> {
+    if prompt != Prompt::Always {
+        if let Some(s) = session() {
+            return WithoutPage::Complete(s);
+        }
+    }
+    if prompt == Prompt::Never {
+        return WithoutPage::NoPassive;
+    }
+    WithoutPage::SignIn
+}
+
 impl Portal {
     /// Answers at once for a browser with a session (unless the password is asked for
     /// again); otherwise keeps the request as a flow and sends the browser to sign in,
@@ -50,15 +78,11 @@ impl Portal {
         prompt: Prompt,
         req: &Request<Incoming>,
     ) -> Result<Resp, Target> {
-        if prompt != Prompt::Always {
-            if let Some((c, s)) = self.session_of(req) {
-                return Ok(self.complete(target, &c, &s));
-            }
+        match without_page(prompt, || self.session_of(req)) {
+            WithoutPage::Complete((c, s)) => Ok(self.complete(target, &c, &s)),
+            WithoutPage::NoPassive => Ok(self.no_passive(target)),
+            WithoutPage::SignIn => Err(target),
         }
-        if prompt == Prompt::Never {
-            return Ok(self.no_passive(target));
-        }
-        Err(target)
     }
 
     /// The answer to IsPassive without a usable session: a signed Response with status
@@ -186,5 +210,32 @@ impl Portal {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_answers_unless_the_password_is_forced_and_no_prompt_without_one_is_no_passive() {
+        let with = || Some("s");
+        let without = || None::<&str>;
+        assert_eq!(
+            without_page(Prompt::IfNeeded, with),
+            WithoutPage::Complete("s")
+        );
+        assert_eq!(without_page(Prompt::IfNeeded, without), WithoutPage::SignIn);
+        assert_eq!(
+            without_page(Prompt::Never, with),
+            WithoutPage::Complete("s")
+        );
+        assert_eq!(without_page(Prompt::Never, without), WithoutPage::NoPassive);
+        assert_eq!(without_page(Prompt::Always, without), WithoutPage::SignIn);
+        // ForceAuthn: the session is not even looked at.
+        assert_eq!(
+            without_page(Prompt::Always, || -> Option<&str> { panic!("looked up") }),
+            WithoutPage::SignIn
+        );
     }
 }

@@ -18,6 +18,42 @@ use crate::xml::{self, VerifiedKey};
 use super::http::{origin, query_param, Resp};
 use super::{pages, Portal};
 
+/// How a request's IsPassive and ForceAuthn let the sign-in page be shown: None when
+/// they cannot both be met (a fresh sign-in that shows nothing), which is answered
+/// NoPassive at once, session or not.
+pub(super) fn prompt_for(is_passive: bool, force_authn: bool) -> Option<Prompt> {
+    match (is_passive, force_authn) {
+        (true, true) => None,
+        (true, false) => Some(Prompt::Never),
+        (false, true) => Some(Prompt::Always),
+        (false, false) => Some(Prompt::IfNeeded),
+    }
+}
+
+/// The NameID format for an application that leaves the choice to us: the first of its
+/// metadata's formats that this service issues, else persistent.
+pub(super) fn default_name_id_format(sp_formats: &[String]) -> String {
+    sp_formats
+        .iter()
+        .find(|f| [NAMEID_PERSISTENT, NAMEID_EMAIL, NAMEID_UNSPECIFIED].contains(&f.as_str()))
+        .cloned()
+        .unwrap_or_else(|| NAMEID_PERSISTENT.to_owned())
+}
+
+/// The NameID format to issue for a request's NameIDPolicy: unspecified (or none) leaves
+/// the choice to us, persistent and emailAddress are honoured, anything else is refused
+/// (the error is the format asked for).
+pub(super) fn name_id_format<'a>(
+    requested: Option<&'a str>,
+    sp_formats: &[String],
+) -> Result<String, &'a str> {
+    match requested {
+        None | Some(NAMEID_UNSPECIFIED) => Ok(default_name_id_format(sp_formats)),
+        Some(f @ (NAMEID_PERSISTENT | NAMEID_EMAIL)) => Ok(f.to_owned()),
+        Some(f) => Err(f),
+    }
+}
+
 impl Portal {
     /// Checks a message's signature against the application's registered certificates:
     /// true when one verified, false when the message is unsigned and the application
@@ -154,20 +190,9 @@ impl Portal {
             warn!(app = %sp.entity_id, acs = %u.chars().take(200).collect::<String>(), "AuthnRequest names an unregistered AssertionConsumerService");
             self.bad_request(&format!("The application asked for the answer to go to {:?}, which is not in its registered metadata. Nothing was sent.", u.chars().take(200).collect::<String>()))
         })?;
-        let format = match req.name_id_format.as_deref() {
-            None | Some(NAMEID_UNSPECIFIED) => sp
-                .name_id_formats
-                .iter()
-                .find(|f| {
-                    [NAMEID_PERSISTENT, NAMEID_EMAIL, NAMEID_UNSPECIFIED].contains(&f.as_str())
-                })
-                .cloned()
-                .unwrap_or_else(|| NAMEID_PERSISTENT.to_owned()),
-            Some(f @ (NAMEID_PERSISTENT | NAMEID_EMAIL)) => f.to_owned(),
-            Some(f) => {
-                return Err(self.bad_request(&format!("The application asks for the NameID format {:?}; this sign-in service issues persistent, emailAddress and unspecified.", f.chars().take(200).collect::<String>())));
-            }
-        };
+        let format = name_id_format(req.name_id_format.as_deref(), &sp.name_id_formats).map_err(|f| {
+            self.bad_request(&format!("The application asks for the NameID format {:?}; this sign-in service issues persistent, emailAddress and unspecified.", f.chars().take(200).collect::<String>()))
+        })?;
         // Recorded last, once the request is known to be answerable.
         if let Some(until) = replay_until {
             if !self
@@ -188,12 +213,9 @@ impl Portal {
             relay_state: msg.relay_state.clone(),
             name_id_format: format,
         };
-        match (req.is_passive, req.force_authn) {
-            // A fresh sign-in that shows nothing cannot be done, session or not.
-            (true, true) => Err(self.no_passive(target)),
-            (true, false) => Ok((target, Prompt::Never)),
-            (false, true) => Ok((target, Prompt::Always)),
-            (false, false) => Ok((target, Prompt::IfNeeded)),
+        match prompt_for(req.is_passive, req.force_authn) {
+            Some(prompt) => Ok((target, prompt)),
+            None => Err(self.no_passive(target)),
         }
     }
 
@@ -224,12 +246,7 @@ impl Portal {
         let acs = sp.acs_for(None, None).map_err(|_| {
             self.bad_request("The application has no HTTP-POST assertion consumer service.")
         })?;
-        let format = sp
-            .name_id_formats
-            .iter()
-            .find(|f| [NAMEID_PERSISTENT, NAMEID_EMAIL, NAMEID_UNSPECIFIED].contains(&f.as_str()))
-            .cloned()
-            .unwrap_or_else(|| NAMEID_PERSISTENT.to_owned());
+        let format = default_name_id_format(&sp.name_id_formats);
         Ok(self.proceed(
             Target::Saml {
                 sp: sp.entity_id.clone(),
@@ -277,5 +294,56 @@ impl Portal {
         let sig: String = form_urlencoded::byte_serialize(sig.as_bytes()).collect();
         let sep = if url.contains('?') { '&' } else { '?' };
         Self::redirect(&format!("{url}{sep}{signed}&Signature={sig}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRANSIENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient";
+
+    #[test]
+    fn is_passive_and_force_authn_map_to_the_prompt_and_both_at_once_to_no_passive() {
+        assert_eq!(prompt_for(false, false), Some(Prompt::IfNeeded));
+        assert_eq!(prompt_for(false, true), Some(Prompt::Always));
+        assert_eq!(prompt_for(true, false), Some(Prompt::Never));
+        assert_eq!(prompt_for(true, true), None);
+    }
+
+    #[test]
+    fn the_name_id_format_asked_for_is_honoured_or_refused_and_none_falls_back_to_the_metadata() {
+        let sp = |f: &[&str]| f.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        // The first format of the metadata that we issue; transient is skipped.
+        assert_eq!(
+            name_id_format(None, &sp(&[TRANSIENT, NAMEID_EMAIL, NAMEID_PERSISTENT])),
+            Ok(NAMEID_EMAIL.to_owned())
+        );
+        assert_eq!(
+            name_id_format(Some(NAMEID_UNSPECIFIED), &sp(&[NAMEID_UNSPECIFIED])),
+            Ok(NAMEID_UNSPECIFIED.to_owned())
+        );
+        assert_eq!(
+            name_id_format(None, &sp(&[TRANSIENT])),
+            Ok(NAMEID_PERSISTENT.to_owned())
+        );
+        assert_eq!(name_id_format(None, &[]), Ok(NAMEID_PERSISTENT.to_owned()));
+        // Asked for explicitly: given whatever the metadata lists.
+        assert_eq!(
+            name_id_format(Some(NAMEID_EMAIL), &sp(&[NAMEID_PERSISTENT])),
+            Ok(NAMEID_EMAIL.to_owned())
+        );
+        assert_eq!(
+            name_id_format(Some(NAMEID_PERSISTENT), &[]),
+            Ok(NAMEID_PERSISTENT.to_owned())
+        );
+        assert_eq!(
+            name_id_format(Some(TRANSIENT), &sp(&[TRANSIENT])),
+            Err(TRANSIENT)
+        );
+        assert_eq!(
+            default_name_id_format(&sp(&[NAMEID_UNSPECIFIED, NAMEID_EMAIL])),
+            NAMEID_UNSPECIFIED
+        );
     }
 }
