@@ -322,7 +322,7 @@ mod tests {
     use super::*;
 
     #[test]
-    pub(super) fn form_fields_decode_like_form_urlencoded_into_zeroizing_buffers() {
+    fn form_fields_decode_like_form_urlencoded_into_zeroizing_buffers() {
         let body = b"flow=a%2Bb&csrf=&username=carla%40x.test&password=p+w%C3%A9%25%zz%4&odd&=v";
         let ours: Vec<(Vec<u8>, Vec<u8>)> = form_fields(body)
             .map(|(k, v)| (k.to_vec(), v.to_vec()))
@@ -333,5 +333,17 @@ mod tests {
         assert_eq!(ours, theirs);
         assert_eq!(ours[3].1, "p wé%%zz%4".as_bytes());
         assert_eq!(&form_decode(b"%41%42%43")[..], b"ABC");
+    }
+
+    #[test]
+    fn a_pages_form_may_post_only_to_the_origin_of_the_url_it_names() {
+        assert_eq!(
+            origin("https://sp.test:8443/acs?x=1"),
+            "https://sp.test:8443"
+        );
+        assert_eq!(origin("https://sp.test"), "https://sp.test");
+        assert_eq!(origin("http://sp.test/"), "http://sp.test");
+        // No scheme: cut at the first slash all the same.
+        assert_eq!(origin("sp.test/acs"), "sp.test");
     }
 }

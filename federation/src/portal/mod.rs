@@ -4,6 +4,8 @@
 //! from the request alone; every form is bound to the browser it was shown to and can be
 //! used once. This file holds the `Portal`, its set-up and the routing of a request to
 //! the file that does the job (login, answer, saml, wsfed, logout; http for plumbing).
+//! Their decisions are pure functions beside them or in `login_rules`, `claims` and
+//! `wsfed_query`, unit-tested without a `Portal`.
 
 // Handlers return the page to show as `Err` so that `?` ends a request early; a response
 // on the stack is a fine price for that.
@@ -361,5 +363,40 @@ impl Portal {
             .iter()
             .filter_map(|c| VerifiedKey::from_cert_base64(c).ok())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_in_work_is_every_sign_in_address_and_the_demo_but_not_metadata() {
+        for p in [
+            "/",
+            "/login",
+            "/logout",
+            "/saml/sso",
+            "/saml/continue",
+            "/saml/idp-init",
+            "/saml/slo",
+            "/wsfed",
+            "/demo/",
+            "/demo/app",
+        ] {
+            assert!(Portal::starts_sign_in_work(p), "{p}");
+        }
+        for p in [
+            "/saml/metadata",
+            "/FederationMetadata/2007-06/FederationMetadata.xml",
+            "/healthz",
+            "/metrics",
+            "/login/",
+            "/wsfed/x",
+            "/demo",
+            "",
+        ] {
+            assert!(!Portal::starts_sign_in_work(p), "{p}");
+        }
     }
 }
