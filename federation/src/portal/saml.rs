@@ -1,0 +1,349 @@
+//! The SAML 2.0 sign-on side: AuthnRequests in (signature, Destination, replay, ACS,
+//! NameID format, IsPassive/ForceAuthn), IdP-initiated sign-on, and messages out through
+//! the browser. It must never answer to an ACS that is not in the application's metadata.
+
+use std::time::SystemTime;
+
+use base64::Engine;
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use tracing::warn;
+
+use crate::saml::{
+    self, binding, AuthnRequest, BINDING_POST, NAMEID_EMAIL, NAMEID_PERSISTENT, NAMEID_UNSPECIFIED,
+};
+use crate::session::{Prompt, Target};
+use crate::xml::{self, VerifiedKey};
+
+use super::http::{origin, query_param, Resp};
+use super::{pages, Portal};
+
+/// How a request's IsPassive and ForceAuthn let the sign-in page be shown: None when
+/// they cannot both be met (a fresh sign-in that shows nothing), which is answered
+/// NoPassive at once, session or not.
+pub(super) fn prompt_for(is_passive: bool, force_authn: bool) -> Option<Prompt> {
+    match (is_passive, force_authn) {
+        (true, true) => None,
+        (true, false) => Some(Prompt::Never),
+        (false, true) => Some(Prompt::Always),
+        (false, false) => Some(Prompt::IfNeeded),
+    }
+}
+
+/// The NameID format for an application that leaves the choice to us: the first of its
+/// metadata's formats that this service issues, else persistent.
+pub(super) fn default_name_id_format(sp_formats: &[String]) -> String {
+    sp_formats
+        .iter()
+        .find(|f| [NAMEID_PERSISTENT, NAMEID_EMAIL, NAMEID_UNSPECIFIED].contains(&f.as_str()))
+        .cloned()
+        .unwrap_or_else(|| NAMEID_PERSISTENT.to_owned())
+}
+
+/// The NameID format to issue for a request's NameIDPolicy: unspecified (or none) leaves
+/// the choice to us, persistent and emailAddress are honoured, anything else is refused
+/// (the error is the format asked for).
+pub(super) fn name_id_format<'a>(
+    requested: Option<&'a str>,
+    sp_formats: &[String],
+) -> Result<String, &'a str> {
+    match requested {
+        None | Some(NAMEID_UNSPECIFIED) => Ok(default_name_id_format(sp_formats)),
+        Some(f @ (NAMEID_PERSISTENT | NAMEID_EMAIL)) => Ok(f.to_owned()),
+        Some(f) => Err(f),
+    }
+}
+
+impl Portal {
+    /// Checks a message's signature against the application's registered certificates:
+    /// true when one verified, false when the message is unsigned and the application
+    /// does not promise to sign (the caller decides what an unsigned message may do).
+    pub(super) fn check_signature(
+        &self,
+        sp: &saml::ServiceProvider,
+        msg: &binding::Inbound,
+        root: &xml::Node,
+        what: &str,
+    ) -> Result<bool, Resp> {
+        let keys: Vec<VerifiedKey> = sp.keys();
+        let signed_xml = root.child(xml::ns::DS, "Signature").is_some();
+        if let Some(sig) = &msg.redirect_signature {
+            let mut ok = false;
+            for k in &keys {
+                match k.verify_raw(&sig.alg, &sig.signed, &sig.signature) {
+                    Ok(true) => {
+                        ok = true;
+                        break;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        return Err(self.bad_request(&format!(
+                            "The {what} from {} is signed in a way we do not accept: {e}.",
+                            sp.entity_id
+                        )));
+                    }
+                }
+            }
+            if !ok {
+                warn!(app = %sp.entity_id, "{what} signature does not verify");
+                return Err(self.bad_request(&format!("The {what} from {} has a signature that does not verify with the certificate in its registered metadata.", sp.entity_id)));
+            }
+            return Ok(true);
+        }
+        if signed_xml || (sp.authn_requests_signed && !msg.redirect) {
+            return xml::verify_enveloped(root, "ID", &keys)
+                .map(|()| true)
+                .map_err(|e| {
+                    warn!(app = %sp.entity_id, error = %e, "{what} signature refused");
+                    self.bad_request(&format!(
+                        "The {what} from {} is not correctly signed: {e}.",
+                        sp.entity_id
+                    ))
+                });
+        }
+        if sp.authn_requests_signed {
+            return Err(self.bad_request(&format!(
+                "{} signs its requests (its metadata says so), but this {what} is not signed.",
+                sp.entity_id
+            )));
+        }
+        Ok(false)
+    }
+
+    pub(super) fn saml_sso_post(
+        &self,
+        msg: Result<binding::Inbound, binding::BindingError>,
+    ) -> Result<Resp, Resp> {
+        let (target, prompt) = self.saml_target(msg)?;
+        let flow = self.flows.start(target, prompt, SystemTime::now());
+        // Cross-site POSTs carry no SameSite=Lax cookie: continue with a same-site GET so
+        // that an SSO session is seen.
+        Ok(Self::redirect(&format!("/saml/continue?flow={flow}")))
+    }
+
+    pub(super) fn saml_sso(
+        &self,
+        msg: Result<binding::Inbound, binding::BindingError>,
+        req: &Request<Incoming>,
+    ) -> Result<Resp, Resp> {
+        let (target, prompt) = self.saml_target(msg)?;
+        Ok(self.proceed(target, prompt, req))
+    }
+
+    /// Where a SAML AuthnRequest wants the answer, once every check has passed, and
+    /// whether it asks for the password even with a session (ForceAuthn) or for no
+    /// prompt at all (IsPassive). Both at once cannot be met: that is answered NoPassive
+    /// at once (as the error side of the result, although it is a normal SAML answer).
+    pub(super) fn saml_target(
+        &self,
+        msg: Result<binding::Inbound, binding::BindingError>,
+    ) -> Result<(Target, Prompt), Resp> {
+        let msg =
+            msg.map_err(|e| self.bad_request(&format!("The SAML request is unreadable: {e}.")))?;
+        if !msg.is_request {
+            return Err(self.bad_request("Expected a SAMLRequest at the sign-on address."));
+        }
+        let req = AuthnRequest::parse(&msg.xml)
+            .map_err(|e| self.bad_request(&format!("The SAML request was refused: {e}.")))?;
+        let apps = self.current_apps();
+        let Some(sp) = apps.saml.get(&req.issuer) else {
+            warn!(issuer = %req.issuer.chars().take(200).collect::<String>(), "AuthnRequest from an unregistered application");
+            return Err(self.bad_request(&format!("The application {:?} is not registered with this sign-in service. Ask your administrator to register it (causeway apps add).", req.issuer.chars().take(200).collect::<String>())));
+        };
+        let signed = self.check_signature(sp, &msg, &req.root, "sign-in request")?;
+        let now = SystemTime::now();
+        match &req.destination {
+            Some(d) if d != &self.urls.sso => {
+                return Err(self.bad_request(&format!(
+                    "The request was meant for {:?}, not for this sign-in service ({}).",
+                    d.chars().take(200).collect::<String>(),
+                    self.urls.sso
+                )));
+            }
+            // The signature covers Destination only if it is there (SAML bindings
+            // 3.4.5.2 and 3.5.5.2 require it in signed requests): without it a signed
+            // request for another IdP could be replayed here.
+            None if signed => {
+                return Err(self.bad_request(&format!(
+                    "The signed request from {} names no Destination; a signed request must name this sign-in service ({}).",
+                    sp.entity_id, self.urls.sso
+                )));
+            }
+            _ => {}
+        }
+        // A signed request is good for a few minutes and for one answer; an unsigned one
+        // proves nothing about when it was made, so these checks would mean nothing.
+        let replay_until = if signed {
+            Some(req.check_issue_instant(now).map_err(|e| {
+                warn!(app = %sp.entity_id, "signed sign-in request outside its time window");
+                self.bad_request(&format!("The sign-in request was refused: {e}."))
+            })?)
+        } else {
+            None
+        };
+        if let Some(b) = &req.protocol_binding {
+            if b != BINDING_POST {
+                return Err(self.bad_request("The application asks for the answer over a binding other than HTTP-POST, which this sign-in service does not offer."));
+            }
+        }
+        let acs = sp.acs_for(req.acs_url.as_deref(), req.acs_index).map_err(|u| {
+            warn!(app = %sp.entity_id, acs = %u.chars().take(200).collect::<String>(), "AuthnRequest names an unregistered AssertionConsumerService");
+            self.bad_request(&format!("The application asked for the answer to go to {:?}, which is not in its registered metadata. Nothing was sent.", u.chars().take(200).collect::<String>()))
+        })?;
+        let format = name_id_format(req.name_id_format.as_deref(), &sp.name_id_formats).map_err(|f| {
+            self.bad_request(&format!("The application asks for the NameID format {:?}; this sign-in service issues persistent, emailAddress and unspecified.", f.chars().take(200).collect::<String>()))
+        })?;
+        // Recorded last, once the request is known to be answerable.
+        if let Some(until) = replay_until {
+            if !self
+                .seen_requests
+                .first_use(&sp.entity_id, &req.id, until, now)
+            {
+                warn!(app = %sp.entity_id, "signed sign-in request replayed");
+                return Err(self.bad_request(&format!(
+                    "This sign-in request from {} was answered already (its ID {:?} was seen before); a request is used once. Go back to the application and sign in again.",
+                    sp.entity_id, req.id
+                )));
+            }
+        }
+        let target = Target::Saml {
+            sp: sp.entity_id.clone(),
+            acs: acs.to_owned(),
+            request_id: Some(req.id.clone()),
+            relay_state: msg.relay_state.clone(),
+            name_id_format: format,
+        };
+        match prompt_for(req.is_passive, req.force_authn) {
+            Some(prompt) => Ok((target, prompt)),
+            None => Err(self.no_passive(target)),
+        }
+    }
+
+    pub(super) fn idp_initiated(&self, req: &Request<Incoming>) -> Result<Resp, Resp> {
+        let Some(entity) = query_param(req, "sp") else {
+            return Err(
+                self.bad_request("Name the application: /saml/idp-init?sp=<its entity id>.")
+            );
+        };
+        let relay = query_param(req, "RelayState");
+        if let Some(n) = relay
+            .as_ref()
+            .map(String::len)
+            .filter(|n| *n > binding::MAX_RELAY_STATE)
+        {
+            return Err(self.bad_request(&format!(
+                "RelayState is {n} bytes long; at most {} are accepted.",
+                binding::MAX_RELAY_STATE
+            )));
+        }
+        let apps = self.current_apps();
+        let Some(sp) = apps.saml.get(&entity) else {
+            return Err(self.bad_request(&format!(
+                "The application {:?} is not registered with this sign-in service.",
+                entity.chars().take(200).collect::<String>()
+            )));
+        };
+        let acs = sp.acs_for(None, None).map_err(|_| {
+            self.bad_request("The application has no HTTP-POST assertion consumer service.")
+        })?;
+        let format = default_name_id_format(&sp.name_id_formats);
+        Ok(self.proceed(
+            Target::Saml {
+                sp: sp.entity_id.clone(),
+                acs: acs.to_owned(),
+                request_id: None,
+                relay_state: relay,
+                name_id_format: format,
+            },
+            Prompt::IfNeeded,
+            req,
+        ))
+    }
+
+    /// already) or a redirect whose query string is signed (HTTP-Redirect binding).
+    pub(super) fn send_saml(
+        &self,
+        post: bool,
+        url: &str,
+        param: &str,
+        xml: &str,
+        relay_state: Option<&str>,
+        app: &str,
+    ) -> Resp {
+        if post {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(xml);
+            let mut fields = vec![(param, encoded.as_str())];
+            if let Some(rs) = relay_state {
+                fields.push(("RelayState", rs));
+            }
+            return self.html(
+                StatusCode::OK,
+                pages::autopost(url, &fields, app),
+                origin(url),
+            );
+        }
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        q.append_pair(param, &binding::deflate_encode(xml));
+        if let Some(rs) = relay_state {
+            q.append_pair("RelayState", rs);
+        }
+        q.append_pair("SigAlg", xml::ns::RSA_SHA256);
+        let signed = q.finish();
+        let sig = base64::engine::general_purpose::STANDARD
+            .encode(self.current_keys().signing.sign_raw(signed.as_bytes()));
+        let sig: String = form_urlencoded::byte_serialize(sig.as_bytes()).collect();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        Self::redirect(&format!("{url}{sep}{signed}&Signature={sig}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRANSIENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient";
+
+    #[test]
+    fn is_passive_and_force_authn_map_to_the_prompt_and_both_at_once_to_no_passive() {
+        assert_eq!(prompt_for(false, false), Some(Prompt::IfNeeded));
+        assert_eq!(prompt_for(false, true), Some(Prompt::Always));
+        assert_eq!(prompt_for(true, false), Some(Prompt::Never));
+        assert_eq!(prompt_for(true, true), None);
+    }
+
+    #[test]
+    fn the_name_id_format_asked_for_is_honoured_or_refused_and_none_falls_back_to_the_metadata() {
+        let sp = |f: &[&str]| f.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        // The first format of the metadata that we issue; transient is skipped.
+        assert_eq!(
+            name_id_format(None, &sp(&[TRANSIENT, NAMEID_EMAIL, NAMEID_PERSISTENT])),
+            Ok(NAMEID_EMAIL.to_owned())
+        );
+        assert_eq!(
+            name_id_format(Some(NAMEID_UNSPECIFIED), &sp(&[NAMEID_UNSPECIFIED])),
+            Ok(NAMEID_UNSPECIFIED.to_owned())
+        );
+        assert_eq!(
+            name_id_format(None, &sp(&[TRANSIENT])),
+            Ok(NAMEID_PERSISTENT.to_owned())
+        );
+        assert_eq!(name_id_format(None, &[]), Ok(NAMEID_PERSISTENT.to_owned()));
+        // Asked for explicitly: given whatever the metadata lists.
+        assert_eq!(
+            name_id_format(Some(NAMEID_EMAIL), &sp(&[NAMEID_PERSISTENT])),
+            Ok(NAMEID_EMAIL.to_owned())
+        );
+        assert_eq!(
+            name_id_format(Some(NAMEID_PERSISTENT), &[]),
+            Ok(NAMEID_PERSISTENT.to_owned())
+        );
+        assert_eq!(
+            name_id_format(Some(TRANSIENT), &sp(&[TRANSIENT])),
+            Err(TRANSIENT)
+        );
+        assert_eq!(
+            default_name_id_format(&sp(&[NAMEID_UNSPECIFIED, NAMEID_EMAIL])),
+            NAMEID_UNSPECIFIED
+        );
+    }
+}
