@@ -15,6 +15,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::ad::map::{Field, Mapping};
+use crate::filter::Filter;
 
 const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 /// Entra Connect's default: a run that would delete more than 500 objects stops.
@@ -150,8 +151,9 @@ pub struct Connector {
     pub include_ous: Vec<String>,
     /// Never objects under one of these.
     pub exclude_ous: Vec<String>,
-    /// An extra LDAP filter every in-scope object must match.
-    pub filter: Option<String>,
+    /// An extra LDAP filter every in-scope object must match (evaluated by sync on the
+    /// object's whole attribute set, so an edit that leaves the filter is a deletion).
+    pub filter: Option<Filter>,
     /// Only members (direct or nested) of this group.
     pub member_of: Option<String>,
     /// Wake on AD's change notifications (AD only; on by default there).
@@ -375,18 +377,17 @@ impl SyncConfig {
                 .collect::<Result<Vec<_>, _>>()?;
             let filter = match &c.filter {
                 None => None,
-                Some(f) => {
-                    ldap3::parse_filter(f.get_ref()).map_err(|_| {
-                        at(
-                            f.span(),
-                            format!(
-                                "filter {:?} is not an LDAP filter such as (department=Sales)",
-                                f.get_ref()
-                            ),
-                        )
-                    })?;
-                    Some(f.get_ref().clone())
-                }
+                Some(f) => Some(Filter::parse(f.get_ref()).map_err(|e| {
+                    // Point into the string: past its opening quote, at the offending byte.
+                    let at_byte = f.span().start + 1 + e.offset;
+                    at(
+                        at_byte..at_byte,
+                        format!(
+                            "filter is not an LDAP filter such as (department=Sales): {}",
+                            e.message
+                        ),
+                    )
+                })?),
             };
             let member_of = c
                 .member_of

@@ -2,13 +2,24 @@
 //! export to the endpoint, and password hash sync. It must never send a raw NT hash off
 //! the premises (only salted PBKDF2 verifiers), nor lose or duplicate a change on a crash.
 //!
-//! Today it holds the configuration file ([`config`]) and the Active Directory connector's
-//! reading of a DC's answers ([`ad`]); the
-//! connectors' run loops, scoping, mapping, matching, the run planner, export to the
-//! endpoint's ingestion API and password hash sync are built on it in the sync issues.
+//! The rooms:
+//! - [`config`]: the TOML file, its connectors and safety settings, with located errors.
+//! - [`connect`]: reaching a connector's servers (failover, TLS, bind, root DSE).
+//! - [`check`]: `causeway sync check`, the questions a first run would fail on.
+//! - [`ad`]: the Active Directory connector — the DirSync control, checked entries, and
+//!   mapping an object's attributes to what the endpoint stores.
+//! - [`filter`]: a connector's LDAP filter, evaluated locally on whole objects.
+//! - [`scope`]: whether an object is in a connector's scope, and which rule decided.
+//!
+//! Still to come (the sync issues): the connector space held on the sync host, the run
+//! planner (threshold, staging, dry-run), export to the endpoint's ingestion API with
+//! watermarks committed after acknowledgement, the OpenLDAP connector, and password hash
+//! sync over MS-DRSR.
 #![forbid(unsafe_code)]
 
 pub mod ad;
 pub mod check;
 pub mod config;
 pub mod connect;
+pub mod filter;
+pub mod scope;

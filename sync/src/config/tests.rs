@@ -147,7 +147,17 @@ fn scopes_must_lie_under_the_base() {
         err(&t)
     );
     let t = GOOD.replace("(!(description=no-sync))", "(description=unclosed");
-    assert!(err(&t).contains("is not an LDAP filter"), "{}", err(&t));
+    let line = t
+        .lines()
+        .position(|l| l.starts_with("filter ="))
+        .expect("line")
+        + 1;
+    // The column is that of the end of the value, where the closing ')' is missing.
+    assert!(
+        err(&t).contains(&format!("sync.toml:{line}:32: filter is not an LDAP filter such as (department=Sales): the filter ends inside a value")),
+        "{}",
+        err(&t)
+    );
 }
 
 #[test]
