@@ -9,8 +9,10 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use causeway_sync::ad::dirsync::{self, Cookie, Request, Response};
+use causeway_sync::ad::dirsync::{self, Cookie, Request};
 use causeway_sync::ad::entry::{Entry, Guid};
+use causeway_sync::ad::import;
+use causeway_sync::ad::map::Kind;
 use ldap3::controls::RawControl;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
 
@@ -34,45 +36,37 @@ async fn as_svc_sync(lab: &Lab) -> Ldap {
     ldap
 }
 
-/// One DirSync pass to the end (searching again while the DC says more is waiting): the
-/// checked entries and the cookie to continue from.
+/// One DirSync pass to the end through the connector's own pass: the checked entries and
+/// the cookie to continue from.
 async fn pass(ldap: &mut Ldap, base: &str, cookie: Cookie) -> (Vec<Entry>, Cookie) {
-    let mut cookie = cookie;
+    let attrs: Vec<String> = [
+        "objectGUID",
+        "objectSid",
+        "objectClass",
+        "isDeleted",
+        "description",
+        "displayName",
+    ]
+    .map(str::to_owned)
+    .to_vec();
     let mut out = Vec::new();
-    for _ in 0..1000 {
-        let req = Request {
-            flags: dirsync::INCREMENTAL_VALUES,
-            max_bytes: 1 << 20,
-            cookie: cookie.clone(),
-        };
-        let (entries, res) = ldap
-            .with_controls(vec![RawControl::from(&req)])
-            .search(
-                base,
-                Scope::Subtree,
-                "(objectClass=contact)",
-                vec![
-                    "objectGUID",
-                    "objectSid",
-                    "isDeleted",
-                    "description",
-                    "displayName",
-                ],
-            )
-            .await
-            .expect("search round trip")
-            .success()
-            .expect("DirSync search accepted for svc-sync");
-        for e in entries {
-            out.push(Entry::from_search(&SearchEntry::construct(e)).expect("a checked entry"));
-        }
-        let r = Response::from_controls(res.ctrls.iter().map(|c| &c.1)).expect("DirSync answer");
-        cookie = r.cookie;
-        if !r.more {
-            return (out, cookie);
-        }
-    }
-    panic!("the DC kept saying more changes are waiting");
+    let p = import::pass(
+        ldap,
+        base,
+        &attrs,
+        cookie,
+        Duration::from_secs(30),
+        |page| {
+            for e in page {
+                out.push(e?);
+            }
+            Ok::<_, causeway_sync::ad::entry::EntryError>(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("DirSync pass: {e}"));
+    assert!(p.pages >= 1 && p.entries >= out.len() as u64);
+    (out, p.cookie)
 }
 
 async fn object_guid(ldap: &mut Ldap, dn: &str) -> Guid {
@@ -156,6 +150,37 @@ async fn dirsync_sees_an_add_a_change_and_a_delete_with_one_anchor() {
         "a tombstone lives in Deleted Objects: {}",
         e.dn
     );
+    let _ = sync.unbind().await;
+    let _ = adm.unbind().await;
+}
+
+#[tokio::test]
+async fn a_full_pass_reads_the_domain_with_anchors_and_kinds() {
+    let lab = lab();
+    let mut sync = as_svc_sync(lab).await;
+    let (all, cookie) = pass(&mut sync, lab.get("AD_BASE_DN"), Cookie::default()).await;
+    assert!(!cookie.is_empty());
+    let mut adm = admin(lab).await;
+    for dn in [
+        lab.get("AD_ALICE_DN"),
+        lab.get("AD_OLIVIA_DN"),
+        lab.get("AD_GROUP_DN"),
+    ] {
+        let guid = object_guid(&mut adm, dn).await;
+        let e = all
+            .iter()
+            .find(|e| e.guid == guid)
+            .unwrap_or_else(|| panic!("{dn} is in the full pass"));
+        assert!(e.dn.eq_ignore_ascii_case(dn), "{} vs {dn}", e.dn);
+        assert!(e
+            .sid
+            .as_ref()
+            .is_some_and(|s| s.as_str().starts_with("S-1-5-21-")));
+    }
+    let mut guids: Vec<_> = all.iter().map(|e| e.guid).collect();
+    guids.sort();
+    guids.dedup();
+    assert_eq!(guids.len(), all.len(), "each object once in a full pass");
     let _ = sync.unbind().await;
     let _ = adm.unbind().await;
 }

@@ -8,4 +8,5 @@
 
 pub mod dirsync;
 pub mod entry;
+pub mod import;
 pub mod map;

@@ -1,0 +1,139 @@
+//! One DirSync pass over a domain: search with the cookie of the last acknowledged pass (or
+//! none, for a full import), hand each answer's entries to the caller page by page, and
+//! search again while the DC says more changes are waiting. Memory is bounded by one page
+//! (the DC keeps each answer under the `max_bytes` we ask for), never by the directory.
+//!
+//! The pass returns the next cookie but stores nothing: the caller commits it only after the
+//! endpoint has acknowledged everything the pass produced, so a crash mid-pass repeats the
+//! pass instead of losing its changes.
+
+use std::fmt;
+use std::time::Duration;
+
+use ldap3::controls::RawControl;
+use ldap3::{Ldap, Scope, SearchEntry};
+
+use super::dirsync::{self, Cookie, DirSyncError};
+use super::entry::{Entry, EntryError};
+
+/// The objects a pass asks for; tombstones keep their `objectClass`, so deletions match too.
+pub const OBJECTS: &str =
+    "(|(objectClass=user)(objectClass=group)(objectClass=contact)(objectClass=organizationalUnit))";
+
+/// The most bytes of attributes per answer: about a thousand ordinary users.
+pub const PAGE_BYTES: u32 = 1 << 20;
+
+/// How a pass went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pass {
+    /// The cookie to commit once everything handed out is acknowledged.
+    pub cookie: Cookie,
+    /// Answers read.
+    pub pages: u64,
+    /// Entries handed out (checked or not).
+    pub entries: u64,
+}
+
+/// Why a pass stopped. Nothing it handed out before has been committed by it.
+#[derive(Debug)]
+pub enum ImportError<E> {
+    /// The DC did not answer within the timeout.
+    Timeout(Duration),
+    /// The connection failed (the DC went away mid-pass).
+    Ldap(String),
+    /// The DC refused the search (e.g. 50 without replication rights).
+    Refused {
+        /// The LDAP result code.
+        rc: u32,
+        /// The DC's diagnostic.
+        text: String,
+    },
+    /// The DC's DirSync control was missing or malformed.
+    Control(DirSyncError),
+    /// The DC said more changes wait but returned the same cookie: searching again would
+    /// loop forever.
+    NoProgress,
+    /// The caller's page handler failed.
+    Handler(E),
+}
+
+impl<E: fmt::Display> fmt::Display for ImportError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout(t) => write!(f, "the domain controller did not answer within {t:?}"),
+            Self::Ldap(e) => write!(f, "the connection to the domain controller failed: {e}"),
+            Self::Refused { rc, text } => {
+                write!(f, "the domain controller refused the DirSync search (LDAP {rc}: {text})")
+            }
+            Self::Control(e) => e.fmt(f),
+            Self::NoProgress => f.write_str(
+                "the domain controller said more changes are waiting but did not advance the cookie",
+            ),
+            Self::Handler(e) => e.fmt(f),
+        }
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> std::error::Error for ImportError<E> {}
+
+/// Runs one pass from `cookie`, calling `on_page` with each answer's entries (each checked
+/// on its own: one malformed entry does not stop the others).
+pub async fn pass<E>(
+    ldap: &mut Ldap,
+    base_dn: &str,
+    attributes: &[String],
+    cookie: Cookie,
+    timeout: Duration,
+    mut on_page: impl FnMut(Vec<Result<Entry, EntryError>>) -> Result<(), E>,
+) -> Result<Pass, ImportError<E>> {
+    let mut out = Pass {
+        cookie,
+        pages: 0,
+        entries: 0,
+    };
+    let attrs: Vec<&str> = attributes.iter().map(String::as_str).collect();
+    loop {
+        let req = dirsync::Request {
+            flags: dirsync::INCREMENTAL_VALUES,
+            max_bytes: PAGE_BYTES,
+            cookie: out.cookie.clone(),
+        };
+        let (entries, res) = tokio::time::timeout(
+            timeout,
+            ldap.with_controls(vec![RawControl::from(&req)]).search(
+                base_dn,
+                Scope::Subtree,
+                OBJECTS,
+                attrs.clone(),
+            ),
+        )
+        .await
+        .map_err(|_| ImportError::Timeout(timeout))?
+        .map_err(|e| ImportError::Ldap(e.to_string()))?
+        .success()
+        .map_err(|e| match e {
+            ldap3::LdapError::LdapResult { result } => ImportError::Refused {
+                rc: result.rc,
+                text: result.text,
+            },
+            e => ImportError::Ldap(e.to_string()),
+        })?;
+        let response = dirsync::Response::from_controls(res.ctrls.iter().map(|c| &c.1))
+            .map_err(ImportError::Control)?;
+        out.pages += 1;
+        out.entries += entries.len() as u64;
+        let page = entries
+            .into_iter()
+            .map(|e| Entry::from_search(&SearchEntry::construct(e)))
+            .collect();
+        on_page(page).map_err(ImportError::Handler)?;
+        let advanced = response.cookie != out.cookie;
+        out.cookie = response.cookie;
+        if !response.more {
+            return Ok(out);
+        }
+        if !advanced {
+            return Err(ImportError::NoProgress);
+        }
+    }
+}
