@@ -161,10 +161,10 @@ async fn a_full_pass_reads_the_domain_with_anchors_and_kinds() {
     let (all, cookie) = pass(&mut sync, lab.get("AD_BASE_DN"), Cookie::default()).await;
     assert!(!cookie.is_empty());
     let mut adm = admin(lab).await;
-    for dn in [
-        lab.get("AD_ALICE_DN"),
-        lab.get("AD_OLIVIA_DN"),
-        lab.get("AD_GROUP_DN"),
+    for (dn, kind) in [
+        (lab.get("AD_ALICE_DN"), Kind::User),
+        (lab.get("AD_OLIVIA_DN"), Kind::User),
+        (lab.get("AD_GROUP_DN"), Kind::Group),
     ] {
         let guid = object_guid(&mut adm, dn).await;
         let e = all
@@ -176,6 +176,7 @@ async fn a_full_pass_reads_the_domain_with_anchors_and_kinds() {
             .sid
             .as_ref()
             .is_some_and(|s| s.as_str().starts_with("S-1-5-21-")));
+        assert_eq!(Kind::of(&e.attrs["objectclass"].values), Some(kind), "{dn}");
     }
     let mut guids: Vec<_> = all.iter().map(|e| e.guid).collect();
     guids.sort();
