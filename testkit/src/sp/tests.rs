@@ -1,5 +1,5 @@
 use super::*;
-use crate::keys::test_key;
+use crate::test_key;
 use causeway_saml::saml2::messages::{build_response, ResponseParams, SamlAttribute};
 use causeway_saml::saml2::NAMEID_PERSISTENT;
 use causeway_saml::xml::XmlSigError;

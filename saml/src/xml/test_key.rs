@@ -1,17 +1,20 @@
-//! Throwaway token-signing keys for tests: a fresh RSA key and a self-signed certificate
-//! valid from today for one day, never written anywhere.
+//! Throwaway token-signing keys for tests: built for this crate's own tests, and for
+//! others only with the `test-keys` feature (which `causeway-testkit` turns on). The IdP's
+//! keys come from `causeway-certs`, never from here.
 
-use causeway_saml::xml::{SigningKey, VerifiedKey};
 use openssl::asn1::Asn1Time;
 use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
 use openssl::rsa::Rsa;
 use openssl::x509::{X509Builder, X509NameBuilder};
 
-/// A new RSA-2048 signing key and the verifying key of its self-signed certificate.
+use super::{SigningKey, VerifiedKey};
+
+/// A new RSA-2048 signing key and the verifying key of its self-signed certificate
+/// (CN=test, valid from today for one day), held only in memory.
 ///
 /// # Panics
-/// If openssl cannot generate a key or build the certificate (a broken test machine).
+/// If openssl cannot generate the key or build the certificate (a broken test machine).
 pub fn test_key() -> (SigningKey, VerifiedKey) {
     let key = PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("pkey");
     let mut name = X509NameBuilder::new().expect("name");
