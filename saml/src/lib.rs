@@ -1,7 +1,6 @@
-//! Causeway's SAML stack, pure: a bounded XML reader, a writer that emits canonical XML,
-//! exclusive c14n, XML-DSig, SAML 2.0 messages, bindings and metadata, and SAML 1.1 with
-//! the WS-Fed RSTR. It must never do I/O (no tokio, no hyper, no store) nor trust a URL
-//! from a message; every parser here reads outside input and is fuzzed (`fuzz/`).
+//! Causeway's SAML stack, pure: bounded XML reader, canonical writer, exclusive c14n,
+//! XML-DSig, SAML 2.0 messages, bindings and metadata, SAML 1.1 + WS-Fed RSTR. It must never
+//! do I/O (no tokio, hyper or store) nor trust a URL from a message; its parsers are fuzzed.
 #![forbid(unsafe_code)]
 
 pub mod saml2;

@@ -1,6 +1,6 @@
 //! The relying party's side of a SAML 2.0 sign-in: a Response checked as a careful SP
 //! does (both signatures, Destination, Recipient, InResponseTo, Audience, validity). The
-//! demo applications, the benchmark and the tests use it to prove what the IdP sends.
+//! demo applications and the tests use it to prove what the IdP sends.
 
 use std::time::{Duration, SystemTime};
 
