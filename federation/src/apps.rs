@@ -37,7 +37,7 @@ impl WsFedRealm {
             return Err(format!("realm {}: give at least one reply URL", self.realm));
         }
         for u in &self.reply_urls {
-            if !crate::saml::sp::is_safe_http_url(u) {
+            if !causeway_saml::url::is_safe_http_url(u) {
                 return Err(format!(
                     "realm {}: {u:?} is not an absolute http(s) URL",
                     self.realm

@@ -9,13 +9,16 @@ pub mod client_addr;
 pub mod hub;
 pub mod metrics;
 pub mod portal;
-pub mod saml;
 pub mod session;
 pub mod signin;
 pub mod store;
 pub mod web;
-pub mod wsfed;
-pub mod xml;
+
+// The XML, SAML 2.0 and WS-Fed code lives in `causeway-saml`; these re-exports keep the
+// `crate::saml::…`, `crate::xml::…` and `crate::wsfed::…` paths working until the callers
+// name the crate directly.
+pub use causeway_saml::saml2 as saml;
+pub use causeway_saml::{wsfed, xml};
 
 /// Locks a mutex, taking the data even if a thread panicked while holding it: every table
 /// guarded this way stays consistent between statements, so poisoning carries no meaning.

@@ -2,8 +2,8 @@
 //! panic; a deflate bomb costs at most the inflation limit.
 #![no_main]
 
-use causeway_federation::saml::binding::from_query;
-use causeway_federation::saml::messages::{AuthnRequest, LogoutRequest};
+use causeway_saml::saml2::binding::from_query;
+use causeway_saml::saml2::messages::{AuthnRequest, LogoutRequest};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! the input is the list, the rest the document. Output and work stay bounded.
 #![no_main]
 
-use causeway_federation::xml::{exclusive_c14n, parse};
+use causeway_saml::xml::{exclusive_c14n, parse};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,7 +3,7 @@
 //! the memory and time limits of `scripts/fuzz.sh`: exceeding them is a finding.
 #![no_main]
 
-use causeway_federation::xml::{exclusive_c14n, parse};
+use causeway_saml::xml::{exclusive_c14n, parse};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

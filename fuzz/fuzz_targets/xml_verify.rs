@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use causeway_federation::xml::{parse, verify_enveloped, VerifiedKey};
+use causeway_saml::xml::{parse, verify_enveloped, VerifiedKey};
 use libfuzzer_sys::fuzz_target;
 
 fn key() -> &'static VerifiedKey {

@@ -15,6 +15,7 @@ use crate::lock;
 
 use super::{cookie, pages, query_param, read_body, set_cookie, Portal, Resp};
 use crate::saml::{self, binding, ServiceProvider};
+use causeway_testkit::sp;
 
 struct Pending {
     request_id: String,
@@ -141,7 +142,7 @@ impl DemoApps {
                     .as_deref()
                     .and_then(|r| lock(&self.pending).remove(r))
                     .ok_or_else(|| portal.bad_request("The demo application did not ask for this sign-in (unknown or reused RelayState)."))?;
-                let v = saml::sp::validate_response(
+                let v = sp::validate_response(
                     &msg.xml,
                     &portal.current_verified_keys(),
                     &self.entity(app),

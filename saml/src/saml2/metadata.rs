@@ -1,13 +1,14 @@
-//! Service providers, registered from their SAML metadata, and the SP side of a sign-in
-//! (checking a Response as a relying party does), which the demo application, the
-//! benchmark and the tests use.
+//! SAML 2.0 metadata both ways: ours written out (the IdP's `EntityDescriptor`, also
+//! embedded in the WS-Fed document) and theirs read in (service providers registered from
+//! their metadata, whose URLs are the only ones a Response or logout message is sent to).
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use super::{parse_time, BINDING_POST, BINDING_REDIRECT, STATUS_SUCCESS};
-use crate::xml::{
-    ns, parse, parse_message, verify_enveloped, Node, VerifiedKey, XmlError, XmlSigError,
+use super::{
+    fmt_time, BINDING_POST, BINDING_REDIRECT, NAMEID_EMAIL, NAMEID_PERSISTENT, NAMEID_UNSPECIFIED,
 };
+use crate::url::is_safe_http_url;
+use crate::xml::{ns, parse, El, Node, VerifiedKey, XmlError, XmlSigError};
 
 /// Why SP metadata or a Response was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,17 +59,6 @@ pub struct ServiceProvider {
     pub authn_requests_signed: bool,
     /// Its NameIDFormats, in preference order.
     pub name_id_formats: Vec<String>,
-}
-
-/// Whether `u` is an absolute http(s) URL of at most 2048 characters with nothing that
-/// could break out of an HTML attribute or a header (whitespace, controls, `"`, `<`, `>`).
-/// Every URL a browser may be sent to passes this when it is registered.
-pub fn is_safe_http_url(u: &str) -> bool {
-    (u.starts_with("https://") || u.starts_with("http://"))
-        && u.len() <= 2048
-        && !u
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '<' || c == '>')
 }
 
 fn check_url(what: &str, u: &str) -> Result<(), SpError> {
@@ -237,133 +227,121 @@ impl ServiceProvider {
     }
 }
 
-/// What a relying party takes from a valid Response.
+/// Our own URLs as an identity provider.
 #[derive(Debug, Clone)]
-pub struct ValidatedAssertion {
-    /// The IdP.
-    pub issuer: String,
-    /// NameID value.
-    pub name_id: String,
-    /// NameID format.
-    pub name_id_format: String,
-    /// SessionIndex.
-    pub session_index: Option<String>,
-    /// Attributes: name → values.
-    pub attributes: Vec<(String, Vec<String>)>,
+pub struct IdpUrls {
+    /// Entity id (the metadata URL).
+    pub entity_id: String,
+    /// Single sign-on service.
+    pub sso: String,
+    /// Single logout service.
+    pub slo: String,
 }
 
-/// Checks a Response as a careful SP does: both signatures (Response and Assertion) by a
-/// trusted key, Destination and Recipient, InResponseTo, Audience, and the time window.
-pub fn validate_response(
-    xml: &str,
-    idp_keys: &[VerifiedKey],
-    audience: &str,
-    acs_url: &str,
-    in_response_to: Option<&str>,
-    now: SystemTime,
-) -> Result<ValidatedAssertion, SpError> {
-    let root = parse_message(xml)?;
-    if !root.is(ns::SAMLP, "Response") {
-        return Err(invalid("not a SAML 2.0 Response"));
+impl IdpUrls {
+    /// The URLs under `public_url` (no trailing slash).
+    pub fn under(public_url: &str) -> Self {
+        let b = public_url.trim_end_matches('/');
+        Self {
+            entity_id: format!("{b}/saml/metadata"),
+            sso: format!("{b}/saml/sso"),
+            slo: format!("{b}/saml/slo"),
+        }
     }
-    verify_enveloped(&root, "ID", idp_keys)?;
-    let code = root
-        .child(ns::SAMLP, "Status")
-        .and_then(|s| s.child(ns::SAMLP, "StatusCode"));
-    let status = code.and_then(|c| c.attr("Value")).unwrap_or("");
-    if status != STATUS_SUCCESS {
-        let second = code
-            .and_then(|c| c.child(ns::SAMLP, "StatusCode"))
-            .and_then(|c| c.attr("Value"))
-            .map_or(String::new(), |v| format!(" / {v}"));
-        return Err(invalid(format!(
-            "the IdP answered with status {status}{second}"
-        )));
-    }
-    if root.attr("Destination") != Some(acs_url) {
-        return Err(invalid("the Response's Destination is not this ACS"));
-    }
-    if root.attr("InResponseTo") != in_response_to {
-        return Err(invalid("the Response does not answer our request"));
-    }
-    let mut assertions = root.children_named(ns::SAML, "Assertion");
-    let a = assertions
-        .next()
-        .ok_or_else(|| invalid("the Response carries no Assertion"))?;
-    if assertions.next().is_some() {
-        return Err(invalid("the Response carries more than one Assertion"));
-    }
-    verify_enveloped(a, "ID", idp_keys)?;
-    let skew = Duration::from_secs(120);
-    let cond = a
-        .child(ns::SAML, "Conditions")
-        .ok_or_else(|| invalid("the Assertion has no Conditions"))?;
-    let nb = cond.attr("NotBefore").and_then(parse_time);
-    let noa = cond.attr("NotOnOrAfter").and_then(parse_time);
-    match (nb, noa) {
-        (Some(nb), Some(noa)) if nb <= now + skew && now < noa + skew => {}
-        _ => return Err(invalid("the Assertion is not valid now")),
-    }
-    let audiences: Vec<String> = cond
-        .children_named(ns::SAML, "AudienceRestriction")
-        .flat_map(|r| r.children_named(ns::SAML, "Audience"))
-        .map(Node::text)
-        .collect();
-    if !audiences.iter().any(|x| x == audience) {
-        return Err(invalid("the Assertion is not for this audience"));
-    }
-    let subject = a
-        .child(ns::SAML, "Subject")
-        .ok_or_else(|| invalid("the Assertion has no Subject"))?;
-    let scd = subject
-        .child(ns::SAML, "SubjectConfirmation")
-        .and_then(|c| c.child(ns::SAML, "SubjectConfirmationData"))
-        .ok_or_else(|| invalid("no SubjectConfirmationData"))?;
-    if scd.attr("Recipient") != Some(acs_url) || scd.attr("InResponseTo") != in_response_to {
-        return Err(invalid(
-            "the bearer confirmation is for another recipient or request",
-        ));
-    }
-    if scd
-        .attr("NotOnOrAfter")
-        .and_then(parse_time)
-        .is_none_or(|t| now >= t + skew)
-    {
-        return Err(invalid("the bearer confirmation has expired"));
-    }
-    let name_id = subject
-        .child(ns::SAML, "NameID")
-        .ok_or_else(|| invalid("no NameID"))?;
-    let issuer = a
-        .child(ns::SAML, "Issuer")
-        .map(Node::text)
-        .unwrap_or_default();
-    let attributes = a
-        .child(ns::SAML, "AttributeStatement")
-        .map(|s| {
-            s.children_named(ns::SAML, "Attribute")
-                .map(|at| {
-                    (
-                        at.attr("Name").unwrap_or_default().to_owned(),
-                        at.children_named(ns::SAML, "AttributeValue")
-                            .map(Node::text)
-                            .collect(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(ValidatedAssertion {
-        issuer,
-        name_id: name_id.text(),
-        name_id_format: name_id.attr("Format").unwrap_or_default().to_owned(),
-        session_index: a
-            .child(ns::SAML, "AuthnStatement")
-            .and_then(|s| s.attr("SessionIndex"))
-            .map(str::to_owned),
-        attributes,
+}
+
+/// `KeyDescriptor use="signing"` elements for certificates (base64 DER).
+pub fn signing_key_descriptors(certs_b64: &[String]) -> impl Iterator<Item = El> + '_ {
+    certs_b64.iter().map(|c| {
+        El::new("md", ns::MD, "KeyDescriptor")
+            .attr("use", "signing")
+            .child(
+                El::new("ds", ns::DS, "KeyInfo").child(
+                    El::new("ds", ns::DS, "X509Data")
+                        .child(El::new("ds", ns::DS, "X509Certificate").text(c.clone())),
+                ),
+            )
     })
 }
 
+/// Our `IDPSSODescriptor`: every published token-signing certificate, both bindings for
+/// sign-on and logout, and the NameID formats we issue. Both metadata documents carry it.
+pub fn idp_descriptor(urls: &IdpUrls, certs_b64: &[String]) -> El {
+    let endpoints = |local: &'static str, location: &str| {
+        [BINDING_REDIRECT, BINDING_POST].map(|b| {
+            El::new("md", ns::MD, local)
+                .attr("Binding", b)
+                .attr("Location", location.to_owned())
+        })
+    };
+    El::new("md", ns::MD, "IDPSSODescriptor")
+        .attr("WantAuthnRequestsSigned", "false")
+        .attr(
+            "protocolSupportEnumeration",
+            "urn:oasis:names:tc:SAML:2.0:protocol",
+        )
+        .children(signing_key_descriptors(certs_b64))
+        .children(endpoints("SingleLogoutService", &urls.slo))
+        .children(
+            [NAMEID_PERSISTENT, NAMEID_EMAIL, NAMEID_UNSPECIFIED]
+                .map(|f| El::new("md", ns::MD, "NameIDFormat").text(f)),
+        )
+        .children(endpoints("SingleSignOnService", &urls.sso))
+}
+
+/// Our IdP metadata (an `EntityDescriptor` with [`idp_descriptor`]).
+pub fn idp_metadata(urls: &IdpUrls, certs_b64: &[String], valid_until: SystemTime) -> String {
+    El::new("md", ns::MD, "EntityDescriptor")
+        .attr("entityID", urls.entity_id.clone())
+        .attr("validUntil", fmt_time(valid_until))
+        .attr("cacheDuration", "PT1H")
+        .child(idp_descriptor(urls, certs_b64))
+        .to_document()
+}
+
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+
+    const SP_META: &str = r#"<?xml version="1.0"?>
+<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" entityID="https://sp.example/meta">
+  <md:SPSSODescriptor AuthnRequestsSigned="false" protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">
+    <md:SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="https://sp.example/slo"/>
+    <md:NameIDFormat>urn:oasis:names:tc:SAML:2.0:nameid-format:persistent</md:NameIDFormat>
+    <md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="https://sp.example/acs" index="1"/>
+    <md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="https://sp.example/acs2" index="2" isDefault="true"/>
+  </md:SPSSODescriptor>
+</md:EntityDescriptor>"#;
+
+    #[test]
+    fn sp_metadata_is_read_and_only_registered_acs_urls_are_used() {
+        let sp = ServiceProvider::from_metadata(SP_META).expect("reads");
+        assert_eq!(sp.entity_id, "https://sp.example/meta");
+        assert_eq!(sp.acs_for(None, None), Ok("https://sp.example/acs2"));
+        assert_eq!(sp.acs_for(None, Some(1)), Ok("https://sp.example/acs"));
+        assert_eq!(
+            sp.acs_for(Some("https://sp.example/acs"), None),
+            Ok("https://sp.example/acs")
+        );
+        assert!(sp.acs_for(Some("https://evil.example/acs"), None).is_err());
+        assert!(sp.acs_for(Some("https://sp.example/acs/"), None).is_err());
+        assert_eq!(
+            sp.logout_endpoint(),
+            Some((
+                BINDING_REDIRECT,
+                "https://sp.example/slo",
+                "https://sp.example/slo"
+            ))
+        );
+        assert!(ServiceProvider::from_metadata("<x/>").is_err());
+        assert!(ServiceProvider::from_metadata(
+            &SP_META.replace("https://sp.example/acs2", "javascript:alert(1)")
+        )
+        .is_err());
+        assert!(ServiceProvider::from_metadata(&SP_META.replace(
+            "AuthnRequestsSigned=\"false\"",
+            "AuthnRequestsSigned=\"true\""
+        ))
+        .is_err());
+    }
+}

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::saml::{fmt_time, idp_descriptor, new_id, signing_key_descriptors, IdpUrls};
+use crate::saml2::{fmt_time, idp_descriptor, new_id, signing_key_descriptors, IdpUrls};
 use crate::xml::{ns, El, SigningKey};
 
 /// The SAML 1.1 token type.

@@ -2,19 +2,20 @@
 //! AuthnRequests and logout messages in over the HTTP-Redirect and HTTP-POST bindings, and
 //! signed Responses (Response and Assertion both signed, RSA-SHA256, exclusive c14n) out.
 //! Nothing here trusts a URL from a request: the ACS and logout URLs used are the ones in
-//! the registered metadata.
+//! the registered metadata. This root holds the protocol's names, ids and times.
 
 pub mod binding;
 pub mod messages;
-pub mod sp;
+pub mod metadata;
 
 use std::time::{Duration, SystemTime};
 
-use crate::xml::{ns, El};
-
 pub use binding::{BindingError, Inbound};
 pub use messages::{AuthnRequest, LogoutRequest, ResponseParams, SamlAttribute};
-pub use sp::{ServiceProvider, SpError};
+pub use metadata::{
+    idp_descriptor, idp_metadata, signing_key_descriptors, Endpoint, IdpUrls, ServiceProvider,
+    SpError,
+};
 
 /// The HTTP-Redirect binding.
 pub const BINDING_REDIRECT: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
@@ -37,29 +38,6 @@ pub const STATUS_NO_PASSIVE: &str = "urn:oasis:names:tc:SAML:2.0:status:NoPassiv
 /// Password-protected transport authentication context.
 pub const AUTHN_PASSWORD_PROTECTED: &str =
     "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport";
-
-/// Our own URLs as an identity provider.
-#[derive(Debug, Clone)]
-pub struct IdpUrls {
-    /// Entity id (the metadata URL).
-    pub entity_id: String,
-    /// Single sign-on service.
-    pub sso: String,
-    /// Single logout service.
-    pub slo: String,
-}
-
-impl IdpUrls {
-    /// The URLs under `public_url` (no trailing slash).
-    pub fn under(public_url: &str) -> Self {
-        let b = public_url.trim_end_matches('/');
-        Self {
-            entity_id: format!("{b}/saml/metadata"),
-            sso: format!("{b}/saml/sso"),
-            slo: format!("{b}/saml/slo"),
-        }
-    }
-}
 
 /// A fresh message id: `_` and 128 random bits in hex (an xs:ID must not start with a digit).
 pub fn new_id() -> String {
@@ -92,63 +70,4 @@ pub fn parse_time(s: &str) -> Option<SystemTime> {
     u64::try_from(secs)
         .ok()
         .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
-}
-
-/// `KeyDescriptor use="signing"` elements for certificates (base64 DER).
-pub fn signing_key_descriptors(certs_b64: &[String]) -> impl Iterator<Item = El> + '_ {
-    certs_b64.iter().map(|c| {
-        El::new("md", ns::MD, "KeyDescriptor")
-            .attr("use", "signing")
-            .child(
-                El::new("ds", ns::DS, "KeyInfo").child(
-                    El::new("ds", ns::DS, "X509Data")
-                        .child(El::new("ds", ns::DS, "X509Certificate").text(c.clone())),
-                ),
-            )
-    })
-}
-
-/// Our `IDPSSODescriptor`: every published token-signing certificate, both bindings for
-/// sign-on and logout, and the NameID formats we issue. Both metadata documents carry it.
-pub fn idp_descriptor(urls: &IdpUrls, certs_b64: &[String]) -> El {
-    let endpoints = |local: &'static str, location: &str| {
-        [BINDING_REDIRECT, BINDING_POST].map(|b| {
-            El::new("md", ns::MD, local)
-                .attr("Binding", b)
-                .attr("Location", location.to_owned())
-        })
-    };
-    El::new("md", ns::MD, "IDPSSODescriptor")
-        .attr("WantAuthnRequestsSigned", "false")
-        .attr(
-            "protocolSupportEnumeration",
-            "urn:oasis:names:tc:SAML:2.0:protocol",
-        )
-        .children(signing_key_descriptors(certs_b64))
-        .children(endpoints("SingleLogoutService", &urls.slo))
-        .children(
-            [NAMEID_PERSISTENT, NAMEID_EMAIL, NAMEID_UNSPECIFIED]
-                .map(|f| El::new("md", ns::MD, "NameIDFormat").text(f)),
-        )
-        .children(endpoints("SingleSignOnService", &urls.sso))
-}
-
-/// Our IdP metadata (an `EntityDescriptor` with [`idp_descriptor`]).
-pub fn idp_metadata(urls: &IdpUrls, certs_b64: &[String], valid_until: SystemTime) -> String {
-    El::new("md", ns::MD, "EntityDescriptor")
-        .attr("entityID", urls.entity_id.clone())
-        .attr("validUntil", fmt_time(valid_until))
-        .attr("cacheDuration", "PT1H")
-        .child(idp_descriptor(urls, certs_b64))
-        .to_document()
-}
-
-#[cfg(test)]
-pub(crate) fn build_authn_request_for_tests() -> (String, String) {
-    messages::build_authn_request(
-        "https://sp.example/meta",
-        "https://idp/saml/sso",
-        "https://sp.example/acs",
-        SystemTime::now(),
-    )
 }

@@ -571,4 +571,21 @@ mod tests {
             .to_string();
         assert!(bad.contains("invalid IssueInstant"), "{bad}");
     }
+
+    #[test]
+    fn authn_requests_parse_and_hostile_ones_do_not() {
+        let (_, xml) = build_authn_request(
+            "https://sp.example/meta",
+            "https://idp/saml/sso",
+            "https://sp.example/acs",
+            SystemTime::now(),
+        );
+        let r = AuthnRequest::parse(&xml).expect("parses");
+        assert_eq!(r.issuer, "https://sp.example/meta");
+        assert_eq!(r.acs_url.as_deref(), Some("https://sp.example/acs"));
+        assert!(AuthnRequest::parse(&xml.replace("Version=\"2.0\"", "Version=\"1.1\"")).is_err());
+        assert!(AuthnRequest::parse("<!DOCTYPE x [<!ENTITY e \"e\">]><x>&e;</x>").is_err());
+        assert!(AuthnRequest::parse(&xml.replace("AuthnRequest", "LogoutRequest")).is_err());
+        assert!(AuthnRequest::parse(&xml.replace("ID=\"_", "ID=\"1")).is_err());
+    }
 }

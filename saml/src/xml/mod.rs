@@ -12,15 +12,17 @@
 mod c14n;
 mod dsig;
 mod reader;
+#[cfg(any(test, feature = "test-keys"))]
+mod test_key;
 mod writer;
 
-#[cfg(test)]
-pub(crate) use dsig::tests::test_key;
 pub use dsig::{exclusive_c14n, verify_enveloped, SigningKey, VerifiedKey, XmlSigError};
 pub use reader::{
     parse, parse_message, parse_with, Attr, Content, Limits, Node, XmlError, MAX_MESSAGE_BYTES,
     MAX_NS_IN_SCOPE, MAX_NS_PER_ELEMENT, MAX_NS_URI_BYTES, MAX_XML_BYTES,
 };
+#[cfg(any(test, feature = "test-keys"))]
+pub use test_key::test_key;
 pub use writer::El;
 
 /// XML namespaces used here.

@@ -351,32 +351,10 @@ pub fn verify_enveloped(el: &Node, id_attr: &str, keys: &[VerifiedKey]) -> Resul
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use crate::xml::reader::parse;
-
-    pub(crate) fn test_key() -> (SigningKey, VerifiedKey) {
-        let rsa = openssl::rsa::Rsa::generate(2048).expect("rsa");
-        let key = PKey::from_rsa(rsa).expect("pkey");
-        let mut b = openssl::x509::X509Builder::new().expect("builder");
-        let mut name = openssl::x509::X509NameBuilder::new().expect("name");
-        name.append_entry_by_text("CN", "test").expect("cn");
-        let name = name.build();
-        b.set_version(2).expect("version");
-        b.set_subject_name(&name).expect("subject");
-        b.set_issuer_name(&name).expect("issuer");
-        b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).expect("t"))
-            .expect("nb");
-        b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).expect("t"))
-            .expect("na");
-        b.set_pubkey(&key).expect("pubkey");
-        b.sign(&key, MessageDigest::sha256()).expect("sign");
-        let der = b.build().to_der().expect("der");
-        (
-            SigningKey::new(key, &der),
-            VerifiedKey::from_cert_der(&der).expect("key"),
-        )
-    }
+    use crate::xml::test_key;
 
     #[test]
     fn what_we_sign_verifies_and_any_change_does_not() {
