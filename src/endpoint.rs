@@ -280,7 +280,11 @@ pub(crate) async fn run_endpoint(
         keys_dir: keys_dir.clone(),
         apps_dir: apps_dir.clone(),
         config_apps: s.file.apps.clone(),
-        demo_apps: s.demo_apps,
+        mounts: if s.demo_apps {
+            vec![Arc::new(crate::demo_apps::DemoApps::new(&s.public_url))]
+        } else {
+            Vec::new()
+        },
         // The benchmark's override lifts every per-source limit (its clients share one
         // address).
         anonymous_per_source: if s.per_source_per_minute.is_some() {

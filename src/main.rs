@@ -9,6 +9,7 @@ mod agent_cmd;
 mod apps_cmd;
 mod bench;
 mod demo;
+mod demo_apps;
 mod endpoint;
 mod http_client;
 mod logging;

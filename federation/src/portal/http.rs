@@ -13,7 +13,8 @@ use hyper::{Request, Response, StatusCode};
 use sha2::Digest;
 use zeroize::Zeroizing;
 
-pub(super) type Resp = Response<Full<Bytes>>;
+/// An answer the portal (or a mounted application) sends.
+pub type Resp = Response<Full<Bytes>>;
 
 use super::{pages, Portal, SSO_COOKIE};
 
@@ -34,7 +35,9 @@ pub(super) fn origin(url: &str) -> &str {
 }
 
 impl Portal {
-    pub(super) fn html(&self, status: StatusCode, body: String, form_action: &str) -> Resp {
+    /// An HTML page with the portal's security headers; `form_action` is the page's
+    /// CSP `form-action` source (`'self'`, an origin, or `'none'`).
+    pub fn html(&self, status: StatusCode, body: String, form_action: &str) -> Resp {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
         let h = r.headers_mut();
@@ -76,11 +79,13 @@ impl Portal {
         r
     }
 
-    pub(super) fn error_page(&self, status: StatusCode, title: &str, text: &str) -> Resp {
+    /// A message page with `status`, its title and text.
+    pub fn error_page(&self, status: StatusCode, title: &str, text: &str) -> Resp {
         self.html(status, pages::message(title, text, None), "'none'")
     }
 
-    pub(super) fn redirect(location: &str) -> Resp {
+    /// A 303 redirect to `location`, which the caller has checked.
+    pub fn redirect(location: &str) -> Resp {
         let mut r = Response::new(Full::new(Bytes::new()));
         *r.status_mut() = StatusCode::SEE_OTHER;
         if let Ok(v) = HeaderValue::from_str(location) {
@@ -104,7 +109,8 @@ impl Portal {
         r
     }
 
-    pub(super) fn bad_request(&self, text: &str) -> Resp {
+    /// A 400 page saying what was wrong with the request.
+    pub fn bad_request(&self, text: &str) -> Resp {
         self.error_page(
             StatusCode::BAD_REQUEST,
             "This request cannot be handled",
@@ -116,7 +122,7 @@ impl Portal {
 }
 
 /// A cookie's value from the request.
-pub(super) fn cookie(req: &Request<Incoming>, name: &str) -> Option<String> {
+pub fn cookie(req: &Request<Incoming>, name: &str) -> Option<String> {
     for h in req.headers().get_all(COOKIE) {
         let Ok(s) = h.to_str() else { continue };
         for part in s.split(';') {
@@ -136,7 +142,8 @@ pub(super) fn sso_cookie(req: &Request<Incoming>) -> Option<Zeroizing<String>> {
     cookie(req, SSO_COOKIE).map(Zeroizing::new)
 }
 
-pub(super) fn set_cookie(r: &mut Resp, name: &str, value: &str, max_age: Option<u64>) {
+/// Sets a `__Host-` style cookie (Secure, HttpOnly, SameSite=Lax, Path=/) on `r`.
+pub fn set_cookie(r: &mut Resp, name: &str, value: &str, max_age: Option<u64>) {
     // Zeroized when done: it may carry the SSO cookie value (the header keeps its own copy).
     let mut c = Zeroizing::new(format!(
         "{name}={value}; Path=/; Secure; HttpOnly; SameSite=Lax"
@@ -164,7 +171,8 @@ pub(super) fn set_cookie(r: &mut Resp, name: &str, value: &str, max_age: Option<
     h.append(SET_COOKIE, v);
 }
 
-pub(super) fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
+/// One parameter of the request's query string, decoded.
+pub fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
     let q = req.uri().query()?;
     if q.len() > 16 * 1024 {
         return None;
@@ -287,7 +295,7 @@ pub(super) fn form_fields(
 }
 
 /// Reads a body of at most `max` bytes; a larger one gets 413.
-pub(super) async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Resp> {
+pub async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Resp> {
     let declared = req
         .headers()
         .get(hyper::header::CONTENT_LENGTH)

@@ -1,6 +1,6 @@
 //! The sign-in side of the endpoint: the login page and SSO session, the SAML 2.0 IdP
-//! (`/saml/*`), WS-Federation (`/wsfed`), both metadata documents, and the built-in demo
-//! applications. Every URL a browser is sent to comes from a registered application, never
+//! (`/saml/*`), WS-Federation (`/wsfed`), both metadata documents, and the applications
+//! mounted beside it ([`Mount`]: the binary's demo apps). Every URL a browser is sent to comes from a registered application, never
 //! from the request alone; every form is bound to the browser it was shown to and can be
 //! used once. This file holds the `Portal`, its set-up and the routing of a request to
 //! the file that does the job (login, answer, saml, wsfed, logout; http for plumbing).
@@ -14,11 +14,11 @@
 mod answer;
 mod budget;
 mod claims;
-mod demo;
 mod http;
 mod login;
 mod login_rules;
 mod logout;
+mod mount;
 pub mod pages;
 mod saml;
 mod wsfed;
@@ -43,7 +43,9 @@ use crate::signin::Authenticator;
 use crate::store::DirectoryStore;
 use crate::xml::{SigningKey, VerifiedKey};
 
-use http::{cookie, csp_hash, query_param, read_body, set_cookie, sso_cookie, Resp};
+pub use http::{cookie, query_param, read_body, set_cookie, Resp};
+use http::{csp_hash, sso_cookie};
+pub use mount::{Mount, MountFuture};
 
 /// The SSO session cookie.
 pub const SSO_COOKIE: &str = "__Host-causeway_sso";
@@ -69,8 +71,8 @@ pub struct PortalConfig {
     pub apps_dir: PathBuf,
     /// Applications from the configuration file (in addition to `apps_dir`).
     pub config_apps: Apps,
-    /// Serve the two demo applications under `/demo/`.
-    pub demo_apps: bool,
+    /// Applications served beside the portal under their own path prefixes.
+    pub mounts: Vec<Arc<dyn Mount>>,
     /// Sign-in requests without a session one source may make: per second (0: no
     /// limit) and in a burst.
     pub anonymous_per_source: (u32, u32),
@@ -95,7 +97,6 @@ pub struct Portal {
     seen_requests: SeenRequests,
     anonymous: budget::AnonymousBudget,
     logouts: Logouts,
-    demo: Option<demo::DemoApps>,
     csp_hashes: String,
 }
 
@@ -123,7 +124,6 @@ impl Portal {
         let keys = Self::keys_of(&set, SystemTime::now())?;
         // Beside the token-signing keys: the same directory, kept private already.
         let flow_key = FlowKey::load_or_create(&cfg.keys_dir.join(FLOW_KEY_FILE))?;
-        let demo = cfg.demo_apps.then(|| demo::DemoApps::new(&public_url));
         let p = Self {
             csp_hashes: format!(
                 "style-src {}; script-src {}",
@@ -144,7 +144,6 @@ impl Portal {
                 cfg.anonymous_per_source.1,
             ),
             logouts: Logouts::default(),
-            demo,
             cfg: PortalConfig { public_url, ..cfg },
         };
         p.reload_apps()?;
@@ -176,8 +175,8 @@ impl Portal {
         for (k, v) in &self.cfg.config_apps.wsfed {
             apps.wsfed.insert(k.clone(), v.clone());
         }
-        if let Some(d) = &self.demo {
-            for sp in d.service_providers() {
+        for m in &self.cfg.mounts {
+            for sp in m.service_providers() {
                 apps.saml.insert(sp.entity_id.clone(), sp);
             }
         }
@@ -252,90 +251,79 @@ impl Portal {
     ) -> Resp {
         let path = req.uri().path().to_owned();
         let method = req.method().clone();
-        if Self::starts_sign_in_work(&path) && self.session_of(&req).is_none() {
+        let mount = self.mount_of(&path);
+        if starts_sign_in_work(&path, mount.is_some()) && self.session_of(&req).is_none() {
             let source = self.auth.client_source(req.headers(), peer);
             if !self.anonymous.take(source, std::time::Instant::now()) {
                 return self.too_many_requests();
             }
         }
-        let r = match (&method, path.as_str()) {
-            (&Method::GET, "/") => Ok(self.home(&req)),
-            (&Method::GET, "/saml/metadata") => Ok(self.saml_metadata()),
-            (&Method::GET, "/FederationMetadata/2007-06/FederationMetadata.xml") => {
-                Ok(self.federation_metadata())
-            }
-            (&Method::GET, "/login") => Ok(self.login_page(&req)),
-            (&Method::POST, "/login") => self.login_post(req, peer).await,
-            (&Method::GET | &Method::POST, "/logout") => self.logout(req).await,
-            (&Method::GET, "/saml/sso") => {
-                let q = req.uri().query().unwrap_or("").to_owned();
-                self.saml_sso(binding::from_query(&q), &req)
-            }
-            (&Method::POST, "/saml/sso") => {
-                let body = read_body(req, MAX_SAML_BODY).await;
-                match body {
-                    Ok(b) => self.saml_sso_post(binding::from_form(&b)),
-                    Err(r) => Err(r),
+        let r = if let Some(m) = mount {
+            m.handle(self, req).await
+        } else {
+            match (&method, path.as_str()) {
+                (&Method::GET, "/") => Ok(self.home(&req)),
+                (&Method::GET, "/saml/metadata") => Ok(self.saml_metadata()),
+                (&Method::GET, "/FederationMetadata/2007-06/FederationMetadata.xml") => {
+                    Ok(self.federation_metadata())
                 }
-            }
-            (&Method::GET, "/saml/continue") => {
-                let flow = query_param(&req, "flow").unwrap_or_default();
-                Ok(self.continue_flow(&flow, &req))
-            }
-            (&Method::GET, "/saml/idp-init") => self.idp_initiated(&req),
-            (&Method::GET, "/saml/slo") => {
-                let q = req.uri().query().unwrap_or("").to_owned();
-                let cookie = sso_cookie(&req);
-                self.saml_slo(binding::from_query(&q), cookie)
-            }
-            (&Method::POST, "/saml/slo") => {
-                let cookie = sso_cookie(&req);
-                match read_body(req, MAX_SAML_BODY).await {
-                    Ok(b) => self.saml_slo(binding::from_form(&b), cookie),
-                    Err(r) => Err(r),
+                (&Method::GET, "/login") => Ok(self.login_page(&req)),
+                (&Method::POST, "/login") => self.login_post(req, peer).await,
+                (&Method::GET | &Method::POST, "/logout") => self.logout(req).await,
+                (&Method::GET, "/saml/sso") => {
+                    let q = req.uri().query().unwrap_or("").to_owned();
+                    self.saml_sso(binding::from_query(&q), &req)
                 }
-            }
-            (&Method::GET, "/wsfed") => self.wsfed(&req),
-            (_, p) if p.starts_with("/demo/") => match &self.demo {
-                Some(d) => d.handle(self, req).await,
-                None => Err(self.error_page(
+                (&Method::POST, "/saml/sso") => {
+                    let body = read_body(req, MAX_SAML_BODY).await;
+                    match body {
+                        Ok(b) => self.saml_sso_post(binding::from_form(&b)),
+                        Err(r) => Err(r),
+                    }
+                }
+                (&Method::GET, "/saml/continue") => {
+                    let flow = query_param(&req, "flow").unwrap_or_default();
+                    Ok(self.continue_flow(&flow, &req))
+                }
+                (&Method::GET, "/saml/idp-init") => self.idp_initiated(&req),
+                (&Method::GET, "/saml/slo") => {
+                    let q = req.uri().query().unwrap_or("").to_owned();
+                    let cookie = sso_cookie(&req);
+                    self.saml_slo(binding::from_query(&q), cookie)
+                }
+                (&Method::POST, "/saml/slo") => {
+                    let cookie = sso_cookie(&req);
+                    match read_body(req, MAX_SAML_BODY).await {
+                        Ok(b) => self.saml_slo(binding::from_form(&b), cookie),
+                        Err(r) => Err(r),
+                    }
+                }
+                (&Method::GET, "/wsfed") => self.wsfed(&req),
+                (_, "/" | "/login" | "/saml/metadata" | "/saml/sso" | "/saml/slo" | "/wsfed") => {
+                    Err(self.error_page(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "Method not allowed",
+                        "This address does not accept that kind of request.",
+                    ))
+                }
+                _ => Err(self.error_page(
                     StatusCode::NOT_FOUND,
                     "Not found",
                     "There is nothing at this address.",
                 )),
-            },
-            (_, "/" | "/login" | "/saml/metadata" | "/saml/sso" | "/saml/slo" | "/wsfed") => {
-                Err(self.error_page(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "Method not allowed",
-                    "This address does not accept that kind of request.",
-                ))
             }
-            _ => Err(self.error_page(
-                StatusCode::NOT_FOUND,
-                "Not found",
-                "There is nothing at this address.",
-            )),
         };
         match r {
             Ok(r) | Err(r) => r,
         }
     }
 
-    /// Whether a request to `path` makes the endpoint do sign-in work (parse a SAML
-    /// message, seal a flow, check a password, render a page), which a request without a
-    /// session pays for from its source's budget. Metadata and static answers are free.
-    fn starts_sign_in_work(path: &str) -> bool {
-        matches!(
-            path,
-            "/" | "/login"
-                | "/logout"
-                | "/saml/sso"
-                | "/saml/continue"
-                | "/saml/idp-init"
-                | "/saml/slo"
-                | "/wsfed"
-        ) || path.starts_with("/demo/")
+    /// The application mounted at a prefix of `path`, if any.
+    fn mount_of(&self, path: &str) -> Option<&Arc<dyn Mount>> {
+        self.cfg
+            .mounts
+            .iter()
+            .find(|m| path.starts_with(m.prefix()))
     }
 
     fn saml_metadata(&self) -> Resp {
@@ -357,7 +345,8 @@ impl Portal {
         ))
     }
 
-    pub(crate) fn current_verified_keys(&self) -> Vec<VerifiedKey> {
+    /// The published token-signing keys, as a relying party checks them.
+    pub fn current_verified_keys(&self) -> Vec<VerifiedKey> {
         self.current_keys()
             .published
             .iter()
@@ -366,12 +355,30 @@ impl Portal {
     }
 }
 
+/// Whether a request to `path` makes the endpoint do sign-in work (parse a SAML message,
+/// seal a flow, check a password, render a page), which a request without a session pays
+/// for from its source's budget: the sign-in addresses and every mounted application
+/// (`mounted`). Metadata and static answers are free.
+fn starts_sign_in_work(path: &str, mounted: bool) -> bool {
+    mounted
+        || matches!(
+            path,
+            "/" | "/login"
+                | "/logout"
+                | "/saml/sso"
+                | "/saml/continue"
+                | "/saml/idp-init"
+                | "/saml/slo"
+                | "/wsfed"
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn sign_in_work_is_every_sign_in_address_and_the_demo_but_not_metadata() {
+    fn sign_in_work_is_every_sign_in_address_and_mounted_apps_but_not_metadata() {
         for p in [
             "/",
             "/login",
@@ -381,11 +388,10 @@ mod tests {
             "/saml/idp-init",
             "/saml/slo",
             "/wsfed",
-            "/demo/",
-            "/demo/app",
         ] {
-            assert!(Portal::starts_sign_in_work(p), "{p}");
+            assert!(starts_sign_in_work(p, false), "{p}");
         }
+        assert!(starts_sign_in_work("/demo/app1/", true), "a mounted app");
         for p in [
             "/saml/metadata",
             "/FederationMetadata/2007-06/FederationMetadata.xml",
@@ -393,10 +399,10 @@ mod tests {
             "/metrics",
             "/login/",
             "/wsfed/x",
-            "/demo",
+            "/demo/",
             "",
         ] {
-            assert!(!Portal::starts_sign_in_work(p), "{p}");
+            assert!(!starts_sign_in_work(p, false), "{p}");
         }
     }
 }

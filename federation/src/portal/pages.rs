@@ -22,7 +22,9 @@ ul.apps{padding-left:1.1rem}a{color:#0b4f8a}";
 /// The auto-post script (its hash is allowed by the Content-Security-Policy).
 pub const AUTOPOST_JS: &str = "document.getElementById('autopost').submit();";
 
-fn page(title: &str, body: &str) -> String {
+/// A page in the portal's layout (its stylesheet is allowed by the portal's CSP): for the
+/// portal's own pages and mounted applications alike.
+pub fn page(title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><meta name=\"referrer\" content=\"no-referrer\"><title>{}</title><style>{CSS}</style></head><body><main>{body}</main></body></html>",
         e(title)
@@ -154,31 +156,6 @@ pub fn confirm_logout(upn: &str, csrf: &str, next: &str, app: Option<&str>) -> S
             e(upn),
             e(csrf),
             e(next)
-        ),
-    )
-}
-
-/// The demo application's page: the attributes it received.
-pub fn demo_app(app: &str, name_id: &str, attrs: &[(String, Vec<String>)], other: &str) -> String {
-    let mut rows = format!(
-        "<tr><th scope=\"row\">NameID</th><td>{}</td></tr>",
-        e(name_id)
-    );
-    for (k, vs) in attrs {
-        rows.push_str(&format!(
-            "<tr><th scope=\"row\">{}</th><td>{}</td></tr>",
-            e(k),
-            vs.iter().map(|v| e(v)).collect::<Vec<_>>().join("<br>")
-        ));
-    }
-    page(
-        app,
-        &format!(
-            "<div class=\"brand\">{}</div><h1>Welcome</h1><p class=\"lead\">This demo application received a signed SAML assertion from Causeway and checked it.</p>\
-<table id=\"attributes\"><caption>Received assertion</caption>{rows}</table><p class=\"note\"><a href=\"{}\">Open the other demo application</a> — it signs you in without asking again.</p>\
-<p class=\"note\"><a href=\"/\">Causeway start page</a></p>",
-            e(app),
-            e(other)
         ),
     )
 }

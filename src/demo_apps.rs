@@ -1,7 +1,9 @@
-//! Two demo SAML applications served by the endpoint itself (`causeway demo`): each starts
-//! an SP-initiated sign-in and shows the attributes of the assertion it received, after
-//! checking it as a careful relying party does (both signatures against the published
-//! keys, destination, recipient, request, audience, validity).
+//! Two demo SAML applications mounted beside the portal under `/demo/` (`causeway demo`,
+//! `causeway serve --demo-apps`): each starts an SP-initiated sign-in and shows the
+//! attributes of the assertion it received, after checking it as a careful relying party
+//! does (both signatures against the published keys, destination, recipient, request,
+//! audience, validity) with the testkit's SP-side check. They live in the binary, not in
+//! the IdP's library: the portal knows them only as a [`Mount`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,11 +13,17 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 
-use crate::lock;
-
-use super::{cookie, pages, query_param, read_body, set_cookie, Portal, Resp};
-use crate::saml::{self, binding, ServiceProvider};
+use causeway_federation::portal::{
+    cookie, pages, query_param, read_body, set_cookie, Mount, MountFuture, Portal, Resp,
+};
+use causeway_federation::session::random_token;
+use causeway_saml::saml2::{self as saml, binding, ServiceProvider};
+use causeway_saml::xml::escape_html as e;
 use causeway_testkit::sp;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 struct Pending {
     request_id: String,
@@ -55,7 +63,7 @@ impl DemoApps {
     }
 
     /// Their metadata, as an operator would register it.
-    pub(crate) fn service_providers(&self) -> Vec<ServiceProvider> {
+    fn metadata(&self) -> Vec<ServiceProvider> {
         APPS.iter()
             .filter_map(|(app, _)| {
                 let xml = format!(
@@ -70,11 +78,7 @@ impl DemoApps {
             .collect()
     }
 
-    pub(crate) async fn handle(
-        &self,
-        portal: &Arc<Portal>,
-        req: Request<Incoming>,
-    ) -> Result<Resp, Resp> {
+    async fn answer(&self, portal: &Arc<Portal>, req: Request<Incoming>) -> Result<Resp, Resp> {
         let path = req.uri().path().to_owned();
         let rest = path.trim_start_matches("/demo/");
         let (app, tail) = rest.split_once('/').unwrap_or((rest, ""));
@@ -103,7 +107,7 @@ impl DemoApps {
                     };
                     return Ok(portal.html(
                         StatusCode::OK,
-                        pages::demo_app(title, &name_id, &attrs, other),
+                        demo_page(title, &name_id, &attrs, other),
                         "'self'",
                     ));
                 }
@@ -113,7 +117,7 @@ impl DemoApps {
                     &self.acs(app),
                     SystemTime::now(),
                 );
-                let relay = crate::session::random_token();
+                let relay = random_token();
                 {
                     let mut p = lock(&self.pending);
                     p.retain(|_, v| v.created.elapsed() < Duration::from_secs(900));
@@ -153,7 +157,7 @@ impl DemoApps {
                 .map_err(|e| {
                     portal.bad_request(&format!("The demo application refused the assertion: {e}."))
                 })?;
-                let c = crate::session::random_token();
+                let c = random_token();
                 {
                     let mut seen = lock(&self.seen);
                     if seen.len() > 10_000 {
@@ -172,4 +176,52 @@ impl DemoApps {
             }
         }
     }
+}
+
+impl std::fmt::Debug for DemoApps {
+    // The pending RelayStates and the sessions' cookies stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DemoApps")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mount for DemoApps {
+    fn prefix(&self) -> &str {
+        "/demo/"
+    }
+
+    fn service_providers(&self) -> Vec<ServiceProvider> {
+        self.metadata()
+    }
+
+    fn handle<'a>(&'a self, portal: &'a Arc<Portal>, req: Request<Incoming>) -> MountFuture<'a> {
+        Box::pin(self.answer(portal, req))
+    }
+}
+
+/// The demo application's page: the attributes it received.
+fn demo_page(app: &str, name_id: &str, attrs: &[(String, Vec<String>)], other: &str) -> String {
+    let mut rows = format!(
+        "<tr><th scope=\"row\">NameID</th><td>{}</td></tr>",
+        e(name_id)
+    );
+    for (k, vs) in attrs {
+        rows.push_str(&format!(
+            "<tr><th scope=\"row\">{}</th><td>{}</td></tr>",
+            e(k),
+            vs.iter().map(|v| e(v)).collect::<Vec<_>>().join("<br>")
+        ));
+    }
+    pages::page(
+        app,
+        &format!(
+            "<div class=\"brand\">{}</div><h1>Welcome</h1><p class=\"lead\">This demo application received a signed SAML assertion from Causeway and checked it.</p>\
+<table id=\"attributes\"><caption>Received assertion</caption>{rows}</table><p class=\"note\"><a href=\"{}\">Open the other demo application</a> — it signs you in without asking again.</p>\
+<p class=\"note\"><a href=\"/\">Causeway start page</a></p>",
+            e(app),
+            e(other)
+        ),
+    )
 }
