@@ -5,7 +5,7 @@
 //! used once. This file holds the `Portal`, its set-up and the routing of a request to
 //! the file that does the job (login, answer, saml, wsfed, logout; http for plumbing).
 //! Their decisions are pure functions beside them or in `login_rules`, `claims` and
-//! `wsfed_query`, unit-tested without a `Portal`.
+//! `causeway_saml::wsfed::query`, unit-tested without a `Portal`.
 
 // Handlers return the page to show as `Err` so that `?` ends a request early; a response
 // on the stack is a fine price for that.
@@ -22,7 +22,6 @@ mod mount;
 pub mod pages;
 mod saml;
 mod wsfed;
-mod wsfed_query;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

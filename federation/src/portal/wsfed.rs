@@ -9,8 +9,8 @@ use crate::apps::Apps;
 use crate::session::{LogoutNext, Prompt, Target};
 
 use super::http::{set_cookie, Resp};
-use super::wsfed_query::{check_wctx, parse_query, WsFedRequest};
 use super::{pages, Portal, SSO_COOKIE};
+use causeway_saml::wsfed::query::{check_wctx, parse_query, WsFedRequest};
 
 /// Why a sign-in's relying party cannot be answered.
 #[derive(Debug, PartialEq, Eq)]

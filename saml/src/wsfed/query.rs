@@ -1,18 +1,17 @@
 //! The query string of a WS-Federation passive request (`/wsfed?wa=…`), read into what
-//! it asks for. Pure: no I/O, nothing from the rest of the portal (it is to move to the
-//! `causeway-saml` crate and get a fuzz target). It must never cost more than one pass
-//! over a bounded query, nor accept a parameter twice.
+//! it asks for (fuzzed: `fuzz/fuzz_targets/wsfed_query.rs`). It must never cost more than
+//! one pass over a bounded query, nor accept a parameter twice.
 
 /// Largest query string read at all.
-pub(crate) const MAX_QUERY: usize = 16 * 1024;
+pub const MAX_QUERY: usize = 16 * 1024;
 /// Largest `wctx` accepted: it travels inside the sealed flow state, in a URL.
-pub(crate) const MAX_WCTX: usize = 2048;
+pub const MAX_WCTX: usize = 2048;
 /// How much of an unsupported `wa` an error repeats.
 const SHOWN_ACTION: usize = 40;
 
 /// What a WS-Federation passive request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum WsFedRequest {
+pub enum WsFedRequest {
     /// `wa=wsignin1.0`: a token for the realm, posted to `wreply` or its default.
     SignIn {
         /// `wtrealm`, the relying party.
@@ -32,7 +31,7 @@ pub(crate) enum WsFedRequest {
 /// Why a WS-Federation query was refused. Each is the requester's fault; the `Display`
 /// is the sentence the error page shows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum WsFedQueryError {
+pub enum WsFedQueryError {
     /// The query is longer than [`MAX_QUERY`].
     #[error("The request is too large.")]
     TooLarge,
@@ -59,7 +58,7 @@ pub(crate) enum WsFedQueryError {
 /// The length of `wctx` is checked apart, by [`check_wctx`], once the realm and reply URL
 /// are known to be registered, so that an unregistered realm is what such a request is
 /// told first.
-pub(crate) fn parse_query(q: &str) -> Result<WsFedRequest, WsFedQueryError> {
+pub fn parse_query(q: &str) -> Result<WsFedRequest, WsFedQueryError> {
     if q.len() > MAX_QUERY {
         return Err(WsFedQueryError::TooLarge);
     }
@@ -95,7 +94,7 @@ pub(crate) fn parse_query(q: &str) -> Result<WsFedRequest, WsFedQueryError> {
 }
 
 /// Refuses a `wctx` longer than [`MAX_WCTX`] bytes.
-pub(crate) fn check_wctx(wctx: Option<&str>) -> Result<(), WsFedQueryError> {
+pub fn check_wctx(wctx: Option<&str>) -> Result<(), WsFedQueryError> {
     match wctx.map(str::len).filter(|n| *n > MAX_WCTX) {
         Some(n) => Err(WsFedQueryError::WctxTooLong(n)),
         None => Ok(()),

@@ -4,7 +4,10 @@
 //!
 //! Relying-party pitfalls handled by construction: the writer emits no whitespace, so
 //! nothing separates `RequestedSecurityToken` from the assertion; a multi-valued claim is
-//! one attribute with several values; `wctx` is echoed unchanged by the caller.
+//! one attribute with several values; `wctx` is echoed unchanged by the caller. [`query`]
+//! reads the passive request's query string.
+
+pub mod query;
 
 use std::time::{Duration, SystemTime};
 
