@@ -4,6 +4,7 @@
 use std::sync::atomic::AtomicUsize;
 
 use causeway_credential::AgentKeyPair;
+use causeway_proto::agent::FrameError;
 
 use super::*;
 
@@ -341,4 +342,37 @@ async fn each_channel_has_its_own_key_and_concurrent_checks_arrive_in_order() {
         assert_eq!(c.await.expect("check"), SignInOutcome::Success);
     }
     assert_eq!(agent.await.expect("agent").len(), 64);
+}
+
+#[test]
+fn channel_errors_name_the_agent_in_the_words_the_logs_always_used() {
+    let io = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "pipe");
+    let cases = [
+        (
+            ChannelError::from(causeway_proto::agent::io::WireError::Frame(
+                FrameError::TrailingBytes(2),
+            )),
+            "agent sent a malformed frame: 2 bytes after the end of the frame",
+        ),
+        (
+            ChannelError::Protocol("first frame was not Hello"),
+            "agent broke the protocol: first frame was not Hello",
+        ),
+        (
+            ChannelError::Silent(Duration::from_secs(10)),
+            "agent stopped answering (no frame for 10s)",
+        ),
+        (ChannelError::from(io), "agent connection failed: pipe"),
+        (
+            ChannelError::Own(HubEnded::Disconnected(GoAwayReason::Revoked)),
+            "agent disconnected by the hub: Revoked",
+        ),
+        (
+            ChannelError::Own(HubEnded::ChannelKey),
+            "cannot set up the channel key for this agent",
+        ),
+    ];
+    for (e, want) in cases {
+        assert_eq!(e.to_string(), want);
+    }
 }
