@@ -410,8 +410,10 @@ async fn agents_reconnect_after_an_endpoint_restart() {
     let _agent = run_agent(lab, state, ep.endpoint(), 2);
     until("connected", || ep.hub.connected_agents().contains(&id)).await;
     ep.kill();
-    // Same data directory, same port: a restarted endpoint.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Same data directory, same port: a restarted endpoint (the agent redials the URL it
+    // was given, so the port must stay). `kill` joined the endpoint's runtime, so its
+    // listener is closed, and tokio sets SO_REUSEADDR, so connections still in TIME_WAIT
+    // do not stop the new bind: no pause needed.
     let ep2 = EndpointUnderTest::start(&dir, port, false);
     until("the agent reconnected by itself", || {
         ep2.hub.connected_agents().contains(&id)

@@ -111,7 +111,13 @@ async fn waiting_is_first_come_first_served() {
         let _ = go_rx.await;
         ticket.record(SignInOutcome::Success, 1, SystemTime::now());
     });
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Until the waiter is queued behind `first` (it runs when this task yields).
+    while lock(&l.users)
+        .get(&k("kim"))
+        .is_none_or(|s| s.queue.is_empty())
+    {
+        tokio::task::yield_now().await;
+    }
     first.record(SignInOutcome::Success, 1, SystemTime::now());
     // The finisher asks again at once: the check that was waiting goes first (it is
     // either still queued in front, or already in flight with the same password).
