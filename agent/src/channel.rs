@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use causeway_credential::{
     ChannelOpener, EnvelopeOpener, OpenedCredential, RequestId, SignInOutcome,
 };
-use causeway_proto::agent::io::{read_frame, write_frame};
+use causeway_proto::agent::io::{read_frame, write_frame, write_with_heartbeat};
 use causeway_proto::agent::{Frame, GoAwayReason, PROTOCOL_VERSION};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, Semaphore};
@@ -126,21 +126,13 @@ where
     let slots = Arc::new(Semaphore::new(usize::from(me.max_in_flight.max(1))));
 
     let writer = async {
-        let mut ping = 0u64;
-        loop {
-            match tokio::time::timeout(heartbeat, rx.recv()).await {
-                Ok(Some(f)) => write_frame(&mut wr, &f).await?,
-                Ok(None) => return Ok::<_, ChannelError>(()),
-                Err(_) => {
-                    ping += 1;
-                    write_frame(&mut wr, &Frame::Ping(ping)).await?;
-                    if let Some(csr_pem) = me.renewer.as_ref().and_then(|r| r.csr_if_due()) {
-                        info!("certificate renewal due; asking the hub");
-                        write_frame(&mut wr, &Frame::Renew { csr_pem }).await?;
-                    }
-                }
-            }
-        }
+        write_with_heartbeat(&mut wr, &mut rx, heartbeat, || {
+            let csr_pem = me.renewer.as_ref().and_then(|r| r.csr_if_due())?;
+            info!("certificate renewal due; asking the hub");
+            Some(Frame::Renew { csr_pem })
+        })
+        .await
+        .map_err(ChannelError::from)
     };
     let reader = async {
         // Set by the hub's ChannelKey frame, which must come before any Check.

@@ -19,7 +19,7 @@ use causeway_credential::envelope::MAX_LIFETIME_SECS;
 use causeway_credential::{
     AgentPublicKey, ChannelSealer, EnvelopeContext, Password, RequestId, SignInOutcome,
 };
-use causeway_proto::agent::io::{read_frame, write_frame};
+use causeway_proto::agent::io::{read_frame, write_frame, write_with_heartbeat};
 use causeway_proto::agent::{Frame, GoAwayReason, PROTOCOL_VERSION};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
@@ -514,17 +514,9 @@ impl Hub {
 
         let heartbeat = self.config.heartbeat;
         let writer = async {
-            let mut ping = 0u64;
-            loop {
-                match tokio::time::timeout(heartbeat, rx.recv()).await {
-                    Ok(Some(f)) => write_frame(&mut wr, &f).await?,
-                    Ok(None) => return Ok::<_, ChannelError>(()),
-                    Err(_) => {
-                        ping += 1;
-                        write_frame(&mut wr, &Frame::Ping(ping)).await?;
-                    }
-                }
-            }
+            write_with_heartbeat(&mut wr, &mut rx, heartbeat, || None)
+                .await
+                .map_err(ChannelError::from)
         };
         let reader = async {
             let mut last_renewal: Option<Instant> = None;

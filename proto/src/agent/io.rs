@@ -38,6 +38,31 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(wr: &mut W, f: &Frame) -> Result
     Ok(())
 }
 
+/// Sends `rx`'s frames as they come and, after each `heartbeat` without one, a `Ping`
+/// (numbered from 1) followed by whatever `after_ping` asks for; returns when `rx` closes.
+/// Both ends' writers are this loop, so both keep the same heartbeat.
+pub async fn write_with_heartbeat<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    rx: &mut tokio::sync::mpsc::Receiver<Frame>,
+    heartbeat: Duration,
+    mut after_ping: impl FnMut() -> Option<Frame>,
+) -> Result<(), WireError> {
+    let mut ping = 0u64;
+    loop {
+        match tokio::time::timeout(heartbeat, rx.recv()).await {
+            Ok(Some(f)) => write_frame(wr, &f).await?,
+            Ok(None) => return Ok(()),
+            Err(_) => {
+                ping += 1;
+                write_frame(wr, &Frame::Ping(ping)).await?;
+                if let Some(f) = after_ping() {
+                    write_frame(wr, &f).await?;
+                }
+            }
+        }
+    }
+}
+
 /// The end of a channel that reports a [`ChannelError`]: it names the peer in the words that
 /// side's operators read in its logs, and carries the reasons only that side ends a channel
 /// for.
@@ -129,6 +154,34 @@ mod tests {
         const BROKE: &'static str = "peer broke the protocol";
         const SILENT: (&'static str, &'static str) = ("peer silent (", ")");
         const IO: &'static str = "peer connection failed";
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_writer_sends_frames_as_they_come_and_pings_when_idle() {
+        let (mut near, mut far) = tokio::io::duplex(4096);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let beat = Duration::from_secs(5);
+        let writer = tokio::spawn(async move {
+            let mut asked = 0;
+            write_with_heartbeat(&mut near, &mut rx, beat, || {
+                asked += 1;
+                (asked == 1).then_some(Frame::Pong(99))
+            })
+            .await
+        });
+        tx.send(Frame::Pong(7)).await.expect("send");
+        let f = read_frame(&mut far).await.expect("frame");
+        assert!(matches!(f, Frame::Pong(7)), "{f:?}");
+        let idle = tokio::time::Instant::now();
+        let f = read_frame(&mut far).await.expect("ping");
+        assert!(matches!(f, Frame::Ping(1)), "{f:?}");
+        assert_eq!(idle.elapsed(), beat, "a ping after one idle heartbeat");
+        let f = read_frame(&mut far).await.expect("asked");
+        assert!(matches!(f, Frame::Pong(99)), "{f:?}");
+        let f = read_frame(&mut far).await.expect("ping");
+        assert!(matches!(f, Frame::Ping(2)), "{f:?}");
+        drop(tx);
+        writer.await.expect("join").expect("closed cleanly");
     }
 
     #[test]
