@@ -172,8 +172,28 @@ fn pysaml2_sp_signs_in_sp_and_idp_initiated_and_logs_out() {
     std::fs::write(dir.join("wrong"), "not-the-password").expect("write");
     let ca = s("data/ca/ca.pem");
     assert!(Path::new(&ca).exists(), "endpoint CA at {ca}");
-    // The endpoint reloads registered applications every 10 s.
-    std::thread::sleep(Duration::from_secs(11));
+    // The endpoint reloads registered applications every 10 s: wait until it knows both
+    // SPs (an unsigned request from an SP whose metadata demands signatures is refused
+    // with its own message; an unknown issuer gets another), not for a fixed time.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for known in [&entity, &entity2] {
+        let probe = common::endpoint::deflate_b64(&format!(
+            "<samlp:AuthnRequest xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"_probe\" Version=\"2.0\" IssueInstant=\"{}\"><saml:Issuer>{known}</saml:Issuer></samlp:AuthnRequest>",
+            xs_time(0)
+        ));
+        loop {
+            let (_, _, body) = b.get(&format!(
+                "{}/saml/sso?SAMLRequest={}",
+                ep.url,
+                common::endpoint::pct(&probe)
+            ));
+            if body.contains("signs its requests") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{known} not loaded: {body}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
     let common_args = |extra: &[&str]| {
         let mut v: Vec<String> = [
             "--idp-metadata",
