@@ -81,7 +81,13 @@ async fn enrolled_agent_serves_sign_ins_and_is_cut_off_when_revoked() {
         "cut off after {:?}",
         t.elapsed()
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The agent dials again (its backoff is 100 ms to 1 s): wait until two attempts were
+    // refused, then it is still out.
+    let refused = ep.refused();
+    until("the revoked agent was refused twice more", || {
+        ep.refused() >= refused + 2
+    })
+    .await;
     assert!(
         ep.hub.connected_agents().is_empty(),
         "a revoked agent got back in"
@@ -170,7 +176,8 @@ async fn pending_agents_wait_for_approval() {
         .expect("enrolled");
     let id = state.agent_id.clone();
     let _agent = run_agent(lab, state, ep.endpoint(), 1);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Until the pending agent has dialled and been refused twice (not a fixed pause).
+    until("the pending agent was refused twice", || ep.refused() >= 2).await;
     assert!(
         ep.hub.connected_agents().is_empty(),
         "a pending agent must not receive traffic"

@@ -31,6 +31,8 @@ pub struct EndpointUnderTest {
     pub addr: std::net::SocketAddr,
     pub hub: Arc<Hub>,
     pub ca_pem: String,
+    /// Agent connections the authority refused so far (see [`Counted`]).
+    refused: Arc<std::sync::atomic::AtomicUsize>,
     /// Dropping (or sending on) this stops the endpoint's own runtime on its own thread.
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -43,7 +45,52 @@ pub fn tempdir(name: &str) -> PathBuf {
     d
 }
 
+/// The real authority, counting the agent connections it refused, so that a test that
+/// must show an agent stays out waits for the refusal itself instead of for time to pass.
+struct Counted {
+    inner: CertsAuthority,
+    refused: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl listener::AgentAuthority for Counted {
+    fn authorize(
+        &self,
+        cert_fingerprint: &str,
+    ) -> Result<causeway_federation::hub::AgentPeer, listener::Refusal> {
+        let r = self.inner.authorize(cert_fingerprint);
+        if r.is_err() {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        r
+    }
+    fn still_allowed(&self, agent_id: &str) -> Result<(), listener::Refusal> {
+        self.inner.still_allowed(agent_id)
+    }
+    fn enroll(
+        &self,
+        token: &str,
+        host_name: &str,
+        hpke_public_key: [u8; 32],
+        csr_pem: &str,
+    ) -> Result<listener::Enrollment, String> {
+        self.inner
+            .enroll(token, host_name, hpke_public_key, csr_pem)
+    }
+    fn renew(&self, agent_id: &str, csr_pem: &str) -> Result<String, String> {
+        self.inner.renew(agent_id, csr_pem)
+    }
+    fn touch(&self, agent_id: &str) {
+        self.inner.touch(agent_id)
+    }
+}
+
 impl EndpointUnderTest {
+    /// How many agent connections were refused so far.
+    pub fn refused(&self) -> usize {
+        self.refused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn start(dir: &Path, port: u16, require_approval: bool) -> Self {
         let now = SystemTime::now();
         let ca = Ca::load_or_create(&dir.join("ca"), now).expect("CA");
@@ -59,12 +106,16 @@ impl EndpointUnderTest {
         )
         .expect("server config");
         let ca_pem = ca.cert_pem().to_owned();
-        let authority = Arc::new(CertsAuthority::new(
-            ca,
-            registry,
-            require_approval,
-            Duration::from_secs(30 * 86400),
-        ));
+        let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let authority = Arc::new(Counted {
+            inner: CertsAuthority::new(
+                ca,
+                registry,
+                require_approval,
+                Duration::from_secs(30 * 86400),
+            ),
+            refused: refused.clone(),
+        });
         let mut cfg = HubConfig::new("endpoint-tls");
         cfg.heartbeat = Duration::from_millis(500);
         let hub = Hub::new(cfg);
@@ -114,6 +165,7 @@ impl EndpointUnderTest {
             addr,
             hub,
             ca_pem,
+            refused,
             stop: Some(stop),
             thread: Some(thread),
         }
