@@ -217,6 +217,13 @@ pub(crate) async fn run_endpoint(
         .await
         .with_context(|| format!("cannot listen on {}", s.listen))?;
     let bound = listener.local_addr()?;
+    // Port 0 asks the OS for a free port (tests, benchmarks: no port picked then bound
+    // later, which another process may take in between). A public URL derived from that
+    // listen address names the port actually bound, and the start-up line logs it.
+    let mut s = s;
+    if s.listen.port() == 0 && s.public_url == format!("https://{}", s.listen) {
+        s.public_url = format!("https://{bound}");
+    }
     let metrics_addr = s
         .file
         .metrics_listen

@@ -186,14 +186,25 @@ async fn a_killed_agent_fails_no_sign_in() {
     let upn = lab.user("alice", "UPN").to_owned();
     let pw = lab.user("alice", "PASSWORD").to_owned();
     let mut tasks = Vec::new();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for i in 0..200 {
-        let (hub, upn, pw) = (hub.clone(), upn.clone(), pw.clone());
+        let (hub, upn, pw, answered) = (hub.clone(), upn.clone(), pw.clone(), answered.clone());
+        // Spread over 400 ms, so checks are in flight on both agents when one dies.
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(i * 2)).await;
-            hub.check(req(&upn, &pw)).await
+            let o = hub.check(req(&upn, &pw)).await;
+            answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            o
         }));
     }
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Mid-load by what happened, not by a fixed pause: once the first answers are back.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while answered.load(std::sync::atomic::Ordering::SeqCst) < 20 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the first answers came back");
     a.abort(); // the agent process dies mid-load
     let mut failures = Vec::new();
     for t in tasks {

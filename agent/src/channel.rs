@@ -11,8 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use causeway_credential::{
     ChannelOpener, EnvelopeOpener, OpenedCredential, RequestId, SignInOutcome,
 };
-use causeway_proto::agent::io::{read_frame, write_frame};
-use causeway_proto::agent::{Frame, FrameError, GoAwayReason, PROTOCOL_VERSION};
+use causeway_proto::agent::io::{read_frame, write_frame, write_with_heartbeat};
+use causeway_proto::agent::{Frame, GoAwayReason, PROTOCOL_VERSION};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, info, warn};
@@ -67,32 +67,21 @@ pub enum ChannelEnd {
     GoAway(GoAwayReason, String),
 }
 
-impl From<causeway_proto::agent::io::WireError> for ChannelError {
-    fn from(e: causeway_proto::agent::io::WireError) -> Self {
-        match e {
-            causeway_proto::agent::io::WireError::Frame(f) => Self::Frame(f),
-            causeway_proto::agent::io::WireError::Io(i) => Self::Io(i),
-        }
-    }
+/// The agent's end of its channel: its errors name the hub.
+#[derive(Debug)]
+pub struct AtAgent;
+
+impl causeway_proto::agent::io::Side for AtAgent {
+    /// The agent ends a channel only for what the hub or the connection did.
+    type Own = std::convert::Infallible;
+    const MALFORMED: &'static str = "hub sent a malformed frame";
+    const BROKE: &'static str = "hub broke the protocol";
+    const SILENT: (&'static str, &'static str) = ("hub silent for ", "");
+    const IO: &'static str = "connection to the hub failed";
 }
 
-/// Why a channel failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ChannelError {
-    /// The hub sent bytes that are not a frame.
-    #[error("hub sent a malformed frame: {0}")]
-    Frame(#[from] FrameError),
-    /// The hub broke the protocol's order.
-    #[error("hub broke the protocol: {0}")]
-    Protocol(&'static str),
-    /// No frame from the hub for too long.
-    #[error("hub silent for {0:?}")]
-    Silent(Duration),
-    /// I/O failed.
-    #[error("connection to the hub failed: {0}")]
-    Io(#[from] std::io::Error),
-}
+/// Why a channel failed, as the agent sees it.
+pub type ChannelError = causeway_proto::agent::io::ChannelError<AtAgent>;
 
 /// Speaks the protocol on `stream` until the hub goes away or the connection fails.
 /// `on_welcome` is called once the hub has accepted the channel.
@@ -137,21 +126,13 @@ where
     let slots = Arc::new(Semaphore::new(usize::from(me.max_in_flight.max(1))));
 
     let writer = async {
-        let mut ping = 0u64;
-        loop {
-            match tokio::time::timeout(heartbeat, rx.recv()).await {
-                Ok(Some(f)) => write_frame(&mut wr, &f).await?,
-                Ok(None) => return Ok::<_, ChannelError>(()),
-                Err(_) => {
-                    ping += 1;
-                    write_frame(&mut wr, &Frame::Ping(ping)).await?;
-                    if let Some(csr_pem) = me.renewer.as_ref().and_then(|r| r.csr_if_due()) {
-                        info!("certificate renewal due; asking the hub");
-                        write_frame(&mut wr, &Frame::Renew { csr_pem }).await?;
-                    }
-                }
-            }
-        }
+        write_with_heartbeat(&mut wr, &mut rx, heartbeat, || {
+            let csr_pem = me.renewer.as_ref().and_then(|r| r.csr_if_due())?;
+            info!("certificate renewal due; asking the hub");
+            Some(Frame::Renew { csr_pem })
+        })
+        .await
+        .map_err(ChannelError::from)
     };
     let reader = async {
         // Set by the hub's ChannelKey frame, which must come before any Check.
@@ -270,4 +251,36 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use causeway_proto::agent::FrameError;
+
+    use super::*;
+
+    #[test]
+    fn channel_errors_name_the_hub_in_the_words_the_logs_always_used() {
+        let io = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "pipe");
+        let cases = [
+            (
+                ChannelError::from(causeway_proto::agent::io::WireError::Frame(
+                    FrameError::TrailingBytes(2),
+                )),
+                "hub sent a malformed frame: 2 bytes after the end of the frame",
+            ),
+            (
+                ChannelError::Protocol("writer stopped"),
+                "hub broke the protocol: writer stopped",
+            ),
+            (
+                ChannelError::Silent(Duration::from_secs(15)),
+                "hub silent for 15s",
+            ),
+            (ChannelError::from(io), "connection to the hub failed: pipe"),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.to_string(), want);
+        }
+    }
 }

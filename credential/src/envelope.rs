@@ -54,8 +54,14 @@ use hpke::kdf::HkdfSha256;
 use hpke::kem::X25519HkdfSha256;
 use hpke::{Deserializable, Kem as KemTrait, OpModeR, OpModeS, Serializable};
 
+mod keys;
+mod wire;
+
+pub use keys::{AgentKeyPair, AgentPublicKey, AgentSecretKey};
+use wire::{check_text, parse, put_text};
+
 use crate::password::Password;
-use crate::secret::{Secret, REDACTED};
+use crate::secret::Secret;
 
 type Kem = X25519HkdfSha256;
 type Kdf = HkdfSha256;
@@ -121,105 +127,6 @@ pub struct EnvelopeContext {
     pub endpoint_id: String,
     /// Seconds since the Unix epoch after which the envelope must not be opened.
     pub expires_at: u64,
-}
-
-/// An agent's HPKE private key. Redacted when formatted; its bytes leave only through
-/// [`AgentSecretKey::expose_secret_bytes`] (for writing the agent's 0600 key file).
-pub struct AgentSecretKey(<Kem as KemTrait>::PrivateKey);
-
-/// An agent's HPKE public key, published to the endpoint at enrollment.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AgentPublicKey(<Kem as KemTrait>::PublicKey);
-
-/// An agent's HPKE key pair.
-pub struct AgentKeyPair {
-    secret: AgentSecretKey,
-    public: AgentPublicKey,
-}
-
-impl AgentKeyPair {
-    /// A fresh key pair from the OS random generator.
-    pub fn generate() -> Self {
-        let mut ikm = Secret::new([0u8; 32]);
-        crate::random::fill(ikm.expose_secret_mut());
-        Self::derive(ikm.expose_secret())
-    }
-
-    /// RFC 9180 DeriveKeyPair from input keying material.
-    fn derive(ikm: &[u8]) -> Self {
-        let (sk, pk) = Kem::derive_keypair(ikm);
-        Self {
-            secret: AgentSecretKey(sk),
-            public: AgentPublicKey(pk),
-        }
-    }
-
-    /// Rebuilds the pair from the 32 private key bytes stored by the agent.
-    pub fn from_secret_bytes(bytes: &Secret<[u8; 32]>) -> Result<Self, EnvelopeError> {
-        let sk = <Kem as KemTrait>::PrivateKey::from_bytes(bytes.expose_secret())
-            .map_err(|_| EnvelopeError::InvalidKey)?;
-        let pk = Kem::sk_to_pk(&sk);
-        Ok(Self {
-            secret: AgentSecretKey(sk),
-            public: AgentPublicKey(pk),
-        })
-    }
-
-    /// The public half.
-    pub fn public(&self) -> &AgentPublicKey {
-        &self.public
-    }
-
-    /// The private half.
-    pub fn secret(&self) -> &AgentSecretKey {
-        &self.secret
-    }
-}
-
-impl AgentSecretKey {
-    /// The 32 private key bytes, for the agent's own key file. Never log or send them.
-    pub fn expose_secret_bytes(&self) -> Secret<[u8; 32]> {
-        let mut out = Secret::new([0u8; 32]);
-        out.expose_secret_mut().copy_from_slice(&self.0.to_bytes());
-        out
-    }
-}
-
-impl AgentPublicKey {
-    /// The 32 public key bytes.
-    pub fn to_bytes(&self) -> [u8; 32] {
-        let mut out = [0u8; 32];
-        out.copy_from_slice(&self.0.to_bytes());
-        out
-    }
-
-    /// Parses 32 public key bytes.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, EnvelopeError> {
-        <Kem as KemTrait>::PublicKey::from_bytes(bytes)
-            .map(Self)
-            .map_err(|_| EnvelopeError::InvalidKey)
-    }
-}
-
-impl fmt::Debug for AgentSecretKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AgentSecretKey({REDACTED})")
-    }
-}
-
-impl fmt::Debug for AgentKeyPair {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AgentKeyPair")
-            .field("public", &self.public)
-            .field("secret", &REDACTED)
-            .finish()
-    }
-}
-
-impl fmt::Debug for AgentPublicKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AgentPublicKey({})", hex::encode(self.to_bytes()))
-    }
 }
 
 /// Why an envelope could not be sealed or opened. Carries no secret and no user input
@@ -497,117 +404,6 @@ impl ChannelSealer {
     }
 }
 
-fn put_text(out: &mut Vec<u8>, s: &str) {
-    // Lengths were checked by check_text: both fit in u16.
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn check_text(field: &'static str, s: &str, max: usize) -> Result<(), EnvelopeError> {
-    if s.len() > max {
-        return Err(EnvelopeError::FieldTooLong {
-            field,
-            len: s.len(),
-            max,
-        });
-    }
-    if s.is_empty() || s.chars().any(char::is_control) {
-        return Err(EnvelopeError::BadText { field });
-    }
-    Ok(())
-}
-
-/// A bounds-checked reader over envelope bytes.
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], EnvelopeError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or(EnvelopeError::Truncated { field })?;
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-
-    fn u16(&mut self, field: &'static str) -> Result<u16, EnvelopeError> {
-        let b = self.take(2, field)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-
-    fn text(&mut self, field: &'static str, max: usize) -> Result<String, EnvelopeError> {
-        let len = usize::from(self.u16(field)?);
-        if len > max {
-            return Err(EnvelopeError::FieldTooLong { field, len, max });
-        }
-        let bytes = self.take(len, field)?;
-        let s = std::str::from_utf8(bytes).map_err(|_| EnvelopeError::BadText { field })?;
-        check_text(field, s, max)?;
-        Ok(s.to_owned())
-    }
-}
-
-struct Parsed<'a> {
-    seq: u64,
-    context: EnvelopeContext,
-    aad: &'a [u8],
-    ciphertext: &'a [u8],
-}
-
-fn parse(bytes: &[u8]) -> Result<Parsed<'_>, EnvelopeError> {
-    if bytes.len() > MAX_ENVELOPE_LEN {
-        return Err(EnvelopeError::TooLarge {
-            len: bytes.len(),
-            max: MAX_ENVELOPE_LEN,
-        });
-    }
-    let mut r = Reader { buf: bytes, pos: 0 };
-    if r.take(4, "magic")? != MAGIC {
-        return Err(EnvelopeError::BadMagic);
-    }
-    let (kem, kdf, aead) = (r.u16("suite")?, r.u16("suite")?, r.u16("suite")?);
-    if [kem, kdf, aead] != SUITE {
-        return Err(EnvelopeError::UnsupportedSuite { kem, kdf, aead });
-    }
-    let mut seq = [0u8; 8];
-    seq.copy_from_slice(r.take(8, "sequence number")?);
-    let mut request_id = [0u8; 16];
-    request_id.copy_from_slice(r.take(16, "request id")?);
-    let mut exp = [0u8; 8];
-    exp.copy_from_slice(r.take(8, "expiry")?);
-    let user_name = r.text("user name", MAX_USER_NAME_LEN)?;
-    let endpoint_id = r.text("endpoint id", MAX_ENDPOINT_ID_LEN)?;
-    let aad_end = r.pos;
-    let ct_len = usize::from(r.u16("ciphertext length")?);
-    if ct_len < TAG_LEN {
-        return Err(EnvelopeError::Truncated {
-            field: "ciphertext",
-        });
-    }
-    let ciphertext = r.take(ct_len, "ciphertext")?;
-    if r.pos != bytes.len() {
-        return Err(EnvelopeError::TrailingBytes {
-            count: bytes.len() - r.pos,
-        });
-    }
-    Ok(Parsed {
-        seq: u64::from_be_bytes(seq),
-        context: EnvelopeContext {
-            request_id: RequestId(request_id),
-            user_name,
-            endpoint_id,
-            expires_at: u64::from_be_bytes(exp),
-        },
-        aad: &bytes[..aad_end],
-        ciphertext,
-    })
-}
-
 /// What an opened envelope yields.
 #[derive(Debug)]
 pub struct OpenedCredential {
@@ -656,9 +452,13 @@ impl EnvelopeOpener {
     pub fn accept_channel(&self, key: &ChannelKey) -> Result<ChannelOpener<'_>, EnvelopeError> {
         let enc = <Kem as KemTrait>::EncappedKey::from_bytes(&key.0)
             .map_err(|_| EnvelopeError::InvalidKey)?;
-        let ctx =
-            hpke::setup_receiver::<Aead, Kdf, Kem>(&OpModeR::Base, &self.keys.secret.0, &enc, INFO)
-                .map_err(|_| EnvelopeError::InvalidKey)?;
+        let ctx = hpke::setup_receiver::<Aead, Kdf, Kem>(
+            &OpModeR::Base,
+            &self.keys.secret().0,
+            &enc,
+            INFO,
+        )
+        .map_err(|_| EnvelopeError::InvalidKey)?;
         Ok(ChannelOpener {
             opener: self,
             ctx,

@@ -283,7 +283,10 @@ impl PendingSignIn {
     }
 }
 
-fn start_endpoint(dir: &Path, listen: SocketAddr, no_budget: bool) -> Result<Endpoint> {
+/// Starts `causeway serve` on port 0 and returns it with the address it bound, read from
+/// its start-up line (no port picked here and bound there later, which another process
+/// could take in between).
+async fn start_endpoint(dir: &Path, no_budget: bool) -> Result<(Endpoint, SocketAddr)> {
     let exe = std::env::current_exe().context("own executable")?;
     let config = dir.join("siege.toml");
     std::fs::write(
@@ -294,19 +297,46 @@ fn start_endpoint(dir: &Path, listen: SocketAddr, no_budget: bool) -> Result<End
             ""
         },
     )?;
+    let log = dir.join("serve.log");
     let child = Command::new(exe)
-        .args(["--log", "error", "serve", "--demo-apps", "--config"])
+        .args([
+            "--log",
+            "error,causeway::endpoint=info",
+            "serve",
+            "--demo-apps",
+            "--config",
+        ])
         .arg(&config)
         .arg("--data-dir")
         .arg(dir)
-        .args(["--listen", &listen.to_string()])
+        .args(["--listen", "127.0.0.1:0"])
         .env_remove("CAUSEWAY_PUBLIC_URL")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).context("serve.log")?)
         .spawn()
         .context("start causeway serve")?;
-    Ok(Endpoint { child })
+    let mut endpoint = Endpoint { child };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("endpoint ready")) {
+            let addr = line
+                .split(" listen=")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(|| anyhow::anyhow!("no listen address in the start-up line: {line}"))?;
+            return Ok((endpoint, addr));
+        }
+        if let Some(status) = endpoint.child.try_wait()? {
+            bail!("the endpoint exited ({status}): {text}");
+        }
+        if Instant::now() > deadline {
+            bail!("the endpoint did not start within 60 s: {text}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn wait_healthy(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) -> Result<()> {
@@ -334,12 +364,8 @@ pub(crate) async fn run(args: SiegeArgs) -> Result<()> {
     let user = "siege@bench.causeway.test";
     let pw = "Siege-Password-Only-For-This-Run-1";
     sso::add_bench_user(&data_dir, user, pw)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let (endpoint, addr) = start_endpoint(&data_dir, args.no_budget).await?;
     let base = format!("https://{addr}");
-    let endpoint = start_endpoint(&data_dir, addr, args.no_budget)?;
     let ca = data_dir.join("ca/ca.pem");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !ca.exists() {

@@ -297,18 +297,15 @@ pub(crate) async fn run(args: SsoArgs) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("causeway-bench-sso-{}", std::process::id()));
     let data_dir = dir.join("endpoint");
     std::fs::create_dir_all(&data_dir)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let listen: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let base = format!("https://{listen}");
+    // Port 0: the endpoint binds a free port itself and reports it on `ready`.
+    let listen: SocketAddr = "127.0.0.1:0".parse()?;
     let user = "bench@bench.causeway.test";
     let pw = "Bench-Password-Only-For-This-Run-1";
     add_bench_user(&data_dir, user, pw)?;
     let settings = EndpointSettings {
         data_dir: data_dir.clone(),
         listen,
-        public_url: base.clone(),
+        public_url: format!("https://{listen}"),
         server_names: vec!["127.0.0.1".into()],
         endpoint_id: "bench".into(),
         require_approval: false,
@@ -321,6 +318,7 @@ pub(crate) async fn run(args: SsoArgs) -> Result<()> {
     let addr = rx
         .await
         .map_err(|_| anyhow!("the endpoint did not start"))?;
+    let base = format!("https://{addr}");
     let ca = data_dir.join("ca/ca.pem");
     let keys = causeway_certs::signing::KeySet::load(&data_dir.join("token-signing"))?;
     let key = keys

@@ -1,4 +1,5 @@
-//! A real `causeway serve` process on a free loopback port, with its own data directory
+//! A real `causeway serve` process on a loopback port it binds itself (port 0; the address
+//! is read from its start-up line, so no other process can take it in between), with its own data directory
 //! and captured logs, and a curl-driven browser (cookie jar, no redirects followed) to walk
 //! through sign-ins the way a browser does.
 
@@ -20,11 +21,6 @@ pub struct Endpoint {
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_causeway")
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 pub fn temp_dir(name: &str) -> PathBuf {
@@ -59,7 +55,6 @@ impl Endpoint {
 
     /// Like [`Endpoint::start_in`], run under `wrapper` (e.g. `prlimit --nofile=…`).
     pub fn start_under(dir: PathBuf, config: &str, extra: &[&str], wrapper: &[&str]) -> Self {
-        let port = free_port();
         let cfg = dir.join("causeway.toml");
         std::fs::write(&cfg, config).expect("config");
         let log = dir.join("serve.log");
@@ -77,7 +72,7 @@ impl Endpoint {
             .arg(&cfg)
             .arg("--data-dir")
             .arg(&data)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--listen", "127.0.0.1:0"])
             .args(["--metrics-listen", "127.0.0.1:0"])
             .args(extra)
             .env_remove("CAUSEWAY_PUBLIC_URL")
@@ -86,33 +81,38 @@ impl Endpoint {
             .spawn()
             .expect("start causeway serve");
         let mut ep = Self {
-            url: format!("https://127.0.0.1:{port}"),
+            url: String::new(),
             metrics_url: String::new(),
             dir,
             log,
             child,
         };
+        // The start-up line comes once both listeners are bound; it names their addresses.
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let (status, _, _) =
-                Browser::new(&ep.dir.join("probe")).get(&format!("{}/healthz", ep.url));
-            if status == 200 {
-                break;
+        let ready = loop {
+            let logs = ep.logs();
+            if let Some(line) = logs.lines().find(|l| l.contains("endpoint ready")) {
+                break line.to_owned();
             }
-            assert!(
-                Instant::now() < deadline,
-                "endpoint did not start: {}",
-                ep.logs()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let logs = ep.logs();
-        let addr = logs
-            .split("metrics_listen=")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no metrics address in the start-up log: {logs}"));
-        ep.metrics_url = format!("http://{addr}");
+            if let Ok(Some(status)) = ep.child.try_wait() {
+                panic!("endpoint exited ({status}): {logs}");
+            }
+            assert!(Instant::now() < deadline, "endpoint did not start: {logs}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let field = |name: &str| {
+            ready
+                .split(&format!(" {name}="))
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .unwrap_or_else(|| panic!("no {name} in the start-up line: {ready}"))
+                .to_owned()
+        };
+        ep.url = format!("https://{}", field("listen"));
+        ep.metrics_url = format!("http://{}", field("metrics_listen"));
+        let (status, _, _) =
+            Browser::new(&ep.dir.join("probe")).get(&format!("{}/healthz", ep.url));
+        assert_eq!(status, 200, "endpoint not healthy: {}", ep.logs());
         ep
     }
 

@@ -1,7 +1,9 @@
 //! What every lab-backed test binary shares: the running lab's facts and TLS settings.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod agent_hub;
 pub mod endpoint;
+pub mod federation;
 
 use std::collections::HashMap;
 use std::path::Path;

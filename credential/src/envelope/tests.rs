@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 
 use super::*;
+use crate::secret::REDACTED;
 
 const KAT: &str = include_str!("../../testdata/rfc9180-a2-1.txt");
 

@@ -19,8 +19,8 @@ use causeway_credential::envelope::MAX_LIFETIME_SECS;
 use causeway_credential::{
     AgentPublicKey, ChannelSealer, EnvelopeContext, Password, RequestId, SignInOutcome,
 };
-use causeway_proto::agent::io::{read_frame, write_frame};
-use causeway_proto::agent::{Frame, FrameError, GoAwayReason, PROTOCOL_VERSION};
+use causeway_proto::agent::io::{read_frame, write_frame, write_with_heartbeat};
+use causeway_proto::agent::{Frame, GoAwayReason, PROTOCOL_VERSION};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tracing::{debug, info, warn};
@@ -82,31 +82,25 @@ pub struct CheckRequest {
     pub source: Option<IpAddr>,
 }
 
-impl From<causeway_proto::agent::io::WireError> for ChannelError {
-    fn from(e: causeway_proto::agent::io::WireError) -> Self {
-        match e {
-            causeway_proto::agent::io::WireError::Frame(f) => Self::Frame(f),
-            causeway_proto::agent::io::WireError::Io(i) => Self::Io(i),
-        }
-    }
+/// The hub's end of an agent channel: its errors name the agent.
+#[derive(Debug)]
+pub struct AtHub;
+
+impl causeway_proto::agent::io::Side for AtHub {
+    type Own = HubEnded;
+    const MALFORMED: &'static str = "agent sent a malformed frame";
+    const BROKE: &'static str = "agent broke the protocol";
+    const SILENT: (&'static str, &'static str) = ("agent stopped answering (no frame for ", ")");
+    const IO: &'static str = "agent connection failed";
 }
 
-/// Why a channel ended.
+/// Why a channel ended, as the hub sees it.
+pub type ChannelError = causeway_proto::agent::io::ChannelError<AtHub>;
+
+/// Why the hub itself ended a channel.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ChannelError {
-    /// The peer sent bytes that are not a valid frame.
-    #[error("agent sent a malformed frame: {0}")]
-    Frame(#[from] FrameError),
-    /// The peer broke the protocol's order.
-    #[error("agent broke the protocol: {0}")]
-    Protocol(&'static str),
-    /// The peer was silent for too long.
-    #[error("agent stopped answering (no frame for {0:?})")]
-    Silent(Duration),
-    /// Reading or writing failed.
-    #[error("agent connection failed: {0}")]
-    Io(#[from] std::io::Error),
+pub enum HubEnded {
     /// The agent was revoked or disconnected by an administrator.
     #[error("agent disconnected by the hub: {0:?}")]
     Disconnected(GoAwayReason),
@@ -490,7 +484,7 @@ impl Hub {
                 },
             )
             .await;
-            return Err(ChannelError::ChannelKey);
+            return Err(ChannelError::Own(HubEnded::ChannelKey));
         };
         write_frame(
             &mut wr,
@@ -520,17 +514,9 @@ impl Hub {
 
         let heartbeat = self.config.heartbeat;
         let writer = async {
-            let mut ping = 0u64;
-            loop {
-                match tokio::time::timeout(heartbeat, rx.recv()).await {
-                    Ok(Some(f)) => write_frame(&mut wr, &f).await?,
-                    Ok(None) => return Ok::<_, ChannelError>(()),
-                    Err(_) => {
-                        ping += 1;
-                        write_frame(&mut wr, &Frame::Ping(ping)).await?;
-                    }
-                }
-            }
+            write_with_heartbeat(&mut wr, &mut rx, heartbeat, || None)
+                .await
+                .map_err(ChannelError::from)
         };
         let reader = async {
             let mut last_renewal: Option<Instant> = None;
@@ -606,7 +592,7 @@ impl Hub {
                 detail: detail.into(),
             });
             tokio::time::sleep(Duration::from_millis(200)).await;
-            Err::<(), _>(ChannelError::Disconnected(reason))
+            Err::<(), _>(ChannelError::Own(HubEnded::Disconnected(reason)))
         };
         let result = tokio::select! {
             r = reader => r,
@@ -617,7 +603,7 @@ impl Hub {
         // dropping the senders makes the waiting checks retry elsewhere at once.
         lock(&self.channels).retain(|c| c.id != chan.id);
         lock(&chan.pending).clear();
-        if let Err(ChannelError::Disconnected(reason)) = &result {
+        if let Err(ChannelError::Own(HubEnded::Disconnected(reason))) = &result {
             warn!(agent = %chan.agent_id, ?reason, "agent channel closed by the hub");
         } else if let Err(e) = &result {
             warn!(agent = %chan.agent_id, error = %e, "agent channel closed");

@@ -4,6 +4,7 @@
 use std::sync::atomic::AtomicUsize;
 
 use causeway_credential::AgentKeyPair;
+use causeway_proto::agent::FrameError;
 
 use super::*;
 
@@ -82,7 +83,9 @@ fn req(user: &str) -> CheckRequest {
     }
 }
 
-#[tokio::test]
+// The paused clock: "at once" is no time at all on tokio's clock, and the fake agent's
+// 300 ms answer costs none of the test's.
+#[tokio::test(start_paused = true)]
 async fn past_capacity_checks_are_throttled_at_once() {
     let mut cfg = HubConfig::new("ep");
     cfg.max_in_flight = 2;
@@ -103,13 +106,13 @@ async fn past_capacity_checks_are_throttled_at_once() {
         let h = hub.clone();
         async move { h.check(req("u2")).await }
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let t = Instant::now();
+    // Both in flight: their checks are with the agent, which answers after 300 ms.
+    while hub.capacity.available_permits() > 0 {
+        tokio::task::yield_now().await;
+    }
+    let t = tokio::time::Instant::now();
     assert_eq!(hub.check(req("u3")).await, SignInOutcome::Throttled);
-    assert!(
-        t.elapsed() < Duration::from_millis(50),
-        "refused at once, not queued"
-    );
+    assert_eq!(t.elapsed(), Duration::ZERO, "refused at once, not queued");
     assert_eq!(a.await.expect("a"), SignInOutcome::Success);
     assert_eq!(b.await.expect("b"), SignInOutcome::Success);
 }
@@ -341,4 +344,37 @@ async fn each_channel_has_its_own_key_and_concurrent_checks_arrive_in_order() {
         assert_eq!(c.await.expect("check"), SignInOutcome::Success);
     }
     assert_eq!(agent.await.expect("agent").len(), 64);
+}
+
+#[test]
+fn channel_errors_name_the_agent_in_the_words_the_logs_always_used() {
+    let io = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "pipe");
+    let cases = [
+        (
+            ChannelError::from(causeway_proto::agent::io::WireError::Frame(
+                FrameError::TrailingBytes(2),
+            )),
+            "agent sent a malformed frame: 2 bytes after the end of the frame",
+        ),
+        (
+            ChannelError::Protocol("first frame was not Hello"),
+            "agent broke the protocol: first frame was not Hello",
+        ),
+        (
+            ChannelError::Silent(Duration::from_secs(10)),
+            "agent stopped answering (no frame for 10s)",
+        ),
+        (ChannelError::from(io), "agent connection failed: pipe"),
+        (
+            ChannelError::Own(HubEnded::Disconnected(GoAwayReason::Revoked)),
+            "agent disconnected by the hub: Revoked",
+        ),
+        (
+            ChannelError::Own(HubEnded::ChannelKey),
+            "cannot set up the channel key for this agent",
+        ),
+    ];
+    for (e, want) in cases {
+        assert_eq!(e.to_string(), want);
+    }
 }
