@@ -28,7 +28,7 @@ pub fn host_name() -> String {
 }
 
 /// Whether `s` looks like [`fingerprint_of_der`]'s output.
-pub(crate) fn is_fingerprint(s: &str) -> bool {
+pub fn is_fingerprint(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))

@@ -333,7 +333,7 @@ pub(crate) async fn run(args: SiegeArgs) -> Result<()> {
     std::fs::create_dir_all(&data_dir)?;
     let user = "siege@bench.causeway.test";
     let pw = "Siege-Password-Only-For-This-Run-1";
-    sso::add_bench_user(&data_dir, user, pw)?;
+    sso::add_bench_user(&data_dir, user, pw).await?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();

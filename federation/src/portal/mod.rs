@@ -658,11 +658,7 @@ impl Portal {
         let user = if outcome == SignInOutcome::Success {
             let store = self.store.clone();
             let name = username.clone();
-            tokio::task::spawn_blocking(move || store.user_by_upn(&name))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .flatten()
+            store.user_by_upn(&name).await.ok().flatten()
         } else {
             None
         };
