@@ -19,7 +19,7 @@ pub use ca::{
 pub use error::{CertsError, CsrError, DbError, TokenError};
 pub use id::AgentId;
 pub use tls::{agent_client_config, server_config};
-pub use util::{fingerprint_of_der, host_name, is_fingerprint};
+pub use util::{fingerprint_of_der, from_unix_secs, host_name, is_fingerprint, unix_secs};
 
 #[cfg(test)]
 mod tests {

@@ -6,10 +6,11 @@
 //! agents are known by public data (certificate fingerprints, HPKE public keys).
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use base64::Engine as _;
+pub(crate) use causeway_certs::{from_unix_secs, unix_secs};
 use causeway_certs::{is_fingerprint, AgentId, CertsError, TokenError};
 use causeway_credential::Secret;
 use sha2::{Digest, Sha256};
@@ -301,29 +302,4 @@ fn excerpt(s: &str, max: usize) -> String {
         out.push('…');
     }
     out
-}
-
-/// Seconds since the Unix epoch (negative before it), rounded down.
-pub(crate) fn unix_secs(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(e) => {
-            let d = e.duration();
-            let s = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-            // Round towards minus infinity.
-            if d.subsec_nanos() > 0 {
-                -s - 1
-            } else {
-                -s
-            }
-        }
-    }
-}
-
-pub(crate) fn from_unix_secs(s: i64) -> SystemTime {
-    if s >= 0 {
-        UNIX_EPOCH + Duration::from_secs(s.unsigned_abs())
-    } else {
-        UNIX_EPOCH - Duration::from_secs(s.unsigned_abs())
-    }
 }
