@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use causeway_credential::{Password, PhsVerifier};
 use causeway_federation::signin::Method;
-use causeway_federation::store::{AdUser, DirectoryStore, ImmutableId, NewUser, SqliteStore};
+use causeway_store::{AdUser, ImmutableId, NewUser, SqliteStore, Users as _, Verifiers as _};
 use tracing::{info, warn};
 
 use crate::endpoint::{run_endpoint, EndpointSettings};
@@ -130,19 +130,21 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<()> {
     let password = random_password();
     let verifier = PhsVerifier::derive(&Password::new(password.clone())?);
     let now = SystemTime::now();
-    if store.user_by_upn(&upn)?.is_some() {
-        store.set_verifier(&upn, &verifier, "demo", now)?;
+    if store.user_by_upn(&upn).await?.is_some() {
+        store.set_verifier(&upn, &verifier, "demo", now).await?;
     } else {
-        store.add_cloud_user(
-            &NewUser {
-                upn: upn.clone(),
-                display_name: Some("Demo User".into()),
-                mail: Some(upn.clone()),
-            },
-            &verifier,
-            "demo",
-            now,
-        )?;
+        store
+            .add_cloud_user(
+                &NewUser {
+                    upn: upn.clone(),
+                    display_name: Some("Demo User".into()),
+                    mail: Some(upn.clone()),
+                },
+                &verifier,
+                "demo",
+                now,
+            )
+            .await?;
     }
     let mut lab_users = 0;
     if let Some(env) = &lab {
@@ -278,6 +280,7 @@ pub(crate) async fn import_lab_users(
         };
         if store
             .upsert_ad_user(&user, None, "demo-import", SystemTime::now())
+            .await
             .is_ok()
         {
             n += 1;
@@ -294,13 +297,15 @@ async fn start_agent(
     bound: SocketAddr,
 ) -> Result<()> {
     let ca = causeway_certs::Ca::load_or_create(&endpoint_data.join("ca"), SystemTime::now())?;
-    let reg = causeway_certs::Registry::open(&ca.registry_path())?;
-    let token = reg.create_token(
-        causeway_certs::TokenPurpose::Agent,
+    let reg = causeway_store::SqliteAgents::open(&ca.registry_path())?;
+    let token = causeway_store::Agents::create_token(
+        &reg,
+        causeway_store::TokenPurpose::Agent,
         &ca.fingerprint_sha256(),
         Duration::from_secs(600),
         SystemTime::now(),
-    )?;
+    )
+    .await?;
     let state_dir = dir.join("agent");
     let endpoint = format!("https://{bound}");
     if causeway_agent::state::AgentState::load(&state_dir).is_err() {

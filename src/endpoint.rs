@@ -8,12 +8,13 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use causeway_certs::signing::{KeySet, RolloverPolicy};
-use causeway_certs::{AgentId, AgentStatus, Ca, Registry, TokenPurpose};
+use causeway_certs::{AgentId, Ca};
 use causeway_federation::hub::authority::CertsAuthority;
 use causeway_federation::hub::{listener, Hub, HubConfig};
 use causeway_federation::metrics::Metrics;
 use causeway_federation::web::{HttpHandler, WebState};
 use causeway_proto::agent::{ALPN, ENROLL_ALPN};
+use causeway_store::{AgentStatus, SqliteAgents, TokenPurpose};
 use tracing::info;
 
 use causeway_config::parse_duration;
@@ -58,10 +59,10 @@ impl DataDir {
         self.data_dir.join("directory.sqlite")
     }
 
-    fn open(&self) -> Result<(Ca, Registry)> {
+    fn open(&self) -> Result<(Ca, SqliteAgents)> {
         self.ensure()?;
         let ca = Ca::load_or_create(&self.ca_dir(), SystemTime::now())?;
-        let reg = Registry::open(&ca.registry_path())?;
+        let reg = SqliteAgents::open(&ca.registry_path())?;
         Ok((ca, reg))
     }
 }
@@ -251,9 +252,8 @@ pub(crate) async fn run_endpoint(
             tracing::warn!(metrics_listen = %metrics_addr, "/metrics is served beyond loopback without authentication: keep that address off the internet, or set server.metrics_token_file");
         }
     }
-    let store: Arc<dyn causeway_federation::store::DirectoryStore> = Arc::new(
-        causeway_federation::store::SqliteStore::open(&data.directory_path())?,
-    );
+    let store: Arc<dyn causeway_store::DirectoryStore> =
+        Arc::new(causeway_store::SqliteStore::open(&data.directory_path())?);
     let mut hub_config = HubConfig::new(s.endpoint_id.clone());
     hub_config.lockout = s.file.lockout.clone();
     if let Some(n) = s.per_source_per_minute {
@@ -262,9 +262,8 @@ pub(crate) async fn run_endpoint(
     let hub = Hub::new(hub_config);
     // Counters and familiar places outlive a restart (in the directory store's file, on a
     // connection of their own so the writer thread never waits for sign-in reads).
-    let lockout_store: Arc<dyn causeway_federation::store::LockoutStore> = Arc::new(
-        causeway_federation::store::SqliteStore::open(&data.directory_path())?,
-    );
+    let lockout_store: Arc<dyn causeway_store::LockoutStore> =
+        Arc::new(causeway_store::SqliteStore::open(&data.directory_path())?);
     let restored = hub.lockout().persist_to(lockout_store, SystemTime::now())?;
     info!(accounts = restored, "smart lockout state restored");
     let metrics = Metrics::new();

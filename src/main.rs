@@ -88,7 +88,7 @@ fn main() -> ExitCode {
         Command::Agent(a) => block_on(agent_cmd::run(a)),
         Command::Sync(c) => sync_cmd::run(c),
         Command::Certs(c) => report(endpoint::certs(c)),
-        Command::Users(u) => report(users_cmd::run(u)),
+        Command::Users(u) => block_on(users_cmd::run(u)),
         Command::Bench(b) => match bench::run(b) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
 use causeway_credential::{Password, PhsVerifier};
-use causeway_federation::store::{DirectoryStore, NewUser, SqliteStore, UserRecord};
+use causeway_store::{History as _, NewUser, SqliteStore, UserRecord, Users as _};
 
 use crate::endpoint::DataDir;
 
@@ -118,7 +118,7 @@ fn read_password() -> Result<Password> {
     Password::new(trimmed).context("the password was refused")
 }
 
-pub(crate) fn run(cmd: UsersCommand) -> Result<()> {
+pub(crate) async fn run(cmd: UsersCommand) -> Result<()> {
     let now = SystemTime::now();
     match cmd {
         UsersCommand::Add {
@@ -131,20 +131,22 @@ pub(crate) fn run(cmd: UsersCommand) -> Result<()> {
             let store = open(&data)?;
             let password = read_password()?;
             let verifier = PhsVerifier::derive(&password);
-            let u = store.add_cloud_user(
-                &NewUser {
-                    upn,
-                    display_name,
-                    mail,
-                },
-                &verifier,
-                &actor(),
-                now,
-            )?;
+            let u = store
+                .add_cloud_user(
+                    &NewUser {
+                        upn,
+                        display_name,
+                        mail,
+                    },
+                    &verifier,
+                    &actor(),
+                    now,
+                )
+                .await?;
             println!("created {} (immutable id {})", u.upn, u.id);
         }
         UsersCommand::List { data, deleted } => {
-            let users = open(&data)?.list_users(deleted)?;
+            let users = open(&data)?.list_users(deleted).await?;
             if users.is_empty() {
                 println!("no users");
             }
@@ -154,20 +156,30 @@ pub(crate) fn run(cmd: UsersCommand) -> Result<()> {
         }
         UsersCommand::Disable { data, upn } => println!(
             "{}",
-            line(&open(&data)?.set_disabled(&upn, true, &actor(), now)?)
+            line(&open(&data)?.set_disabled(&upn, true, &actor(), now).await?)
         ),
         UsersCommand::Enable { data, upn } => println!(
             "{}",
-            line(&open(&data)?.set_disabled(&upn, false, &actor(), now)?)
+            line(
+                &open(&data)?
+                    .set_disabled(&upn, false, &actor(), now)
+                    .await?
+            )
         ),
         UsersCommand::Delete { data, upn } => {
-            println!("{}", line(&open(&data)?.delete_user(&upn, &actor(), now)?))
+            println!(
+                "{}",
+                line(&open(&data)?.delete_user(&upn, &actor(), now).await?)
+            )
         }
         UsersCommand::Restore { data, upn } => {
-            println!("{}", line(&open(&data)?.restore_user(&upn, &actor(), now)?))
+            println!(
+                "{}",
+                line(&open(&data)?.restore_user(&upn, &actor(), now).await?)
+            )
         }
         UsersCommand::History { data, upn } => {
-            let h = open(&data)?.history(&upn)?;
+            let h = open(&data)?.history(&upn).await?;
             if h.is_empty() {
                 bail!("no history for {upn}");
             }

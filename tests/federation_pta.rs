@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use causeway_credential::{Password, PhsVerifier, SignInOutcome};
-use causeway_federation::store::{AdUser, DirectoryStore, ImmutableId, SqliteStore};
+use causeway_store::{AdUser, ImmutableId, SqliteStore, Users as _};
 use common::endpoint::{alert, bin, form_action, hidden, Browser, Endpoint};
 use common::{lab, Lab};
 
@@ -60,6 +60,7 @@ async fn import(lab: &Lab, store: &SqliteStore, sams: &[&str], with_verifier: &[
         });
         store
             .upsert_ad_user(&user, verifier.as_ref(), "test-import", SystemTime::now())
+            .await
             .expect("store the user");
     }
     let _ = ldap.unbind().await;
@@ -219,8 +220,8 @@ fn ad_users_sign_in_through_the_page_and_fall_back_to_hash_sync_when_no_agent_is
         &["alice", "carol-mustchange", "bob-disabled"],
         &["alice"],
     ));
-    let alice_id = store
-        .user_by_upn(&alice)
+    let alice_id = rt
+        .block_on(store.user_by_upn(&alice))
         .expect("store readable")
         .expect("alice stored")
         .id

@@ -385,7 +385,7 @@ async fn starttls_domain_controller() {
 async fn pta_with_phs_fallback_when_no_agent_is_connected() {
     use causeway_credential::PhsVerifier;
     use causeway_federation::signin::{Authenticator, Method, Path};
-    use causeway_federation::store::{AdUser, DirectoryStore, ImmutableId, NewUser, SqliteStore};
+    use causeway_store::{AdUser, ImmutableId, NewUser, SqliteStore, Users as _};
     let lab = lab();
     let dir = std::env::temp_dir().join(format!("causeway-signin-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -410,6 +410,7 @@ async fn pta_with_phs_fallback_when_no_agent_is_connected() {
             "test-sync",
             now,
         )
+        .await
         .expect("sync");
     store
         .add_cloud_user(
@@ -422,6 +423,7 @@ async fn pta_with_phs_fallback_when_no_agent_is_connected() {
             "test",
             now,
         )
+        .await
         .expect("cloud user");
     let pw = |s: &str| Password::new(s.into()).expect("valid");
     let domain = lab.get("AD_DNS_DOMAIN").to_owned();

@@ -265,8 +265,16 @@ pub enum TokenError {
     Expired,
 }
 
-/// A SQLite failure, kept opaque so the database library is not part of the public API.
-pub struct DbError(pub(crate) rusqlite::Error);
+/// A database failure (the agent registry's, in `causeway-store`), kept opaque so the
+/// database library is not part of this crate's API.
+pub struct DbError(Box<dyn std::error::Error + Send + Sync>);
+
+impl DbError {
+    /// Wraps the database library's error; its `Display` is shown as is.
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(e))
+    }
+}
 
 impl fmt::Debug for DbError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

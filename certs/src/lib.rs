@@ -1,12 +1,12 @@
-//! Causeway's certificate authority: its CA key and certificate, enrollment tokens, agent
-//! certificates issued from CSRs (renewal, revocation) and the rustls configs that use them.
-//! It must never write a private key to a file others can read, nor log a key or token.
+//! Causeway's certificate authority: its CA key and certificate, agent certificates issued
+//! from CSRs (renewal) and the rustls configs that use them; agent ids and the errors of
+//! enrollment. The agent registry (tokens, agents, revocation) is `causeway-store`'s. It must
+//! never write a private key to a file others can read, nor log a key or token.
 #![forbid(unsafe_code)]
 
 mod ca;
 mod error;
 mod id;
-mod registry;
 pub mod signing;
 mod tls;
 mod util;
@@ -18,12 +18,8 @@ pub use ca::{
 };
 pub use error::{CertsError, CsrError, DbError, TokenError};
 pub use id::AgentId;
-pub use registry::{
-    AgentRecord, AgentRegistration, AgentStatus, Registry, TokenPurpose, MAX_HOST_NAME_LEN,
-    MAX_TOKEN_LEN, MAX_TOKEN_TTL, MIN_TOKEN_TTL,
-};
 pub use tls::{agent_client_config, server_config, trusting_only};
-pub use util::{fingerprint_of_der, host_name};
+pub use util::{fingerprint_of_der, from_unix_secs, host_name, is_fingerprint, unix_secs};
 
 #[cfg(test)]
 mod tests {
@@ -32,7 +28,6 @@ mod tests {
     fn shared_types_are_send_and_sync() {
         fn both<T: Send + Sync>() {}
         both::<crate::Ca>();
-        both::<crate::Registry>();
         both::<crate::IssuedKeyAndCert>();
         both::<crate::CertsError>();
     }

@@ -28,7 +28,7 @@ pub fn host_name() -> String {
 }
 
 /// Whether `s` looks like [`fingerprint_of_der`]'s output.
-pub(crate) fn is_fingerprint(s: &str) -> bool {
+pub fn is_fingerprint(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
@@ -40,8 +40,9 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], CertsError> {
     Ok(b)
 }
 
-/// Seconds since the Unix epoch (negative before it), rounded down.
-pub(crate) fn unix_secs(t: SystemTime) -> i64 {
+/// Seconds since the Unix epoch (negative before it), rounded down: how Causeway's SQLite
+/// files store times.
+pub fn unix_secs(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         Err(e) => {
@@ -57,7 +58,8 @@ pub(crate) fn unix_secs(t: SystemTime) -> i64 {
     }
 }
 
-pub(crate) fn from_unix_secs(s: i64) -> SystemTime {
+/// The inverse of [`unix_secs`].
+pub fn from_unix_secs(s: i64) -> SystemTime {
     if s >= 0 {
         UNIX_EPOCH + Duration::from_secs(s.unsigned_abs())
     } else {

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use crate::client_addr::TrustedProxies;
 use crate::hub::lockout::AccountKey;
 use crate::hub::{CheckRequest, Hub};
-use crate::store::{spend_like_a_check, verify_found, DirectoryStore, Source, UserRecord};
+use causeway_store::{spend_like_a_check, verify_found, DirectoryStore, Source, UserRecord};
 
 /// How a domain's passwords are checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,45 +117,34 @@ impl Authenticator {
         self.proxies.client(headers, peer)
     }
 
-    /// The store's user for a well-formed name, if any (a blocking read, off the runtime).
+    /// The store's user for a well-formed name, if any.
     async fn lookup(&self, upn: &str) -> Option<UserRecord> {
-        if crate::store::check_upn(upn).is_err() {
+        if causeway_store::check_upn(upn).is_err() {
             return None;
         }
-        let store = self.store.clone();
-        let name = upn.to_owned();
-        tokio::task::spawn_blocking(move || store.user_by_upn(&name))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .flatten()
+        self.store.user_by_upn(upn).await.ok().flatten()
     }
 
-    /// The store's user and verifier for `upn` (one blocking read, off the runtime);
-    /// `Err` when the store cannot be read. A name without a row, or a malformed one,
-    /// does the same work with a stand-in row and returns the stand-in's verifier.
+    /// The store's user and verifier for `upn` (one read); `Err` when the store cannot be
+    /// read. A name without a row, or a malformed one, does the same work with a stand-in
+    /// row and returns the stand-in's verifier.
     async fn read_verifier(&self, upn: &str) -> Result<Found, ()> {
-        let store = self.store.clone();
-        let name = upn.to_owned();
-        let read = tokio::task::spawn_blocking(move || {
-            let r = if crate::store::check_upn(&name).is_err() {
-                Ok(None)
-            } else {
-                store.verifier_of(&name)
-            };
-            r.map(|f| match f {
-                Some(row) => Found::Row(row),
-                None => Found::StandIn(crate::store::read_like_a_row()),
-            })
-        })
-        .await;
+        let read = if causeway_store::check_upn(upn).is_err() {
+            Ok(None)
+        } else {
+            self.store.verifier_of(upn).await
+        };
         match read {
-            Ok(Ok(f)) => Ok(f),
-            Ok(Err(e)) => {
+            // The stand-in is built here, as a real row's verifier is parsed inside the
+            // read: either way one row's worth of work after one trip to the store.
+            Ok(f) => Ok(match f {
+                Some(row) => Found::Row(row),
+                None => Found::StandIn(causeway_store::read_like_a_row()),
+            }),
+            Err(e) => {
                 warn!(error = %e, "directory store unreadable");
                 Err(())
             }
-            Err(_) => Err(()),
         }
     }
 
@@ -205,7 +194,7 @@ impl Authenticator {
         // Only well-formed names reach a directory: no surrounding spaces or control
         // characters, bounded length (they travel to AD). Malformed names are still
         // counted like any other, so no kind of name is cheaper to guess against.
-        let well_formed = crate::store::check_upn(upn).is_ok();
+        let well_formed = causeway_store::check_upn(upn).is_ok();
         // One read of the user and its verifier, for every name (a name without a row
         // parses a dummy verifier instead), so that a real user costs no second read.
         let found = self.read_verifier(upn).await;
@@ -274,7 +263,7 @@ impl Authenticator {
         // A row in a domain we do not serve is checked like no row at all.
         let found = match found {
             Ok(Found::Row(row)) if served => Ok(Found::Row(row)),
-            Ok(Found::Row(_)) => Ok(Found::StandIn(crate::store::read_like_a_row())),
+            Ok(Found::Row(_)) => Ok(Found::StandIn(causeway_store::read_like_a_row())),
             other => other,
         };
         let ticket = match self
@@ -297,7 +286,7 @@ impl Authenticator {
         };
         let outcome = match tokio::task::spawn_blocking(move || match found {
             Found::Row(row) => verify_found(Some(row), &password),
-            Found::StandIn(v) => crate::store::verify_stand_in(v.as_ref(), &password),
+            Found::StandIn(v) => causeway_store::verify_stand_in(v.as_ref(), &password),
         })
         .await
         {
@@ -317,8 +306,8 @@ impl Authenticator {
 mod tests {
     use super::*;
     use crate::hub::HubConfig;
-    use crate::store::{NewUser, SqliteStore};
     use causeway_credential::PhsVerifier;
+    use causeway_store::{NewUser, SqliteStore, Users as _};
 
     #[test]
     fn every_path_is_counted_from_zero() {
@@ -337,7 +326,7 @@ mod tests {
         Password::new(s.into()).expect("valid")
     }
 
-    fn authenticator(name: &str) -> (Authenticator, Arc<Hub>, std::path::PathBuf) {
+    async fn authenticator(name: &str) -> (Authenticator, Arc<Hub>, std::path::PathBuf) {
         let dir =
             std::env::temp_dir().join(format!("causeway-signin-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -354,6 +343,7 @@ mod tests {
                 "test",
                 SystemTime::now(),
             )
+            .await
             .expect("user");
         let hub = Hub::new(HubConfig::new("ep"));
         let auth = Authenticator::new(
@@ -369,7 +359,7 @@ mod tests {
     /// guesses, and all lock at the fourth distinct wrong password.
     #[tokio::test]
     async fn unknown_names_lock_exactly_like_known_ones() {
-        let (auth, hub, dir) = authenticator("oracle");
+        let (auth, hub, dir) = authenticator("oracle").await;
         let names = [
             "known@cloud.example",
             "nobody@corp.example",

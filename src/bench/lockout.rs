@@ -13,8 +13,7 @@ use causeway_credential::{Password, PhsVerifier};
 use causeway_federation::hub::lockout::LockoutPolicy;
 use causeway_federation::hub::{Hub, HubConfig};
 use causeway_federation::signin::{Authenticator, Method};
-use causeway_federation::store::LockoutStore;
-use causeway_federation::store::{DirectoryStore, NewUser, SqliteStore};
+use causeway_store::{DirectoryStore, LockoutStore, NewUser, SqliteStore, Users as _};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct LockoutArgs {
@@ -45,16 +44,18 @@ pub(crate) async fn run(args: LockoutArgs) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("directory.sqlite");
     let store = SqliteStore::open(&path)?;
-    store.add_cloud_user(
-        &NewUser {
-            upn: "known@corp.example".into(),
-            display_name: None,
-            mail: None,
-        },
-        &PhsVerifier::derive(&Password::new("Right-Pw-1".into())?),
-        "bench",
-        SystemTime::now(),
-    )?;
+    store
+        .add_cloud_user(
+            &NewUser {
+                upn: "known@corp.example".into(),
+                display_name: None,
+                mail: None,
+            },
+            &PhsVerifier::derive(&Password::new("Right-Pw-1".into())?),
+            "bench",
+            SystemTime::now(),
+        )
+        .await?;
     let mut config = HubConfig::new("bench");
     // Never lock or throttle during the measurement: the point is the cost of each path.
     config.lockout = LockoutPolicy {

@@ -157,9 +157,9 @@ async fn bench(args: &PtaArgs, f: Facts) -> Result<()> {
     let _ = std::fs::remove_dir_all(&scratch);
     let now = std::time::SystemTime::now();
     let ca = causeway_certs::Ca::load_or_create(&scratch.join("ca"), now)?;
-    let registry = causeway_certs::Registry::open(&ca.registry_path())?;
+    let registry = causeway_store::SqliteAgents::open(&ca.registry_path())?;
     let token = registry.create_token(
-        causeway_certs::TokenPurpose::Agent,
+        causeway_store::TokenPurpose::Agent,
         &ca.fingerprint_sha256(),
         Duration::from_secs(600),
         now,

@@ -363,7 +363,7 @@ pub(crate) async fn run(args: SiegeArgs) -> Result<()> {
     std::fs::create_dir_all(&data_dir)?;
     let user = "siege@bench.causeway.test";
     let pw = "Siege-Password-Only-For-This-Run-1";
-    sso::add_bench_user(&data_dir, user, pw)?;
+    sso::add_bench_user(&data_dir, user, pw).await?;
     let (endpoint, addr) = start_endpoint(&data_dir, args.no_budget).await?;
     let base = format!("https://{addr}");
     let ca = data_dir.join("ca/ca.pem");

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{anyhow, bail, Result};
 use causeway_credential::{Password, PhsVerifier};
 use causeway_federation::saml::{binding, messages};
-use causeway_federation::store::{DirectoryStore, NewUser, SqliteStore};
+use causeway_store::{NewUser, SqliteStore, Users as _};
 
 use crate::endpoint::{run_endpoint, EndpointSettings};
 use crate::http_client::Conn;
@@ -102,18 +102,20 @@ pub(super) async fn post_login(
 }
 
 /// Adds the benchmark's password-hash-sync user to a new endpoint's directory.
-pub(super) fn add_bench_user(data_dir: &std::path::Path, user: &str, pw: &str) -> Result<()> {
+pub(super) async fn add_bench_user(data_dir: &std::path::Path, user: &str, pw: &str) -> Result<()> {
     let store = SqliteStore::open(&data_dir.join("directory.sqlite"))?;
-    store.add_cloud_user(
-        &NewUser {
-            upn: user.into(),
-            display_name: Some("Bench".into()),
-            mail: None,
-        },
-        &PhsVerifier::derive(&Password::new(pw.into())?),
-        "bench",
-        SystemTime::now(),
-    )?;
+    store
+        .add_cloud_user(
+            &NewUser {
+                upn: user.into(),
+                display_name: Some("Bench".into()),
+                mail: None,
+            },
+            &PhsVerifier::derive(&Password::new(pw.into())?),
+            "bench",
+            SystemTime::now(),
+        )
+        .await?;
     Ok(())
 }
 
@@ -301,7 +303,7 @@ pub(crate) async fn run(args: SsoArgs) -> Result<()> {
     let listen: SocketAddr = "127.0.0.1:0".parse()?;
     let user = "bench@bench.causeway.test";
     let pw = "Bench-Password-Only-For-This-Run-1";
-    add_bench_user(&data_dir, user, pw)?;
+    add_bench_user(&data_dir, user, pw).await?;
     let settings = EndpointSettings {
         data_dir: data_dir.clone(),
         listen,

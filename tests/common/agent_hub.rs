@@ -17,12 +17,13 @@ use causeway_agent::state::AgentState;
 use causeway_agent::validator::{
     DcTarget, DirectorySettings, LoginResolution, Transport, Validator,
 };
-use causeway_certs::{AgentId, Ca, Registry, TokenPurpose};
+use causeway_certs::{AgentId, Ca};
 use causeway_credential::{EnvelopeOpener, Password, SignInOutcome};
 use causeway_federation::hub::authority::CertsAuthority;
 use causeway_federation::hub::listener;
 use causeway_federation::hub::{CheckRequest, Hub, HubConfig};
 use causeway_proto::agent::{Frame, ALPN, ENROLL_ALPN};
+use causeway_store::{SqliteAgents, TokenPurpose};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// A Causeway endpoint's CA, registry and hub listener, in its own runtime so that a test
 /// can kill it as a crash would.
@@ -94,7 +95,7 @@ impl EndpointUnderTest {
     pub fn start(dir: &Path, port: u16, require_approval: bool) -> Self {
         let now = SystemTime::now();
         let ca = Ca::load_or_create(&dir.join("ca"), now).expect("CA");
-        let registry = Registry::open(&ca.registry_path()).expect("registry");
+        let registry = SqliteAgents::open(&ca.registry_path()).expect("registry");
         let server = ca
             .issue_server_cert(&["127.0.0.1".into(), "localhost".into()], now)
             .expect("server cert");
@@ -179,9 +180,9 @@ impl EndpointUnderTest {
     }
 
     /// What `causeway certs ...` would use: another handle on the same files.
-    pub fn admin(&self) -> (Ca, Registry) {
+    pub fn admin(&self) -> (Ca, SqliteAgents) {
         let ca = Ca::load(&self.dir.join("ca"), SystemTime::now()).expect("CA");
-        let reg = Registry::open(&ca.registry_path()).expect("registry");
+        let reg = SqliteAgents::open(&ca.registry_path()).expect("registry");
         (ca, reg)
     }
 

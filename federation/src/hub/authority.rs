@@ -1,19 +1,23 @@
-//! The hub's [`AgentAuthority`] over Causeway's CA and agent registry (`causeway-certs`).
+//! The hub's [`AgentAuthority`] over Causeway's CA (`causeway-certs`) and agent registry
+//! (`causeway-store`).
 
 use std::time::{Duration, SystemTime};
 
-use causeway_certs::{AgentId, AgentRegistration, AgentStatus, Ca, Registry, TokenPurpose};
+use causeway_certs::{AgentId, Ca};
 use causeway_credential::AgentPublicKey;
+use causeway_store::{AgentRegistration, AgentStatus, SqliteAgents, TokenPurpose};
 use tracing::warn;
 
 use super::listener::{AgentAuthority, Enrollment, Refusal};
 use super::AgentPeer;
 
 /// Enrollment, lookups and renewal, backed by the CA on disk and the SQLite registry that
-/// the `causeway certs` commands share from other processes.
+/// the `causeway certs` commands share from other processes. It holds the SQLite registry
+/// itself, not `dyn Agents`: [`AgentAuthority`] is synchronous and runs on the blocking
+/// pool, so it calls the registry's blocking methods directly.
 pub struct CertsAuthority {
     ca: Ca,
-    registry: Registry,
+    registry: SqliteAgents,
     require_approval: bool,
     validity: Duration,
 }
@@ -29,7 +33,7 @@ impl std::fmt::Debug for CertsAuthority {
 impl CertsAuthority {
     /// An authority issuing agent certificates valid for `validity`; with
     /// `require_approval`, new agents wait for `causeway certs approve`.
-    pub fn new(ca: Ca, registry: Registry, require_approval: bool, validity: Duration) -> Self {
+    pub fn new(ca: Ca, registry: SqliteAgents, require_approval: bool, validity: Duration) -> Self {
         Self {
             ca,
             registry,
@@ -44,7 +48,7 @@ impl CertsAuthority {
     }
 
     /// The registry.
-    pub fn registry(&self) -> &Registry {
+    pub fn registry(&self) -> &SqliteAgents {
         &self.registry
     }
 

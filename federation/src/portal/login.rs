@@ -223,13 +223,7 @@ impl Portal {
     /// The store's record of a user whose password the directory accepted: the one place
     /// the sign-in reads the store (a failed read counts as no record).
     pub(super) async fn user_after_password(&self, username: &str) -> Option<UserRecord> {
-        let store = self.store.clone();
-        let name = username.to_owned();
-        tokio::task::spawn_blocking(move || store.user_by_upn(&name))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .flatten()
+        self.store.user_by_upn(username).await.ok().flatten()
     }
 
     pub(super) async fn outcome_message(

@@ -1,22 +1,22 @@
-//! [`DirectoryStore`] on one SQLite file (WAL, mode 0600), shared by the endpoint and the
-//! `causeway users` commands running in other processes.
+//! The directory ([`crate::DirectoryStore`]) and smart lockout's state
+//! ([`crate::LockoutStore`]) on one SQLite file (WAL, mode 0600), shared by the endpoint
+//! and the `causeway users` commands running in other processes. This file holds the
+//! blocking SQL; `directory/traits.rs` puts the capability traits on top of it.
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+mod traits;
+
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use causeway_credential::PhsVerifier;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::{
-    check_upn, AdUser, DirectoryStore, HistoryEntry, ImmutableId, NewUser, Source, StoreError,
-    UserRecord,
-};
+use super::{FileStep, Migration, OpenError, Schema};
+use crate::directory::{check_upn, AdUser, HistoryEntry, NewUser, Source, StoreError, UserRecord};
+use crate::ImmutableId;
 
-const SCHEMA_VERSION: i64 = 2;
-const SCHEMA: &str = "
+const SCHEMA_V1: &str = "
 CREATE TABLE users (
     id           TEXT PRIMARY KEY,
     upn          TEXT NOT NULL COLLATE NOCASE,
@@ -53,6 +53,19 @@ CREATE TABLE lockout (
 CREATE INDEX lockout_updated ON lockout(updated_at);
 ";
 
+static SCHEMA: Schema = Schema {
+    migrations: &[
+        Migration {
+            action: "create the tables",
+            sql: SCHEMA_V1,
+        },
+        Migration {
+            action: "add the lockout table",
+            sql: SCHEMA_V2,
+        },
+    ],
+};
+
 /// What a change is, for its history row.
 struct Change<'a> {
     action: &'a str,
@@ -61,8 +74,14 @@ struct Change<'a> {
     verifier_changed: bool,
 }
 
-/// The SQLite directory store.
-pub struct SqliteStore {
+/// The SQLite directory store: a handle on one file, cheap to clone (clones share the
+/// connection). The capability traits run each call on tokio's blocking pool; the
+/// [`crate::LockoutStore`] calls block (their caller has a thread of its own).
+#[derive(Clone)]
+pub struct SqliteStore(Arc<Db>);
+
+/// The file and its connection; every method blocks.
+pub(crate) struct Db {
     path: PathBuf,
     conn: Mutex<Connection>,
 }
@@ -70,7 +89,7 @@ pub struct SqliteStore {
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore")
-            .field("path", &self.path)
+            .field("path", &self.0.path)
             .finish_non_exhaustive()
     }
 }
@@ -97,7 +116,7 @@ const COLUMNS: &str = "id, upn, display_name, mail, source, disabled, verifier I
 
 fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
     Ok(UserRecord {
-        id: ImmutableId(r.get(0)?),
+        id: ImmutableId::from_stored(r.get(0)?),
         upn: r.get(1)?,
         display_name: r.get(2)?,
         mail: r.get(3)?,
@@ -126,95 +145,48 @@ fn snapshot(u: &UserRecord, verifier_changed: bool) -> String {
 }
 
 impl SqliteStore {
-    /// Opens (creating, mode 0600) the store at `path`.
+    /// Opens (creating, mode 0600) the store at `path`, adding the tables a newer build
+    /// needs to a file an older one wrote.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let shown = path.display().to_string();
-        let db = |action: &'static str| {
-            let shown = shown.clone();
-            move |e: rusqlite::Error| StoreError::Database {
-                path: shown,
-                action,
+        // The journal mode is not checked: this file has always worked without WAL too.
+        let (conn, _journal) = super::open(path, &SCHEMA).map_err(|e| match e {
+            OpenError::File(step, e) => StoreError::Database {
+                path: shown.clone(),
+                action: match step {
+                    FileStep::Create | FileStep::SetMode => "create the file",
+                    FileStep::Open | FileStep::Inspect => "read the file's mode",
+                },
                 detail: e.to_string(),
-            }
-        };
-        let io = |action: &'static str| {
-            let shown = shown.clone();
-            move |e: std::io::Error| StoreError::Database {
-                path: shown,
+            },
+            OpenError::Insecure { mode } => StoreError::InsecureFile {
+                path: shown.clone(),
+                mode: mode & 0o777,
+            },
+            OpenError::Db { action, source } => StoreError::Database {
+                path: shown.clone(),
                 action,
-                detail: e.to_string(),
-            }
-        };
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-        {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io("create the file")(e)),
-        }
-        let mode = std::fs::metadata(path)
-            .map_err(io("read the file's mode"))?
-            .permissions()
-            .mode()
-            & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(StoreError::InsecureFile { path: shown, mode });
-        }
-        let mut conn = Connection::open(path).map_err(db("open the database"))?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(db("set the busy timeout"))?;
-        // Switching to WAL needs a moment without other writers; retry briefly.
-        let mut tries = 0;
-        loop {
-            match conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)) {
-                Ok(_) => break,
-                Err(_) if tries < 50 => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => return Err(db("switch to WAL mode")(e)),
-            }
-        }
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db("begin the schema check"))?;
-        let version: i64 = tx
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(db("read the schema version"))?;
-        match version {
-            0 => {
-                tx.execute_batch(SCHEMA).map_err(db("create the tables"))?;
-                tx.execute_batch(SCHEMA_V2)
-                    .map_err(db("create the lockout table"))?;
-                tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-                    .map_err(db("record the schema version"))?;
-            }
-            // In the same transaction as the version, so a crash leaves version 1 intact.
-            1 => {
-                tx.execute_batch(SCHEMA_V2)
-                    .map_err(db("add the lockout table"))?;
-                tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-                    .map_err(db("record the schema version"))?;
-            }
-            SCHEMA_VERSION => {}
-            other => {
-                return Err(StoreError::Database {
-                    path: shown,
-                    action: "check the schema",
-                    detail: format!("schema version {other}; this build knows {SCHEMA_VERSION}"),
-                })
-            }
-        }
-        tx.commit().map_err(db("commit the schema"))?;
-        Ok(Self {
+                detail: source.to_string(),
+            },
+            OpenError::TooNew { found, known } => StoreError::Database {
+                path: shown.clone(),
+                action: "check the schema",
+                detail: format!("schema version {found}; this build knows {known}"),
+            },
+        })?;
+        Ok(Self(Arc::new(Db {
             path: path.to_owned(),
             conn: Mutex::new(conn),
-        })
+        })))
     }
 
+    /// The blocking operations, for the trait impls.
+    pub(crate) fn db(&self) -> &Arc<Db> {
+        &self.0
+    }
+}
+
+impl Db {
     fn lock(&self) -> MutexGuard<'_, Connection> {
         self.conn
             .lock()
@@ -267,9 +239,7 @@ impl SqliteStore {
         tx.commit().map_err(self.err("commit"))?;
         Ok(after)
     }
-}
 
-impl SqliteStore {
     /// Reads user `id` back and records `what` in its history, inside `tx`: every change
     /// and its history row commit together or not at all.
     fn read_back_and_record(
@@ -294,8 +264,8 @@ impl SqliteStore {
     }
 }
 
-impl DirectoryStore for SqliteStore {
-    fn add_cloud_user(
+impl Db {
+    pub(crate) fn add_cloud_user(
         &self,
         new: &NewUser,
         verifier: &PhsVerifier,
@@ -340,7 +310,7 @@ impl DirectoryStore for SqliteStore {
         Ok(user)
     }
 
-    fn upsert_ad_user(
+    pub(crate) fn upsert_ad_user(
         &self,
         user: &AdUser,
         verifier: Option<&PhsVerifier>,
@@ -416,7 +386,7 @@ impl DirectoryStore for SqliteStore {
         Ok(after)
     }
 
-    fn user_by_upn(&self, upn: &str) -> Result<Option<UserRecord>, StoreError> {
+    pub(crate) fn user_by_upn(&self, upn: &str) -> Result<Option<UserRecord>, StoreError> {
         self.lock()
             .query_row(
                 &format!("SELECT {COLUMNS} FROM users WHERE upn = ?1 AND deleted_at IS NULL"),
@@ -427,7 +397,18 @@ impl DirectoryStore for SqliteStore {
             .map_err(self.err("find the user"))
     }
 
-    fn list_users(&self, include_deleted: bool) -> Result<Vec<UserRecord>, StoreError> {
+    pub(crate) fn user_by_id(&self, id: &ImmutableId) -> Result<Option<UserRecord>, StoreError> {
+        self.lock()
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM users WHERE id = ?1"),
+                [id.as_str()],
+                row_to_user,
+            )
+            .optional()
+            .map_err(self.err("find the user"))
+    }
+
+    pub(crate) fn list_users(&self, include_deleted: bool) -> Result<Vec<UserRecord>, StoreError> {
         let conn = self.lock();
         let sql = if include_deleted {
             format!("SELECT {COLUMNS} FROM users ORDER BY upn, deleted_at")
@@ -442,7 +423,7 @@ impl DirectoryStore for SqliteStore {
             .map_err(self.err("list users"))
     }
 
-    fn set_disabled(
+    pub(crate) fn set_disabled(
         &self,
         upn: &str,
         disabled: bool,
@@ -464,7 +445,7 @@ impl DirectoryStore for SqliteStore {
         )
     }
 
-    fn delete_user(
+    pub(crate) fn delete_user(
         &self,
         upn: &str,
         actor: &str,
@@ -484,7 +465,7 @@ impl DirectoryStore for SqliteStore {
         )
     }
 
-    fn restore_user(
+    pub(crate) fn restore_user(
         &self,
         upn: &str,
         actor: &str,
@@ -509,7 +490,7 @@ impl DirectoryStore for SqliteStore {
         )
     }
 
-    fn set_verifier(
+    pub(crate) fn set_verifier(
         &self,
         upn: &str,
         verifier: &PhsVerifier,
@@ -531,7 +512,7 @@ impl DirectoryStore for SqliteStore {
         )
     }
 
-    fn verifier_of(
+    pub(crate) fn verifier_of(
         &self,
         upn: &str,
     ) -> Result<Option<(UserRecord, Option<PhsVerifier>)>, StoreError> {
@@ -560,7 +541,7 @@ impl DirectoryStore for SqliteStore {
         }
     }
 
-    fn history(&self, upn: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+    pub(crate) fn history(&self, upn: &str) -> Result<Vec<HistoryEntry>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn
             .prepare(
@@ -584,8 +565,8 @@ impl DirectoryStore for SqliteStore {
     }
 }
 
-impl super::LockoutStore for SqliteStore {
-    fn load_lockout(&self, limit: usize) -> Result<Vec<(String, String)>, StoreError> {
+impl Db {
+    pub(crate) fn load_lockout(&self, limit: usize) -> Result<Vec<(String, String)>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn
             .prepare(
@@ -602,7 +583,7 @@ impl super::LockoutStore for SqliteStore {
         Ok(rows)
     }
 
-    fn save_lockout(
+    pub(crate) fn save_lockout(
         &self,
         account: &str,
         state: Option<&str>,
@@ -621,7 +602,11 @@ impl super::LockoutStore for SqliteStore {
         .map_err(self.err("write the lockout state"))
     }
 
-    fn prune_lockout(&self, keep: usize, older_than: SystemTime) -> Result<usize, StoreError> {
+    pub(crate) fn prune_lockout(
+        &self,
+        keep: usize,
+        older_than: SystemTime,
+    ) -> Result<usize, StoreError> {
         let conn = self.lock();
         let old = conn
             .execute(
@@ -641,82 +626,4 @@ impl super::LockoutStore for SqliteStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::LockoutStore;
-
-    /// A store written by the previous build (schema 1) gains the lockout table on open,
-    /// keeps its users, and is refused by nothing; a newer schema is refused by name.
-    #[test]
-    fn a_version_1_store_is_upgraded_in_place() {
-        let dir = std::env::temp_dir().join(format!("causeway-store-v1-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("directory.sqlite");
-        {
-            let s = SqliteStore::open(&path).expect("create");
-            let conn = s.lock();
-            conn.execute_batch("DROP TABLE lockout; PRAGMA user_version = 1;")
-                .expect("make it a version 1 file");
-            conn.execute(
-                "INSERT INTO users (id, upn, source, created_at, updated_at) VALUES ('aWQ=', 'old@corp.example', 'cloud', 0, 0)",
-                [],
-            )
-            .expect("a user from before");
-        }
-        let s = SqliteStore::open(&path).expect("upgrade");
-        assert!(s.user_by_upn("old@corp.example").expect("read").is_some());
-        s.save_lockout("n:x@corp.example", Some("{}"), SystemTime::now())
-            .expect("the new table is there");
-        assert_eq!(s.load_lockout(10).expect("rows").len(), 1);
-        let version: i64 = s
-            .lock()
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .expect("version");
-        assert_eq!(version, SCHEMA_VERSION);
-        s.lock()
-            .pragma_update(None, "user_version", 99)
-            .expect("from the future");
-        drop(s);
-        let e = SqliteStore::open(&path).expect_err("newer schema");
-        assert!(e.to_string().contains("schema version 99"), "{e}");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    /// Pruning keeps the most recently written rows of the retention period, so names
-    /// sprayed between restarts cannot grow the file without bound.
-    #[test]
-    fn lockout_rows_are_pruned_by_age_then_by_count() {
-        let dir = std::env::temp_dir().join(format!("causeway-store-prune-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let s = SqliteStore::open(&dir.join("directory.sqlite")).expect("create");
-        let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
-        for i in 0..10u64 {
-            s.save_lockout(
-                &format!("n:user{i}@corp.example"),
-                Some("{}"),
-                t0 + std::time::Duration::from_secs(i * 60),
-            )
-            .expect("row");
-        }
-        // Two rows are older than the cut; of the eight left, the five newest stay.
-        let cut = t0 + std::time::Duration::from_secs(2 * 60);
-        assert_eq!(s.prune_lockout(5, cut).expect("prune"), 5);
-        let left: Vec<String> = s
-            .load_lockout(100)
-            .expect("rows")
-            .into_iter()
-            .map(|(a, _)| a)
-            .collect();
-        assert_eq!(
-            left,
-            (5..10)
-                .rev()
-                .map(|i| format!("n:user{i}@corp.example"))
-                .collect::<Vec<_>>()
-        );
-        assert_eq!(s.prune_lockout(5, cut).expect("again"), 0);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
+mod tests;

@@ -1,46 +1,19 @@
-//! The directory store: the endpoint's users (cloud-only for now; synced AD users later)
-//! with their password-hash-sync verifiers, and a row of history for every change (who,
-//! when, from where, what), so that any object can be shown as it was at any moment.
-//! Deleted users go to a recycle bin first.
+//! The directory: the endpoint's users (cloud-only, and synchronised from AD) with their
+//! password-hash-sync verifiers, and a row of history for every change (who, when, from
+//! where, what), so that any object can be shown as it was at any moment. Deleted users
+//! go to a recycle bin first.
 //!
 //! Every change and its history row are one transaction: a failed operation leaves the
-//! store exactly as it was. The storage sits behind [`DirectoryStore`]; SQLite
-//! ([`SqliteStore`]) is the embedded default.
+//! store exactly as it was. The capabilities are async traits ([`Users`], [`Verifiers`],
+//! [`History`]; [`DirectoryStore`] is all three) so that a networked backend fits;
+//! SQLite ([`crate::SqliteStore`]) is the embedded default.
 
-mod sqlite;
-
-use std::fmt;
 use std::time::SystemTime;
 
+use async_trait::async_trait;
 use causeway_credential::{Password, PhsVerifier, SignInOutcome};
 
-pub use sqlite::SqliteStore;
-
-/// A user's immutable id: base64 of 16 bytes (for synced users, of `ms-DS-ConsistencyGuid`
-/// or `objectGUID`; for cloud-only users, random). Used as the SAML persistent NameID.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ImmutableId(String);
-
-impl ImmutableId {
-    /// A fresh random id.
-    pub fn random() -> Self {
-        use base64::Engine;
-        let mut b = [0u8; 16];
-        getrandom::fill(&mut b).expect("OS random generator");
-        Self(base64::engine::general_purpose::STANDARD.encode(b))
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for ImmutableId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+use crate::ImmutableId;
 
 /// Where a user comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,14 +26,14 @@ pub enum Source {
 }
 
 impl Source {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Source::Cloud => "cloud",
             Source::Ad => "ad",
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "cloud" => Some(Source::Cloud),
             "ad" => Some(Source::Ad),
@@ -69,7 +42,7 @@ impl Source {
     }
 }
 
-/// A user as stored (never with its verifier: ask [`DirectoryStore::verifier_of`]).
+/// A user as stored (never with its verifier: ask [`Verifiers::verifier_of`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
     /// Immutable id.
@@ -118,14 +91,6 @@ pub struct AdUser {
     pub mail: Option<String>,
     /// Whether the account is disabled in AD.
     pub disabled: bool,
-}
-
-impl ImmutableId {
-    /// The id of 16 directory bytes (`ms-DS-ConsistencyGuid` or `objectGUID`).
-    pub fn from_guid_bytes(b: [u8; 16]) -> Self {
-        use base64::Engine;
-        Self(base64::engine::general_purpose::STANDARD.encode(b))
-    }
 }
 
 /// One change in a user's history.
@@ -185,19 +150,23 @@ pub enum StoreError {
     WrongState(String),
 }
 
-/// The directory store. Implementations are safe to share between threads.
-pub trait DirectoryStore: Send + Sync {
+/// Users: cloud-only accounts made on the endpoint and objects synchronised from AD.
+/// Implementations are safe to share between tasks; every change writes its history row
+/// in the same transaction (see [`History`]).
+#[async_trait]
+pub trait Users: Send + Sync {
     /// Creates a cloud-only user with a verifier.
-    fn add_cloud_user(
+    async fn add_cloud_user(
         &self,
         new: &NewUser,
         verifier: &PhsVerifier,
         actor: &str,
         now: SystemTime,
     ) -> Result<UserRecord, StoreError>;
-    /// Creates or updates a user synchronised from AD (matched by immutable id), with its
-    /// verifier when password hash sync supplied one (`None` keeps the stored one).
-    fn upsert_ad_user(
+    /// Creates or updates a user synchronised from AD, matched by its immutable id (so a
+    /// rename keeps the identity), with its verifier when password hash sync supplied one
+    /// (`None` keeps the stored one). An id that belongs to a cloud-only user is refused.
+    async fn upsert_ad_user(
         &self,
         user: &AdUser,
         verifier: Option<&PhsVerifier>,
@@ -205,11 +174,13 @@ pub trait DirectoryStore: Send + Sync {
         now: SystemTime,
     ) -> Result<UserRecord, StoreError>;
     /// A live (not deleted) user by UPN, case-insensitively.
-    fn user_by_upn(&self, upn: &str) -> Result<Option<UserRecord>, StoreError>;
+    async fn user_by_upn(&self, upn: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// A user by immutable id, live or in the recycle bin.
+    async fn user_by_id(&self, id: &ImmutableId) -> Result<Option<UserRecord>, StoreError>;
     /// Every user, deleted ones too when asked.
-    fn list_users(&self, include_deleted: bool) -> Result<Vec<UserRecord>, StoreError>;
+    async fn list_users(&self, include_deleted: bool) -> Result<Vec<UserRecord>, StoreError>;
     /// Blocks or unblocks sign-in.
-    fn set_disabled(
+    async fn set_disabled(
         &self,
         upn: &str,
         disabled: bool,
@@ -217,45 +188,63 @@ pub trait DirectoryStore: Send + Sync {
         now: SystemTime,
     ) -> Result<UserRecord, StoreError>;
     /// Moves a user to the recycle bin.
-    fn delete_user(
+    async fn delete_user(
         &self,
         upn: &str,
         actor: &str,
         now: SystemTime,
     ) -> Result<UserRecord, StoreError>;
     /// Brings a user back from the recycle bin.
-    fn restore_user(
+    async fn restore_user(
         &self,
         upn: &str,
         actor: &str,
         now: SystemTime,
     ) -> Result<UserRecord, StoreError>;
-    /// Replaces a user's verifier.
-    fn set_verifier(
+}
+
+/// Password-hash-sync verifiers: written by `causeway users` and sync, read at sign-in.
+#[async_trait]
+pub trait Verifiers: Send + Sync {
+    /// Replaces a live user's verifier.
+    async fn set_verifier(
         &self,
         upn: &str,
         verifier: &PhsVerifier,
         actor: &str,
         now: SystemTime,
     ) -> Result<UserRecord, StoreError>;
-    /// A live user and their verifier, if they have one.
-    fn verifier_of(
+    /// A live user and their verifier, if they have one: one read, so a sign-in sees the
+    /// record and the verifier of the same moment.
+    async fn verifier_of(
         &self,
         upn: &str,
     ) -> Result<Option<(UserRecord, Option<PhsVerifier>)>, StoreError>;
-    /// A user's history, oldest first (deleted users included).
-    fn history(&self, upn: &str) -> Result<Vec<HistoryEntry>, StoreError>;
 }
+
+/// Per-user history: one row per change, written with the change.
+#[async_trait]
+pub trait History: Send + Sync {
+    /// A user's history, oldest first (deleted users, and earlier users of the same UPN,
+    /// included).
+    async fn history(&self, upn: &str) -> Result<Vec<HistoryEntry>, StoreError>;
+}
+
+/// The directory as the endpoint uses it: users, their verifiers and their history.
+/// Every type with the three capabilities has it.
+pub trait DirectoryStore: Users + Verifiers + History {}
+
+impl<T: Users + Verifiers + History + ?Sized> DirectoryStore for T {}
 
 /// Checks a password against the store's verifier (password hash sync and cloud-only
 /// users). A wrong password never learns whether the account exists or is disabled: the
 /// verifier is checked first, and an unknown user costs the same PBKDF2 work.
-pub fn verify_password(
-    store: &dyn DirectoryStore,
+pub async fn verify_password(
+    store: &dyn Verifiers,
     upn: &str,
     password: &Password,
 ) -> SignInOutcome {
-    match store.verifier_of(upn) {
+    match store.verifier_of(upn).await {
         Err(e) => {
             tracing::warn!(error = %e, "directory store unreadable");
             SignInOutcome::DirectoryUnavailable
@@ -264,7 +253,7 @@ pub fn verify_password(
     }
 }
 
-/// [`verify_password`] on what [`DirectoryStore::verifier_of`] returned (read earlier, so
+/// [`verify_password`] on what [`Verifiers::verifier_of`] returned (read earlier, so
 /// that the caller can do the same reads for every name before deciding anything).
 pub fn verify_found(
     found: Option<(UserRecord, Option<PhsVerifier>)>,
@@ -348,8 +337,9 @@ pub fn check_upn(upn: &str) -> Result<(), StoreError> {
     }
 }
 
-/// Where smart lockout's state is kept across restarts (see `hub::lockout`). Rows are opaque text; implementations
-/// write each call durably before returning.
+/// Where smart lockout's state is kept across restarts (see the endpoint's `hub::lockout`).
+/// Rows are opaque text; implementations write each call durably before returning.
+/// Synchronous: its one caller writes from a thread of its own, off the runtime.
 pub trait LockoutStore: Send + Sync {
     /// The `limit` most recently written rows, as `(account, state)`.
     fn load_lockout(&self, limit: usize) -> Result<Vec<(String, String)>, StoreError>;
@@ -364,6 +354,3 @@ pub trait LockoutStore: Send + Sync {
     /// recently written; returns how many went.
     fn prune_lockout(&self, keep: usize, older_than: SystemTime) -> Result<usize, StoreError>;
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,48 +1,23 @@
-//! The agent registry and enrollment tokens, in one SQLite file shared by the running
-//! endpoint and by `causeway certs ...` commands run from other processes.
-//!
-//! It holds no secret: a token is stored as the SHA-256 of its random part only, and
-//! agents are known by public data (certificate fingerprints, HPKE public keys).
+//! [`Agents`] on one SQLite file (the agent registry, `registry.sqlite` beside the CA),
+//! shared by the running endpoint and by `causeway certs ...` commands run from other
+//! processes. The file's path, schema and contents are those `causeway-certs` wrote before
+//! the registry moved here, so existing installs keep working.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::ErrorKind;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
+use async_trait::async_trait;
+use causeway_certs::{AgentId, CertsError, DbError, TokenError};
 use causeway_credential::Secret;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
-use sha2::{Digest, Sha256};
-use zeroize::Zeroizing;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use crate::error::{DbError, TokenError};
-use crate::util::{check_private, from_unix_secs, is_fingerprint, random_bytes, unix_secs};
-use crate::{AgentId, CertsError};
-
-/// The longest enrollment token accepted as input, in bytes.
-pub const MAX_TOKEN_LEN: usize = 256;
-/// The longest lifetime a token may be given.
-pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
-/// The shortest lifetime a token may be given.
-pub const MIN_TOKEN_TTL: Duration = Duration::from_secs(60);
-/// The longest host name an agent may register with, in characters.
-pub const MAX_HOST_NAME_LEN: usize = 255;
-
-const TOKEN_VERSION: &str = "cwt1";
-const TOKEN_SECRET_LEN: usize = 32;
-/// base64url without padding of 32 bytes.
-const TOKEN_SECRET_B64_LEN: usize = 43;
-/// How many hex digits of the CA fingerprint a token carries: all of them. A shorter pin
-/// would let an attacker who finds a certificate with the same prefix (a one-time 2^64
-/// search for 16 digits) impersonate the endpoint to every enrolling agent.
-const TOKEN_CA_PREFIX_LEN: usize = 64;
-/// Tokens are kept this long after they expire (for `used_at` forensics), then deleted.
-const TOKEN_RETENTION_SECS: i64 = 30 * 24 * 60 * 60;
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-const SCHEMA_VERSION: i64 = 1;
+use super::{blocking, FileStep, Migration, OpenError, Schema};
+use crate::agents::{
+    check_fingerprint, check_host_name, from_unix_secs, mint_token, parse_token, unix_secs,
+    AgentRecord, AgentRegistration, AgentStatus, Agents, TokenPurpose, TOKEN_RETENTION_SECS,
+};
 
 const SCHEMA_V1: &str = "
 CREATE TABLE meta (
@@ -74,115 +49,37 @@ CREATE TABLE agents (
 CREATE INDEX agents_previous_cert ON agents (previous_cert_sha256);
 ";
 
+/// Version 1 is the only one so far; a later change appends a migration.
+static SCHEMA: Schema = Schema {
+    migrations: &[Migration {
+        action: "create the tables",
+        sql: SCHEMA_V1,
+    }],
+};
+
 const AGENT_COLUMNS: &str = "id, host_name, status, cert_sha256, previous_cert_sha256, \
                              cert_not_after, first_seen, last_seen, hpke_public_key";
 
-/// What an enrollment token may be used for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum TokenPurpose {
-    /// Registering a pass-through-authentication agent.
-    Agent,
-}
-
-impl TokenPurpose {
-    fn as_str(self) -> &'static str {
-        match self {
-            TokenPurpose::Agent => "agent",
-        }
-    }
-}
-
-/// Whether an agent may receive traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum AgentStatus {
-    /// Registered; waits for an administrator's approval.
-    Pending,
-    /// May receive sign-ins.
-    Approved,
-    /// Cut off for good.
-    Revoked,
-}
-
-impl AgentStatus {
-    /// The lowercase name stored in the database and shown by the CLI.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AgentStatus::Pending => "pending",
-            AgentStatus::Approved => "approved",
-            AgentStatus::Revoked => "revoked",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "pending" => Some(AgentStatus::Pending),
-            "approved" => Some(AgentStatus::Approved),
-            "revoked" => Some(AgentStatus::Revoked),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for AgentStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A new agent, as enrollment learned it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentRegistration {
-    /// The id its certificate names.
-    pub agent_id: AgentId,
-    /// The host name it reported (at most 255 characters, no control characters).
-    pub host_name: String,
-    /// Its HPKE (X25519) public key: credentials for it are sealed to this key.
-    pub hpke_public_key: [u8; 32],
-    /// SHA-256 of its certificate's DER, lowercase hex.
-    pub cert_fingerprint: String,
-    /// When that certificate expires.
-    pub cert_not_after: SystemTime,
-}
-
-/// A registered agent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct AgentRecord {
-    /// Its id.
-    pub id: AgentId,
-    /// The host name it reported.
-    pub host_name: String,
-    /// Whether it may receive traffic.
-    pub status: AgentStatus,
-    /// SHA-256 of its current certificate, lowercase hex.
-    pub cert_fingerprint: String,
-    /// The certificate it had before its last renewal, still accepted until it expires
-    /// so that connections opened before the renewal are not refused.
-    pub previous_cert_fingerprint: Option<String>,
-    /// When the current certificate expires.
-    pub cert_not_after: SystemTime,
-    /// When it registered.
-    pub first_seen: SystemTime,
-    /// When it last connected (see [`Registry::touch`]).
-    pub last_seen: SystemTime,
-    /// Its HPKE public key.
-    pub hpke_public_key: [u8; 32],
-}
-
 /// The registry: a handle on one SQLite file (WAL mode, 5 s busy timeout, mode 0600).
 /// Any number of handles, in any number of processes, may use the same file; each
-/// operation is one transaction. A handle is `Send + Sync` (calls are serialised).
-pub struct Registry {
+/// operation is one transaction. A handle is `Send + Sync` (calls are serialised) and
+/// cheap to clone (clones share the connection).
+///
+/// The inherent methods block on SQLite: call them from blocking code (the CLI, the
+/// hub's authority, which runs on the blocking pool). Async code uses [`Agents`], whose
+/// methods move the same work onto the blocking pool.
+#[derive(Clone)]
+pub struct SqliteAgents(Arc<Db>);
+
+struct Db {
     path: PathBuf,
     conn: Mutex<Connection>,
 }
 
-impl fmt::Debug for Registry {
+impl fmt::Debug for SqliteAgents {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registry")
-            .field("path", &self.path)
+        f.debug_struct("SqliteAgents")
+            .field("path", &self.0.path)
             .finish_non_exhaustive()
     }
 }
@@ -216,114 +113,82 @@ impl RawAgent {
     }
 }
 
-impl Registry {
+impl SqliteAgents {
     /// Opens the registry at `path`, creating it (mode 0600) and its tables on first use.
     /// The parent directory must exist. A file accessible to group or others is refused:
     /// whoever can write it can approve agents.
-    pub fn open(path: &Path) -> Result<Registry, CertsError> {
-        // Create the file ourselves, private from the first byte; SQLite would create it
-        // 0644. SQLite gives its -wal and -shm files the database file's mode.
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-        {
-            Ok(f) => f
-                .set_permissions(std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| CertsError::io("set permissions on", path, e))?,
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(CertsError::io("create", path, e)),
-        }
-        let file = File::open(path).map_err(|e| CertsError::io("open", path, e))?;
-        check_private(&file, path)?;
-        drop(file);
-
-        let db = |action: &'static str| {
-            let path = path.to_owned();
-            move |e: rusqlite::Error| CertsError::Database {
-                path,
-                action,
-                source: DbError(e),
+    pub fn open(path: &Path) -> Result<SqliteAgents, CertsError> {
+        let (conn, journal) = super::open(path, &SCHEMA).map_err(|e| match e {
+            OpenError::File(step, e) => {
+                let action = match step {
+                    FileStep::Create => "create",
+                    FileStep::SetMode => "set permissions on",
+                    FileStep::Open => "open",
+                    FileStep::Inspect => "inspect",
+                };
+                CertsError::Io {
+                    action,
+                    path: path.to_owned(),
+                    source: e,
+                }
             }
-        };
-        let mut conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(db("open the database"))?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(db("set the busy timeout"))?;
-        let mode = enable_wal(&conn).map_err(db("switch to WAL mode"))?;
-        if !mode.eq_ignore_ascii_case("wal") {
+            OpenError::Insecure { mode } => CertsError::InsecureFile {
+                path: path.to_owned(),
+                mode,
+            },
+            OpenError::Db { action, source } => CertsError::Database {
+                path: path.to_owned(),
+                action,
+                source: DbError::new(source),
+            },
+            OpenError::TooNew { found, known } => CertsError::CorruptRegistry {
+                path: path.to_owned(),
+                problem: format!(
+                    "its schema version is {found}, and this build knows version {known}"
+                ),
+            },
+        })?;
+        if !journal.eq_ignore_ascii_case("wal") {
             return Err(CertsError::CorruptRegistry {
                 path: path.to_owned(),
-                problem: format!("SQLite refused WAL mode (journal mode is {mode:?}); is the file on a network file system?"),
+                problem: format!("SQLite refused WAL mode (journal mode is {journal:?}); is the file on a network file system?"),
             });
         }
-
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db("begin the schema check"))?;
-        let version: i64 = tx
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(db("read the schema version"))?;
-        match version {
-            0 => {
-                tx.execute_batch(SCHEMA_V1)
-                    .map_err(db("create the tables"))?;
-                tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-                    .map_err(db("record the schema version"))?;
-            }
-            SCHEMA_VERSION => {}
-            other => {
-                return Err(CertsError::CorruptRegistry {
-                    path: path.to_owned(),
-                    problem: format!(
-                    "its schema version is {other}, and this build knows version {SCHEMA_VERSION}"
-                ),
-                })
-            }
-        }
-        tx.commit().map_err(db("commit the schema"))?;
-        Ok(Registry {
+        Ok(SqliteAgents(Arc::new(Db {
             path: path.to_owned(),
             conn: Mutex::new(conn),
-        })
+        })))
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.0.path
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave a transaction open (rusqlite rolls
         // back on drop), so the connection stays usable.
-        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+        self.0.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn db(&self, action: &'static str) -> impl FnOnce(rusqlite::Error) -> CertsError + '_ {
         move |e| CertsError::Database {
-            path: self.path.clone(),
+            path: self.0.path.clone(),
             action,
-            source: DbError(e),
+            source: DbError::new(e),
         }
     }
 
     fn corrupt(&self, problem: String) -> CertsError {
         CertsError::CorruptRegistry {
-            path: self.path.clone(),
+            path: self.0.path.clone(),
             problem,
         }
     }
 
     // ---- enrollment tokens ------------------------------------------------------------
 
-    /// Creates a one-time enrollment token valid for `ttl`, to be shown once to the
-    /// administrator: `cwt1.<32 random bytes, base64url>.<first 16 hex digits of
-    /// ca_fingerprint>`. The tail lets the new agent pin the CA it meets at enrollment.
-    /// Only the SHA-256 of the random part is stored.
+    /// See [`Agents::create_token`].
     pub fn create_token(
         &self,
         purpose: TokenPurpose,
@@ -331,35 +196,7 @@ impl Registry {
         ttl: Duration,
         now: SystemTime,
     ) -> Result<Secret<String>, CertsError> {
-        if !is_fingerprint(ca_fingerprint) {
-            return Err(CertsError::MalformedFingerprint(crate::error::excerpt(
-                ca_fingerprint,
-                80,
-            )));
-        }
-        if ttl < MIN_TOKEN_TTL || ttl > MAX_TOKEN_TTL {
-            return Err(CertsError::InvalidLifetime {
-                what: "an enrollment token",
-                min_secs: MIN_TOKEN_TTL.as_secs(),
-                max_secs: MAX_TOKEN_TTL.as_secs(),
-                got_secs: ttl.as_secs(),
-            });
-        }
-        let secret: Zeroizing<[u8; TOKEN_SECRET_LEN]> = Zeroizing::new(random_bytes()?);
-        let hash: [u8; 32] = Sha256::digest(secret.as_slice()).into();
-        let ca_prefix = &ca_fingerprint[..TOKEN_CA_PREFIX_LEN];
-        // Built in place, with its final capacity, so no stray copy is left to free.
-        let mut token = String::with_capacity(
-            TOKEN_VERSION.len() + 1 + TOKEN_SECRET_B64_LEN + 1 + TOKEN_CA_PREFIX_LEN,
-        );
-        token.push_str(TOKEN_VERSION);
-        token.push('.');
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode_string(secret.as_slice(), &mut token);
-        token.push('.');
-        token.push_str(ca_prefix);
-        let token = Secret::new(token);
-
+        let minted = mint_token(ca_fingerprint, ttl)?;
         let now_s = unix_secs(now);
         let expires = now_s.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
         let mut conn = self.lock();
@@ -369,7 +206,13 @@ impl Registry {
         tx.execute(
             "INSERT INTO enrollment_tokens (secret_sha256, purpose, ca_prefix, created_at, expires_at) \
              VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![hash.as_slice(), purpose.as_str(), ca_prefix, now_s, expires],
+            params![
+                minted.secret_sha256.as_slice(),
+                purpose.as_str(),
+                minted.ca_prefix,
+                now_s,
+                expires
+            ],
         )
         .map_err(self.db("store an enrollment token"))?;
         tx.execute(
@@ -378,14 +221,11 @@ impl Registry {
         )
         .map_err(self.db("delete long-expired tokens"))?;
         tx.commit().map_err(self.db("store an enrollment token"))?;
-        Ok(token)
+        Ok(minted.token)
     }
 
-    /// Uses up an enrollment token for `purpose`. Single-use and atomic: of any number of
-    /// concurrent calls with the same token, in any processes, exactly one succeeds.
-    /// Errors, checked in this order: [`TokenError::Malformed`], [`TokenError::Unknown`]
-    /// (also for a token made for another purpose or CA), [`TokenError::AlreadyUsed`],
-    /// [`TokenError::Expired`].
+    /// See [`Agents::consume_token`] (single-use across processes too: the check and the
+    /// use are one IMMEDIATE transaction).
     pub fn consume_token(
         &self,
         token: &str,
@@ -560,7 +400,7 @@ impl Registry {
     }
 
     /// Cuts an agent off for good (connected hubs notice within their polling interval,
-    /// see [`Registry::generation`]). Revoking a revoked agent does nothing.
+    /// see [`SqliteAgents::generation`]). Revoking a revoked agent does nothing.
     pub fn revoke(&self, agent_id: &AgentId) -> Result<(), CertsError> {
         self.set_status(agent_id, AgentStatus::Revoked, "revoke an agent")
     }
@@ -720,37 +560,6 @@ impl Registry {
     }
 }
 
-/// Switches the file to WAL mode (a persistent property of the file, so only the first
-/// open does any work). SQLite answers `SQLITE_BUSY` at once, without consulting the busy
-/// handler, when two connections try the switch together: retry until the busy timeout.
-fn enable_wal(conn: &Connection) -> rusqlite::Result<String> {
-    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
-    let mut pause = Duration::from_millis(2);
-    loop {
-        let attempt = conn
-            .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
-            .and_then(|mode| {
-                if mode.eq_ignore_ascii_case("wal") {
-                    Ok(mode)
-                } else {
-                    conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))
-                }
-            });
-        match attempt {
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if matches!(
-                    e.code,
-                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-                ) && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(50));
-            }
-            other => return other,
-        }
-    }
-}
-
 fn bump_generation(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute(
         "UPDATE meta SET value = value + 1 WHERE name = 'generation'",
@@ -767,61 +576,92 @@ fn fingerprint_taken(tx: &rusqlite::Transaction<'_>, fp: &str) -> rusqlite::Resu
     )
 }
 
-fn check_fingerprint(fp: &str) -> Result<(), CertsError> {
-    if is_fingerprint(fp) {
-        Ok(())
-    } else {
-        Err(CertsError::MalformedFingerprint(crate::error::excerpt(
-            fp, 80,
-        )))
+/// Each call runs the inherent (blocking) method on tokio's blocking pool.
+#[async_trait]
+impl Agents for SqliteAgents {
+    async fn create_token(
+        &self,
+        purpose: TokenPurpose,
+        ca_fingerprint: &str,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<Secret<String>, CertsError> {
+        let (me, fp) = (self.clone(), ca_fingerprint.to_owned());
+        blocking(move || me.create_token(purpose, &fp, ttl, now)).await
     }
-}
 
-fn check_host_name(name: &str) -> Result<(), CertsError> {
-    if name.is_empty() {
-        return Err(CertsError::InvalidHostName("it is empty"));
+    async fn consume_token(
+        &self,
+        token: &str,
+        purpose: TokenPurpose,
+        now: SystemTime,
+    ) -> Result<(), CertsError> {
+        let (me, token) = (self.clone(), Secret::new(token.to_owned()));
+        blocking(move || me.consume_token(token.expose_secret(), purpose, now)).await
     }
-    if name.chars().count() > MAX_HOST_NAME_LEN {
-        return Err(CertsError::InvalidHostName(
-            "it is longer than 255 characters",
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(CertsError::InvalidHostName(
-            "it contains control characters",
-        ));
-    }
-    Ok(())
-}
 
-/// Splits a token into the SHA-256 of its secret part and its CA fingerprint prefix,
-/// checking its form strictly (lengths, alphabet, canonical base64).
-fn parse_token(token: &str) -> Result<([u8; 32], &str), TokenError> {
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(TokenError::Malformed);
+    async fn register_agent(
+        &self,
+        reg: AgentRegistration,
+        require_approval: bool,
+        now: SystemTime,
+    ) -> Result<AgentRecord, CertsError> {
+        let me = self.clone();
+        blocking(move || me.register_agent(reg, require_approval, now)).await
     }
-    let mut parts = token.split('.');
-    let (Some(TOKEN_VERSION), Some(secret_b64), Some(ca_prefix), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(TokenError::Malformed);
-    };
-    let prefix_ok = ca_prefix.len() == TOKEN_CA_PREFIX_LEN
-        && ca_prefix
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if !prefix_ok || secret_b64.len() != TOKEN_SECRET_B64_LEN {
-        return Err(TokenError::Malformed);
+
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>, CertsError> {
+        let me = self.clone();
+        blocking(move || me.list_agents()).await
     }
-    // Room for the decoder's rounded-up size estimate; the exact length is checked below.
-    let mut secret = Zeroizing::new([0u8; TOKEN_SECRET_LEN + 4]);
-    let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode_slice(secret_b64, secret.as_mut_slice())
-        .map_err(|_| TokenError::Malformed)?;
-    if n != TOKEN_SECRET_LEN {
-        return Err(TokenError::Malformed);
+
+    async fn agent(&self, agent_id: &AgentId) -> Result<Option<AgentRecord>, CertsError> {
+        let (me, id) = (self.clone(), agent_id.clone());
+        blocking(move || me.agent(&id)).await
     }
-    Ok((Sha256::digest(&secret[..n]).into(), ca_prefix))
+
+    async fn lookup_by_fingerprint(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<AgentRecord>, CertsError> {
+        let (me, fp) = (self.clone(), fingerprint.to_owned());
+        blocking(move || me.lookup_by_fingerprint(&fp)).await
+    }
+
+    async fn approve(&self, agent_id: &AgentId) -> Result<(), CertsError> {
+        let (me, id) = (self.clone(), agent_id.clone());
+        blocking(move || me.approve(&id)).await
+    }
+
+    async fn revoke(&self, agent_id: &AgentId) -> Result<(), CertsError> {
+        let (me, id) = (self.clone(), agent_id.clone());
+        blocking(move || me.revoke(&id)).await
+    }
+
+    async fn touch(&self, agent_id: &AgentId, now: SystemTime) -> Result<(), CertsError> {
+        let (me, id) = (self.clone(), agent_id.clone());
+        blocking(move || me.touch(&id, now)).await
+    }
+
+    async fn record_renewal(
+        &self,
+        agent_id: &AgentId,
+        new_fingerprint: &str,
+        new_not_after: SystemTime,
+    ) -> Result<(), CertsError> {
+        let (me, id, fp) = (self.clone(), agent_id.clone(), new_fingerprint.to_owned());
+        blocking(move || me.record_renewal(&id, &fp, new_not_after)).await
+    }
+
+    async fn generation(&self) -> Result<u64, CertsError> {
+        let me = self.clone();
+        blocking(move || me.generation()).await
+    }
+
+    async fn revoked_ids(&self) -> Result<Vec<AgentId>, CertsError> {
+        let me = self.clone();
+        blocking(move || me.revoked_ids()).await
+    }
 }
 
 #[cfg(test)]

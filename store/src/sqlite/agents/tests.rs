@@ -1,8 +1,44 @@
+//! SQLite-specific promises of the agent registry file (the backend-independent ones are
+//! in `crate::conformance`): file modes, what is on disk, sharing between handles and
+//! processes' first opens.
+
+use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Barrier};
 use std::time::UNIX_EPOCH;
 
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
 use super::*;
-use crate::util::testdir::TestDir;
+use crate::{MAX_TOKEN_LEN, MAX_TOKEN_TTL};
+use causeway_certs::fingerprint_of_der;
+
+/// A self-cleaning temporary directory.
+struct TestDir(PathBuf);
+
+impl TestDir {
+    fn new(name: &str) -> Self {
+        let mut tag = [0u8; 8];
+        getrandom::fill(&mut tag).expect("random");
+        let p = std::env::temp_dir().join(format!(
+            "causeway-store-{name}-{}-{}",
+            std::process::id(),
+            u64::from_le_bytes(tag)
+        ));
+        std::fs::create_dir_all(&p).expect("create test dir");
+        Self(p)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 const NOW: u64 = 1_795_564_800;
 const HOUR: Duration = Duration::from_secs(3600);
@@ -12,15 +48,15 @@ fn t(secs: u64) -> SystemTime {
 }
 
 fn ca_fp() -> String {
-    crate::fingerprint_of_der(b"a stand-in for the CA certificate")
+    fingerprint_of_der(b"a stand-in for the CA certificate")
 }
 
 fn fp(n: u8) -> String {
-    crate::fingerprint_of_der(&[n; 8])
+    fingerprint_of_der(&[n; 8])
 }
 
-fn open(d: &TestDir) -> Registry {
-    Registry::open(&d.path().join("registry.sqlite")).expect("open")
+fn open(d: &TestDir) -> SqliteAgents {
+    SqliteAgents::open(&d.path().join("registry.sqlite")).expect("open")
 }
 
 fn token_err(r: Result<(), CertsError>) -> TokenError {
@@ -60,7 +96,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 fn registry_file_is_private_and_created_once() {
     let d = TestDir::new("reg-mode");
     let path = d.path().join("registry.sqlite");
-    let r = Registry::open(&path).expect("open");
+    let r = SqliteAgents::open(&path).expect("open");
     r.create_token(TokenPurpose::Agent, &ca_fp(), HOUR, t(NOW))
         .expect("token");
     for suffix in ["", "-wal", "-shm"] {
@@ -75,10 +111,10 @@ fn registry_file_is_private_and_created_once() {
         .expect("pragma");
     assert_eq!(mode, "wal");
     drop(r);
-    Registry::open(&path).expect("reopen");
+    SqliteAgents::open(&path).expect("reopen");
 
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let err = Registry::open(&path).expect_err("refused");
+    let err = SqliteAgents::open(&path).expect_err("refused");
     assert!(
         matches!(err, CertsError::InsecureFile { mode: 0o644, .. }),
         "{err:?}"
@@ -225,7 +261,7 @@ fn token_lifetimes_and_fingerprints_are_checked() {
 fn racing_consumers_exactly_one_wins() {
     let d = TestDir::new("reg-token-race");
     let path = d.path().join("registry.sqlite");
-    let r = Registry::open(&path).expect("open");
+    let r = SqliteAgents::open(&path).expect("open");
     for round in 0..3 {
         let token = r
             .create_token(TokenPurpose::Agent, &ca_fp(), HOUR, t(NOW))
@@ -238,7 +274,7 @@ fn racing_consumers_exactly_one_wins() {
                     let (tok, barrier, path) = (tok.clone(), barrier.clone(), path.clone());
                     s.spawn(move || {
                         // One handle per thread, as separate processes would have.
-                        let mine = Registry::open(&path).expect("open");
+                        let mine = SqliteAgents::open(&path).expect("open");
                         barrier.wait();
                         mine.consume_token(&tok, TokenPurpose::Agent, t(NOW + 1))
                     })
@@ -264,7 +300,7 @@ fn racing_consumers_exactly_one_wins() {
 fn the_database_never_holds_a_token_secret() {
     let d = TestDir::new("reg-token-disk");
     let path = d.path().join("registry.sqlite");
-    let r = Registry::open(&path).expect("open");
+    let r = SqliteAgents::open(&path).expect("open");
     let mut tokens = Vec::new();
     for _ in 0..5 {
         tokens.push(
@@ -455,7 +491,7 @@ fn host_names_are_checked() {
         ("tab\there", false),
     ] {
         let mut reg = registration(40);
-        reg.cert_fingerprint = crate::fingerprint_of_der(name.as_bytes());
+        reg.cert_fingerprint = fingerprint_of_der(name.as_bytes());
         reg.host_name = name.to_owned();
         let res = r.register_agent(reg, true, t(NOW));
         assert_eq!(res.is_ok(), ok, "{name:?}: {res:?}");
@@ -475,8 +511,8 @@ fn host_names_are_checked() {
 fn two_handles_on_one_file_see_each_other() {
     let d = TestDir::new("reg-two");
     let path = d.path().join("registry.sqlite");
-    let server = Registry::open(&path).expect("server");
-    let cli = Registry::open(&path).expect("cli");
+    let server = SqliteAgents::open(&path).expect("server");
+    let cli = SqliteAgents::open(&path).expect("cli");
 
     let token = cli
         .create_token(TokenPurpose::Agent, &ca_fp(), HOUR, t(NOW))
@@ -519,18 +555,18 @@ fn concurrent_first_opens_and_writes_do_not_fail() {
             let (barrier, path) = (barrier.clone(), path.clone());
             s.spawn(move || {
                 barrier.wait();
-                let r = Registry::open(&path).expect("open");
+                let r = SqliteAgents::open(&path).expect("open");
                 for j in 0..10u8 {
                     r.create_token(TokenPurpose::Agent, &ca_fp(), HOUR, t(NOW))
                         .expect("token");
                     let mut reg = registration(i * 16 + j);
-                    reg.cert_fingerprint = crate::fingerprint_of_der(&[i, j, 0xaa]);
+                    reg.cert_fingerprint = fingerprint_of_der(&[i, j, 0xaa]);
                     r.register_agent(reg, true, t(NOW)).expect("register");
                 }
             });
         }
     });
-    let r = Registry::open(&path).expect("open");
+    let r = SqliteAgents::open(&path).expect("open");
     assert_eq!(r.list_agents().expect("list").len(), 40);
     assert_eq!(r.generation().expect("gen"), 40);
 }

@@ -1,0 +1,37 @@
+//! Causeway's state behind async traits split by capability — [`Users`], [`Verifiers`],
+//! [`History`], [`Agents`] — plus smart lockout's [`LockoutStore`], keyed by id newtypes;
+//! SQLite ([`SqliteStore`], [`SqliteAgents`]) by default. Every backend passes
+//! [`conformance`]. It must never store or log a password, nor a token's secret part.
+#![forbid(unsafe_code)]
+
+mod agents;
+#[cfg(feature = "conformance")]
+#[doc(hidden)]
+pub mod conformance;
+mod directory;
+mod ids;
+mod sqlite;
+
+pub use agents::{
+    AgentRecord, AgentRegistration, AgentStatus, Agents, TokenPurpose, MAX_HOST_NAME_LEN,
+    MAX_TOKEN_LEN, MAX_TOKEN_TTL, MIN_TOKEN_TTL,
+};
+pub use directory::{
+    check_upn, read_like_a_row, spend_like_a_check, verify_found, verify_password, verify_stand_in,
+    AdUser, DirectoryStore, History, HistoryEntry, LockoutStore, NewUser, Source, StoreError,
+    UserRecord, Users, Verifiers,
+};
+pub use ids::{AgentId, ImmutableId};
+pub use sqlite::{SqliteAgents, SqliteStore};
+
+#[cfg(test)]
+mod tests {
+    /// The endpoint shares these across tasks and the blocking pool.
+    #[test]
+    fn shared_types_are_send_and_sync() {
+        fn both<T: Send + Sync>() {}
+        both::<crate::SqliteStore>();
+        both::<crate::SqliteAgents>();
+        both::<crate::StoreError>();
+    }
+}
