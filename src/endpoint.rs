@@ -538,8 +538,8 @@ pub(crate) fn certs(cmd: CertsCommand) -> Result<()> {
                     "{:<18} {:<10} {:<22} {:<22} {}",
                     k.id,
                     state,
-                    causeway_federation::saml::fmt_time(k.activate_at),
-                    causeway_federation::saml::fmt_time(k.not_after),
+                    causeway_saml::saml2::fmt_time(k.activate_at),
+                    causeway_saml::saml2::fmt_time(k.not_after),
                     k.fingerprint
                 );
             }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::Digest;
 
-use crate::saml::ServiceProvider;
+use causeway_saml::saml2::ServiceProvider;
 
 /// A WS-Federation relying party.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -13,16 +13,6 @@ pub mod session;
 pub mod signin;
 pub mod web;
 
-// The XML, SAML 2.0 and WS-Fed code lives in `causeway-saml`; these re-exports keep the
-// `crate::saml::…`, `crate::xml::…` and `crate::wsfed::…` paths working until the callers
-// name the crate directly.
-pub use causeway_saml::saml2 as saml;
-pub use causeway_saml::{wsfed, xml};
-
-// The directory store moved to `causeway-store`; the portal and smart lockout still name
-// it by its old path until their own splits land.
-pub(crate) use causeway_store as store;
-
 /// Locks a mutex, taking the data even if a thread panicked while holding it: every table
 /// guarded this way stays consistent between statements, so poisoning carries no meaning.
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

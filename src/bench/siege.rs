@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use causeway_federation::saml::binding;
+use causeway_saml::saml2::binding;
 use tokio::io::AsyncReadExt;
 
 use super::sso::{self, cookie_of, hidden};

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Result};
 use causeway_credential::{Password, PhsVerifier};
-use causeway_federation::saml::{binding, messages};
+use causeway_saml::saml2::{binding, messages};
 use causeway_store::{NewUser, SqliteStore, Users as _};
 
 use crate::endpoint::{run_endpoint, EndpointSettings};

@@ -13,9 +13,9 @@ use causeway_federation::acceptor::ConnectionLimits;
 use causeway_federation::apps::{Apps, WsFedRealm};
 use causeway_federation::client_addr::{IpRange, TrustedProxies};
 use causeway_federation::hub::lockout::LockoutPolicy;
-use causeway_federation::saml::ServiceProvider;
 use causeway_federation::signin::Method;
 use causeway_federation::web::HttpLimits;
+use causeway_saml::saml2::ServiceProvider;
 use serde::Deserialize;
 use toml::Spanned;
 

@@ -8,8 +8,8 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use tracing::info;
 
-use crate::saml::{self, messages};
 use crate::session::{Participant, Prompt, Session, Target};
+use causeway_saml::saml2::{self as saml, messages};
 
 use super::http::{origin, Resp};
 use super::{claims, pages, Portal};
@@ -174,8 +174,8 @@ impl Portal {
                 )
             }
             Target::WsFed { realm, reply, wctx } => {
-                let rstr = crate::wsfed::build_rstr(
-                    &crate::wsfed::TokenParams {
+                let rstr = causeway_saml::wsfed::build_rstr(
+                    &causeway_saml::wsfed::TokenParams {
                         issuer: &self.urls.entity_id,
                         realm: &realm,
                         immutable_id: &s.immutable_id,

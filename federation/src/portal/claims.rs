@@ -3,9 +3,9 @@
 //! It must never put anything in a token the record does not hold (no password, no
 //! verifier, nothing from the request).
 
-use crate::saml::{SamlAttribute, NAMEID_EMAIL, NAMEID_UNSPECIFIED};
 use crate::session::{Identity, Session};
-use crate::store::UserRecord;
+use causeway_saml::saml2::{SamlAttribute, NAMEID_EMAIL, NAMEID_UNSPECIFIED};
+use causeway_store::UserRecord;
 
 /// The identity a session keeps from the user's record at sign-in.
 pub(super) fn identity_of(user: UserRecord) -> Identity {
@@ -68,9 +68,9 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::*;
-    use crate::saml::NAMEID_PERSISTENT;
     use crate::session::Sessions;
-    use crate::store::{ImmutableId, Source};
+    use causeway_saml::saml2::NAMEID_PERSISTENT;
+    use causeway_store::{ImmutableId, Source};
 
     fn record(mail: Option<&str>, display_name: Option<&str>) -> UserRecord {
         let now = SystemTime::now();

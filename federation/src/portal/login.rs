@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use zeroize::Zeroizing;
 
 use crate::session::{token_hash, Flow, FlowError, Prompt, Session, Target};
-use crate::store::UserRecord;
+use causeway_store::UserRecord;
 
 use super::http::{cookie, query_param, read_secret_body, set_cookie, sso_cookie, Resp};
 use super::login_rules::{self, after_password, parse_login_form, AfterPassword, LoginForm};

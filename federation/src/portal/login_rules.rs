@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::http::form_fields;
 use crate::session::FlowError;
-use crate::store::UserRecord;
+use causeway_store::UserRecord;
 
 /// Longest user name read, in characters.
 pub(super) const MAX_USERNAME: usize = 256;
@@ -167,7 +167,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::store::{ImmutableId, Source};
+    use causeway_store::{ImmutableId, Source};
 
     fn user(disabled: bool) -> UserRecord {
         let now = SystemTime::now();

@@ -9,8 +9,8 @@ use hyper::{Method, Request, StatusCode};
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
-use crate::saml::{binding, messages, LogoutRequest, BINDING_REDIRECT};
 use crate::session::{LogoutChain, LogoutNext, LogoutOrigin, Participant, Session};
+use causeway_saml::saml2::{binding, messages, LogoutRequest, BINDING_REDIRECT};
 
 use super::http::{read_body, set_cookie, sso_cookie, Resp};
 use super::{pages, Portal, MAX_FORM, SSO_COOKIE};

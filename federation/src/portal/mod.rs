@@ -36,11 +36,11 @@ use tracing::warn;
 
 use crate::apps::Apps;
 use crate::hub::Hub;
-use crate::saml::{binding, IdpUrls};
 use crate::session::{FlowKey, Flows, Logouts, SeenRequests, Sessions, FLOW_KEY_FILE};
 use crate::signin::Authenticator;
-use crate::store::DirectoryStore;
-use crate::xml::{SigningKey, VerifiedKey};
+use causeway_saml::saml2::{binding, IdpUrls};
+use causeway_saml::xml::{SigningKey, VerifiedKey};
+use causeway_store::DirectoryStore;
 
 pub use http::{cookie, query_param, read_body, set_cookie, Resp};
 use http::{csp_hash, sso_cookie};
@@ -327,7 +327,7 @@ impl Portal {
 
     fn saml_metadata(&self) -> Resp {
         let keys = self.current_keys();
-        Self::xml(crate::saml::idp_metadata(
+        Self::xml(causeway_saml::saml2::idp_metadata(
             &self.urls,
             &keys.published,
             SystemTime::now() + Duration::from_secs(86_400),
@@ -336,7 +336,7 @@ impl Portal {
 
     fn federation_metadata(&self) -> Resp {
         let keys = self.current_keys();
-        Self::xml(crate::wsfed::federation_metadata(
+        Self::xml(causeway_saml::wsfed::federation_metadata(
             &self.urls,
             &format!("{}/wsfed", self.cfg.public_url),
             &keys.published,

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use hyper::Request;
 
 use super::{Portal, Resp};
-use crate::saml::ServiceProvider;
+use causeway_saml::saml2::ServiceProvider;
 
 /// What a mount's handler returns: the answer, or (as the portal's own handlers do) the
 /// page that ended the request early.

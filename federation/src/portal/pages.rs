@@ -2,7 +2,7 @@
 //! submits the auto-post form, which has a button for browsers without scripts), labels
 //! on every field, `lang`, visible focus, contrast above WCAG AA.
 
-use crate::xml::{escape_html as e, escape_html_into};
+use causeway_saml::xml::{escape_html as e, escape_html_into};
 
 /// The stylesheet (inline; its hash is allowed by the Content-Security-Policy).
 pub const CSS: &str = "body{margin:0;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;background:#eef1f5;color:#1b1f24}\

@@ -9,11 +9,12 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use tracing::warn;
 
-use crate::saml::{
-    self, binding, AuthnRequest, BINDING_POST, NAMEID_EMAIL, NAMEID_PERSISTENT, NAMEID_UNSPECIFIED,
-};
 use crate::session::{Prompt, Target};
-use crate::xml::{self, VerifiedKey};
+use causeway_saml::saml2::{
+    self as saml, binding, AuthnRequest, BINDING_POST, NAMEID_EMAIL, NAMEID_PERSISTENT,
+    NAMEID_UNSPECIFIED,
+};
+use causeway_saml::xml::{self, VerifiedKey};
 
 use super::http::{origin, query_param, Resp};
 use super::{pages, Portal};

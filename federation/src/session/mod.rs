@@ -112,7 +112,7 @@ impl Sessions {
             display_name: who.display_name,
             authn_instant: now,
             expires: now + lifetime,
-            session_index: crate::saml::new_id(),
+            session_index: causeway_saml::saml2::new_id(),
             participants: Vec::new(),
             csrf: random_token(),
         };

@@ -53,7 +53,7 @@ use hmac::{KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::lock;
-use crate::store::ImmutableId;
+use causeway_store::ImmutableId;
 
 use persist::Write;
 use places::{source_key, Bucket, Places};

@@ -12,7 +12,7 @@ use tracing::warn;
 
 use super::{source_key, AccountKey, Counter, Places, SmartLockout, UserState};
 use crate::lock;
-use crate::store::{LockoutStore, StoreError};
+use causeway_store::{LockoutStore, StoreError};
 
 /// Rows waiting for the writer at most: past it, a change is kept in memory only (and
 /// written with the account's next change), so a flood of failures cannot grow the

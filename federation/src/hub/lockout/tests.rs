@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use crate::store::LockoutStore;
+use causeway_store::LockoutStore;
 
 use super::*;
 
@@ -444,7 +444,7 @@ fn counters_and_familiar_places_survive_a_restart() {
     let path = tmp_store("restart");
     let t = SystemTime::now();
     {
-        let store = Arc::new(crate::store::SqliteStore::open(&path).expect("open"));
+        let store = Arc::new(causeway_store::SqliteStore::open(&path).expect("open"));
         let l = SmartLockout::new(policy());
         assert_eq!(l.persist_to(store, t).expect("load"), 0);
         attempt(
@@ -494,7 +494,7 @@ fn counters_and_familiar_places_survive_a_restart() {
         );
         l.flush();
     }
-    let store = Arc::new(crate::store::SqliteStore::open(&path).expect("reopen"));
+    let store = Arc::new(causeway_store::SqliteStore::open(&path).expect("reopen"));
     let l = SmartLockout::new(policy());
     assert_eq!(
         l.persist_to(store.clone(), t).expect("load"),
