@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use causeway_config::ConfigError;
-use causeway_config::{bounded, parse_ldap, read_config, split_host_port};
+use causeway_config::{bounded, parse_ldap, read_config, split_host_port, Source};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -132,19 +132,10 @@ impl AgentConfig {
 
     /// Validates configuration text; `path` is used in messages and to resolve relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let at = |span: std::ops::Range<usize>, message: String| {
-            ConfigError::at(path, text, span.start, message)
-        };
-        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::from_toml(path, text, &e))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: &str| {
-            let p = PathBuf::from(p);
-            if p.is_absolute() {
-                p
-            } else {
-                base.join(p)
-            }
-        };
+        let src = Source::new(path, text);
+        let at = |span: std::ops::Range<usize>, message: String| src.at(span, message);
+        let raw: Raw = src.toml()?;
+        let resolve = |p: &str| src.resolve(p);
 
         let a = raw.agent;
         if a.state_dir.get_ref().trim().is_empty() {
@@ -259,16 +250,7 @@ impl AgentConfig {
 }
 
 fn parse_https(u: &str) -> Result<Endpoint, String> {
-    let rest = u.strip_prefix("https://").ok_or_else(|| {
-        format!("endpoint {u:?} must start with https:// (agents only dial out over TLS)")
-    })?;
-    let rest = rest.trim_end_matches('/');
-    if rest.contains('/') || rest.contains('?') {
-        return Err(format!(
-            "endpoint {u:?} must be https://host[:port] without a path"
-        ));
-    }
-    let (host, port) = split_host_port(rest, 443)?;
+    let (host, port) = causeway_config::parse_https(u, "agents")?;
     Ok(Endpoint { host, port })
 }
 

@@ -7,8 +7,10 @@
 
 mod duration;
 mod error;
+mod source;
 mod values;
 
 pub use duration::parse_duration;
 pub use error::{line_col, read_config, ConfigError};
-pub use values::{bounded, parse_ldap, split_host_port, Transport};
+pub use source::Source;
+pub use values::{bounded, parse_https, parse_ldap, split_host_port, Transport};

@@ -63,6 +63,21 @@ pub fn split_host_port(hp: &str, default_port: u16) -> Result<(String, u16), Str
     Ok((host, port))
 }
 
+/// Reads an endpoint URL, `https://host[:port]` (port 443 by default) without a path, into
+/// host and port. `who` names what dials it, for the message (`agents`, `sync`).
+pub fn parse_https(u: &str, who: &str) -> Result<(String, u16), String> {
+    let rest = u.strip_prefix("https://").ok_or_else(|| {
+        format!("endpoint {u:?} must start with https:// ({who} only dial out over TLS)")
+    })?;
+    let rest = rest.trim_end_matches('/');
+    if rest.contains('/') || rest.contains('?') {
+        return Err(format!(
+            "endpoint {u:?} must be https://host[:port] without a path"
+        ));
+    }
+    split_host_port(rest, 443)
+}
+
 /// How a domain controller (or any LDAP server) is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {

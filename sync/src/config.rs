@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use causeway_config::Transport;
-use causeway_config::{parse_duration, parse_ldap, read_config, split_host_port, ConfigError};
+use causeway_config::{parse_duration, parse_https, parse_ldap, read_config, ConfigError, Source};
 use causeway_credential::Secret;
 use serde::Deserialize;
 use toml::Spanned;
@@ -206,19 +206,10 @@ impl SyncConfig {
     /// Validates `text`, read from `path` (relative paths in it are taken from the file's
     /// folder, so a configuration can be moved with its files).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let at = |span: std::ops::Range<usize>, message: String| {
-            ConfigError::at(path, text, span.start, message)
-        };
-        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::from_toml(path, text, &e))?;
-        let folder = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: &str| {
-            let p = PathBuf::from(p);
-            if p.is_absolute() {
-                p
-            } else {
-                folder.join(p)
-            }
-        };
+        let src = Source::new(path, text);
+        let at = |span: std::ops::Range<usize>, message: String| src.at(span, message);
+        let raw: Raw = src.toml()?;
+        let resolve = |p: &str| src.resolve(p);
         let duration = |v: &Option<Spanned<String>>, default: Duration, name: &str| {
             let Some(v) = v else { return Ok(default) };
             let d = parse_duration(v.get_ref()).map_err(|m| at(v.span(), m))?;
@@ -239,7 +230,7 @@ impl SyncConfig {
             .endpoints
             .get_ref()
             .iter()
-            .map(|e| parse_https(e.get_ref()).map_err(|m| at(e.span(), m)))
+            .map(|e| parse_https(e.get_ref(), "sync jobs").map_err(|m| at(e.span(), m)))
             .collect::<Result<Vec<_>, _>>()?;
 
         let threshold = DeleteThreshold {
@@ -264,10 +255,7 @@ impl SyncConfig {
         };
 
         if raw.connector.is_empty() {
-            return Err(ConfigError::whole_file(
-                path,
-                "no [[connector]]: name at least one directory to import".into(),
-            ));
+            return Err(src.whole("no [[connector]]: name at least one directory to import".into()));
         }
         let mut names = BTreeSet::new();
         let mut connectors = Vec::with_capacity(raw.connector.len());
@@ -502,19 +490,6 @@ fn read_private_text(p: &Path) -> Result<String, String> {
     }
     let bytes = std::fs::read(p).map_err(|e| e.to_string())?;
     String::from_utf8(bytes).map_err(|_| "the password is not UTF-8".into())
-}
-
-fn parse_https(u: &str) -> Result<(String, u16), String> {
-    let rest = u.strip_prefix("https://").ok_or_else(|| {
-        format!("endpoint {u:?} must start with https:// (sync only dials out over TLS)")
-    })?;
-    let rest = rest.trim_end_matches('/');
-    if rest.contains('/') || rest.contains('?') {
-        return Err(format!(
-            "endpoint {u:?} must be https://host[:port] without a path"
-        ));
-    }
-    split_host_port(rest, 443)
 }
 
 /// A DN as written in the file: `attr=value` parts separated by commas, no empty part.
