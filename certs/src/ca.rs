@@ -20,12 +20,14 @@ use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKey
 use x509_parser::prelude::{FromDer, X509CertificationRequest, X509Error};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::error::{excerpt, CsrError};
+use crate::error::CertsError;
+use crate::error::CsrError;
+use crate::id::AgentId;
+use crate::text::excerpt;
 use crate::util::{
     ensure_private_dir, fingerprint_of_der, from_unix_secs, random_bytes, read_bounded, sync_dir,
     unix_secs, write_temp,
 };
-use crate::{AgentId, CertsError};
 
 /// The CA certificate's file name inside the CA directory (PEM, public).
 pub const CA_CERT_FILE: &str = "ca.pem";

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::AgentId;
+use crate::id::AgentId;
 
 /// Everything that can go wrong in `causeway-certs`.
 #[derive(Debug, thiserror::Error)]
@@ -142,8 +142,8 @@ pub enum CertsError {
         got_secs: u64,
     },
     /// A string is not an agent id.
-    #[error("{0:?} is not an agent id (expected \"agt-\" and 16 lowercase hex digits, as `causeway certs list` shows)")]
-    MalformedAgentId(String),
+    #[error(transparent)]
+    MalformedAgentId(#[from] crate::id::MalformedAgentId),
     /// A host name given at registration is not acceptable.
     #[error("the agent's host name is not acceptable: {0}")]
     InvalidHostName(&'static str),
@@ -320,13 +320,4 @@ impl CertsError {
             detail: e.to_string(),
         }
     }
-}
-
-/// Quotes at most `max` characters of untrusted input in an error message.
-pub(crate) fn excerpt(s: &str, max: usize) -> String {
-    let mut out: String = s.chars().take(max).collect();
-    if s.chars().count() > max {
-        out.push('…');
-    }
-    out
 }

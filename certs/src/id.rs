@@ -3,12 +3,15 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::excerpt;
-use crate::util::random_bytes;
-use crate::CertsError;
+use crate::text::excerpt;
 
-const PREFIX: &str = "agt-";
-const HEX_LEN: usize = 16;
+pub(crate) const PREFIX: &str = "agt-";
+pub(crate) const HEX_LEN: usize = 16;
+
+/// A string that is not an agent id (quoted as a bounded excerpt).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an agent id (expected \"agt-\" and 16 lowercase hex digits, as `causeway certs list` shows)")]
+pub struct MalformedAgentId(String);
 
 /// An agent's id, as it appears in its certificate's subject CN, in the registry and in
 /// the CLI. Only [`AgentId::generate`] and [`AgentId::parse`] make one, so every value is
@@ -17,14 +20,13 @@ const HEX_LEN: usize = 16;
 pub struct AgentId(String);
 
 impl AgentId {
-    /// A new random id (8 bytes from the operating system's generator).
-    pub fn generate() -> Result<Self, CertsError> {
-        let bytes: [u8; HEX_LEN / 2] = random_bytes()?;
-        Ok(Self(format!("{PREFIX}{}", hex::encode(bytes))))
+    /// An id from 8 random bytes (see `AgentId::generate` in `util`, which draws them).
+    pub(crate) fn from_random(bytes: [u8; HEX_LEN / 2]) -> Self {
+        Self(format!("{PREFIX}{}", hex::encode(bytes)))
     }
 
     /// Parses an id strictly: `agt-` and exactly 16 lowercase hex digits, nothing around.
-    pub fn parse(s: &str) -> Result<Self, CertsError> {
+    pub fn parse(s: &str) -> Result<Self, MalformedAgentId> {
         let ok = s.len() == PREFIX.len() + HEX_LEN
             && s.starts_with(PREFIX)
             && s[PREFIX.len()..]
@@ -33,7 +35,7 @@ impl AgentId {
         if ok {
             Ok(Self(s.to_owned()))
         } else {
-            Err(CertsError::MalformedAgentId(excerpt(s, 40)))
+            Err(MalformedAgentId(excerpt(s, 40)))
         }
     }
 
@@ -56,7 +58,7 @@ impl fmt::Debug for AgentId {
 }
 
 impl FromStr for AgentId {
-    type Err = CertsError;
+    type Err = MalformedAgentId;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::parse(s)
@@ -99,7 +101,7 @@ mod tests {
             "agt-0123456789abcdé",
         ] {
             assert!(
-                matches!(AgentId::parse(bad), Err(CertsError::MalformedAgentId(_))),
+                matches!(AgentId::parse(bad), Err(MalformedAgentId(_))),
                 "{bad:?}"
             );
         }

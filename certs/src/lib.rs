@@ -8,6 +8,7 @@ mod ca;
 mod error;
 mod id;
 pub mod signing;
+mod text;
 mod tls;
 mod util;
 
@@ -17,7 +18,7 @@ pub use ca::{
     REGISTRY_FILE,
 };
 pub use error::{CertsError, CsrError, DbError, TokenError};
-pub use id::AgentId;
+pub use id::{AgentId, MalformedAgentId};
 pub use tls::{agent_client_config, server_config, trusting_only};
 pub use util::{fingerprint_of_der, from_unix_secs, host_name, is_fingerprint, unix_secs};
 

@@ -20,11 +20,11 @@ use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::{X509NameBuilder, X509};
 
+use crate::error::CertsError;
 use crate::util::{
     ensure_private_dir, fingerprint_of_der, from_unix_secs, random_bytes, read_bounded, sync_dir,
     unix_secs, write_temp,
 };
-use crate::CertsError;
 
 /// When keys are replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use crate::CertsError;
+use crate::error::CertsError;
+use crate::id::{AgentId, HEX_LEN};
 
 /// SHA-256 over `der`, lowercase hex: how Causeway names certificates (the hub, the
 /// registry and `causeway certs list` all use this form).
@@ -32,6 +33,14 @@ pub fn is_fingerprint(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl AgentId {
+    /// A new random id (8 bytes from the operating system's generator).
+    pub fn generate() -> Result<Self, CertsError> {
+        let bytes: [u8; HEX_LEN / 2] = random_bytes()?;
+        Ok(Self::from_random(bytes))
+    }
 }
 
 pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], CertsError> {

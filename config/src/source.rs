@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-use crate::ConfigError;
+use crate::error::ConfigError;
 
 /// A configuration file's path and text.
 #[derive(Debug, Clone, Copy)]

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use causeway_credential::{Password, PhsVerifier, SignInOutcome};
 
-use crate::ImmutableId;
+use crate::ids::ImmutableId;
 
 /// Where a user comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

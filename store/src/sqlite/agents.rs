@@ -13,7 +13,7 @@ use causeway_certs::{AgentId, CertsError, DbError, TokenError};
 use causeway_credential::Secret;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::{blocking, FileStep, Migration, OpenError, Schema};
+use super::open::{blocking, open, FileStep, Migration, OpenError, Schema};
 use crate::agents::{
     check_fingerprint, check_host_name, from_unix_secs, mint_token, parse_token, unix_secs,
     AgentRecord, AgentRegistration, AgentStatus, Agents, TokenPurpose, TOKEN_RETENTION_SECS,
@@ -118,7 +118,7 @@ impl SqliteAgents {
     /// The parent directory must exist. A file accessible to group or others is refused:
     /// whoever can write it can approve agents.
     pub fn open(path: &Path) -> Result<SqliteAgents, CertsError> {
-        let (conn, journal) = super::open(path, &SCHEMA).map_err(|e| match e {
+        let (conn, journal) = open(path, &SCHEMA).map_err(|e| match e {
             OpenError::File(step, e) => {
                 let action = match step {
                     FileStep::Create => "create",

@@ -12,9 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use causeway_credential::PhsVerifier;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::{FileStep, Migration, OpenError, Schema};
+use super::open::{open, FileStep, Migration, OpenError, Schema};
 use crate::directory::{check_upn, AdUser, HistoryEntry, NewUser, Source, StoreError, UserRecord};
-use crate::ImmutableId;
+use crate::ids::ImmutableId;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE users (
@@ -150,7 +150,7 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let shown = path.display().to_string();
         // The journal mode is not checked: this file has always worked without WAL too.
-        let (conn, _journal) = super::open(path, &SCHEMA).map_err(|e| match e {
+        let (conn, _journal) = open(path, &SCHEMA).map_err(|e| match e {
             OpenError::File(step, e) => StoreError::Database {
                 path: shown.clone(),
                 action: match step {

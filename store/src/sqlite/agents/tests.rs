@@ -10,7 +10,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use super::*;
-use crate::{MAX_TOKEN_LEN, MAX_TOKEN_TTL};
+use crate::agents::{MAX_TOKEN_LEN, MAX_TOKEN_TTL};
 use causeway_certs::fingerprint_of_der;
 
 /// A self-cleaning temporary directory.

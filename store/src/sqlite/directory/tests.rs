@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use causeway_credential::{Password, PhsVerifier};
 
 use super::*;
-use crate::LockoutStore;
+use crate::directory::LockoutStore;
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("causeway-store-{name}-{}", std::process::id()));

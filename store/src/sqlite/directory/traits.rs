@@ -8,8 +8,9 @@ use causeway_credential::PhsVerifier;
 
 use super::SqliteStore;
 use crate::directory::{AdUser, HistoryEntry, NewUser, StoreError, UserRecord};
-use crate::sqlite::blocking;
-use crate::{History, ImmutableId, LockoutStore, Users, Verifiers};
+use crate::directory::{History, LockoutStore, Users, Verifiers};
+use crate::ids::ImmutableId;
+use crate::sqlite::open::blocking;
 
 #[async_trait]
 impl Users for SqliteStore {
