@@ -1,8 +1,8 @@
 //! What every Causeway configuration file shares: reading it within a size bound, errors
 //! that name the file, line and column, durations as operators write them (`90s`, `15m`),
-//! numbers within bounds, `host:port` values and LDAP server URLs. `serve`, the agent and sync each define
-//! their own settings on top; this crate knows none of them, so all three can depend on it
-//! without depending on each other.
+//! numbers within bounds, `host:port`, `https://` endpoints and LDAP server URLs. `serve`,
+//! the agent and sync each define their own settings on top; this crate knows none of them,
+//! so all three can depend on it without depending on each other.
 #![forbid(unsafe_code)]
 
 mod duration;

@@ -1,6 +1,9 @@
-//! Causeway's federation endpoint: HTTP server, sign-in page and SSO session, SAML 2.0 IdP,
-//! WS-Federation, metadata and the agent hub (its state lives in `causeway-store`). It must
-//! never open a redirect to an unregistered URL, nor log a password, cookie value or key.
+//! Causeway's federation endpoint: the acceptor (one TLS port, ALPN routing to the handlers
+//! it is given), the agent hub and smart lockout, sessions and sealed sign-in state, the
+//! sign-in methods (PTA, PHS), HTTP, and the portal (login, SAML 2.0 IdP, WS-Federation,
+//! logout, pages, mounted applications). Protocol messages come from `causeway-saml`, state
+//! from `causeway-store`. It must never open a redirect to an unregistered URL, nor log a
+//! password, cookie value or key.
 #![forbid(unsafe_code)]
 
 pub mod acceptor;
