@@ -13,6 +13,7 @@ use causeway_sync::ad::dirsync::{self, Cookie, Request};
 use causeway_sync::ad::entry::{Entry, Guid};
 use causeway_sync::ad::import;
 use causeway_sync::ad::map::Kind;
+use causeway_sync::space::ConnectorSpace;
 use ldap3::controls::RawControl;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
 
@@ -56,7 +57,7 @@ async fn pass(ldap: &mut Ldap, base: &str, cookie: Cookie) -> (Vec<Entry>, Cooki
         &attrs,
         cookie,
         Duration::from_secs(30),
-        |page| {
+        |page, _| {
             for e in page {
                 out.push(e?);
             }
@@ -209,4 +210,160 @@ async fn a_cookie_the_dc_did_not_issue_is_refused_by_the_dc() {
     // here is that the DC says no rather than answering as if the cookie were valid.
     assert_ne!(res.1.rc, 0, "the DC accepted a forged cookie: {:?}", res.1);
     let _ = sync.unbind().await;
+}
+
+/// Runs a pass from the space's own watermark, merging each page with its cookie.
+async fn pass_into(ldap: &mut Ldap, base: &str, space: &ConnectorSpace) -> import::Pass {
+    let attrs: Vec<String> = [
+        "objectGUID",
+        "objectClass",
+        "isDeleted",
+        "description",
+        "displayName",
+        "member",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let from = space.cookie("lab").expect("watermark");
+    import::pass(
+        ldap,
+        base,
+        &attrs,
+        from,
+        Duration::from_secs(30),
+        |page, cookie| {
+            let entries: Vec<Entry> = page.into_iter().map(|e| e.expect("checked")).collect();
+            space.merge_page("lab", &entries, cookie).map(|_| ())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("pass: {e}"))
+}
+
+#[tokio::test]
+async fn the_connector_space_follows_the_directory_across_passes_and_restarts() {
+    let lab = lab();
+    let base = lab.get("AD_BASE_DN");
+    let dir = std::env::temp_dir().join(format!("causeway-space-lab-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("space.sqlite");
+    let name = format!("space-probe-{}", std::process::id());
+    let dn = format!("CN={name},CN=Users,{base}");
+    let mut adm = admin(lab).await;
+    let _ = adm.delete(&dn).await;
+    adm.add(
+        &dn,
+        vec![
+            ("objectClass", HashSet::from(["contact"])),
+            ("displayName", HashSet::from(["Space Probe"])),
+        ],
+    )
+    .await
+    .expect("add round trip")
+    .success()
+    .expect("contact added");
+    let guid = object_guid(&mut adm, &dn).await;
+    let group_guid = object_guid(&mut adm, lab.get("AD_GROUP_DN")).await;
+
+    let mut sync = as_svc_sync(lab).await;
+    {
+        let space = ConnectorSpace::open(&path).expect("open");
+        pass_into(&mut sync, base, &space).await;
+        let held = space
+            .object("lab", &guid)
+            .expect("read")
+            .expect("the full pass holds it");
+        assert_eq!(
+            held.attrs["displayname"].values,
+            vec![b"Space Probe".to_vec()]
+        );
+    }
+
+    // Changes while the sync host is down: one attribute, and a group membership.
+    adm.modify(
+        &dn,
+        vec![Mod::Replace("description", HashSet::from(["changed"]))],
+    )
+    .await
+    .expect("modify round trip")
+    .success()
+    .expect("modified");
+    let dn_ref = dn.as_str();
+    adm.modify(
+        lab.get("AD_GROUP_DN"),
+        vec![Mod::Add("member", HashSet::from([dn_ref]))],
+    )
+    .await
+    .expect("modify round trip")
+    .success()
+    .expect("member added");
+
+    // A restart resumes from the stored cookie: the delta merges into the held objects.
+    let space = ConnectorSpace::open(&path).expect("reopen");
+    let before = space.len("lab").expect("len");
+    let p = pass_into(&mut sync, base, &space).await;
+    assert!(
+        p.entries < before,
+        "a resumed pass is a delta ({} entries), not a full import ({before} held)",
+        p.entries
+    );
+    let held = space.object("lab", &guid).expect("read").expect("held");
+    assert_eq!(
+        held.attrs["displayname"].values,
+        vec![b"Space Probe".to_vec()],
+        "kept from the full pass"
+    );
+    assert_eq!(
+        held.attrs["description"].values,
+        vec![b"changed".to_vec()],
+        "merged from the delta"
+    );
+    let group = space
+        .object("lab", &group_guid)
+        .expect("read")
+        .expect("held");
+    assert!(
+        group.attrs["member"]
+            .values
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(dn.as_bytes())),
+        "the incremental member value was added to the held list"
+    );
+
+    adm.modify(
+        lab.get("AD_GROUP_DN"),
+        vec![Mod::Delete("member", HashSet::from([dn_ref]))],
+    )
+    .await
+    .expect("modify round trip")
+    .success()
+    .expect("member removed");
+    adm.delete(&dn)
+        .await
+        .expect("delete round trip")
+        .success()
+        .expect("deleted");
+    pass_into(&mut sync, base, &space).await;
+    assert!(
+        space
+            .object("lab", &guid)
+            .expect("read")
+            .expect("held")
+            .deleted
+    );
+    let group = space
+        .object("lab", &group_guid)
+        .expect("read")
+        .expect("held");
+    assert!(
+        !group.attrs.get("member").is_some_and(|v| v
+            .values
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(dn.as_bytes()))),
+        "the removed member value left the held list"
+    );
+    let _ = sync.unbind().await;
+    let _ = adm.unbind().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

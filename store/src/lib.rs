@@ -24,6 +24,13 @@ pub use directory::{
 pub use ids::{AgentId, ImmutableId};
 pub use sqlite::{SqliteAgents, SqliteStore};
 
+/// The one SQLite opener (private file, WAL, busy timeout, ordered migrations), for every
+/// SQLite file Causeway keeps: the endpoint's stores here, and the sync host's connector
+/// space.
+pub mod sqlite_file {
+    pub use crate::sqlite::open::{open, FileStep, Migration, OpenError, Schema};
+}
+
 #[cfg(test)]
 mod tests {
     /// The endpoint shares these across tasks and the blocking pool.

@@ -23,3 +23,4 @@ pub mod config;
 pub mod connect;
 pub mod filter;
 pub mod scope;
+pub mod space;

@@ -3,7 +3,7 @@
 
 mod agents;
 mod directory;
-mod open;
+pub(crate) mod open;
 
 pub use agents::SqliteAgents;
 pub use directory::SqliteStore;

@@ -16,28 +16,30 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A file's schema: migration `i` takes `user_version` from `i` to `i + 1`, so the
 /// current version is the number of migrations. A new file runs them all, in order.
-pub(crate) struct Schema {
-    pub(crate) migrations: &'static [Migration],
+pub struct Schema {
+    /// The steps, oldest first.
+    pub migrations: &'static [Migration],
 }
 
 /// One step of a [`Schema`].
-pub(crate) struct Migration {
+pub struct Migration {
     /// What it does, for the error if it fails ("create the tables").
-    pub(crate) action: &'static str,
+    pub action: &'static str,
     /// The SQL, run in the same transaction as the version bump, so a crash leaves the
     /// previous version intact.
-    pub(crate) sql: &'static str,
+    pub sql: &'static str,
 }
 
 impl Schema {
-    pub(crate) fn version(&self) -> i64 {
+    /// The schema's version: its number of migrations.
+    pub fn version(&self) -> i64 {
         i64::try_from(self.migrations.len()).unwrap_or(i64::MAX)
     }
 }
 
 /// Which file operation of [`open`] failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FileStep {
+pub enum FileStep {
     /// Creating the file.
     Create,
     /// Making its mode exactly 0600 after creation (the umask filters the create mode).
@@ -50,18 +52,28 @@ pub(crate) enum FileStep {
 
 /// Why [`open`] failed; each backend turns it into its own error with its own wording.
 #[derive(Debug)]
-pub(crate) enum OpenError {
+pub enum OpenError {
     /// A file operation failed.
     File(FileStep, std::io::Error),
     /// The file is accessible to group or others (`mode` is its permission bits, 0o7777).
-    Insecure { mode: u32 },
+    Insecure {
+        /// The file's permission bits.
+        mode: u32,
+    },
     /// SQLite failed while doing `action`.
     Db {
+        /// What was being done.
         action: &'static str,
+        /// SQLite's error.
         source: rusqlite::Error,
     },
     /// The file's schema is newer than this build's.
-    TooNew { found: i64, known: i64 },
+    TooNew {
+        /// The file's version.
+        found: i64,
+        /// The newest this build knows.
+        known: i64,
+    },
 }
 
 /// Opens the SQLite file at `path`, creating it (mode 0600) and its schema on first use,
@@ -69,7 +81,7 @@ pub(crate) enum OpenError {
 /// SQLite ended in (`wal` unless the file system refuses it; the caller decides whether
 /// that is fatal). A file accessible to group or others is refused: whoever can read it
 /// learns verifiers or agent keys, whoever can write it can approve agents.
-pub(crate) fn open(path: &Path, schema: &Schema) -> Result<(Connection, String), OpenError> {
+pub fn open(path: &Path, schema: &Schema) -> Result<(Connection, String), OpenError> {
     // Create the file ourselves, private from the first byte; SQLite would create it 0644.
     // SQLite gives its -wal and -shm files the database file's mode.
     match OpenOptions::new()

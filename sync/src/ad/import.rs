@@ -3,9 +3,9 @@
 //! search again while the DC says more changes are waiting. Memory is bounded by one page
 //! (the DC keeps each answer under the `max_bytes` we ask for), never by the directory.
 //!
-//! The pass returns the next cookie but stores nothing: the caller commits it only after the
-//! endpoint has acknowledged everything the pass produced, so a crash mid-pass repeats the
-//! pass instead of losing its changes.
+//! The pass stores nothing: the caller commits each page with the cookie it leads to (the
+//! connector space does both in one transaction), so a crash mid-pass resumes after the
+//! last committed page instead of losing or repeating changes.
 
 use std::fmt;
 use std::time::Duration;
@@ -77,14 +77,16 @@ impl<E: fmt::Display> fmt::Display for ImportError<E> {
 impl<E: fmt::Debug + fmt::Display> std::error::Error for ImportError<E> {}
 
 /// Runs one pass from `cookie`, calling `on_page` with each answer's entries (each checked
-/// on its own: one malformed entry does not stop the others).
+/// on its own: one malformed entry does not stop the others) and the cookie that answer
+/// leads to — a valid resume point, so the caller can commit the page and its cookie
+/// together (the connector space does).
 pub async fn pass<E>(
     ldap: &mut Ldap,
     base_dn: &str,
     attributes: &[String],
     cookie: Cookie,
     timeout: Duration,
-    mut on_page: impl FnMut(Vec<Result<Entry, EntryError>>) -> Result<(), E>,
+    mut on_page: impl FnMut(Vec<Result<Entry, EntryError>>, &Cookie) -> Result<(), E>,
 ) -> Result<Pass, ImportError<E>> {
     let mut out = Pass {
         cookie,
@@ -126,7 +128,7 @@ pub async fn pass<E>(
             .into_iter()
             .map(|e| Entry::from_search(&SearchEntry::construct(e)))
             .collect();
-        on_page(page).map_err(ImportError::Handler)?;
+        on_page(page, &response.cookie).map_err(ImportError::Handler)?;
         let advanced = response.cookie != out.cookie;
         out.cookie = response.cookie;
         if !response.more {

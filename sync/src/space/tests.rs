@@ -1,0 +1,191 @@
+use super::*;
+
+struct Dir(std::path::PathBuf);
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn dir(tag: &str) -> Dir {
+    let d = std::env::temp_dir().join(format!("causeway-space-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("dir");
+    Dir(d)
+}
+
+fn g(n: u8) -> Guid {
+    Guid::from_bytes(&[n; 16]).expect("16 bytes")
+}
+
+fn vals(v: &[&str]) -> Values {
+    Values {
+        values: v.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        ..Values::default()
+    }
+}
+
+fn entry(n: u8, dn: &str, attrs: &[(&str, Values)], deleted: bool) -> Entry {
+    Entry {
+        guid: g(n),
+        sid: None,
+        dn: dn.into(),
+        deleted,
+        attrs: attrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    }
+}
+
+fn cookie(b: &[u8]) -> Cookie {
+    Cookie::new(b.to_vec()).expect("short")
+}
+
+#[test]
+fn a_delta_merges_into_the_whole_object_with_its_cookie() {
+    let d = dir("merge");
+    let path = d.0.join("space.sqlite");
+    let s = ConnectorSpace::open(&path).expect("open");
+    assert!(s.cookie("corp").expect("cookie").is_empty());
+    let full = [
+        entry(
+            1,
+            "CN=alice,DC=corp",
+            &[
+                ("displayname", vals(&["Alice"])),
+                ("description", vals(&["old"])),
+            ],
+            false,
+        ),
+        entry(
+            2,
+            "CN=g,DC=corp",
+            &[("member", vals(&["CN=alice,DC=corp"]))],
+            false,
+        ),
+    ];
+    assert_eq!(
+        s.merge_page("corp", &full, &cookie(b"c1")).expect("merge"),
+        Merged {
+            added: 2,
+            changed: 0,
+            deleted: 0
+        }
+    );
+    // A delta: description changed, displayName untouched, a member added and one removed,
+    // alice renamed.
+    let mut member = Values::default();
+    member.added = vec![b"CN=bob,DC=corp".to_vec()];
+    member.removed = vec![b"CN=alice,DC=corp".to_vec()];
+    let delta = [
+        entry(
+            1,
+            "CN=alice2,DC=corp",
+            &[("description", vals(&["new"]))],
+            false,
+        ),
+        entry(2, "CN=g,DC=corp", &[("member", member)], false),
+    ];
+    assert_eq!(
+        s.merge_page("corp", &delta, &cookie(b"c2")).expect("merge"),
+        Merged {
+            added: 0,
+            changed: 2,
+            deleted: 0
+        }
+    );
+    drop(s);
+    // What a restart sees is exactly what was committed.
+    let s = ConnectorSpace::open(&path).expect("reopen");
+    assert_eq!(s.cookie("corp").expect("cookie").as_bytes(), b"c2");
+    let a = s.object("corp", &g(1)).expect("read").expect("held");
+    assert_eq!(
+        a.dn, "CN=alice2,DC=corp",
+        "the anchor keeps the object across a rename"
+    );
+    assert_eq!(
+        a.attrs["displayname"],
+        vals(&["Alice"]),
+        "untouched attributes stay"
+    );
+    assert_eq!(a.attrs["description"], vals(&["new"]));
+    let grp = s.object("corp", &g(2)).expect("read").expect("held");
+    assert_eq!(grp.attrs["member"], vals(&["CN=bob,DC=corp"]));
+    assert_eq!(s.len("corp").expect("len"), 2);
+    assert!(
+        s.is_empty("other").expect("len"),
+        "connectors are kept apart"
+    );
+}
+
+#[test]
+fn cleared_attributes_tombstones_and_reanimation() {
+    let d = dir("tomb");
+    let s = ConnectorSpace::open(&d.0.join("space.sqlite")).expect("open");
+    s.merge_page(
+        "c",
+        &[entry(1, "CN=a,DC=x", &[("mail", vals(&["a@x"]))], false)],
+        &cookie(b"1"),
+    )
+    .expect("merge");
+    let m = s
+        .merge_page(
+            "c",
+            &[entry(
+                1,
+                "CN=a\\0ADEL:x,CN=Deleted Objects,DC=x",
+                &[("mail", Values::default())],
+                true,
+            )],
+            &cookie(b"2"),
+        )
+        .expect("merge");
+    assert_eq!(
+        m,
+        Merged {
+            added: 0,
+            changed: 0,
+            deleted: 1
+        }
+    );
+    let a = s.object("c", &g(1)).expect("read").expect("held");
+    assert!(
+        a.deleted && !a.attrs.contains_key("mail"),
+        "a value-less attribute was cleared"
+    );
+    // The same anchor comes back (reanimated): the same object, changed.
+    let m = s
+        .merge_page("c", &[entry(1, "CN=a,DC=x", &[], false)], &cookie(b"3"))
+        .expect("merge");
+    assert_eq!(
+        m,
+        Merged {
+            added: 0,
+            changed: 1,
+            deleted: 0
+        }
+    );
+    // A tombstone of an object never held is not a deletion.
+    let m = s
+        .merge_page(
+            "c",
+            &[entry(9, "CN=z\\0ADEL:z,CN=Deleted Objects,DC=x", &[], true)],
+            &cookie(b"4"),
+        )
+        .expect("merge");
+    assert_eq!(m, Merged::default());
+}
+
+#[test]
+fn the_file_is_private_and_a_loose_one_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dir("perm");
+    let path = d.0.join("space.sqlite");
+    drop(ConnectorSpace::open(&path).expect("open"));
+    let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let e = ConnectorSpace::open(&path).expect_err("loose");
+    assert!(e.to_string().contains("mode 644"), "{e}");
+}
