@@ -75,9 +75,11 @@ fn a_delta_merges_into_the_whole_object_with_its_cookie() {
     );
     // A delta: description changed, displayName untouched, a member added and one removed,
     // alice renamed.
-    let mut member = Values::default();
-    member.added = vec![b"CN=bob,DC=corp".to_vec()];
-    member.removed = vec![b"CN=alice,DC=corp".to_vec()];
+    let member = Values {
+        added: vec![b"CN=bob,DC=corp".to_vec()],
+        removed: vec![b"CN=alice,DC=corp".to_vec()],
+        ..Values::default()
+    };
     let delta = [
         entry(
             1,
