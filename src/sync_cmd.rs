@@ -1,12 +1,20 @@
 //! `causeway sync …`: the directory sync job's commands. Today `check`, which validates a
-//! sync configuration and tries each connector's directory as the sync account; the run
-//! itself (import, export to the endpoint, password hash sync) is built in the sync issues.
+//! sync configuration and tries each connector's directory as the sync account, and
+//! `import`, the first stage of a run: each AD connector's changes into the sync host's
+//! connector space. Export to the endpoint and password hash sync come in the sync issues.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::io::IsTerminal;
+
 use causeway_sync::check::check_connector;
 use causeway_sync::config::SyncConfig;
+use causeway_sync::run;
+use causeway_sync::space::ConnectorSpace;
+
+/// The connector space's file in the state directory.
+const SPACE_FILE: &str = "connector-space.sqlite";
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum SyncCommand {
@@ -29,11 +37,29 @@ pub(crate) enum SyncCommand {
         #[arg(long)]
         offline: bool,
     },
+    /// Import each AD connector's changes into the sync host's connector space
+    /// (STATE_DIR/connector-space.sqlite): a full import the first time, DirSync deltas
+    /// from the stored cookie afterwards. Safe to interrupt: every page is committed with
+    /// the cookie it leads to, and the next run resumes there. Nothing is exported yet.
+    ///
+    /// Examples:
+    ///   causeway sync import -c /etc/causeway/sync.toml
+    ///   causeway sync import -c sync.toml --connector corp
+    #[command(verbatim_doc_comment)]
+    Import {
+        /// The configuration file (see sync.example.toml).
+        #[arg(short, long, env = "CAUSEWAY_SYNC_CONFIG")]
+        config: PathBuf,
+        /// Only this connector (by its name in the file).
+        #[arg(long)]
+        connector: Option<String>,
+    },
 }
 
 pub(crate) fn run(cmd: SyncCommand) -> ExitCode {
     match cmd {
         SyncCommand::Check { config, offline } => check(config, offline),
+        SyncCommand::Import { config, connector } => import(config, connector),
     }
 }
 
@@ -70,6 +96,83 @@ fn check(path: PathBuf, offline: bool) -> ExitCode {
         let report = rt.block_on(check_connector(c));
         ok &= report.ok();
         print!("{report}");
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+#[allow(clippy::print_stdout)] // the report is the command's output
+fn import(path: PathBuf, only: Option<String>) -> ExitCode {
+    let fail = |m: String| {
+        eprintln!("causeway sync import: {m}");
+        ExitCode::FAILURE
+    };
+    let cfg = match SyncConfig::load(&path) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let connectors: Vec<_> = cfg
+        .connectors
+        .iter()
+        .filter(|c| only.as_deref().is_none_or(|n| n == c.name))
+        .collect();
+    if connectors.is_empty() {
+        return fail(format!(
+            "no connector named {:?} in {}",
+            only.unwrap_or_default(),
+            path.display()
+        ));
+    }
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        if let Err(e) = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&cfg.state_dir)
+        {
+            return fail(format!("state_dir {}: {e}", cfg.state_dir.display()));
+        }
+    }
+    let space = match ConnectorSpace::open(&cfg.state_dir.join(SPACE_FILE)) {
+        Ok(s) => s,
+        Err(e) => return fail(e.to_string()),
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail(e.to_string()),
+    };
+    let tty = std::io::stderr().is_terminal();
+    let mut ok = true;
+    for c in connectors {
+        let r = rt.block_on(run::import(c, &space, |n| {
+            if tty {
+                eprint!("\r{}: {n} entries read", c.name);
+            }
+        }));
+        if tty {
+            eprintln!();
+        }
+        match r {
+            Ok(report) => {
+                println!("{}: {report}", c.name);
+                for e in report.errors.iter().take(20) {
+                    println!("  unreadable: {e}");
+                }
+                if report.errors.len() > 20 {
+                    println!(
+                        "  … and {} more unreadable entries",
+                        report.errors.len() - 20
+                    );
+                }
+            }
+            Err(e) => {
+                ok = false;
+                println!("{}: import stopped: {e}", c.name);
+            }
+        }
     }
     if ok {
         ExitCode::SUCCESS

@@ -211,3 +211,83 @@ fn a_bad_file_is_refused_with_its_line_before_anything_is_contacted() {
     );
     assert!(out.is_empty(), "{out}");
 }
+
+fn import(d: &Path) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_causeway"))
+        .args(["sync", "import", "--connector", "lab-ad", "-c"])
+        .arg(d.join("sync.toml"))
+        .output()
+        .expect("run causeway");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn import_is_a_full_pass_then_deltas_from_the_stored_cookie() {
+    let lab = lab();
+    let d = dir("import");
+    std::fs::write(
+        d.0.join("sync.toml"),
+        config(lab, lab.get("AD_SVC_SYNC_DN")),
+    )
+    .expect("write");
+    let pw = lab.get("AD_SVC_SYNC_PASSWORD");
+    private(&d.0.join("ad.pw"), &format!("{pw}\n"));
+
+    let (ok, out, err) = import(&d.0);
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.starts_with("lab-ad: full import: "), "{out}");
+    let added: u64 = out
+        .split(" entries in ")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("entry count");
+    assert!(
+        added >= 15,
+        "the lab domain has at least its 15 users: {out}"
+    );
+    assert!(out.contains(" 0 unreadable"), "{out}");
+    let space = d.0.join("state/connector-space.sqlite");
+    let mode = std::fs::metadata(&space)
+        .expect("space file")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "the connector space is private");
+    let state_mode = std::fs::metadata(d.0.join("state"))
+        .expect("state dir")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(state_mode, 0o700);
+
+    let (ok, out, err) = import(&d.0);
+    assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.starts_with("lab-ad: delta: "),
+        "the second run resumes from the cookie: {out}"
+    );
+    assert!(
+        !out.contains(pw) && !err.contains(pw),
+        "a password was printed"
+    );
+
+    // The OpenLDAP connector's import is not built: said so, not silently skipped.
+    let out = Command::new(env!("CARGO_BIN_EXE_causeway"))
+        .args(["sync", "import", "--connector", "lab-ldap", "-c"])
+        .arg(d.0.join("sync.toml"))
+        .env("CAUSEWAY_TEST_LDAP_SYNC_PW", lab.get("SLAPD_SYNC_PASSWORD"))
+        .output()
+        .expect("run causeway");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("lab-ldap: import stopped: the OpenLDAP connector's import is not built yet"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

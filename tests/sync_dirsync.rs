@@ -367,3 +367,47 @@ async fn the_connector_space_follows_the_directory_across_passes_and_restarts() 
     let _ = adm.unbind().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_cookie_the_dc_refuses_falls_back_to_a_full_import_and_says_so() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = lab();
+    let dir = std::env::temp_dir().join(format!("causeway-refused-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let pw = dir.join("ad.pw");
+    std::fs::write(&pw, lab.get("AD_SVC_SYNC_PASSWORD")).expect("write");
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let text = format!(
+        "[sync]\nstate_dir = \"state\"\nendpoints = [\"https://127.0.0.1\"]\n[[connector]]\nname = \"lab\"\nkind = \"ad\"\nservers = [\"{}\"]\nca_file = \"{}\"\nbind_dn = \"{}\"\nbind_password_file = \"ad.pw\"\nbase_dn = \"{}\"\n",
+        lab.get("AD_LDAPS_URL"),
+        lab.get("AD_CA_CERT"),
+        lab.get("AD_SVC_SYNC_DN"),
+        lab.get("AD_BASE_DN")
+    );
+    let cfg =
+        causeway_sync::config::SyncConfig::parse(&text, &dir.join("sync.toml")).expect("valid");
+    let space = ConnectorSpace::open(&dir.join("space.sqlite")).expect("open");
+    // As after a DC restore: the stored cookie is one the DC will not continue from.
+    space
+        .merge_page(
+            "lab",
+            &[],
+            &Cookie::new(b"not this DC's cookie".to_vec()).expect("short"),
+        )
+        .expect("watermark");
+    let report = causeway_sync::run::import(&cfg.connectors[0], &space, |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("import: {e}"));
+    assert!(report.cookie_refused && report.full, "{report}");
+    assert!(
+        report.to_string().contains("the stored cookie was refused"),
+        "{report}"
+    );
+    assert!(report.merged.added >= 15, "{report}");
+    assert_ne!(
+        space.cookie("lab").expect("cookie").as_bytes(),
+        b"not this DC's cookie"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,11 +10,12 @@
 //!   mapping an object's attributes to what the endpoint stores.
 //! - [`filter`]: a connector's LDAP filter, evaluated locally on whole objects.
 //! - [`scope`]: whether an object is in a connector's scope, and which rule decided.
+//! - [`space`]: the connector space, each object's whole attribute set with its cookie.
+//! - [`run`]: the import stage of a run (`causeway sync import`).
 //!
-//! Still to come (the sync issues): the connector space held on the sync host, the run
-//! planner (threshold, staging, dry-run), export to the endpoint's ingestion API with
-//! watermarks committed after acknowledgement, the OpenLDAP connector, and password hash
-//! sync over MS-DRSR.
+//! Still to come (the sync issues): the run planner (threshold, staging, dry-run), export
+//! to the endpoint's ingestion API with an export watermark committed after
+//! acknowledgement, the OpenLDAP connector, and password hash sync over MS-DRSR.
 #![forbid(unsafe_code)]
 
 pub mod ad;
@@ -22,5 +23,6 @@ pub mod check;
 pub mod config;
 pub mod connect;
 pub mod filter;
+pub mod run;
 pub mod scope;
 pub mod space;
