@@ -54,12 +54,30 @@ pub(crate) enum SyncCommand {
         #[arg(long)]
         connector: Option<String>,
     },
+    /// Show what the next run would export for each connector, from the connector space
+    /// (run `sync import` first): additions, updates with each attribute's before and
+    /// after, deletions with their reason, and whether the deletion threshold stops the
+    /// run. A dry run: nothing is exported or recorded.
+    ///
+    /// Examples:
+    ///   causeway sync plan -c /etc/causeway/sync.toml
+    ///   causeway sync plan -c sync.toml --connector corp
+    #[command(verbatim_doc_comment)]
+    Plan {
+        /// The configuration file (see sync.example.toml).
+        #[arg(short, long, env = "CAUSEWAY_SYNC_CONFIG")]
+        config: PathBuf,
+        /// Only this connector (by its name in the file).
+        #[arg(long)]
+        connector: Option<String>,
+    },
 }
 
 pub(crate) fn run(cmd: SyncCommand) -> ExitCode {
     match cmd {
         SyncCommand::Check { config, offline } => check(config, offline),
         SyncCommand::Import { config, connector } => import(config, connector),
+        SyncCommand::Plan { config, connector } => plan(config, connector),
     }
 }
 
@@ -179,4 +197,44 @@ fn import(path: PathBuf, only: Option<String>) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+#[allow(clippy::print_stdout)] // the plan is the command's output
+fn plan(path: PathBuf, only: Option<String>) -> ExitCode {
+    let fail = |m: String| {
+        eprintln!("causeway sync plan: {m}");
+        ExitCode::FAILURE
+    };
+    let cfg = match SyncConfig::load(&path) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let file = cfg.state_dir.join(SPACE_FILE);
+    if !file.exists() {
+        return fail(format!(
+            "{} does not exist yet: run `causeway sync import -c {}` first",
+            file.display(),
+            path.display()
+        ));
+    }
+    let space = match ConnectorSpace::open(&file) {
+        Ok(s) => s,
+        Err(e) => return fail(e.to_string()),
+    };
+    let mut found = false;
+    for c in cfg
+        .connectors
+        .iter()
+        .filter(|c| only.as_deref().is_none_or(|n| n == c.name))
+    {
+        found = true;
+        match causeway_sync::plan::plan(&space, c, cfg.delete_threshold) {
+            Ok(p) => print!("{}: {p}", c.name),
+            Err(e) => return fail(format!("{}: {e}", c.name)),
+        }
+    }
+    if !found {
+        return fail(format!("no connector named {:?}", only.unwrap_or_default()));
+    }
+    ExitCode::SUCCESS
 }

@@ -291,3 +291,50 @@ fn import_is_a_full_pass_then_deltas_from_the_stored_cookie() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn plan_shows_what_a_run_would_export_and_exports_nothing() {
+    let lab = lab();
+    let d = dir("plan");
+    let base = lab.get("AD_BASE_DN");
+    let text = config(lab, lab.get("AD_SVC_SYNC_DN")).replace(
+        &format!("base_dn = \"{base}\""),
+        &format!("include_ous = [\"OU=Staff,{base}\"]\nbase_dn = \"{base}\""),
+    );
+    assert!(text.contains("include_ous"));
+    std::fs::write(d.0.join("sync.toml"), text).expect("write");
+    private(
+        &d.0.join("ad.pw"),
+        &format!("{}\n", lab.get("AD_SVC_SYNC_PASSWORD")),
+    );
+    let plan = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_causeway"))
+            .args(["sync", "plan", "--connector", "lab-ad", "-c"])
+            .arg(d.0.join("sync.toml"))
+            .output()
+            .expect("run causeway");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = plan();
+    assert!(!ok && err.contains("run `causeway sync import"), "{err}");
+    let (ok, out, err) = import(&d.0);
+    assert!(ok, "{out}{err}");
+    let (ok, first, err) = plan();
+    assert!(ok, "{first}{err}");
+    // Only OU=Staff is in scope: olivia is, alice (CN=Users) is not.
+    assert!(
+        first.contains(&format!("+ user {}", lab.get("AD_OLIVIA_DN"))),
+        "{first}"
+    );
+    assert!(!first.contains(lab.get("AD_ALICE_DN")), "{first}");
+    assert!(first.starts_with("lab-ad: "), "{first}");
+    let (_, again, _) = plan();
+    assert_eq!(
+        first, again,
+        "a dry run records nothing: the same plan twice"
+    );
+}

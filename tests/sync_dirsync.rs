@@ -323,12 +323,18 @@ async fn the_connector_space_follows_the_directory_across_passes_and_restarts() 
         .object("lab", &group_guid)
         .expect("read")
         .expect("held");
+    let guid_ref = format!("<GUID={guid}>");
     assert!(
         group.attrs["member"]
             .values
             .iter()
-            .any(|m| m.eq_ignore_ascii_case(dn.as_bytes())),
-        "the incremental member value was added to the held list"
+            .any(|m| m.starts_with(guid_ref.as_bytes())),
+        "the incremental member value was added to the held list, naming the member by GUID: {:?}",
+        group.attrs["member"]
+            .values
+            .iter()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect::<Vec<_>>()
     );
 
     adm.modify(
@@ -357,10 +363,10 @@ async fn the_connector_space_follows_the_directory_across_passes_and_restarts() 
         .expect("read")
         .expect("held");
     assert!(
-        !group.attrs.get("member").is_some_and(|v| v
-            .values
-            .iter()
-            .any(|m| m.eq_ignore_ascii_case(dn.as_bytes()))),
+        !group
+            .attrs
+            .get("member")
+            .is_some_and(|v| v.values.iter().any(|m| m.starts_with(guid_ref.as_bytes()))),
         "the removed member value left the held list"
     );
     let _ = sync.unbind().await;

@@ -12,8 +12,9 @@
 //! - [`scope`]: whether an object is in a connector's scope, and which rule decided.
 //! - [`space`]: the connector space, each object's whole attribute set with its cookie.
 //! - [`run`]: the import stage of a run (`causeway sync import`).
+//! - [`plan`]: what a run would export, and the deletion threshold (`causeway sync plan`).
 //!
-//! Still to come (the sync issues): the run planner (threshold, staging, dry-run), export
+//! Still to come (the sync issues): staging mode and approval of a stopped run, export
 //! to the endpoint's ingestion API with an export watermark committed after
 //! acknowledgement, the OpenLDAP connector, and password hash sync over MS-DRSR.
 #![forbid(unsafe_code)]
@@ -23,6 +24,7 @@ pub mod check;
 pub mod config;
 pub mod connect;
 pub mod filter;
+pub mod plan;
 pub mod run;
 pub mod scope;
 pub mod space;

@@ -23,9 +23,10 @@ use crate::ad::dirsync::Cookie;
 use crate::ad::entry::{Entry, Guid, Values};
 
 const SCHEMA: Schema = Schema {
-    migrations: &[Migration {
-        action: "create the connector space",
-        sql: "CREATE TABLE objects (
+    migrations: &[
+        Migration {
+            action: "create the connector space",
+            sql: "CREATE TABLE objects (
                 connector TEXT NOT NULL,
                 guid BLOB NOT NULL,
                 dn TEXT NOT NULL,
@@ -37,7 +38,17 @@ const SCHEMA: Schema = Schema {
                 connector TEXT PRIMARY KEY,
                 cookie BLOB NOT NULL
               );",
-    }],
+        },
+        Migration {
+            action: "add the exported state",
+            sql: "CREATE TABLE exported (
+                connector TEXT NOT NULL,
+                anchor BLOB NOT NULL,
+                body TEXT NOT NULL,
+                PRIMARY KEY (connector, anchor)
+              ) WITHOUT ROWID;",
+        },
+    ],
 };
 
 /// Why the connector space could not be read or written. Nothing was changed by the call
@@ -220,6 +231,97 @@ impl ConnectorSpace {
             )
             .map(|n| n as u64)
             .map_err(db("count the objects"))
+    }
+
+    /// Every object the connector's copy holds, tombstones included. (The whole set is
+    /// read at once: planning resolves member and manager DNs against it. A streaming
+    /// planner with a DN index in the file is the step after, for directories past ~1 M
+    /// objects.)
+    pub fn objects(&self, connector: &str) -> Result<Vec<Held>, SpaceError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare("SELECT guid, dn, deleted, attrs FROM objects WHERE connector = ?1")
+            .map_err(db("read the objects"))?;
+        let rows = st
+            .query_map([connector], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, bool>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .map_err(db("read the objects"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (guid, dn, deleted, attrs) = row.map_err(db("read the objects"))?;
+            let guid = Guid::from_bytes(&guid).map_err(|detail| SpaceError {
+                action: "read the objects",
+                detail,
+            })?;
+            out.push(Held {
+                guid,
+                dn,
+                deleted,
+                attrs: decode(&attrs).map_err(|detail| SpaceError {
+                    action: "read the objects",
+                    detail: format!("{guid}: {detail}"),
+                })?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// What was last exported for the connector, by export anchor: each object's exported
+    /// form, as the planner wrote it.
+    pub fn exported(&self, connector: &str) -> Result<BTreeMap<Guid, String>, SpaceError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare("SELECT anchor, body FROM exported WHERE connector = ?1")
+            .map_err(db("read the exported state"))?;
+        let rows = st
+            .query_map([connector], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(db("read the exported state"))?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (anchor, body) = row.map_err(db("read the exported state"))?;
+            let anchor = Guid::from_bytes(&anchor).map_err(|detail| SpaceError {
+                action: "read the exported state",
+                detail,
+            })?;
+            out.insert(anchor, body);
+        }
+        Ok(out)
+    }
+
+    /// Records what the endpoint acknowledged, in one transaction: `Some(body)` is an
+    /// object's exported form now, `None` a deletion.
+    pub fn record_exported(
+        &self,
+        connector: &str,
+        acknowledged: &[(Guid, Option<String>)],
+    ) -> Result<(), SpaceError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db("start a transaction"))?;
+        for (anchor, body) in acknowledged {
+            match body {
+                Some(b) => tx.execute(
+                    "INSERT INTO exported (connector, anchor, body) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (connector, anchor) DO UPDATE SET body = ?3",
+                    params![connector, &anchor.as_bytes()[..], b],
+                ),
+                None => tx.execute(
+                    "DELETE FROM exported WHERE connector = ?1 AND anchor = ?2",
+                    params![connector, &anchor.as_bytes()[..]],
+                ),
+            }
+            .map_err(db("write the exported state"))?;
+        }
+        tx.commit().map_err(db("commit the exported state"))
     }
 
     /// Whether the connector's copy is empty.

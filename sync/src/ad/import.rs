@@ -20,6 +20,20 @@ use super::entry::{Entry, EntryError};
 pub const OBJECTS: &str =
     "(|(objectClass=user)(objectClass=group)(objectClass=contact)(objectClass=organizationalUnit))";
 
+/// `LDAP_SERVER_EXTENDED_DN_OID` with flag 1 (GUIDs as text): DN-valued attributes such as
+/// `member` and `manager` come as `<GUID=…>;<SID=…>;CN=…`, so a reference survives its
+/// target's rename or move (AD does not re-send the referring object then).
+pub const EXTENDED_DN_OID: &str = "1.2.840.113556.1.4.529";
+
+fn extended_dn() -> RawControl {
+    RawControl {
+        ctype: EXTENDED_DN_OID.to_owned(),
+        crit: false,
+        // SEQUENCE { INTEGER 1 }
+        val: Some(vec![0x30, 0x03, 0x02, 0x01, 0x01]),
+    }
+}
+
 /// The most bytes of attributes per answer: about a thousand ordinary users.
 pub const PAGE_BYTES: u32 = 1 << 20;
 
@@ -102,12 +116,8 @@ pub async fn pass<E>(
         };
         let (entries, res) = tokio::time::timeout(
             timeout,
-            ldap.with_controls(vec![RawControl::from(&req)]).search(
-                base_dn,
-                Scope::Subtree,
-                OBJECTS,
-                attrs.clone(),
-            ),
+            ldap.with_controls(vec![RawControl::from(&req), extended_dn()])
+                .search(base_dn, Scope::Subtree, OBJECTS, attrs.clone()),
         )
         .await
         .map_err(|_| ImportError::Timeout(timeout))?

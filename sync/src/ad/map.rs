@@ -204,6 +204,8 @@ pub struct Mapped {
     /// `ms-DS-ConsistencyGuid` when set, else `objectGUID`: it never changes on rename or
     /// move.
     pub anchor: Guid,
+    /// `objectGUID`, which other objects' references (`<GUID=…>`) name.
+    pub guid: Guid,
     /// The DN (for scoping, display and error messages).
     pub dn: String,
     /// The mapped fields that have a value.
@@ -324,6 +326,7 @@ pub fn map(
     Ok(Some(Mapped {
         kind,
         anchor,
+        guid,
         dn: dn.to_owned(),
         fields,
         enabled: uac & UAC_ACCOUNTDISABLE == 0,

@@ -1,0 +1,348 @@
+//! The run planner: from a connector's space to the changes a run would export. Each held
+//! object is mapped, scoped and given its references as anchors (`manager`, `member`), then
+//! compared with what was last exported: additions, updates with each attribute's before
+//! and after, and deletions (tombstones, objects that left scope, objects no longer held).
+//! The deletion threshold is decided here, before anything is exported: a plan over it is
+//! stopped and lists the objects it would delete.
+//!
+//! `causeway sync plan` prints a plan without exporting (the dry run); staging mode will
+//! keep computing plans without ever exporting them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ad::entry::Guid;
+use crate::ad::map::{self, Kind, MapError};
+use crate::config::{Connector, DeleteThreshold};
+use crate::scope::{self, Decision};
+use crate::space::{ConnectorSpace, SpaceError};
+
+/// An object as exported: flat attributes, references as anchors. Its JSON is what the
+/// connector space records as acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exported {
+    /// Its kind.
+    pub kind: String,
+    /// Its DN in the source (display and scoping; not an identity).
+    pub dn: String,
+    /// Attribute name → values (mapped fields, account state, references as anchors).
+    pub attrs: BTreeMap<String, Vec<String>>,
+}
+
+/// One change a run would export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A new object at the endpoint.
+    Add {
+        /// Its export anchor.
+        anchor: Guid,
+        /// What would be exported.
+        object: Exported,
+    },
+    /// An object whose exported form changed.
+    Update {
+        /// Its export anchor.
+        anchor: Guid,
+        /// What would be exported now.
+        object: Exported,
+        /// Each changed attribute: name, before, after.
+        diff: Vec<(String, Vec<String>, Vec<String>)>,
+    },
+    /// An object to delete at the endpoint (to its recycle bin).
+    Delete {
+        /// Its export anchor.
+        anchor: Guid,
+        /// What was exported last.
+        was: Exported,
+        /// Why: deleted in the source, out of scope (which rule), or no longer held.
+        why: String,
+    },
+}
+
+/// An object the planner could not map: it is left as last exported and reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanError {
+    /// The object's DN.
+    pub dn: String,
+    /// What is wrong.
+    pub error: MapError,
+}
+
+/// Whether a plan may be exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Within the deletion threshold.
+    Go,
+    /// Over it: nothing is exported until an administrator approves the run.
+    Stop {
+        /// Deletions the plan holds.
+        deletes: u64,
+        /// The limit they exceed, in words.
+        limit: String,
+    },
+}
+
+/// What a run would export for one connector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The changes, additions first, then updates, then deletions.
+    pub changes: Vec<Change>,
+    /// Objects left out because they could not be mapped.
+    pub errors: Vec<PlanError>,
+    /// How many objects were exported before this plan.
+    pub exported_before: u64,
+    /// The deletion threshold's verdict.
+    pub verdict: Verdict,
+}
+
+impl Plan {
+    /// Counts of additions, updates and deletions.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        self.changes.iter().fold((0, 0, 0), |(a, u, d), c| match c {
+            Change::Add { .. } => (a + 1, u, d),
+            Change::Update { .. } => (a, u + 1, d),
+            Change::Delete { .. } => (a, u, d + 1),
+        })
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (a, u, d) = self.counts();
+        writeln!(
+            f,
+            "{a} to add, {u} to update, {d} to delete ({} exported before), {} unmappable",
+            self.exported_before,
+            self.errors.len()
+        )?;
+        if let Verdict::Stop { deletes, limit } = &self.verdict {
+            writeln!(
+                f,
+                "STOPPED: {deletes} deletions exceed the deletion threshold ({limit}); nothing will be exported until the run is approved"
+            )?;
+        }
+        for c in &self.changes {
+            match c {
+                Change::Add { anchor, object } => {
+                    writeln!(f, "+ {} {} ({anchor})", object.kind, object.dn)?
+                }
+                Change::Update {
+                    anchor,
+                    object,
+                    diff,
+                } => {
+                    writeln!(f, "~ {} {} ({anchor})", object.kind, object.dn)?;
+                    for (name, before, after) in diff {
+                        writeln!(f, "    {name}: {before:?} -> {after:?}")?;
+                    }
+                }
+                Change::Delete { anchor, was, why } => {
+                    writeln!(f, "- {} {} ({anchor}): {why}", was.kind, was.dn)?
+                }
+            }
+        }
+        for e in &self.errors {
+            writeln!(f, "! {}: {}", e.dn, e.error)?;
+        }
+        Ok(())
+    }
+}
+
+/// Plans one connector's next export from its space.
+pub fn plan(
+    space: &ConnectorSpace,
+    c: &Connector,
+    threshold: DeleteThreshold,
+) -> Result<Plan, SpaceError> {
+    let held = space.objects(&c.name)?;
+    let before = space.exported(&c.name)?;
+    let mut mapped = Vec::with_capacity(held.len());
+    let mut errors = Vec::new();
+    let mut tombstones = std::collections::BTreeSet::new();
+    for h in &held {
+        if h.deleted {
+            tombstones.insert(h.guid);
+            continue;
+        }
+        match map::map(h.guid, &h.dn, &h.attrs, &c.mapping) {
+            Ok(Some(m)) => {
+                let decision = scope::decide(c, &h.dn, &h.attrs);
+                mapped.push((m, decision));
+            }
+            Ok(None) => {}
+            Err(error) => errors.push(PlanError {
+                dn: h.dn.clone(),
+                error,
+            }),
+        }
+    }
+    // References are DNs in the source; the endpoint knows objects by anchor, and only
+    // those in scope (a member out of scope is left out of the group).
+    let in_scope = || {
+        mapped
+            .iter()
+            .filter(|(_, d)| *d == Decision::In)
+            .map(|(m, _)| m)
+    };
+    let by_dn: HashMap<String, Guid> = in_scope()
+        .map(|m| (m.dn.to_ascii_lowercase(), m.anchor))
+        .collect();
+    let by_guid: HashMap<Guid, Guid> = in_scope().map(|m| (m.guid, m.anchor)).collect();
+    // A reference in AD's extended form (`<GUID=…>;CN=…`) is resolved by objectGUID, so
+    // it survives the target's rename or move (AD does not re-send the group then); a
+    // plain DN is resolved by DN.
+    let resolve = |r: &str| {
+        match r.strip_prefix("<GUID=").and_then(|t| t.split_once('>')) {
+            Some((g, _)) => Guid::parse(g).ok().and_then(|g| by_guid.get(&g)),
+            None => by_dn.get(&r.to_ascii_lowercase()),
+        }
+        .map(Guid::to_string)
+    };
+    let mut desired: BTreeMap<Guid, Exported> = BTreeMap::new();
+    let mut out_of_scope: BTreeMap<Guid, Decision> = BTreeMap::new();
+    for (m, decision) in mapped {
+        if decision != Decision::In {
+            out_of_scope.insert(m.anchor, decision);
+            continue;
+        }
+        let mut attrs: BTreeMap<String, Vec<String>> = m
+            .fields
+            .iter()
+            .map(|(f, v)| (f.config_name().to_owned(), v.clone()))
+            .collect();
+        if matches!(m.kind, Kind::User | Kind::Device) {
+            attrs.insert("enabled".into(), vec![m.enabled.to_string()]);
+            if let Some(t) = m.account_expires {
+                attrs.insert("account_expires".into(), vec![t.to_string()]);
+            }
+            if m.must_change_password {
+                attrs.insert("must_change_password".into(), vec!["true".into()]);
+            }
+        }
+        if let Some(a) = m.manager.as_deref().and_then(resolve) {
+            attrs.insert("manager".into(), vec![a]);
+        }
+        if m.kind == Kind::Group {
+            let mut members: Vec<String> = m.members.iter().filter_map(|d| resolve(d)).collect();
+            members.sort();
+            if !members.is_empty() {
+                attrs.insert("members".into(), members);
+            }
+        }
+        desired.insert(
+            m.anchor,
+            Exported {
+                kind: m.kind.as_str().to_owned(),
+                dn: m.dn,
+                attrs,
+            },
+        );
+    }
+
+    let mut adds = Vec::new();
+    let mut updates = Vec::new();
+    let mut deletes = Vec::new();
+    for (anchor, object) in &desired {
+        match before
+            .get(anchor)
+            .and_then(|b| serde_json::from_str::<Exported>(b).ok())
+        {
+            None => adds.push(Change::Add {
+                anchor: *anchor,
+                object: object.clone(),
+            }),
+            Some(was) if was == *object => {}
+            Some(was) => updates.push(Change::Update {
+                anchor: *anchor,
+                diff: diff(&was, object),
+                object: object.clone(),
+            }),
+        }
+    }
+    let unmappable: Vec<&str> = errors.iter().map(|e| e.dn.as_str()).collect();
+    for (anchor, body) in &before {
+        if desired.contains_key(anchor) {
+            continue;
+        }
+        let Ok(was) = serde_json::from_str::<Exported>(body) else {
+            continue;
+        };
+        // An object we cannot map now stays as it was exported: an error, not a deletion.
+        if unmappable.contains(&was.dn.as_str()) {
+            continue;
+        }
+        let why = match out_of_scope.get(anchor) {
+            Some(d) => d.to_string(),
+            None if tombstones.contains(anchor) => "deleted in the source".into(),
+            None => {
+                "no longer in the source (deleted, or no longer a kind that is imported)".into()
+            }
+        };
+        deletes.push(Change::Delete {
+            anchor: *anchor,
+            was,
+            why,
+        });
+    }
+    let n = deletes.len() as u64;
+    let exported_before = before.len() as u64;
+    let verdict = if threshold.count > 0 && n > u64::from(threshold.count) {
+        Verdict::Stop {
+            deletes: n,
+            limit: format!("delete_threshold = {}", threshold.count),
+        }
+    } else if threshold.percent > 0
+        && exported_before > 0
+        && n * 100 > u64::from(threshold.percent) * exported_before
+    {
+        Verdict::Stop {
+            deletes: n,
+            limit: format!(
+                "delete_threshold_percent = {} of {exported_before}",
+                threshold.percent
+            ),
+        }
+    } else {
+        Verdict::Go
+    };
+    let mut changes = adds;
+    changes.extend(updates);
+    changes.extend(deletes);
+    Ok(Plan {
+        changes,
+        errors,
+        exported_before,
+        verdict,
+    })
+}
+
+/// The attributes whose values differ, with before and after (the DN counts: a rename or
+/// move is an update of the same anchor).
+fn diff(was: &Exported, now: &Exported) -> Vec<(String, Vec<String>, Vec<String>)> {
+    let mut out = Vec::new();
+    if was.dn != now.dn {
+        out.push(("dn".into(), vec![was.dn.clone()], vec![now.dn.clone()]));
+    }
+    let names: std::collections::BTreeSet<&String> =
+        was.attrs.keys().chain(now.attrs.keys()).collect();
+    for n in names {
+        let (b, a) = (
+            was.attrs.get(n).cloned().unwrap_or_default(),
+            now.attrs.get(n).cloned().unwrap_or_default(),
+        );
+        if b != a {
+            out.push((n.clone(), b, a));
+        }
+    }
+    out
+}
+
+/// The exported form's JSON, as the connector space records it once acknowledged.
+pub fn body(object: &Exported) -> String {
+    serde_json::to_string(object).unwrap_or_else(|_| "{}".into())
+}
+
+#[cfg(test)]
+mod tests;
