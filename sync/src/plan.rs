@@ -14,7 +14,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::ad::entry::Guid;
-use crate::ad::map::{self, Kind, MapError};
+use crate::ad::map::{self, Field, Kind, MapError};
 use crate::config::{Connector, DeleteThreshold};
 use crate::scope::{self, Decision};
 use crate::space::{ConnectorSpace, SpaceError};
@@ -70,6 +70,24 @@ pub struct PlanError {
     pub error: MapError,
 }
 
+/// An object left out of the export because another in-scope object claims the same UPN
+/// or mail address. It clears by itself once the conflict is fixed in the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    /// The object left out.
+    pub dn: String,
+    /// Its anchor.
+    pub anchor: Guid,
+    /// The attribute both claim (`upn` or `mail`).
+    pub attribute: &'static str,
+    /// The value (lower-cased).
+    pub value: String,
+    /// The object that keeps the value.
+    pub holder_dn: String,
+    /// Its anchor.
+    pub holder_anchor: Guid,
+}
+
 /// Whether a plan may be exported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -91,6 +109,8 @@ pub struct Plan {
     pub changes: Vec<Change>,
     /// Objects left out because they could not be mapped.
     pub errors: Vec<PlanError>,
+    /// Objects left out because another object claims their UPN or mail.
+    pub quarantined: Vec<Quarantined>,
     /// How many objects were exported before this plan.
     pub exported_before: u64,
     /// The deletion threshold's verdict.
@@ -113,9 +133,10 @@ impl fmt::Display for Plan {
         let (a, u, d) = self.counts();
         writeln!(
             f,
-            "{a} to add, {u} to update, {d} to delete ({} exported before), {} unmappable",
+            "{a} to add, {u} to update, {d} to delete ({} exported before), {} unmappable, {} quarantined",
             self.exported_before,
-            self.errors.len()
+            self.errors.len(),
+            self.quarantined.len()
         )?;
         if let Verdict::Stop { deletes, limit } = &self.verdict {
             writeln!(
@@ -145,6 +166,13 @@ impl fmt::Display for Plan {
         }
         for e in &self.errors {
             writeln!(f, "! {}: {}", e.dn, e.error)?;
+        }
+        for q in &self.quarantined {
+            writeln!(
+                f,
+                "! quarantined {} ({}): {} {:?} is already claimed by {} ({})",
+                q.dn, q.anchor, q.attribute, q.value, q.holder_dn, q.holder_anchor
+            )?;
         }
         Ok(())
     }
@@ -178,6 +206,10 @@ pub fn plan(
             }),
         }
     }
+    if let Some(group) = &c.member_of {
+        scope_to_members(&mut mapped, group);
+    }
+    let quarantined = quarantine(&mut mapped, &before);
     // References are DNs in the source; the endpoint knows objects by anchor, and only
     // those in scope (a member out of scope is left out of the group).
     let in_scope = || {
@@ -261,7 +293,11 @@ pub fn plan(
             }),
         }
     }
-    let unmappable: Vec<&str> = errors.iter().map(|e| e.dn.as_str()).collect();
+    let unmappable: Vec<&str> = errors
+        .iter()
+        .map(|e| e.dn.as_str())
+        .chain(quarantined.iter().map(|q| q.dn.as_str()))
+        .collect();
     for (anchor, body) in &before {
         if desired.contains_key(anchor) {
             continue;
@@ -313,9 +349,116 @@ pub fn plan(
     Ok(Plan {
         changes,
         errors,
+        quarantined,
         exported_before,
         verdict,
     })
+}
+
+/// The objectGUID a reference names: AD's extended form by its GUID, a plain DN by the
+/// object that has it.
+fn ref_guid(r: &str, by_dn: &HashMap<String, Guid>) -> Option<Guid> {
+    match r.strip_prefix("<GUID=").and_then(|t| t.split_once('>')) {
+        Some((g, _)) => Guid::parse(g).ok(),
+        None => by_dn.get(&r.to_ascii_lowercase()).copied(),
+    }
+}
+
+/// `member_of`: objects that are not members of the group, directly or through nested
+/// groups, leave scope (the group itself stays). Nesting is followed breadth-first with a
+/// visited set, so a membership cycle ends.
+fn scope_to_members(mapped: &mut [(map::Mapped, Decision)], group: &str) {
+    let by_dn: HashMap<String, Guid> = mapped
+        .iter()
+        .map(|(m, _)| (m.dn.to_ascii_lowercase(), m.guid))
+        .collect();
+    let members_of: HashMap<Guid, Vec<Guid>> = mapped
+        .iter()
+        .filter(|(m, _)| m.kind == Kind::Group)
+        .map(|(m, _)| {
+            (
+                m.guid,
+                m.members
+                    .iter()
+                    .filter_map(|r| ref_guid(r, &by_dn))
+                    .collect(),
+            )
+        })
+        .collect();
+    let root = ref_guid(group, &by_dn);
+    let mut inside = std::collections::HashSet::new();
+    let mut queue: std::collections::VecDeque<Guid> = root.into_iter().collect();
+    while let Some(g) = queue.pop_front() {
+        if !inside.insert(g) {
+            continue;
+        }
+        if let Some(ms) = members_of.get(&g) {
+            queue.extend(ms.iter().copied());
+        }
+    }
+    for (m, d) in mapped.iter_mut() {
+        if *d == Decision::In && !inside.contains(&m.guid) {
+            *d = Decision::NotMember(group.to_owned());
+        }
+    }
+}
+
+/// Two in-scope objects that claim the same UPN or mail address: the one already exported
+/// with it keeps it (else the one whose anchor sorts first) and the other is quarantined —
+/// not exported, not deleted, reported with both objects — until the conflict is fixed;
+/// the next plan then exports it by itself.
+fn quarantine(
+    mapped: &mut [(map::Mapped, Decision)],
+    before: &BTreeMap<Guid, String>,
+) -> Vec<Quarantined> {
+    let exported_with = |anchor: &Guid, field: &str, value: &str| {
+        before
+            .get(anchor)
+            .and_then(|b| serde_json::from_str::<Exported>(b).ok())
+            .is_some_and(|e| {
+                e.attrs
+                    .get(field)
+                    .is_some_and(|v| v.iter().any(|x| x.eq_ignore_ascii_case(value)))
+            })
+    };
+    let mut out = Vec::new();
+    for field in [Field::Upn, Field::Mail] {
+        let mut claims: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, (m, d)) in mapped.iter().enumerate() {
+            if *d != Decision::In {
+                continue;
+            }
+            if let Some(v) = m.fields.get(&field).and_then(|v| v.first()) {
+                claims.entry(v.to_ascii_lowercase()).or_default().push(i);
+            }
+        }
+        for (value, mut who) in claims.into_iter().filter(|(_, w)| w.len() > 1) {
+            who.sort_by_key(|&i| {
+                let m = &mapped[i].0;
+                (
+                    !exported_with(&m.anchor, field.config_name(), &value),
+                    m.anchor,
+                )
+            });
+            let holder = who[0];
+            for &i in &who[1..] {
+                out.push(Quarantined {
+                    dn: mapped[i].0.dn.clone(),
+                    anchor: mapped[i].0.anchor,
+                    attribute: field.config_name(),
+                    value: value.clone(),
+                    holder_dn: mapped[holder].0.dn.clone(),
+                    holder_anchor: mapped[holder].0.anchor,
+                });
+            }
+        }
+    }
+    for q in &out {
+        if let Some((_, d)) = mapped.iter_mut().find(|(m, _)| m.anchor == q.anchor) {
+            *d = Decision::Quarantined;
+        }
+    }
+    out
 }
 
 /// The attributes whose values differ, with before and after (the DN counts: a rename or

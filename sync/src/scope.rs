@@ -3,8 +3,8 @@
 //! was in scope and no longer is becomes a deletion at the endpoint; the reason is kept so
 //! `causeway sync object` can say which rule decided.
 //!
-//! Group membership scoping (`member_of`) needs the group's resolved members, which the
-//! connector holds; it is applied there.
+//! Group membership scoping (`member_of`) needs the group's resolved members, which only
+//! the whole connector space has: the planner applies it ([`Decision::NotMember`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,6 +25,11 @@ pub enum Decision {
     Excluded(String),
     /// Does not match `filter`.
     Filtered,
+    /// Not a member, directly or through nested groups, of the `member_of` group.
+    NotMember(String),
+    /// In scope, but held back: another object claims its UPN or mail (see the plan's
+    /// quarantine list).
+    Quarantined,
 }
 
 impl fmt::Display for Decision {
@@ -35,6 +40,10 @@ impl fmt::Display for Decision {
             Self::NotIncluded => f.write_str("out of scope: under none of include_ous"),
             Self::Excluded(ou) => write!(f, "out of scope: under excluded {ou}"),
             Self::Filtered => f.write_str("out of scope: does not match filter"),
+            Self::NotMember(g) => write!(f, "out of scope: not a member (direct or nested) of {g}"),
+            Self::Quarantined => {
+                f.write_str("quarantined: its UPN or mail is claimed by another object")
+            }
         }
     }
 }

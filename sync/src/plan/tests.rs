@@ -278,3 +278,90 @@ fn leaving_scope_and_tombstones_are_deletions_and_the_threshold_stops_them() {
     .expect("plan");
     assert_eq!(pct.verdict, Verdict::Go, "exactly 30 % is allowed");
 }
+
+#[test]
+fn member_of_scoping_follows_nested_groups_and_survives_a_cycle() {
+    let (_d, space, c) = setup("memberof", "member_of = \"CN=cloud,DC=corp\"");
+    let r = |n: u8| format!("<GUID={}>;CN=x{n},DC=corp", g(n));
+    space
+        .merge_page(
+            "c",
+            &[
+                user(1, "CN=direct,DC=corp", "d@corp", "Sales"),
+                user(2, "CN=nested,DC=corp", "n@corp", "Sales"),
+                user(3, "CN=outsider,DC=corp", "o@corp", "Sales"),
+                group(10, "CN=cloud,DC=corp", &[&r(1), "CN=inner,DC=corp"]),
+                // inner contains nested and, in a cycle, cloud itself.
+                group(11, "CN=inner,DC=corp", &[&r(2), &r(10)]),
+            ],
+            &Cookie::default(),
+        )
+        .expect("merge");
+    let p = plan(&space, &c, NO_LIMIT).expect("plan");
+    let added: Vec<String> = p
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Add { object, .. } => Some(object.dn.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        added,
+        vec![
+            "CN=direct,DC=corp",
+            "CN=nested,DC=corp",
+            "CN=cloud,DC=corp",
+            "CN=inner,DC=corp"
+        ],
+        "{p}"
+    );
+}
+
+#[test]
+fn a_duplicate_upn_is_quarantined_naming_both_and_clears_by_itself() {
+    let (_d, space, c) = setup("dup", "");
+    space
+        .merge_page(
+            "c",
+            &[user(1, "CN=first,DC=corp", "same@corp", "Sales")],
+            &Cookie::default(),
+        )
+        .expect("merge");
+    let p = plan(&space, &c, NO_LIMIT).expect("plan");
+    acknowledge(&space, &p);
+    // A second object claims the same UPN (a different case): the exported one keeps it,
+    // even though the newcomer's anchor sorts first.
+    let mut second = user(0, "CN=second,DC=corp", "SAME@corp", "HR");
+    second.guid = g(0);
+    space
+        .merge_page("c", &[second], &Cookie::default())
+        .expect("merge");
+    let p = plan(&space, &c, NO_LIMIT).expect("plan");
+    assert_eq!(
+        p.counts(),
+        (0, 0, 0),
+        "nothing exported for the newcomer, nothing deleted: {p}"
+    );
+    assert_eq!(p.quarantined.len(), 1, "{p}");
+    let q = &p.quarantined[0];
+    assert_eq!(
+        (q.dn.as_str(), q.holder_dn.as_str(), q.attribute),
+        ("CN=second,DC=corp", "CN=first,DC=corp", "upn")
+    );
+    assert!(
+        p.to_string().contains("! quarantined CN=second,DC=corp (00000000-0000-0000-0000-000000000000): upn \"same@corp\" is already claimed by CN=first,DC=corp"),
+        "{p}"
+    );
+    // Fixed in the source: the newcomer gets its own UPN and is exported by itself.
+    space
+        .merge_page(
+            "c",
+            &[user(0, "CN=second,DC=corp", "second@corp", "HR")],
+            &Cookie::default(),
+        )
+        .expect("merge");
+    let p = plan(&space, &c, NO_LIMIT).expect("plan");
+    assert!(p.quarantined.is_empty(), "{p}");
+    assert_eq!(p.counts(), (1, 0, 0), "{p}");
+}
