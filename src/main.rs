@@ -53,8 +53,9 @@ enum Command {
     /// Register or run the on-premises agent that checks passwords against AD.
     #[command(subcommand)]
     Agent(agent_cmd::AgentCommand),
-    /// Import users and groups from AD and synchronise password-hash verifiers (today:
-    /// `sync check`, which validates a configuration against the directories).
+    /// Import users and groups from AD and synchronise password-hash verifiers. Today:
+    /// `check` a configuration against the directories, `import` into the sync host's
+    /// connector space, and `plan` (the dry run); export to the endpoint comes next.
     #[command(subcommand)]
     Sync(sync_cmd::SyncCommand),
     /// Manage Causeway's CA: enrollment tokens, agents (list, approve, revoke).
