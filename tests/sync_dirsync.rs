@@ -70,6 +70,24 @@ async fn pass(ldap: &mut Ldap, base: &str, cookie: Cookie) -> (Vec<Entry>, Cooki
     (out, p.cookie)
 }
 
+/// Adds a contact as the administrator (deleting a leftover of an earlier run first) and
+/// returns its objectGUID.
+async fn add_contact(adm: &mut Ldap, dn: &str, display: &str) -> Guid {
+    let _ = adm.delete(dn).await;
+    adm.add(
+        dn,
+        vec![
+            ("objectClass", HashSet::from(["contact"])),
+            ("displayName", HashSet::from([display])),
+        ],
+    )
+    .await
+    .expect("add round trip")
+    .success()
+    .expect("contact added");
+    object_guid(adm, dn).await
+}
+
 async fn object_guid(ldap: &mut Ldap, dn: &str) -> Guid {
     let (entries, _) = ldap
         .search(dn, Scope::Base, "(objectClass=*)", vec!["objectGUID"])
@@ -94,18 +112,7 @@ async fn dirsync_sees_an_add_a_change_and_a_delete_with_one_anchor() {
     let (_, cookie) = pass(&mut sync, base, Cookie::default()).await;
     assert!(!cookie.is_empty(), "a full pass ends with a cookie");
 
-    adm.add(
-        &dn,
-        vec![
-            ("objectClass", HashSet::from(["contact"])),
-            ("displayName", HashSet::from(["Sync Probe"])),
-        ],
-    )
-    .await
-    .expect("add round trip")
-    .success()
-    .expect("contact added");
-    let guid = object_guid(&mut adm, &dn).await;
+    let guid = add_contact(&mut adm, &dn, "Sync Probe").await;
 
     let (added, cookie) = pass(&mut sync, base, cookie).await;
     let e = added
@@ -252,18 +259,7 @@ async fn the_connector_space_follows_the_directory_across_passes_and_restarts() 
     let dn = format!("CN={name},CN=Users,{base}");
     let mut adm = admin(lab).await;
     let _ = adm.delete(&dn).await;
-    adm.add(
-        &dn,
-        vec![
-            ("objectClass", HashSet::from(["contact"])),
-            ("displayName", HashSet::from(["Space Probe"])),
-        ],
-    )
-    .await
-    .expect("add round trip")
-    .success()
-    .expect("contact added");
-    let guid = object_guid(&mut adm, &dn).await;
+    let guid = add_contact(&mut adm, &dn, "Space Probe").await;
     let group_guid = object_guid(&mut adm, lab.get("AD_GROUP_DN")).await;
 
     let mut sync = as_svc_sync(lab).await;
