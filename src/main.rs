@@ -55,7 +55,8 @@ enum Command {
     Agent(agent_cmd::AgentCommand),
     /// Import users and groups from AD and synchronise password-hash verifiers. Today:
     /// `check` a configuration against the directories, `import` into the sync host's
-    /// connector space, and `plan` (the dry run); export to the endpoint comes next.
+    /// connector space, `plan` (the dry run) and `object` (one object on demand); export
+    /// to the endpoint comes next.
     #[command(subcommand)]
     Sync(sync_cmd::SyncCommand),
     /// Manage Causeway's CA: enrollment tokens, agents (list, approve, revoke).

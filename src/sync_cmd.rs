@@ -71,6 +71,25 @@ pub(crate) enum SyncCommand {
         #[arg(long)]
         connector: Option<String>,
     },
+    /// Sync one object now and print what each step decided: read it from the directory
+    /// (by DN, objectGUID or userPrincipalName), put its whole current copy in the
+    /// connector space, map it, scope it, and plan its change.
+    ///
+    /// Examples:
+    ///   causeway sync object -c sync.toml alice@corp.example.com
+    ///   causeway sync object -c sync.toml "CN=alice,OU=Staff,DC=corp,DC=example,DC=com"
+    ///   causeway sync object -c sync.toml 2f6a4c1e-93b0-4f7d-9d2e-5b8f1c0a7e11 --connector corp
+    #[command(verbatim_doc_comment)]
+    Object {
+        /// The configuration file (see sync.example.toml).
+        #[arg(short, long, env = "CAUSEWAY_SYNC_CONFIG")]
+        config: PathBuf,
+        /// The connector to read it from (default: the only one, or the first AD one).
+        #[arg(long)]
+        connector: Option<String>,
+        /// A DN, an objectGUID or a userPrincipalName.
+        target: String,
+    },
 }
 
 pub(crate) fn run(cmd: SyncCommand) -> ExitCode {
@@ -78,6 +97,11 @@ pub(crate) fn run(cmd: SyncCommand) -> ExitCode {
         SyncCommand::Check { config, offline } => check(config, offline),
         SyncCommand::Import { config, connector } => import(config, connector),
         SyncCommand::Plan { config, connector } => plan(config, connector),
+        SyncCommand::Object {
+            config,
+            connector,
+            target,
+        } => object(config, connector, target),
     }
 }
 
@@ -237,4 +261,55 @@ fn plan(path: PathBuf, only: Option<String>) -> ExitCode {
         return fail(format!("no connector named {:?}", only.unwrap_or_default()));
     }
     ExitCode::SUCCESS
+}
+
+#[allow(clippy::print_stdout)] // the report is the command's output
+fn object(path: PathBuf, only: Option<String>, target: String) -> ExitCode {
+    let fail = |m: String| {
+        eprintln!("causeway sync object: {m}");
+        ExitCode::FAILURE
+    };
+    let cfg = match SyncConfig::load(&path) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let c = match &only {
+        Some(n) => cfg.connectors.iter().find(|c| c.name == *n),
+        None => cfg
+            .connectors
+            .iter()
+            .find(|c| c.kind == causeway_sync::config::ConnectorKind::ActiveDirectory),
+    };
+    let Some(c) = c else {
+        return fail(format!(
+            "no connector {:?} in {}",
+            only.unwrap_or_default(),
+            path.display()
+        ));
+    };
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        if let Err(e) = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&cfg.state_dir)
+        {
+            return fail(format!("state_dir {}: {e}", cfg.state_dir.display()));
+        }
+    }
+    let space = match ConnectorSpace::open(&cfg.state_dir.join(SPACE_FILE)) {
+        Ok(s) => s,
+        Err(e) => return fail(e.to_string()),
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail(e.to_string()),
+    };
+    match rt.block_on(run::one_object(c, &space, cfg.delete_threshold, &target)) {
+        Ok(r) => {
+            print!("{r}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("{}: {e}", c.name)),
+    }
 }

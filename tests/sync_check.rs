@@ -338,3 +338,77 @@ fn plan_shows_what_a_run_would_export_and_exports_nothing() {
         "a dry run records nothing: the same plan twice"
     );
 }
+
+fn object(d: &Path, target: &str) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_causeway"))
+        .args(["sync", "object", "--connector", "lab-ad", "-c"])
+        .arg(d.join("sync.toml"))
+        .arg(target)
+        .output()
+        .expect("run causeway");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn one_object_on_demand_says_what_each_step_decided() {
+    let lab = lab();
+    let d = dir("object");
+    let base = lab.get("AD_BASE_DN");
+    let text = config(lab, lab.get("AD_SVC_SYNC_DN")).replace(
+        &format!("base_dn = \"{base}\""),
+        &format!("include_ous = [\"OU=Staff,{base}\"]\nbase_dn = \"{base}\""),
+    );
+    std::fs::write(d.0.join("sync.toml"), text).expect("write");
+    private(
+        &d.0.join("ad.pw"),
+        &format!("{}\n", lab.get("AD_SVC_SYNC_PASSWORD")),
+    );
+
+    // By UPN: in scope, a new user to add, with its mapped fields.
+    let (ok, out, err) = object(&d.0, lab.get("AD_OLIVIA_UPN"));
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.starts_with(&format!("object {} (objectGUID ", lab.get("AD_OLIVIA_DN"))),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("upn [\"{}\"]", lab.get("AD_OLIVIA_UPN"))),
+        "{out}"
+    );
+    assert!(
+        out.contains("  scope: in scope\n") && out.contains("  plan: add\n"),
+        "{out}"
+    );
+    assert!(out.contains("export: not built yet"), "{out}");
+
+    // By DN: out of scope, and says which rule.
+    let (ok, out, _) = object(&d.0, lab.get("AD_ALICE_DN"));
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("  scope: out of scope: under none of include_ous"),
+        "{out}"
+    );
+
+    // By objectGUID (the text form `object` itself printed).
+    let guid = out
+        .split("(objectGUID ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .expect("guid")
+        .to_owned();
+    let (ok, again, _) = object(&d.0, &guid);
+    assert!(ok, "{again}");
+    assert!(
+        again.starts_with(&format!("object {}", lab.get("AD_ALICE_DN"))),
+        "{again}"
+    );
+
+    // Nothing that matches: said so, with what can be given.
+    let (ok, _, err) = object(&d.0, "nobody-at-all@lab.causeway.test");
+    assert!(!ok);
+    assert!(err.contains("no single object matches"), "{err}");
+}

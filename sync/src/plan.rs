@@ -111,6 +111,9 @@ pub struct Plan {
     pub errors: Vec<PlanError>,
     /// Objects left out because another object claims their UPN or mail.
     pub quarantined: Vec<Quarantined>,
+    /// The scope decision for each mapped object, by export anchor (what
+    /// `causeway sync object` shows).
+    pub decisions: BTreeMap<Guid, Decision>,
     /// How many objects were exported before this plan.
     pub exported_before: u64,
     /// The deletion threshold's verdict.
@@ -210,6 +213,8 @@ pub fn plan(
         scope_to_members(&mut mapped, group);
     }
     let quarantined = quarantine(&mut mapped, &before);
+    let decisions: BTreeMap<Guid, Decision> =
+        mapped.iter().map(|(m, d)| (m.anchor, d.clone())).collect();
     // References are DNs in the source; the endpoint knows objects by anchor, and only
     // those in scope (a member out of scope is left out of the group).
     let in_scope = || {
@@ -350,6 +355,7 @@ pub fn plan(
         changes,
         errors,
         quarantined,
+        decisions,
         exported_before,
         verdict,
     })

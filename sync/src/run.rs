@@ -68,6 +68,10 @@ pub enum RunError {
     Import(ImportError<SpaceError>),
     /// The connector space failed.
     Space(SpaceError),
+    /// On-demand sync found no object (or more than one) for what was asked.
+    NotFound(String),
+    /// The object read is malformed.
+    Entry(EntryError),
 }
 
 impl fmt::Display for RunError {
@@ -77,6 +81,11 @@ impl fmt::Display for RunError {
             Self::Connect(e) => e.fmt(f),
             Self::Import(e) => e.fmt(f),
             Self::Space(e) => e.fmt(f),
+            Self::NotFound(t) => write!(
+                f,
+                "no single object matches {t:?} (give a DN, an objectGUID or a userPrincipalName)"
+            ),
+            Self::Entry(e) => e.fmt(f),
         }
     }
 }
@@ -150,4 +159,167 @@ pub async fn import(
     let _ = session.ldap.unbind().await;
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// What on-demand sync of one object found at each step.
+#[derive(Debug, Clone)]
+pub struct ObjectReport {
+    /// The object as read now (its whole attribute set).
+    pub entry: crate::ad::entry::Entry,
+    /// The server it was read from.
+    pub server: String,
+    /// What mapping made of it (`None`: not a kind that is imported).
+    pub mapped: Option<crate::ad::map::Mapped>,
+    /// The scope decision.
+    pub scope: crate::scope::Decision,
+    /// The plan's change for it, if any (`None`: the endpoint is up to date with it).
+    pub change: Option<crate::plan::Change>,
+    /// If it is quarantined, why.
+    pub quarantined: Option<crate::plan::Quarantined>,
+}
+
+impl fmt::Display for ObjectReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::plan::Change;
+        writeln!(
+            f,
+            "object {} (objectGUID {})",
+            self.entry.dn, self.entry.guid
+        )?;
+        writeln!(
+            f,
+            "  import: read from {} ({} attributes){}",
+            self.server,
+            self.entry.attrs.len(),
+            if self.entry.deleted {
+                ", a tombstone"
+            } else {
+                ""
+            }
+        )?;
+        match &self.mapped {
+            None => writeln!(
+                f,
+                "  map: not a kind that is imported (user, group, contact, computer, OU)"
+            )?,
+            Some(m) => {
+                write!(f, "  map: {} anchored on {}", m.kind, m.anchor)?;
+                for (field, v) in &m.fields {
+                    write!(f, ", {} {:?}", field.config_name(), v)?;
+                }
+                writeln!(f, ", enabled {}", m.enabled)?;
+            }
+        }
+        writeln!(f, "  scope: {}", self.scope)?;
+        match (&self.quarantined, &self.change) {
+            (Some(q), _) => writeln!(
+                f,
+                "  plan: quarantined: {} {:?} is already claimed by {} ({})",
+                q.attribute, q.value, q.holder_dn, q.holder_anchor
+            )?,
+            (None, None) => writeln!(f, "  plan: nothing to change")?,
+            (None, Some(Change::Add { .. })) => writeln!(f, "  plan: add")?,
+            (None, Some(Change::Update { diff, .. })) => {
+                writeln!(f, "  plan: update")?;
+                for (name, before, after) in diff {
+                    writeln!(f, "    {name}: {before:?} -> {after:?}")?;
+                }
+            }
+            (None, Some(Change::Delete { why, .. })) => writeln!(f, "  plan: delete ({why})")?,
+        }
+        writeln!(
+            f,
+            "  export: not built yet (nothing was sent to the endpoint)"
+        )
+    }
+}
+
+/// On-demand sync of one object: reads it now (by DN, by objectGUID, or by UPN), puts its
+/// whole current copy in the connector space, and says what each step decides.
+pub async fn one_object(
+    c: &Connector,
+    space: &ConnectorSpace,
+    threshold: crate::config::DeleteThreshold,
+    target: &str,
+) -> Result<ObjectReport, RunError> {
+    use ldap3::{Scope, SearchEntry};
+    if c.kind == ConnectorKind::OpenLdap {
+        return Err(RunError::NotBuilt("on-demand sync for OpenLDAP"));
+    }
+    let mut session = connect(c).await.map_err(RunError::Connect)?;
+    let attrs = Mapping::attributes(&c.mapping);
+    let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
+    let (base, scope, filter) = if crate::ad::entry::Guid::parse(target).is_ok() {
+        (
+            format!("<GUID={target}>"),
+            Scope::Base,
+            "(objectClass=*)".to_owned(),
+        )
+    } else if target.contains('=') {
+        (target.to_owned(), Scope::Base, "(objectClass=*)".to_owned())
+    } else {
+        (
+            c.base_dn.clone(),
+            Scope::Subtree,
+            format!("(userPrincipalName={})", ldap3::ldap_escape(target)),
+        )
+    };
+    let found = tokio::time::timeout(
+        c.timeout,
+        session
+            .ldap
+            .with_controls(vec![import::extended_dn()])
+            .search(&base, scope, &filter, attrs),
+    )
+    .await
+    .map_err(|_| RunError::Import(ImportError::Timeout(c.timeout)))?
+    .map_err(|e| RunError::Import(ImportError::Ldap(e.to_string())))?;
+    let ldap3::SearchResult(entries, res) = found;
+    if res.rc != 0 && res.rc != 32 {
+        return Err(RunError::Import(ImportError::Refused {
+            rc: res.rc,
+            text: res.text,
+        }));
+    }
+    let mut entries = entries.into_iter();
+    let (Some(first), None) = (entries.next(), entries.next()) else {
+        return Err(RunError::NotFound(target.to_owned()));
+    };
+    let entry = crate::ad::entry::Entry::from_search(&SearchEntry::construct(first))
+        .map_err(RunError::Entry)?;
+    let _ = session.ldap.unbind().await;
+    space.put_object(&c.name, &entry).map_err(RunError::Space)?;
+    let mapped =
+        crate::ad::map::map(entry.guid, &entry.dn, &entry.attrs, &c.mapping).map_err(|e| {
+            RunError::Entry(EntryError {
+                dn: entry.dn.clone(),
+                attribute: Some(e.attribute.to_owned()),
+                message: e.message,
+            })
+        })?;
+    let plan = crate::plan::plan(space, c, threshold).map_err(RunError::Space)?;
+    let anchor = mapped.as_ref().map(|m| m.anchor);
+    let change = plan.changes.iter().find(|ch| {
+        let a = match ch {
+            crate::plan::Change::Add { anchor, .. }
+            | crate::plan::Change::Update { anchor, .. }
+            | crate::plan::Change::Delete { anchor, .. } => anchor,
+        };
+        Some(*a) == anchor
+    });
+    let quarantined = plan
+        .quarantined
+        .iter()
+        .find(|q| Some(q.anchor) == anchor)
+        .cloned();
+    Ok(ObjectReport {
+        scope: anchor
+            .and_then(|a| plan.decisions.get(&a).cloned())
+            .unwrap_or_else(|| crate::scope::decide(c, &entry.dn, &entry.attrs)),
+        server: session.server.url.clone(),
+        change: change.cloned(),
+        quarantined,
+        mapped,
+        entry,
+    })
 }

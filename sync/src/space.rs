@@ -216,6 +216,33 @@ impl ConnectorSpace {
         Ok(m)
     }
 
+    /// Replaces one held object with a whole, freshly read copy (on-demand sync), leaving
+    /// the watermark alone: the next delta still starts where the last pass ended.
+    pub fn put_object(&self, connector: &str, e: &Entry) -> Result<(), SpaceError> {
+        let attrs: BTreeMap<String, Values> = e
+            .attrs
+            .iter()
+            .filter(|(_, v)| !v.values.is_empty())
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    Values {
+                        values: v.values.clone(),
+                        ..Values::default()
+                    },
+                )
+            })
+            .collect();
+        self.conn()
+            .execute(
+                "INSERT INTO objects (connector, guid, dn, deleted, attrs) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (connector, guid) DO UPDATE SET dn = ?3, deleted = ?4, attrs = ?5",
+                params![connector, &e.guid.as_bytes()[..], e.dn, e.deleted, encode(&attrs)],
+            )
+            .map(|_| ())
+            .map_err(db("write an object"))
+    }
+
     /// One held object.
     pub fn object(&self, connector: &str, guid: &Guid) -> Result<Option<Held>, SpaceError> {
         held(&self.conn(), connector, guid)

@@ -25,7 +25,8 @@ pub const OBJECTS: &str =
 /// target's rename or move (AD does not re-send the referring object then).
 pub const EXTENDED_DN_OID: &str = "1.2.840.113556.1.4.529";
 
-fn extended_dn() -> RawControl {
+/// The extended-DN control, as every search of the connector sends it.
+pub fn extended_dn() -> RawControl {
     RawControl {
         ctype: EXTENDED_DN_OID.to_owned(),
         crit: false,
