@@ -23,6 +23,7 @@ pub mod check;
 pub mod config;
 pub mod connect;
 pub mod filter;
+pub mod openldap;
 pub mod run;
 pub mod scope;
 pub mod space;
