@@ -6,10 +6,11 @@
 //! values are read here with bounds by [`ber`] instead, and a bad one is an error.
 //!
 //! Deletions: the lab's slapd (scripts/lab/slapd.sh) runs `syncprov` without a session log,
-//! so a pass from a cookie does a *present* phase: changed entries come back whole and
-//! every unchanged entry comes back as "present" (one by one or as a syncIdSet), and Sync
-//! Done says `refreshDeletes = FALSE`. Then every held object not named is gone and becomes
-//! a tombstone. A server with a session log answers with a delete phase instead
+//! so a pass from a cookie after a deletion does a *present* phase: changed entries come
+//! back whole and every unchanged entry comes back as "present" (one by one or as a
+//! syncIdSet), and Sync Done says `refreshDeletes = FALSE`. Then every held object not named
+//! is gone and becomes a tombstone. With no deletion since the cookie, slapd sends only the
+//! changed entries (still `refreshDeletes = FALSE`, nothing present): nothing is inferred. A server with a session log answers with a delete phase instead
 //! (`refreshDeletes = TRUE`, deletions as delete states or a syncIdSet): both are handled.
 
 pub(crate) mod ber;
@@ -120,16 +121,24 @@ pub async fn pass(
     if attrs.is_empty() {
         attrs.push("*");
     }
-    let (results, res) = tokio::time::timeout(
-        timeout,
-        ldap.with_controls(vec![ctrl])
-            .search(base_dn, Scope::Subtree, "(objectClass=*)", attrs),
-    )
-    .await
-    .map_err(|_| PassError::Timeout(timeout))?
-    .map_err(|e| PassError::Ldap(e.to_string()))?
-    .success()
-    .map_err(|e| match e {
+    // A streaming search: the plain `search` drops intermediate messages, and slapd sends
+    // a present phase's entryUUIDs as syncIdSet intermediates.
+    let read = async {
+        let mut stream = ldap
+            .with_controls(vec![ctrl])
+            .streaming_search(base_dn, Scope::Subtree, "(objectClass=*)", attrs)
+            .await?;
+        let mut results = Vec::new();
+        while let Some(r) = stream.next().await? {
+            results.push(r);
+        }
+        Ok::<_, ldap3::LdapError>((results, stream.finish().await))
+    };
+    let (results, res) = tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| PassError::Timeout(timeout))?
+        .map_err(|e| PassError::Ldap(e.to_string()))?;
+    let res = res.success().map_err(|e| match e {
         ldap3::LdapError::LdapResult { result } => PassError::Refused {
             rc: result.rc,
             text: result.text,
@@ -151,6 +160,7 @@ pub async fn pass(
     let mut seen: BTreeSet<Guid> = BTreeSet::new();
     let mut gone: BTreeSet<Guid> = BTreeSet::new();
     let mut refresh_deletes = done.refresh_deletes;
+    let mut changed = 0usize;
     for r in results {
         if r.is_intermediate() {
             let info = ber::intermediate(&r.0).map_err(PassError::Malformed)?;
@@ -206,11 +216,18 @@ pub async fn pass(
             }
             State::Add | State::Modify => {
                 seen.insert(guid);
+                changed += 1;
                 out.entries.push(entry(guid, &e));
             }
         }
     }
-    if !refresh_deletes {
+    // slapd without a session log sends a present phase only when something may have been
+    // deleted since the cookie (its contextCSN is newer than any entry's): otherwise just
+    // the changed entries, still with refreshDeletes FALSE. So deletions are inferred only
+    // from a present phase that named something (the base entry is always named), or a
+    // pass without a cookie.
+    let named_present = seen.len() > changed;
+    if !refresh_deletes && (cookie.is_empty() || named_present) {
         // A present phase: whatever is held and was not named is gone.
         gone.extend(held.keys().filter(|g| !seen.contains(g)).copied());
     }
