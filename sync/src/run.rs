@@ -1,6 +1,6 @@
-//! The import stage of a sync run: for one connector, connect, run a DirSync pass from the
-//! connector space's watermark (none: a full import) and merge it into the space page by
-//! page. The planner (threshold, staging, dry-run) and export to the endpoint come after it
+//! The import stage of a sync run: for one connector, connect, run a DirSync pass (AD) or an
+//! RFC 4533 content-sync pass (OpenLDAP) from the connector space's watermark (none: a full
+//! import) and merge it into the space. The planner (threshold, staging, dry-run) and export to the endpoint come after it
 //! in the sync issue; they read the space this stage keeps current.
 
 use std::fmt;

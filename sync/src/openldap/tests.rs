@@ -70,3 +70,12 @@ fn sync_request_carries_the_cookie() {
     assert_eq!(&r[..3], &[0x30, 0x81, 206]);
     assert_eq!(&r[6..9], &[0x04, 0x81, 200]);
 }
+
+#[test]
+fn a_server_without_content_sync_is_named_with_the_missing_control() {
+    let m = PassError::NoContentSync.to_string();
+    assert!(
+        m.contains(SYNC_REQUEST_OID) && m.contains("RFC 4533"),
+        "{m}"
+    );
+}
