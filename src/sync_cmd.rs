@@ -37,8 +37,9 @@ pub(crate) enum SyncCommand {
         #[arg(long)]
         offline: bool,
     },
-    /// Import each AD connector's changes into the sync host's connector space
-    /// (STATE_DIR/connector-space.sqlite): a full import the first time, DirSync deltas
+    /// Import each connector's changes into the sync host's connector space
+    /// (STATE_DIR/connector-space.sqlite): a full import the first time, deltas (AD DirSync,
+    /// OpenLDAP content sync)
     /// from the stored cookie afterwards. Safe to interrupt: every page is committed with
     /// the cookie it leads to, and the next run resumes there. Nothing is exported yet.
     ///

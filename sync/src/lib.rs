@@ -8,6 +8,7 @@
 //! - [`check`]: `causeway sync check`, the questions a first run would fail on.
 //! - [`ad`]: the Active Directory connector — the DirSync control, checked entries, and
 //!   mapping an object's attributes to what the endpoint stores.
+//! - [`openldap`]: the OpenLDAP connector — an RFC 4533 content-sync pass on `entryUUID`.
 //! - [`filter`]: a connector's LDAP filter, evaluated locally on whole objects.
 //! - [`scope`]: whether an object is in a connector's scope, and which rule decided.
 //! - [`space`]: the connector space, each object's whole attribute set with its cookie.
@@ -16,7 +17,7 @@
 //!
 //! Still to come (the sync issues): staging mode and approval of a stopped run, export
 //! to the endpoint's ingestion API with an export watermark committed after
-//! acknowledgement, the OpenLDAP connector, and password hash sync over MS-DRSR.
+//! acknowledgement, and password hash sync over MS-DRSR.
 #![forbid(unsafe_code)]
 
 pub mod ad;
@@ -24,6 +25,7 @@ pub mod check;
 pub mod config;
 pub mod connect;
 pub mod filter;
+pub mod openldap;
 pub mod plan;
 pub mod run;
 pub mod scope;

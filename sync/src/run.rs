@@ -1,6 +1,6 @@
-//! The import stage of a sync run: for one connector, connect, run a DirSync pass from the
-//! connector space's watermark (none: a full import) and merge it into the space page by
-//! page. The planner (threshold, staging, dry-run) and export to the endpoint come after it
+//! The import stage of a sync run: for one connector, connect, run a DirSync pass (AD) or an
+//! RFC 4533 content-sync pass (OpenLDAP) from the connector space's watermark (none: a full
+//! import) and merge it into the space. The planner (threshold, staging, dry-run) and export to the endpoint come after it
 //! in the sync issue; they read the space this stage keeps current.
 
 use std::fmt;
@@ -66,6 +66,8 @@ pub enum RunError {
     Connect(ConnectError),
     /// The pass failed.
     Import(ImportError<SpaceError>),
+    /// The OpenLDAP content-sync pass failed.
+    ContentSync(crate::openldap::PassError),
     /// The connector space failed.
     Space(SpaceError),
     /// On-demand sync found no object (or more than one) for what was asked.
@@ -80,6 +82,7 @@ impl fmt::Display for RunError {
             Self::NotBuilt(what) => write!(f, "{what} is not built yet"),
             Self::Connect(e) => e.fmt(f),
             Self::Import(e) => e.fmt(f),
+            Self::ContentSync(e) => e.fmt(f),
             Self::Space(e) => e.fmt(f),
             Self::NotFound(t) => write!(
                 f,
@@ -100,7 +103,7 @@ pub async fn import(
     mut progress: impl FnMut(u64),
 ) -> Result<ImportReport, RunError> {
     if c.kind == ConnectorKind::OpenLdap {
-        return Err(RunError::NotBuilt("the OpenLDAP connector's import"));
+        return import_openldap(c, space, progress).await;
     }
     let started = Instant::now();
     let mut session = connect(c).await.map_err(RunError::Connect)?;
@@ -322,4 +325,66 @@ pub async fn one_object(
         mapped,
         entry,
     })
+}
+
+/// Imports an OpenLDAP connector: one refreshOnly content-sync pass from the stored cookie,
+/// merged with its cookie in one transaction (a present phase is only complete at its end,
+/// so deletions can only be inferred once the whole answer is read).
+async fn import_openldap(
+    c: &Connector,
+    space: &ConnectorSpace,
+    mut progress: impl FnMut(u64),
+) -> Result<ImportReport, RunError> {
+    use crate::openldap::{self, PassError};
+    let started = Instant::now();
+    let mut session = connect(c).await.map_err(RunError::Connect)?;
+    if !session.root.supports(openldap::SYNC_REQUEST_OID) {
+        let _ = session.ldap.unbind().await;
+        return Err(RunError::ContentSync(PassError::NoContentSync));
+    }
+    // Every user attribute: the AD mapping's names (sAMAccountName, …) are not slapd's.
+    let attrs: Vec<String> = Vec::new();
+    let mut report = ImportReport::default();
+    let mut from = space.cookie(&c.name).map_err(RunError::Space)?;
+    let held = space.live(&c.name).map_err(RunError::Space)?;
+    let pass = loop {
+        report.full = from.is_empty();
+        match openldap::pass(
+            &mut session.ldap,
+            &c.base_dn,
+            &attrs,
+            &from,
+            &held,
+            c.timeout,
+        )
+        .await
+        {
+            Ok(p) => break p,
+            // slapd answers e-syncRefreshRequired (4096) to a cookie it cannot continue
+            // from: start over from nothing, once, and say so.
+            Err(PassError::Refused { rc: 4096, .. })
+                if !from.is_empty() && !report.cookie_refused =>
+            {
+                report.cookie_refused = true;
+                from = Cookie::default();
+            }
+            Err(e) => return Err(RunError::ContentSync(e)),
+        }
+    };
+    let _ = session.ldap.unbind().await;
+    report.pages = 1;
+    report.entries = pass.messages;
+    let mut ok = Vec::with_capacity(pass.entries.len());
+    for e in pass.entries {
+        match e {
+            Ok(e) => ok.push(e),
+            Err(e) => report.errors.push(e),
+        }
+    }
+    report.merged = space
+        .merge_page(&c.name, &ok, &pass.cookie)
+        .map_err(RunError::Space)?;
+    progress(report.entries);
+    report.elapsed = started.elapsed();
+    Ok(report)
 }

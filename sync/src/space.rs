@@ -351,6 +351,30 @@ impl ConnectorSpace {
         tx.commit().map_err(db("commit the exported state"))
     }
 
+    /// The connector's live objects (not tombstones), anchor to DN: what a content-sync
+    /// present phase must name for them to stay.
+    pub fn live(&self, connector: &str) -> Result<BTreeMap<Guid, String>, SpaceError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare("SELECT guid, dn FROM objects WHERE connector = ?1 AND deleted = 0")
+            .map_err(db("list the live objects"))?;
+        let rows = st
+            .query_map([connector], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(db("list the live objects"))?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (g, dn) = row.map_err(db("list the live objects"))?;
+            let g = Guid::from_bytes(&g).map_err(|detail| SpaceError {
+                action: "list the live objects",
+                detail,
+            })?;
+            out.insert(g, dn);
+        }
+        Ok(out)
+    }
+
     /// Whether the connector's copy is empty.
     pub fn is_empty(&self, connector: &str) -> Result<bool, SpaceError> {
         self.len(connector).map(|n| n == 0)
