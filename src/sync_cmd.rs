@@ -3,13 +3,13 @@
 //! `import`, the first stage of a run: each AD connector's changes into the sync host's
 //! connector space. Export to the endpoint and password hash sync come in the sync issues.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use std::io::IsTerminal;
 
 use causeway_sync::check::check_connector;
-use causeway_sync::config::SyncConfig;
+use causeway_sync::config::{Connector, ConnectorKind, SyncConfig};
 use causeway_sync::run;
 use causeway_sync::space::ConnectorSpace;
 
@@ -85,7 +85,7 @@ pub(crate) enum SyncCommand {
         /// The configuration file (see sync.example.toml).
         #[arg(short, long, env = "CAUSEWAY_SYNC_CONFIG")]
         config: PathBuf,
-        /// The connector to read it from (default: the only one, or the first AD one).
+        /// The connector to read it from (default: the first AD connector).
         #[arg(long)]
         connector: Option<String>,
         /// A DN, an objectGUID or a userPrincipalName.
@@ -94,27 +94,80 @@ pub(crate) enum SyncCommand {
 }
 
 pub(crate) fn run(cmd: SyncCommand) -> ExitCode {
-    match cmd {
-        SyncCommand::Check { config, offline } => check(config, offline),
-        SyncCommand::Import { config, connector } => import(config, connector),
-        SyncCommand::Plan { config, connector } => plan(config, connector),
+    let (name, r) = match cmd {
+        SyncCommand::Check { config, offline } => ("check", check(&config, offline)),
+        SyncCommand::Import { config, connector } => ("import", import(&config, connector)),
+        SyncCommand::Plan { config, connector } => ("plan", plan(&config, connector)),
         SyncCommand::Object {
             config,
             connector,
             target,
-        } => object(config, connector, target),
+        } => ("object", object(&config, connector, &target)),
+    };
+    match r {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("causeway sync {name}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
+/// A subcommand's result: `Ok(false)` when it ran but found a problem it has reported on
+/// stdout, `Err` when it could not run (said on stderr).
+type Outcome = Result<bool, String>;
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Runtime::new().map_err(|e| e.to_string())
+}
+
+/// The connectors named by `--connector` (all when none is given); an unknown name is an
+/// error naming the file.
+fn chosen<'a>(
+    cfg: &'a SyncConfig,
+    only: Option<&str>,
+    path: &Path,
+) -> Result<Vec<&'a Connector>, String> {
+    let v: Vec<&Connector> = cfg
+        .connectors
+        .iter()
+        .filter(|c| only.is_none_or(|n| n == c.name))
+        .collect();
+    if v.is_empty() {
+        return Err(format!(
+            "no connector named {:?} in {}",
+            only.unwrap_or_default(),
+            path.display()
+        ));
+    }
+    Ok(v)
+}
+
+/// Opens the connector space in the state directory, creating the directory (0700) when
+/// `create` is set; without it, a missing space says which command makes it.
+fn open_space(cfg: &SyncConfig, path: &Path, create: bool) -> Result<ConnectorSpace, String> {
+    let file = cfg.state_dir.join(SPACE_FILE);
+    if create {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&cfg.state_dir)
+            .map_err(|e| format!("state_dir {}: {e}", cfg.state_dir.display()))?;
+    } else if !file.exists() {
+        return Err(format!(
+            "{} does not exist yet: run `causeway sync import -c {}` first",
+            file.display(),
+            path.display()
+        ));
+    }
+    ConnectorSpace::open(&file).map_err(|e| e.to_string())
+}
+
 #[allow(clippy::print_stdout)] // the report is the command's output
-fn check(path: PathBuf, offline: bool) -> ExitCode {
-    let cfg = match SyncConfig::load(&path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("causeway sync check: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+fn check(path: &Path, offline: bool) -> Outcome {
+    let cfg = SyncConfig::load(path).map_err(|e| e.to_string())?;
     println!(
         "{}: valid ({} connector{}, {} endpoint{}{})",
         path.display(),
@@ -125,68 +178,24 @@ fn check(path: PathBuf, offline: bool) -> ExitCode {
         if cfg.staging { ", staging mode" } else { "" }
     );
     if offline {
-        return ExitCode::SUCCESS;
+        return Ok(true);
     }
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("causeway sync check: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let rt = runtime()?;
     let mut ok = true;
     for c in &cfg.connectors {
         let report = rt.block_on(check_connector(c));
         ok &= report.ok();
         print!("{report}");
     }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    Ok(ok)
 }
 
 #[allow(clippy::print_stdout)] // the report is the command's output
-fn import(path: PathBuf, only: Option<String>) -> ExitCode {
-    let fail = |m: String| {
-        eprintln!("causeway sync import: {m}");
-        ExitCode::FAILURE
-    };
-    let cfg = match SyncConfig::load(&path) {
-        Ok(c) => c,
-        Err(e) => return fail(e.to_string()),
-    };
-    let connectors: Vec<_> = cfg
-        .connectors
-        .iter()
-        .filter(|c| only.as_deref().is_none_or(|n| n == c.name))
-        .collect();
-    if connectors.is_empty() {
-        return fail(format!(
-            "no connector named {:?} in {}",
-            only.unwrap_or_default(),
-            path.display()
-        ));
-    }
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        if let Err(e) = std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&cfg.state_dir)
-        {
-            return fail(format!("state_dir {}: {e}", cfg.state_dir.display()));
-        }
-    }
-    let space = match ConnectorSpace::open(&cfg.state_dir.join(SPACE_FILE)) {
-        Ok(s) => s,
-        Err(e) => return fail(e.to_string()),
-    };
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => return fail(e.to_string()),
-    };
+fn import(path: &Path, only: Option<String>) -> Outcome {
+    let cfg = SyncConfig::load(path).map_err(|e| e.to_string())?;
+    let connectors = chosen(&cfg, only.as_deref(), path)?;
+    let space = open_space(&cfg, path, true)?;
+    let rt = runtime()?;
     let tty = std::io::stderr().is_terminal();
     let mut ok = true;
     for c in connectors {
@@ -217,100 +226,38 @@ fn import(path: PathBuf, only: Option<String>) -> ExitCode {
             }
         }
     }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    Ok(ok)
 }
 
 #[allow(clippy::print_stdout)] // the plan is the command's output
-fn plan(path: PathBuf, only: Option<String>) -> ExitCode {
-    let fail = |m: String| {
-        eprintln!("causeway sync plan: {m}");
-        ExitCode::FAILURE
-    };
-    let cfg = match SyncConfig::load(&path) {
-        Ok(c) => c,
-        Err(e) => return fail(e.to_string()),
-    };
-    let file = cfg.state_dir.join(SPACE_FILE);
-    if !file.exists() {
-        return fail(format!(
-            "{} does not exist yet: run `causeway sync import -c {}` first",
-            file.display(),
-            path.display()
-        ));
+fn plan(path: &Path, only: Option<String>) -> Outcome {
+    let cfg = SyncConfig::load(path).map_err(|e| e.to_string())?;
+    let connectors = chosen(&cfg, only.as_deref(), path)?;
+    let space = open_space(&cfg, path, false)?;
+    for c in connectors {
+        let p = causeway_sync::plan::plan(&space, c, cfg.delete_threshold)
+            .map_err(|e| format!("{}: {e}", c.name))?;
+        print!("{}: {p}", c.name);
     }
-    let space = match ConnectorSpace::open(&file) {
-        Ok(s) => s,
-        Err(e) => return fail(e.to_string()),
-    };
-    let mut found = false;
-    for c in cfg
-        .connectors
-        .iter()
-        .filter(|c| only.as_deref().is_none_or(|n| n == c.name))
-    {
-        found = true;
-        match causeway_sync::plan::plan(&space, c, cfg.delete_threshold) {
-            Ok(p) => print!("{}: {p}", c.name),
-            Err(e) => return fail(format!("{}: {e}", c.name)),
-        }
-    }
-    if !found {
-        return fail(format!("no connector named {:?}", only.unwrap_or_default()));
-    }
-    ExitCode::SUCCESS
+    Ok(true)
 }
 
 #[allow(clippy::print_stdout)] // the report is the command's output
-fn object(path: PathBuf, only: Option<String>, target: String) -> ExitCode {
-    let fail = |m: String| {
-        eprintln!("causeway sync object: {m}");
-        ExitCode::FAILURE
-    };
-    let cfg = match SyncConfig::load(&path) {
-        Ok(c) => c,
-        Err(e) => return fail(e.to_string()),
-    };
-    let c = match &only {
-        Some(n) => cfg.connectors.iter().find(|c| c.name == *n),
+fn object(path: &Path, only: Option<String>, target: &str) -> Outcome {
+    let cfg = SyncConfig::load(path).map_err(|e| e.to_string())?;
+    // Without --connector: the first AD connector (on-demand sync reads AD).
+    let c = match only.as_deref() {
+        Some(_) => chosen(&cfg, only.as_deref(), path)?[0],
         None => cfg
             .connectors
             .iter()
-            .find(|c| c.kind == causeway_sync::config::ConnectorKind::ActiveDirectory),
+            .find(|c| c.kind == ConnectorKind::ActiveDirectory)
+            .ok_or_else(|| format!("no AD connector in {}", path.display()))?,
     };
-    let Some(c) = c else {
-        return fail(format!(
-            "no connector {:?} in {}",
-            only.unwrap_or_default(),
-            path.display()
-        ));
-    };
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        if let Err(e) = std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&cfg.state_dir)
-        {
-            return fail(format!("state_dir {}: {e}", cfg.state_dir.display()));
-        }
-    }
-    let space = match ConnectorSpace::open(&cfg.state_dir.join(SPACE_FILE)) {
-        Ok(s) => s,
-        Err(e) => return fail(e.to_string()),
-    };
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => return fail(e.to_string()),
-    };
-    match rt.block_on(run::one_object(c, &space, cfg.delete_threshold, &target)) {
-        Ok(r) => {
-            print!("{r}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(format!("{}: {e}", c.name)),
-    }
+    let space = open_space(&cfg, path, true)?;
+    let r = runtime()?
+        .block_on(run::one_object(c, &space, cfg.delete_threshold, target))
+        .map_err(|e| format!("{}: {e}", c.name))?;
+    print!("{r}");
+    Ok(true)
 }
