@@ -68,13 +68,19 @@ base_dn = "{ldap_base}"
     )
 }
 
-fn check(d: &Path, ad_password: &str) -> (bool, String, String) {
-    let lab = lab();
-    private(&d.join("ad.pw"), &format!("{ad_password}\n"));
+/// Runs `causeway sync SUBCOMMAND ARGS… -c DIR/sync.toml [EXTRA…]` with the OpenLDAP
+/// connector's password in its variable: success, stdout, stderr.
+fn sync(d: &Path, args: &[&str], extra: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_causeway"))
-        .args(["sync", "check", "-c"])
+        .arg("sync")
+        .args(args)
+        .arg("-c")
         .arg(d.join("sync.toml"))
-        .env("CAUSEWAY_TEST_LDAP_SYNC_PW", lab.get("SLAPD_SYNC_PASSWORD"))
+        .args(extra)
+        .env(
+            "CAUSEWAY_TEST_LDAP_SYNC_PW",
+            lab().get("SLAPD_SYNC_PASSWORD"),
+        )
         .output()
         .expect("run causeway");
     (
@@ -82,6 +88,11 @@ fn check(d: &Path, ad_password: &str) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+fn check(d: &Path, ad_password: &str) -> (bool, String, String) {
+    private(&d.join("ad.pw"), &format!("{ad_password}\n"));
+    sync(d, &["check"], &[])
 }
 
 #[test]
@@ -213,16 +224,7 @@ fn a_bad_file_is_refused_with_its_line_before_anything_is_contacted() {
 }
 
 fn import(d: &Path) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_causeway"))
-        .args(["sync", "import", "--connector", "lab-ad", "-c"])
-        .arg(d.join("sync.toml"))
-        .output()
-        .expect("run causeway");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    sync(d, &["import", "--connector", "lab-ad"], &[])
 }
 
 #[test]
@@ -277,18 +279,8 @@ fn import_is_a_full_pass_then_deltas_from_the_stored_cookie() {
     );
 
     // Both connectors of one file land in the same connector space, apart.
-    let out = Command::new(env!("CARGO_BIN_EXE_causeway"))
-        .args(["sync", "import", "--connector", "lab-ldap", "-c"])
-        .arg(d.0.join("sync.toml"))
-        .env("CAUSEWAY_TEST_LDAP_SYNC_PW", lab.get("SLAPD_SYNC_PASSWORD"))
-        .output()
-        .expect("run causeway");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, text, err) = sync(&d.0, &["import", "--connector", "lab-ldap"], &[]);
+    assert!(ok, "{text}{err}");
     assert!(text.starts_with("lab-ldap: full import: "), "{text}");
     let (ok, out, _) = import(&d.0);
     assert!(
@@ -312,18 +304,7 @@ fn plan_shows_what_a_run_would_export_and_exports_nothing() {
         &d.0.join("ad.pw"),
         &format!("{}\n", lab.get("AD_SVC_SYNC_PASSWORD")),
     );
-    let plan = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_causeway"))
-            .args(["sync", "plan", "--connector", "lab-ad", "-c"])
-            .arg(d.0.join("sync.toml"))
-            .output()
-            .expect("run causeway");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let plan = || sync(&d.0, &["plan", "--connector", "lab-ad"], &[]);
     let (ok, _, err) = plan();
     assert!(!ok && err.contains("run `causeway sync import"), "{err}");
     let (ok, out, err) = import(&d.0);
@@ -345,17 +326,7 @@ fn plan_shows_what_a_run_would_export_and_exports_nothing() {
 }
 
 fn object(d: &Path, target: &str) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_causeway"))
-        .args(["sync", "object", "--connector", "lab-ad", "-c"])
-        .arg(d.join("sync.toml"))
-        .arg(target)
-        .output()
-        .expect("run causeway");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    sync(d, &["object", "--connector", "lab-ad"], &[target])
 }
 
 #[test]
