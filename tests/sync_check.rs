@@ -5,24 +5,14 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use causeway_testkit::TempDir;
 use common::{lab, Lab};
 
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn dir(tag: &str) -> Dir {
-    let d = std::env::temp_dir().join(format!("causeway-sync-check-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    Dir(d)
+fn dir(tag: &str) -> TempDir {
+    TempDir::new(&format!("sync-check-{tag}"))
 }
 
 fn private(path: &Path, text: &str) {
@@ -117,9 +107,9 @@ fn the_sync_accounts_pass_every_check() {
         1,
     );
     assert!(text.contains(&dead_url));
-    std::fs::write(d.0.join("sync.toml"), text).expect("write");
+    std::fs::write(d.path().join("sync.toml"), text).expect("write");
     let pw = lab.get("AD_SVC_SYNC_PASSWORD");
-    let (ok, out, err) = check(&d.0, pw);
+    let (ok, out, err) = check(d.path(), pw);
     assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
     for want in [
         "connector lab-ad: ok",
@@ -144,8 +134,12 @@ fn the_sync_accounts_pass_every_check() {
 fn an_ordinary_user_is_told_which_rights_dirsync_needs() {
     let lab = lab();
     let d = dir("rights");
-    std::fs::write(d.0.join("sync.toml"), config(lab, lab.get("AD_ALICE_DN"))).expect("write");
-    let (ok, out, err) = check(&d.0, lab.get("AD_ALICE_PASSWORD"));
+    std::fs::write(
+        d.path().join("sync.toml"),
+        config(lab, lab.get("AD_ALICE_DN")),
+    )
+    .expect("write");
+    let (ok, out, err) = check(d.path(), lab.get("AD_ALICE_PASSWORD"));
     assert!(!ok, "an account without replication rights passed:\n{out}");
     assert!(out.contains("connector lab-ad: PROBLEM"), "{out}");
     assert!(
@@ -179,9 +173,9 @@ fn refused_credentials_stop_at_the_first_server_and_say_so() {
     );
     let text = config(lab, &nobody).replacen(&format!("servers = [\"{ad}\"]"), &both, 1);
     assert!(text.contains(&both));
-    std::fs::write(d.0.join("sync.toml"), text).expect("write");
+    std::fs::write(d.path().join("sync.toml"), text).expect("write");
     let unique = format!("Never-Printed-{}", std::process::id());
-    let (ok, out, err) = check(&d.0, &unique);
+    let (ok, out, err) = check(d.path(), &unique);
     assert!(!ok);
     assert!(
         out.contains("refused the bind account's credentials (LDAP 49")
@@ -206,8 +200,8 @@ fn a_bad_file_is_refused_with_its_line_before_anything_is_contacted() {
     let d = dir("bad");
     let text =
         config(lab, lab.get("AD_SVC_SYNC_DN")).replace("kind = \"openldap\"", "kind = \"ldap\"");
-    std::fs::write(d.0.join("sync.toml"), &text).expect("write");
-    let (ok, out, err) = check(&d.0, "unused");
+    std::fs::write(d.path().join("sync.toml"), &text).expect("write");
+    let (ok, out, err) = check(d.path(), "unused");
     assert!(!ok);
     let line = text
         .lines()
@@ -232,14 +226,14 @@ fn import_is_a_full_pass_then_deltas_from_the_stored_cookie() {
     let lab = lab();
     let d = dir("import");
     std::fs::write(
-        d.0.join("sync.toml"),
+        d.path().join("sync.toml"),
         config(lab, lab.get("AD_SVC_SYNC_DN")),
     )
     .expect("write");
     let pw = lab.get("AD_SVC_SYNC_PASSWORD");
-    private(&d.0.join("ad.pw"), &format!("{pw}\n"));
+    private(&d.path().join("ad.pw"), &format!("{pw}\n"));
 
-    let (ok, out, err) = import(&d.0);
+    let (ok, out, err) = import(d.path());
     assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
     assert!(out.starts_with("lab-ad: full import: "), "{out}");
     let added: u64 = out
@@ -253,21 +247,21 @@ fn import_is_a_full_pass_then_deltas_from_the_stored_cookie() {
         "the lab domain has at least its 15 users: {out}"
     );
     assert!(out.contains(" 0 unreadable"), "{out}");
-    let space = d.0.join("state/connector-space.sqlite");
+    let space = d.path().join("state/connector-space.sqlite");
     let mode = std::fs::metadata(&space)
         .expect("space file")
         .permissions()
         .mode()
         & 0o777;
     assert_eq!(mode, 0o600, "the connector space is private");
-    let state_mode = std::fs::metadata(d.0.join("state"))
+    let state_mode = std::fs::metadata(d.path().join("state"))
         .expect("state dir")
         .permissions()
         .mode()
         & 0o777;
     assert_eq!(state_mode, 0o700);
 
-    let (ok, out, err) = import(&d.0);
+    let (ok, out, err) = import(d.path());
     assert!(ok, "stdout:\n{out}\nstderr:\n{err}");
     assert!(
         out.starts_with("lab-ad: delta: "),
@@ -279,10 +273,10 @@ fn import_is_a_full_pass_then_deltas_from_the_stored_cookie() {
     );
 
     // Both connectors of one file land in the same connector space, apart.
-    let (ok, text, err) = sync(&d.0, &["import", "--connector", "lab-ldap"], &[]);
+    let (ok, text, err) = sync(d.path(), &["import", "--connector", "lab-ldap"], &[]);
     assert!(ok, "{text}{err}");
     assert!(text.starts_with("lab-ldap: full import: "), "{text}");
-    let (ok, out, _) = import(&d.0);
+    let (ok, out, _) = import(d.path());
     assert!(
         ok && out.starts_with("lab-ad: delta: "),
         "the AD watermark is untouched: {out}"
@@ -299,15 +293,15 @@ fn plan_shows_what_a_run_would_export_and_exports_nothing() {
         &format!("include_ous = [\"OU=Staff,{base}\"]\nbase_dn = \"{base}\""),
     );
     assert!(text.contains("include_ous"));
-    std::fs::write(d.0.join("sync.toml"), text).expect("write");
+    std::fs::write(d.path().join("sync.toml"), text).expect("write");
     private(
-        &d.0.join("ad.pw"),
+        &d.path().join("ad.pw"),
         &format!("{}\n", lab.get("AD_SVC_SYNC_PASSWORD")),
     );
-    let plan = || sync(&d.0, &["plan", "--connector", "lab-ad"], &[]);
+    let plan = || sync(d.path(), &["plan", "--connector", "lab-ad"], &[]);
     let (ok, _, err) = plan();
     assert!(!ok && err.contains("run `causeway sync import"), "{err}");
-    let (ok, out, err) = import(&d.0);
+    let (ok, out, err) = import(d.path());
     assert!(ok, "{out}{err}");
     let (ok, first, err) = plan();
     assert!(ok, "{first}{err}");
@@ -338,14 +332,14 @@ fn one_object_on_demand_says_what_each_step_decided() {
         &format!("base_dn = \"{base}\""),
         &format!("include_ous = [\"OU=Staff,{base}\"]\nbase_dn = \"{base}\""),
     );
-    std::fs::write(d.0.join("sync.toml"), text).expect("write");
+    std::fs::write(d.path().join("sync.toml"), text).expect("write");
     private(
-        &d.0.join("ad.pw"),
+        &d.path().join("ad.pw"),
         &format!("{}\n", lab.get("AD_SVC_SYNC_PASSWORD")),
     );
 
     // By UPN: in scope, a new user to add, with its mapped fields.
-    let (ok, out, err) = object(&d.0, lab.get("AD_OLIVIA_UPN"));
+    let (ok, out, err) = object(d.path(), lab.get("AD_OLIVIA_UPN"));
     assert!(ok, "{out}{err}");
     assert!(
         out.starts_with(&format!("object {} (objectGUID ", lab.get("AD_OLIVIA_DN"))),
@@ -362,7 +356,7 @@ fn one_object_on_demand_says_what_each_step_decided() {
     assert!(out.contains("export: not built yet"), "{out}");
 
     // By DN: out of scope, and says which rule.
-    let (ok, out, _) = object(&d.0, lab.get("AD_ALICE_DN"));
+    let (ok, out, _) = object(d.path(), lab.get("AD_ALICE_DN"));
     assert!(ok, "{out}");
     assert!(
         out.contains("  scope: out of scope: under none of include_ous"),
@@ -376,7 +370,7 @@ fn one_object_on_demand_says_what_each_step_decided() {
         .and_then(|s| s.split(')').next())
         .expect("guid")
         .to_owned();
-    let (ok, again, _) = object(&d.0, &guid);
+    let (ok, again, _) = object(d.path(), &guid);
     assert!(ok, "{again}");
     assert!(
         again.starts_with(&format!("object {}", lab.get("AD_ALICE_DN"))),
@@ -384,7 +378,7 @@ fn one_object_on_demand_says_what_each_step_decided() {
     );
 
     // Nothing that matches: said so, with what can be given.
-    let (ok, _, err) = object(&d.0, "nobody-at-all@lab.causeway.test");
+    let (ok, _, err) = object(d.path(), "nobody-at-all@lab.causeway.test");
     assert!(!ok);
     assert!(err.contains("no single object matches"), "{err}");
 }

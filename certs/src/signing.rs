@@ -385,7 +385,7 @@ impl KeySet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::util::testdir::TestDir;
+    use causeway_testkit::TempDir as TestDir;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

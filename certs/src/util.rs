@@ -175,38 +175,6 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), CertsError> {
 }
 
 #[cfg(test)]
-pub(crate) mod testdir {
-    //! Self-cleaning temporary directories for tests (no extra dependency).
-
-    use std::path::{Path, PathBuf};
-
-    pub(crate) struct TestDir(PathBuf);
-
-    impl TestDir {
-        pub(crate) fn new(name: &str) -> Self {
-            let tag: [u8; 8] = super::random_bytes().expect("random");
-            let p = std::env::temp_dir().join(format!(
-                "causeway-certs-{name}-{}-{}",
-                std::process::id(),
-                hex::encode(tag)
-            ));
-            std::fs::create_dir_all(&p).expect("create test dir");
-            Self(p)
-        }
-
-        pub(crate) fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TestDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -241,7 +209,7 @@ mod tests {
 
     #[test]
     fn temp_files_get_the_exact_mode() {
-        let d = testdir::TestDir::new("util");
+        let d = causeway_testkit::TempDir::new("util");
         let p = write_temp(d.path(), "k", b"secret", 0o600).expect("write");
         let mode = fs::metadata(&p).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);

@@ -2,7 +2,6 @@
 //! configurations, and an enrollment's certificate side (the registry's side is tested in
 //! `causeway-store`).
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -18,31 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 const AGENT_ALPN: &[u8] = b"causeway-agent/1";
 const ENROLL_ALPN: &[u8] = b"causeway-enroll/1";
 
-struct TestDir(PathBuf);
-
-impl TestDir {
-    fn new(name: &str) -> Self {
-        let mut tag = [0u8; 8];
-        getrandom::fill(&mut tag).expect("random");
-        let p = std::env::temp_dir().join(format!(
-            "causeway-certs-it-{name}-{}-{}",
-            std::process::id(),
-            hex::encode(tag)
-        ));
-        std::fs::create_dir_all(&p).expect("mkdir");
-        Self(p)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use causeway_testkit::TempDir as TestDir;
 
 /// What an agent does at `causeway agent register`: a fresh key and a CSR for it.
 fn agent_key_and_csr() -> (Secret<String>, String) {

@@ -6,7 +6,7 @@ use rustls::pki_types::UnixTime;
 use x509_parser::prelude::X509Certificate;
 
 use super::*;
-use crate::util::testdir::TestDir;
+use causeway_testkit::TempDir as TestDir;
 
 fn t(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs)

@@ -4,18 +4,11 @@ use crate::ad::entry::{Entry, Values};
 use crate::config::SyncConfig;
 use std::path::Path;
 
-struct Dir(std::path::PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use causeway_testkit::TempDir;
 
-fn setup(tag: &str, extra: &str) -> (Dir, ConnectorSpace, Connector) {
-    let d = std::env::temp_dir().join(format!("causeway-plan-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("dir");
-    let space = ConnectorSpace::open(&d.join("space.sqlite")).expect("open");
+fn setup(tag: &str, extra: &str) -> (TempDir, ConnectorSpace, Connector) {
+    let d = TempDir::new(&format!("plan-{tag}"));
+    let space = ConnectorSpace::open(&d.path().join("space.sqlite")).expect("open");
     let text = format!(
         "[sync]\nstate_dir = \"s\"\nendpoints = [\"https://idp\"]\n[[connector]]\nname = \"c\"\nkind = \"ad\"\nservers = [\"ldaps://dc\"]\nca_file = \"ca.pem\"\nbind_dn = \"CN=s,DC=corp\"\nbind_password_env = \"X\"\nbase_dn = \"DC=corp\"\n{extra}\n"
     );
@@ -23,7 +16,7 @@ fn setup(tag: &str, extra: &str) -> (Dir, ConnectorSpace, Connector) {
         .expect("valid")
         .connectors
         .remove(0);
-    (Dir(d), space, c)
+    (d, space, c)
 }
 
 fn g(n: u8) -> Guid {

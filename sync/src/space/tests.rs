@@ -1,17 +1,9 @@
 use super::*;
 
-struct Dir(std::path::PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use causeway_testkit::TempDir;
 
-fn dir(tag: &str) -> Dir {
-    let d = std::env::temp_dir().join(format!("causeway-space-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("dir");
-    Dir(d)
+fn dir(tag: &str) -> TempDir {
+    TempDir::new(&format!("space-{tag}"))
 }
 
 fn g(n: u8) -> Guid {
@@ -45,7 +37,7 @@ fn cookie(b: &[u8]) -> Cookie {
 #[test]
 fn a_delta_merges_into_the_whole_object_with_its_cookie() {
     let d = dir("merge");
-    let path = d.0.join("space.sqlite");
+    let path = d.path().join("space.sqlite");
     let s = ConnectorSpace::open(&path).expect("open");
     assert!(s.cookie("corp").expect("cookie").is_empty());
     let full = [
@@ -124,7 +116,7 @@ fn a_delta_merges_into_the_whole_object_with_its_cookie() {
 #[test]
 fn cleared_attributes_tombstones_and_reanimation() {
     let d = dir("tomb");
-    let s = ConnectorSpace::open(&d.0.join("space.sqlite")).expect("open");
+    let s = ConnectorSpace::open(&d.path().join("space.sqlite")).expect("open");
     s.merge_page(
         "c",
         &[entry(1, "CN=a,DC=x", &[("mail", vals(&["a@x"]))], false)],
@@ -183,7 +175,7 @@ fn cleared_attributes_tombstones_and_reanimation() {
 fn the_file_is_private_and_a_loose_one_is_refused() {
     use std::os::unix::fs::PermissionsExt;
     let d = dir("perm");
-    let path = d.0.join("space.sqlite");
+    let path = d.path().join("space.sqlite");
     drop(ConnectorSpace::open(&path).expect("open"));
     let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);

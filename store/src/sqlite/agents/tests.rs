@@ -13,32 +13,7 @@ use super::*;
 use crate::agents::{MAX_TOKEN_LEN, MAX_TOKEN_TTL};
 use causeway_certs::fingerprint_of_der;
 
-/// A self-cleaning temporary directory.
-struct TestDir(PathBuf);
-
-impl TestDir {
-    fn new(name: &str) -> Self {
-        let mut tag = [0u8; 8];
-        getrandom::fill(&mut tag).expect("random");
-        let p = std::env::temp_dir().join(format!(
-            "causeway-store-{name}-{}-{}",
-            std::process::id(),
-            u64::from_le_bytes(tag)
-        ));
-        std::fs::create_dir_all(&p).expect("create test dir");
-        Self(p)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use causeway_testkit::TempDir as TestDir;
 
 const NOW: u64 = 1_795_564_800;
 const HOUR: Duration = Duration::from_secs(3600);
