@@ -133,18 +133,7 @@ impl ServerCertVerifier for PinnedCa {
 /// A fresh TLS client key and a CSR for it (PEM). The CSR's subject is a hint only: the
 /// endpoint's CA decides the certificate's name.
 pub fn new_tls_key_and_csr(host_name: &str) -> Result<(Secret<String>, String), EnrollError> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| EnrollError::Keys(e.to_string()))?;
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
-        .map_err(|e| EnrollError::Keys(e.to_string()))?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, host_name);
-    let csr = params
-        .serialize_request(&key)
-        .map_err(|e| EnrollError::Keys(e.to_string()))?;
-    let csr_pem = csr.pem().map_err(|e| EnrollError::Keys(e.to_string()))?;
-    Ok((Secret::new(key.serialize_pem()), csr_pem))
+    causeway_certs::new_key_and_csr(host_name).map_err(|e| EnrollError::Keys(e.to_string()))
 }
 
 /// Registers with the endpoint and returns the state to save.

@@ -7,6 +7,7 @@
 mod ca;
 mod error;
 mod id;
+mod request;
 pub mod signing;
 mod text;
 mod tls;
@@ -19,6 +20,7 @@ pub use ca::{
 };
 pub use error::{CertsError, CsrError, DbError, TokenError};
 pub use id::{AgentId, MalformedAgentId};
+pub use request::new_key_and_csr;
 pub use tls::{agent_client_config, server_config, trusting_only};
 pub use util::{fingerprint_of_der, from_unix_secs, host_name, is_fingerprint, unix_secs};
 

@@ -21,17 +21,7 @@ use causeway_testkit::TempDir as TestDir;
 
 /// What an agent does at `causeway agent register`: a fresh key and a CSR for it.
 fn agent_key_and_csr() -> (Secret<String>, String) {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "agent-host");
-    let csr = params
-        .serialize_request(&key)
-        .expect("csr")
-        .pem()
-        .expect("pem");
-    (Secret::new(key.serialize_pem()), csr)
+    causeway_certs::new_key_and_csr("agent-host").expect("key and CSR")
 }
 
 struct Agent {

@@ -60,16 +60,7 @@ async fn enrollment_with_the_real_ca() {
     let tail = token.expose_secret().rsplit('.').next().expect("tail");
     assert!(ca.fingerprint_sha256().starts_with(tail));
 
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "agent-host");
-    let csr = params
-        .serialize_request(&key)
-        .expect("csr")
-        .pem()
-        .expect("pem");
+    let (_key, csr) = causeway_certs::new_key_and_csr("agent-host").expect("key and CSR");
     let id = AgentId::generate().expect("id");
     let cert = ca
         .sign_agent_csr(&csr, &id, now, DEFAULT_AGENT_CERT_VALIDITY)
