@@ -11,6 +11,7 @@ pub mod conformance;
 mod directory;
 mod ids;
 mod sqlite;
+mod synced;
 
 pub use agents::{
     AgentRecord, AgentRegistration, AgentStatus, Agents, TokenPurpose, MAX_HOST_NAME_LEN,
@@ -23,6 +24,10 @@ pub use directory::{
 };
 pub use ids::{AgentId, ImmutableId};
 pub use sqlite::{SqliteAgents, SqliteStore};
+pub use synced::{
+    BatchResult, Counts, LeaseState, MatchPolicy, Object, ObjectChange, ObjectError, ObjectKind,
+    RunKind, RunRecord, RunReport, RunStatus, Synced, SyncedRecord, DEFAULT_LEASE,
+};
 
 /// The one SQLite opener (private file, WAL, busy timeout, ordered migrations), for every
 /// SQLite file Causeway keeps: the endpoint's stores here, and the sync host's connector
