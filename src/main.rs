@@ -53,10 +53,10 @@ enum Command {
     /// Register or run the on-premises agent that checks passwords against AD.
     #[command(subcommand)]
     Agent(agent_cmd::AgentCommand),
-    /// Import users and groups from AD and synchronise password-hash verifiers. Today:
-    /// `check` a configuration against the directories, `import` into the sync host's
-    /// connector space, `plan` (the dry run) and `object` (one object on demand); export
-    /// to the endpoint comes next.
+    /// Synchronise users, groups, contacts, devices and OUs from AD and OpenLDAP to the
+    /// endpoint: `check` a configuration, `register` this host, `run` the job (change
+    /// notification, polling, leases), `status`/`runs`, `approve` a stopped run, `plan`
+    /// (the dry run) and `object` (one object on demand).
     #[command(subcommand)]
     Sync(sync_cmd::SyncCommand),
     /// Manage Causeway's CA: enrollment tokens, agents (list, approve, revoke).

@@ -3,7 +3,6 @@
 //! are written 0600, atomically, and refused when others can read them.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use causeway_credential::{AgentKeyPair, Secret};
@@ -79,34 +78,28 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
     }
 }
 
-/// Writes `data` to `path` atomically (temporary file, fsync, rename) with `mode`.
+/// Writes `data` to `path` atomically with `mode` (see [`causeway_config::files`]).
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), StateError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    f.write_all(data).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    fs::rename(&tmp, path).map_err(io(path))
+    causeway_config::files::write_atomic(path, data, mode).map_err(StateError::from)
 }
 
 /// Reads a private file, refusing it when group or others can read it.
 pub fn read_private(path: &Path) -> Result<Vec<u8>, StateError> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = fs::metadata(path).map_err(io(path))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(StateError::LoosePermissions {
-            path: path.to_owned(),
-            mode,
-        });
+    causeway_config::files::read_private(path).map_err(StateError::from)
+}
+
+impl From<causeway_config::files::FileError> for StateError {
+    fn from(e: causeway_config::files::FileError) -> Self {
+        use causeway_config::files::FileError as F;
+        match e {
+            F::Io { path, error } => StateError::Io { path, error },
+            F::LoosePermissions { path, mode } => StateError::LoosePermissions { path, mode },
+            other => StateError::Invalid {
+                path: PathBuf::new(),
+                what: other.to_string(),
+            },
+        }
     }
-    fs::read(path).map_err(io(path))
 }
 
 impl AgentState {

@@ -7,6 +7,7 @@
 mod ca;
 mod error;
 mod id;
+pub mod pinned;
 mod request;
 pub mod signing;
 mod text;

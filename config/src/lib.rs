@@ -7,6 +7,7 @@
 
 mod duration;
 mod error;
+pub mod files;
 mod source;
 mod values;
 

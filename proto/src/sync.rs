@@ -725,12 +725,12 @@ mod tests {
             ],
         };
         let bytes = encode(&r);
-        let len = message_len(bytes[..4].try_into().unwrap(), MAX_MESSAGE_LEN).unwrap();
-        let back: Request = decode(&bytes[4..4 + len]).unwrap();
-        back.check().unwrap();
+        let len = message_len(bytes[..4].try_into().expect("ok"), MAX_MESSAGE_LEN).expect("ok");
+        let back: Request = decode(&bytes[4..4 + len]).expect("ok");
+        back.check().expect("ok");
         assert_eq!(
-            serde_json::to_string(&back).unwrap(),
-            serde_json::to_string(&r).unwrap()
+            serde_json::to_string(&back).expect("ok"),
+            serde_json::to_string(&r).expect("ok")
         );
     }
 
@@ -739,7 +739,7 @@ mod tests {
         let r: Request = decode(
             br#"{"type":"enroll","token":"cwt1.sekrit-token-value","host_name":"h","csr_pem":"x"}"#,
         )
-        .unwrap();
+        .expect("ok");
         let shown = format!("{r:?}");
         assert!(!shown.contains("sekrit"), "{shown}");
         match r {
@@ -760,9 +760,10 @@ mod tests {
             message_len((MAX_ENROLL_LEN as u32 + 1).to_be_bytes(), MAX_ENROLL_LEN),
             Err(MessageError::BadLength { .. })
         ));
-        let e = decode::<Request>(br#"{"type":"lease","connector":"x","extra":1}"#).unwrap_err();
+        let e = decode::<Request>(br#"{"type":"lease","connector":"x","extra":1}"#)
+            .expect_err("refused");
         assert!(matches!(e, MessageError::Malformed { .. }), "{e}");
-        let e = decode::<Request>(b"{\"type\":\"lease\"").unwrap_err();
+        let e = decode::<Request>(b"{\"type\":\"lease\"").expect_err("refused");
         assert!(e.to_string().contains("ends early"), "{e}");
         for bad in [
             "",
@@ -778,7 +779,11 @@ mod tests {
         let mut o = object(ANCHOR);
         o.attrs
             .insert("members".into(), vec![String::new(); MAX_VALUES + 1]);
-        assert!(o.check().unwrap_err().to_string().contains("values"));
+        assert!(o
+            .check()
+            .expect_err("refused")
+            .to_string()
+            .contains("values"));
         let big = Request::Batch {
             run: 1,
             seq: 1,
@@ -791,6 +796,10 @@ mod tests {
                 MAX_BATCH + 1
             ],
         };
-        assert!(big.check().unwrap_err().to_string().contains("changes"));
+        assert!(big
+            .check()
+            .expect_err("refused")
+            .to_string()
+            .contains("changes"));
     }
 }

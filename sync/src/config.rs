@@ -50,6 +50,8 @@ struct RawSync {
     poll_interval: Option<Spanned<String>>,
     #[serde(default)]
     hash_interval: Option<Spanned<String>>,
+    #[serde(default)]
+    batch_size: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -192,6 +194,8 @@ pub struct SyncConfig {
     pub hash_interval: Duration,
     /// The deletion guard.
     pub delete_threshold: DeleteThreshold,
+    /// Changes per batch sent to the endpoint (each applied atomically).
+    pub batch_size: usize,
     /// The connectors.
     pub connectors: Vec<Connector>,
 }
@@ -232,6 +236,23 @@ impl SyncConfig {
             .iter()
             .map(|e| parse_https(e.get_ref(), "sync jobs").map_err(|m| at(e.span(), m)))
             .collect::<Result<Vec<_>, _>>()?;
+
+        let batch_size = match &s.batch_size {
+            None => crate::export::DEFAULT_BATCH,
+            Some(v) if (1..=causeway_proto::sync::MAX_BATCH as u32).contains(v.get_ref()) => {
+                *v.get_ref() as usize
+            }
+            Some(v) => {
+                return Err(at(
+                    v.span(),
+                    format!(
+                        "batch_size must be 1 to {}, got {}",
+                        causeway_proto::sync::MAX_BATCH,
+                        v.get_ref()
+                    ),
+                ))
+            }
+        };
 
         let threshold = DeleteThreshold {
             count: raw
@@ -438,6 +459,7 @@ impl SyncConfig {
         Ok(Self {
             state_dir: resolve(s.state_dir.get_ref()),
             endpoints,
+            batch_size,
             staging: s.staging,
             poll_interval: duration(&s.poll_interval, DEFAULT_POLL, "poll_interval")?,
             hash_interval: duration(&s.hash_interval, DEFAULT_HASH_POLL, "hash_interval")?,

@@ -24,6 +24,8 @@ pub mod ad;
 pub mod check;
 pub mod config;
 pub mod connect;
+pub mod cycle;
+pub mod export;
 pub mod filter;
 pub mod openldap;
 pub mod plan;

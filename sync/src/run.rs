@@ -1,7 +1,7 @@
 //! The import stage of a sync run: for one connector, connect, run a DirSync pass (AD) or an
 //! RFC 4533 content-sync pass (OpenLDAP) from the connector space's watermark (none: a full
-//! import) and merge it into the space. The planner (threshold, staging, dry-run) and export to the endpoint come after it
-//! in the sync issue; they read the space this stage keeps current.
+//! import) and merge it into the space. The planner (`plan`) and export (`export`, driven
+//! by `cycle`) read the space this stage keeps current.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -179,6 +179,8 @@ pub struct ObjectReport {
     pub change: Option<crate::plan::Change>,
     /// If it is quarantined, why.
     pub quarantined: Option<crate::plan::Quarantined>,
+    /// What export did with the change (filled in by the caller that exports it).
+    pub export: Option<String>,
 }
 
 impl fmt::Display for ObjectReport {
@@ -230,10 +232,10 @@ impl fmt::Display for ObjectReport {
             }
             (None, Some(Change::Delete { why, .. })) => writeln!(f, "  plan: delete ({why})")?,
         }
-        writeln!(
-            f,
-            "  export: not built yet (nothing was sent to the endpoint)"
-        )
+        match &self.export {
+            Some(e) => writeln!(f, "  export: {e}"),
+            None => writeln!(f, "  export: not sent (nothing to change)"),
+        }
     }
 }
 
@@ -324,6 +326,7 @@ pub async fn one_object(
         quarantined,
         mapped,
         entry,
+        export: None,
     })
 }
 

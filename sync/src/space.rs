@@ -48,6 +48,18 @@ const SCHEMA: Schema = Schema {
                 PRIMARY KEY (connector, anchor)
               ) WITHOUT ROWID;",
         },
+        Migration {
+            action: "add the deletion approvals",
+            // A run the deletion threshold stopped, with the anchors it would have deleted;
+            // `causeway sync approve RUN` sets `approved`, and the next run may then delete
+            // those objects (and no others beyond the threshold).
+            sql: "CREATE TABLE approvals (
+                run INTEGER PRIMARY KEY,
+                connector TEXT NOT NULL,
+                anchors TEXT NOT NULL,
+                approved INTEGER NOT NULL DEFAULT 0
+              );",
+        },
     ],
 };
 
@@ -373,6 +385,80 @@ impl ConnectorSpace {
             out.insert(g, dn);
         }
         Ok(out)
+    }
+
+    /// Remembers that run `run` of `connector` was stopped by the deletion threshold
+    /// before deleting `anchors`.
+    pub fn hold_for_approval(
+        &self,
+        connector: &str,
+        run: u64,
+        anchors: &BTreeSet<Guid>,
+    ) -> Result<(), SpaceError> {
+        let list: Vec<String> = anchors.iter().map(Guid::to_string).collect();
+        self.conn()
+            .execute(
+                "INSERT INTO approvals (run, connector, anchors) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (run) DO UPDATE SET anchors = ?3",
+                params![
+                    i64::try_from(run).unwrap_or(i64::MAX),
+                    connector,
+                    serde_json::to_string(&list).unwrap_or_default()
+                ],
+            )
+            .map_err(db("record the stopped run"))?;
+        Ok(())
+    }
+
+    /// Approves stopped run `run`: returns its connector and how many deletions it held,
+    /// or `None` when no stopped run has that number here.
+    pub fn approve(&self, run: u64) -> Result<Option<(String, usize)>, SpaceError> {
+        let conn = self.conn();
+        let row: Option<(String, String)> = conn
+            .query_row(
+                "SELECT connector, anchors FROM approvals WHERE run = ?1",
+                [i64::try_from(run).unwrap_or(i64::MAX)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db("find the stopped run"))?;
+        let Some((connector, anchors)) = row else {
+            return Ok(None);
+        };
+        conn.execute(
+            "UPDATE approvals SET approved = 1 WHERE run = ?1",
+            [i64::try_from(run).unwrap_or(i64::MAX)],
+        )
+        .map_err(db("approve the run"))?;
+        let n = serde_json::from_str::<Vec<String>>(&anchors).map_or(0, |v| v.len());
+        Ok(Some((connector, n)))
+    }
+
+    /// The deletions approved for `connector` (from every approved stopped run).
+    pub fn approved_deletions(&self, connector: &str) -> Result<BTreeSet<Guid>, SpaceError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare("SELECT anchors FROM approvals WHERE connector = ?1 AND approved = 1")
+            .map_err(db("read the approvals"))?;
+        let rows = st
+            .query_map([connector], |r| r.get::<_, String>(0))
+            .map_err(db("read the approvals"))?;
+        let mut out = BTreeSet::new();
+        for row in rows {
+            let list: Vec<String> =
+                serde_json::from_str(&row.map_err(db("read the approvals"))?).unwrap_or_default();
+            out.extend(list.iter().filter_map(|g| Guid::parse(g).ok()));
+        }
+        Ok(out)
+    }
+
+    /// Forgets `connector`'s stopped runs once a run has exported (approved or not, they
+    /// are settled: a new stop needs a new approval).
+    pub fn clear_approvals(&self, connector: &str) -> Result<(), SpaceError> {
+        self.conn()
+            .execute("DELETE FROM approvals WHERE connector = ?1", [connector])
+            .map_err(db("clear the approvals"))?;
+        Ok(())
     }
 
     /// Whether the connector's copy is empty.

@@ -10,3 +10,4 @@ pub mod dirsync;
 pub mod entry;
 pub mod import;
 pub mod map;
+pub mod notify;

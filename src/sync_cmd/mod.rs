@@ -1,7 +1,9 @@
-//! `causeway sync …`: the directory sync job's commands. Today `check`, which validates a
-//! sync configuration and tries each connector's directory as the sync account, and
-//! `import`, the first stage of a run: each AD connector's changes into the sync host's
-//! connector space. Export to the endpoint and password hash sync come in the sync issues.
+//! `causeway sync …`: the directory sync job's commands. `check` validates a configuration
+//! and tries each connector's directory as the sync account; `import`, `plan` and `object`
+//! work on the sync host's connector space; `register`, `run`, `status`, `runs` and
+//! `approve` (in `export`) talk to the endpoint.
+
+mod export;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -41,7 +43,8 @@ pub(crate) enum SyncCommand {
     /// (STATE_DIR/connector-space.sqlite): a full import the first time, deltas (AD DirSync,
     /// OpenLDAP content sync)
     /// from the stored cookie afterwards. Safe to interrupt: every page is committed with
-    /// the cookie it leads to, and the next run resumes there. Nothing is exported yet.
+    /// the cookie it leads to, and the next run resumes there. Nothing is exported
+    /// (`causeway sync run` imports and exports).
     ///
     /// Examples:
     ///   causeway sync import -c /etc/causeway/sync.toml
@@ -90,6 +93,90 @@ pub(crate) enum SyncCommand {
         connector: Option<String>,
         /// A DN, an objectGUID or a userPrincipalName.
         target: String,
+        /// Only show what would be sent; export nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Enroll this host as a sync host: make its TLS key here and get a certificate from
+    /// the endpoint with a one-time token. Make the token on the endpoint with
+    /// `causeway certs token --for sync`; it pins the endpoint's CA, so the first contact
+    /// is authenticated too. The key never leaves STATE_DIR/identity (0600).
+    ///
+    /// Examples:
+    ///   CAUSEWAY_SYNC_TOKEN=cwt1.… causeway sync register -c /etc/causeway/sync.toml
+    #[command(verbatim_doc_comment)]
+    Register {
+        /// The configuration file (its endpoints and state_dir are used).
+        #[arg(short, long, env = "CAUSEWAY_SYNC_CONFIG")]
+        config: PathBuf,
+        /// The one-time enrollment token (prefer the environment variable: arguments are
+        /// visible to other users in the process list).
+        #[arg(long, env = "CAUSEWAY_SYNC_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The name this host is listed under [default: its host name].
+        #[arg(long)]
+        host_name: Option<String>,
+    },
+    /// Run the sync job: for each connector take the endpoint's lease, import the
+    /// directory's changes, plan, and export them in batches the endpoint applies
+    /// atomically; then wait for AD's change notification (within seconds) or the poll
+    /// interval. A second host with the same configuration stays a warm standby and takes
+    /// over when the lease lapses. A run over the deletion threshold stops before exporting
+    /// and waits for `causeway sync approve RUN`. SIGTERM or Ctrl-C give the lease up.
+    ///
+    /// Examples:
+    ///   causeway sync run -c /etc/causeway/sync.toml
+    ///   causeway sync run -c sync.toml --once        # one round, then exit (cron, tests)
+    ///   causeway sync run -c sync.toml --dry-run     # import and print the full diff, export nothing
+    ///
+    /// Exit status (with --once or --dry-run): 0 when every connector's round succeeded.
+    #[command(verbatim_doc_comment)]
+    Run {
+        /// The configuration file (see sync.example.toml).
+        #[arg(short, long, env = "CAUSEWAY_SYNC_CONFIG")]
+        config: PathBuf,
+        /// One round for each connector, then exit.
+        #[arg(long)]
+        once: bool,
+        /// One round that imports and prints each connector's full diff, exporting nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// What this sync host holds, what its next export would change (staging included),
+    /// and the last run the endpoint recorded for each connector.
+    #[command(verbatim_doc_comment)]
+    Status {
+        /// The configuration file (see sync.example.toml).
+        #[arg(short, long, env = "CAUSEWAY_SYNC_CONFIG")]
+        config: PathBuf,
+    },
+    /// The latest runs the endpoint recorded, newest first, with their counts and
+    /// per-object errors (quarantines, refused objects, the deletions a stopped run lists).
+    #[command(verbatim_doc_comment)]
+    Runs {
+        /// The configuration file (see sync.example.toml).
+        #[arg(short, long, env = "CAUSEWAY_SYNC_CONFIG")]
+        config: PathBuf,
+        /// Only this connector's runs.
+        #[arg(long)]
+        connector: Option<String>,
+        /// How many (at most 100).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+        limit: u32,
+    },
+    /// Approve a run the deletion threshold stopped: the next run of its connector may
+    /// delete the objects it listed (see `causeway sync runs`), and no others beyond the
+    /// threshold.
+    ///
+    /// Example:
+    ///   causeway sync approve -c /etc/causeway/sync.toml 42
+    #[command(verbatim_doc_comment)]
+    Approve {
+        /// The configuration file (see sync.example.toml).
+        #[arg(short, long, env = "CAUSEWAY_SYNC_CONFIG")]
+        config: PathBuf,
+        /// The stopped run's number.
+        run: u64,
     },
 }
 
@@ -102,7 +189,25 @@ pub(crate) fn run(cmd: SyncCommand) -> ExitCode {
             config,
             connector,
             target,
-        } => ("object", object(&config, connector, &target)),
+            dry_run,
+        } => ("object", object(&config, connector, &target, dry_run)),
+        SyncCommand::Register {
+            config,
+            token,
+            host_name,
+        } => ("register", export::register(&config, &token, host_name)),
+        SyncCommand::Run {
+            config,
+            once,
+            dry_run,
+        } => ("run", export::run(&config, once, dry_run)),
+        SyncCommand::Status { config } => ("status", export::status(&config)),
+        SyncCommand::Runs {
+            config,
+            connector,
+            limit,
+        } => ("runs", export::runs(&config, connector, limit)),
+        SyncCommand::Approve { config, run } => ("approve", export::approve(&config, run)),
     };
     match r {
         Ok(true) => ExitCode::SUCCESS,
@@ -116,9 +221,9 @@ pub(crate) fn run(cmd: SyncCommand) -> ExitCode {
 
 /// A subcommand's result: `Ok(false)` when it ran but found a problem it has reported on
 /// stdout, `Err` when it could not run (said on stderr).
-type Outcome = Result<bool, String>;
+pub(super) type Outcome = Result<bool, String>;
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Runtime::new().map_err(|e| e.to_string())
 }
 
@@ -146,7 +251,11 @@ fn chosen<'a>(
 
 /// Opens the connector space in the state directory, creating the directory (0700) when
 /// `create` is set; without it, a missing space says which command makes it.
-fn open_space(cfg: &SyncConfig, path: &Path, create: bool) -> Result<ConnectorSpace, String> {
+pub(super) fn open_space(
+    cfg: &SyncConfig,
+    path: &Path,
+    create: bool,
+) -> Result<ConnectorSpace, String> {
     let file = cfg.state_dir.join(SPACE_FILE);
     if create {
         use std::os::unix::fs::DirBuilderExt;
@@ -243,7 +352,7 @@ fn plan(path: &Path, only: Option<String>) -> Outcome {
 }
 
 #[allow(clippy::print_stdout)] // the report is the command's output
-fn object(path: &Path, only: Option<String>, target: &str) -> Outcome {
+fn object(path: &Path, only: Option<String>, target: &str, dry_run: bool) -> Outcome {
     let cfg = SyncConfig::load(path).map_err(|e| e.to_string())?;
     // Without --connector: the first AD connector (on-demand sync reads AD).
     let c = match only.as_deref() {
@@ -255,9 +364,15 @@ fn object(path: &Path, only: Option<String>, target: &str) -> Outcome {
             .ok_or_else(|| format!("no AD connector in {}", path.display()))?,
     };
     let space = open_space(&cfg, path, true)?;
-    let r = runtime()?
+    let rt = runtime()?;
+    let mut r = rt
         .block_on(run::one_object(c, &space, cfg.delete_threshold, target))
         .map_err(|e| format!("{}: {e}", c.name))?;
+    r.export = Some(if dry_run {
+        "not sent (--dry-run)".into()
+    } else {
+        export::export_object(&cfg, c, &space, r.change.as_ref(), &rt)
+    });
     print!("{r}");
     Ok(true)
 }

@@ -1,0 +1,425 @@
+//! One sync cycle for one connector, and the loop `causeway sync run` keeps: take (or
+//! renew) the connector's lease, import the directory's changes into the connector space,
+//! plan, and — unless staging, stopped by the deletion threshold or another host holds
+//! the lease — export and record the run at the endpoint. A host without the lease keeps
+//! importing, so it is warm when the lease passes to it.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use causeway_proto::sync::{Counts, ObjectError, RunKind, RunReport, RunStatus, MAX_ERRORS};
+use tokio::sync::Notify;
+
+use crate::ad::entry::Guid;
+use crate::config::{Connector, ConnectorKind, SyncConfig};
+use crate::export::channel::{Channel, ChannelError};
+use crate::export::{self, anchor_id, ExportError};
+use crate::plan::{self, Change, Plan, Verdict};
+use crate::run::{self, ImportReport, RunError};
+use crate::space::{ConnectorSpace, SpaceError};
+
+/// What a cycle did for one connector.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Another host holds the lease: imported only.
+    Standby {
+        /// The holder.
+        holder: String,
+        /// The import.
+        import: ImportReport,
+    },
+    /// Staging mode: imported and planned, never exported.
+    Staged {
+        /// The import.
+        import: ImportReport,
+        /// What an export would do.
+        plan: Plan,
+    },
+    /// The deletion threshold stopped the run before anything was exported.
+    Stopped {
+        /// The run's number (for `causeway sync approve`).
+        run: u64,
+        /// The deletions it would have made.
+        deletes: u64,
+        /// The limit in words.
+        limit: String,
+    },
+    /// Exported.
+    Exported {
+        /// The run's number.
+        run: u64,
+        /// What the endpoint changed.
+        counts: Counts,
+        /// Objects not exported, with why.
+        errors: Vec<ObjectError>,
+    },
+}
+
+/// Why a cycle failed. What was imported and acknowledged before it is kept.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CycleError {
+    /// The import failed.
+    #[error("import: {0}")]
+    Import(RunError),
+    /// The connector space failed.
+    #[error(transparent)]
+    Space(#[from] SpaceError),
+    /// The endpoint failed or refused.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// The export stopped.
+    #[error(transparent)]
+    Export(#[from] ExportError),
+}
+
+/// The deletions a plan holds.
+fn deletions(plan: &Plan) -> BTreeSet<Guid> {
+    plan.changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Delete { anchor, .. } => Some(*anchor),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The plan's errors and quarantines, as the run's report carries them (at most
+/// [`MAX_ERRORS`]).
+fn plan_errors(plan: &Plan) -> Vec<ObjectError> {
+    let errors = plan.errors.iter().map(|e| ObjectError {
+        anchor: None,
+        dn: Some(e.dn.clone()),
+        error: e.error.to_string(),
+    });
+    let quarantined = plan.quarantined.iter().map(|q| ObjectError {
+        anchor: Some(anchor_id(&q.anchor)),
+        dn: Some(q.dn.clone()),
+        error: format!(
+            "quarantined: {} {:?} is already claimed by {} ({})",
+            q.attribute, q.value, q.holder_dn, q.holder_anchor
+        ),
+    });
+    errors.chain(quarantined).take(MAX_ERRORS).collect()
+}
+
+/// Imports `c` (the whole directory when the space holds nothing for it).
+pub async fn import(
+    c: &Connector,
+    space: &ConnectorSpace,
+    progress: impl FnMut(u64),
+) -> Result<ImportReport, CycleError> {
+    run::import(c, space, progress)
+        .await
+        .map_err(CycleError::Import)
+}
+
+/// Plans `c`'s export; a plan the threshold stopped goes ahead when every deletion in it
+/// was approved (`causeway sync approve`).
+pub fn plan_with_approvals(
+    cfg: &SyncConfig,
+    c: &Connector,
+    space: &ConnectorSpace,
+) -> Result<Plan, SpaceError> {
+    let mut p = plan::plan(space, c, cfg.delete_threshold)?;
+    if matches!(p.verdict, Verdict::Stop { .. }) {
+        let approved = space.approved_deletions(&c.name)?;
+        if !approved.is_empty() && deletions(&p).is_subset(&approved) {
+            tracing::info!(connector = %c.name, deletions = approved.len(), "deletions over the threshold were approved; exporting them");
+            p.verdict = Verdict::Go;
+        }
+    }
+    Ok(p)
+}
+
+/// One cycle for `c`: import, plan, and export through `ch` (none: staging). `progress`
+/// is told what stage it is in and how far ("import", n) / ("export", n of total).
+pub async fn cycle(
+    cfg: &SyncConfig,
+    c: &Connector,
+    space: &ConnectorSpace,
+    ch: Option<&mut Channel>,
+    mut progress: impl FnMut(&str, u64, Option<u64>),
+) -> Result<Outcome, CycleError> {
+    let Some(ch) = ch else {
+        let import = import(c, space, |n| progress("import", n, None)).await?;
+        let plan = plan_with_approvals(cfg, c, space)?;
+        return Ok(Outcome::Staged { import, plan });
+    };
+    let lease = ch.lease(&c.name).await?;
+    let import = import(c, space, |n| progress("import", n, None)).await?;
+    if !lease.granted {
+        return Ok(Outcome::Standby {
+            holder: lease.holder.unwrap_or_else(|| "another host".into()),
+            import,
+        });
+    }
+    let plan = plan_with_approvals(cfg, c, space)?;
+    let kind = if import.full {
+        RunKind::Full
+    } else {
+        RunKind::Delta
+    };
+    let run = ch.start_run(&c.name, kind, c.soft_match).await?;
+    if let Verdict::Stop { deletes, limit } = &plan.verdict {
+        space.hold_for_approval(&c.name, run, &deletions(&plan))?;
+        let listed: Vec<ObjectError> = plan
+            .changes
+            .iter()
+            .filter_map(|ch| match ch {
+                Change::Delete { anchor, was, why } => Some(ObjectError {
+                    anchor: Some(anchor_id(anchor)),
+                    dn: Some(was.dn.clone()),
+                    error: format!("would delete: {why}"),
+                }),
+                _ => None,
+            })
+            .take(MAX_ERRORS)
+            .collect();
+        let detail = format!(
+            "stopped: {deletes} deletions exceed the deletion threshold ({limit}); nothing was exported. Check the list, then approve with: causeway sync approve {run}"
+        );
+        ch.finish_run(
+            run,
+            RunReport {
+                status: RunStatus::Stopped,
+                counts: Counts::default(),
+                errors: listed,
+                detail: Some(detail),
+            },
+        )
+        .await?;
+        return Ok(Outcome::Stopped {
+            run,
+            deletes: *deletes,
+            limit: limit.clone(),
+        });
+    }
+    let exported = export::export(
+        ch,
+        space,
+        &c.name,
+        run,
+        &plan,
+        cfg.batch_size,
+        |n, total| progress("export", n, Some(total)),
+    )
+    .await;
+    let mut errors = plan_errors(&plan);
+    match exported {
+        Ok(report) => {
+            errors.extend(report.errors.iter().cloned());
+            errors.truncate(MAX_ERRORS);
+            let mut counts = report.counts;
+            counts.quarantined = plan.quarantined.len() as u64;
+            counts.errors = (plan.errors.len() + report.errors.len()) as u64;
+            ch.finish_run(
+                run,
+                RunReport {
+                    status: RunStatus::Succeeded,
+                    counts,
+                    errors: errors.clone(),
+                    detail: None,
+                },
+            )
+            .await?;
+            space.clear_approvals(&c.name)?;
+            Ok(Outcome::Exported {
+                run,
+                counts: report.counts,
+                errors,
+            })
+        }
+        Err(e) => {
+            // Best effort: the channel may be what failed.
+            let _ = ch
+                .finish_run(
+                    run,
+                    RunReport {
+                        status: RunStatus::Failed,
+                        counts: Counts::default(),
+                        errors,
+                        detail: Some(e.to_string()),
+                    },
+                )
+                .await;
+            Err(e.into())
+        }
+    }
+}
+
+/// On-demand export of one planned change (`causeway sync object`): under the lease, as a
+/// run of kind `object`. Returns the run's number, what the endpoint changed and the
+/// object's error if it was not applied.
+pub async fn export_one(
+    cfg: &SyncConfig,
+    c: &Connector,
+    space: &ConnectorSpace,
+    ch: &mut Channel,
+    change: &Change,
+) -> Result<(u64, Counts, Vec<ObjectError>), CycleError> {
+    let lease = ch.lease(&c.name).await?;
+    if !lease.granted {
+        return Err(CycleError::Export(ExportError::LeaseLost {
+            connector: c.name.clone(),
+            holder: lease.holder.unwrap_or_else(|| "another host".into()),
+        }));
+    }
+    let run = ch.start_run(&c.name, RunKind::Object, c.soft_match).await?;
+    let one = Plan {
+        changes: vec![change.clone()],
+        errors: Vec::new(),
+        quarantined: Vec::new(),
+        decisions: Default::default(),
+        exported_before: 0,
+        verdict: Verdict::Go,
+    };
+    let report = export::export(ch, space, &c.name, run, &one, cfg.batch_size, |_, _| {}).await?;
+    let mut counts = report.counts;
+    counts.errors = report.errors.len() as u64;
+    ch.finish_run(
+        run,
+        RunReport {
+            status: RunStatus::Succeeded,
+            counts,
+            errors: report.errors.clone(),
+            detail: None,
+        },
+    )
+    .await?;
+    Ok((run, report.counts, report.errors))
+}
+
+/// How `causeway sync run` loops.
+#[derive(Debug, Clone, Copy)]
+pub struct LoopOptions {
+    /// One cycle per connector, then return.
+    pub once: bool,
+}
+
+/// The loop of `causeway sync run`: a cycle per connector, then wait for a change
+/// notification, the poll interval, or (holding or waiting for a lease) a third of the
+/// lease, whichever comes first. Keeps going through errors (logged); returns after one
+/// round with `once`, or when `stop` is notified (the leases are then released, so that a
+/// standby takes over at once). `report` is given each connector's outcome.
+pub async fn run_loop(
+    cfg: &SyncConfig,
+    space: &ConnectorSpace,
+    identity: Option<&crate::export::identity::Identity>,
+    opts: LoopOptions,
+    stop: Arc<Notify>,
+    mut report: impl FnMut(&Connector, &Result<Outcome, CycleError>),
+    mut progress: impl FnMut(&Connector, &str, u64, Option<u64>),
+) -> bool {
+    let wake = Arc::new(Notify::new());
+    let mut watchers = Vec::new();
+    if !opts.once {
+        for c in &cfg.connectors {
+            if c.kind == ConnectorKind::ActiveDirectory && c.change_notification {
+                watchers.push(tokio::spawn(crate::ad::notify::watch(
+                    Arc::new(c.clone()),
+                    wake.clone(),
+                )));
+            }
+        }
+    }
+    let mut ch: Option<Channel> = None;
+    let mut all_ok = true;
+    let mut next_poll = Instant::now();
+    let mut holding: BTreeSet<String> = BTreeSet::new();
+    loop {
+        let due = Instant::now() >= next_poll;
+        if ch.is_none() && !cfg.staging {
+            if let Some(id) = identity {
+                match Channel::open(&cfg.endpoints, id).await {
+                    Ok(c) => ch = Some(c),
+                    Err(e) => {
+                        all_ok = false;
+                        tracing::warn!(error = %e, "cannot open the ingestion channel; importing only until it opens");
+                    }
+                }
+            }
+        }
+        let lease_len = ch.as_ref().map_or(Duration::from_secs(60), |c| c.lease);
+        if due {
+            next_poll = Instant::now() + cfg.poll_interval;
+            for c in &cfg.connectors {
+                let result = if cfg.staging {
+                    cycle(cfg, c, space, None, |s, n, t| progress(c, s, n, t)).await
+                } else if let Some(channel) = ch.as_mut() {
+                    cycle(cfg, c, space, Some(channel), |s, n, t| progress(c, s, n, t)).await
+                } else {
+                    import(c, space, |n| progress(c, "import", n, None))
+                        .await
+                        .map(|import| Outcome::Standby {
+                            holder: "unknown (the endpoint is unreachable)".into(),
+                            import,
+                        })
+                };
+                match &result {
+                    Ok(Outcome::Exported { .. } | Outcome::Stopped { .. }) => {
+                        holding.insert(c.name.clone());
+                    }
+                    Ok(_) => {
+                        holding.remove(&c.name);
+                    }
+                    Err(CycleError::Channel(_) | CycleError::Export(_)) => {
+                        all_ok = false;
+                        holding.remove(&c.name);
+                        ch = None;
+                    }
+                    Err(_) => all_ok = false,
+                }
+                report(c, &result);
+            }
+        } else if let Some(channel) = ch.as_mut() {
+            // Between polls: renew what we hold, and try for what we wait for; a lease
+            // newly granted starts a cycle at once.
+            for c in &cfg.connectors {
+                match channel.lease(&c.name).await {
+                    Ok(l) if l.granted && !holding.contains(&c.name) => {
+                        tracing::info!(connector = %c.name, "lease granted; taking over");
+                        next_poll = Instant::now();
+                    }
+                    Ok(l) if !l.granted && holding.remove(&c.name) => {
+                        tracing::warn!(connector = %c.name, holder = ?l.holder, "lease lost to another host");
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lease renewal failed; reconnecting");
+                        ch = None;
+                        break;
+                    }
+                }
+            }
+        }
+        if opts.once {
+            break;
+        }
+        let renew = if cfg.staging {
+            cfg.poll_interval
+        } else {
+            (lease_len / 3).max(Duration::from_millis(200))
+        };
+        let until_poll = next_poll.saturating_duration_since(Instant::now());
+        tokio::select! {
+            _ = wake.notified() => {
+                // Let a burst of changes settle into one delta.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                next_poll = Instant::now();
+            }
+            _ = tokio::time::sleep(until_poll.min(renew)) => {}
+            _ = stop.notified() => break,
+        }
+    }
+    for w in watchers {
+        w.abort();
+    }
+    if let Some(channel) = ch.as_mut() {
+        for c in &holding {
+            let _ = channel.release(c).await;
+        }
+    }
+    all_ok
+}

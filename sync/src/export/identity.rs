@@ -1,0 +1,146 @@
+//! The sync host's identity in its state directory: the id the endpoint gave it, its TLS
+//! client key (0600, made here and never sent anywhere), its certificate, and the CA it
+//! pinned at enrollment. The id is written last: its presence means "registered".
+
+use std::path::{Path, PathBuf};
+
+use causeway_config::files::{self, FileError};
+use causeway_credential::Secret;
+
+const DIR: &str = "identity";
+const ID: &str = "sync.id";
+const TLS_KEY: &str = "tls.key";
+const TLS_CERT: &str = "tls.pem";
+const CA: &str = "ca.pem";
+
+/// What `causeway sync register` obtained.
+pub struct Identity {
+    /// The host's id (its certificate's subject).
+    pub host_id: String,
+    /// Its TLS client key (PEM).
+    pub tls_key_pem: Secret<String>,
+    /// Its client certificate (PEM).
+    pub cert_pem: String,
+    /// The endpoint's CA, pinned at enrollment (PEM).
+    pub ca_pem: String,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("host_id", &self.host_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the identity cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// A file failed.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// A file holds something else.
+    #[error("{0}: not what `causeway sync register` wrote")]
+    Invalid(PathBuf),
+    /// Never registered.
+    #[error("{0} holds no registered sync host; run `causeway sync register -c FILE --token TOKEN` first (make the token on the endpoint with `causeway certs token --for sync`)")]
+    NotRegistered(PathBuf),
+}
+
+fn text(path: &Path, private: bool) -> Result<String, IdentityError> {
+    let bytes = if private {
+        files::read_private(path)?
+    } else {
+        std::fs::read(path).map_err(|error| FileError::Io {
+            path: path.to_owned(),
+            error,
+        })?
+    };
+    String::from_utf8(bytes).map_err(|_| IdentityError::Invalid(path.to_owned()))
+}
+
+impl Identity {
+    /// The identity directory inside `state_dir`.
+    pub fn dir(state_dir: &Path) -> PathBuf {
+        state_dir.join(DIR)
+    }
+
+    /// Whether `state_dir` holds a registered identity.
+    pub fn exists(state_dir: &Path) -> bool {
+        Self::dir(state_dir).join(ID).exists()
+    }
+
+    /// Saves into `state_dir/identity` (created 0700): the key 0600, the id last.
+    pub fn save(&self, state_dir: &Path) -> Result<(), IdentityError> {
+        let dir = Self::dir(state_dir);
+        files::create_private_dir(&dir)?;
+        files::write_atomic(
+            &dir.join(TLS_KEY),
+            self.tls_key_pem.expose_secret().as_bytes(),
+            0o600,
+        )?;
+        files::write_atomic(&dir.join(TLS_CERT), self.cert_pem.as_bytes(), 0o644)?;
+        files::write_atomic(&dir.join(CA), self.ca_pem.as_bytes(), 0o644)?;
+        files::write_atomic(
+            &dir.join(ID),
+            format!("{}\n", self.host_id).as_bytes(),
+            0o644,
+        )?;
+        Ok(())
+    }
+
+    /// Loads from `state_dir/identity`; the key must not be readable by others.
+    pub fn load(state_dir: &Path) -> Result<Self, IdentityError> {
+        let dir = Self::dir(state_dir);
+        if !dir.join(ID).exists() {
+            return Err(IdentityError::NotRegistered(state_dir.to_owned()));
+        }
+        let host_id = text(&dir.join(ID), false)?.trim().to_owned();
+        if causeway_certs::AgentId::parse(&host_id).is_err() {
+            return Err(IdentityError::Invalid(dir.join(ID)));
+        }
+        Ok(Self {
+            host_id,
+            tls_key_pem: Secret::new(text(&dir.join(TLS_KEY), true)?),
+            cert_pem: text(&dir.join(TLS_CERT), false)?,
+            ca_pem: text(&dir.join(CA), false)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn saved_identity_loads_back_with_a_private_key_and_debug_hides_it() {
+        let d = causeway_testkit::TempDir::new("sync-identity");
+        assert!(matches!(
+            Identity::load(d.path()),
+            Err(IdentityError::NotRegistered(_))
+        ));
+        let id = Identity {
+            host_id: causeway_certs::AgentId::generate()
+                .expect("ok")
+                .as_str()
+                .to_owned(),
+            tls_key_pem: Secret::new("-----BEGIN PRIVATE KEY-----\nkey-material\n".into()),
+            cert_pem: "cert".into(),
+            ca_pem: "ca".into(),
+        };
+        id.save(d.path()).expect("ok");
+        let key = Identity::dir(d.path()).join(TLS_KEY);
+        assert_eq!(
+            std::fs::metadata(&key).expect("ok").permissions().mode() & 0o777,
+            0o600
+        );
+        let back = Identity::load(d.path()).expect("ok");
+        assert_eq!(back.host_id, id.host_id);
+        assert!(!format!("{back:?}").contains("key-material"));
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).expect("ok");
+        let e = Identity::load(d.path()).expect_err("refused");
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+    }
+}
