@@ -27,8 +27,9 @@ fn verifier(p: &str) -> PhsVerifier {
     PhsVerifier::derive(&Password::new(p.into()).expect("valid"))
 }
 
-/// A store written by the previous build (schema 1) gains the lockout table on open,
-/// keeps its users, and is refused by nothing; a newer schema is refused by name.
+/// A store written by an older build (schema 1) gains the lockout table, the synced
+/// objects, runs and leases, and the users' protection flag on open, keeps its users,
+/// and is refused by nothing; a newer schema is refused by name.
 #[test]
 fn a_version_1_store_is_upgraded_in_place() {
     let dir = std::env::temp_dir().join(format!("causeway-store-v1-{}", std::process::id()));
@@ -36,10 +37,10 @@ fn a_version_1_store_is_upgraded_in_place() {
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join("directory.sqlite");
     {
-        let s = SqliteStore::open(&path).expect("create");
-        let conn = s.db().lock();
-        conn.execute_batch("DROP TABLE lockout; PRAGMA user_version = 1;")
-            .expect("make it a version 1 file");
+        let v1 = Schema {
+            migrations: &SCHEMA.migrations[..1],
+        };
+        let (conn, _) = open(&path, &v1).expect("a version 1 file");
         conn.execute(
             "INSERT INTO users (id, upn, source, created_at, updated_at) VALUES ('aWQ=', 'old@corp.example', 'cloud', 0, 0)",
             [],
@@ -52,8 +53,20 @@ fn a_version_1_store_is_upgraded_in_place() {
         .user_by_upn("old@corp.example")
         .expect("read")
         .is_some());
+    let old = s.db().user_by_upn("old@corp.example").expect("read");
+    assert_eq!(
+        old.map(|u| u.protected),
+        Some(false),
+        "not protected by default"
+    );
     s.save_lockout("n:x@corp.example", Some("{}"), SystemTime::now())
         .expect("the new table is there");
+    let lease = s
+        .db()
+        .lease("corp", "h1", crate::DEFAULT_LEASE, SystemTime::now())
+        .expect("the sync tables are there");
+    assert!(lease.granted);
+    assert_eq!(s.db().synced_counts().expect("counts").len(), 5);
     assert_eq!(s.load_lockout(10).expect("rows").len(), 1);
     let version: i64 = s
         .db()
