@@ -107,10 +107,10 @@ impl Db {
         if row.status != RunStatus::Running {
             return refuse(format!("run {run} has finished ({})", row.status.as_str()));
         }
-        if let Err(StoreError::WrongState(why)) =
-            self.require_lease(&tx, &row.connector, holder, now)
-        {
-            return refuse(why);
+        match self.require_lease(&tx, &row.connector, holder, now) {
+            Ok(()) => {}
+            Err(StoreError::WrongState(why)) => return refuse(why),
+            Err(e) => return Err(e),
         }
         let ctx = Run {
             connector: &row.connector,
