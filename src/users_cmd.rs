@@ -52,6 +52,22 @@ pub(crate) enum UsersCommand {
         /// The UPN.
         upn: String,
     },
+    /// Protect a cloud-only user from soft match: a user synchronised from AD with the
+    /// same UPN or mail is then an error of the sync run, never a takeover of this account.
+    Protect {
+        #[command(flatten)]
+        data: DataDir,
+        /// The UPN.
+        upn: String,
+    },
+    /// Lift `users protect`: soft match (where a connector enables it) may take the
+    /// account over again.
+    Unprotect {
+        #[command(flatten)]
+        data: DataDir,
+        /// The UPN.
+        upn: String,
+    },
     /// Move a user to the recycle bin (restorable with `users restore`).
     Delete {
         #[command(flatten)]
@@ -88,7 +104,7 @@ fn actor() -> String {
 
 fn line(u: &UserRecord) -> String {
     format!(
-        "{:<40} {:<26} {:<6} {:<9} {}",
+        "{:<40} {:<26} {:<6} {:<9}{} {}",
         u.upn,
         u.id.as_str(),
         format!("{:?}", u.source).to_lowercase(),
@@ -99,6 +115,7 @@ fn line(u: &UserRecord) -> String {
         } else {
             "enabled"
         },
+        if u.protected { " protected" } else { "" },
         u.display_name.as_deref().unwrap_or("")
     )
 }
@@ -163,6 +180,22 @@ pub(crate) async fn run(cmd: UsersCommand) -> Result<()> {
             line(
                 &open(&data)?
                     .set_disabled(&upn, false, &actor(), now)
+                    .await?
+            )
+        ),
+        UsersCommand::Protect { data, upn } => println!(
+            "{}",
+            line(
+                &open(&data)?
+                    .set_protected(&upn, true, &actor(), now)
+                    .await?
+            )
+        ),
+        UsersCommand::Unprotect { data, upn } => println!(
+            "{}",
+            line(
+                &open(&data)?
+                    .set_protected(&upn, false, &actor(), now)
                     .await?
             )
         ),
