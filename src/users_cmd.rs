@@ -229,3 +229,80 @@ pub(crate) async fn run(cmd: UsersCommand) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use causeway_store::{AdUser, ImmutableId};
+
+    use super::*;
+
+    /// `users protect` and `users unprotect` set the flag through the command, with a
+    /// history row each by the CLI's actor; a synchronised user is refused with why.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn protect_and_unprotect_set_the_flag_and_refuse_a_synced_user() {
+        let dir = causeway_testkit::TempDir::new("users-protect");
+        let data = || DataDir {
+            data_dir: dir.path().join("data"),
+        };
+        let store = open(&data()).expect("open");
+        let v = PhsVerifier::derive(&Password::new("Glass-Pw-1".into()).expect("valid"));
+        let glass = NewUser {
+            upn: "glass@corp.example".into(),
+            display_name: None,
+            mail: None,
+        };
+        store
+            .add_cloud_user(&glass, &v, "test", SystemTime::now())
+            .await
+            .expect("add");
+        let synced = AdUser {
+            id: ImmutableId::from_guid_bytes([3; 16]),
+            upn: "synced@corp.example".into(),
+            display_name: None,
+            mail: None,
+            disabled: false,
+        };
+        store
+            .upsert_ad_user(&synced, None, "sync", SystemTime::now())
+            .await
+            .expect("sync");
+        let protected = |upn: &'static str| {
+            let store = store.clone();
+            async move {
+                let u = store.user_by_upn(upn).await.expect("read").expect("user");
+                u.protected
+            }
+        };
+        let upn = || "glass@corp.example".to_owned();
+        run(UsersCommand::Protect {
+            data: data(),
+            upn: upn(),
+        })
+        .await
+        .expect("protect");
+        assert!(protected("glass@corp.example").await);
+        run(UsersCommand::Unprotect {
+            data: data(),
+            upn: upn(),
+        })
+        .await
+        .expect("unprotect");
+        assert!(!protected("glass@corp.example").await);
+        let actions: Vec<String> = store
+            .history("glass@corp.example")
+            .await
+            .expect("history")
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        assert_eq!(actions, ["create", "protect", "unprotect"]);
+        let e = run(UsersCommand::Protect {
+            data: data(),
+            upn: "synced@corp.example".into(),
+        })
+        .await
+        .expect_err("a synced user has nothing to be protected from");
+        assert!(e.to_string().contains("cloud-only"), "{e}");
+        assert!(!protected("synced@corp.example").await);
+    }
+}
