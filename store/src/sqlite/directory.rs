@@ -1,7 +1,8 @@
-//! The directory ([`crate::DirectoryStore`]) and smart lockout's state
-//! ([`crate::LockoutStore`]) on one SQLite file (WAL, mode 0600), shared by the endpoint
-//! and the `causeway users` commands running in other processes. This file holds the
-//! blocking SQL; `directory/traits.rs` puts the capability traits on top of it.
+//! The directory ([`crate::DirectoryStore`]), what sync exports ([`crate::Synced`]) and
+//! smart lockout's state ([`crate::LockoutStore`]) on one SQLite file (WAL, mode 0600),
+//! shared by the endpoint and the `causeway users` commands running in other processes.
+//! This file and `directory/synced.rs` hold the blocking SQL; `directory/traits.rs` puts
+//! the capability traits on top of it.
 
 mod synced;
 mod traits;
