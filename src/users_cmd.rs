@@ -52,6 +52,22 @@ pub(crate) enum UsersCommand {
         /// The UPN.
         upn: String,
     },
+    /// Protect a cloud-only user from soft match: a user synchronised from AD with the
+    /// same UPN or mail is then an error of the sync run, never a takeover of this account.
+    Protect {
+        #[command(flatten)]
+        data: DataDir,
+        /// The UPN.
+        upn: String,
+    },
+    /// Lift `users protect`: soft match (where a connector enables it) may take the
+    /// account over again.
+    Unprotect {
+        #[command(flatten)]
+        data: DataDir,
+        /// The UPN.
+        upn: String,
+    },
     /// Move a user to the recycle bin (restorable with `users restore`).
     Delete {
         #[command(flatten)]
@@ -88,7 +104,7 @@ fn actor() -> String {
 
 fn line(u: &UserRecord) -> String {
     format!(
-        "{:<40} {:<26} {:<6} {:<9} {}",
+        "{:<40} {:<26} {:<6} {:<9}{} {}",
         u.upn,
         u.id.as_str(),
         format!("{:?}", u.source).to_lowercase(),
@@ -99,6 +115,7 @@ fn line(u: &UserRecord) -> String {
         } else {
             "enabled"
         },
+        if u.protected { " protected" } else { "" },
         u.display_name.as_deref().unwrap_or("")
     )
 }
@@ -166,6 +183,22 @@ pub(crate) async fn run(cmd: UsersCommand) -> Result<()> {
                     .await?
             )
         ),
+        UsersCommand::Protect { data, upn } => println!(
+            "{}",
+            line(
+                &open(&data)?
+                    .set_protected(&upn, true, &actor(), now)
+                    .await?
+            )
+        ),
+        UsersCommand::Unprotect { data, upn } => println!(
+            "{}",
+            line(
+                &open(&data)?
+                    .set_protected(&upn, false, &actor(), now)
+                    .await?
+            )
+        ),
         UsersCommand::Delete { data, upn } => {
             println!(
                 "{}",
@@ -195,4 +228,81 @@ pub(crate) async fn run(cmd: UsersCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use causeway_store::{AdUser, ImmutableId};
+
+    use super::*;
+
+    /// `users protect` and `users unprotect` set the flag through the command, with a
+    /// history row each by the CLI's actor; a synchronised user is refused with why.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn protect_and_unprotect_set_the_flag_and_refuse_a_synced_user() {
+        let dir = causeway_testkit::TempDir::new("users-protect");
+        let data = || DataDir {
+            data_dir: dir.path().join("data"),
+        };
+        let store = open(&data()).expect("open");
+        let v = PhsVerifier::derive(&Password::new("Glass-Pw-1".into()).expect("valid"));
+        let glass = NewUser {
+            upn: "glass@corp.example".into(),
+            display_name: None,
+            mail: None,
+        };
+        store
+            .add_cloud_user(&glass, &v, "test", SystemTime::now())
+            .await
+            .expect("add");
+        let synced = AdUser {
+            id: ImmutableId::from_guid_bytes([3; 16]),
+            upn: "synced@corp.example".into(),
+            display_name: None,
+            mail: None,
+            disabled: false,
+        };
+        store
+            .upsert_ad_user(&synced, None, "sync", SystemTime::now())
+            .await
+            .expect("sync");
+        let protected = |upn: &'static str| {
+            let store = store.clone();
+            async move {
+                let u = store.user_by_upn(upn).await.expect("read").expect("user");
+                u.protected
+            }
+        };
+        let upn = || "glass@corp.example".to_owned();
+        run(UsersCommand::Protect {
+            data: data(),
+            upn: upn(),
+        })
+        .await
+        .expect("protect");
+        assert!(protected("glass@corp.example").await);
+        run(UsersCommand::Unprotect {
+            data: data(),
+            upn: upn(),
+        })
+        .await
+        .expect("unprotect");
+        assert!(!protected("glass@corp.example").await);
+        let actions: Vec<String> = store
+            .history("glass@corp.example")
+            .await
+            .expect("history")
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        assert_eq!(actions, ["create", "protect", "unprotect"]);
+        let e = run(UsersCommand::Protect {
+            data: data(),
+            upn: "synced@corp.example".into(),
+        })
+        .await
+        .expect_err("a synced user has nothing to be protected from");
+        assert!(e.to_string().contains("cloud-only"), "{e}");
+        assert!(!protected("synced@corp.example").await);
+    }
 }

@@ -14,6 +14,11 @@ use std::time::{Duration, SystemTime};
 use causeway_certs::{AgentId, CertsError, TokenError};
 use causeway_credential::{Password, PhsVerifier, SignInOutcome};
 
+mod synced;
+mod synced_match;
+pub use synced::*;
+pub use synced_match::*;
+
 use crate::{
     verify_password, AdUser, AgentRegistration, AgentStatus, Agents, DirectoryStore, ImmutableId,
     NewUser, Source, StoreError, TokenPurpose,
@@ -31,6 +36,15 @@ macro_rules! conformance_suite {
             ad_users_upsert_by_immutable_id,
             sync_cannot_take_over_a_cloud_only_account,
             the_recycle_bin_keeps_an_older_user_of_the_same_upn,
+            sync_leases_are_exclusive_until_they_lapse,
+            a_batch_of_every_kind_applies_once,
+            updates_renames_deletes_and_reanimation_keep_the_anchor,
+            objects_in_error_leave_nothing_and_the_rest_applies,
+            a_batch_without_the_lease_changes_nothing,
+            soft_match_takes_over_only_unprotected_cloud_users,
+            groups_of_follows_nesting_and_ends_cycles,
+            runs_are_listed_newest_first_with_their_counts,
+            protection_is_recorded_and_shown,
         );
         $crate::conformance_suite!(@agents $agents;
             agent_tokens_are_single_use_and_checked_in_order,

@@ -59,6 +59,9 @@ pub struct UserRecord {
     pub disabled: bool,
     /// Whether a password-hash-sync verifier is stored.
     pub has_verifier: bool,
+    /// Whether an administrator protected this cloud-only account from soft match (a
+    /// synchronised user with its UPN or mail never takes it over).
+    pub protected: bool,
     /// When the user went to the recycle bin, if it did.
     pub deleted_at: Option<SystemTime>,
     /// Created.
@@ -102,7 +105,9 @@ pub struct HistoryEntry {
     pub at: SystemTime,
     /// Who (an operator name, `cli`, `sync`, ...).
     pub actor: String,
-    /// What was done: `create`, `disable`, `enable`, `delete`, `restore`, `set-password`.
+    /// What was done: `create`, `disable`, `enable`, `delete`, `restore`, `set-password`,
+    /// `protect`, `unprotect`; for synchronised objects `create`, `update`, `delete`,
+    /// `restore` and `soft-match` (actor `sync:<connector>`).
     pub action: String,
     /// The user as it was after the change, as JSON (no verifier, only whether it changed).
     pub snapshot: String,
@@ -201,6 +206,16 @@ pub trait Users: Send + Sync {
         actor: &str,
         now: SystemTime,
     ) -> Result<UserRecord, StoreError>;
+    /// Protects a live cloud-only user from soft match, or lifts the protection. Refused
+    /// ([`StoreError::WrongState`]) for a user synchronised from AD: it has an anchor
+    /// already, so there is nothing to protect it from.
+    async fn set_protected(
+        &self,
+        upn: &str,
+        protected: bool,
+        actor: &str,
+        now: SystemTime,
+    ) -> Result<UserRecord, StoreError>;
 }
 
 /// Password-hash-sync verifiers: written by `causeway users` and sync, read at sign-in.
@@ -296,6 +311,7 @@ pub fn read_like_a_row() -> Option<PhsVerifier> {
         source: Source::Cloud,
         disabled: false,
         has_verifier: true,
+        protected: false,
         deleted_at: None,
         created_at: SystemTime::UNIX_EPOCH,
         updated_at: SystemTime::UNIX_EPOCH,

@@ -1,6 +1,6 @@
 //! Causeway's state behind async traits split by capability — [`Users`], [`Verifiers`],
-//! [`History`], [`Agents`] — plus smart lockout's [`LockoutStore`], keyed by id newtypes;
-//! SQLite ([`SqliteStore`], [`SqliteAgents`]) by default. Every backend passes
+//! [`History`], [`Agents`], [`Synced`] — plus smart lockout's [`LockoutStore`], keyed by
+//! id newtypes; SQLite ([`SqliteStore`], [`SqliteAgents`]) by default. Every backend passes
 //! [`conformance`]. It must never store or log a password, nor a token's secret part.
 #![forbid(unsafe_code)]
 

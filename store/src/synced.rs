@@ -107,7 +107,12 @@ pub trait Synced: Send + Sync {
         changes: &[ObjectChange],
         now: SystemTime,
     ) -> Result<BatchResult, StoreError>;
-    /// Records the end of run `run` (only its host may) and returns the record.
+    /// Records the end of run `run` (only its host may, once, with a status other than
+    /// `running`; its lease need not be current, so a host that lost it can still record
+    /// the failure) and returns the record. Of the report's counts only `quarantined` and
+    /// `errors` are added to the run's: `added`, `updated`, `deleted` and `unchanged` stay
+    /// those of the batches the store applied. The report's errors are appended to the
+    /// batches' (each once, at most [`causeway_proto::sync::MAX_ERRORS`]).
     async fn finish_run(
         &self,
         run: u64,

@@ -1,8 +1,10 @@
-//! The directory ([`crate::DirectoryStore`]) and smart lockout's state
-//! ([`crate::LockoutStore`]) on one SQLite file (WAL, mode 0600), shared by the endpoint
-//! and the `causeway users` commands running in other processes. This file holds the
-//! blocking SQL; `directory/traits.rs` puts the capability traits on top of it.
+//! The directory ([`crate::DirectoryStore`]), what sync exports ([`crate::Synced`]) and
+//! smart lockout's state ([`crate::LockoutStore`]) on one SQLite file (WAL, mode 0600),
+//! shared by the endpoint and the `causeway users` commands running in other processes.
+//! This file and `directory/synced.rs` hold the blocking SQL; `directory/traits.rs` puts
+//! the capability traits on top of it.
 
+mod synced;
 mod traits;
 
 use std::path::{Path, PathBuf};
@@ -63,15 +65,19 @@ static SCHEMA: Schema = Schema {
             action: "add the lockout table",
             sql: SCHEMA_V2,
         },
+        Migration {
+            action: "add the synchronised objects, runs and leases",
+            sql: synced::SCHEMA_V3,
+        },
     ],
 };
 
 /// What a change is, for its history row.
-struct Change<'a> {
-    action: &'a str,
-    actor: &'a str,
-    now: SystemTime,
-    verifier_changed: bool,
+pub(super) struct Change<'a> {
+    pub(super) action: &'a str,
+    pub(super) actor: &'a str,
+    pub(super) now: SystemTime,
+    pub(super) verifier_changed: bool,
 }
 
 /// The SQLite directory store: a handle on one file, cheap to clone (clones share the
@@ -94,16 +100,16 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-fn secs(t: SystemTime) -> i64 {
+pub(super) fn secs(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-fn time(s: i64) -> SystemTime {
+pub(super) fn time(s: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(u64::try_from(s).unwrap_or(0))
 }
 
-fn check_text(field: &'static str, v: &Option<String>) -> Result<(), StoreError> {
+pub(super) fn check_text(field: &'static str, v: &Option<String>) -> Result<(), StoreError> {
     match v {
         Some(s) if s.chars().count() > 256 || s.chars().any(char::is_control) => {
             Err(StoreError::InvalidAttribute { field })
@@ -112,9 +118,9 @@ fn check_text(field: &'static str, v: &Option<String>) -> Result<(), StoreError>
     }
 }
 
-const COLUMNS: &str = "id, upn, display_name, mail, source, disabled, verifier IS NOT NULL, deleted_at, created_at, updated_at";
+pub(super) const COLUMNS: &str = "id, upn, display_name, mail, source, disabled, verifier IS NOT NULL, deleted_at, created_at, updated_at, protected";
 
-fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
+pub(super) fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
     Ok(UserRecord {
         id: ImmutableId::from_stored(r.get(0)?),
         upn: r.get(1)?,
@@ -126,10 +132,16 @@ fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
         deleted_at: r.get::<_, Option<i64>>(7)?.map(time),
         created_at: time(r.get(8)?),
         updated_at: time(r.get(9)?),
+        protected: r.get::<_, i64>(10)? != 0,
     })
 }
 
-fn snapshot(u: &UserRecord, verifier_changed: bool) -> String {
+pub(super) fn snapshot(u: &UserRecord, verifier_changed: bool) -> String {
+    user_json(u, verifier_changed).to_string()
+}
+
+/// A user's history snapshot (never its verifier: only whether it changed).
+pub(super) fn user_json(u: &UserRecord, verifier_changed: bool) -> serde_json::Value {
     serde_json::json!({
         "id": u.id.as_str(),
         "upn": u.upn,
@@ -140,8 +152,8 @@ fn snapshot(u: &UserRecord, verifier_changed: bool) -> String {
         "deleted": u.deleted_at.is_some(),
         "has_verifier": u.has_verifier,
         "verifier_changed": verifier_changed,
+        "protected": u.protected,
     })
-    .to_string()
 }
 
 impl SqliteStore {
@@ -187,13 +199,13 @@ impl SqliteStore {
 }
 
 impl Db {
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Connection> {
         self.conn
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn err(&self, action: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    pub(super) fn err(&self, action: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
         move |e| StoreError::Database {
             path: self.path.display().to_string(),
             action,
@@ -242,9 +254,9 @@ impl Db {
 
     /// Reads user `id` back and records `what` in its history, inside `tx`: every change
     /// and its history row commit together or not at all.
-    fn read_back_and_record(
+    pub(super) fn read_back_and_record(
         &self,
-        tx: &rusqlite::Transaction<'_>,
+        tx: &Connection,
         id: &ImmutableId,
         what: &Change<'_>,
     ) -> Result<UserRecord, StoreError> {
@@ -523,7 +535,7 @@ impl Db {
                     "SELECT {COLUMNS}, verifier FROM users WHERE upn = ?1 AND deleted_at IS NULL"
                 ),
                 [upn],
-                |r| Ok((row_to_user(r)?, r.get::<_, Option<String>>(10)?)),
+                |r| Ok((row_to_user(r)?, r.get::<_, Option<String>>(11)?)),
             )
             .optional()
             .map_err(self.err("read the verifier"))?;

@@ -5,6 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use causeway_credential::{Password, PhsVerifier};
 
+use super::synced::MAX_GROUPS;
 use super::*;
 use crate::directory::LockoutStore;
 
@@ -27,8 +28,9 @@ fn verifier(p: &str) -> PhsVerifier {
     PhsVerifier::derive(&Password::new(p.into()).expect("valid"))
 }
 
-/// A store written by the previous build (schema 1) gains the lockout table on open,
-/// keeps its users, and is refused by nothing; a newer schema is refused by name.
+/// A store written by an older build (schema 1) gains the lockout table, the synced
+/// objects, runs and leases, and the users' protection flag on open, keeps its users,
+/// and is refused by nothing; a newer schema is refused by name.
 #[test]
 fn a_version_1_store_is_upgraded_in_place() {
     let dir = std::env::temp_dir().join(format!("causeway-store-v1-{}", std::process::id()));
@@ -36,10 +38,10 @@ fn a_version_1_store_is_upgraded_in_place() {
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join("directory.sqlite");
     {
-        let s = SqliteStore::open(&path).expect("create");
-        let conn = s.db().lock();
-        conn.execute_batch("DROP TABLE lockout; PRAGMA user_version = 1;")
-            .expect("make it a version 1 file");
+        let v1 = Schema {
+            migrations: &SCHEMA.migrations[..1],
+        };
+        let (conn, _) = open(&path, &v1).expect("a version 1 file");
         conn.execute(
             "INSERT INTO users (id, upn, source, created_at, updated_at) VALUES ('aWQ=', 'old@corp.example', 'cloud', 0, 0)",
             [],
@@ -52,8 +54,20 @@ fn a_version_1_store_is_upgraded_in_place() {
         .user_by_upn("old@corp.example")
         .expect("read")
         .is_some());
+    let old = s.db().user_by_upn("old@corp.example").expect("read");
+    assert_eq!(
+        old.map(|u| u.protected),
+        Some(false),
+        "not protected by default"
+    );
     s.save_lockout("n:x@corp.example", Some("{}"), SystemTime::now())
         .expect("the new table is there");
+    let lease = s
+        .db()
+        .lease("corp", "h1", crate::DEFAULT_LEASE, SystemTime::now())
+        .expect("the sync tables are there");
+    assert!(lease.granted);
+    assert_eq!(s.db().synced_counts().expect("counts").len(), 5);
     assert_eq!(s.load_lockout(10).expect("rows").len(), 1);
     let version: i64 = s
         .db()
@@ -189,4 +203,89 @@ fn the_file_holds_no_password() {
         assert!(!bytes.windows(15).any(|w| w == b"Never-Stored-77"));
         assert!(!bytes.windows(wide.len()).any(|w| w == wide.as_slice()));
     }
+}
+
+fn synced_anchor(i: u32, tag: u8) -> String {
+    let mut b = [tag; 16];
+    b[..4].copy_from_slice(&i.to_be_bytes());
+    ImmutableId::from_guid_bytes(b).as_str().to_owned()
+}
+
+fn synced_run(s: &SqliteStore, now: SystemTime) -> u64 {
+    assert!(
+        s.db()
+            .lease("corp", "h", crate::DEFAULT_LEASE, now)
+            .expect("lease")
+            .granted
+    );
+    s.db()
+        .start_run("corp", "h", crate::RunKind::Full, Default::default(), now)
+        .expect("start")
+}
+
+/// What a sync host sends is bounded here too, not only by the ingestion API: a batch
+/// over `MAX_BATCH` is refused whole, a run lists at most `MAX_ERRORS` errors (the rest
+/// are counted), and the `groups` claim stops at `MAX_GROUPS`.
+#[test]
+fn batches_error_lists_and_group_walks_are_bounded() {
+    use crate::synced::{Object, ObjectChange, ObjectKind};
+    use causeway_proto::sync::{MAX_BATCH, MAX_ERRORS};
+
+    let s = SqliteStore::open(&tmp("bounds")).expect("open");
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let run = synced_run(&s, now);
+    let upsert = |anchor: String, kind, attrs: &[(&str, Vec<String>)]| ObjectChange::Upsert {
+        object: Object {
+            anchor,
+            kind,
+            dn: "CN=x,DC=corp".into(),
+            attrs: attrs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+        },
+    };
+    let too_many = vec![upsert(synced_anchor(0, 1), ObjectKind::Ou, &[]); MAX_BATCH + 1];
+    let e = s
+        .db()
+        .apply_batch(run, "h", &too_many, now)
+        .expect_err("too many");
+    assert!(e.to_string().contains("nothing was applied"), "{e}");
+    assert!(s
+        .db()
+        .synced_object(&synced_anchor(0, 1))
+        .expect("read")
+        .is_none());
+    // Users without a UPN: every one an error.
+    for tag in [2, 3] {
+        let bad: Vec<_> = (0..MAX_BATCH as u32)
+            .map(|i| upsert(synced_anchor(i, tag), ObjectKind::User, &[]))
+            .collect();
+        let r = s.db().apply_batch(run, "h", &bad, now).expect("applied");
+        assert_eq!(r.errors.len(), MAX_BATCH);
+    }
+    let rec = &s.db().runs(None, 1).expect("runs")[0];
+    assert_eq!(
+        (rec.counts.errors, rec.errors.len()),
+        (2 * MAX_BATCH as u64, MAX_ERRORS)
+    );
+    // One user in MAX_GROUPS + 1 groups.
+    let user = synced_anchor(0, 4);
+    let groups: Vec<_> = (0..=MAX_GROUPS as u32)
+        .map(|i| {
+            upsert(
+                synced_anchor(i, 5),
+                ObjectKind::Group,
+                &[
+                    ("name", vec![format!("g{i:04}")]),
+                    ("members", vec![user.clone()]),
+                ],
+            )
+        })
+        .collect();
+    for chunk in groups.chunks(MAX_BATCH) {
+        let r = s.db().apply_batch(run, "h", chunk, now).expect("groups");
+        assert_eq!(r.counts.errors, 0, "{:?}", r.errors.first());
+    }
+    assert_eq!(s.db().groups_of(&user).expect("groups").len(), MAX_GROUPS);
 }

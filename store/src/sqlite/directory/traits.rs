@@ -1,7 +1,7 @@
 //! The capability traits on [`SqliteStore`]: each async call clones what it borrows and
 //! runs the blocking SQL of [`super::Db`] on tokio's blocking pool.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use causeway_credential::PhsVerifier;
@@ -11,6 +11,10 @@ use crate::directory::{AdUser, HistoryEntry, NewUser, StoreError, UserRecord};
 use crate::directory::{History, LockoutStore, Users, Verifiers};
 use crate::ids::ImmutableId;
 use crate::sqlite::open::blocking;
+use crate::synced::{
+    BatchResult, LeaseState, MatchPolicy, ObjectChange, ObjectKind, RunKind, RunRecord, RunReport,
+    Synced, SyncedRecord,
+};
 
 #[async_trait]
 impl Users for SqliteStore {
@@ -91,6 +95,17 @@ impl Users for SqliteStore {
         let (db, upn, actor) = (self.db().clone(), upn.to_owned(), actor.to_owned());
         blocking(move || db.restore_user(&upn, &actor, now)).await
     }
+
+    async fn set_protected(
+        &self,
+        upn: &str,
+        protected: bool,
+        actor: &str,
+        now: SystemTime,
+    ) -> Result<UserRecord, StoreError> {
+        let (db, upn, actor) = (self.db().clone(), upn.to_owned(), actor.to_owned());
+        blocking(move || db.set_protected(&upn, protected, &actor, now)).await
+    }
 }
 
 #[async_trait]
@@ -144,5 +159,87 @@ impl LockoutStore for SqliteStore {
 
     fn prune_lockout(&self, keep: usize, older_than: SystemTime) -> Result<usize, StoreError> {
         self.db().prune_lockout(keep, older_than)
+    }
+}
+
+#[async_trait]
+impl Synced for SqliteStore {
+    async fn lease(
+        &self,
+        connector: &str,
+        holder: &str,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<LeaseState, StoreError> {
+        let (db, connector, holder) = (self.db().clone(), connector.to_owned(), holder.to_owned());
+        blocking(move || db.lease(&connector, &holder, ttl, now)).await
+    }
+
+    async fn release(
+        &self,
+        connector: &str,
+        holder: &str,
+        now: SystemTime,
+    ) -> Result<LeaseState, StoreError> {
+        let (db, connector, holder) = (self.db().clone(), connector.to_owned(), holder.to_owned());
+        blocking(move || db.release(&connector, &holder, now)).await
+    }
+
+    async fn start_run(
+        &self,
+        connector: &str,
+        holder: &str,
+        kind: RunKind,
+        policy: MatchPolicy,
+        now: SystemTime,
+    ) -> Result<u64, StoreError> {
+        let (db, connector, holder) = (self.db().clone(), connector.to_owned(), holder.to_owned());
+        blocking(move || db.start_run(&connector, &holder, kind, policy, now)).await
+    }
+
+    async fn apply_batch(
+        &self,
+        run: u64,
+        holder: &str,
+        changes: &[ObjectChange],
+        now: SystemTime,
+    ) -> Result<BatchResult, StoreError> {
+        let (db, holder, changes) = (self.db().clone(), holder.to_owned(), changes.to_vec());
+        blocking(move || db.apply_batch(run, &holder, &changes, now)).await
+    }
+
+    async fn finish_run(
+        &self,
+        run: u64,
+        holder: &str,
+        report: &RunReport,
+        now: SystemTime,
+    ) -> Result<RunRecord, StoreError> {
+        let (db, holder, report) = (self.db().clone(), holder.to_owned(), report.clone());
+        blocking(move || db.finish_run(run, &holder, &report, now)).await
+    }
+
+    async fn runs(
+        &self,
+        connector: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let (db, connector) = (self.db().clone(), connector.map(str::to_owned));
+        blocking(move || db.runs(connector.as_deref(), limit)).await
+    }
+
+    async fn synced_object(&self, anchor: &str) -> Result<Option<SyncedRecord>, StoreError> {
+        let (db, anchor) = (self.db().clone(), anchor.to_owned());
+        blocking(move || db.synced_object(&anchor)).await
+    }
+
+    async fn synced_counts(&self) -> Result<Vec<(ObjectKind, u64)>, StoreError> {
+        let db = self.db().clone();
+        blocking(move || db.synced_counts()).await
+    }
+
+    async fn groups_of(&self, anchor: &str) -> Result<Vec<String>, StoreError> {
+        let (db, anchor) = (self.db().clone(), anchor.to_owned());
+        blocking(move || db.groups_of(&anchor)).await
     }
 }
