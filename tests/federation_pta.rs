@@ -5,8 +5,8 @@
 //! with `pta+phs` a user whose verifier was synchronised still signs in against the
 //! store; with `pta` alone the page says the directory is unreachable.
 //!
-//! The users are put in the store the way `causeway sync` will (read from AD with their
-//! `objectGUID`); until sync exists, the test reads them itself.
+//! The users reach the endpoint through `causeway sync` (registered with a one-time token,
+//! one `sync run --once`), with their nested groups for the `groups` claim.
 
 mod common;
 
@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use causeway_credential::{Password, PhsVerifier, SignInOutcome};
-use causeway_store::{AdUser, ImmutableId, SqliteStore, Users as _};
+use causeway_store::{SqliteStore, Users as _, Verifiers as _};
 use common::endpoint::{alert, bin, form_action, hidden, Browser, Endpoint};
 use common::{lab, Lab};
 
@@ -23,45 +23,88 @@ fn config(method: &str, domain: &str) -> String {
     format!("[[domain]]\nname = {domain:?}\nmethod = {method:?}\n")
 }
 
-/// Reads `sams` from AD as the domain admin and stores them as synchronised users; those
-/// in `with_verifier` also get the password hash verifier that hash sync would store.
-async fn import(lab: &Lab, store: &SqliteStore, sams: &[&str], with_verifier: &[&str]) {
-    let mut ldap = common::admin(lab).await;
-    for sam in sams {
-        let (entries, _) = ldap
-            .search(
-                lab.get("AD_BASE_DN"),
-                ldap3::Scope::Subtree,
-                &format!("(sAMAccountName={sam})"),
-                vec!["userPrincipalName", "displayName", "mail", "objectGUID"],
-            )
-            .await
-            .expect("search round trip")
-            .success()
-            .expect("search accepted");
-        let e = ldap3::SearchEntry::construct(entries.into_iter().next().expect("user in AD"));
-        let first = |a: &str| e.attrs.get(a).and_then(|v| v.first()).cloned();
-        let guid: [u8; 16] = e.bin_attrs["objectGUID"][0]
-            .as_slice()
-            .try_into()
-            .expect("16-byte objectGUID");
-        let user = AdUser {
-            id: ImmutableId::from_guid_bytes(guid),
-            upn: first("userPrincipalName").expect("UPN"),
-            display_name: first("displayName"),
-            mail: first("mail"),
-            // As AD has it: bob-disabled is disabled there, and AD says so through PTA.
-            disabled: false,
-        };
-        let verifier = with_verifier.contains(sam).then(|| {
-            PhsVerifier::derive(
-                &Password::new(lab.user(sam, "PASSWORD").into()).expect("valid password"),
-            )
-        });
+/// Synchronises `sams` from AD the way an administrator would: a `--for sync` token, a
+/// `causeway sync register` and one `causeway sync run --once`, scoped by a filter to
+/// these users and the test's groups. Those in `with_verifier` then get the verifier
+/// password hash sync stores (set here until hash sync exports it, issue 12).
+async fn sync_users(ep: &Endpoint, lab: &Lab, store: &SqliteStore, sams: &[&str], with_verifier: &[&str]) {
+    let dir = ep.dir.join("sync");
+    std::fs::create_dir_all(&dir).expect("sync dir");
+    let pw = dir.join("ad.pw");
+    std::fs::write(&pw, format!("{}\n", lab.get("AD_SVC_SYNC_PASSWORD"))).expect("pw");
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let filter = format!(
+        "(|{}(sAMAccountName=pta-e2e-*))",
+        sams.iter().map(|s| format!("(sAMAccountName={s})")).collect::<String>()
+    );
+    let cfg = dir.join("sync.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[sync]\nstate_dir = \"state\"\nendpoints = [{:?}]\n\n[[connector]]\nname = \"lab\"\nkind = \"ad\"\nservers = [{:?}]\nca_file = {:?}\nbind_dn = {:?}\nbind_password_file = \"ad.pw\"\nbase_dn = {:?}\ninclude_ous = [\"CN=Users,{}\"]\nfilter = {filter:?}\n",
+            ep.url,
+            lab.get("AD_LDAPS_URL"),
+            lab.get("AD_CA_CERT"),
+            lab.get("AD_SVC_SYNC_DN"),
+            lab.get("AD_BASE_DN"),
+            lab.get("AD_BASE_DN"),
+        ),
+    )
+    .expect("sync config");
+    let token = ep.cli(&["certs", "token", "--for", "sync", "--ttl", "10m"], None);
+    for args in [&["register", "--host-name", "pta-e2e-sync"][..], &["run", "--once"][..]] {
+        let out = Command::new(bin())
+            .arg("sync")
+            .args(args)
+            .arg("-c")
+            .arg(&cfg)
+            .env("CAUSEWAY_SYNC_TOKEN", token.trim())
+            .output()
+            .expect("run causeway sync");
+        assert!(
+            out.status.success(),
+            "sync {args:?}: {}{}\nendpoint:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            ep.logs()
+        );
+    }
+    for sam in with_verifier {
+        let v = PhsVerifier::derive(
+            &Password::new(lab.user(sam, "PASSWORD").into()).expect("valid password"),
+        );
         store
-            .upsert_ad_user(&user, verifier.as_ref(), "test-import", SystemTime::now())
+            .set_verifier(lab.user(sam, "UPN"), &v, "test-hash-sync", SystemTime::now())
             .await
-            .expect("store the user");
+            .expect("store the verifier");
+    }
+}
+
+/// Nested groups for alice in AD (`pta-e2e-outer` ∋ `pta-e2e-inner` ∋ alice), made afresh.
+async fn nested_groups(lab: &Lab) {
+    let mut ldap = common::admin(lab).await;
+    let users = format!("CN=Users,{}", lab.get("AD_BASE_DN"));
+    let inner = format!("CN=pta-e2e-inner,{users}");
+    let outer = format!("CN=pta-e2e-outer,{users}");
+    let _ = ldap.delete(&outer).await;
+    let _ = ldap.delete(&inner).await;
+    for (dn, cn, member) in [
+        (&inner, "pta-e2e-inner", lab.get("AD_ALICE_DN")),
+        (&outer, "pta-e2e-outer", inner.as_str()),
+    ] {
+        ldap.add(
+            dn,
+            vec![
+                ("objectClass", std::collections::HashSet::from(["group"])),
+                ("sAMAccountName", std::collections::HashSet::from([cn])),
+                ("member", std::collections::HashSet::from([member])),
+            ],
+        )
+        .await
+        .expect("add round trip")
+        .success()
+        .expect("group added");
     }
     let _ = ldap.unbind().await;
 }
@@ -214,7 +257,9 @@ fn ad_users_sign_in_through_the_page_and_fall_back_to_hash_sync_when_no_agent_is
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(import(
+    rt.block_on(nested_groups(lab));
+    rt.block_on(sync_users(
+        &ep,
         lab,
         &store,
         &["alice", "carol-mustchange", "bob-disabled"],
@@ -250,6 +295,9 @@ fn ad_users_sign_in_through_the_page_and_fall_back_to_hash_sync_when_no_agent_is
         shown.contains(&alice_id),
         "the application shows her immutable id {alice_id}: {shown}"
     );
+    for g in ["pta-e2e-inner", "pta-e2e-outer"] {
+        assert!(shown.contains(g), "her groups claim holds {g}, nested included: {shown}");
+    }
     assert_eq!(metric(&ep, "success", "pass_through"), 1);
     assert_eq!(metric(&ep, "success", "hash_sync"), 0);
 

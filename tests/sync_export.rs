@@ -331,7 +331,7 @@ async fn synced_objects_follow_the_directory_through_every_change() {
     let u1 = ou.user(&mut adm, &format!("su1{t}"), None).await;
     let u2 = ou.user(&mut adm, &format!("su2{t}"), None).await;
     let g1 = ou.group(&mut adm, &format!("sg1{t}"), &[&u1]).await;
-    let g2 = ou.group(&mut adm, &format!("sg2{t}"), &[&g1]).await;
+    let _g2 = ou.group(&mut adm, &format!("sg2{t}"), &[&g1]).await;
     let c1 = ou.contact(&mut adm, &format!("sc1{t}")).await;
     let (a1, a2, ag1, ac1) = (
         anchor_of(&mut adm, &u1).await,
