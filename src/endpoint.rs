@@ -14,7 +14,7 @@ use causeway_federation::hub::{listener, Hub, HubConfig};
 use causeway_federation::metrics::Metrics;
 use causeway_federation::web::{HttpHandler, WebState};
 use causeway_proto::agent::{ALPN, ENROLL_ALPN};
-use causeway_store::{AgentStatus, SqliteAgents, TokenPurpose};
+use causeway_store::{AgentStatus, HostRole, SqliteAgents};
 use tracing::info;
 
 use causeway_config::parse_duration;
@@ -384,23 +384,23 @@ pub(crate) enum CertsCommand {
     Token {
         #[command(flatten)]
         data: DataDir,
-        /// What the token enrolls.
-        #[arg(long = "for", value_parser = ["agent"], default_value = "agent")]
-        purpose: String,
+        /// What the token enrolls: a pass-through agent, or a sync host (`causeway sync`).
+        #[arg(long = "for", value_enum, default_value_t = TokenFor::Agent)]
+        purpose: TokenFor,
         /// How long the token stays valid, e.g. 15m, 1h, 2d (60 s to 30 days).
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         ttl: Duration,
     },
-    /// List registered agents: id, host, status, certificate, first and last seen.
+    /// List registered agents and sync hosts: id, role, host, status, certificate, first and last seen.
     List {
         #[command(flatten)]
         data: DataDir,
     },
-    /// Allow a pending agent to receive sign-ins.
+    /// Allow a pending agent to receive sign-ins, or a pending sync host to export.
     Approve {
         #[command(flatten)]
         data: DataDir,
-        /// The agent id (agt-…), as `causeway certs list` shows it.
+        /// The agent's or sync host's id (agt-…), as `causeway certs list` shows it.
         id: String,
     },
     /// Start a token-signing key rollover now: publish the next key in metadata at once;
@@ -420,13 +420,31 @@ pub(crate) enum CertsCommand {
         #[command(flatten)]
         data: DataDir,
     },
-    /// Cut an agent off for good; a connected agent is disconnected within seconds.
+    /// Cut an agent or sync host off for good; a connected one is disconnected within seconds.
     Revoke {
         #[command(flatten)]
         data: DataDir,
-        /// The agent id (agt-…).
+        /// The agent's or sync host's id (agt-…).
         id: String,
     },
+}
+
+/// What an enrollment token is for (`causeway certs token --for`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum TokenFor {
+    /// A pass-through-authentication agent (`causeway agent register`).
+    Agent,
+    /// A sync host (`causeway sync`), exporting to the ingestion API.
+    Sync,
+}
+
+impl TokenFor {
+    fn role(self) -> HostRole {
+        match self {
+            TokenFor::Agent => HostRole::Agent,
+            TokenFor::Sync => HostRole::Sync,
+        }
+    }
 }
 
 fn when(t: SystemTime) -> String {
@@ -450,39 +468,41 @@ fn when(t: SystemTime) -> String {
 pub(crate) fn certs(cmd: CertsCommand) -> Result<()> {
     match cmd {
         CertsCommand::Token { data, purpose, ttl } => {
-            if purpose != "agent" {
-                bail!("only agent tokens exist so far");
-            }
             let (ca, reg) = data.open()?;
+            let role = purpose.role();
             let token = reg.create_token(
-                TokenPurpose::Agent,
+                role.token_purpose(),
                 &ca.fingerprint_sha256(),
                 ttl,
                 SystemTime::now(),
             )?;
             eprintln!(
-                "One-time agent enrollment token, valid for {} s. It is shown only now:",
+                "One-time {role} enrollment token, valid for {} s. It is shown only now:",
                 ttl.as_secs()
             );
             println!("{}", token.expose_secret());
-            eprintln!("On the agent host:  causeway agent register --endpoint https://HOST:PORT --token <token>");
+            match role {
+                HostRole::Sync => eprintln!("Give it to the sync host: it enrolls once with it, then exports with its own certificate (approve it with causeway certs approve if the endpoint requires approval)"),
+                _ => eprintln!("On the agent host:  causeway agent register --endpoint https://HOST:PORT --token <token>"),
+            }
             Ok(())
         }
         CertsCommand::List { data } => {
             let (_, reg) = data.open()?;
             let agents = reg.list_agents()?;
             if agents.is_empty() {
-                println!("no agents registered");
+                println!("no agents or sync hosts registered");
                 return Ok(());
             }
             println!(
-                "{:<22} {:<24} {:<9} {:<18} {:<12} {:<12}",
-                "ID", "HOST", "STATUS", "CERT SHA-256", "FIRST SEEN", "LAST SEEN"
+                "{:<22} {:<6} {:<24} {:<9} {:<18} {:<12} {:<12}",
+                "ID", "ROLE", "HOST", "STATUS", "CERT SHA-256", "FIRST SEEN", "LAST SEEN"
             );
             for a in agents {
                 println!(
-                    "{:<22} {:<24} {:<9} {:<18} {:<12} {:<12}",
+                    "{:<22} {:<6} {:<24} {:<9} {:<18} {:<12} {:<12}",
                     a.id.as_str(),
+                    a.role.as_str(),
                     a.host_name.chars().take(24).collect::<String>(),
                     a.status.as_str(),
                     &a.cert_fingerprint[..16.min(a.cert_fingerprint.len())],

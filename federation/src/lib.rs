@@ -1,15 +1,16 @@
 //! Causeway's federation endpoint: the acceptor (one TLS port, ALPN routing to the handlers
 //! it is given), the agent hub and smart lockout, sessions and sealed sign-in state, the
-//! sign-in methods (PTA, PHS), HTTP, and the portal (login, SAML 2.0 IdP, WS-Federation,
-//! logout, pages, mounted applications). Protocol messages come from `causeway-saml`, state
-//! from `causeway-store`. It must never open a redirect to an unregistered URL, nor log a
-//! password, cookie value or key.
+//! sign-in methods (PTA, PHS), the sync ingestion API, HTTP, and the portal (login, SAML
+//! 2.0 IdP, WS-Federation, logout, pages, mounted applications). Protocol messages come
+//! from `causeway-saml`, state from `causeway-store`. It must never open a redirect to an
+//! unregistered URL, nor log a password, cookie value or key.
 #![forbid(unsafe_code)]
 
 pub mod acceptor;
 pub mod apps;
 pub mod client_addr;
 pub mod hub;
+pub mod ingest;
 pub mod metrics;
 pub mod portal;
 pub mod session;

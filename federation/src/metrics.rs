@@ -1,5 +1,5 @@
 //! The endpoint's Prometheus metrics: sign-ins by outcome and path, connections open and
-//! refused, agents connected. A leaf module: the acceptor, the sign-in side and the HTTP
+//! refused, agents connected, sync ingestion (batches, objects, runs). A leaf module: the acceptor, the sign-in side and the HTTP
 //! side all count here, so it imports none of them (callers pass labels and counts in).
 
 use std::sync::Arc;
@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use causeway_credential::SignInOutcome;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The `path` labels of sign-in metrics, created at zero (see `signin::Path::label`).
@@ -21,8 +22,95 @@ pub(crate) const REFUSAL_REASONS: [&str; 3] = [
     "max_agent_channels",
 ];
 
+/// The `outcome` labels of sync batches, created at zero: applied, refused (lease held
+/// elsewhere, unknown run), failed (the store failed).
+pub(crate) const SYNC_BATCH_OUTCOMES: [&str; 3] = ["applied", "refused", "failed"];
+
+/// The `change` labels of synchronised objects, created at zero.
+pub(crate) const SYNC_CHANGES: [&str; 5] = ["added", "updated", "deleted", "unchanged", "error"];
+
+/// The `kind` labels of synchronised objects held, created at zero (proto's kinds).
+pub(crate) const SYNC_KINDS: [&str; 5] = ["user", "group", "contact", "device", "ou"];
+
+/// The sync ingestion's metrics.
+struct SyncMetrics {
+    batches: IntCounterVec,
+    objects: IntCounterVec,
+    held: IntGaugeVec,
+    last_success: GaugeVec,
+    run_seconds: Histogram,
+}
+
+impl SyncMetrics {
+    fn new() -> Self {
+        let batches = IntCounterVec::new(
+            Opts::new("sync_batches_total", "Sync batches received, by outcome"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let objects = IntCounterVec::new(
+            Opts::new(
+                "sync_objects_total",
+                "Synchronised object changes applied, by what the change did",
+            ),
+            &["change"],
+        )
+        .expect("valid metric");
+        let held = IntGaugeVec::new(
+            Opts::new("sync_objects", "Live synchronised objects held, by kind"),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let last_success = GaugeVec::new(
+            Opts::new(
+                "sync_last_success_timestamp_seconds",
+                "When a connector's last successful run finished (Unix time)",
+            ),
+            &["connector"],
+        )
+        .expect("valid metric");
+        let run_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "sync_run_duration_seconds",
+                "Duration of finished sync runs",
+            )
+            .buckets(vec![
+                1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 10800.0,
+            ]),
+        )
+        .expect("valid metric");
+        for o in SYNC_BATCH_OUTCOMES {
+            batches.with_label_values(&[o]);
+        }
+        for c in SYNC_CHANGES {
+            objects.with_label_values(&[c]);
+        }
+        for k in SYNC_KINDS {
+            held.with_label_values(&[k]);
+        }
+        Self {
+            batches,
+            objects,
+            held,
+            last_success,
+            run_seconds,
+        }
+    }
+
+    fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 5] {
+        [
+            Box::new(self.batches.clone()),
+            Box::new(self.objects.clone()),
+            Box::new(self.held.clone()),
+            Box::new(self.last_success.clone()),
+            Box::new(self.run_seconds.clone()),
+        ]
+    }
+}
+
 /// The endpoint's metrics.
 pub struct Metrics {
+    sync: SyncMetrics,
     registry: Registry,
     signins: IntCounterVec,
     latency: HistogramVec,
@@ -74,13 +162,17 @@ impl Metrics {
         for r in REFUSAL_REASONS {
             connections_refused.with_label_values(&[r]);
         }
+        let sync = SyncMetrics::new();
         for c in [
             Box::new(signins.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
             Box::new(agents.clone()),
             Box::new(connections_open.clone()),
             Box::new(connections_refused.clone()),
-        ] {
+        ]
+        .into_iter()
+        .chain(sync.collectors())
+        {
             registry.register(c).expect("unique metric");
         }
         // Every outcome appears from the start, at zero, so rates and alerts work at once.
@@ -90,6 +182,7 @@ impl Metrics {
             }
         }
         Arc::new(Self {
+            sync,
             registry,
             signins,
             latency,
@@ -117,6 +210,47 @@ impl Metrics {
         self.latency
             .with_label_values(&[path])
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts one sync batch with `outcome` (one of [`SYNC_BATCH_OUTCOMES`]).
+    pub(crate) fn sync_batch(&self, outcome: &str) {
+        self.sync.batches.with_label_values(&[outcome]).inc();
+    }
+
+    /// Adds a batch's `(change, count)` pairs (labels of [`SYNC_CHANGES`]).
+    pub(crate) fn sync_objects(&self, changes: &[(&str, u64)]) {
+        for (change, n) in changes {
+            self.sync.objects.with_label_values(&[change]).inc_by(*n);
+        }
+    }
+
+    /// Sets the live objects held, `(kind, count)`; a kind not given is held by none.
+    pub(crate) fn sync_kinds(&self, by_kind: &[(&str, u64)]) {
+        for k in SYNC_KINDS {
+            let n = by_kind.iter().find(|(x, _)| *x == k).map_or(0, |(_, n)| *n);
+            self.sync
+                .held
+                .with_label_values(&[k])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Records a finished run of `connector` that took `took`; a successful one finished
+    /// at `now_secs` (Unix time) is the connector's last success.
+    pub(crate) fn sync_run_finished(
+        &self,
+        connector: &str,
+        succeeded: bool,
+        took: Duration,
+        now_secs: u64,
+    ) {
+        self.sync.run_seconds.observe(took.as_secs_f64());
+        if succeeded {
+            self.sync
+                .last_success
+                .with_label_values(&[connector])
+                .set(now_secs as f64);
+        }
     }
 
     /// The metrics in Prometheus' text format, with `agents_connected` agents connected.
@@ -167,6 +301,42 @@ mod tests {
                 "causeway_connections_refused_total{reason=\"max_connections_per_source\"} 0"
             ),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn sync_batches_objects_and_runs_are_counted() {
+        let m = Metrics::new();
+        let before = String::from_utf8(m.render(0)).expect("utf8");
+        assert!(
+            before.contains("causeway_sync_batches_total{outcome=\"refused\"} 0"),
+            "{before}"
+        );
+        assert!(before.contains("causeway_sync_objects{kind=\"group\"} 0"));
+        m.sync_batch("applied");
+        m.sync_batch("applied");
+        m.sync_objects(&[("added", 3), ("unchanged", 1)]);
+        m.sync_objects(&[("added", 2)]);
+        m.sync_kinds(&[("user", 4), ("group", 2)]);
+        m.sync_kinds(&[("user", 5)]);
+        m.sync_run_finished("corp", true, Duration::from_secs(7), 1_700_000_000);
+        m.sync_run_finished("lab", false, Duration::from_secs(2), 1_700_000_001);
+        let text = String::from_utf8(m.render(0)).expect("utf8");
+        for line in [
+            "causeway_sync_batches_total{outcome=\"applied\"} 2",
+            "causeway_sync_objects_total{change=\"added\"} 5",
+            "causeway_sync_objects_total{change=\"unchanged\"} 1",
+            "causeway_sync_objects{kind=\"user\"} 5",
+            "causeway_sync_objects{kind=\"group\"} 0",
+            "causeway_sync_last_success_timestamp_seconds{connector=\"corp\"} 1700000000",
+            "causeway_sync_run_duration_seconds_count 2",
+            "causeway_sync_run_duration_seconds_bucket{le=\"5\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
+        assert!(
+            !text.contains("connector=\"lab\""),
+            "a failed run is no success"
         );
     }
 

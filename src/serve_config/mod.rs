@@ -13,6 +13,7 @@ use causeway_federation::acceptor::ConnectionLimits;
 use causeway_federation::apps::{Apps, WsFedRealm};
 use causeway_federation::client_addr::{IpRange, TrustedProxies};
 use causeway_federation::hub::lockout::LockoutPolicy;
+use causeway_federation::ingest::{MAX_LEASE, MIN_LEASE};
 use causeway_federation::signin::Method;
 use causeway_federation::web::HttpLimits;
 use causeway_saml::saml2::ServiceProvider;
@@ -47,6 +48,14 @@ struct Raw {
     lockout: RawLockout,
     #[serde(default)]
     throttle: RawThrottle,
+    #[serde(default)]
+    sync: RawSync,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    lease: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,6 +151,8 @@ pub(crate) struct ServeConfig {
     pub(crate) trusted_proxies: TrustedProxies,
     /// Sign-in requests without a session one source may make: (per second, burst).
     pub(crate) anonymous_budget: (u32, u32),
+    /// How long a sync host's lease on a connector lasts unless renewed (`[sync] lease`).
+    pub(crate) sync_lease: Duration,
 }
 
 /// The shortest metrics token accepted: long enough that guessing it is hopeless.
@@ -250,6 +261,7 @@ impl Default for ServeConfig {
             lockout: LockoutPolicy::default(),
             trusted_proxies: TrustedProxies::default(),
             anonymous_budget: DEFAULT_ANONYMOUS_BUDGET,
+            sync_lease: causeway_store::DEFAULT_LEASE,
         }
     }
 }
@@ -394,6 +406,14 @@ impl ServeConfig {
         }
         cfg.lockout = lockout_policy(&raw, &at, &dur)?;
         cfg.anonymous_budget = anonymous_budget(&raw.throttle, &at)?;
+        cfg.sync_lease = dur(&raw.sync.lease, cfg.sync_lease)?;
+        if !(MIN_LEASE..=MAX_LEASE).contains(&cfg.sync_lease) {
+            let s = raw.sync.lease.as_ref().map_or(0..0, Spanned::span);
+            return Err(at(
+                s,
+                "sync.lease must be between 5s and 10m (a sync host renews it at about a third of it)".into(),
+            ));
+        }
         if let Some(list) = &raw.server.trusted_proxies {
             let mut ranges = Vec::new();
             for r in list {

@@ -163,3 +163,24 @@ fn lockout_throttle_and_proxies_are_read() {
         Some("198.51.100.7".parse().expect("ip"))
     );
 }
+
+#[test]
+fn the_sync_lease_is_read_bounded_and_its_errors_name_the_line() {
+    assert_eq!(
+        parse("").expect("empty").sync_lease,
+        causeway_store::DEFAULT_LEASE
+    );
+    let c = parse("[sync]\nlease = \"90s\"\n").expect("valid");
+    assert_eq!(c.sync_lease, Duration::from_secs(90));
+    for (text, line) in [
+        ("[sync]\nlease = \"4s\"\n", 2),
+        ("[sync]\n\nlease = \"11m\"\n", 3),
+        ("[sync]\nlease = \"soon\"\n", 2),
+        ("[sync]\nleese = \"60s\"\n", 2),
+    ] {
+        let e = parse(text).expect_err(text);
+        assert_eq!(e.line, Some(line), "{text}: {e}");
+    }
+    let e = parse("[sync]\nlease = \"4s\"\n").expect_err("short");
+    assert!(e.to_string().contains("sync.lease"), "{e}");
+}

@@ -42,13 +42,61 @@ pub(crate) const TOKEN_RETENTION_SECS: i64 = 30 * 24 * 60 * 60;
 pub enum TokenPurpose {
     /// Registering a pass-through-authentication agent.
     Agent,
+    /// Registering a sync host (`causeway sync`, exporting to the ingestion API).
+    Sync,
 }
 
 impl TokenPurpose {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             TokenPurpose::Agent => "agent",
+            TokenPurpose::Sync => "sync",
         }
+    }
+}
+
+/// What a registered host is: the registry holds both kinds, and a certificate is only
+/// good for its own kind's channel (a sync host's may not take sign-ins, an agent's may
+/// not write the directory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HostRole {
+    /// A pass-through-authentication agent.
+    Agent,
+    /// A sync host. It has no HPKE key: nothing is sealed to it (the registry stores
+    /// 32 zero bytes in that column).
+    Sync,
+}
+
+impl HostRole {
+    /// The lowercase name stored in the database and shown by the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostRole::Agent => "agent",
+            HostRole::Sync => "sync",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        match s {
+            "agent" => Some(HostRole::Agent),
+            "sync" => Some(HostRole::Sync),
+            _ => None,
+        }
+    }
+
+    /// The token purpose that enrolls a host of this role.
+    pub fn token_purpose(self) -> TokenPurpose {
+        match self {
+            HostRole::Agent => TokenPurpose::Agent,
+            HostRole::Sync => TokenPurpose::Sync,
+        }
+    }
+}
+
+impl fmt::Display for HostRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -97,7 +145,10 @@ pub struct AgentRegistration {
     pub agent_id: AgentId,
     /// The host name it reported (at most 255 characters, no control characters).
     pub host_name: String,
-    /// Its HPKE (X25519) public key: credentials for it are sealed to this key.
+    /// What it is (an agent or a sync host).
+    pub role: HostRole,
+    /// Its HPKE (X25519) public key: credentials for it are sealed to this key. A sync
+    /// host has none: zeros.
     pub hpke_public_key: [u8; 32],
     /// SHA-256 of its certificate's DER, lowercase hex.
     pub cert_fingerprint: String,
@@ -113,6 +164,8 @@ pub struct AgentRecord {
     pub id: AgentId,
     /// The host name it reported.
     pub host_name: String,
+    /// What it is (an agent or a sync host).
+    pub role: HostRole,
     /// Whether it may receive traffic.
     pub status: AgentStatus,
     /// SHA-256 of its current certificate, lowercase hex.
@@ -126,7 +179,7 @@ pub struct AgentRecord {
     pub first_seen: SystemTime,
     /// When it last connected (see [`Agents::touch`]).
     pub last_seen: SystemTime,
-    /// Its HPKE public key.
+    /// Its HPKE public key (zeros for a sync host).
     pub hpke_public_key: [u8; 32],
 }
 

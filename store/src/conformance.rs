@@ -428,6 +428,7 @@ fn registration(n: u8) -> AgentRegistration {
     AgentRegistration {
         agent_id: AgentId::generate().expect("id"),
         host_name: format!("dc-agent-{n}.corp.example"),
+        role: crate::HostRole::Agent,
         hpke_public_key: [n; 32],
         cert_fingerprint: causeway_certs::fingerprint_of_der(&[n; 8]),
         cert_not_after: at(T0 + 30 * 86_400),

@@ -14,7 +14,7 @@ mod sqlite;
 mod synced;
 
 pub use agents::{
-    AgentRecord, AgentRegistration, AgentStatus, Agents, TokenPurpose, MAX_HOST_NAME_LEN,
+    AgentRecord, AgentRegistration, AgentStatus, Agents, HostRole, TokenPurpose, MAX_HOST_NAME_LEN,
     MAX_TOKEN_LEN, MAX_TOKEN_TTL, MIN_TOKEN_TTL,
 };
 pub use directory::{

@@ -74,6 +74,7 @@ async fn enrollment_with_the_real_ca() {
             AgentRegistration {
                 agent_id: id.clone(),
                 host_name: "dc-agent-1".into(),
+                role: causeway_store::HostRole::Agent,
                 hpke_public_key: [9; 32],
                 cert_fingerprint: cert.fingerprint().to_owned(),
                 cert_not_after: cert.not_after(),

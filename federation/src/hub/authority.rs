@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use causeway_certs::{AgentId, Ca};
 use causeway_credential::AgentPublicKey;
-use causeway_store::{AgentRegistration, AgentStatus, SqliteAgents, TokenPurpose};
+use causeway_store::{AgentRegistration, AgentStatus, HostRole, SqliteAgents, TokenPurpose};
 use tracing::warn;
 
 use super::listener::{AgentAuthority, Enrollment, Refusal};
@@ -52,7 +52,17 @@ impl CertsAuthority {
         &self.registry
     }
 
-    fn status(&self, id: &AgentId) -> Result<(), Refusal> {
+    /// Whether new hosts wait for `causeway certs approve`.
+    pub(crate) fn require_approval(&self) -> bool {
+        self.require_approval
+    }
+
+    /// How long the certificates it issues are valid.
+    pub(crate) fn validity(&self) -> Duration {
+        self.validity
+    }
+
+    pub(crate) fn status(&self, id: &AgentId) -> Result<(), Refusal> {
         match self.registry.agent(id) {
             Ok(Some(r)) => match r.status {
                 AgentStatus::Approved => Ok(()),
@@ -71,7 +81,7 @@ impl CertsAuthority {
 }
 
 /// What an unauthenticated enrolling client may be told about a failure.
-fn public_error(e: causeway_certs::CertsError) -> String {
+pub(crate) fn public_error(e: causeway_certs::CertsError) -> String {
     use causeway_certs::CertsError as E;
     match e {
         E::Token(_) | E::Csr(_) | E::InvalidHostName(_) => e.to_string(),
@@ -92,6 +102,11 @@ impl AgentAuthority for CertsAuthority {
                 return Err(Refusal::Unknown);
             }
         };
+        // A sync host's certificate is Causeway's CA's too, so the handshake accepted it:
+        // it must still not take sign-ins (it has no HPKE key, and was never meant to).
+        if rec.role != HostRole::Agent {
+            return Err(Refusal::WrongRole);
+        }
         self.status(&rec.id)?;
         let key = AgentPublicKey::from_bytes(&rec.hpke_public_key).map_err(|_| Refusal::Unknown)?;
         Ok(AgentPeer {
@@ -133,6 +148,7 @@ impl AgentAuthority for CertsAuthority {
                 AgentRegistration {
                     agent_id: id.clone(),
                     host_name: host_name.to_owned(),
+                    role: HostRole::Agent,
                     hpke_public_key,
                     cert_fingerprint: cert.fingerprint().to_owned(),
                     cert_not_after: cert.not_after(),

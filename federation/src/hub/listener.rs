@@ -31,12 +31,15 @@ pub enum Refusal {
     Revoked,
     /// The agent waits for an administrator's approval.
     NotApproved,
+    /// The certificate belongs to a host of another role (a sync host on the agent
+    /// channel, or an agent on the sync channel).
+    WrongRole,
 }
 
 impl Refusal {
     fn reason(self) -> GoAwayReason {
         match self {
-            Refusal::Unknown | Refusal::Revoked => GoAwayReason::Revoked,
+            Refusal::Unknown | Refusal::Revoked | Refusal::WrongRole => GoAwayReason::Revoked,
             Refusal::NotApproved => GoAwayReason::NotApproved,
         }
     }

@@ -16,7 +16,8 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use super::open::{blocking, open, FileStep, Migration, OpenError, Schema};
 use crate::agents::{
     check_fingerprint, check_host_name, from_unix_secs, mint_token, parse_token, unix_secs,
-    AgentRecord, AgentRegistration, AgentStatus, Agents, TokenPurpose, TOKEN_RETENTION_SECS,
+    AgentRecord, AgentRegistration, AgentStatus, Agents, HostRole, TokenPurpose,
+    TOKEN_RETENTION_SECS,
 };
 
 const SCHEMA_V1: &str = "
@@ -49,16 +50,27 @@ CREATE TABLE agents (
 CREATE INDEX agents_previous_cert ON agents (previous_cert_sha256);
 ";
 
-/// Version 1 is the only one so far; a later change appends a migration.
+/// Version 2: the registry holds sync hosts too. Existing rows are agents.
+const SCHEMA_V2: &str = "
+ALTER TABLE agents ADD COLUMN role TEXT NOT NULL DEFAULT 'agent' CHECK (role IN ('agent', 'sync'));
+";
+
+/// Migrations in order; a later change appends one, never edits these.
 static SCHEMA: Schema = Schema {
-    migrations: &[Migration {
-        action: "create the tables",
-        sql: SCHEMA_V1,
-    }],
+    migrations: &[
+        Migration {
+            action: "create the tables",
+            sql: SCHEMA_V1,
+        },
+        Migration {
+            action: "add the host role",
+            sql: SCHEMA_V2,
+        },
+    ],
 };
 
 const AGENT_COLUMNS: &str = "id, host_name, status, cert_sha256, previous_cert_sha256, \
-                             cert_not_after, first_seen, last_seen, hpke_public_key";
+                             cert_not_after, first_seen, last_seen, hpke_public_key, role";
 
 /// The registry: a handle on one SQLite file (WAL mode, 5 s busy timeout, mode 0600).
 /// Any number of handles, in any number of processes, may use the same file; each
@@ -95,6 +107,7 @@ struct RawAgent {
     first_seen: i64,
     last_seen: i64,
     hpke: Vec<u8>,
+    role: String,
 }
 
 impl RawAgent {
@@ -109,6 +122,7 @@ impl RawAgent {
             first_seen: r.get(6)?,
             last_seen: r.get(7)?,
             hpke: r.get(8)?,
+            role: r.get(9)?,
         })
     }
 }
@@ -311,8 +325,8 @@ impl SqliteAgents {
         }
         tx.execute(
             "INSERT INTO agents (id, host_name, status, cert_sha256, previous_cert_sha256, \
-             cert_not_after, hpke_public_key, first_seen, last_seen) \
-             VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6, ?7, ?7)",
+             cert_not_after, hpke_public_key, first_seen, last_seen, role) \
+             VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6, ?7, ?7, ?8)",
             params![
                 reg.agent_id.as_str(),
                 reg.host_name,
@@ -320,7 +334,8 @@ impl SqliteAgents {
                 reg.cert_fingerprint,
                 not_after,
                 reg.hpke_public_key.as_slice(),
-                now_s
+                now_s,
+                reg.role.as_str()
             ],
         )
         .map_err(self.db("register an agent"))?;
@@ -329,6 +344,7 @@ impl SqliteAgents {
         Ok(AgentRecord {
             id: reg.agent_id,
             host_name: reg.host_name,
+            role: reg.role,
             status,
             cert_fingerprint: reg.cert_fingerprint,
             previous_cert_fingerprint: None,
@@ -541,6 +557,8 @@ impl SqliteAgents {
             .map_err(|_| self.corrupt(format!("an agent has the malformed id {:?}", r.id)))?;
         let status = AgentStatus::parse(&r.status)
             .ok_or_else(|| self.corrupt(format!("agent {id} has status {:?}", r.status)))?;
+        let role = HostRole::parse(&r.role)
+            .ok_or_else(|| self.corrupt(format!("agent {id} has role {:?}", r.role)))?;
         let hpke_public_key: [u8; 32] = r
             .hpke
             .as_slice()
@@ -549,6 +567,7 @@ impl SqliteAgents {
         Ok(AgentRecord {
             id,
             host_name: r.host_name,
+            role,
             status,
             cert_fingerprint: r.cert,
             previous_cert_fingerprint: r.previous,

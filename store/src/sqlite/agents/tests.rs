@@ -45,6 +45,7 @@ fn registration(n: u8) -> AgentRegistration {
     AgentRegistration {
         agent_id: AgentId::generate().expect("id"),
         host_name: format!("dc-agent-{n}.corp.example"),
+        role: HostRole::Agent,
         hpke_public_key: [n; 32],
         cert_fingerprint: fp(n),
         cert_not_after: t(NOW + 30 * 86_400),
@@ -552,4 +553,111 @@ fn debug_shows_no_connection_internals() {
     let r = open(&d);
     let shown = format!("{r:?}");
     assert!(shown.contains("registry.sqlite"), "{shown}");
+}
+
+#[test]
+fn a_token_made_for_one_role_is_unknown_to_the_other() {
+    let d = TestDir::new("reg-purpose");
+    let r = open(&d);
+    let for_sync = r
+        .create_token(TokenPurpose::Sync, &ca_fp(), HOUR, t(NOW))
+        .expect("token");
+    let for_agent = r
+        .create_token(TokenPurpose::Agent, &ca_fp(), HOUR, t(NOW))
+        .expect("token");
+    assert_eq!(
+        token_err(r.consume_token(for_sync.expose_secret(), TokenPurpose::Agent, t(NOW))),
+        TokenError::Unknown
+    );
+    assert_eq!(
+        token_err(r.consume_token(for_agent.expose_secret(), TokenPurpose::Sync, t(NOW))),
+        TokenError::Unknown
+    );
+    // A refusal for the wrong purpose does not spend the token.
+    r.consume_token(for_sync.expose_secret(), TokenPurpose::Sync, t(NOW))
+        .expect("sync token for sync");
+    r.consume_token(for_agent.expose_secret(), TokenPurpose::Agent, t(NOW))
+        .expect("agent token for agent");
+}
+
+#[test]
+fn sync_hosts_are_registered_with_their_role() {
+    let d = TestDir::new("reg-role");
+    let r = open(&d);
+    let agent = registration(1);
+    let sync = AgentRegistration {
+        role: HostRole::Sync,
+        hpke_public_key: [0; 32],
+        ..registration(2)
+    };
+    assert_eq!(
+        r.register_agent(sync.clone(), true, t(NOW))
+            .expect("register")
+            .role,
+        HostRole::Sync
+    );
+    r.register_agent(agent.clone(), true, t(NOW + 1))
+        .expect("register");
+    let roles: Vec<(AgentId, HostRole)> = r
+        .list_agents()
+        .expect("list")
+        .into_iter()
+        .map(|a| (a.id, a.role))
+        .collect();
+    assert_eq!(
+        roles,
+        vec![
+            (sync.agent_id.clone(), HostRole::Sync),
+            (agent.agent_id.clone(), HostRole::Agent)
+        ]
+    );
+    let found = r
+        .lookup_by_fingerprint(&sync.cert_fingerprint)
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(
+        (found.role, found.hpke_public_key),
+        (HostRole::Sync, [0; 32])
+    );
+    // Approval and revocation work alike for both roles.
+    r.approve(&sync.agent_id).expect("approve");
+    r.revoke(&sync.agent_id).expect("revoke");
+    assert_eq!(
+        r.agent(&sync.agent_id)
+            .expect("get")
+            .expect("present")
+            .status,
+        AgentStatus::Revoked
+    );
+}
+
+#[test]
+fn a_version_1_registry_is_migrated_and_its_agents_stay_agents() {
+    let d = TestDir::new("reg-v1");
+    let path = d.path().join("registry.sqlite");
+    // A registry as the previous release wrote it: schema version 1, one agent.
+    {
+        let (conn, _) = crate::sqlite::open::open(
+            &path,
+            &Schema {
+                migrations: &SCHEMA.migrations[..1],
+            },
+        )
+        .expect("open v1");
+        conn.execute(
+            "INSERT INTO agents (id, host_name, status, cert_sha256, previous_cert_sha256, \
+             cert_not_after, hpke_public_key, first_seen, last_seen) \
+             VALUES ('agt-0123456789abcdef', 'dc01', 'approved', ?1, NULL, 1, ?2, 1, 1)",
+            rusqlite::params![fp(1), [5u8; 32].as_slice()],
+        )
+        .expect("insert");
+    }
+    let r = SqliteAgents::open(&path).expect("migrate");
+    let list = r.list_agents().expect("list");
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].role, HostRole::Agent);
+    assert_eq!(list[0].hpke_public_key, [5; 32]);
+    // The CHECK holds: no role outside the two.
+    let bad = r.lock().execute("UPDATE agents SET role = 'admin'", []);
+    assert!(bad.is_err(), "{bad:?}");
 }
