@@ -1,7 +1,8 @@
 //! `causeway demo`: a complete local demonstration on embedded defaults — an endpoint in a
 //! temporary (or named) directory, two demo SAML applications it serves itself, a
-//! cloud-only demo user, and, when the AD lab is running, an enrolled agent and the lab's
-//! users so that AD accounts sign in with pass-through authentication.
+//! cloud-only demo user, and, when the AD lab is running, `causeway sync` bringing the lab's
+//! users and groups in and an enrolled agent, so that AD accounts sign in with
+//! pass-through authentication.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use causeway_credential::{Password, PhsVerifier};
 use causeway_federation::signin::Method;
-use causeway_store::{AdUser, ImmutableId, NewUser, SqliteStore, Users as _, Verifiers as _};
+use causeway_store::{NewUser, SqliteStore, Users as _, Verifiers as _};
 use tracing::{info, warn};
 
 use crate::endpoint::{run_endpoint, EndpointSettings};
@@ -146,13 +147,6 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<()> {
             )
             .await?;
     }
-    let mut lab_users = 0;
-    if let Some(env) = &lab {
-        match import_lab_users(env, &store).await {
-            Ok(n) => lab_users = n,
-            Err(e) => warn!(error = %format!("{e:#}"), "could not import the lab's users"),
-        }
-    }
     drop(store);
     let (tx, rx) = tokio::sync::oneshot::channel();
     let data_dir = settings.data_dir.clone();
@@ -168,10 +162,17 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<()> {
     };
     let mut agent_line = String::from("AD lab not running: start it with `sudo scripts/lab.sh start` for pass-through sign-in of AD users.");
     if let Some(env) = &lab {
+        let synced = match start_sync(env, &data_dir, &dir, bound).await {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "could not start the demo's sync");
+                0
+            }
+        };
         match start_agent(env, &data_dir, &dir, bound).await {
             Ok(()) => {
                 agent_line = format!(
-                    "AD lab: an agent is enrolled and connected; {lab_users} AD users imported. Try {} with its lab password (scripts/lab.sh env).",
+                    "AD lab: `causeway sync` synchronised {synced} AD users and keeps them current; an agent is enrolled and connected. Try {} with its lab password (scripts/lab.sh env).",
                     env.get("AD_ALICE_UPN").map_or("alice@…", String::as_str)
                 );
             }
@@ -207,87 +208,97 @@ async fn lab_is_up(env: &HashMap<String, String>) -> bool {
     )
 }
 
-fn lab_tls(env: &HashMap<String, String>) -> Result<Arc<rustls::ClientConfig>> {
-    crate::http_client::tls_config(env.get("AD_CA_CERT").map(Path::new))
-}
-
-/// Imports the lab's users (what `causeway sync` will do properly): UPN, display name,
-/// mail, disabled flag and the immutable id from `ms-DS-ConsistencyGuid` or `objectGUID`.
-pub(crate) async fn import_lab_users(
+/// Registers a sync host with the demo endpoint and keeps `causeway sync` running against
+/// the lab's AD (the whole domain but the benchmark's OU), as an administrator would with
+/// `causeway sync register` and `causeway sync run`. Returns how many users the first
+/// round added (0 on later starts, when they are already there).
+async fn start_sync(
     env: &HashMap<String, String>,
-    store: &SqliteStore,
-) -> Result<usize> {
+    endpoint_data: &Path,
+    dir: &Path,
+    bound: SocketAddr,
+) -> Result<u64> {
+    use causeway_sync::cycle::{run_loop, LoopOptions, Outcome};
+    use causeway_sync::export::identity::Identity;
     let get = |k: &str| {
         env.get(k)
             .cloned()
             .with_context(|| format!("{k} missing from the lab environment"))
     };
-    let (conn, mut ldap) = ldap3::LdapConnAsync::with_settings(
-        ldap3::LdapConnSettings::new().set_config(lab_tls(env)?),
-        &get("AD_LDAPS_URL")?,
-    )
-    .await?;
-    ldap3::drive!(conn);
-    ldap.simple_bind(&get("AD_SVC_SYNC_UPN")?, &get("AD_SVC_SYNC_PASSWORD")?)
-        .await?
-        .success()?;
-    let (entries, _) = ldap
-        .search(
-            &get("AD_BASE_DN")?,
-            ldap3::Scope::Subtree,
-            "(&(objectCategory=person)(objectClass=user)(userPrincipalName=*))",
-            vec![
-                "userPrincipalName",
-                "displayName",
-                "mail",
-                "userAccountControl",
-                "objectGUID",
-                "mS-DS-ConsistencyGuid",
-            ],
+    let sync_dir = dir.join("sync");
+    causeway_config::files::create_private_dir(&sync_dir)?;
+    causeway_config::files::write_atomic(
+        &sync_dir.join("svc-sync.pw"),
+        format!("{}\n", get("AD_SVC_SYNC_PASSWORD")?).as_bytes(),
+        0o600,
+    )?;
+    let base = get("AD_BASE_DN")?;
+    let config = sync_dir.join("sync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sync]\nstate_dir = \"state\"\nendpoints = [\"https://{bound}\"]\npoll_interval = \"1m\"\n\n[[connector]]\nname = \"lab\"\nkind = \"ad\"\nservers = [{:?}]\nca_file = {:?}\nbind_dn = {:?}\nbind_password_file = \"svc-sync.pw\"\nbase_dn = {base:?}\nexclude_ous = [\"OU=Bench,{base}\"]\n",
+            get("AD_LDAPS_URL")?,
+            get("AD_CA_CERT")?,
+            get("AD_SVC_SYNC_DN")?,
+        ),
+    )?;
+    let cfg =
+        causeway_sync::config::SyncConfig::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !Identity::exists(&cfg.state_dir) {
+        let ca = causeway_certs::Ca::load_or_create(&endpoint_data.join("ca"), SystemTime::now())?;
+        let reg = causeway_store::SqliteAgents::open(&ca.registry_path())?;
+        let token = causeway_store::Agents::create_token(
+            &reg,
+            causeway_store::TokenPurpose::Sync,
+            &ca.fingerprint_sha256(),
+            Duration::from_secs(600),
+            SystemTime::now(),
         )
-        .await?
-        .success()?;
-    let mut n = 0;
-    for e in entries {
-        let e = ldap3::SearchEntry::construct(e);
-        let Some(upn) = e
-            .attrs
-            .get("userPrincipalName")
-            .and_then(|v| v.first())
-            .cloned()
-        else {
-            continue;
-        };
-        let guid = e
-            .bin_attrs
-            .get("mS-DS-ConsistencyGuid")
-            .or_else(|| e.bin_attrs.get("objectGUID"))
-            .and_then(|v| v.first())
-            .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok());
-        let Some(guid) = guid else { continue };
-        let uac: u32 = e
-            .attrs
-            .get("userAccountControl")
-            .and_then(|v| v.first())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let user = AdUser {
-            id: ImmutableId::from_guid_bytes(guid),
-            upn,
-            display_name: e.attrs.get("displayName").and_then(|v| v.first()).cloned(),
-            mail: e.attrs.get("mail").and_then(|v| v.first()).cloned(),
-            disabled: uac & 2 != 0,
-        };
-        if store
-            .upsert_ad_user(&user, None, "demo-import", SystemTime::now())
-            .await
-            .is_ok()
-        {
-            n += 1;
-        }
+        .await?;
+        let id =
+            causeway_sync::export::channel::register(&cfg.endpoints, &token, "demo-sync").await?;
+        causeway_config::files::create_private_dir(&cfg.state_dir)?;
+        id.save(&cfg.state_dir)?;
     }
-    let _ = ldap.unbind().await;
-    Ok(n)
+    let identity = Identity::load(&cfg.state_dir)?;
+    let space =
+        causeway_sync::space::ConnectorSpace::open(&cfg.state_dir.join("connector-space.sqlite"))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The first round here, so that the users are there when the demo says so; then the
+    // job keeps running (change notification, polling) for as long as the demo does.
+    let mut added = 0;
+    run_loop(
+        &cfg,
+        &space,
+        Some(&identity),
+        LoopOptions { once: true },
+        Arc::new(tokio::sync::Notify::new()),
+        |_, r| match r {
+            Ok(Outcome::Exported { counts, .. }) => added = counts.added,
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "demo sync round failed"),
+        },
+        |_, _, _, _| {},
+    )
+    .await;
+    tokio::spawn(async move {
+        run_loop(
+            &cfg,
+            &space,
+            Some(&identity),
+            LoopOptions { once: false },
+            Arc::new(tokio::sync::Notify::new()),
+            |c, r| {
+                if let Err(e) = r {
+                    warn!(connector = %c.name, error = %e, "demo sync round failed");
+                }
+            },
+            |_, _, _, _| {},
+        )
+        .await;
+    });
+    Ok(added)
 }
 
 async fn start_agent(

@@ -27,7 +27,13 @@ fn config(method: &str, domain: &str) -> String {
 /// `causeway sync register` and one `causeway sync run --once`, scoped by a filter to
 /// these users and the test's groups. Those in `with_verifier` then get the verifier
 /// password hash sync stores (set here until hash sync exports it, issue 12).
-async fn sync_users(ep: &Endpoint, lab: &Lab, store: &SqliteStore, sams: &[&str], with_verifier: &[&str]) {
+async fn sync_users(
+    ep: &Endpoint,
+    lab: &Lab,
+    store: &SqliteStore,
+    sams: &[&str],
+    with_verifier: &[&str],
+) {
     let dir = ep.dir.join("sync");
     std::fs::create_dir_all(&dir).expect("sync dir");
     let pw = dir.join("ad.pw");
@@ -36,7 +42,9 @@ async fn sync_users(ep: &Endpoint, lab: &Lab, store: &SqliteStore, sams: &[&str]
         .expect("chmod");
     let filter = format!(
         "(|{}(sAMAccountName=pta-e2e-*))",
-        sams.iter().map(|s| format!("(sAMAccountName={s})")).collect::<String>()
+        sams.iter()
+            .map(|s| format!("(sAMAccountName={s})"))
+            .collect::<String>()
     );
     let cfg = dir.join("sync.toml");
     std::fs::write(
@@ -53,7 +61,10 @@ async fn sync_users(ep: &Endpoint, lab: &Lab, store: &SqliteStore, sams: &[&str]
     )
     .expect("sync config");
     let token = ep.cli(&["certs", "token", "--for", "sync", "--ttl", "10m"], None);
-    for args in [&["register", "--host-name", "pta-e2e-sync"][..], &["run", "--once"][..]] {
+    for args in [
+        &["register", "--host-name", "pta-e2e-sync"][..],
+        &["run", "--once"][..],
+    ] {
         let out = Command::new(bin())
             .arg("sync")
             .args(args)
@@ -75,7 +86,12 @@ async fn sync_users(ep: &Endpoint, lab: &Lab, store: &SqliteStore, sams: &[&str]
             &Password::new(lab.user(sam, "PASSWORD").into()).expect("valid password"),
         );
         store
-            .set_verifier(lab.user(sam, "UPN"), &v, "test-hash-sync", SystemTime::now())
+            .set_verifier(
+                lab.user(sam, "UPN"),
+                &v,
+                "test-hash-sync",
+                SystemTime::now(),
+            )
             .await
             .expect("store the verifier");
     }
@@ -296,7 +312,10 @@ fn ad_users_sign_in_through_the_page_and_fall_back_to_hash_sync_when_no_agent_is
         "the application shows her immutable id {alice_id}: {shown}"
     );
     for g in ["pta-e2e-inner", "pta-e2e-outer"] {
-        assert!(shown.contains(g), "her groups claim holds {g}, nested included: {shown}");
+        assert!(
+            shown.contains(g),
+            "her groups claim holds {g}, nested included: {shown}"
+        );
     }
     assert_eq!(metric(&ep, "success", "pass_through"), 1);
     assert_eq!(metric(&ep, "success", "hash_sync"), 0);

@@ -53,12 +53,24 @@ impl TestOu {
             .collect();
         let mut attrs: Vec<(Vec<u8>, HashSet<Vec<u8>>)> = vec![
             (b"objectClass".to_vec(), HashSet::from([b"user".to_vec()])),
-            (b"sAMAccountName".to_vec(), HashSet::from([sam.as_bytes().to_vec()])),
-            (b"userPrincipalName".to_vec(), HashSet::from([upn.into_bytes()])),
-            (b"displayName".to_vec(), HashSet::from([display.into_bytes()])),
+            (
+                b"sAMAccountName".to_vec(),
+                HashSet::from([sam.as_bytes().to_vec()]),
+            ),
+            (
+                b"userPrincipalName".to_vec(),
+                HashSet::from([upn.into_bytes()]),
+            ),
+            (
+                b"displayName".to_vec(),
+                HashSet::from([display.into_bytes()]),
+            ),
             (b"givenName".to_vec(), HashSet::from([b"Test".to_vec()])),
             (b"unicodePwd".to_vec(), HashSet::from([pw])),
-            (b"userAccountControl".to_vec(), HashSet::from([b"512".to_vec()])),
+            (
+                b"userAccountControl".to_vec(),
+                HashSet::from([b"512".to_vec()]),
+            ),
         ];
         if let Some(m) = mail {
             attrs.push((b"mail".to_vec(), HashSet::from([m.as_bytes().to_vec()])));
@@ -258,7 +270,11 @@ soft_match = {soft}
     /// One round: `sync run --once`, which must succeed; returns stdout.
     fn once(&self, ep: &Endpoint) -> String {
         let (ok, out, err) = self.sync(&["run", "--once"], &[]);
-        assert!(ok, "sync run --once:\n{out}\n{err}\nendpoint:\n{}", ep.logs());
+        assert!(
+            ok,
+            "sync run --once:\n{out}\n{err}\nendpoint:\n{}",
+            ep.logs()
+        );
         out
     }
 
@@ -349,9 +365,16 @@ async fn synced_objects_follow_the_directory_through_every_change() {
     assert!(first.contains("exported: "), "{first}");
 
     // Users are sign-in users, anchored on objectGUID; groups nest for the claim.
-    let u = store.user_by_upn(&upn1).await.expect("read").expect("synced");
+    let u = store
+        .user_by_upn(&upn1)
+        .await
+        .expect("read")
+        .expect("synced");
     assert_eq!(u.id.as_str(), a1);
-    assert_eq!(u.display_name.as_deref(), Some(format!("Test su1{t}").as_str()));
+    assert_eq!(
+        u.display_name.as_deref(),
+        Some(format!("Test su1{t}").as_str())
+    );
     assert!(!u.disabled);
     assert!(store.user_by_upn(&upn2).await.expect("read").is_some());
     assert_eq!(
@@ -359,7 +382,11 @@ async fn synced_objects_follow_the_directory_through_every_change() {
         vec![format!("sg1{t}"), format!("sg2{t}")],
         "direct and nested groups"
     );
-    let c = store.synced_object(&ac1).await.expect("read").expect("contact synced");
+    let c = store
+        .synced_object(&ac1)
+        .await
+        .expect("read")
+        .expect("contact synced");
     assert_eq!(c.object.kind.as_str(), "contact");
     assert!(store.synced_object(&ag1).await.expect("read").is_some());
     let created = store.history(&upn1).await.expect("history");
@@ -374,7 +401,10 @@ async fn synced_objects_follow_the_directory_through_every_change() {
     modify(
         &mut adm,
         &u1,
-        vec![Mod::Replace("displayName", HashSet::from(["Renamed Person"]))],
+        vec![Mod::Replace(
+            "displayName",
+            HashSet::from(["Renamed Person"]),
+        )],
     )
     .await;
     let renamed = format!("CN=su1r{t},{}", ou.dn);
@@ -385,10 +415,18 @@ async fn synced_objects_follow_the_directory_through_every_change() {
         .expect("renamed");
     let out = host.once(&ep);
     assert!(out.contains("1 updated"), "{out}");
-    let u = store.user_by_id(&u.id).await.expect("read").expect("same id");
+    let u = store
+        .user_by_id(&u.id)
+        .await
+        .expect("read")
+        .expect("same id");
     assert_eq!(u.display_name.as_deref(), Some("Renamed Person"));
     let o = store.synced_object(&a1).await.expect("read").expect("held");
-    assert!(o.object.dn.eq_ignore_ascii_case(&renamed), "{}", o.object.dn);
+    assert!(
+        o.object.dn.eq_ignore_ascii_case(&renamed),
+        "{}",
+        o.object.dn
+    );
 
     // Membership removed, then added back (DirSync sends only the changed value).
     let g1_now = format!("CN=sg1{t},{}", ou.dn);
@@ -412,13 +450,22 @@ async fn synced_objects_follow_the_directory_through_every_change() {
     // Moving out of scope is a deletion at the endpoint (to the recycle bin).
     let moved = format!("CN=su2{t},CN=Users,{}", lab.get("AD_BASE_DN"));
     let _ = adm.delete(&moved).await;
-    adm.modifydn(&u2, &format!("CN=su2{t}"), true, Some(&format!("CN=Users,{}", lab.get("AD_BASE_DN"))))
-        .await
-        .expect("move round trip")
-        .success()
-        .expect("moved");
+    adm.modifydn(
+        &u2,
+        &format!("CN=su2{t}"),
+        true,
+        Some(&format!("CN=Users,{}", lab.get("AD_BASE_DN"))),
+    )
+    .await
+    .expect("move round trip")
+    .success()
+    .expect("moved");
     // Deleting in AD is one too.
-    adm.delete(&c1).await.expect("delete round trip").success().expect("deleted");
+    adm.delete(&c1)
+        .await
+        .expect("delete round trip")
+        .success()
+        .expect("deleted");
     let out = host.once(&ep);
     assert!(out.contains("2 deleted"), "{out}");
     assert!(store.user_by_upn(&upn2).await.expect("read").is_none());
@@ -434,7 +481,11 @@ async fn synced_objects_follow_the_directory_through_every_change() {
         .expect("read")
         .expect("in the recycle bin");
     assert!(gone.deleted_at.is_some());
-    let c = store.synced_object(&ac1).await.expect("read").expect("kept");
+    let c = store
+        .synced_object(&ac1)
+        .await
+        .expect("read")
+        .expect("kept");
     assert!(c.deleted_at.is_some(), "the contact is in the recycle bin");
 
     // The runs are recorded with their counts.
@@ -452,7 +503,10 @@ async fn synced_objects_follow_the_directory_through_every_change() {
     assert_absent(
         "outputs and logs",
         &everything,
-        &[lab.get("AD_SVC_SYNC_PASSWORD"), token.split('.').nth(1).unwrap_or("x")],
+        &[
+            lab.get("AD_SVC_SYNC_PASSWORD"),
+            token.split('.').nth(1).unwrap_or("x"),
+        ],
     );
     let _ = adm.delete(&moved).await;
     delete_tree(&mut adm, &ou.dn).await;
@@ -470,13 +524,19 @@ async fn a_change_reaches_the_endpoint_within_seconds_by_change_notification() {
     let mut host = SyncHost::new(&ep, "a", &ou, &Settings::default());
     host.register(&ep, "sync-notify");
     host.start();
-    until(60, "the first export", || host.logs(), || async {
-        store.user_by_upn(&upn).await.ok().flatten().is_some()
-    })
+    until(
+        60,
+        "the first export",
+        || host.logs(),
+        || async { store.user_by_upn(&upn).await.ok().flatten().is_some() },
+    )
     .await;
-    until(30, "the notification search", || host.logs(), || async {
-        host.logs().contains("watching for change notifications")
-    })
+    until(
+        30,
+        "the notification search",
+        || host.logs(),
+        || async { host.logs().contains("watching for change notifications") },
+    )
     .await;
     // The poll interval is an hour: only the notification can bring this in.
     let changed = Instant::now();
@@ -486,16 +546,24 @@ async fn a_change_reaches_the_endpoint_within_seconds_by_change_notification() {
         vec![Mod::Replace("displayName", HashSet::from(["Notified"]))],
     )
     .await;
-    until(20, "the change at the endpoint", || host.logs(), || async {
-        store
-            .user_by_upn(&upn)
-            .await
-            .ok()
-            .flatten()
-            .is_some_and(|u| u.display_name.as_deref() == Some("Notified"))
-    })
+    until(
+        20,
+        "the change at the endpoint",
+        || host.logs(),
+        || async {
+            store
+                .user_by_upn(&upn)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|u| u.display_name.as_deref() == Some("Notified"))
+        },
+    )
     .await;
-    eprintln!("change visible at the endpoint after {:?}", changed.elapsed());
+    eprintln!(
+        "change visible at the endpoint after {:?}",
+        changed.elapsed()
+    );
     host.kill();
     delete_tree(&mut adm, &ou.dn).await;
 }
@@ -524,26 +592,39 @@ async fn kill_9_mid_export_then_a_restart_loses_and_duplicates_nothing() {
     );
     host.register(&ep, "sync-kill");
     host.start();
-    until(60, "three acknowledged batches", || host.logs(), || async {
-        host.logs().matches("batch acknowledged").count() >= 3
-    })
+    until(
+        60,
+        "three acknowledged batches",
+        || host.logs(),
+        || async { host.logs().matches("batch acknowledged").count() >= 3 },
+    )
     .await;
     host.kill();
     let mut before = 0;
     for u in &upns {
         before += usize::from(store.user_by_upn(u).await.expect("read").is_some());
     }
-    assert!(before < n, "killed mid-export: {before} of {n} were already there");
+    assert!(
+        before < n,
+        "killed mid-export: {before} of {n} were already there"
+    );
     host.once(&ep);
     for u in &upns {
-        assert!(store.user_by_upn(u).await.expect("read").is_some(), "{u} exported");
+        assert!(
+            store.user_by_upn(u).await.expect("read").is_some(),
+            "{u} exported"
+        );
         let h = store.history(u).await.expect("history");
         assert_eq!(h.len(), 1, "{u} was created exactly once: {h:?}");
     }
     // The endpoint's run records add up: every object added once over the two runs.
     let runs = store.runs(Some("lab-ad"), 10).await.expect("runs");
     let added: u64 = runs.iter().map(|r| r.counts.added).sum();
-    assert_eq!(added, n as u64 + 1, "{n} users and the OU, once each: {runs:?}");
+    assert_eq!(
+        added,
+        n as u64 + 1,
+        "{n} users and the OU, once each: {runs:?}"
+    );
     delete_tree(&mut adm, &ou.dn).await;
 }
 
@@ -561,14 +642,20 @@ async fn two_sync_hosts_share_one_lease_and_the_standby_takes_over() {
     a.register(&ep, "sync-a");
     b.register(&ep, "sync-b");
     a.start();
-    until(60, "host a exports", || a.logs(), || async {
-        store.user_by_upn(&upn).await.ok().flatten().is_some()
-    })
+    until(
+        60,
+        "host a exports",
+        || a.logs(),
+        || async { store.user_by_upn(&upn).await.ok().flatten().is_some() },
+    )
     .await;
     b.start();
-    until(60, "host b waits as a standby", || b.logs(), || async {
-        b.logs().contains("standby")
-    })
+    until(
+        60,
+        "host b waits as a standby",
+        || b.logs(),
+        || async { b.logs().contains("standby") },
+    )
     .await;
     a.kill();
     modify(
@@ -577,19 +664,32 @@ async fn two_sync_hosts_share_one_lease_and_the_standby_takes_over() {
         vec![Mod::Replace("displayName", HashSet::from(["Taken Over"]))],
     )
     .await;
-    until(60, "host b takes over and exports the change", || b.logs(), || async {
-        store
-            .user_by_upn(&upn)
-            .await
-            .ok()
-            .flatten()
-            .is_some_and(|u| u.display_name.as_deref() == Some("Taken Over"))
-    })
+    until(
+        60,
+        "host b takes over and exports the change",
+        || b.logs(),
+        || async {
+            store
+                .user_by_upn(&upn)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|u| u.display_name.as_deref() == Some("Taken Over"))
+        },
+    )
     .await;
-    assert!(b.logs().contains("lease granted; taking over"), "{}", b.logs());
+    assert!(
+        b.logs().contains("lease granted; taking over"),
+        "{}",
+        b.logs()
+    );
     let runs = store.runs(Some("lab-ad"), 10).await.expect("runs");
     let hosts: HashSet<&str> = runs.iter().map(|r| r.host.as_str()).collect();
-    assert_eq!(hosts.len(), 2, "both hosts ran, one after the other: {runs:?}");
+    assert_eq!(
+        hosts.len(),
+        2,
+        "both hosts ran, one after the other: {runs:?}"
+    );
     b.kill();
     delete_tree(&mut adm, &ou.dn).await;
 }
@@ -625,7 +725,10 @@ async fn the_deletion_threshold_stops_a_run_until_it_is_approved() {
     assert!(out.contains("STOPPED: 3 deletions"), "{out}");
     for i in 0..3 {
         let upn = format!("t{i}{t}@lab.causeway.test");
-        assert!(store.user_by_upn(&upn).await.expect("read").is_some(), "nothing deleted yet");
+        assert!(
+            store.user_by_upn(&upn).await.expect("read").is_some(),
+            "nothing deleted yet"
+        );
     }
     let run: u64 = out
         .split("run ")
@@ -703,8 +806,14 @@ async fn a_duplicate_mail_is_quarantined_and_heals_and_soft_match_needs_consent(
     host.register(&ep, "sync-quarantine");
     host.once(&ep);
     let (a, b) = (
-        store.user_by_upn(&format!("da{t}@lab.causeway.test")).await.expect("read"),
-        store.user_by_upn(&format!("db{t}@lab.causeway.test")).await.expect("read"),
+        store
+            .user_by_upn(&format!("da{t}@lab.causeway.test"))
+            .await
+            .expect("read"),
+        store
+            .user_by_upn(&format!("db{t}@lab.causeway.test"))
+            .await
+            .expect("read"),
     );
     assert_eq!(
         usize::from(a.is_some()) + usize::from(b.is_some()),
@@ -716,17 +825,32 @@ async fn a_duplicate_mail_is_quarantined_and_heals_and_soft_match_needs_consent(
     modify(
         &mut adm,
         &db,
-        vec![Mod::Replace("mail", HashSet::from([format!("fixed{t}@lab.causeway.test").as_str()]))],
+        vec![Mod::Replace(
+            "mail",
+            HashSet::from([format!("fixed{t}@lab.causeway.test").as_str()]),
+        )],
     )
     .await;
     host.once(&ep);
-    assert!(store.user_by_upn(&format!("da{t}@lab.causeway.test")).await.expect("read").is_some());
-    assert!(store.user_by_upn(&format!("db{t}@lab.causeway.test")).await.expect("read").is_some());
+    assert!(store
+        .user_by_upn(&format!("da{t}@lab.causeway.test"))
+        .await
+        .expect("read")
+        .is_some());
+    assert!(store
+        .user_by_upn(&format!("db{t}@lab.causeway.test"))
+        .await
+        .expect("read")
+        .is_some());
 
     // Soft match: refused without consent, and the cloud account is left alone …
     ou.user(&mut adm, &format!("sm{t}"), None).await;
     host.once(&ep);
-    let cloud = store.user_by_upn(&sm).await.expect("read").expect("still there");
+    let cloud = store
+        .user_by_upn(&sm)
+        .await
+        .expect("read")
+        .expect("still there");
     assert_eq!(cloud.source, causeway_store::Source::Cloud);
     let (_, runs, _) = host.sync(&["runs"], &[]);
     assert!(runs.contains(&sm), "the run names the clash: {runs}");
@@ -760,7 +884,11 @@ fn register_refuses_an_agent_token_and_a_bad_one_without_echoing_it() {
         &[("CAUSEWAY_SYNC_TOKEN", agent_token.trim())],
     );
     assert!(!ok, "an agent's token does not enroll a sync host: {out}");
-    assert_absent("register output", &format!("{out}{err}"), &[agent_token.trim()]);
+    assert_absent(
+        "register output",
+        &format!("{out}{err}"),
+        &[agent_token.trim()],
+    );
     let (ok, _, err) = host.sync(&["register"], &[("CAUSEWAY_SYNC_TOKEN", "cwt1.nope")]);
     assert!(!ok);
     assert!(err.contains("malformed"), "{err}");
