@@ -112,6 +112,12 @@ impl IngestHandler {
         })
     }
 
+    /// Sets the held-objects gauge from the store (at start-up; every batch refreshes it
+    /// after), so that a scrape before the first batch shows what the store holds.
+    pub async fn refresh_metrics(&self) {
+        channel::refresh_held(self.store.as_ref(), &self.metrics).await;
+    }
+
     /// `routes` with both sync ALPNs going to this handler (the TLS config must offer them).
     pub fn routes(self: &Arc<Self>, routes: Routes) -> Routes {
         routes
