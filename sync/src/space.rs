@@ -510,17 +510,31 @@ fn merge(held: &mut BTreeMap<String, Values>, delta: &BTreeMap<String, Values>) 
             continue;
         }
         let slot = held.entry(name.clone()).or_default();
-        let removed: BTreeSet<&[u8]> = d.removed.iter().map(Vec::as_slice).collect();
-        slot.values.retain(|v| !removed.contains(v.as_slice()));
+        // A linked value names its target by GUID (`<GUID=…>;<SID=…>;DN`): the DN part is
+        // the target's DN when the value was sent, so a value removed after the target was
+        // renamed or moved matches the held one by GUID, not byte for byte.
+        let removed: BTreeSet<Vec<u8>> = d.removed.iter().map(|v| value_key(v)).collect();
+        let added: BTreeSet<Vec<u8>> = d.added.iter().map(|v| value_key(v)).collect();
+        slot.values
+            .retain(|v| !removed.contains(&value_key(v)) && !added.contains(&value_key(v)));
         for a in &d.added {
-            if !slot.values.contains(a) {
-                slot.values.push(a.clone());
-            }
+            slot.values.push(a.clone());
         }
         if slot.values.is_empty() {
             held.remove(name);
         }
     }
+}
+
+/// What identifies a linked value: its `<GUID=…>` part when it has one (extended DN
+/// form), else the whole value compared case-insensitively (a DN).
+fn value_key(v: &[u8]) -> Vec<u8> {
+    if v.starts_with(b"<GUID=") {
+        if let Some(end) = v.iter().position(|&b| b == b'>') {
+            return v[..=end].to_ascii_lowercase();
+        }
+    }
+    v.to_ascii_lowercase()
 }
 
 fn encode(attrs: &BTreeMap<String, Values>) -> String {
