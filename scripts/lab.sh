@@ -4,7 +4,7 @@
 # provisioned into one throwaway folder.
 #
 #   scripts/lab.sh start    install missing Debian packages (as root), provision on first
-#                           use, start both servers, wait until they answer, print the
+#                           use, start all three servers, wait until they answer, print the
 #                           facts as KEY=VALUE on stdout and write them to
 #                           $CAUSEWAY_LAB_DIR/lab.env. Idempotent: on a running lab it only
 #                           prints the facts (LAB_START_SECONDS stays the real start's).
@@ -23,8 +23,8 @@
 # status, env and check work as any user. Nothing listens outside 127.x.
 #
 # Folder: $CAUSEWAY_LAB_DIR, default ${TMPDIR:-/tmp}/causeway-lab; the DC lives in ad/,
-# the second forest's DC in ad2/, slapd in ldap/, the combined facts in lab.env (plain KEY=VALUE lines, no quotes or
-# spaces: read them or `source` them). Keys: AD_* (URLs, realm, base DN, CA certificate,
+# the second forest's DC in ad2/, slapd in ldap/, the combined facts in lab.env (plain
+# KEY=VALUE lines, no quotes or spaces: read them or `source` them). Keys: AD_* (URLs, realm, base DN, CA certificate,
 # admin, one AD_<NAME>_{SAM,UPN,DN,PASSWORD} block per test user, lockout policy),
 # AD2_* (the same names for the second forest: AD2_LDAPS_URL, AD2_BASE_DN, AD2_CA_CERT,
 # AD2_ADMIN_DN/_PASSWORD, AD2_SVC_SYNC_DN/_PASSWORD, AD2_BOB_*, AD2_CAROL_*, AD2_DUP_*),
@@ -202,14 +202,15 @@ start() {
 }
 
 status() {
-  local ad=down ldap=down
+  local ad=down ad2=down ldap=down
   ad_up && ad=up
+  ad2_up && ad2=up
   ldap_up && ldap=up
-  if [ $ad = up ] && [ $ldap = up ]; then
+  if [ $ad = up ] && [ $ad2 = up ] && [ $ldap = up ]; then
     facts "$(last_start_seconds)"
     return 0
   fi
-  say "not running: AD DC $ad, slapd $ldap ($LAB; start it with: sudo $0 start)"
+  say "not running: AD DC $ad, second forest's DC $ad2, slapd $ldap ($LAB; start it with: sudo $0 start)"
   return 3
 }
 
