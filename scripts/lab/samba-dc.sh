@@ -167,8 +167,10 @@ running_pid() {
   return 1
 }
 descendants() {  # "PID:STARTTIME" of every descendant of $1, from one pass over /proc
-  # (cat, not awk, reads the files: a process may vanish between glob and read)
-  cat /proc/[0-9]*/stat 2>/dev/null | awk -v root="$1" '
+  # (cat, not awk, reads the files: a process may vanish between glob and read; cat then
+  # fails, which under pipefail + set -e would end `stop` silently before it kills
+  # anything: it happens whenever another lab server stops at the same time)
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '
     { pid = $1; sub(/^.*\) /, ""); parent[pid] = $2; start[pid] = $20 }
     END {
       n = 1; queue[1] = root
