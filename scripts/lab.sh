@@ -50,8 +50,12 @@
 # its own CA): Administrator (Lab2-Root-Pw-0), bob (Green-Meadow-61; in lab-users),
 # carol (Red-Harbor-62), svc-sync (Sync-Svc-Pw-71; the same rights as the first forest's)
 # and dup (Twin-Peak-65) whose UPN dup@shared.causeway.test is also the first forest's
-# dup's: the cross-forest UPN conflict. Both DCs are provisioned once and reused
-# (a stopped lab restarts from its folders).
+# dup's: the cross-forest UPN conflict. Both DCs are provisioned once and reused: a
+# stopped lab restarts from its folders, and a lab in an empty folder unpacks the
+# provisioned DCs samba-dc.sh keeps in /var/cache/causeway-lab (AD_LAB_TEMPLATE_DIR;
+# AD_LAB_TEMPLATE=0 always provisions). Measured on 2 shared cores: empty folder, nothing
+# cached 7.6-8.0 s (each DC's provisioning ~4 s, in parallel); empty folder from the
+# templates 2.0-2.6 s; restart of a stopped lab 1.4-1.9 s; `start` of a running lab 0.2 s.
 #
 # Knobs (environment): CAUSEWAY_LAB_DIR; for the DC (scripts/lab/samba-dc.sh):
 # AD_LAB_IP (127.0.0.2, any 127.x), AD_LAB_REALM, AD_LAB_DOMAIN, AD_LAB_HOSTNAME,

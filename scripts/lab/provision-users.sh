@@ -23,6 +23,9 @@
 # 11000). Over LDAPS the DC managed 17 adds/s at 11000 users (one transaction and fsync
 # per add), and `ldbadd --nosync` of the same LDIF 80/s; so neither is used.
 #
+# Measured (2 shared cores, the DC running, load 2): N=20000 into an empty OU 25.6 s
+# (57.7 s at load 4.5); a second call 0.7 s.
+#
 # Knobs: CAUSEWAY_LAB_DIR (the lab folder, as scripts/lab.sh), BENCH_OU (Bench).
 set -euo pipefail
 

@@ -33,7 +33,9 @@
 # independent forest with only bob, carol, svc-sync and dup), AD_LAB_ENV_PREFIX (AD: the
 # facts' key prefix, e.g. AD2 for the second forest), AD_LAB_SHARED_UPN_SUFFIX
 # (shared.causeway.test: added to uPNSuffixes; `dup@<it>` exists in every forest, the
-# cross-forest UPN conflict a sync must quarantine).
+# cross-forest UPN conflict a sync must quarantine); AD_LAB_TEMPLATE_DIR
+# (/var/cache/causeway-lab: where a provisioned DC is kept for the next cold start, see
+# "provisioned templates" below), AD_LAB_TEMPLATE=0 (always provision).
 #
 # Needs root: privileged ports, security.* xattrs on sysvol, and a private mount
 # namespace (unshare) in which DIR/run is bound over /run/samba and lab copies of
@@ -489,6 +491,51 @@ if ace not in dsddl:
 PYEOF
 }
 
+# ---------------------------------------------------------------- provisioned templates
+# Provisioning is most of a cold start (~4 s of one core per DC, twice that when both
+# forests provision at once on 2 cores). The first provision of a DC therefore leaves a
+# tar of the finished, stopped DC (sam.ldb with its users, TLS files) in
+# $AD_LAB_TEMPLATE_DIR (/var/cache/causeway-lab; AD_LAB_TEMPLATE=0: never), and a later
+# start in an empty folder unpacks it instead of provisioning. The name holds a hash of
+# everything the DC's contents depend on: this script's text, the identity knobs, the
+# folder (absolute paths end up in the databases) and the Samba version; so any change
+# of those provisions afresh. The template holds the lab's keys like the folder does:
+# root-only, for throwaway labs only.
+TEMPLATE_DIR=${AD_LAB_TEMPLATE_DIR:-/var/cache/causeway-lab}
+template_path() {
+  local key
+  key=$({ cat "$0"; echo "$IP|$REALM|$DOMAIN|$HOSTNAME_SHORT|$ADMIN_PW|$PROFILE|$SHARED_SUFFIX|$DIR"
+          dpkg-query -W -f='${Version}' samba 2>/dev/null; } | sha256sum | cut -c1-16)
+  echo "$TEMPLATE_DIR/ad-$PROFILE-${REALM,,}-$key.tar"
+}
+restore_template() {
+  [ "${AD_LAB_TEMPLATE:-1}" != 0 ] || return 1
+  local t; t=$(template_path)
+  [ -s "$t" ] || return 1
+  rm -rf "$DIR/dc"
+  # --xattrs: sysvol carries its NT ACLs in security.* xattrs
+  local t0; t0=$(date +%s.%N)
+  rm -f "$DIR/log/provision.seconds"
+  if tar --xattrs --xattrs-include='*' -C "$DIR" -xf "$t" 2>"$DIR/log/template.log"; then
+    awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f\n", b-a}' > "$DIR/log/restore.seconds"
+    say "restored the provisioned DC from $t"
+    return 0
+  fi
+  say "warning: could not unpack $t (see $DIR/log/template.log); provisioning instead"
+  rm -rf "$DIR/dc"
+  return 1
+}
+save_template() {
+  [ "${AD_LAB_TEMPLATE:-1}" != 0 ] || return 0
+  local t tmp; t=$(template_path); tmp="$t.$$"
+  mkdir -p "$TEMPLATE_DIR" && chmod 700 "$TEMPLATE_DIR" || { say "warning: cannot write $TEMPLATE_DIR; no template saved"; return 0; }
+  if tar --xattrs --xattrs-include='*' -C "$DIR" -cf "$tmp" dc tls log/shared.done 2>"$DIR/log/template.log"; then
+    mv -f "$tmp" "$t"
+  else
+    rm -f "$tmp"; say "warning: could not save a template (see $DIR/log/template.log)"
+  fi
+}
+
 wait_ready() {  # LDAPS answers with our CA, and the KDC, SMB and epmapper ports accept
   local pid=$1 deadline=$((SECONDS + START_TIMEOUT)) port ok
   while [ $SECONDS -lt $deadline ]; do
@@ -555,6 +602,7 @@ print_env() {
     done
     [ -n "$pid" ] && echo "${P}_PID=$pid"
     [ -f "$DIR/log/provision.seconds" ] && echo "${P}_PROVISION_SECONDS=$(cat "$DIR/log/provision.seconds")"
+    [ -f "$DIR/log/restore.seconds" ] && echo "${P}_TEMPLATE_RESTORE_SECONDS=$(cat "$DIR/log/restore.seconds")"
     [ -f "$DIR/log/start.seconds" ] && echo "${P}_START_SECONDS=$(cat "$DIR/log/start.seconds")"
     [ -f "$DIR/log/boot.seconds" ] && echo "${P}_BOOT_SECONDS=$(cat "$DIR/log/boot.seconds")"
     echo "${P}_LOG=$LOG"
@@ -580,8 +628,11 @@ start() {
     if (exec 3<>"/dev/tcp/$IP/$port") 2>/dev/null; then die "$IP:$port is already in use"; fi
   done
   write_files
-  make_tls
   local fresh=0
+  if [ ! -e "$DIR/dc/private/sam.ldb" ] && restore_template; then
+    echo "$IP $REALM $DOMAIN $HOSTNAME_SHORT" > "$DIR/lab.conf"
+  fi
+  make_tls
   if [ ! -e "$DIR/dc/private/sam.ldb" ]; then
     rm -rf "$DIR/dc"; mkdir -p "$DIR/dc"; provision; fresh=1
     echo "$IP $REALM $DOMAIN $HOSTNAME_SHORT" > "$DIR/lab.conf"
@@ -595,6 +646,7 @@ start() {
       || say "warning: samba_spnupdate failed (Kerberos tickets for ldap/$FQDN will not work)"
     setup_users "$PROFILE"
     echo "$SHARED_SUFFIX" > "$DIR/log/shared.done"
+    save_template
   fi
   rm -f "$PIDFILE"
   # samba -i: no daemonising, and it makes itself a process-group leader (its SIGTERM
