@@ -24,8 +24,9 @@
 #
 # Folder: $CAUSEWAY_LAB_DIR, default ${TMPDIR:-/tmp}/causeway-lab; the DC lives in ad/,
 # the second forest's DC in ad2/, slapd in ldap/, the combined facts in lab.env (plain
-# KEY=VALUE lines, no quotes or spaces: read them or `source` them). Keys: AD_* (URLs, realm, base DN, CA certificate,
-# admin, one AD_<NAME>_{SAM,UPN,DN,PASSWORD} block per test user, lockout policy),
+# KEY=VALUE lines, no quotes or spaces: read them or `source` them). Keys: AD_* (URLs,
+# realm, base DN, CA certificate, admin, one AD_<NAME>_{SAM,UPN,DN,PASSWORD} block per
+# test user, lockout policy),
 # AD2_* (the same names for the second forest: AD2_LDAPS_URL, AD2_BASE_DN, AD2_CA_CERT,
 # AD2_ADMIN_DN/_PASSWORD, AD2_SVC_SYNC_DN/_PASSWORD, AD2_BOB_*, AD2_CAROL_*, AD2_DUP_*),
 # SLAPD_* (URLs, base DN, CA, admin, sync account, one SLAPD_<NAME>_{UID,DN,PASSWORD}
@@ -53,9 +54,10 @@
 # dup's: the cross-forest UPN conflict. Both DCs are provisioned once and reused: a
 # stopped lab restarts from its folders, and a lab in an empty folder unpacks the
 # provisioned DCs samba-dc.sh keeps in /var/cache/causeway-lab (AD_LAB_TEMPLATE_DIR;
-# AD_LAB_TEMPLATE=0 always provisions). Measured on 2 shared cores: empty folder, nothing
-# cached 7.6-8.0 s (each DC's provisioning ~4 s, in parallel); empty folder from the
-# templates 2.0-2.6 s; restart of a stopped lab 1.4-1.9 s; `start` of a running lab 0.2 s.
+# AD_LAB_TEMPLATE=0 always provisions). Measured on 2 cores (load 0.6-2; roughly double
+# beside a cargo build): empty folder, nothing cached 7.6-9.2 s (each DC's provisioning
+# ~4 s, in parallel); empty folder from the templates 2.0-2.6 s; restart of a stopped
+# lab 1.4-1.9 s; `start` of a running lab 0.2 s.
 #
 # Knobs (environment): CAUSEWAY_LAB_DIR; for the DC (scripts/lab/samba-dc.sh):
 # AD_LAB_IP (127.0.0.2, any 127.x), AD_LAB_REALM, AD_LAB_DOMAIN, AD_LAB_HOSTNAME,
@@ -65,8 +67,9 @@
 # SLAPD_LAB_TLS_PORT (3636), SLAPD_LAB_SUFFIX, SLAPD_LAB_ADMIN_PASSWORD,
 # SLAPD_LAB_NO_INSTALL=1, SLAPD_LAB_DEBUG; for the second forest: AD2_LAB_IP (127.0.0.3),
 # AD2_LAB_REALM, AD2_LAB_DOMAIN, AD2_LAB_HOSTNAME, AD2_LAB_ADMIN_PASSWORD,
-# AD2_LAB_PREFORK (2; the other AD_LAB_* knobs apply to both DCs). A second lab can run beside the first with
-# another CAUSEWAY_LAB_DIR, AD_LAB_IP, AD2_LAB_IP and slapd address or ports.
+# AD2_LAB_PREFORK (2; the other AD_LAB_* knobs apply to both DCs). A second lab can run
+# beside the first with another CAUSEWAY_LAB_DIR, AD_LAB_IP, AD2_LAB_IP and slapd address
+# or ports.
 #
 # Processes are tracked by PID and start time (DIR/run/lab.pid) and only those, with their
 # own children, are ever stopped. One lab.sh at a time per lab folder (flock).
@@ -240,7 +243,11 @@ reset() {
   lock
   local t0; t0=$(now)
   ad1 users "$AD_DIR" 8>&-
-  if [ -e "$AD2_DIR/dc/private/sam.ldb" ]; then ad2 users "$AD2_DIR" 8>&-; else say "no second forest at $AD2_DIR: nothing to reset there"; fi
+  if [ -e "$AD2_DIR/dc/private/sam.ldb" ]; then
+    ad2 users "$AD2_DIR" 8>&-
+  else
+    say "no second forest at $AD2_DIR: nothing to reset there"
+  fi
   if ldap_up; then "$LDAP" users "$LDAP_DIR" 8>&-; else say "slapd not running: its users were not reset"; fi
   say "test users reset in $(since "$t0") s"
 }
