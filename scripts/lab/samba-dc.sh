@@ -332,7 +332,8 @@ setup_users() {  # $1: lab, lab2 or shared. Idempotent: creates or resets every 
 # start in an empty folder unpacks it instead of provisioning. The name holds a hash of
 # everything the DC's contents depend on: the text of this script and of
 # samba-setup-users.py, the identity knobs, the folder (absolute paths end up in the
-# databases) and the Samba version; so any change of those provisions afresh. The template holds the lab's keys like the folder does:
+# databases) and the Samba version; so any change of those provisions afresh, as does a
+# template over 7 days old. The template holds the lab's keys like the folder does:
 # root-only, for throwaway labs only.
 TEMPLATE_DIR=${AD_LAB_TEMPLATE_DIR:-/var/cache/causeway-lab}
 template_path() {
@@ -348,6 +349,13 @@ restore_template() {
   [ "${AD_LAB_TEMPLATE:-1}" != 0 ] || return 1
   local t; t=$(template_path)
   [ -s "$t" ] || return 1
+  # Every password in it was set when it was made, and maxPwdAge is 42 days: an old
+  # template would come up with every test user's password expired (data 532).
+  if [ -z "$(find "$t" -mtime -7 2>/dev/null)" ]; then
+    say "template $t is over 7 days old (its passwords near maxPwdAge): provisioning afresh"
+    rm -f -- "$t"
+    return 1
+  fi
   rm -rf "$DIR/dc"
   # --xattrs: sysvol carries its NT ACLs in security.* xattrs
   local t0; t0=$(date +%s.%N)
