@@ -28,8 +28,10 @@ mod tests;
 /// host renews its lease well within [`causeway_store::DEFAULT_LEASE`], so only a dead
 /// or stuck one reaches this.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-/// The shortest lease `[sync] lease` may set.
-pub const MIN_LEASE: Duration = Duration::from_secs(5);
+/// The shortest lease `[sync] lease` may set: a sync host renews at about a third of it,
+/// so 2 s still leaves it several hundred milliseconds per renewal (short leases are for
+/// fast takeover on a local network, and for tests).
+pub const MIN_LEASE: Duration = Duration::from_secs(2);
 /// The longest lease `[sync] lease` may set.
 pub const MAX_LEASE: Duration = Duration::from_secs(10 * 60);
 

@@ -91,6 +91,7 @@ mod tests {
             source: Source::Ad,
             disabled: false,
             has_verifier: true,
+            protected: false,
             deleted_at: None,
             created_at: now,
             updated_at: now,
