@@ -471,7 +471,13 @@ async fn synced_objects_follow_the_directory_through_every_change() {
         .success()
         .expect("deleted");
     let out = host.once(&ep);
-    assert!(out.contains("2 deleted"), "{out}");
+    assert!(
+        out.contains("2 deleted"),
+        "{out}\nthe plan now: {:?}\nu2: {:?}\nc1: {:?}",
+        host.sync(&["plan"], &[]),
+        store.synced_object(&a2).await,
+        store.synced_object(&ac1).await,
+    );
     assert!(store.user_by_upn(&upn2).await.expect("read").is_none());
     let gone = store
         .user_by_id(&causeway_store::ImmutableId::from_guid_bytes(

@@ -14,7 +14,7 @@ fn control(val: Option<Vec<u8>>) -> Control {
     Control(
         None,
         RawControl {
-            ctype: PAGED_RESULTS_OID.into(),
+            ctype: causeway_sync::ad::paged::PAGED_RESULTS_OID.into(),
             crit: false,
             val,
         },
@@ -90,7 +90,7 @@ fn malformed_paging_values_are_refused_without_panicking() {
     trailing.push(0);
     let mut wrong_tag = good.clone();
     wrong_tag[0] = 0x31;
-    let huge = response(1, &vec![0u8; MAX_COOKIE + 1]);
+    let huge = response(1, &vec![0u8; causeway_sync::ad::paged::MAX_COOKIE + 1]);
     for (val, what) in [
         (vec![], "truncated before a tag"),
         (good[..good.len() - 1].to_vec(), "bytes left"),
@@ -100,7 +100,7 @@ fn malformed_paging_values_are_refused_without_panicking() {
         (vec![0x30, 0x80, 0x00, 0x00], "indefinite"),
         (huge, "at most"),
     ] {
-        let e = parse_paged_value(&val).expect_err(what);
+        let e = causeway_sync::ad::paged::parse_value(&val).expect_err(what);
         assert!(e.contains(what), "{what}: {e}");
     }
 }
