@@ -26,13 +26,17 @@
 # Measured (2 shared cores, the DC running, load 2): N=20000 into an empty OU 25.6 s
 # (57.7 s at load 4.5); a second call 0.7 s.
 #
-# Knobs: CAUSEWAY_LAB_DIR (the lab folder, as scripts/lab.sh), BENCH_OU (Bench).
+# Knobs: CAUSEWAY_LAB_DIR (the lab folder, as scripts/lab.sh), BENCH_OU (Bench),
+# BENCH_FOREST (ad: the first forest; ad2: the second, which `causeway bench sync` fills
+# with its N users so that the other tests' full imports of the first stay small).
 set -euo pipefail
 
 N=${1:-20000}
 LAB=${CAUSEWAY_LAB_DIR:-${TMPDIR:-/tmp}/causeway-lab}
 LAB=${LAB%/}
-DIR=$LAB/ad
+FOREST=${BENCH_FOREST:-ad}
+case "$FOREST" in ad|ad2) ;; *) echo "provision-users: BENCH_FOREST must be ad or ad2, got '$FOREST'" >&2; exit 1;; esac
+DIR=$LAB/$FOREST
 CONF=$DIR/dc/etc/smb.conf
 OU=${BENCH_OU:-Bench}
 SYSPY=/usr/bin/python3   # Debian's python: the one python3-samba is built for
