@@ -54,10 +54,12 @@ fn facts(path: &Path) -> Result<std::collections::HashMap<String, String>> {
 }
 
 /// Makes sure `forest` (`ad` or `ad2`) holds `n` bench users; returns OU=Bench's DN.
-fn provision(script: &Path, forest: &str, n: u32) -> Result<String> {
+fn provision(script: &Path, forest: &str, prefix: &str, n: u32) -> Result<String> {
     let out = Command::new(script)
         .arg(n.to_string())
         .env("BENCH_FOREST", forest)
+        .env("BENCH_PREFIX", prefix)
+        .env("BENCH_OU", if prefix == "bench" { "Bench" } else { "BenchQuarter" })
         .stderr(Stdio::inherit())
         .output()
         .with_context(|| format!("run {}", script.display()))?;
@@ -222,8 +224,9 @@ pub(crate) async fn run(args: SyncArgs) -> Result<()> {
     let n = args.users;
     let quarter = (n / 4).max(10);
     println!("causeway bench sync: N = {n} users (N/4 = {quarter}), {} changes", args.changes);
-    let ou_big = provision(&args.provision, "ad2", n)?;
-    let ou_small = provision(&args.provision, "ad", quarter)?;
+    let ou_big = provision(&args.provision, "ad2", "bench", n)?;
+    // The first forest's own names (its tests make a few `bench…` users of their own).
+    let ou_small = provision(&args.provision, "ad", "benchq", quarter)?;
     let root = std::env::temp_dir().join(format!("causeway-bench-sync-{}", std::process::id()));
     std::fs::create_dir_all(&root)?;
     let result = measure(&args, &big, &small, &ou_big, &ou_small, &root, n, quarter).await;
