@@ -6,7 +6,8 @@
 //! stopped and lists the objects it would delete.
 //!
 //! `causeway sync plan` prints a plan without exporting (the dry run); staging mode will
-//! keep computing plans without ever exporting them.
+//! keep computing plans without ever exporting them. A run exports through [`stream`],
+//! which plans a batch at a time in memory that holds an index, not the objects.
 
 pub mod stream;
 

@@ -456,7 +456,7 @@ fn plan_rss() {
                 let name = format!("User {i:06}");
                 let mut u = user(
                     i + 1,
-                    &format!("CN={name},OU=Staff,DC=corp,DC=example"),
+                    &format!("CN={name},OU=Staff,DC=corp"),
                     &format!("user{i:06}@corp.example"),
                     "Engineering",
                 );
