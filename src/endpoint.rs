@@ -11,6 +11,7 @@ use causeway_certs::signing::{KeySet, RolloverPolicy};
 use causeway_certs::{AgentId, Ca};
 use causeway_federation::hub::authority::CertsAuthority;
 use causeway_federation::hub::{listener, Hub, HubConfig};
+use causeway_federation::ingest::{IngestConfig, IngestHandler, DEFAULT_IDLE_TIMEOUT};
 use causeway_federation::metrics::Metrics;
 use causeway_federation::web::{HttpHandler, WebState};
 use causeway_proto::agent::{ALPN, ENROLL_ALPN};
@@ -210,6 +211,8 @@ pub(crate) async fn run_endpoint(
         vec![
             ALPN.to_vec(),
             ENROLL_ALPN.to_vec(),
+            causeway_proto::sync::ALPN.to_vec(),
+            causeway_proto::sync::ENROLL_ALPN.to_vec(),
             b"h2".to_vec(),
             b"http/1.1".to_vec(),
         ],
@@ -252,7 +255,13 @@ pub(crate) async fn run_endpoint(
             tracing::warn!(metrics_listen = %metrics_addr, "/metrics is served beyond loopback without authentication: keep that address off the internet, or set server.metrics_token_file");
         }
     }
-    let store: Arc<dyn causeway_store::DirectoryStore> =
+    // One handle for sign-ins (users, verifiers, and the groups claim's reads).
+    let sign_in_store = Arc::new(causeway_store::SqliteStore::open(&data.directory_path())?);
+    let store: Arc<dyn causeway_store::DirectoryStore> = sign_in_store.clone();
+    let groups: Arc<dyn causeway_store::Synced> = sign_in_store;
+    // The ingestion API writes batches on a connection of its own, so that sign-in reads
+    // never queue behind a thousand-object transaction.
+    let ingest_store: Arc<dyn causeway_store::Synced> =
         Arc::new(causeway_store::SqliteStore::open(&data.directory_path())?);
     let mut hub_config = HubConfig::new(s.endpoint_id.clone());
     hub_config.lockout = s.file.lockout.clone();
@@ -301,7 +310,7 @@ pub(crate) async fn run_endpoint(
     };
     let portal = tokio::task::spawn_blocking({
         let (store, auth, hub) = (store.clone(), auth.clone(), hub.clone());
-        move || causeway_federation::portal::Portal::new(portal_cfg, store, auth, hub)
+        move || causeway_federation::portal::Portal::new(portal_cfg, store, groups, auth, hub)
     })
     .await?
     .map_err(|e| anyhow::anyhow!("cannot start the sign-in service: {e}"))?;
@@ -321,7 +330,7 @@ pub(crate) async fn run_endpoint(
         max_connections_per_source = limits.max_connections_per_source,
         max_agent_channels = limits.max_agent_channels,
         idle_timeout_s = http_limits.idle_timeout.as_secs(),
-        "endpoint ready: sign-in, SAML, WS-Federation, agents and /healthz on one port; /metrics on metrics_listen"
+        "endpoint ready: sign-in, SAML, WS-Federation, agents, sync hosts and /healthz on one port; /metrics on metrics_listen"
     );
     if !s.require_approval {
         tracing::warn!(
@@ -350,8 +359,25 @@ pub(crate) async fn run_endpoint(
         let _ = r.send(bound);
     }
     let metrics = web.metrics.clone();
+    let ingest = IngestHandler::new(
+        authority.clone(),
+        ingest_store,
+        metrics.clone(),
+        IngestConfig {
+            endpoint_id: s.endpoint_id.clone(),
+            lease: s.file.sync_lease,
+            enroll_timeout: limits.handshake_timeout,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        },
+    );
+    tokio::spawn({
+        let ingest = ingest.clone();
+        async move { ingest.refresh_metrics().await }
+    });
     let agents = listener::AgentHandler::start(hub, authority, limits.handshake_timeout);
-    let routes = agents.routes().http(HttpHandler::new(web, http_limits));
+    let routes = ingest
+        .routes(agents.routes())
+        .http(HttpHandler::new(web, http_limits));
     causeway_federation::acceptor::serve(listener, Arc::new(tls), limits, routes, metrics).await;
     Ok(())
 }

@@ -15,7 +15,7 @@ use causeway_agent::ad::{bind_outcome, parse_bind_diagnostic, AdBindReason};
 use causeway_credential::{Password, PasswordError, SignInOutcome};
 use ldap3::{LdapConnAsync, LdapConnSettings, LdapResult, Scope, SearchEntry};
 
-use common::{admin, lab, parse_env, set_lockout_time_zero, tls_config, Lab};
+use common::{admin, lab, parse_env, read_attr, set_lockout_time_zero, tls_config, Lab};
 
 fn settings(lab: &Lab) -> LdapConnSettings {
     LdapConnSettings::new()
@@ -359,4 +359,97 @@ async fn domain_lockout_threshold_applies() {
     )
     .await;
     assert_eq!(res.rc, 0, "unlocked: {res:?}");
+}
+
+/// Runs `scripts/lab/provision-users.sh n` for the lab in OU=`ou`; its KEY=VALUE output.
+fn provision_bench_users(lab: &Lab, n: u32, ou: &str) -> std::collections::HashMap<String, String> {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lab/provision-users.sh");
+    let out = std::process::Command::new(&script)
+        .arg(n.to_string())
+        .env("CAUSEWAY_LAB_DIR", lab.get("LAB_DIR"))
+        .env("BENCH_OU", ou)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "provision-users.sh failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_env(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The benchmark users' script (here with 30 users in their own OU, not the benchmark's):
+/// every user carries the attributes an import reads, a second call adds nothing, and a
+/// user deleted since is added back on the next call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_users_are_provisioned_once_and_repaired() {
+    let lab = lab();
+    let ou = "BenchLabTest";
+    let first = provision_bench_users(lab, 30, ou);
+    assert_eq!(first["BENCH_USERS"], "30", "{first:?}");
+    let again = provision_bench_users(lab, 30, ou);
+    assert_eq!(
+        (again["BENCH_USERS"].as_str(), again["BENCH_ADDED"].as_str()),
+        ("30", "0"),
+        "{again:?}"
+    );
+
+    let base = format!("OU={ou},{}", lab.get("AD_BASE_DN"));
+    assert_eq!(again["BENCH_OU_DN"], base);
+    let mut ldap = admin(lab).await;
+    let (entries, _) = ldap
+        .search(
+            &base,
+            Scope::OneLevel,
+            "(objectClass=user)",
+            vec![
+                "sAMAccountName",
+                "userPrincipalName",
+                "mail",
+                "givenName",
+                "sn",
+                "displayName",
+                "department",
+                "employeeID",
+                "userAccountControl",
+            ],
+        )
+        .await
+        .expect("search round trip")
+        .success()
+        .expect("search accepted");
+    assert_eq!(entries.len(), 30);
+    let dns = lab.get("AD_DNS_DOMAIN");
+    let e = entries
+        .into_iter()
+        .map(SearchEntry::construct)
+        .find(|e| e.attrs["sAMAccountName"] == ["bench00029"])
+        .expect("bench00029");
+    assert_eq!(e.attrs["userPrincipalName"], [format!("bench00029@{dns}")]);
+    assert_eq!(e.attrs["mail"], [format!("bench00029@{dns}")]);
+    assert_eq!(e.attrs["employeeID"], ["E0000029"]);
+    assert_eq!(e.attrs["userAccountControl"], ["512"], "enabled");
+    for a in ["givenName", "sn", "displayName", "department"] {
+        assert!(e.attrs.get(a).is_some_and(|v| !v[0].is_empty()), "{a}");
+    }
+
+    let gone = format!("CN=bench00007,{base}");
+    ldap.delete(&gone)
+        .await
+        .expect("delete round trip")
+        .success()
+        .expect("deleted");
+    let _ = ldap.unbind().await;
+    let repaired = provision_bench_users(lab, 30, ou);
+    assert_eq!(
+        (
+            repaired["BENCH_USERS"].as_str(),
+            repaired["BENCH_ADDED"].as_str()
+        ),
+        ("30", "1"),
+        "{repaired:?}"
+    );
+    assert_eq!(read_attr(lab, &gone, "sAMAccountName").await, "bench00007");
 }

@@ -353,7 +353,11 @@ fn one_object_on_demand_says_what_each_step_decided() {
         out.contains("  scope: in scope\n") && out.contains("  plan: add\n"),
         "{out}"
     );
-    assert!(out.contains("export: not built yet"), "{out}");
+    // Not registered with an endpoint: nothing is sent, and it says what to do.
+    assert!(
+        out.contains("export: not sent: ") && out.contains("causeway sync register"),
+        "{out}"
+    );
 
     // By DN: out of scope, and says which rule.
     let (ok, out, _) = object(d.path(), lab.get("AD_ALICE_DN"));

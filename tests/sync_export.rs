@@ -436,8 +436,12 @@ async fn synced_objects_follow_the_directory_through_every_change() {
         vec![Mod::Delete("member", HashSet::from([renamed.as_str()]))],
     )
     .await;
-    host.once(&ep);
-    assert!(store.groups_of(&a1).await.expect("groups").is_empty());
+    let out = host.once(&ep);
+    assert!(
+        store.groups_of(&a1).await.expect("groups").is_empty(),
+        "{out}\n{:?}",
+        store.synced_object(&ag1).await
+    );
     modify(
         &mut adm,
         &g1_now,
@@ -467,7 +471,13 @@ async fn synced_objects_follow_the_directory_through_every_change() {
         .success()
         .expect("deleted");
     let out = host.once(&ep);
-    assert!(out.contains("2 deleted"), "{out}");
+    assert!(
+        out.contains("2 deleted"),
+        "{out}\nthe plan now: {:?}\nu2: {:?}\nc1: {:?}",
+        host.sync(&["plan"], &[]),
+        store.synced_object(&a2).await,
+        store.synced_object(&ac1).await,
+    );
     assert!(store.user_by_upn(&upn2).await.expect("read").is_none());
     let gone = store
         .user_by_id(&causeway_store::ImmutableId::from_guid_bytes(
@@ -574,7 +584,8 @@ async fn kill_9_mid_export_then_a_restart_loses_and_duplicates_nothing() {
     let mut adm = admin(lab).await;
     let ou = TestOu::new(&mut adm, "k9").await;
     let t = &ou.tag;
-    let n = 12;
+    // Enough one-object batches that the export is still going when the log shows three.
+    let n = 120;
     let mut upns = Vec::new();
     for i in 0..n {
         ou.user(&mut adm, &format!("k{i}{t}"), None).await;
@@ -636,7 +647,7 @@ async fn two_sync_hosts_share_one_lease_and_the_standby_takes_over() {
     let t = &ou.tag;
     let u = ou.user(&mut adm, &format!("aa{t}"), None).await;
     let upn = format!("aa{t}@lab.causeway.test");
-    let (ep, store) = endpoint("sync-lease", "3s");
+    let (ep, store) = endpoint("sync-lease", "5s");
     let mut a = SyncHost::new(&ep, "a", &ou, &Settings::default());
     let mut b = SyncHost::new(&ep, "b", &ou, &Settings::default());
     a.register(&ep, "sync-a");

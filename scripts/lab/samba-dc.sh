@@ -11,6 +11,8 @@
 #                              unlock every account (lockoutTime=0 also zeroes badPwdCount)
 #                              except erin-locked, which is locked again (alias: reset)
 #   samba-dc.sh check  [DIR]   bind as every test user over LDAPS and print the results
+#   samba-dc.sh shared [DIR]   only make sure the cross-forest pieces exist (the shared UPN
+#                              suffix and the dup user; additive, for a running DC)
 #   samba-dc.sh install        install the missing Debian packages (root), nothing else
 #   samba-dc.sh wipe   [DIR]   stop, then delete DIR (only if this script created it)
 #
@@ -27,7 +29,13 @@
 # AD_LAB_REALM (LAB.CAUSEWAY.TEST), AD_LAB_DOMAIN (LAB), AD_LAB_HOSTNAME (dc1),
 # AD_LAB_ADMIN_PASSWORD, AD_LAB_ALLOW_PLAIN_LDAP=1 (accept simple binds without
 # TLS), AD_LAB_NO_INSTALL=1 (never apt-get), AD_LAB_PREFORK (prefork children, 4),
-# AD_LAB_START_TIMEOUT (60 s).
+# AD_LAB_START_TIMEOUT (60 s); AD_LAB_PROFILE (lab: the users above; lab2: a second,
+# independent forest with only bob, carol, svc-sync and dup), AD_LAB_ENV_PREFIX (AD: the
+# facts' key prefix, e.g. AD2 for the second forest), AD_LAB_SHARED_UPN_SUFFIX
+# (shared.causeway.test: added to uPNSuffixes; `dup@<it>` exists in every forest, the
+# cross-forest UPN conflict a sync must quarantine); AD_LAB_TEMPLATE_DIR
+# (/var/cache/causeway-lab: where a provisioned DC is kept for the next cold start, see
+# "provisioned templates" below), AD_LAB_TEMPLATE=0 (always provision).
 #
 # Needs root: privileged ports, security.* xattrs on sysvol, and a private mount
 # namespace (unshare) in which DIR/run is bound over /run/samba and lab copies of
@@ -36,6 +44,7 @@
 # It stops only the processes it started (PID file + process tree), never by name.
 set -euo pipefail
 export PATH="/usr/sbin:/sbin:$PATH"   # samba, slapd, slapadd live in sbin
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 CMD=${1:-status}
 DIR=${2:-${AD_LAB_DIR:-${TMPDIR:-/tmp}/causeway-ad-lab}}
@@ -49,6 +58,11 @@ PREFORK=${AD_LAB_PREFORK:-4}
 START_TIMEOUT=${AD_LAB_START_TIMEOUT:-60}
 STRONG_AUTH=yes
 [ "${AD_LAB_ALLOW_PLAIN_LDAP:-0}" = 1 ] && STRONG_AUTH=no
+PROFILE=${AD_LAB_PROFILE:-lab}
+P=${AD_LAB_ENV_PREFIX:-AD}
+SHARED_SUFFIX=${AD_LAB_SHARED_UPN_SUFFIX:-shared.causeway.test}
+case "$PROFILE" in lab|lab2) ;; *) echo "samba-dc: error: AD_LAB_PROFILE must be lab or lab2, got '$PROFILE'" >&2; exit 1;; esac
+case "$P" in [A-Z]*) ;; *) echo "samba-dc: error: AD_LAB_ENV_PREFIX must be upper case, got '$P'" >&2; exit 1;; esac
 
 DNSDOMAIN=${REALM,,}
 FQDN="$HOSTNAME_SHORT.$DNSDOMAIN"
@@ -77,7 +91,21 @@ USERS=(
   "liam-smartlock|Olive-Grove-53|normal, domain lockout only: reserved for the hub's smart-lockout tests"
   "nora-probe|Coral-Reef-54|normal, domain lockout only: reserved for wrong-password probes (log-leak tests)"
   "svc-sync|Sync-Svc-Pw-51|Replicating Directory Changes (+ All) on the domain, LCRP on Deleted Objects: DirSync/DRSUAPI as non-admin"
+  "dup|Twin-Brook-55|normal, UPN dup@<shared suffix>: the same UPN as dup in the second forest (cross-forest conflict)"
 )
+# The second forest (AD_LAB_PROFILE=lab2): a few ordinary users, its own svc-sync with the
+# same rights, and its own dup (same UPN as the first forest's, another password).
+if [ "$PROFILE" = lab2 ]; then
+  USERS=(
+    "bob|Green-Meadow-61|normal, member of lab-users, has givenName/sn/mail"
+    "carol|Red-Harbor-62|normal"
+    "svc-sync|Sync-Svc-Pw-71|Replicating Directory Changes (+ All) on the domain, LCRP on Deleted Objects"
+    "dup|Twin-Peak-65|normal, UPN dup@<shared suffix>: the same UPN as dup in the first forest"
+  )
+fi
+upn_of() {  # $1 sAMAccountName: its userPrincipalName
+  if [ "$1" = dup ]; then echo "dup@$SHARED_SUFFIX"; else echo "$1@$DNSDOMAIN"; fi
+}
 
 say() { printf '%s\n' "samba-dc: $*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -142,8 +170,10 @@ running_pid() {
   return 1
 }
 descendants() {  # "PID:STARTTIME" of every descendant of $1, from one pass over /proc
-  # (cat, not awk, reads the files: a process may vanish between glob and read)
-  cat /proc/[0-9]*/stat 2>/dev/null | awk -v root="$1" '
+  # (cat, not awk, reads the files: a process may vanish between glob and read; cat then
+  # fails, which under pipefail + set -e would end `stop` silently before it kills
+  # anything: it happens whenever another lab server stops at the same time)
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '
     { pid = $1; sub(/^.*\) /, ""); parent[pid] = $2; start[pid] = $20 }
     END {
       n = 1; queue[1] = root
@@ -187,10 +217,11 @@ EOF
 }
 
 make_tls() {  # own CA + server cert with SANs (Samba's self-made cert has no SAN: rustls/webpki reject it)
+  local CA_TAG=""; [ "$PROFILE" = lab ] || CA_TAG=" $REALM"   # the second forest's CA is named apart
   [ -s "$DIR/tls/cert.pem" ] && [ -s "$DIR/tls/key.pem" ] && [ -s "$CA" ] && return 0
   local t="$DIR/tls"
   openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 -keyout "$t/ca.key" -out "$t/ca.pem" \
-    -subj "/O=Causeway Lab/CN=Causeway Lab AD CA" \
+    -subj "/O=Causeway Lab/CN=Causeway Lab AD CA${CA_TAG}" \
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
   openssl req -newkey rsa:2048 -nodes -sha256 -keyout "$t/key.pem" -out "$t/cert.csr" \
     -subj "/O=Causeway Lab/CN=$FQDN" 2>/dev/null
@@ -286,150 +317,69 @@ provision() {  # ldb:nosync: no fsync per write while provisioning (~1 s less un
   awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f\n", b-a}' > "$DIR/log/provision.seconds"
 }
 
-setup_users() {  # idempotent: creates or resets every test user on the local sam.ldb
+setup_users() {  # $1: lab, lab2 or shared. Idempotent: creates or resets every test user on the local sam.ldb
   local -a args=()
   local u
   for u in "${USERS[@]}"; do args+=("${u%%|*}" "$(cut -d'|' -f2 <<<"$u")"); done
-  "$SYSPY" - "$CONF" "$FQDN" "${args[@]}" <<'PYEOF'
-import re, sys, time
-import ldb
-from samba.param import LoadParm
-from samba.samdb import SamDB
-from samba.auth import system_session
-from samba.sd_utils import SDUtils
-from samba.ndr import ndr_unpack, ndr_pack
-from samba.dcerpc import security
+  "$SYSPY" "$HERE/samba-setup-users.py" "${1:-$PROFILE}" "$CONF" "$FQDN" "$SHARED_SUFFIX" "${args[@]}"
+}
 
-conf, fqdn = sys.argv[1], sys.argv[2]
-pw = dict(zip(sys.argv[3::2], sys.argv[4::2]))
-lp = LoadParm(); lp.load(conf)
-# FLG_NOSYNC: no fsync per transaction (a throwaway lab; ~250 fsyncs cost seconds under load)
-db = SamDB(url=lp.private_path("sam.ldb"), session_info=system_session(), lp=lp,
-           flags=ldb.FLG_NOSYNC)
-base = str(db.domain_dn()); dns = db.domain_dns_name()
-BYPASS_PWHASH = "local_oid:1.3.6.1.4.1.7165.4.3.12:0"   # DSDB_CONTROL_BYPASS_PASSWORD_HASH_OID
-NEVER = "9223372036854775807"
-PAST = "129000000000000000"                              # 2009-10-13 as FILETIME
-filetime = lambda t: str(int((t + 11644473600) * 10**7))
-
-def find(sam):
-    r = db.search(base, ldb.SCOPE_SUBTREE, "(sAMAccountName=%s)" % ldb.binary_encode(sam), ["dn"])
-    return str(r[0].dn) if len(r) else None
-
-def mod(dn, changes, controls=None):
-    m = ldb.Message(); m.dn = ldb.Dn(db, dn)
-    for attr, vals in changes.items():
-        if vals is None:
-            m[attr] = ldb.MessageElement([], ldb.FLAG_MOD_DELETE, attr)
-        else:
-            m[attr] = ldb.MessageElement(vals, ldb.FLAG_MOD_REPLACE, attr)
-    db.modify(m, controls=controls or [])
-
-def has(dn, attr):
-    return attr in db.search(dn, ldb.SCOPE_BASE, attrs=[attr])[0]
-
-# Domain policy: self-service change allowed at once (default minPwdAge is 1 day);
-# complexity on, min length 7, history 24, maxPwdAge 42 d. Domain-wide lockout after 5 bad
-# passwords, for 1 minute, counter reset after 1 minute (durations are negative 100-ns
-# intervals): the threshold Causeway's smart lockout must stay below.
-MINUTE = str(-60 * 10**7)
-mod(base, {"minPwdAge": "0", "lockoutThreshold": "5", "lockoutDuration": MINUTE,
-           "lockOutObservationWindow": MINUTE})
-
-# Unlock every account that a test may have locked or half-locked (Administrator
-# included): writing lockoutTime=0 makes Samba zero badPwdCount as well (samldb).
-# erin-locked is locked again further down.
-for r in db.search(base, ldb.SCOPE_SUBTREE,
-                   "(&(objectClass=user)(|(lockoutTime>=1)(badPwdCount>=1)))", ["dn"]):
-    mod(str(r.dn), {"lockoutTime": "0"})
-
-if not len(db.search(base, ldb.SCOPE_ONELEVEL, "(ou=Staff)", ["dn"])):
-    db.add({"dn": "OU=Staff," + base, "objectClass": "organizationalUnit"})
-
-def user(sam, ou=None, given=None, sn=None):
-    dn = find(sam)
-    if dn is None:
-        db.newuser(sam, pw[sam], useusernameascn=True, userou=ou, givenname=given, surname=sn,
-                   mailaddress="%s@%s" % (sam, dns))
-        return find(sam)
-    # reset to a clean, enabled, unlocked state with the documented password
-    db.setpassword("(sAMAccountName=%s)" % sam, pw[sam], force_change_at_next_login=False)
-    db.enable_account("(sAMAccountName=%s)" % sam)
-    mod(dn, {"accountExpires": NEVER, "lockoutTime": "0"})
-    for a in ("logonHours", "userWorkstations"):
-        if has(dn, a):
-            mod(dn, {a: None})
-    return dn
-
-dns_of = {}
-dns_of["alice"] = user("alice", given="Alice", sn="Lab")
-for s in ("bob-disabled", "carol-mustchange", "dave-expired-account", "erin-locked",
-          "frank-pwdexpired", "gina-hours", "hank-workstation", "ivan-lockout", "svc-sync",
-          "kim-domainlock", "liam-smartlock", "nora-probe"):
-    dns_of[s] = user(s)
-dns_of["olivia-staff"] = user("olivia-staff", ou="OU=Staff", given="Olivia", sn="Staff")
-
-db.disable_account("(sAMAccountName=bob-disabled)")
-mod(dns_of["carol-mustchange"], {"pwdLastSet": "0"})
-mod(dns_of["dave-expired-account"], {"accountExpires": PAST})
-mod(dns_of["frank-pwdexpired"], {"pwdLastSet": PAST}, controls=[BYPASS_PWHASH])
-mod(dns_of["gina-hours"], {"logonHours": bytes(21)})
-mod(dns_of["hank-workstation"], {"userWorkstations": "NOWHERE"})
-
-# Fine-grained password policy: lockout after 3 bad passwords, locked until an admin
-# writes lockoutTime=0 (duration 0), applied only to erin-locked and ivan-lockout.
-pso = "CN=lab-lockout,CN=Password Settings Container,CN=System," + base
-applies = [dns_of["erin-locked"], dns_of["ivan-lockout"]]
-if not len(db.search(base, ldb.SCOPE_SUBTREE, "(cn=lab-lockout)", ["dn"])):
-    db.add({"dn": pso, "objectClass": "msDS-PasswordSettings",
-            "msDS-PasswordSettingsPrecedence": "10",
-            "msDS-PasswordReversibleEncryptionEnabled": "FALSE",
-            "msDS-PasswordHistoryLength": "24", "msDS-PasswordComplexityEnabled": "TRUE",
-            "msDS-MinimumPasswordLength": "7", "msDS-MinimumPasswordAge": "0",
-            "msDS-MaximumPasswordAge": "-36288000000000",
-            "msDS-LockoutThreshold": "3", "msDS-LockoutObservationWindow": "-18000000000",
-            "msDS-LockoutDuration": "0", "msDS-PSOAppliesTo": applies})
-else:
-    mod(pso, {"msDS-PSOAppliesTo": applies})
-# erin starts locked out: as if 3 bad passwords had just been tried
-mod(dns_of["erin-locked"], {"lockoutTime": filetime(time.time())})
-
-# group with members (memberOf shows on them)
-if find("lab-users") is None:
-    db.newgroup("lab-users", description="Causeway lab users")
-members = ["alice", "bob-disabled", "carol-mustchange", "dave-expired-account", "erin-locked", "olivia-staff"]
-cur = db.search(base, ldb.SCOPE_SUBTREE, "(sAMAccountName=lab-users)", ["member"])[0]
-have = {str(x).lower() for x in cur.get("member", [])}
-todo = [m for m in members if dns_of[m].lower() not in have]
-if todo:
-    db.add_remove_group_members("lab-users", todo, add_members_operation=True)
-
-# svc-sync: DS-Replication-Get-Changes and -All on the domain root (what Entra Connect's
-# AD DS connector account gets): DirSync and DRSUAPI GetNCChanges without admin rights.
-sid = str(ndr_unpack(security.dom_sid,
-                     db.search(dns_of["svc-sync"], ldb.SCOPE_BASE, attrs=["objectSid"])[0]["objectSid"][0]))
-sdu = SDUtils(db)
-sddl = sdu.get_sd_as_sddl(base)
-for right in ("1131f6aa-9c07-11d1-f79f-00c04fc2dcd2", "1131f6ad-9c07-11d1-f79f-00c04fc2dcd2"):
-    ace = "(OA;;CR;%s;;%s)" % (right, sid)
-    if ace not in sddl:
-        sdu.dacl_add_ace(base, ace)
-# ...and List Contents + Read Property on CN=Deleted Objects: without it Samba's DirSync
-# (and show-deleted searches) silently omit deletions for a non-admin account.
-dod = "CN=Deleted Objects," + base
-dsid = security.dom_sid(db.get_domain_sid())
-ctl = ["show_deleted:1", "sd_flags:1:4"]
-cur_sd = ndr_unpack(security.descriptor,
-                    db.search(dod, ldb.SCOPE_BASE, attrs=["nTSecurityDescriptor"], controls=ctl)[0]["nTSecurityDescriptor"][0])
-dsddl = cur_sd.as_sddl(dsid)
-ace = "(A;;LCRP;;;%s)" % sid
-if ace not in dsddl:
-    new_sddl = re.sub(r"D:([A-Z]*)", lambda m: m.group(0) + ace, dsddl, count=1)
-    m = ldb.Message(); m.dn = ldb.Dn(db, dod)
-    m["nTSecurityDescriptor"] = ldb.MessageElement(
-        ndr_pack(security.descriptor.from_sddl(new_sddl, dsid)), ldb.FLAG_MOD_REPLACE, "nTSecurityDescriptor")
-    db.modify(m, controls=ctl)
-PYEOF
+# ---------------------------------------------------------------- provisioned templates
+# Provisioning is most of a cold start (~4 s of one core per DC, twice that when both
+# forests provision at once on 2 cores). The first provision of a DC therefore leaves a
+# tar of the finished, stopped DC (sam.ldb with its users, TLS files) in
+# $AD_LAB_TEMPLATE_DIR (/var/cache/causeway-lab; AD_LAB_TEMPLATE=0: never), and a later
+# start in an empty folder unpacks it instead of provisioning. The name holds a hash of
+# everything the DC's contents depend on: the text of this script and of
+# samba-setup-users.py, the identity knobs, the folder (absolute paths end up in the
+# databases) and the Samba version; so any change of those provisions afresh, as does a
+# template over 7 days old. The template holds the lab's keys like the folder does:
+# root-only, for throwaway labs only.
+TEMPLATE_DIR=${AD_LAB_TEMPLATE_DIR:-/var/cache/causeway-lab}
+template_path() {
+  local key
+  key=$({ cat "$0" "$HERE/samba-setup-users.py"; echo "$IP|$REALM|$DOMAIN|$HOSTNAME_SHORT|$ADMIN_PW|$PROFILE|$SHARED_SUFFIX|$DIR"
+          dpkg-query -W -f='${Version}' samba 2>/dev/null; } | sha256sum | cut -c1-16)
+  echo "$(template_stem)$key.tar"
+}
+template_stem() {  # one stem per lab folder and forest: older templates of it are pruned
+  echo "$TEMPLATE_DIR/ad-$PROFILE-${REALM,,}-$(printf '%s' "$DIR" | sha256sum | cut -c1-8)-"
+}
+restore_template() {
+  [ "${AD_LAB_TEMPLATE:-1}" != 0 ] || return 1
+  local t; t=$(template_path)
+  [ -s "$t" ] || return 1
+  # Every password in it was set when it was made, and maxPwdAge is 42 days: an old
+  # template would come up with every test user's password expired (data 532).
+  if [ -z "$(find "$t" -mtime -7 2>/dev/null)" ]; then
+    say "template $t is over 7 days old (its passwords near maxPwdAge): provisioning afresh"
+    rm -f -- "$t"
+    return 1
+  fi
+  rm -rf "$DIR/dc"
+  # --xattrs: sysvol carries its NT ACLs in security.* xattrs
+  local t0; t0=$(date +%s.%N)
+  rm -f "$DIR/log/provision.seconds"
+  if tar --xattrs --xattrs-include='*' -C "$DIR" -xf "$t" 2>"$DIR/log/template.log"; then
+    awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f\n", b-a}' > "$DIR/log/restore.seconds"
+    say "restored the provisioned DC from $t"
+    return 0
+  fi
+  say "warning: could not unpack $t (see $DIR/log/template.log); provisioning instead"
+  rm -rf "$DIR/dc"
+  return 1
+}
+save_template() {
+  [ "${AD_LAB_TEMPLATE:-1}" != 0 ] || return 0
+  local t tmp; t=$(template_path); tmp="$t.$$"
+  mkdir -p "$TEMPLATE_DIR" && chmod 700 "$TEMPLATE_DIR" || { say "warning: cannot write $TEMPLATE_DIR; no template saved"; return 0; }
+  if tar --xattrs --xattrs-include='*' -C "$DIR" -cf "$tmp" dc tls log/shared.done 2>"$DIR/log/template.log"; then
+    mv -f "$tmp" "$t"
+    local old
+    for old in "$(template_stem)"*.tar; do [ "$old" = "$t" ] || rm -f -- "$old"; done
+  else
+    rm -f "$tmp"; say "warning: could not save a template (see $DIR/log/template.log)"
+  fi
 }
 
 wait_ready() {  # LDAPS answers with our CA, and the KDC, SMB and epmapper ports accept
@@ -452,52 +402,56 @@ wait_ready() {  # LDAPS answers with our CA, and the KDC, SMB and epmapper ports
 print_env() {
   local pid=${1:-} u name key
   {
-    echo "AD_LAB_DIR=$DIR"
-    echo "AD_HOST=$IP"
-    echo "AD_LDAP_URL=ldap://$IP:389"
-    echo "AD_LDAPS_URL=ldaps://$IP:636"
-    echo "AD_LDAP_PORT=389"
-    echo "AD_LDAPS_PORT=636"
-    echo "AD_GC_PORT=3268"
-    echo "AD_GC_TLS_PORT=3269"
-    echo "AD_KDC=$IP:88"
-    echo "AD_KPASSWD=$IP:464"
-    echo "AD_SMB_PORT=445"
-    echo "AD_EPMAP_PORT=135"
-    echo "AD_REALM=$REALM"
-    echo "AD_DOMAIN=$DOMAIN"
-    echo "AD_DNS_DOMAIN=$DNSDOMAIN"
-    echo "AD_BASE_DN=$BASE_DN"
-    echo "AD_DC_FQDN=$FQDN"
-    echo "AD_TLS_SERVER_NAME=$FQDN"
-    echo "AD_CA_CERT=$CA"
-    echo "AD_KRB5_CONFIG=$DIR/etc/krb5.conf"
-    echo "AD_SMB_CONF=$CONF"
-    echo "AD_REQUIRE_TLS_FOR_SIMPLE_BIND=$STRONG_AUTH"
-    echo "AD_ADMIN_USER=Administrator"
-    echo "AD_ADMIN_UPN=Administrator@$DNSDOMAIN"
-    echo "AD_ADMIN_DN=CN=Administrator,CN=Users,$BASE_DN"
-    echo "AD_ADMIN_PASSWORD=$ADMIN_PW"
-    echo "AD_GROUP_DN=CN=lab-users,CN=Users,$BASE_DN"
-    echo "AD_LOCKOUT_THRESHOLD=5"
-    echo "AD_LOCKOUT_DURATION_SECONDS=60"
-    echo "AD_LOCKOUT_OBSERVATION_SECONDS=60"
-    echo "AD_PSO_LOCKOUT_THRESHOLD=3"
-    echo "AD_PSO_LOCKOUT_DURATION_SECONDS=0"
+    echo "${P}_LAB_DIR=$DIR"
+    echo "${P}_HOST=$IP"
+    echo "${P}_LDAP_URL=ldap://$IP:389"
+    echo "${P}_LDAPS_URL=ldaps://$IP:636"
+    echo "${P}_LDAP_PORT=389"
+    echo "${P}_LDAPS_PORT=636"
+    echo "${P}_GC_PORT=3268"
+    echo "${P}_GC_TLS_PORT=3269"
+    echo "${P}_KDC=$IP:88"
+    echo "${P}_KPASSWD=$IP:464"
+    echo "${P}_SMB_PORT=445"
+    echo "${P}_EPMAP_PORT=135"
+    echo "${P}_REALM=$REALM"
+    echo "${P}_DOMAIN=$DOMAIN"
+    echo "${P}_DNS_DOMAIN=$DNSDOMAIN"
+    echo "${P}_BASE_DN=$BASE_DN"
+    echo "${P}_DC_FQDN=$FQDN"
+    echo "${P}_TLS_SERVER_NAME=$FQDN"
+    echo "${P}_CA_CERT=$CA"
+    echo "${P}_KRB5_CONFIG=$DIR/etc/krb5.conf"
+    echo "${P}_SMB_CONF=$CONF"
+    echo "${P}_REQUIRE_TLS_FOR_SIMPLE_BIND=$STRONG_AUTH"
+    echo "${P}_ADMIN_USER=Administrator"
+    echo "${P}_ADMIN_UPN=Administrator@$DNSDOMAIN"
+    echo "${P}_ADMIN_DN=CN=Administrator,CN=Users,$BASE_DN"
+    echo "${P}_ADMIN_PASSWORD=$ADMIN_PW"
+    echo "${P}_GROUP_DN=CN=lab-users,CN=Users,$BASE_DN"
+    echo "${P}_LOCKOUT_THRESHOLD=5"
+    echo "${P}_LOCKOUT_DURATION_SECONDS=60"
+    echo "${P}_LOCKOUT_OBSERVATION_SECONDS=60"
+    if [ "$PROFILE" = lab ]; then
+      echo "${P}_PSO_LOCKOUT_THRESHOLD=3"
+      echo "${P}_PSO_LOCKOUT_DURATION_SECONDS=0"
+    fi
+    echo "${P}_SHARED_UPN_SUFFIX=$SHARED_SUFFIX"
     for u in "${USERS[@]}"; do
       name=${u%%|*}; key=${name%%-*}; key=${key^^}
       [ "$name" = svc-sync ] && key=SVC_SYNC
-      echo "AD_${key}_SAM=$name"
-      echo "AD_${key}_UPN=$name@$DNSDOMAIN"
-      if [ "$name" = olivia-staff ]; then echo "AD_${key}_DN=CN=$name,OU=Staff,$BASE_DN"
-      else echo "AD_${key}_DN=CN=$name,CN=Users,$BASE_DN"; fi
-      echo "AD_${key}_PASSWORD=$(cut -d'|' -f2 <<<"$u")"
+      echo "${P}_${key}_SAM=$name"
+      echo "${P}_${key}_UPN=$(upn_of "$name")"
+      if [ "$name" = olivia-staff ]; then echo "${P}_${key}_DN=CN=$name,OU=Staff,$BASE_DN"
+      else echo "${P}_${key}_DN=CN=$name,CN=Users,$BASE_DN"; fi
+      echo "${P}_${key}_PASSWORD=$(cut -d'|' -f2 <<<"$u")"
     done
-    [ -n "$pid" ] && echo "AD_PID=$pid"
-    [ -f "$DIR/log/provision.seconds" ] && echo "AD_PROVISION_SECONDS=$(cat "$DIR/log/provision.seconds")"
-    [ -f "$DIR/log/start.seconds" ] && echo "AD_START_SECONDS=$(cat "$DIR/log/start.seconds")"
-    [ -f "$DIR/log/boot.seconds" ] && echo "AD_BOOT_SECONDS=$(cat "$DIR/log/boot.seconds")"
-    echo "AD_LOG=$LOG"
+    [ -n "$pid" ] && echo "${P}_PID=$pid"
+    [ -f "$DIR/log/provision.seconds" ] && echo "${P}_PROVISION_SECONDS=$(cat "$DIR/log/provision.seconds")"
+    [ -f "$DIR/log/restore.seconds" ] && echo "${P}_TEMPLATE_RESTORE_SECONDS=$(cat "$DIR/log/restore.seconds")"
+    [ -f "$DIR/log/start.seconds" ] && echo "${P}_START_SECONDS=$(cat "$DIR/log/start.seconds")"
+    [ -f "$DIR/log/boot.seconds" ] && echo "${P}_BOOT_SECONDS=$(cat "$DIR/log/boot.seconds")"
+    echo "${P}_LOG=$LOG"
   }
 }
 
@@ -520,8 +474,11 @@ start() {
     if (exec 3<>"/dev/tcp/$IP/$port") 2>/dev/null; then die "$IP:$port is already in use"; fi
   done
   write_files
-  make_tls
   local fresh=0
+  if [ ! -e "$DIR/dc/private/sam.ldb" ] && restore_template; then
+    echo "$IP $REALM $DOMAIN $HOSTNAME_SHORT" > "$DIR/lab.conf"
+  fi
+  make_tls
   if [ ! -e "$DIR/dc/private/sam.ldb" ]; then
     rm -rf "$DIR/dc"; mkdir -p "$DIR/dc"; provision; fresh=1
     echo "$IP $REALM $DOMAIN $HOSTNAME_SHORT" > "$DIR/lab.conf"
@@ -533,7 +490,9 @@ start() {
     # which this lab does not run (it would query DNS servers): add them now, locally.
     in_ns samba_spnupdate -s "$CONF" >> "$DIR/log/provision.log" 2>&1 \
       || say "warning: samba_spnupdate failed (Kerberos tickets for ldap/$FQDN will not work)"
-    setup_users
+    setup_users "$PROFILE"
+    echo "$SHARED_SUFFIX" > "$DIR/log/shared.done"
+    save_template
   fi
   rm -f "$PIDFILE"
   # samba -i: no daemonising, and it makes itself a process-group leader (its SIGTERM
@@ -586,8 +545,17 @@ users() {
   need_root
   [ -e "$DIR/dc/private/sam.ldb" ] || die "no DC provisioned at $DIR"
   exec 9>"$DIR/.lock"; flock 9
-  setup_users
+  setup_users "$PROFILE"
   say "test users reset"
+}
+
+shared() {  # additive: the shared UPN suffix and dup, on a DC provisioned before they existed
+  need_root
+  [ -e "$DIR/dc/private/sam.ldb" ] || die "no DC provisioned at $DIR"
+  exec 9>"$DIR/.lock"; flock 9
+  setup_users shared
+  echo "$SHARED_SUFFIX" > "$DIR/log/shared.done"   # scripts/lab.sh runs this once per DC
+  say "shared UPN suffix $SHARED_SUFFIX and dup@$SHARED_SUFFIX present"
 }
 
 check() {  # simple bind over LDAPS as every test user; prints the server's verbatim answer
@@ -595,9 +563,10 @@ check() {  # simple bind over LDAPS as every test user; prints the server's verb
   local u name pass out rc
   # alice's wrong password goes first: her successful bind right after zeroes badPwdCount
   # again, so check never brings her closer to the domain-wide lockout.
-  for u in "Administrator|$ADMIN_PW" "alice|wrong-password" "${USERS[@]}" "nobody-here|whatever"; do
+  local probe=alice; [ "$PROFILE" = lab ] || probe=bob
+  for u in "Administrator|$ADMIN_PW" "$probe|wrong-password" "${USERS[@]}" "nobody-here|whatever"; do
     name=${u%%|*}; pass=$(cut -d'|' -f2 <<<"$u")
-    out=$(LDAPTLS_CACERT="$CA" ldapsearch -x -LLL -H "ldaps://$IP" -D "$name@$DNSDOMAIN" -w "$pass" \
+    out=$(LDAPTLS_CACERT="$CA" ldapsearch -x -LLL -H "ldaps://$IP" -D "$(upn_of "$name")" -w "$pass" \
           -b '' -s base dnsHostName 2>&1) && rc=0 || rc=$?
     if [ $rc = 0 ]; then printf '%-22s %-18s rc=0 success\n' "$name" "$pass"
     else printf '%-22s %-18s rc=%s %s\n' "$name" "$pass" "$rc" "$(grep -o 'additional info: .*' <<<"$out" | head -1)"; fi
@@ -618,6 +587,7 @@ case "$CMD" in
   status) status ;;
   env) print_env "$(running_pid 2>/dev/null || true)" ;;
   users|reset) users ;;
+  shared) shared ;;
   check) check ;;
   install) ensure_packages ;;
   wipe) wipe ;;

@@ -52,6 +52,7 @@ mod lockout;
 mod pta;
 mod siege;
 mod sso;
+mod sync;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct PhsArgs {

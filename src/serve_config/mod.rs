@@ -411,7 +411,7 @@ impl ServeConfig {
             let s = raw.sync.lease.as_ref().map_or(0..0, Spanned::span);
             return Err(at(
                 s,
-                "sync.lease must be between 5s and 10m (a sync host renews it at about a third of it)".into(),
+                "sync.lease must be between 2s and 10m (a sync host renews it at about a third of it)".into(),
             ));
         }
         if let Some(list) = &raw.server.trusted_proxies {

@@ -470,6 +470,21 @@ impl SyncConfig {
 }
 
 impl Connector {
+    /// Every attribute an import of this connector asks for: the mapping's and those its
+    /// filter reads (a filter on an attribute the copy does not hold could never match).
+    pub fn import_attributes(&self) -> Vec<String> {
+        let mut a = self.mapping.attributes();
+        if let Some(f) = &self.filter {
+            for name in f.attributes() {
+                if !a.iter().any(|x| x.eq_ignore_ascii_case(&name)) {
+                    a.push(name);
+                }
+            }
+        }
+        a.sort_by_key(|s| s.to_ascii_lowercase());
+        a
+    }
+
     /// Reads the bind password from its file or variable. The file must be private to the
     /// sync account; the message names the file or variable, never the value.
     pub fn bind_password(&self) -> Result<Secret<String>, String> {

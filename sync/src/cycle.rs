@@ -350,6 +350,8 @@ pub async fn run_loop(
     let mut all_ok = true;
     let mut next_poll = Instant::now();
     let mut holding: BTreeSet<String> = BTreeSet::new();
+    // Connectors whose last round found another host holding the lease.
+    let mut standby: BTreeSet<String> = BTreeSet::new();
     loop {
         let due = Instant::now() >= next_poll;
         if ch.is_none() && !cfg.staging {
@@ -381,7 +383,14 @@ pub async fn run_loop(
                 };
                 match &result {
                     Ok(Outcome::Exported { .. } | Outcome::Stopped { .. }) => {
+                        if standby.remove(&c.name) {
+                            tracing::info!(connector = %c.name, "lease granted; taking over");
+                        }
                         holding.insert(c.name.clone());
+                    }
+                    Ok(Outcome::Standby { .. }) => {
+                        holding.remove(&c.name);
+                        standby.insert(c.name.clone());
                     }
                     Ok(_) => {
                         holding.remove(&c.name);
@@ -401,7 +410,7 @@ pub async fn run_loop(
             for c in &cfg.connectors {
                 match channel.lease(&c.name).await {
                     Ok(l) if l.granted && !holding.contains(&c.name) => {
-                        tracing::info!(connector = %c.name, "lease granted; taking over");
+                        // The round that now starts exports, and says it took over.
                         next_poll = Instant::now();
                     }
                     Ok(l) if !l.granted && holding.remove(&c.name) => {

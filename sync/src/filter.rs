@@ -103,6 +103,28 @@ impl Filter {
         Ok(f)
     }
 
+    /// Every attribute the filter reads (lower-cased), so that an import asks for them.
+    pub fn attributes(&self) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        let mut stack = vec![self];
+        while let Some(f) = stack.pop() {
+            match f {
+                Filter::And(v) | Filter::Or(v) => stack.extend(v.iter()),
+                Filter::Not(f) => stack.push(f),
+                Filter::Equal(a, _)
+                | Filter::Present(a)
+                | Filter::GreaterOrEqual(a, _)
+                | Filter::LessOrEqual(a, _)
+                | Filter::Approx(a, _)
+                | Filter::Substrings { attr: a, .. }
+                | Filter::Bits { attr: a, .. } => {
+                    out.insert(a.to_ascii_lowercase());
+                }
+            }
+        }
+        out
+    }
+
     /// Whether an object with these attributes (lower-case names) matches.
     pub fn matches(&self, attrs: &BTreeMap<String, Values>) -> bool {
         let vals = |a: &str| attrs.get(a).map_or(&[][..], |v| v.values.as_slice());

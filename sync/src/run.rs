@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use crate::ad::dirsync::Cookie;
 use crate::ad::entry::EntryError;
 use crate::ad::import::{self, ImportError};
-use crate::ad::map::Mapping;
 use crate::config::{Connector, ConnectorKind};
 use crate::connect::{connect, ConnectError};
 use crate::space::{ConnectorSpace, Merged, SpaceError};
@@ -21,6 +20,9 @@ pub struct ImportReport {
     pub full: bool,
     /// The stored cookie was refused by the DC, so the pass was a full import instead.
     pub cookie_refused: bool,
+    /// The configuration now reads attributes the copy was not imported with, so the pass
+    /// was a full import instead.
+    pub attributes_grew: bool,
     /// Answers read.
     pub pages: u64,
     /// Entries read.
@@ -41,6 +43,8 @@ impl fmt::Display for ImportReport {
             if self.full { "full import" } else { "delta" },
             if self.cookie_refused {
                 " (the stored cookie was refused by the domain controller: imported everything again)"
+            } else if self.attributes_grew {
+                " (the mapping or filter reads attributes the copy lacked: imported everything again)"
             } else {
                 ""
             },
@@ -107,9 +111,22 @@ pub async fn import(
     }
     let started = Instant::now();
     let mut session = connect(c).await.map_err(RunError::Connect)?;
-    let attrs = Mapping::attributes(&c.mapping);
+    let attrs = c.import_attributes();
     let mut report = ImportReport::default();
+    // The DC's USN before the pass: the next sweep starts above it (a change made during
+    // the pass is then read twice, never missed).
+    let usn_at_start = session.root.highest_committed_usn;
     let mut from = space.cookie(&c.name).map_err(RunError::Space)?;
+    if !from.is_empty()
+        && !space
+            .holds_attributes(&c.name, &attrs)
+            .map_err(RunError::Space)?
+    {
+        // The mapping or the filter reads an attribute the copy was not imported with: a
+        // delta would never bring it for unchanged objects.
+        report.attributes_grew = true;
+        from = Cookie::default();
+    }
     loop {
         report.full = from.is_empty();
         let mut errors = Vec::new();
@@ -158,6 +175,40 @@ pub async fn import(
             }
             Err(e) => return Err(RunError::Import(e)),
         }
+    }
+    if report.full {
+        space
+            .set_attributes(&c.name, &attrs)
+            .map_err(RunError::Space)?;
+    }
+    // Moves DirSync did not report (Samba): what changed since the mark, by DN. After a
+    // full pass there is nothing to catch up on; the mark is taken either way.
+    if let (Some(usn), Some(dc)) = (
+        usn_at_start,
+        session
+            .root
+            .dns_host_name
+            .clone()
+            .or_else(|| Some(session.server.url.clone())),
+    ) {
+        if !report.full {
+            let from = match space.usn_mark(&c.name).map_err(RunError::Space)? {
+                Some((d, u)) if d.eq_ignore_ascii_case(&dc) => u.saturating_add(1),
+                // Another DC's numbers (failover), or none yet: sweep everything.
+                _ => 1,
+            };
+            let mut moved = 0;
+            crate::ad::usn::sweep(&mut session.ldap, &c.base_dn, from, c.timeout, |page| {
+                moved += space.move_objects(&c.name, &page)?;
+                Ok::<_, SpaceError>(())
+            })
+            .await
+            .map_err(RunError::Import)?;
+            report.merged.changed += moved;
+        }
+        space
+            .set_usn_mark(&c.name, &dc, usn)
+            .map_err(RunError::Space)?;
     }
     let _ = session.ldap.unbind().await;
     report.elapsed = started.elapsed();
@@ -252,7 +303,7 @@ pub async fn one_object(
         return Err(RunError::NotBuilt("on-demand sync for OpenLDAP"));
     }
     let mut session = connect(c).await.map_err(RunError::Connect)?;
-    let attrs = Mapping::attributes(&c.mapping);
+    let attrs = c.import_attributes();
     let attrs: Vec<&str> = attrs.iter().map(String::as_str).collect();
     let (base, scope, filter) = if crate::ad::entry::Guid::parse(target).is_ok() {
         (

@@ -61,6 +61,20 @@ const SCHEMA: Schema = Schema {
               );",
         },
         Migration {
+            action: "add the uSNChanged marks and the imported attribute sets",
+            // Per connector: the DC (its dnsHostName) and the highestCommittedUSN it had
+            // when the last delta started; the next sweep reads what changed since.
+            sql: "CREATE TABLE usn_marks (
+                connector TEXT PRIMARY KEY,
+                dc TEXT NOT NULL,
+                usn INTEGER NOT NULL
+              );
+              CREATE TABLE attribute_sets (
+                connector TEXT PRIMARY KEY,
+                attributes TEXT NOT NULL
+              );",
+        },
+        Migration {
             action: "index the objects by DN",
             // The streaming planner resolves plain-DN references (`member`, `manager`)
             // against the file instead of holding every DN in memory. `lower()` folds
@@ -554,6 +568,98 @@ impl ConnectorSpace {
         Ok(())
     }
 
+    /// The connector's uSNChanged mark: the DC and its USN when the last delta started.
+    pub fn usn_mark(&self, connector: &str) -> Result<Option<(String, u64)>, SpaceError> {
+        self.conn()
+            .query_row(
+                "SELECT dc, usn FROM usn_marks WHERE connector = ?1",
+                [connector],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .optional()
+            .map(|o| o.map(|(dc, usn)| (dc, u64::try_from(usn).unwrap_or(0))))
+            .map_err(db("read the uSNChanged mark"))
+    }
+
+    /// Records the connector's uSNChanged mark.
+    pub fn set_usn_mark(&self, connector: &str, dc: &str, usn: u64) -> Result<(), SpaceError> {
+        self.conn()
+            .execute(
+                "INSERT INTO usn_marks (connector, dc, usn) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (connector) DO UPDATE SET dc = ?2, usn = ?3",
+                params![connector, dc, i64::try_from(usn).unwrap_or(i64::MAX)],
+            )
+            .map_err(db("write the uSNChanged mark"))?;
+        Ok(())
+    }
+
+    /// Gives held objects the DNs a uSNChanged sweep found, in one transaction; returns
+    /// how many moved (an object not held, or held under the same DN, is left alone).
+    pub fn move_objects(
+        &self,
+        connector: &str,
+        seen: &[(Guid, String)],
+    ) -> Result<u64, SpaceError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db("start a transaction"))?;
+        let mut moved = 0;
+        for (guid, dn) in seen {
+            moved += tx
+                .execute(
+                    "UPDATE objects SET dn = ?3 WHERE connector = ?1 AND guid = ?2 AND deleted = 0 AND dn != ?3 COLLATE NOCASE",
+                    params![connector, &guid.as_bytes()[..], dn],
+                )
+                .map_err(db("record a move"))? as u64;
+        }
+        tx.commit().map_err(db("commit the moves"))?;
+        Ok(moved)
+    }
+
+    /// Whether the connector's copy was imported with at least `attrs` (compared
+    /// case-insensitively). A copy made with fewer (the mapping or the filter changed
+    /// since) lacks values the plan would read: the caller imports everything again.
+    pub fn holds_attributes(&self, connector: &str, attrs: &[String]) -> Result<bool, SpaceError> {
+        let stored: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT attributes FROM attribute_sets WHERE connector = ?1",
+                [connector],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db("read the attribute set"))?;
+        let Some(stored) = stored else {
+            // A copy from before attribute sets were kept, or none: only an empty copy
+            // is known to be complete.
+            return self.is_empty(connector);
+        };
+        let held: BTreeSet<String> = stored.split('\n').map(str::to_ascii_lowercase).collect();
+        Ok(attrs.iter().all(|a| held.contains(&a.to_ascii_lowercase())))
+    }
+
+    /// Records the attribute set the connector's copy is imported with.
+    pub fn set_attributes(&self, connector: &str, attrs: &[String]) -> Result<(), SpaceError> {
+        self.conn()
+            .execute(
+                "INSERT INTO attribute_sets (connector, attributes) VALUES (?1, ?2)
+                 ON CONFLICT (connector) DO UPDATE SET attributes = ?2",
+                params![connector, attrs.join("\n")],
+            )
+            .map_err(db("write the attribute set"))?;
+        Ok(())
+    }
+
+    /// Forgets the connector's watermark, so that its next import is a full one (its
+    /// objects stay, and are merged over).
+    pub fn reset_cookie(&self, connector: &str) -> Result<(), SpaceError> {
+        self.conn()
+            .execute("DELETE FROM watermarks WHERE connector = ?1", [connector])
+            .map_err(db("reset the watermark"))?;
+        Ok(())
+    }
+
     /// Whether the connector's copy is empty.
     pub fn is_empty(&self, connector: &str) -> Result<bool, SpaceError> {
         self.len(connector).map(|n| n == 0)
@@ -623,17 +729,31 @@ fn merge(held: &mut BTreeMap<String, Values>, delta: &BTreeMap<String, Values>) 
             continue;
         }
         let slot = held.entry(name.clone()).or_default();
-        let removed: BTreeSet<&[u8]> = d.removed.iter().map(Vec::as_slice).collect();
-        slot.values.retain(|v| !removed.contains(v.as_slice()));
+        // A linked value names its target by GUID (`<GUID=…>;<SID=…>;DN`): the DN part is
+        // the target's DN when the value was sent, so a value removed after the target was
+        // renamed or moved matches the held one by GUID, not byte for byte.
+        let removed: BTreeSet<Vec<u8>> = d.removed.iter().map(|v| value_key(v)).collect();
+        let added: BTreeSet<Vec<u8>> = d.added.iter().map(|v| value_key(v)).collect();
+        slot.values
+            .retain(|v| !removed.contains(&value_key(v)) && !added.contains(&value_key(v)));
         for a in &d.added {
-            if !slot.values.contains(a) {
-                slot.values.push(a.clone());
-            }
+            slot.values.push(a.clone());
         }
         if slot.values.is_empty() {
             held.remove(name);
         }
     }
+}
+
+/// What identifies a linked value: its `<GUID=…>` part when it has one (extended DN
+/// form), else the whole value compared case-insensitively (a DN).
+fn value_key(v: &[u8]) -> Vec<u8> {
+    if v.starts_with(b"<GUID=") {
+        if let Some(end) = v.iter().position(|&b| b == b'>') {
+            return v[..=end].to_ascii_lowercase();
+        }
+    }
+    v.to_ascii_lowercase()
 }
 
 fn encode(attrs: &BTreeMap<String, Values>) -> String {

@@ -33,6 +33,20 @@ impl Lab {
             .unwrap_or_else(|| panic!("lab.env has no user {sam}"));
         self.get(&format!("{key}_{field}"))
     }
+
+    /// [`Lab::user`] in the forest whose facts carry `prefix` (`AD` for the first forest,
+    /// `AD2` for the second): `<prefix>_<KEY>_<FIELD>` of the user whose
+    /// `<prefix>_<KEY>_SAM` is `sam`.
+    pub fn user_in(&self, prefix: &str, sam: &str, field: &str) -> &str {
+        let head = format!("{prefix}_");
+        let key = self
+            .0
+            .iter()
+            .find(|(k, v)| k.starts_with(&head) && k.ends_with("_SAM") && v.as_str() == sam)
+            .map(|(k, _)| k.trim_end_matches("_SAM").to_owned())
+            .unwrap_or_else(|| panic!("lab.env has no {prefix} user {sam}"));
+        self.get(&format!("{key}_{field}"))
+    }
 }
 
 pub fn parse_env(text: &str) -> HashMap<String, String> {

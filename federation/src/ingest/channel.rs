@@ -286,7 +286,7 @@ impl Ready {
                         debug!(%host, run, seq, anchors = ?changes.iter().map(|c| c.anchor()).collect::<Vec<_>>(), "sync batch objects");
                         ctx.metrics.sync_batch("applied");
                         ctx.metrics.sync_objects(&change_counts(c));
-                        refresh_kinds(ctx).await;
+                        refresh_held(ctx.store, ctx.metrics).await;
                         Response::Applied {
                             seq,
                             counts: result.counts,
@@ -353,11 +353,12 @@ pub(crate) fn change_counts(c: &Counts) -> [(&'static str, u64); 5] {
     ]
 }
 
-async fn refresh_kinds(ctx: &Context<'_>) {
-    match ctx.store.synced_counts().await {
+/// Sets `causeway_sync_objects{kind}` from the store's counts.
+pub(crate) async fn refresh_held(store: &dyn Synced, metrics: &Metrics) {
+    match store.synced_counts().await {
         Ok(counts) => {
             let by_kind: Vec<(&str, u64)> = counts.iter().map(|(k, n)| (k.as_str(), *n)).collect();
-            ctx.metrics.sync_kinds(&by_kind);
+            metrics.sync_kinds(&by_kind);
         }
         Err(e) => warn!(error = %e, "cannot count synchronised objects for metrics"),
     }

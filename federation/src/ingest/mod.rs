@@ -28,8 +28,10 @@ mod tests;
 /// host renews its lease well within [`causeway_store::DEFAULT_LEASE`], so only a dead
 /// or stuck one reaches this.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-/// The shortest lease `[sync] lease` may set.
-pub const MIN_LEASE: Duration = Duration::from_secs(5);
+/// The shortest lease `[sync] lease` may set: a sync host renews at about a third of it,
+/// so 2 s still leaves it several hundred milliseconds per renewal (short leases are for
+/// fast takeover on a local network, and for tests).
+pub const MIN_LEASE: Duration = Duration::from_secs(2);
 /// The longest lease `[sync] lease` may set.
 pub const MAX_LEASE: Duration = Duration::from_secs(10 * 60);
 
@@ -110,6 +112,12 @@ impl IngestHandler {
             metrics,
             config,
         })
+    }
+
+    /// Sets the held-objects gauge from the store (at start-up; every batch refreshes it
+    /// after), so that a scrape before the first batch shows what the store holds.
+    pub async fn refresh_metrics(&self) {
+        channel::refresh_held(self.store.as_ref(), &self.metrics).await;
     }
 
     /// `routes` with both sync ALPNs going to this handler (the TLS config must offer them).

@@ -1,234 +1,28 @@
 //! The channel's request mapping and its refusals, against an in-memory [`Synced`] (pure
 //! logic: leases, runs and per-anchor state, nothing else) over an in-memory stream.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::SystemTime;
 
-use async_trait::async_trait;
 use causeway_proto::sync::io::{read, write};
 use causeway_proto::sync::{
-    Counts, Object, ObjectChange, ObjectKind, Request, RunKind, RunRecord, RunReport, RunStatus,
+    Counts, Object, ObjectChange, ObjectKind, Request, RunKind, RunReport, RunStatus,
     MAX_MESSAGE_LEN,
 };
-use causeway_store::{BatchResult, LeaseState, MatchPolicy, StoreError, SyncedRecord};
 use tokio::io::{AsyncWriteExt, DuplexStream};
 
 use super::channel::{serve, Context, Ended};
 use super::*;
 
+mod fake;
+use fake::FakeSynced;
+
 const ANCHOR: &str = "AAECAwQFBgcICQoLDA0ODw==";
 const HOST: &str = "agt-00000000000000aa";
 const OTHER: &str = "agt-00000000000000bb";
 
-/// Leases, runs and the anchors applied; records every holder it was called with.
-#[derive(Default)]
-struct FakeSynced {
-    leases: Mutex<HashMap<String, (String, SystemTime)>>,
-    runs: Mutex<Vec<RunRecord>>,
-    objects: Mutex<BTreeMap<String, Object>>,
-    holders: Mutex<Vec<String>>,
-}
-
-impl FakeSynced {
-    fn saw(&self, holder: &str) {
-        crate::lock(&self.holders).push(holder.to_owned());
-    }
-
-    fn holds(&self, connector: &str, holder: &str, now: SystemTime) -> bool {
-        crate::lock(&self.leases)
-            .get(connector)
-            .is_some_and(|(h, until)| h == holder && *until > now)
-    }
-
-    fn state(&self, connector: &str, holder: &str) -> LeaseState {
-        let leases = crate::lock(&self.leases);
-        let l = leases.get(connector);
-        LeaseState {
-            granted: l.is_some_and(|(h, _)| h == holder),
-            holder: l.map(|(h, _)| h.clone()),
-            expires_at: l.map(|(_, t)| *t),
-        }
-    }
-}
-
-fn wrong(s: &str) -> StoreError {
-    StoreError::WrongState(s.to_owned())
-}
-
-#[async_trait]
-impl Synced for FakeSynced {
-    async fn lease(
-        &self,
-        connector: &str,
-        holder: &str,
-        ttl: Duration,
-        now: SystemTime,
-    ) -> Result<LeaseState, StoreError> {
-        self.saw(holder);
-        {
-            let mut leases = crate::lock(&self.leases);
-            let free = leases
-                .get(connector)
-                .is_none_or(|(h, until)| h == holder || *until <= now);
-            if free {
-                leases.insert(connector.to_owned(), (holder.to_owned(), now + ttl));
-            }
-        }
-        Ok(self.state(connector, holder))
-    }
-
-    async fn release(
-        &self,
-        connector: &str,
-        holder: &str,
-        _now: SystemTime,
-    ) -> Result<LeaseState, StoreError> {
-        self.saw(holder);
-        let mut leases = crate::lock(&self.leases);
-        if leases.get(connector).is_some_and(|(h, _)| h == holder) {
-            leases.remove(connector);
-        }
-        drop(leases);
-        Ok(self.state(connector, holder))
-    }
-
-    async fn start_run(
-        &self,
-        connector: &str,
-        holder: &str,
-        kind: RunKind,
-        _policy: MatchPolicy,
-        now: SystemTime,
-    ) -> Result<u64, StoreError> {
-        self.saw(holder);
-        if !self.holds(connector, holder, now) {
-            return Err(wrong(&format!(
-                "{holder} does not hold the lease of {connector}"
-            )));
-        }
-        let mut runs = crate::lock(&self.runs);
-        let run = runs.len() as u64 + 1;
-        runs.push(RunRecord {
-            run,
-            connector: connector.to_owned(),
-            host: holder.to_owned(),
-            kind,
-            status: RunStatus::Running,
-            started_at: secs(now),
-            finished_at: None,
-            counts: Counts::default(),
-            errors: Vec::new(),
-            detail: None,
-        });
-        Ok(run)
-    }
-
-    async fn apply_batch(
-        &self,
-        run: u64,
-        holder: &str,
-        changes: &[ObjectChange],
-        now: SystemTime,
-    ) -> Result<BatchResult, StoreError> {
-        self.saw(holder);
-        let connector = {
-            let runs = crate::lock(&self.runs);
-            let r = runs
-                .iter()
-                .find(|r| r.run == run && r.status == RunStatus::Running)
-                .ok_or_else(|| wrong(&format!("no running run {run}")))?;
-            r.connector.clone()
-        };
-        if !self.holds(&connector, holder, now) {
-            return Err(wrong(&format!(
-                "{holder} does not hold the lease of {connector}"
-            )));
-        }
-        let mut counts = Counts::default();
-        let mut objects = crate::lock(&self.objects);
-        for c in changes {
-            match c {
-                ObjectChange::Upsert { object } => {
-                    match objects.insert(object.anchor.clone(), object.clone()) {
-                        None => counts.added += 1,
-                        Some(old) if old == *object => counts.unchanged += 1,
-                        Some(_) => counts.updated += 1,
-                    }
-                }
-                ObjectChange::Delete { anchor, .. } => match objects.remove(anchor) {
-                    Some(_) => counts.deleted += 1,
-                    None => counts.unchanged += 1,
-                },
-            }
-        }
-        if let Some(r) = crate::lock(&self.runs).iter_mut().find(|r| r.run == run) {
-            r.counts.add(&counts);
-        }
-        Ok(BatchResult {
-            counts,
-            errors: Vec::new(),
-        })
-    }
-
-    async fn finish_run(
-        &self,
-        run: u64,
-        holder: &str,
-        report: &RunReport,
-        now: SystemTime,
-    ) -> Result<RunRecord, StoreError> {
-        self.saw(holder);
-        let mut runs = crate::lock(&self.runs);
-        let r = runs
-            .iter_mut()
-            .find(|r| r.run == run && r.host == holder)
-            .ok_or_else(|| wrong(&format!("{holder} has no run {run}")))?;
-        r.status = report.status;
-        r.finished_at = Some(secs(now));
-        Ok(r.clone())
-    }
-
-    async fn runs(
-        &self,
-        connector: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<RunRecord>, StoreError> {
-        Ok(crate::lock(&self.runs)
-            .iter()
-            .rev()
-            .filter(|r| connector.is_none_or(|c| r.connector == c))
-            .take(limit)
-            .cloned()
-            .collect())
-    }
-
-    async fn synced_object(&self, anchor: &str) -> Result<Option<SyncedRecord>, StoreError> {
-        let _ = anchor;
-        Ok(None)
-    }
-
-    async fn synced_counts(&self) -> Result<Vec<(ObjectKind, u64)>, StoreError> {
-        let objects = crate::lock(&self.objects);
-        let mut by: BTreeMap<ObjectKind, u64> = BTreeMap::new();
-        for o in objects.values() {
-            *by.entry(o.kind).or_default() += 1;
-        }
-        Ok(by.into_iter().collect())
-    }
-
-    async fn groups_of(&self, _anchor: &str) -> Result<Vec<String>, StoreError> {
-        Ok(Vec::new())
-    }
-}
-
-fn secs(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Allows the host until told otherwise.
-struct FakeAuthority(Mutex<Result<(), Refusal>>);
+/// Allows the host until told otherwise; counts the enrollments it was asked for.
+struct FakeAuthority(Mutex<Result<(), Refusal>>, Mutex<usize>);
 
 impl SyncAuthority for FakeAuthority {
     fn authorize_sync(&self, _fp: &str) -> Result<String, HostRefused> {
@@ -238,6 +32,7 @@ impl SyncAuthority for FakeAuthority {
         *crate::lock(&self.0)
     }
     fn enroll_sync(&self, _t: &str, _h: &str, _c: &str) -> Result<Enrollment, String> {
+        *crate::lock(&self.1) += 1;
         Err("not in these tests".into())
     }
     fn touch_sync(&self, _host_id: &str) {}
@@ -253,7 +48,7 @@ impl Rig {
     fn new() -> Self {
         Self {
             store: Arc::new(FakeSynced::default()),
-            authority: Arc::new(FakeAuthority(Mutex::new(Ok(())))),
+            authority: Arc::new(FakeAuthority(Mutex::new(Ok(())), Mutex::new(0))),
             metrics: Metrics::new(),
         }
     }
@@ -637,6 +432,85 @@ async fn a_silent_channel_is_closed_after_the_idle_timeout() {
     let mut buf = [0u8; 1];
     assert_eq!(
         tokio::io::AsyncReadExt::read(&mut io, &mut buf)
+            .await
+            .expect("eof"),
+        0
+    );
+}
+
+/// Runs one enrollment on a pipe with `bytes` sent; returns the answer.
+async fn enrollment(rig: &Rig, bytes: Vec<u8>) -> Response {
+    let (mut client, server) = tokio::io::duplex(1 << 16);
+    let authority: Arc<dyn SyncAuthority> = rig.authority.clone();
+    let task = tokio::spawn(super::enroll::enroll(
+        server,
+        "192.0.2.1:4000".parse().expect("addr"),
+        authority,
+        Duration::from_secs(10),
+    ));
+    client.write_all(&bytes).await.expect("send");
+    let answer = read(&mut client, MAX_MESSAGE_LEN).await.expect("answer");
+    task.await.expect("enrollment task");
+    answer
+}
+
+fn enroll_refused(r: Response) -> String {
+    match r {
+        Response::EnrollRefused { reason } => reason,
+        other => panic!("expected EnrollRefused, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn enrollment_refuses_big_lengths_other_requests_and_bad_bounds_before_the_authority() {
+    let rig = Rig::new();
+    // Above MAX_ENROLL_LEN (16 KiB) though far below an authenticated host's limit.
+    let len = u32::try_from(causeway_proto::sync::MAX_ENROLL_LEN + 1).expect("fits");
+    let reason = enroll_refused(enrollment(&rig, len.to_be_bytes().to_vec()).await);
+    assert!(reason.contains(&len.to_string()), "{reason}");
+    let reason = enroll_refused(enrollment(&rig, causeway_proto::sync::encode(&hello())).await);
+    assert!(reason.contains("only an enroll request"), "{reason}");
+    let bad_name = causeway_proto::sync::encode(&Request::Enroll {
+        token: causeway_credential::Secret::new("cwt1.x".into()),
+        host_name: "a\u{7}b".into(),
+        csr_pem: "x".into(),
+    });
+    let reason = enroll_refused(enrollment(&rig, bad_name).await);
+    assert!(reason.contains("host_name"), "{reason}");
+    assert_eq!(
+        *crate::lock(&rig.authority.1),
+        0,
+        "the authority was never asked"
+    );
+    // A well-formed request reaches it, and its refusal is passed on.
+    let ok = causeway_proto::sync::encode(&Request::Enroll {
+        token: causeway_credential::Secret::new("cwt1.x".into()),
+        host_name: "sync-1".into(),
+        csr_pem: "x".into(),
+    });
+    assert_eq!(
+        enroll_refused(enrollment(&rig, ok).await),
+        "not in these tests"
+    );
+    assert_eq!(*crate::lock(&rig.authority.1), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_enrollment_that_sends_nothing_is_closed_at_its_deadline() {
+    let rig = Rig::new();
+    let (mut client, server) = tokio::io::duplex(1 << 10);
+    let authority: Arc<dyn SyncAuthority> = rig.authority.clone();
+    let task = tokio::spawn(super::enroll::enroll(
+        server,
+        "192.0.2.1:4000".parse().expect("addr"),
+        authority,
+        Duration::from_secs(10),
+    ));
+    tokio::time::advance(Duration::from_secs(11)).await;
+    task.await.expect("ended");
+    let mut buf = [0u8; 1];
+    assert_eq!(
+        tokio::io::AsyncReadExt::read(&mut client, &mut buf)
             .await
             .expect("eof"),
         0

@@ -1,5 +1,6 @@
 //! What an application is told about the user: the session's identity taken from the
-//! directory store's record, the SAML NameID and attributes, the groups. Pure: no I/O.
+//! directory store's record and group names (read at sign-in by the login step), the SAML
+//! NameID and attributes, the groups. Pure: no I/O.
 //! It must never put anything in a token the record does not hold (no password, no
 //! verifier, nothing from the request).
 
@@ -7,19 +8,27 @@ use crate::session::{Identity, Session};
 use causeway_saml::saml2::{SamlAttribute, NAMEID_EMAIL, NAMEID_UNSPECIFIED};
 use causeway_store::UserRecord;
 
-/// The identity a session keeps from the user's record at sign-in.
-pub(super) fn identity_of(user: UserRecord) -> Identity {
+/// Most values the groups claim carries: Entra's limit for SAML tokens. A user in more
+/// groups gets the first 150 by name (the sign-in logs how many were left out); an
+/// application that needs them all should read them from the directory instead.
+pub(super) const MAX_GROUPS: usize = 150;
+
+/// The identity a session keeps from the user's record and group names (as the store
+/// read them at sign-in, sorted), bounded to [`MAX_GROUPS`].
+pub(super) fn identity_of(user: UserRecord, mut groups: Vec<String>) -> Identity {
+    groups.truncate(MAX_GROUPS);
     Identity {
         upn: user.upn,
         immutable_id: user.id.as_str().to_owned(),
         mail: user.mail,
         display_name: user.display_name,
+        groups,
     }
 }
 
-/// The groups claim: empty until the store holds groups (they come with sync).
-pub(super) fn groups(_s: &Session) -> Vec<String> {
-    Vec::new()
+/// The groups claim: the group names the session was given at sign-in.
+pub(super) fn groups(s: &Session) -> Vec<String> {
+    s.groups.clone()
 }
 
 /// The NameID for `format`: the mail address (the UPN when there is none) for
@@ -82,6 +91,7 @@ mod tests {
             source: Source::Ad,
             disabled: false,
             has_verifier: true,
+            protected: false,
             deleted_at: None,
             created_at: now,
             updated_at: now,
@@ -89,7 +99,7 @@ mod tests {
     }
 
     fn session_of(user: UserRecord) -> Session {
-        let who = identity_of(user);
+        let who = identity_of(user, Vec::new());
         Sessions::default()
             .create(who, Duration::from_secs(3600), SystemTime::now())
             .1
@@ -143,6 +153,25 @@ mod tests {
             ]
         );
         assert!(groups(&s).is_empty());
+    }
+
+    #[test]
+    fn the_groups_read_at_sign_in_are_the_claim_bounded_to_150() {
+        let groups = vec!["Engineering".to_owned(), "Staff".to_owned()];
+        let who = identity_of(record(None, None), groups.clone());
+        let s = Sessions::default()
+            .create(who, Duration::from_secs(3600), SystemTime::now())
+            .1;
+        let claim = saml_attributes(&s)
+            .into_iter()
+            .find(|a| a.friendly == "groups")
+            .expect("groups attribute");
+        assert_eq!(claim.values, groups);
+        assert_eq!(super::groups(&s), groups);
+        let many: Vec<String> = (0..400).map(|i| format!("g{i:03}")).collect();
+        let who = identity_of(record(None, None), many.clone());
+        assert_eq!(who.groups.len(), MAX_GROUPS);
+        assert_eq!(who.groups[..], many[..MAX_GROUPS]);
     }
 
     #[test]

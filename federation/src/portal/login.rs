@@ -195,6 +195,10 @@ impl Portal {
                 return Ok(self.retry_login(flow, &username, &msg, StatusCode::OK));
             }
         };
+        let Some(groups) = self.groups_at_sign_in(&user).await else {
+            let msg = SignInOutcome::DirectoryUnavailable.user_message();
+            return Ok(self.retry_login(flow, &username, msg, StatusCode::OK));
+        };
         // The flow signs in once: a copy of the form (same cookie, same token) cannot.
         if !self.flows.mark_used(&flow, SystemTime::now()) {
             return Err(self.flow_refused(FlowError::Used));
@@ -204,7 +208,7 @@ impl Portal {
             self.sessions.end(&old);
         }
         let (cookie_value, session) = self.sessions.create(
-            claims::identity_of(user),
+            claims::identity_of(user, groups),
             self.cfg.session_lifetime,
             SystemTime::now(),
         );
@@ -224,6 +228,29 @@ impl Portal {
     /// the sign-in reads the store (a failed read counts as no record).
     pub(super) async fn user_after_password(&self, username: &str) -> Option<UserRecord> {
         self.store.user_by_upn(username).await.ok().flatten()
+    }
+
+    /// The names of the groups `user` is in, directly or nested, for the session's
+    /// groups claim; `None` when the store cannot say (the sign-in is refused as a
+    /// directory outage rather than issuing a token with groups missing, which an
+    /// application could read as fewer rights, or as none of its deny groups).
+    pub(super) async fn groups_at_sign_in(&self, user: &UserRecord) -> Option<Vec<String>> {
+        match self.synced.groups_of(user.id.as_str()).await {
+            Ok(groups) => {
+                if groups.len() > claims::MAX_GROUPS {
+                    warn!(
+                        groups = groups.len(),
+                        kept = claims::MAX_GROUPS,
+                        "the user is in more groups than the groups claim carries; the first by name are sent"
+                    );
+                }
+                Some(groups)
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot read the user's groups; sign-in refused");
+                None
+            }
+        }
     }
 
     pub(super) async fn outcome_message(

@@ -179,6 +179,7 @@ mod tests {
             source: Source::Ad,
             disabled,
             has_verifier: false,
+            protected: false,
             deleted_at: None,
             created_at: now,
             updated_at: now,

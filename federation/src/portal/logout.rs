@@ -352,6 +352,7 @@ mod tests {
                 immutable_id: "id-1".into(),
                 mail: None,
                 display_name: None,
+                groups: Vec::new(),
             },
             Duration::from_secs(3600),
             SystemTime::now(),

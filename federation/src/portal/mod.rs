@@ -40,7 +40,7 @@ use crate::session::{FlowKey, Flows, Logouts, SeenRequests, Sessions, FLOW_KEY_F
 use crate::signin::Authenticator;
 use causeway_saml::saml2::{binding, IdpUrls};
 use causeway_saml::xml::{SigningKey, VerifiedKey};
-use causeway_store::DirectoryStore;
+use causeway_store::{DirectoryStore, Synced};
 
 pub use http::{cookie, query_param, read_body, set_cookie, Resp};
 use http::{csp_hash, sso_cookie};
@@ -87,6 +87,8 @@ pub struct Portal {
     cfg: PortalConfig,
     urls: IdpUrls,
     store: Arc<dyn DirectoryStore>,
+    /// The synchronised groups, read at sign-in for the groups claim.
+    synced: Arc<dyn Synced>,
     auth: Arc<Authenticator>,
     hub: Arc<Hub>,
     keys: RwLock<Arc<Keys>>,
@@ -108,10 +110,12 @@ impl std::fmt::Debug for Portal {
 }
 
 impl Portal {
-    /// Loads (or creates) the signing keys and the registered applications.
+    /// Loads (or creates) the signing keys and the registered applications. Users come
+    /// from `store`, their groups from `synced`.
     pub fn new(
         cfg: PortalConfig,
         store: Arc<dyn DirectoryStore>,
+        synced: Arc<dyn Synced>,
         auth: Arc<Authenticator>,
         hub: Arc<Hub>,
     ) -> Result<Arc<Self>, String> {
@@ -131,6 +135,7 @@ impl Portal {
             ),
             urls,
             store,
+            synced,
             auth,
             hub,
             keys: RwLock::new(Arc::new(keys)),

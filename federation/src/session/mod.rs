@@ -60,6 +60,9 @@ pub struct Identity {
     pub mail: Option<String>,
     /// Display name.
     pub display_name: Option<String>,
+    /// The names of the groups the user is a member of, directly or nested (at most
+    /// `portal::claims::MAX_GROUPS`): the groups claim.
+    pub groups: Vec<String>,
 }
 
 /// An SSO session.
@@ -73,6 +76,8 @@ pub struct Session {
     pub mail: Option<String>,
     /// Display name (at sign-in).
     pub display_name: Option<String>,
+    /// Group names (at sign-in), for the groups claim.
+    pub groups: Vec<String>,
     /// When the user typed their password.
     pub authn_instant: SystemTime,
     /// When the session ends.
@@ -110,6 +115,7 @@ impl Sessions {
             immutable_id: who.immutable_id,
             mail: who.mail,
             display_name: who.display_name,
+            groups: who.groups,
             authn_instant: now,
             expires: now + lifetime,
             session_index: causeway_saml::saml2::new_id(),

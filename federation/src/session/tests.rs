@@ -11,6 +11,7 @@ fn sessions_are_found_by_cookie_and_end() {
         immutable_id: "id".into(),
         mail: None,
         display_name: None,
+        groups: Vec::new(),
     };
     let (c, sess) = s.create(who.clone(), Duration::from_secs(60), now);
     assert_eq!(s.get(&c, now).expect("live").upn, "a@b.c");
@@ -43,6 +44,7 @@ fn a_logout_chain_tells_every_other_application_in_sign_in_order_once() {
         immutable_id: "id".into(),
         mail: None,
         display_name: None,
+        groups: Vec::new(),
     };
     let (c, _) = s.create(who, Duration::from_secs(60), now);
     for app in ["a", "b", "c"] {

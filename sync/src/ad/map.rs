@@ -185,6 +185,7 @@ impl Mapping {
             "pwdLastSet",
             "manager",
             "member",
+            "sAMAccountName",
         ]
         .into_iter()
         .map(str::to_owned)

@@ -11,3 +11,5 @@ pub mod entry;
 pub mod import;
 pub mod map;
 pub mod notify;
+pub mod paged;
+pub mod usn;

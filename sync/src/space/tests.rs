@@ -262,3 +262,26 @@ fn objects_stream_in_guid_order_a_page_at_a_time_and_exported_bodies_are_read_on
     assert_eq!(s.exported_body("other", &g(3)).expect("body"), None);
     assert_eq!(s.exported_anchors("c").expect("anchors"), vec![g(1), g(3)]);
 }
+
+#[test]
+fn a_linked_value_is_matched_by_its_guid_after_the_target_was_renamed() {
+    let mut held = BTreeMap::from([(
+        "member".to_string(),
+        vals(&["<GUID=0a0b>;CN=alice,DC=corp", "<GUID=0c0d>;CN=bob,DC=corp"]),
+    )]);
+    // alice was renamed, then removed: AD sends her value with her new DN.
+    let delta = BTreeMap::from([(
+        "member".to_string(),
+        Values {
+            removed: vec![b"<GUID=0A0B>;CN=alice-renamed,DC=corp".to_vec()],
+            added: vec![b"<GUID=0c0d>;CN=bob-moved,DC=corp".to_vec()],
+            ..Values::default()
+        },
+    )]);
+    merge(&mut held, &delta);
+    assert_eq!(
+        held["member"].values,
+        vec![b"<GUID=0c0d>;CN=bob-moved,DC=corp".to_vec()],
+        "alice's value went although its DN changed; bob's was replaced, not doubled"
+    );
+}

@@ -336,11 +336,7 @@ impl Db {
             return match (source.as_str(), is_protected) {
                 ("cloud", false) => Ok(Some(id)),
                 ("cloud", true) => Err(protected(&id, &format!("UPN {upn}"))),
-                _ => Err(object(format!(
-                    "UPN {upn} of {} ({}) is held by another user {id}; the object was not applied",
-                    o.anchor,
-                    shown(&o.dn)
-                ))),
+                _ => Err(self.upn_clash(c, o, upn, &id)),
             };
         }
         let Some(smtp) = primary_smtp(o) else {
@@ -369,6 +365,30 @@ impl Db {
                 o.anchor
             ))),
         }
+    }
+
+    /// The error for `o` claiming the UPN live user `holder` has: it names both objects
+    /// (anchor, DN and connector when the holder was synchronised; a cloud-only holder
+    /// says so) and the attribute, so that the administrator can fix one of them in AD.
+    fn upn_clash(&self, c: &Connection, o: &Object, upn: &str, holder: &str) -> Fail {
+        let held_by: Option<(String, String)> = c
+            .query_row(
+                "SELECT dn, connector FROM synced WHERE anchor = ?1",
+                [holder],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .ok()
+            .flatten();
+        let holder = match held_by {
+            Some((dn, connector)) => format!("{holder} ({}, connector {connector})", shown(&dn)),
+            None => format!("cloud-only user {holder}"),
+        };
+        object(format!(
+            "quarantined: upn {upn:?} of {} ({}) is already held by {holder}; the object was not applied and is retried on every run until one of them changes",
+            o.anchor,
+            shown(&o.dn)
+        ))
     }
 
     /// Creates, updates or reanimates the sign-in user of synchronised user `o` (id =
@@ -421,11 +441,7 @@ impl Db {
         let taken = if own.is_none() && run.soft_match {
             self.soft_match_target(c, o, upn, upn_holder)?
         } else if let Some((id, _, _)) = upn_holder {
-            return Err(object(format!(
-                "UPN {upn} of {} ({}) is held by another user {id}; the object was not applied",
-                o.anchor,
-                shown(&o.dn)
-            )));
+            return Err(self.upn_clash(c, o, upn, &id));
         } else {
             None
         };
