@@ -498,6 +498,59 @@ async fn synced_objects_follow_the_directory_through_every_change() {
         .expect("kept");
     assert!(c.deleted_at.is_some(), "the contact is in the recycle bin");
 
+    // Restored in AD (tombstone reanimation, with the show-deleted control): the same
+    // anchor comes back at the endpoint, out of its recycle bin.
+    let guid_text = {
+        let b = base64::engine::general_purpose::STANDARD
+            .decode(&ac1)
+            .expect("b64");
+        causeway_sync::ad::entry::Guid::from_bytes(&b)
+            .expect("16 bytes")
+            .to_string()
+    };
+    let show_deleted = ldap3::controls::RawControl {
+        ctype: "1.2.840.113556.1.4.417".into(),
+        crit: true,
+        val: None,
+    };
+    let (found, _) = adm
+        .with_controls(vec![show_deleted.clone()])
+        .search(
+            &format!("<GUID={guid_text}>"),
+            Scope::Base,
+            "(objectClass=*)",
+            vec!["1.1"],
+        )
+        .await
+        .expect("search round trip")
+        .success()
+        .expect("the tombstone is there");
+    let tombstone = SearchEntry::construct(found.into_iter().next().expect("one")).dn;
+    let back = format!("CN=sc1{t},{}", ou.dn);
+    adm.with_controls(vec![show_deleted])
+        .modify(
+            &tombstone,
+            vec![
+                Mod::Delete("isDeleted", HashSet::new()),
+                Mod::Replace("distinguishedName", HashSet::from([back.as_str()])),
+            ],
+        )
+        .await
+        .expect("modify round trip")
+        .success()
+        .unwrap_or_else(|e| panic!("reanimate {tombstone}: {e}"));
+    let out = host.once(&ep);
+    let c = store
+        .synced_object(&ac1)
+        .await
+        .expect("read")
+        .expect("kept");
+    assert!(
+        c.deleted_at.is_none(),
+        "restored at the endpoint too: {out}"
+    );
+    assert_eq!(c.object.anchor, ac1, "under the same anchor");
+
     // The runs are recorded with their counts.
     let (ok, runs, _) = host.sync(&["runs"], &[]);
     assert!(ok, "{runs}");

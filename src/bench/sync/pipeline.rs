@@ -59,7 +59,14 @@ fn provision(script: &Path, forest: &str, prefix: &str, n: u32) -> Result<String
         .arg(n.to_string())
         .env("BENCH_FOREST", forest)
         .env("BENCH_PREFIX", prefix)
-        .env("BENCH_OU", if prefix == "bench" { "Bench" } else { "BenchQuarter" })
+        .env(
+            "BENCH_OU",
+            if prefix == "bench" {
+                "Bench"
+            } else {
+                "BenchQuarter"
+            },
+        )
         .stderr(Stdio::inherit())
         .output()
         .with_context(|| format!("run {}", script.display()))?;
@@ -145,9 +152,17 @@ async fn pipeline(root: &Path, name: &str, forest: &Forest, ou: &str) -> Result<
     let data = dir.join("endpoint");
     std::fs::create_dir_all(&data)?;
     let (endpoint, addr) = start_endpoint_with(&data, "", &[]).await?;
-    let token = causeway(&["certs", "token", "--for", "sync", "--ttl", "10m", "--data-dir"])
-        .arg(&data)
-        .output()?;
+    let token = causeway(&[
+        "certs",
+        "token",
+        "--for",
+        "sync",
+        "--ttl",
+        "10m",
+        "--data-dir",
+    ])
+    .arg(&data)
+    .output()?;
     if !token.status.success() {
         bail!("certs token: {}", String::from_utf8_lossy(&token.stderr));
     }
@@ -223,7 +238,10 @@ pub(crate) async fn run(args: SyncArgs) -> Result<()> {
     let small = Forest::of(&f, "AD")?;
     let n = args.users;
     let quarter = (n / 4).max(10);
-    println!("causeway bench sync: N = {n} users (N/4 = {quarter}), {} changes", args.changes);
+    println!(
+        "causeway bench sync: N = {n} users (N/4 = {quarter}), {} changes",
+        args.changes
+    );
     let ou_big = provision(&args.provision, "ad2", "bench", n)?;
     // The first forest's own names (its tests make a few `bench…` users of their own).
     let ou_small = provision(&args.provision, "ad", "benchq", quarter)?;
@@ -304,7 +322,10 @@ async fn measure(
     {
         if watching.elapsed() > Duration::from_secs(120) {
             let _ = daemon.kill();
-            bail!("the sync job never started watching: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            bail!(
+                "the sync job never started watching: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

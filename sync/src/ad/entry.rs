@@ -237,6 +237,9 @@ impl Entry {
                 ("objectsid", None) => {
                     sid = Some(Sid::from_bytes(one("objectSid")?).map_err(|m| err(Some(name), m))?)
                 }
+                // Cleared (no values): the object was restored from the recycle bin, and a
+                // DirSync delta says so with an empty isDeleted.
+                ("isdeleted", None) if vals.is_empty() => deleted = false,
                 ("isdeleted", None) => deleted = one("isDeleted")?.eq_ignore_ascii_case(b"TRUE"),
                 (_, None) => {
                     attrs.entry(base).or_default().values =
@@ -392,6 +395,17 @@ mod tests {
             .expect_err("GUIDs disagree");
         assert_eq!(bad.attribute.as_deref(), Some("objectGUID"));
         assert!(bad.message.contains("differs from the DN's"), "{bad}");
+    }
+
+    #[test]
+    fn a_cleared_is_deleted_is_a_restored_object() {
+        let e = Entry::from_search(&entry(
+            "CN=probe,OU=Staff,DC=lab",
+            &[("isDeleted", &[])],
+            &[("objectGUID", &[&GUID_BYTES])],
+        ))
+        .expect("valid");
+        assert!(!e.deleted);
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! One DirSync pass over a domain: search with the cookie of the last acknowledged pass (or
 //! none, for a full import), hand each answer's entries to the caller page by page, and
-//! search again while the DC says more changes are waiting. Memory is bounded by one page
-//! (the DC keeps each answer under the `max_bytes` we ask for), never by the directory.
+//! search again while the DC says more changes are waiting. Memory is bounded by one chunk
+//! of an answer, never by the directory: the answer is read as a stream (Samba ignores the
+//! `max_bytes` we ask for and sends a whole domain in one answer).
 //!
-//! The pass stores nothing: the caller commits each page with the cookie it leads to (the
-//! connector space does both in one transaction), so a crash mid-pass resumes after the
-//! last committed page instead of losing or repeating changes.
+//! The pass stores nothing: the caller commits each page's last chunk with the cookie it
+//! leads to (the connector space does both in one transaction) and the chunks before it
+//! with the cookie the page started from, so a crash mid-pass resumes after the last
+//! committed page; the chunks merged since are read again, and merging them twice changes
+//! nothing.
 
 use std::fmt;
 use std::time::Duration;
@@ -91,6 +94,9 @@ impl<E: fmt::Display> fmt::Display for ImportError<E> {
 
 impl<E: fmt::Debug + fmt::Display> std::error::Error for ImportError<E> {}
 
+/// Entries handed to the caller at a time within one DirSync answer.
+const CHUNK: usize = 500;
+
 /// Runs one pass from `cookie`, calling `on_page` with each answer's entries (each checked
 /// on its own: one malformed entry does not stop the others) and the cookie that answer
 /// leads to — a valid resume point, so the caller can commit the page and its cookie
@@ -115,30 +121,43 @@ pub async fn pass<E>(
             max_bytes: PAGE_BYTES,
             cookie: out.cookie.clone(),
         };
-        let (entries, res) = tokio::time::timeout(
+        // Read as a stream and handed over CHUNK entries at a time: Samba ignores
+        // `max_bytes` and answers a full pass of a big domain in one page, which must not
+        // be held whole. A chunk goes with the cookie the page started from (merged, the
+        // watermark unchanged: re-applying a DirSync delta is idempotent, so a crash
+        // mid-page re-reads the page and loses nothing); the last with the new one.
+        let mut stream = tokio::time::timeout(
             timeout,
             ldap.with_controls(vec![RawControl::from(&req), extended_dn()])
-                .search(base_dn, Scope::Subtree, OBJECTS, attrs.clone()),
+                .streaming_search(base_dn, Scope::Subtree, OBJECTS, attrs.clone()),
         )
         .await
         .map_err(|_| ImportError::Timeout(timeout))?
-        .map_err(|e| ImportError::Ldap(e.to_string()))?
-        .success()
-        .map_err(|e| match e {
-            ldap3::LdapError::LdapResult { result } => ImportError::Refused {
-                rc: result.rc,
-                text: result.text,
-            },
-            e => ImportError::Ldap(e.to_string()),
-        })?;
+        .map_err(|e| ImportError::Ldap(e.to_string()))?;
+        let mut chunk = Vec::with_capacity(CHUNK);
+        loop {
+            let next = tokio::time::timeout(timeout, stream.next())
+                .await
+                .map_err(|_| ImportError::Timeout(timeout))?
+                .map_err(|e| ImportError::Ldap(e.to_string()))?;
+            let Some(e) = next else { break };
+            out.entries += 1;
+            chunk.push(Entry::from_search(&SearchEntry::construct(e)));
+            if chunk.len() == CHUNK {
+                on_page(std::mem::take(&mut chunk), &out.cookie).map_err(ImportError::Handler)?;
+            }
+        }
+        let res = stream.finish().await;
+        if res.rc != 0 {
+            return Err(ImportError::Refused {
+                rc: res.rc,
+                text: res.text,
+            });
+        }
         let response = dirsync::Response::from_controls(res.ctrls.iter().map(|c| &c.1))
             .map_err(ImportError::Control)?;
         out.pages += 1;
-        out.entries += entries.len() as u64;
-        let page = entries
-            .into_iter()
-            .map(|e| Entry::from_search(&SearchEntry::construct(e)))
-            .collect();
+        let page = chunk;
         on_page(page, &response.cookie).map_err(ImportError::Handler)?;
         let advanced = response.cookie != out.cookie;
         out.cookie = response.cookie;
