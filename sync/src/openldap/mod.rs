@@ -14,6 +14,7 @@
 //! (`refreshDeletes = TRUE`, deletions as delete states or a syncIdSet): both are handled.
 
 pub(crate) mod ber;
+pub mod map;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
