@@ -38,7 +38,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The kind an `objectClass` list describes, if sync imports it.
+    /// The kind an AD `objectClass` list describes, if sync imports it (OpenLDAP's
+    /// classes: [`crate::openldap::map::kind_of`]).
     pub fn of(object_classes: &[Vec<u8>]) -> Option<Self> {
         let has = |c: &str| {
             object_classes
