@@ -3,7 +3,8 @@
 //! `causeway serve` → its directory store. The lab's people arrive as users anchored on
 //! their entryUUID with mail as UPN, ppolicy-locked ones disabled, `lab-users` as their
 //! group; this test's own entries (under an OU of its own in `ou=people`) then change,
-//! unlock and go, and the endpoint follows with the same anchors.
+//! unlock and go, and the endpoint follows with the same anchors. The import asks for the
+//! operational attributes the mapping reads, and redoes a copy made without them.
 
 mod common;
 
@@ -540,4 +541,84 @@ fn guid_bytes(anchor: &str) -> [u8; 16] {
         .expect("base64")
         .try_into()
         .expect("16 bytes")
+}
+
+/// The import asks slapd by name for the operational attributes the mapping reads (`*`
+/// leaves them out), and a copy imported without them (by an older release) is imported
+/// again whole: a delta would never bring them for entries that did not change.
+#[tokio::test]
+async fn operational_attributes_are_imported_and_a_copy_without_them_is_redone() {
+    use causeway_sync::config::SyncConfig;
+    use causeway_sync::run::import;
+    use causeway_sync::space::ConnectorSpace;
+
+    let lab: &Lab = lab();
+    let dir = common::endpoint::temp_dir("sync-ol-attrs");
+    let pw = dir.join("ldap.pw");
+    std::fs::write(&pw, format!("{}\n", lab.get("SLAPD_SYNC_PASSWORD"))).expect("pw");
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let cfg_path = dir.join("sync.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            r#"[sync]
+state_dir = "state"
+endpoints = ["https://127.0.0.1:8443"]
+
+[[connector]]
+name = "lab-ldap"
+kind = "openldap"
+servers = ["{ldaps}"]
+ca_file = "{ca}"
+bind_dn = "{bind}"
+bind_password_file = "ldap.pw"
+base_dn = "{people}"
+"#,
+            ldaps = ldaps(lab),
+            ca = lab.get("SLAPD_CA_CERT"),
+            bind = lab.get("SLAPD_SYNC_DN"),
+            people = lab.get("SLAPD_PEOPLE_DN"),
+        ),
+    )
+    .expect("config");
+    let cfg = SyncConfig::load(&cfg_path).unwrap_or_else(|e| panic!("config: {e}"));
+    let c = &cfg.connectors[0];
+    let space = ConnectorSpace::open(&dir.join("connector-space.sqlite")).expect("space");
+    let mut adm = as_admin(lab).await;
+    let erin = lab.get("SLAPD_ERIN_DN");
+    let uuid = read(&mut adm, erin, "entryUUID").await;
+    let g = Guid::parse(&uuid[0]).expect("a UUID");
+    let _ = adm.unbind().await;
+
+    let r = import(c, &space, |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("full: {e}"));
+    assert!(r.full && !r.attributes_grew, "{r}");
+    let held = space.object(&c.name, &g).expect("read").expect("erin held");
+    for a in ["pwdaccountlockedtime", "entryuuid", "mail"] {
+        assert!(
+            held.attrs.contains_key(a),
+            "{a} held: {:?}",
+            held.attrs.keys()
+        );
+    }
+    let r = import(c, &space, |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("delta: {e}"));
+    assert!(!r.full && !r.attributes_grew, "{r}");
+
+    // What a copy made before these were asked for says it holds.
+    space
+        .set_attributes(&c.name, &["*".to_owned()])
+        .expect("write");
+    let r = import(c, &space, |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("redo: {e}"));
+    assert!(r.full && r.attributes_grew, "{r}");
+    let r = import(c, &space, |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("delta: {e}"));
+    assert!(!r.full && !r.attributes_grew, "{r}");
+    drop(space);
+    let _ = std::fs::remove_dir_all(&dir);
 }
