@@ -237,7 +237,7 @@ async fn start_sync(
     std::fs::write(
         &config,
         format!(
-            "[sync]\nstate_dir = \"state\"\nendpoints = [\"https://{bound}\"]\npoll_interval = \"1m\"\n\n[[connector]]\nname = \"lab\"\nkind = \"ad\"\nservers = [{:?}]\nca_file = {:?}\nbind_dn = {:?}\nbind_password_file = \"svc-sync.pw\"\nbase_dn = {base:?}\nexclude_ous = [\"OU=Bench,{base}\"]\n",
+            "[sync]\nstate_dir = \"state\"\nendpoints = [\"https://{bound}\"]\npoll_interval = \"1m\"\n\n[[connector]]\nname = \"lab\"\nkind = \"ad\"\nservers = [{:?}]\nca_file = {:?}\nbind_dn = {:?}\nbind_password_file = \"svc-sync.pw\"\nbase_dn = {base:?}\nexclude_ous = [\"OU=Bench,{base}\", \"OU=BenchQuarter,{base}\"]\n",
             get("AD_LDAPS_URL")?,
             get("AD_CA_CERT")?,
             get("AD_SVC_SYNC_DN")?,

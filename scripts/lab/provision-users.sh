@@ -26,15 +26,20 @@
 # Measured (2 shared cores, the DC running, load 2): N=20000 into an empty OU 25.6 s
 # (57.7 s at load 4.5); a second call 0.7 s.
 #
-# Knobs: CAUSEWAY_LAB_DIR (the lab folder, as scripts/lab.sh), BENCH_OU (Bench).
+# Knobs: CAUSEWAY_LAB_DIR (the lab folder, as scripts/lab.sh), BENCH_OU (Bench),
+# BENCH_PREFIX (bench: the names' prefix), BENCH_FOREST (ad: the first forest; ad2: the second, which `causeway bench sync` fills
+# with its N users so that the other tests' full imports of the first stay small).
 set -euo pipefail
 
 N=${1:-20000}
 LAB=${CAUSEWAY_LAB_DIR:-${TMPDIR:-/tmp}/causeway-lab}
 LAB=${LAB%/}
-DIR=$LAB/ad
+FOREST=${BENCH_FOREST:-ad}
+case "$FOREST" in ad|ad2) ;; *) echo "provision-users: BENCH_FOREST must be ad or ad2, got '$FOREST'" >&2; exit 1;; esac
+DIR=$LAB/$FOREST
 CONF=$DIR/dc/etc/smb.conf
 OU=${BENCH_OU:-Bench}
+PREFIX=${BENCH_PREFIX:-bench}
 SYSPY=/usr/bin/python3   # Debian's python: the one python3-samba is built for
 
 say() { printf 'provision-users: %s\n' "$*" >&2; }
@@ -43,6 +48,8 @@ die() { say "error: $*"; exit 1; }
 case "$N" in ''|*[!0-9]*) die "N must be a number of users, got '$N'";; esac
 [ "$N" -le 99999 ] || die "N must be at most 99999 (five-digit names), got $N"
 case "$OU" in *[!A-Za-z0-9-]*|'') die "BENCH_OU must be a plain name, got '$OU'";; esac
+case "$PREFIX" in *[!a-z]*|'') die "BENCH_PREFIX must be lowercase letters, got '$PREFIX'";; esac
+[ "${#PREFIX}" -le 15 ] || die "BENCH_PREFIX must be at most 15 letters (sAMAccountName is 20)"
 [ "$(id -u)" = 0 ] || die "must run as root (it writes the DC's sam.ldb)"
 [ -e "$DIR/dc/private/sam.ldb" ] || die "no lab DC at $DIR (run: sudo scripts/lab.sh start)"
 [ -f "$CONF" ] || die "no $CONF (start the lab once: it writes the DC's smb.conf)"
@@ -51,14 +58,14 @@ case "$OU" in *[!A-Za-z0-9-]*|'') die "BENCH_OU must be a plain name, got '$OU'"
 exec 9>"$DIR/.lock"
 flock 9
 
-"$SYSPY" - "$CONF" "$OU" "$N" <<'PYEOF'
+"$SYSPY" - "$CONF" "$OU" "$N" "$PREFIX" <<'PYEOF'
 import sys, time
 import ldb
 from samba.param import LoadParm
 from samba.samdb import SamDB
 from samba.auth import system_session
 
-conf, ou_name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+conf, ou_name, n, prefix = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 t0 = time.time()
 lp = LoadParm(); lp.load(conf)
 # batch_mode: no nested transaction per add (see the header); nosync: no fsync per commit.
@@ -75,8 +82,8 @@ have = set()
 # check of a provisioned OU stays fast.
 for r in db.search(ou, ldb.SCOPE_ONELEVEL, "(objectClass=user)", ["dn"]):
     s = str(r.dn.get_rdn_value())
-    if s.startswith("bench") and s[5:].isdigit():
-        have.add(int(s[5:]))
+    if s.startswith(prefix) and s[len(prefix):].isdigit():
+        have.add(int(s[len(prefix):]))
 missing = [i for i in range(n) if i not in have]
 
 GIVEN = ["Ada", "Ben", "Cleo", "Dan", "Eva", "Finn", "Gus", "Hana", "Ida", "Jon"]
@@ -85,7 +92,7 @@ for k in range(0, len(missing), BATCH):
     db.transaction_start()
     try:
         for i in missing[k:k + BATCH]:
-            sam = "bench%05d" % i
+            sam = "%s%05d" % (prefix, i)
             db.add({"dn": "CN=%s,%s" % (sam, ou), "objectClass": "user",
                     "sAMAccountName": sam, "userPrincipalName": "%s@%s" % (sam, dns),
                     "givenName": GIVEN[i % len(GIVEN)], "sn": "Bench%05d" % i,

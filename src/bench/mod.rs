@@ -46,6 +46,15 @@ pub(crate) enum BenchCommand {
     /// name, or a remembered wrong password from a new one: medians of five kinds of
     /// wrong-password sign-in through the real authenticator, measured interleaved.
     Lockout(lockout::LockoutArgs),
+    /// A full import of N users (default 20,000) through the whole sync pipeline — the
+    /// lab's DC → `causeway sync` → the ingestion API → the endpoint's store — against a
+    /// raw paged LDAP search of the same entries and attributes in the same run (target
+    /// ratio >= 0.8); the sync process's peak RSS for N/4 and N users (target <= 1.25x);
+    /// and p50/p99 of one changed user reaching the endpoint with the job running.
+    ///
+    /// Needs the running lab and root (`sudo scripts/lab.sh start`): the N users are made
+    /// once, in the second forest's OU=Bench, by scripts/lab/provision-users.sh.
+    Sync(sync::pipeline::SyncArgs),
 }
 
 mod lockout;
@@ -74,6 +83,7 @@ pub(crate) fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Sso(a) => tokio::runtime::Runtime::new()?.block_on(sso::run(a)),
         BenchCommand::Siege(a) => tokio::runtime::Runtime::new()?.block_on(siege::run(a)),
         BenchCommand::Lockout(a) => tokio::runtime::Runtime::new()?.block_on(lockout::run(a)),
+        BenchCommand::Sync(a) => tokio::runtime::Runtime::new()?.block_on(sync::pipeline::run(a)),
     }
 }
 

@@ -63,7 +63,7 @@ struct Attack {
 }
 
 /// The endpoint under siege: a child process, killed on drop.
-struct Endpoint {
+pub(super) struct Endpoint {
     child: Child,
 }
 
@@ -287,25 +287,33 @@ impl PendingSignIn {
 /// its start-up line (no port picked here and bound there later, which another process
 /// could take in between).
 async fn start_endpoint(dir: &Path, no_budget: bool) -> Result<(Endpoint, SocketAddr)> {
-    let exe = std::env::current_exe().context("own executable")?;
-    let config = dir.join("siege.toml");
-    std::fs::write(
-        &config,
+    start_endpoint_with(
+        dir,
         if no_budget {
             "[throttle]\nanonymous_per_source_per_second = 0\n"
         } else {
             ""
         },
-    )?;
+        &["--demo-apps"],
+    )
+    .await
+}
+
+/// [`start_endpoint`] with a configuration file's text and extra `serve` arguments (the
+/// sync benchmark's endpoint too).
+pub(super) async fn start_endpoint_with(
+    dir: &Path,
+    config_text: &str,
+    extra: &[&str],
+) -> Result<(Endpoint, SocketAddr)> {
+    let exe = std::env::current_exe().context("own executable")?;
+    let config = dir.join("bench-serve.toml");
+    std::fs::write(&config, config_text)?;
     let log = dir.join("serve.log");
     let child = Command::new(exe)
-        .args([
-            "--log",
-            "error,causeway::endpoint=info",
-            "serve",
-            "--demo-apps",
-            "--config",
-        ])
+        .args(["--log", "error,causeway::endpoint=info", "serve"])
+        .args(extra)
+        .arg("--config")
         .arg(&config)
         .arg("--data-dir")
         .arg(dir)

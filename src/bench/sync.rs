@@ -1,9 +1,8 @@
-//! The measuring parts of the coming `causeway bench sync`: the raw baseline (a plain paged
-//! LDAP search of the benchmark OU with exactly the attributes sync asks for) and a sampler
-//! of a child process's resident memory. No sync pipeline is measured here yet.
+//! The measuring parts of `causeway bench sync` (`pipeline`): the raw baseline (a plain
+//! paged LDAP search of the benchmark OU with exactly the attributes sync asks for) and a
+//! sampler of a child process's resident memory.
 
-// Nothing calls these until the `bench sync` subcommand is wired (it needs sync's export).
-#![allow(dead_code)]
+pub(crate) mod pipeline;
 
 use std::fmt;
 use std::io;
@@ -159,6 +158,7 @@ impl RssSampler {
     }
 
     /// Every sample so far, in order: (label, KiB).
+    #[cfg(test)]
     pub(crate) fn samples(&self) -> &[(String, u64)] {
         &self.samples
     }

@@ -15,6 +15,7 @@ use crate::ad::entry::Guid;
 use crate::config::{Connector, ConnectorKind, SyncConfig};
 use crate::export::channel::{Channel, ChannelError};
 use crate::export::{self, anchor_id, ExportError};
+use crate::plan::stream::{Planner, Stopped, Summary};
 use crate::plan::{self, Change, Plan, Verdict};
 use crate::run::{self, ImportReport, RunError};
 use crate::space::{ConnectorSpace, SpaceError};
@@ -87,7 +88,7 @@ fn deletions(plan: &Plan) -> BTreeSet<Guid> {
 
 /// The plan's errors and quarantines, as the run's report carries them (at most
 /// [`MAX_ERRORS`]).
-fn plan_errors(plan: &Plan) -> Vec<ObjectError> {
+fn plan_errors(plan: &Summary) -> Vec<ObjectError> {
     let errors = plan.errors.iter().map(|e| ObjectError {
         anchor: None,
         dn: Some(e.dn.clone()),
@@ -155,57 +156,31 @@ pub async fn cycle(
             import,
         });
     }
-    let plan = plan_with_approvals(cfg, c, space)?;
+    // The streaming planner: pass 1 settles scope and the threshold's verdict, then each
+    // batch is planned as it is sent, so memory holds an index and a batch, not the plan.
+    let approved = space.approved_deletions(&c.name)?;
+    let planner = Planner::new(space, c, cfg.delete_threshold, &approved)?;
     let kind = if import.full {
         RunKind::Full
     } else {
         RunKind::Delta
     };
     let run = ch.start_run(&c.name, kind, c.soft_match).await?;
-    if let Verdict::Stop { deletes, limit } = &plan.verdict {
-        space.hold_for_approval(&c.name, run, &deletions(&plan))?;
-        let listed: Vec<ObjectError> = plan
-            .changes
-            .iter()
-            .filter_map(|ch| match ch {
-                Change::Delete { anchor, was, why } => Some(ObjectError {
-                    anchor: Some(anchor_id(anchor)),
-                    dn: Some(was.dn.clone()),
-                    error: format!("would delete: {why}"),
-                }),
-                _ => None,
-            })
-            .take(MAX_ERRORS)
-            .collect();
-        let detail = format!(
-            "stopped: {deletes} deletions exceed the deletion threshold ({limit}); nothing was exported. Check the list, then approve with: causeway sync approve {run}"
-        );
-        ch.finish_run(
-            run,
-            RunReport {
-                status: RunStatus::Stopped,
-                counts: Counts::default(),
-                errors: listed,
-                detail: Some(detail),
-            },
-        )
-        .await?;
-        return Ok(Outcome::Stopped {
-            run,
-            deletes: *deletes,
-            limit: limit.clone(),
-        });
-    }
-    let exported = export::export(
+    let mut changes = match planner.into_changes() {
+        Ok(changes) => changes,
+        Err(stopped) => return stop(ch, space, c, run, stopped).await,
+    };
+    let exported = export::export_stream(
         ch,
         space,
         &c.name,
         run,
-        &plan,
+        &mut changes,
         cfg.batch_size,
         |n, total| progress("export", n, Some(total)),
     )
     .await;
+    let plan = changes.into_summary();
     let mut errors = plan_errors(&plan);
     match exported {
         Ok(report) => {
@@ -247,6 +222,53 @@ pub async fn cycle(
             Err(e.into())
         }
     }
+}
+
+/// A run the deletion threshold stopped: hold its deletions for approval and report it
+/// with the first of them listed.
+async fn stop(
+    ch: &mut Channel,
+    space: &ConnectorSpace,
+    c: &Connector,
+    run: u64,
+    stopped: Box<Stopped<'_>>,
+) -> Result<Outcome, CycleError> {
+    let Stopped {
+        planner,
+        deletes,
+        limit,
+    } = *stopped;
+    space.hold_for_approval(&c.name, run, &planner.deletions())?;
+    let listed: Vec<ObjectError> = planner
+        .listed_deletions(MAX_ERRORS)?
+        .into_iter()
+        .filter_map(|ch| match ch {
+            Change::Delete { anchor, was, why } => Some(ObjectError {
+                anchor: Some(anchor_id(&anchor)),
+                dn: Some(was.dn),
+                error: format!("would delete: {why}"),
+            }),
+            _ => None,
+        })
+        .collect();
+    let detail = format!(
+        "stopped: {deletes} deletions exceed the deletion threshold ({limit}); nothing was exported. Check the list, then approve with: causeway sync approve {run}"
+    );
+    ch.finish_run(
+        run,
+        RunReport {
+            status: RunStatus::Stopped,
+            counts: Counts::default(),
+            errors: listed,
+            detail: Some(detail),
+        },
+    )
+    .await?;
+    Ok(Outcome::Stopped {
+        run,
+        deletes,
+        limit,
+    })
 }
 
 /// On-demand export of one planned change (`causeway sync object`): under the lease, as a

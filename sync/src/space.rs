@@ -74,6 +74,13 @@ const SCHEMA: Schema = Schema {
                 attributes TEXT NOT NULL
               );",
         },
+        Migration {
+            action: "index the objects by DN",
+            // The streaming planner resolves plain-DN references (`member`, `manager`)
+            // against the file instead of holding every DN in memory. `lower()` folds
+            // ASCII only, as the planner's DN comparison (`to_ascii_lowercase`) does.
+            sql: "CREATE INDEX objects_by_dn ON objects (connector, lower(dn));",
+        },
     ],
 };
 
@@ -286,42 +293,14 @@ impl ConnectorSpace {
             .map_err(db("count the objects"))
     }
 
-    /// Every object the connector's copy holds, tombstones included. (The whole set is
-    /// read at once: planning resolves member and manager DNs against it. A streaming
-    /// planner with a DN index in the file is the step after, for directories past ~1 M
-    /// objects.)
+    /// Every object the connector's copy holds, tombstones included, in GUID order, as one
+    /// `Vec` (the planner streams them instead: [`Self::for_each_object`], in `stream.rs`).
     pub fn objects(&self, connector: &str) -> Result<Vec<Held>, SpaceError> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare("SELECT guid, dn, deleted, attrs FROM objects WHERE connector = ?1")
-            .map_err(db("read the objects"))?;
-        let rows = st
-            .query_map([connector], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, bool>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })
-            .map_err(db("read the objects"))?;
         let mut out = Vec::new();
-        for row in rows {
-            let (guid, dn, deleted, attrs) = row.map_err(db("read the objects"))?;
-            let guid = Guid::from_bytes(&guid).map_err(|detail| SpaceError {
-                action: "read the objects",
-                detail,
-            })?;
-            out.push(Held {
-                guid,
-                dn,
-                deleted,
-                attrs: decode(&attrs).map_err(|detail| SpaceError {
-                    action: "read the objects",
-                    detail: format!("{guid}: {detail}"),
-                })?,
-            });
-        }
+        self.for_each_object(connector, |h| {
+            out.push(h);
+            Ok::<(), SpaceError>(())
+        })?;
         Ok(out)
     }
 
@@ -672,6 +651,8 @@ fn decode(text: &str) -> Result<BTreeMap<String, Values>, String> {
         })
         .collect()
 }
+
+mod stream;
 
 #[cfg(test)]
 mod tests;

@@ -14,6 +14,7 @@ use base64::Engine as _;
 use causeway_proto::sync::{Counts, Object, ObjectChange, ObjectError, ObjectKind};
 
 use crate::ad::entry::Guid;
+use crate::plan::stream::Changes;
 use crate::plan::{body, Change, Exported, Plan};
 use crate::space::{ConnectorSpace, SpaceError};
 use channel::{Channel, ChannelError};
@@ -55,10 +56,10 @@ struct Outgoing {
     change: ObjectChange,
 }
 
-fn outgoing(plan: &Plan) -> (Vec<Outgoing>, Vec<ObjectError>) {
-    let mut out = Vec::with_capacity(plan.changes.len());
+fn outgoing(changes: &[Change]) -> (Vec<Outgoing>, Vec<ObjectError>) {
+    let mut out = Vec::with_capacity(changes.len());
     let mut errors = Vec::new();
-    for c in &plan.changes {
+    for c in changes {
         let (anchor, wire) = match c {
             Change::Add { anchor, object } | Change::Update { anchor, object, .. } => (
                 anchor,
@@ -141,26 +142,68 @@ pub async fn export(
     batch: usize,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<ExportReport, ExportError> {
-    let (outgoing, mut errors) = outgoing(plan);
+    let (outgoing, errors) = outgoing(&plan.changes);
     let total = outgoing.len() as u64;
-    let mut report = ExportReport::default();
-    let mut renewed = Instant::now();
-    let renew_every = ch.lease / 3;
+    let mut out = Sender::new(ch, space, connector, run, errors);
     let mut sent = 0u64;
     for chunk in outgoing.chunks(batch.max(1)) {
-        if renewed.elapsed() >= renew_every.max(Duration::from_millis(100)) {
-            let lease = ch.lease(connector).await?;
+        out.send(chunk).await?;
+        sent += chunk.len() as u64;
+        progress(sent, total);
+    }
+    Ok(out.report)
+}
+
+/// Sends batches for one run, renewing the lease when a third of it has passed, and
+/// records what the endpoint acknowledged after each.
+struct Sender<'a> {
+    ch: &'a mut Channel,
+    space: &'a ConnectorSpace,
+    connector: &'a str,
+    run: u64,
+    renewed: Instant,
+    report: ExportReport,
+}
+
+impl<'a> Sender<'a> {
+    fn new(
+        ch: &'a mut Channel,
+        space: &'a ConnectorSpace,
+        connector: &'a str,
+        run: u64,
+        errors: Vec<ObjectError>,
+    ) -> Self {
+        Self {
+            ch,
+            space,
+            connector,
+            run,
+            renewed: Instant::now(),
+            report: ExportReport {
+                errors,
+                ..ExportReport::default()
+            },
+        }
+    }
+
+    async fn send(&mut self, chunk: &[Outgoing]) -> Result<(), ExportError> {
+        let renew_every = self.ch.lease / 3;
+        if self.renewed.elapsed() >= renew_every.max(Duration::from_millis(100)) {
+            let lease = self.ch.lease(self.connector).await?;
             if !lease.granted {
                 return Err(ExportError::LeaseLost {
-                    connector: connector.into(),
+                    connector: self.connector.into(),
                     holder: lease.holder.unwrap_or_else(|| "nobody".into()),
                 });
             }
-            renewed = Instant::now();
+            self.renewed = Instant::now();
         }
-        report.batches += 1;
+        self.report.batches += 1;
         let changes: Vec<ObjectChange> = chunk.iter().map(|o| o.change.clone()).collect();
-        let (counts, failed) = ch.batch(run, report.batches, changes).await?;
+        let (counts, failed) = self
+            .ch
+            .batch(self.run, self.report.batches, changes)
+            .await?;
         let failed_anchors: std::collections::HashSet<&str> =
             failed.iter().filter_map(|e| e.anchor.as_deref()).collect();
         let by_id: HashMap<String, &Outgoing> =
@@ -170,11 +213,11 @@ pub async fn export(
             .filter(|(id, _)| !failed_anchors.contains(id.as_str()))
             .map(|(_, o)| (o.anchor, o.recorded.clone()))
             .collect();
-        space.record_exported(connector, &acknowledged)?;
+        self.space.record_exported(self.connector, &acknowledged)?;
         tracing::info!(
-            connector,
-            run,
-            seq = report.batches,
+            connector = self.connector,
+            run = self.run,
+            seq = self.report.batches,
             added = counts.added,
             updated = counts.updated,
             deleted = counts.deleted,
@@ -182,13 +225,40 @@ pub async fn export(
             errors = failed.len(),
             "batch acknowledged"
         );
-        report.counts.add(&counts);
-        errors.extend(failed);
-        sent += chunk.len() as u64;
-        progress(sent, total);
+        self.report.counts.add(&counts);
+        self.report.errors.extend(failed);
+        Ok(())
     }
-    report.errors = errors;
-    Ok(report)
+}
+
+/// Like [`export`], but takes the changes from the streaming planner one batch at a time,
+/// so memory holds a batch, not the plan. `progress` is told the objects planned so far
+/// (in scope, and deletions) and their total.
+pub async fn export_stream(
+    ch: &mut Channel,
+    space: &ConnectorSpace,
+    connector: &str,
+    run: u64,
+    changes: &mut Changes<'_>,
+    batch: usize,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<ExportReport, ExportError> {
+    let mut out = Sender::new(ch, space, connector, run, Vec::new());
+    loop {
+        let next = changes.next_batch(batch.max(1))?;
+        if next.is_empty() {
+            break;
+        }
+        let (outgoing, unsendable) = outgoing(&next);
+        drop(next);
+        out.report.errors.extend(unsendable);
+        if !outgoing.is_empty() {
+            out.send(&outgoing).await?;
+        }
+        let (done, total) = changes.progress();
+        progress(done, total);
+    }
+    Ok(out.report)
 }
 
 #[cfg(test)]

@@ -185,6 +185,85 @@ fn the_file_is_private_and_a_loose_one_is_refused() {
 }
 
 #[test]
+fn objects_stream_in_guid_order_a_page_at_a_time_and_exported_bodies_are_read_one_by_one() {
+    let d = dir("stream");
+    let s = ConnectorSpace::open(&d.path().join("space.sqlite")).expect("open");
+    let page = [
+        entry(3, "CN=Carol,DC=x", &[("mail", vals(&["c@x"]))], false),
+        entry(1, "CN=alice,DC=x", &[], false),
+        entry(2, "CN=gone\\0ADEL:2,DC=x", &[], true),
+        entry(4, "CN=ALICE,DC=x", &[], false),
+    ];
+    s.merge_page("c", &page, &cookie(b"1")).expect("merge");
+    s.merge_page("other", &page[..1], &cookie(b"1"))
+        .expect("merge");
+
+    let mut seen = Vec::new();
+    s.for_each_object("c", |h| {
+        seen.push((h.guid, h.deleted));
+        Ok::<(), SpaceError>(())
+    })
+    .expect("stream");
+    assert_eq!(
+        seen,
+        vec![(g(1), false), (g(2), true), (g(3), false), (g(4), false)],
+        "GUID order, tombstones included, one connector only"
+    );
+    assert_eq!(
+        s.objects("c").expect("all"),
+        s.objects_after("c", None, 100).expect("page")
+    );
+    // The callback's error stops the walk and comes back as it is.
+    let mut calls = 0;
+    let e = s
+        .for_each_object("c", |_| {
+            calls += 1;
+            Err(SpaceError {
+                action: "stop",
+                detail: "by the caller".into(),
+            })
+        })
+        .expect_err("stopped");
+    assert_eq!((calls, e.action), (1, "stop"));
+
+    let first = s.objects_after("c", None, 2).expect("page");
+    let rest = s.objects_after("c", Some(&g(2)), 2).expect("page");
+    let guids = |v: &[Held]| v.iter().map(|h| h.guid).collect::<Vec<_>>();
+    assert_eq!(
+        (guids(&first), guids(&rest)),
+        (vec![g(1), g(2)], vec![g(3), g(4)])
+    );
+    assert_eq!(rest[0].attrs["mail"], vals(&["c@x"]), "whole objects");
+    assert!(s
+        .objects_after("c", Some(&g(4)), 2)
+        .expect("page")
+        .is_empty());
+
+    assert_eq!(
+        s.guids_by_dn("c", "cn=alice,dc=X").expect("by dn"),
+        vec![g(1), g(4)],
+        "DNs compare ASCII case-insensitively"
+    );
+    assert!(s
+        .guids_by_dn("c", "CN=nobody,DC=x")
+        .expect("by dn")
+        .is_empty());
+
+    s.record_exported(
+        "c",
+        &[(g(3), Some("{\"b\":3}".into())), (g(1), Some("{}".into()))],
+    )
+    .expect("record");
+    assert_eq!(
+        s.exported_body("c", &g(3)).expect("body").as_deref(),
+        Some("{\"b\":3}")
+    );
+    assert_eq!(s.exported_body("c", &g(2)).expect("body"), None);
+    assert_eq!(s.exported_body("other", &g(3)).expect("body"), None);
+    assert_eq!(s.exported_anchors("c").expect("anchors"), vec![g(1), g(3)]);
+}
+
+#[test]
 fn a_linked_value_is_matched_by_its_guid_after_the_target_was_renamed() {
     let mut held = BTreeMap::from([(
         "member".to_string(),
