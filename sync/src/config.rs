@@ -166,7 +166,8 @@ pub struct Connector {
     pub write_consistency_guid: bool,
     /// How long one LDAP operation may take.
     pub timeout: Duration,
-    /// Which source attribute each mapped field comes from (`[connector.attributes]`).
+    /// Which source attribute each mapped field comes from: the kind's defaults
+    /// ([`Mapping::for_kind`]) with `[connector.attributes]` over them.
     pub mapping: Mapping,
 }
 
@@ -409,7 +410,7 @@ impl SyncConfig {
                     "write_consistency_guid is an Active Directory setting; OpenLDAP anchors on entryUUID".into(),
                 ));
             }
-            let mut mapping = Mapping::default();
+            let mut mapping = Mapping::for_kind(kind);
             for (field, attr) in &c.attributes {
                 let f = Field::from_config_name(field.get_ref()).ok_or_else(|| {
                     at(

@@ -396,10 +396,23 @@ async fn import_openldap(
         let _ = session.ldap.unbind().await;
         return Err(RunError::ContentSync(PassError::NoContentSync));
     }
-    // Every user attribute: the AD mapping's names (sAMAccountName, …) are not slapd's.
-    let attrs: Vec<String> = Vec::new();
+    // Every user attribute (`*`), and by name what the mapping and the filter read: some
+    // of it is operational (entryUUID, ppolicy's pwdAccountLockedTime), which `*` leaves
+    // out.
+    let mut attrs = c.import_attributes();
+    attrs.push("*".to_owned());
     let mut report = ImportReport::default();
     let mut from = space.cookie(&c.name).map_err(RunError::Space)?;
+    if !from.is_empty()
+        && !space
+            .holds_attributes(&c.name, &attrs)
+            .map_err(RunError::Space)?
+    {
+        // A copy imported without some of them (an older release, or a new override): a
+        // delta would never bring them for unchanged entries (a lock would stay unseen).
+        report.attributes_grew = true;
+        from = Cookie::default();
+    }
     let held = space.live(&c.name).map_err(RunError::Space)?;
     let pass = loop {
         report.full = from.is_empty();
@@ -431,13 +444,30 @@ async fn import_openldap(
     let mut ok = Vec::with_capacity(pass.entries.len());
     for e in pass.entries {
         match e {
-            Ok(e) => ok.push(e),
+            Ok(mut e) => {
+                // slapd sends a changed entry whole, and merging keeps held attributes a
+                // page does not name (DirSync sends only what changed): an attribute the
+                // entry no longer has (a lock cleared, a value removed) is named empty.
+                if !e.deleted {
+                    if let Some(h) = space.object(&c.name, &e.guid).map_err(RunError::Space)? {
+                        for name in h.attrs.into_keys() {
+                            e.attrs.entry(name).or_default();
+                        }
+                    }
+                }
+                ok.push(e)
+            }
             Err(e) => report.errors.push(e),
         }
     }
     report.merged = space
         .merge_page(&c.name, &ok, &pass.cookie)
         .map_err(RunError::Space)?;
+    if report.full {
+        space
+            .set_attributes(&c.name, &attrs)
+            .map_err(RunError::Space)?;
+    }
     progress(report.entries);
     report.elapsed = started.elapsed();
     Ok(report)

@@ -1,6 +1,7 @@
 //! From an AD object's attributes to what the endpoint stores: which kind of object it is,
 //! its anchor, and the mapped fields (UPN, mail, names, department, account state…), with
-//! per-attribute overrides from the configuration.
+//! per-attribute overrides from the configuration. A [`Mapping`] carries its connector's
+//! kind: an OpenLDAP connector's objects are mapped by [`crate::openldap::map`] instead.
 //!
 //! The input is an object's *whole* current attribute set (a DirSync delta carries only
 //! what changed; the connector merges it into the object it already holds first). DNs that
@@ -9,8 +10,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::SystemTime;
 
 use super::entry::{Guid, Values};
+use crate::config::ConnectorKind;
 
 /// `userAccountControl`'s ACCOUNTDISABLE bit.
 const UAC_ACCOUNTDISABLE: u64 = 0x2;
@@ -35,7 +38,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The kind an `objectClass` list describes, if sync imports it.
+    /// The kind an AD `objectClass` list describes, if sync imports it (OpenLDAP's
+    /// classes: [`crate::openldap::map::kind_of`]).
     pub fn of(object_classes: &[Vec<u8>]) -> Option<Self> {
         let has = |c: &str| {
             object_classes
@@ -143,37 +147,82 @@ impl Field {
     }
 }
 
-/// Which source attribute each field comes from.
+/// Which source attribute each field comes from, for one kind of connector (its defaults,
+/// the object kinds it knows and how it reads account state follow the kind).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mapping(BTreeMap<Field, String>);
+pub struct Mapping {
+    kind: ConnectorKind,
+    sources: BTreeMap<Field, String>,
+    /// Where a field is read when its source has no value (OpenLDAP: the display name
+    /// falls back on `cn`). Overriding the field drops its fallback: the override is what
+    /// the operator asked for.
+    fallbacks: BTreeMap<Field, String>,
+}
 
+/// Active Directory's mapping.
 impl Default for Mapping {
     fn default() -> Self {
-        Self(
-            Field::ALL
-                .into_iter()
-                .map(|f| (f, f.default_source().to_ascii_lowercase()))
-                .collect(),
-        )
+        Self::for_kind(ConnectorKind::ActiveDirectory)
     }
 }
 
 impl Mapping {
+    /// The default mapping of a kind of connector.
+    pub fn for_kind(kind: ConnectorKind) -> Self {
+        let (sources, fallbacks) = match kind {
+            ConnectorKind::ActiveDirectory => (
+                Field::ALL
+                    .into_iter()
+                    .map(|f| (f, f.default_source().to_ascii_lowercase()))
+                    .collect(),
+                BTreeMap::new(),
+            ),
+            ConnectorKind::OpenLdap => crate::openldap::map::default_sources(),
+        };
+        Self {
+            kind,
+            sources,
+            fallbacks,
+        }
+    }
+
+    /// The kind of connector whose objects this maps.
+    pub fn kind(&self) -> ConnectorKind {
+        self.kind
+    }
+
     /// The defaults with `field` taken from `attribute` instead.
     pub fn with(mut self, field: Field, attribute: &str) -> Self {
-        self.0.insert(field, attribute.to_ascii_lowercase());
+        self.sources.insert(field, attribute.to_ascii_lowercase());
+        self.fallbacks.remove(&field);
         self
     }
 
     /// The (lower-case) source attribute of a field.
     pub fn source(&self, field: Field) -> &str {
-        self.0
+        self.sources
             .get(&field)
             .map_or_else(|| field.default_source(), String::as_str)
     }
 
+    /// The (lower-case) attribute a field is read from when its source has no value.
+    pub fn fallback(&self, field: Field) -> Option<&str> {
+        self.fallbacks.get(&field).map(String::as_str)
+    }
+
     /// Every source attribute a search must ask for, with what the mapping always needs.
     pub fn attributes(&self) -> Vec<String> {
+        if self.kind == ConnectorKind::OpenLdap {
+            let mut a: Vec<String> = crate::openldap::map::ALWAYS_READ
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            a.extend(self.sources.values().cloned());
+            a.extend(self.fallbacks.values().cloned());
+            a.sort_by_key(|s| s.to_ascii_lowercase());
+            a.dedup_by(|x, y| x.eq_ignore_ascii_case(y));
+            return a;
+        }
         let mut a: Vec<String> = [
             "objectGUID",
             "mS-DS-ConsistencyGuid",
@@ -190,32 +239,35 @@ impl Mapping {
         .into_iter()
         .map(str::to_owned)
         .collect();
-        a.extend(self.0.values().cloned());
+        a.extend(self.sources.values().cloned());
         a.sort_by_key(|s| s.to_ascii_lowercase());
         a.dedup_by(|x, y| x.eq_ignore_ascii_case(y));
         a
     }
 }
 
-/// An AD object as sync exports it.
+/// A directory object as sync exports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mapped {
     /// Its kind.
     pub kind: Kind,
-    /// `ms-DS-ConsistencyGuid` when set, else `objectGUID`: it never changes on rename or
-    /// move.
+    /// `ms-DS-ConsistencyGuid` when set, else `objectGUID` (OpenLDAP: `entryUUID`): it
+    /// never changes on rename or move.
     pub anchor: Guid,
-    /// `objectGUID`, which other objects' references (`<GUID=…>`) name.
+    /// `objectGUID`, which other objects' references (`<GUID=…>`) name (OpenLDAP:
+    /// `entryUUID`; its references are plain DNs).
     pub guid: Guid,
     /// The DN (for scoping, display and error messages).
     pub dn: String,
     /// The mapped fields that have a value.
     pub fields: BTreeMap<Field, Vec<String>>,
-    /// Accounts (users, devices): not disabled in AD.
+    /// Accounts (users, devices): not disabled in AD (OpenLDAP: not locked by ppolicy, not
+    /// past `shadowExpire`).
     pub enabled: bool,
     /// When the account expires (Unix seconds), if it does.
     pub account_expires: Option<i64>,
-    /// The user must change the password at next sign-in (`pwdLastSet` = 0).
+    /// The user must change the password at next sign-in (`pwdLastSet` = 0; OpenLDAP:
+    /// ppolicy's `pwdReset` = TRUE).
     pub must_change_password: bool,
     /// The manager's DN.
     pub manager: Option<String>,
@@ -242,12 +294,29 @@ impl std::error::Error for MapError {}
 
 /// Maps an object's whole attribute set (lower-case names). `None`: not a kind sync
 /// imports (e.g. a `foreignSecurityPrincipal` or a container).
+///
+/// The clock is read here, once per object, for OpenLDAP's `shadowExpire` (an account
+/// past it is exported disabled); [`map_at`] takes it from the caller.
 pub fn map(
     guid: Guid,
     dn: &str,
     attrs: &BTreeMap<String, Values>,
     mapping: &Mapping,
 ) -> Result<Option<Mapped>, MapError> {
+    map_at(guid, dn, attrs, mapping, SystemTime::now())
+}
+
+/// [`map`] at `now`.
+pub fn map_at(
+    guid: Guid,
+    dn: &str,
+    attrs: &BTreeMap<String, Values>,
+    mapping: &Mapping,
+    now: SystemTime,
+) -> Result<Option<Mapped>, MapError> {
+    if mapping.kind() == ConnectorKind::OpenLdap {
+        return crate::openldap::map::map(guid, dn, attrs, mapping, now);
+    }
     let values = |a: &str| attrs.get(a).map_or(&[][..], |v| v.values.as_slice());
     let Some(kind) = Kind::of(values("objectclass")) else {
         return Ok(None);

@@ -74,7 +74,10 @@ fn a_full_config_validates() {
     assert!(ad.change_notification, "on by default for AD");
     assert_eq!(ad.mapping.source(Field::Upn), "mail");
     assert_eq!(ad.mapping.source(Field::DisplayName), "displayname");
-    assert_eq!(c.connectors[1].mapping, Mapping::default());
+    assert_eq!(
+        c.connectors[1].mapping,
+        Mapping::for_kind(ConnectorKind::OpenLdap)
+    );
     assert_eq!(
         ad.password,
         PasswordSource::File("/etc/causeway/corp.pw".into())

@@ -1,5 +1,6 @@
 //! The OpenLDAP connector: an RFC 4533 content-sync pass in refreshOnly mode. The anchor is
 //! `entryUUID` (RFC 4530), the cookie is the server's `csn` cookie, stored like DirSync's.
+//! Its entries are mapped by [`map`] (standard classes and attributes, ppolicy locks).
 //!
 //! ldap3 0.12 has parsers for the Sync State, Sync Done and Sync Info values, but they
 //! `panic!`/`expect` on any malformed value. A server's answer is outside input, so the
@@ -14,6 +15,7 @@
 //! (`refreshDeletes = TRUE`, deletions as delete states or a syncIdSet): both are handled.
 
 pub(crate) mod ber;
+pub mod map;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
