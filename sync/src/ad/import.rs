@@ -94,6 +94,105 @@ impl<E: fmt::Display> fmt::Display for ImportError<E> {
 
 impl<E: fmt::Debug + fmt::Display> std::error::Error for ImportError<E> {}
 
+/// A filter no object matches: a DirSync pass with it reads nothing but still returns the
+/// cookie of the DC's state now.
+const NOTHING: &str = "(&(objectClass=user)(!(objectClass=user)))";
+
+/// Objects per page of a full import's paged search.
+const FULL_PAGE: i32 = 500;
+
+/// A full import without a cookie: first the DirSync cookie of now (a pass that matches
+/// nothing), then every object by a paged search (the DC sends one page per request, so
+/// memory is one page however big the domain: Samba ignores DirSync's `max_bytes` and
+/// would send the whole domain as one answer), each page handed over with an empty
+/// cookie (a crash before the end starts the full import again), and last the cookie.
+/// Changes made while the pages are read are after the cookie: the next delta has them.
+async fn full_read<E>(
+    ldap: &mut Ldap,
+    base_dn: &str,
+    attrs: &[&str],
+    timeout: Duration,
+    on_page: &mut impl FnMut(Vec<Result<Entry, EntryError>>, &Cookie) -> Result<(), E>,
+) -> Result<Pass, ImportError<E>> {
+    let mut cookie = Cookie::default();
+    loop {
+        let req = dirsync::Request {
+            flags: dirsync::INCREMENTAL_VALUES,
+            max_bytes: PAGE_BYTES,
+            cookie: cookie.clone(),
+        };
+        let res = tokio::time::timeout(
+            timeout,
+            ldap.with_controls(vec![RawControl::from(&req)]).search(
+                base_dn,
+                Scope::Subtree,
+                NOTHING,
+                vec!["objectGUID"],
+            ),
+        )
+        .await
+        .map_err(|_| ImportError::Timeout(timeout))?
+        .map_err(|e| ImportError::Ldap(e.to_string()))?;
+        if res.1.rc != 0 {
+            return Err(ImportError::Refused {
+                rc: res.1.rc,
+                text: res.1.text,
+            });
+        }
+        let response = dirsync::Response::from_controls(res.1.ctrls.iter().map(|c| &c.1))
+            .map_err(ImportError::Control)?;
+        let advanced = response.cookie != cookie;
+        cookie = response.cookie;
+        if !response.more {
+            break;
+        }
+        if !advanced {
+            return Err(ImportError::NoProgress);
+        }
+    }
+    let mut out = Pass {
+        cookie: Cookie::default(),
+        pages: 0,
+        entries: 0,
+    };
+    let mut page_cookie = Vec::new();
+    loop {
+        let ldap3::SearchResult(entries, res) = tokio::time::timeout(
+            timeout,
+            ldap.with_controls(vec![
+                crate::ad::paged::request(FULL_PAGE, &page_cookie),
+                extended_dn(),
+            ])
+            .search(base_dn, Scope::Subtree, OBJECTS, attrs.to_vec()),
+        )
+        .await
+        .map_err(|_| ImportError::Timeout(timeout))?
+        .map_err(|e| ImportError::Ldap(e.to_string()))?;
+        if res.rc != 0 {
+            return Err(ImportError::Refused {
+                rc: res.rc,
+                text: res.text,
+            });
+        }
+        out.pages += 1;
+        out.entries += entries.len() as u64;
+        let page = entries
+            .into_iter()
+            .map(|e| Entry::from_search(&SearchEntry::construct(e)))
+            .collect();
+        on_page(page, &Cookie::default()).map_err(ImportError::Handler)?;
+        match crate::ad::paged::next_cookie(&res.ctrls)
+            .map_err(|e| ImportError::Ldap(format!("the full import's paging: {e}")))?
+        {
+            Some(c) => page_cookie = c,
+            None => break,
+        }
+    }
+    on_page(Vec::new(), &cookie).map_err(ImportError::Handler)?;
+    out.cookie = cookie;
+    Ok(out)
+}
+
 /// Entries handed to the caller at a time within one DirSync answer.
 const CHUNK: usize = 500;
 
@@ -115,6 +214,9 @@ pub async fn pass<E>(
         entries: 0,
     };
     let attrs: Vec<&str> = attributes.iter().map(String::as_str).collect();
+    if out.cookie.is_empty() {
+        return full_read(ldap, base_dn, &attrs, timeout, &mut on_page).await;
+    }
     loop {
         let req = dirsync::Request {
             flags: dirsync::INCREMENTAL_VALUES,
