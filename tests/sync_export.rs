@@ -173,6 +173,9 @@ struct Settings {
     soft_match: bool,
     filter: Option<String>,
     extra_ous: Vec<String>,
+    /// Bind as the domain administrator (who may write ms-DS-ConsistencyGuid).
+    as_admin: bool,
+    write_consistency_guid: bool,
 }
 
 impl SyncHost {
@@ -180,7 +183,12 @@ impl SyncHost {
         let dir = ep.dir.join(format!("sync-{name}"));
         std::fs::create_dir_all(&dir).expect("dir");
         let pw = dir.join("ad.pw");
-        std::fs::write(&pw, format!("{}\n", lab().get("AD_SVC_SYNC_PASSWORD"))).expect("pw");
+        let password = if s.as_admin {
+            lab().get("AD_ADMIN_PASSWORD")
+        } else {
+            lab().get("AD_SVC_SYNC_PASSWORD")
+        };
+        std::fs::write(&pw, format!("{password}\n")).expect("pw");
         std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let host = Self { dir, daemon: None };
         host.configure(ep, ou, s);
@@ -212,6 +220,7 @@ bind_password_file = "ad.pw"
 base_dn = "{base}"
 include_ous = {ous:?}
 soft_match = {soft}
+write_consistency_guid = {wcg}
 {filter}
 "#,
             ep = ep.url,
@@ -223,7 +232,12 @@ soft_match = {soft}
             threshold = s.delete_threshold.unwrap_or(500),
             ad = lab.get("AD_LDAPS_URL"),
             ca = lab.get("AD_CA_CERT"),
-            bind = lab.get("AD_SVC_SYNC_DN"),
+            bind = if s.as_admin {
+                lab.get("AD_ADMIN_DN")
+            } else {
+                lab.get("AD_SVC_SYNC_DN")
+            },
+            wcg = s.write_consistency_guid,
             base = lab.get("AD_BASE_DN"),
             soft = s.soft_match,
             filter = s
@@ -956,4 +970,55 @@ fn register_refuses_an_agent_token_and_a_bad_one_without_echoing_it() {
     let (ok, _, err) = host.sync(&["register"], &[("CAUSEWAY_SYNC_TOKEN", "cwt1.nope")]);
     assert!(!ok);
     assert!(err.contains("malformed"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_consistency_guid_copies_object_guid_and_keeps_the_anchor() {
+    let lab = lab();
+    let mut adm = admin(lab).await;
+    let ou = TestOu::new(&mut adm, "cg").await;
+    let t = &ou.tag;
+    let u = ou.user(&mut adm, &format!("cg{t}"), None).await;
+    let anchor = anchor_of(&mut adm, &u).await;
+    let (ep, store) = endpoint("sync-consistency", "60s");
+    let s = Settings {
+        as_admin: true,
+        write_consistency_guid: true,
+        ..Settings::default()
+    };
+    let host = SyncHost::new(&ep, "a", &ou, &s);
+    host.register(&ep, "sync-consistency");
+    host.once(&ep);
+    let (entries, _) = adm
+        .search(
+            &u,
+            Scope::Base,
+            "(objectClass=*)",
+            vec!["mS-DS-ConsistencyGuid"],
+        )
+        .await
+        .expect("search round trip")
+        .success()
+        .expect("base search");
+    let e = SearchEntry::construct(entries.into_iter().next().expect("exists"));
+    let written = e
+        .bin_attrs
+        .get("mS-DS-ConsistencyGuid")
+        .and_then(|v| v.first())
+        .map(|b| base64::engine::general_purpose::STANDARD.encode(b));
+    assert_eq!(
+        written.as_deref(),
+        Some(anchor.as_str()),
+        "objectGUID copied into it"
+    );
+    // The next round reads the new value and changes nothing: the anchor was already it.
+    let out = host.once(&ep);
+    assert!(out.contains("0 added, 0 updated, 0 deleted"), "{out}");
+    let user = store
+        .user_by_upn(&format!("cg{t}@lab.causeway.test"))
+        .await
+        .expect("read")
+        .expect("synced");
+    assert_eq!(user.id.as_str(), anchor);
+    delete_tree(&mut adm, &ou.dn).await;
 }

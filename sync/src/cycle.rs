@@ -185,6 +185,25 @@ pub async fn cycle(
     match exported {
         Ok(report) => {
             errors.extend(report.errors.iter().cloned());
+            if c.write_consistency_guid && c.kind == ConnectorKind::ActiveDirectory {
+                match crate::ad::consistency::write_missing(c, space).await {
+                    Ok(w) => {
+                        if w.written > 0 {
+                            tracing::info!(connector = %c.name, written = w.written, "objectGUID written into ms-DS-ConsistencyGuid");
+                        }
+                        errors.extend(w.refused.into_iter().map(|(dn, error)| ObjectError {
+                            anchor: None,
+                            dn: Some(dn),
+                            error,
+                        }));
+                    }
+                    Err(error) => errors.push(ObjectError {
+                        anchor: None,
+                        dn: None,
+                        error,
+                    }),
+                }
+            }
             errors.truncate(MAX_ERRORS);
             let mut counts = report.counts;
             counts.quarantined = plan.quarantined.len() as u64;

@@ -6,6 +6,7 @@
 //! The connector's run loop (bind with failover, paged full import, DirSync deltas with the
 //! `uSNChanged` fallback, change notification) is built in the sync issue on top of these.
 
+pub mod consistency;
 pub mod dirsync;
 pub mod entry;
 pub mod import;
