@@ -22,6 +22,8 @@ const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_DELETE_THRESHOLD: u32 = 500;
 /// How often a connector polls for changes when no change notification wakes it.
 pub const DEFAULT_POLL: Duration = Duration::from_secs(5 * 60);
+/// Changes per batch sent to the endpoint unless `batch_size` says otherwise.
+pub const DEFAULT_BATCH: usize = 500;
 /// How often password hashes are synchronised.
 pub const DEFAULT_HASH_POLL: Duration = Duration::from_secs(2 * 60);
 /// The longest bind password file read.
@@ -104,14 +106,7 @@ struct RawConnector {
     attributes: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
-/// The directory a connector reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectorKind {
-    /// Active Directory (Windows or Samba): DirSync, `uSNChanged`, change notification.
-    ActiveDirectory,
-    /// OpenLDAP: RFC 4533 content sync with `entryUUID` anchors.
-    OpenLdap,
-}
+pub use crate::mapping::ConnectorKind;
 
 /// One LDAP server of a connector, tried in order (failover).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,7 +234,7 @@ impl SyncConfig {
             .collect::<Result<Vec<_>, _>>()?;
 
         let batch_size = match &s.batch_size {
-            None => crate::export::DEFAULT_BATCH,
+            None => DEFAULT_BATCH,
             Some(v) if (1..=causeway_proto::sync::MAX_BATCH as u32).contains(v.get_ref()) => {
                 *v.get_ref() as usize
             }

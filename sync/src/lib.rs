@@ -27,6 +27,7 @@ pub mod connect;
 pub mod cycle;
 pub mod export;
 pub mod filter;
+pub mod mapping;
 pub mod openldap;
 pub mod plan;
 pub mod run;

@@ -156,18 +156,30 @@ async fn full_read<E>(
         entries: 0,
     };
     let mut page_cookie = Vec::new();
+    let mut previous: Option<Vec<Result<Entry, EntryError>>> = None;
     loop {
-        let ldap3::SearchResult(entries, res) = tokio::time::timeout(
-            timeout,
-            ldap.with_controls(vec![
-                crate::ad::paged::request(FULL_PAGE, &page_cookie),
-                extended_dn(),
-            ])
-            .search(base_dn, Scope::Subtree, OBJECTS, attrs.to_vec()),
-        )
-        .await
-        .map_err(|_| ImportError::Timeout(timeout))?
-        .map_err(|e| ImportError::Ldap(e.to_string()))?;
+        // The DC prepares this page while the previous one is merged (synchronously, while
+        // the request is outstanding: the connection is driven by its own task).
+        let (answer, merged) = tokio::join!(
+            tokio::time::timeout(
+                timeout,
+                ldap.with_controls(vec![
+                    crate::ad::paged::request(FULL_PAGE, &page_cookie),
+                    extended_dn(),
+                ])
+                .search(base_dn, Scope::Subtree, OBJECTS, attrs.to_vec()),
+            ),
+            async {
+                match previous.take() {
+                    Some(page) => on_page(page, &Cookie::default()),
+                    None => Ok(()),
+                }
+            }
+        );
+        merged.map_err(ImportError::Handler)?;
+        let ldap3::SearchResult(entries, res) = answer
+            .map_err(|_| ImportError::Timeout(timeout))?
+            .map_err(|e| ImportError::Ldap(e.to_string()))?;
         if res.rc != 0 {
             return Err(ImportError::Refused {
                 rc: res.rc,
@@ -176,11 +188,12 @@ async fn full_read<E>(
         }
         out.pages += 1;
         out.entries += entries.len() as u64;
-        let page = entries
-            .into_iter()
-            .map(|e| Entry::from_search(&SearchEntry::construct(e)))
-            .collect();
-        on_page(page, &Cookie::default()).map_err(ImportError::Handler)?;
+        previous = Some(
+            entries
+                .into_iter()
+                .map(|e| Entry::from_search(&SearchEntry::construct(e)))
+                .collect(),
+        );
         match crate::ad::paged::next_cookie(&res.ctrls)
             .map_err(|e| ImportError::Ldap(format!("the full import's paging: {e}")))?
         {
@@ -188,7 +201,7 @@ async fn full_read<E>(
             None => break,
         }
     }
-    on_page(Vec::new(), &cookie).map_err(ImportError::Handler)?;
+    on_page(previous.unwrap_or_default(), &cookie).map_err(ImportError::Handler)?;
     out.cookie = cookie;
     Ok(out)
 }

@@ -20,7 +20,7 @@ use crate::space::{ConnectorSpace, SpaceError};
 use channel::{Channel, ChannelError};
 
 /// How many changes one batch carries unless configured otherwise.
-pub const DEFAULT_BATCH: usize = 500;
+pub use crate::config::DEFAULT_BATCH;
 
 /// An anchor as the endpoint knows it: base64 of its 16 bytes (Entra's immutable id).
 pub fn anchor_id(g: &Guid) -> String {
@@ -244,18 +244,27 @@ pub async fn export_stream(
     mut progress: impl FnMut(u64, u64),
 ) -> Result<ExportReport, ExportError> {
     let mut out = Sender::new(ch, space, connector, run, Vec::new());
-    loop {
-        let next = changes.next_batch(batch.max(1))?;
-        if next.is_empty() {
-            break;
-        }
+    let mut next = changes.next_batch(batch.max(1))?;
+    while !next.is_empty() {
         let (outgoing, unsendable) = outgoing(&next);
         drop(next);
         out.report.errors.extend(unsendable);
-        if !outgoing.is_empty() {
-            out.send(&outgoing).await?;
-        }
         let (done, total) = changes.progress();
+        // The endpoint applies this batch while the next one is planned: the planning is
+        // synchronous and runs while the batch's answer is awaited (the connection is
+        // driven by its own task), so the two overlap without a second thread.
+        let (sent, following) = tokio::join!(
+            async {
+                if outgoing.is_empty() {
+                    Ok(())
+                } else {
+                    out.send(&outgoing).await
+                }
+            },
+            async { changes.next_batch(batch.max(1)) }
+        );
+        sent?;
+        next = following?;
         progress(done, total);
     }
     Ok(out.report)

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use crate::ad::entry::{Guid, Values};
-use crate::ad::map::{Field, Kind, MapError, Mapped, Mapping};
+use crate::mapping::{Field, Kind, MapError, Mapped, Mapping};
 
 /// Seconds in one of `shadowExpire`'s days.
 const DAY: i64 = 86_400;

@@ -1,0 +1,107 @@
+use super::*;
+
+fn object(anchor: &str) -> Object {
+    Object {
+        anchor: anchor.into(),
+        kind: ObjectKind::User,
+        dn: "CN=Alice,OU=Staff,DC=corp,DC=example,DC=com".into(),
+        attrs: BTreeMap::from([("upn".into(), vec!["alice@corp.example.com".into()])]),
+    }
+}
+
+const ANCHOR: &str = "AAECAwQFBgcICQoLDA0ODw==";
+
+#[test]
+fn a_batch_round_trips_and_passes_its_checks() {
+    let r = Request::Batch {
+        run: 7,
+        seq: 1,
+        changes: vec![
+            ObjectChange::Upsert {
+                object: object(ANCHOR),
+            },
+            ObjectChange::Delete {
+                anchor: ANCHOR.into(),
+                kind: ObjectKind::Group,
+                why: "deleted in the source".into(),
+            },
+        ],
+    };
+    let bytes = encode(&r);
+    let len = message_len(bytes[..4].try_into().expect("ok"), MAX_MESSAGE_LEN).expect("ok");
+    let back: Request = decode(&bytes[4..4 + len]).expect("ok");
+    back.check().expect("ok");
+    assert_eq!(
+        serde_json::to_string(&back).expect("ok"),
+        serde_json::to_string(&r).expect("ok")
+    );
+}
+
+#[test]
+fn the_token_never_shows_in_debug() {
+    let r: Request = decode(
+        br#"{"type":"enroll","token":"cwt1.sekrit-token-value","host_name":"h","csr_pem":"x"}"#,
+    )
+    .expect("ok");
+    let shown = format!("{r:?}");
+    assert!(!shown.contains("sekrit"), "{shown}");
+    match r {
+        Request::Enroll { token, .. } => {
+            assert_eq!(token.expose_secret(), "cwt1.sekrit-token-value")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn bad_lengths_unknown_fields_and_bad_anchors_are_refused() {
+    assert!(matches!(
+        message_len([0, 0, 0, 0], 10),
+        Err(MessageError::BadLength { len: 0, .. })
+    ));
+    assert!(matches!(
+        message_len((MAX_ENROLL_LEN as u32 + 1).to_be_bytes(), MAX_ENROLL_LEN),
+        Err(MessageError::BadLength { .. })
+    ));
+    let e =
+        decode::<Request>(br#"{"type":"lease","connector":"x","extra":1}"#).expect_err("refused");
+    assert!(matches!(e, MessageError::Malformed { .. }), "{e}");
+    let e = decode::<Request>(b"{\"type\":\"lease\"").expect_err("refused");
+    assert!(e.to_string().contains("ends early"), "{e}");
+    for bad in [
+        "",
+        "AAECAwQFBgcICQoLDA0ODw",
+        "AAECAwQFBgcICQoLDA0O*w==",
+        "x".repeat(5000).as_str(),
+    ] {
+        assert!(object(bad).check().is_err(), "{bad}");
+    }
+    let mut o = object(ANCHOR);
+    o.attrs.insert("upn".into(), vec!["a\u{0}b".into()]);
+    assert!(o.check().is_err());
+    let mut o = object(ANCHOR);
+    o.attrs
+        .insert("members".into(), vec![String::new(); MAX_VALUES + 1]);
+    assert!(o
+        .check()
+        .expect_err("refused")
+        .to_string()
+        .contains("values"));
+    let big = Request::Batch {
+        run: 1,
+        seq: 1,
+        changes: vec![
+            ObjectChange::Delete {
+                anchor: ANCHOR.into(),
+                kind: ObjectKind::User,
+                why: String::new()
+            };
+            MAX_BATCH + 1
+        ],
+    };
+    assert!(big
+        .check()
+        .expect_err("refused")
+        .to_string()
+        .contains("changes"));
+}
