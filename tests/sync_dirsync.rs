@@ -388,14 +388,26 @@ async fn a_cookie_the_dc_refuses_falls_back_to_a_full_import_and_says_so() {
     let cfg =
         causeway_sync::config::SyncConfig::parse(&text, &dir.join("sync.toml")).expect("valid");
     let space = ConnectorSpace::open(&dir.join("space.sqlite")).expect("open");
+    // Held from before, but gone from the directory while the cookie was unusable (its
+    // tombstone never came): the full import must not keep it live.
+    let vanished = causeway_sync::ad::entry::Entry {
+        guid: Guid::from_bytes(&[0x77; 16]).expect("16 bytes"),
+        sid: None,
+        dn: format!("CN=vanished,CN=Users,{}", lab.get("AD_BASE_DN")),
+        deleted: false,
+        attrs: Default::default(),
+    };
     // As after a DC restore: the stored cookie is one the DC will not continue from.
     space
         .merge_page(
             "lab",
-            &[],
+            &[vanished],
             &Cookie::new(b"not this DC's cookie".to_vec()).expect("short"),
         )
         .expect("watermark");
+    space
+        .set_attributes("lab", &cfg.connectors[0].import_attributes())
+        .expect("attribute set");
     let report = causeway_sync::run::import(&cfg.connectors[0], &space, |_| {})
         .await
         .unwrap_or_else(|e| panic!("import: {e}"));
@@ -409,5 +421,10 @@ async fn a_cookie_the_dc_refuses_falls_back_to_a_full_import_and_says_so() {
         space.cookie("lab").expect("cookie").as_bytes(),
         b"not this DC's cookie"
     );
+    let held = space
+        .object("lab", &Guid::from_bytes(&[0x77; 16]).expect("16 bytes"))
+        .expect("read")
+        .expect("still held, as a deletion");
+    assert!(held.deleted, "what the full import did not find is deleted");
     let _ = std::fs::remove_dir_all(&dir);
 }

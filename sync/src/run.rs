@@ -129,6 +129,20 @@ pub async fn import(
     }
     loop {
         report.full = from.is_empty();
+        // A full import over a copy that already holds objects (a refused cookie, a grown
+        // attribute set): what the directory no longer has must not stay held. The live
+        // GUIDs held now are kept aside, each one seen crossed off, and the rest marked
+        // deleted at the end (16 bytes an object).
+        let mut unseen: std::collections::BTreeSet<crate::ad::entry::Guid> = if report.full {
+            space
+                .live(&c.name)
+                .map_err(RunError::Space)?
+                .into_keys()
+                .collect()
+        } else {
+            Default::default()
+        };
+        let mut sweep = true;
         let mut errors = Vec::new();
         let mut merged = Merged::default();
         let mut read = report.entries;
@@ -147,6 +161,24 @@ pub async fn import(
                         Err(e) => errors.push(e),
                     }
                 }
+                for e in &ok {
+                    unseen.remove(&e.guid);
+                }
+                // An entry that could not be read is not known to be gone: it is crossed
+                // off by the GUID its extended DN names, and without one there is no sweep.
+                for e in &errors {
+                    match e
+                        .dn
+                        .strip_prefix("<GUID=")
+                        .and_then(|t| t.split_once('>'))
+                        .and_then(|(g, _)| crate::ad::entry::Guid::parse(g).ok())
+                    {
+                        Some(g) => {
+                            unseen.remove(&g);
+                        }
+                        None => sweep = false,
+                    }
+                }
                 let m = space.merge_page(&c.name, &ok, cookie)?;
                 merged.added += m.added;
                 merged.changed += m.changed;
@@ -156,6 +188,12 @@ pub async fn import(
             },
         )
         .await;
+        if r.is_ok() && sweep && !unseen.is_empty() {
+            let gone: Vec<_> = unseen.into_iter().collect();
+            merged.deleted += space
+                .mark_deleted(&c.name, &gone)
+                .map_err(RunError::Space)?;
+        }
         report.errors.extend(errors);
         report.merged.added += merged.added;
         report.merged.changed += merged.changed;

@@ -546,6 +546,26 @@ impl ConnectorSpace {
         Ok(())
     }
 
+    /// Marks held objects deleted (a full import did not find them any more); returns how
+    /// many were live.
+    pub fn mark_deleted(&self, connector: &str, guids: &[Guid]) -> Result<u64, SpaceError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db("start a transaction"))?;
+        let mut n = 0;
+        for g in guids {
+            n += tx
+                .execute(
+                    "UPDATE objects SET deleted = 1 WHERE connector = ?1 AND guid = ?2 AND deleted = 0",
+                    params![connector, &g.as_bytes()[..]],
+                )
+                .map_err(db("mark an object deleted"))? as u64;
+        }
+        tx.commit().map_err(db("commit the deletions"))?;
+        Ok(n)
+    }
+
     /// Whether the connector's copy is empty.
     pub fn is_empty(&self, connector: &str) -> Result<bool, SpaceError> {
         self.len(connector).map(|n| n == 0)
