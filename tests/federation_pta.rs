@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use causeway_credential::{Password, PhsVerifier, SignInOutcome};
-use causeway_store::{SqliteStore, Users as _, Verifiers as _};
+use causeway_store::{SqliteStore, Synced as _, Users as _, Verifiers as _};
 use common::endpoint::{alert, bin, form_action, hidden, Browser, Endpoint};
 use common::{lab, Lab};
 
@@ -278,9 +278,49 @@ fn ad_users_sign_in_through_the_page_and_fall_back_to_hash_sync_when_no_agent_is
         &ep,
         lab,
         &store,
-        &["alice", "carol-mustchange", "bob-disabled"],
+        &[
+            "alice",
+            "carol-mustchange",
+            "bob-disabled",
+            "frank-pwdexpired",
+        ],
         &["alice"],
     ));
+    // The account state AD computes reaches the endpoint: frank's password is older than
+    // the domain's maxPwdAge, carol must change hers, bob is disabled.
+    let state = |sam: &str| {
+        let u = rt
+            .block_on(store.user_by_upn(lab.user(sam, "UPN")))
+            .expect("store readable")
+            .unwrap_or_else(|| panic!("{sam} synced"));
+        let o = rt
+            .block_on(store.synced_object(u.id.as_str()))
+            .expect("store readable")
+            .expect("synced object");
+        (u.disabled, o.object.attrs)
+    };
+    let (_, frank) = state("frank-pwdexpired");
+    assert_eq!(
+        frank.get("password_expired"),
+        Some(&vec!["true".to_string()]),
+        "{frank:?}"
+    );
+    let (_, carol_attrs) = state("carol-mustchange");
+    assert_eq!(
+        carol_attrs.get("must_change_password"),
+        Some(&vec!["true".to_string()])
+    );
+    assert!(
+        carol_attrs.get("password_expired").is_none(),
+        "{carol_attrs:?}"
+    );
+    let (bob_disabled, _) = state("bob-disabled");
+    assert!(bob_disabled, "disabled in AD, disabled at the endpoint");
+    let (_, alice_attrs) = state("alice");
+    assert!(
+        alice_attrs.get("password_expired").is_none(),
+        "{alice_attrs:?}"
+    );
     let alice_id = rt
         .block_on(store.user_by_upn(&alice))
         .expect("store readable")

@@ -153,9 +153,19 @@ pub struct Mapping {
     /// falls back on `cn`). Overriding the field drops its fallback: the override is what
     /// the operator asked for.
     pub(crate) fallbacks: BTreeMap<Field, String>,
+    /// The domain's `maxPwdAge` in seconds (AD), read at each import: a user whose
+    /// password is older is exported with `password_expired`. `None`: passwords never
+    /// expire, or the policy is not known.
+    pub(crate) max_password_age: Option<i64>,
 }
 
 impl Mapping {
+    /// This mapping with the domain's maximum password age (seconds; `None`: never).
+    pub fn with_max_password_age(mut self, secs: Option<i64>) -> Self {
+        self.max_password_age = secs;
+        self
+    }
+
     /// The kind of connector whose objects this maps.
     pub fn kind(&self) -> ConnectorKind {
         self.kind
@@ -204,6 +214,9 @@ pub struct Mapped {
     /// The user must change the password at next sign-in (`pwdLastSet` = 0; OpenLDAP:
     /// ppolicy's `pwdReset` = TRUE).
     pub must_change_password: bool,
+    /// The password is older than the domain's `maxPwdAge` (and the account's password
+    /// may expire). Fine-grained password policies (PSOs) are not read.
+    pub password_expired: bool,
     /// The manager's DN.
     pub manager: Option<String>,
     /// Members' DNs (groups).

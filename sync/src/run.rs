@@ -116,6 +116,13 @@ pub async fn import(
     // The DC's USN before the pass: the next sweep starts above it (a change made during
     // the pass is then read twice, never missed).
     let usn_at_start = session.root.highest_committed_usn;
+    // The domain's password age limit, for `password_expired` (AD computes it into
+    // msDS-User-Account-Control-Computed, which neither DirSync nor a search of many
+    // objects returns cheaply).
+    let max_age = max_password_age(&mut session.ldap, &c.base_dn, c.timeout).await;
+    space
+        .set_max_password_age(&c.name, max_age)
+        .map_err(RunError::Space)?;
     let mut from = space.cookie(&c.name).map_err(RunError::Space)?;
     if !from.is_empty()
         && !space
@@ -251,6 +258,27 @@ pub async fn import(
     let _ = session.ldap.unbind().await;
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// `maxPwdAge` of the domain object at `base_dn`, in seconds; `None` when passwords never
+/// expire (0, or the minimum value AD uses for "never") or it cannot be read.
+async fn max_password_age(ldap: &mut ldap3::Ldap, base_dn: &str, timeout: Duration) -> Option<i64> {
+    let r = tokio::time::timeout(
+        timeout,
+        ldap.search(
+            base_dn,
+            ldap3::Scope::Base,
+            "(objectClass=*)",
+            vec!["maxPwdAge"],
+        ),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let (entries, _) = r.success().ok()?;
+    let e = ldap3::SearchEntry::construct(entries.into_iter().next()?);
+    let v: i64 = e.attrs.get("maxPwdAge")?.first()?.trim().parse().ok()?;
+    (v < 0 && v != i64::MIN).then(|| v.unsigned_abs() as i64 / 10_000_000)
 }
 
 /// What on-demand sync of one object found at each step.

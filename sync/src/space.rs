@@ -81,6 +81,15 @@ const SCHEMA: Schema = Schema {
             // ASCII only, as the planner's DN comparison (`to_ascii_lowercase`) does.
             sql: "CREATE INDEX objects_by_dn ON objects (connector, lower(dn));",
         },
+        Migration {
+            action: "add the domains' password policy",
+            // AD's maxPwdAge (seconds; NULL: passwords never expire), read at each import,
+            // from which the planner tells which users' passwords have expired.
+            sql: "CREATE TABLE password_policy (
+                connector TEXT PRIMARY KEY,
+                max_age INTEGER
+              );",
+        },
     ],
 };
 
@@ -564,6 +573,36 @@ impl ConnectorSpace {
         }
         tx.commit().map_err(db("commit the deletions"))?;
         Ok(n)
+    }
+
+    /// The connector's domain's maximum password age in seconds (`None`: never, or not
+    /// read yet).
+    pub fn max_password_age(&self, connector: &str) -> Result<Option<i64>, SpaceError> {
+        self.conn()
+            .query_row(
+                "SELECT max_age FROM password_policy WHERE connector = ?1",
+                [connector],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(db("read the password policy"))
+    }
+
+    /// Records the connector's domain's maximum password age.
+    pub fn set_max_password_age(
+        &self,
+        connector: &str,
+        secs: Option<i64>,
+    ) -> Result<(), SpaceError> {
+        self.conn()
+            .execute(
+                "INSERT INTO password_policy (connector, max_age) VALUES (?1, ?2)
+                 ON CONFLICT (connector) DO UPDATE SET max_age = ?2",
+                params![connector, secs],
+            )
+            .map_err(db("write the password policy"))?;
+        Ok(())
     }
 
     /// Whether the connector's copy is empty.

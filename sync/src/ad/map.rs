@@ -17,6 +17,8 @@ pub use crate::mapping::{ConnectorKind, Field, Kind, MapError, Mapped, Mapping};
 
 /// `userAccountControl`'s ACCOUNTDISABLE bit.
 const UAC_ACCOUNTDISABLE: u64 = 0x2;
+/// `userAccountControl`'s DONT_EXPIRE_PASSWORD bit.
+const UAC_DONT_EXPIRE_PASSWORD: u64 = 0x1_0000;
 /// `msDS-User-Account-Control-Computed`'s UF_PASSWORD_EXPIRED bit.
 const UAC_PASSWORD_EXPIRED: u64 = 0x80_0000;
 /// Seconds from 1601-01-01 (FILETIME's epoch) to 1970-01-01.
@@ -46,6 +48,7 @@ impl Mapping {
             kind,
             sources,
             fallbacks,
+            max_password_age: None,
         }
     }
 
@@ -179,7 +182,20 @@ pub fn map_at(
         }
         Some(ft) => Some(ft / 10_000_000 - FILETIME_UNIX_OFFSET),
     };
-    let must_change_password = matches!(kind, Kind::User) && number("pwdLastSet")? == Some(0);
+    let pwd_last_set = number("pwdLastSet")?;
+    let must_change_password = matches!(kind, Kind::User) && pwd_last_set == Some(0);
+    let password_expired = matches!(kind, Kind::User)
+        && uac & UAC_DONT_EXPIRE_PASSWORD == 0
+        && match (pwd_last_set, mapping.max_password_age) {
+            (Some(ft), Some(max)) if ft > 0 => {
+                let set = ft / 10_000_000 - FILETIME_UNIX_OFFSET;
+                let now = now
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                set.saturating_add(max) <= now
+            }
+            _ => false,
+        };
     let dns = |a: &'static str| -> Result<Vec<String>, MapError> {
         values(&a.to_ascii_lowercase())
             .iter()
@@ -195,6 +211,7 @@ pub fn map_at(
         enabled: uac & UAC_ACCOUNTDISABLE == 0,
         account_expires,
         must_change_password,
+        password_expired,
         manager: dns("manager")?.into_iter().next(),
         members: if kind == Kind::Group {
             dns("member")?

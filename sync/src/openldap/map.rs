@@ -206,6 +206,7 @@ pub(crate) fn map(
         enabled: !locked && !expired,
         account_expires,
         must_change_password,
+        password_expired: false,
         manager: dns("manager")?.into_iter().next(),
         members,
     }))

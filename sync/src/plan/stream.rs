@@ -154,6 +154,8 @@ pub struct Stopped<'a> {
 pub struct Planner<'a> {
     space: &'a ConnectorSpace,
     c: &'a Connector,
+    /// The connector's mapping with its domain's password policy as last imported.
+    pub(super) mapping: map::Mapping,
     /// Every mapped object, in GUID order.
     entries: Vec<Entry>,
     /// Positions in `entries`, by (anchor, position).
@@ -184,6 +186,10 @@ impl<'a> Planner<'a> {
         threshold: DeleteThreshold,
         approved: &BTreeSet<Guid>,
     ) -> Result<Self, SpaceError> {
+        let mapping = c
+            .mapping
+            .clone()
+            .with_max_password_age(space.max_password_age(&c.name)?);
         let mut entries: Vec<Entry> = Vec::new();
         let mut errors = Vec::new();
         let mut tombstones: Vec<Guid> = Vec::new();
@@ -194,7 +200,7 @@ impl<'a> Planner<'a> {
                 tombstones.push(h.guid);
                 return Ok::<(), SpaceError>(());
             }
-            match map::map(h.guid, &h.dn, &h.attrs, &c.mapping) {
+            match map::map(h.guid, &h.dn, &h.attrs, &mapping) {
                 Ok(Some(m)) => {
                     let scope = Scope::of(c, scope::decide(c, &h.dn, &h.attrs));
                     let pos = entries.len() as u32;
@@ -228,6 +234,7 @@ impl<'a> Planner<'a> {
         let mut p = Self {
             space,
             c,
+            mapping,
             entries,
             by_anchor,
             deletes: Vec::new(),
@@ -391,7 +398,7 @@ impl<'a> Planner<'a> {
                     let Some(h) = self.space.object(&self.c.name, &e.guid)? else {
                         continue;
                     };
-                    if let Ok(Some(m)) = map::map(h.guid, &h.dn, &h.attrs, &self.c.mapping) {
+                    if let Ok(Some(m)) = map::map(h.guid, &h.dn, &h.attrs, &self.mapping) {
                         if let Some(v) = claimed(&m, field) {
                             values.entry(v).or_default().push((e.anchor, h.dn));
                         }
@@ -532,6 +539,9 @@ impl<'a> Planner<'a> {
             }
             if m.must_change_password {
                 attrs.insert("must_change_password".into(), vec!["true".into()]);
+            }
+            if m.password_expired {
+                attrs.insert("password_expired".into(), vec!["true".into()]);
             }
         }
         if let Some(r) = m.manager.as_deref() {

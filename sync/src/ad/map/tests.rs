@@ -209,3 +209,32 @@ fn groups_keep_members_and_bad_values_are_named() {
         Ok(None)
     );
 }
+
+#[test]
+fn a_password_older_than_the_domains_max_age_is_expired_unless_it_never_expires() {
+    // pwdLastSet 133000000000000000 is 2022-06-17 (FILETIME); the clock is 50 and 30 days on.
+    let set = 133_000_000_000_000_000i64 / 10_000_000 - FILETIME_UNIX_OFFSET;
+    let at = |days: i64| {
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_secs((set + days * 86_400) as u64)
+    };
+    let policy = Mapping::default().with_max_password_age(Some(42 * 86_400));
+    let expired = |a: &BTreeMap<String, Values>, m: &Mapping, days: i64| {
+        map_at(g(1), "CN=alice,DC=corp", a, m, at(days))
+            .expect("valid")
+            .expect("a user")
+            .password_expired
+    };
+    assert!(expired(&user(&[]), &policy, 50), "50 days old, 42 allowed");
+    assert!(!expired(&user(&[]), &policy, 30), "30 days old");
+    assert!(
+        !expired(&user(&[]), &Mapping::default(), 50),
+        "no policy known: never"
+    );
+    let never = user(&[("userAccountControl", &[b"66048"])]); // 512 | DONT_EXPIRE_PASSWORD
+    assert!(!expired(&never, &policy, 50), "DONT_EXPIRE_PASSWORD");
+    let must = user(&[("pwdLastSet", &[b"0"])]);
+    assert!(
+        !expired(&must, &policy, 50),
+        "must change at next sign-in, not expired"
+    );
+}

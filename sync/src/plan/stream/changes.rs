@@ -102,7 +102,7 @@ impl<'a> Changes<'a> {
             return Ok(None);
         }
         self.done += 1;
-        let Ok(Some(m)) = map::map(h.guid, &h.dn, &h.attrs, &self.p.c.mapping) else {
+        let Ok(Some(m)) = map::map(h.guid, &h.dn, &h.attrs, &self.p.mapping) else {
             return Ok(None);
         };
         drop(h);
