@@ -91,8 +91,20 @@ pub async fn check_connector(c: &Connector) -> ConnectorReport {
             check_ad(c, &s.root, &mut s.ldap, &mut note).await;
         }
         ConnectorKind::OpenLdap => {
-            let (ok, text) = openldap_delta(c.delta, s.root.supports(CONTENT_SYNC_OID));
+            let offered = s.root.supports(CONTENT_SYNC_OID);
+            let (ok, text) = openldap_delta(c.delta, offered);
             note(ok, text);
+            let fallback = c.delta == OpenLdapDelta::ModifyTimestamp
+                || (c.delta == OpenLdapDelta::Auto && !offered);
+            if fallback && !s.root.supports(crate::ad::paged::PAGED_RESULTS_OID) {
+                note(
+                    false,
+                    format!(
+                        "the modifyTimestamp fallback reads page by page, but the server does not advertise paged results ({}, RFC 2696)",
+                        crate::ad::paged::PAGED_RESULTS_OID
+                    ),
+                );
+            }
         }
     }
     let _ = s.ldap.unbind().await;

@@ -435,12 +435,14 @@ impl SyncConfig {
                     "auto" => OpenLdapDelta::Auto,
                     "content_sync" => OpenLdapDelta::ContentSync,
                     "modify_timestamp" => OpenLdapDelta::ModifyTimestamp,
-                    d => return Err(at(
-                        v.span(),
-                        format!(
+                    d => {
+                        return Err(at(
+                            v.span(),
+                            format!(
                             "delta {d:?}: use \"auto\", \"content_sync\" or \"modify_timestamp\""
                         ),
-                    )),
+                        ))
+                    }
                 },
             };
             let mut mapping = Mapping::for_kind(kind);

@@ -175,6 +175,7 @@ async fn paged_search<E>(
             }));
         }
         pages += 1;
+        let empty = entries.is_empty();
         let page = entries
             .into_iter()
             .filter(|r| !r.is_ref())
@@ -184,6 +185,12 @@ async fn paged_search<E>(
         match paged::next_cookie(&res.ctrls)
             .map_err(|e| ReadError::Pass(PassError::Malformed(format!("the paged search: {e}"))))?
         {
+            // An empty page that leads back to itself would be asked for forever.
+            Some(c) if empty && c == cookie => {
+                return Err(ReadError::Pass(PassError::Malformed(
+                    "the paged search returned an empty page with the same cookie".into(),
+                )))
+            }
             Some(c) => cookie = c,
             None => return Ok(pages),
         }
