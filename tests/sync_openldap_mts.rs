@@ -8,12 +8,14 @@
 
 mod common;
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use causeway_store::{SqliteStore, Users as _};
+use causeway_sync::openldap::mts;
 use causeway_sync::space::ConnectorSpace;
 use common::endpoint::{bin, Endpoint};
 use common::{lab, tls_config, Lab};
@@ -330,6 +332,36 @@ async fn modify_timestamp_fallback_sees_adds_changes_and_deletions_and_exports_t
             .is_none(),
         "ben is gone at the endpoint: {out}"
     );
+
+    // Page by page: the fallback's reads with one entry a page (the OU, ann and cat are
+    // left) name every entry once, in as many pages, and the present list agrees with them.
+    let attrs = vec![
+        "*".to_owned(),
+        "entryUUID".to_owned(),
+        "modifyTimestamp".to_owned(),
+    ];
+    let mut sizes = Vec::new();
+    let mut anchors = BTreeSet::new();
+    let timeout = Duration::from_secs(30);
+    let r = mts::read(&mut adm, &ou, "(objectClass=*)", &attrs, 1, timeout, |p| {
+        sizes.push(p.entries.len());
+        anchors.extend(p.anchors);
+        Ok::<_, String>(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("read: {e:?}"));
+    assert_eq!((r.pages, r.entries), (3, 3), "{r:?}");
+    assert_eq!(sizes, vec![1, 1, 1]);
+    assert!(r.newest.is_some() && !r.anchorless, "{r:?}");
+    let present = mts::present(&mut adm, &ou, 1, timeout)
+        .await
+        .unwrap_or_else(|e| panic!("present: {e}"));
+    assert_eq!(present, anchors);
+    let space = ConnectorSpace::open(&host.dir.join("state/connector-space.sqlite"))
+        .expect("open the connector space");
+    let live: BTreeSet<_> = space.live("lab-ldap").expect("live").into_keys().collect();
+    assert_eq!(live, present, "the held live set is what slapd has");
+    drop(space);
 
     // Switching modes: a content-sync cookie is no watermark, nor the reverse.
     host.configure(&ep, &ou, "content_sync");

@@ -539,25 +539,33 @@ async fn by_modify_timestamp(
     let mut merged = Merged::default();
     let mut read = 0u64;
     let full = report.full;
-    let r = mts::read(ldap, &c.base_dn, &filter, attrs, c.timeout, |page| {
-        read += page.entries.len() as u64;
-        if full {
-            present.extend(page.anchors);
-        }
-        let mut ok = Vec::with_capacity(page.entries.len());
-        for e in page.entries {
-            match e {
-                Ok(e) => ok.push(whole(c, space, e)?),
-                Err(e) => errors.push(e),
+    let r = mts::read(
+        ldap,
+        &c.base_dn,
+        &filter,
+        attrs,
+        mts::PAGE,
+        c.timeout,
+        |page| {
+            read += page.entries.len() as u64;
+            if full {
+                present.extend(page.anchors);
             }
-        }
-        let m = space.merge_page(&c.name, &ok, from)?;
-        merged.added += m.added;
-        merged.changed += m.changed;
-        merged.deleted += m.deleted;
-        progress(read);
-        Ok::<_, SpaceError>(())
-    })
+            let mut ok = Vec::with_capacity(page.entries.len());
+            for e in page.entries {
+                match e {
+                    Ok(e) => ok.push(whole(c, space, e)?),
+                    Err(e) => errors.push(e),
+                }
+            }
+            let m = space.merge_page(&c.name, &ok, from)?;
+            merged.added += m.added;
+            merged.changed += m.changed;
+            merged.deleted += m.deleted;
+            progress(read);
+            Ok::<_, SpaceError>(())
+        },
+    )
     .await;
     report.errors.extend(errors);
     report.merged = merged;
@@ -574,7 +582,7 @@ async fn by_modify_timestamp(
     let infer = if report.full {
         !r.anchorless
     } else {
-        present = mts::present(ldap, &c.base_dn, c.timeout)
+        present = mts::present(ldap, &c.base_dn, mts::PAGE, c.timeout)
             .await
             .map_err(RunError::ContentSync)?;
         true

@@ -22,7 +22,10 @@ use crate::ad::paged;
 pub const PREFIX: &[u8] = b"mts1:";
 
 /// Entries per page (OpenLDAP's default size limit is 500).
-const PAGE: i32 = 500;
+pub const PAGE: i32 = 500;
+
+/// LDAP's sizeLimitExceeded.
+const SIZE_LIMIT_EXCEEDED: u32 = 4;
 
 /// A GeneralizedTime in UTC (`YYYYMMDDHHMMSS[.f]Z`), ordered as time: the whole seconds
 /// are fixed-width digits, the fraction is compared without its trailing zeros.
@@ -154,6 +157,7 @@ async fn paged_search<E>(
     base: &str,
     filter: &str,
     attrs: &[&str],
+    size: i32,
     timeout: Duration,
     mut on_page: impl FnMut(Vec<SearchEntry>) -> Result<(), ReadError<E>>,
 ) -> Result<u64, ReadError<E>> {
@@ -162,12 +166,23 @@ async fn paged_search<E>(
     loop {
         let ldap3::SearchResult(entries, res) = tokio::time::timeout(
             timeout,
-            ldap.with_controls(vec![paged::request(PAGE, &cookie)])
+            ldap.with_controls(vec![paged::request(size, &cookie)])
                 .search(base, Scope::Subtree, filter, attrs.to_vec()),
         )
         .await
         .map_err(|_| ReadError::Pass(PassError::Timeout(timeout)))?
         .map_err(|e| ReadError::Pass(PassError::Ldap(e.to_string())))?;
+        if res.rc == SIZE_LIMIT_EXCEEDED {
+            // slapd counts a paged search's entries as a whole against the hard size limit
+            // unless `size.prtotal` says otherwise.
+            return Err(ReadError::Pass(PassError::Refused {
+                rc: res.rc,
+                text: format!(
+                    "{} (slapd's size limit applies to the whole paged search: give the sync account `limits dn.exact=\"…\" size.prtotal=unlimited` or `size=unlimited`)",
+                    res.text
+                ),
+            }));
+        }
         if res.rc != 0 {
             return Err(ReadError::Pass(PassError::Refused {
                 rc: res.rc,
@@ -199,18 +214,19 @@ async fn paged_search<E>(
 
 /// Reads every entry under `base` matching `filter` (a full import: `(objectClass=*)`; a
 /// delta: [`Watermark::filter`]) with `attributes` (which must name `entryUUID` and
-/// `modifyTimestamp`), handing each page to `on_page`.
+/// `modifyTimestamp`), `size` entries a page ([`PAGE`]), handing each page to `on_page`.
 pub async fn read<E>(
     ldap: &mut Ldap,
     base: &str,
     filter: &str,
     attributes: &[String],
+    size: i32,
     timeout: Duration,
     mut on_page: impl FnMut(Page) -> Result<(), E>,
 ) -> Result<Read, ReadError<E>> {
     let attrs: Vec<&str> = attributes.iter().map(String::as_str).collect();
     let mut out = Read::default();
-    out.pages = paged_search(ldap, base, filter, &attrs, timeout, |page| {
+    out.pages = paged_search(ldap, base, filter, &attrs, size, timeout, |page| {
         let mut p = Page::default();
         for e in page {
             out.entries += 1;
@@ -245,6 +261,7 @@ pub async fn read<E>(
 pub async fn present(
     ldap: &mut Ldap,
     base: &str,
+    size: i32,
     timeout: Duration,
 ) -> Result<BTreeSet<Guid>, PassError> {
     let mut seen = BTreeSet::new();
@@ -253,6 +270,7 @@ pub async fn present(
         base,
         "(objectClass=*)",
         &["entryUUID"],
+        size,
         timeout,
         |page| {
             for e in page {
