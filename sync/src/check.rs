@@ -9,7 +9,7 @@ use ldap3::controls::RawControl;
 use ldap3::Scope;
 
 use crate::ad::dirsync;
-use crate::config::{is_under, Connector, ConnectorKind};
+use crate::config::{is_under, Connector, ConnectorKind, OpenLdapDelta};
 use crate::connect::{connect, RootDse};
 
 /// AD's change-notification control (`LDAP_SERVER_NOTIFICATION_OID`).
@@ -91,12 +91,18 @@ pub async fn check_connector(c: &Connector) -> ConnectorReport {
             check_ad(c, &s.root, &mut s.ldap, &mut note).await;
         }
         ConnectorKind::OpenLdap => {
-            if s.root.supports(CONTENT_SYNC_OID) {
-                note(true, "content sync (RFC 4533) advertised".into());
-            } else {
+            let offered = s.root.supports(CONTENT_SYNC_OID);
+            let (ok, text) = openldap_delta(c.delta, offered);
+            note(ok, text);
+            let fallback = c.delta == OpenLdapDelta::ModifyTimestamp
+                || (c.delta == OpenLdapDelta::Auto && !offered);
+            if fallback && !s.root.supports(crate::ad::paged::PAGED_RESULTS_OID) {
                 note(
-                    true,
-                    "no content sync (RFC 4533): changes are found by modifyTimestamp, and deletions only by a full import".into(),
+                    false,
+                    format!(
+                        "the modifyTimestamp fallback reads page by page, but the server does not advertise paged results ({}, RFC 2696)",
+                        crate::ad::paged::PAGED_RESULTS_OID
+                    ),
                 );
             }
         }
@@ -105,6 +111,32 @@ pub async fn check_connector(c: &Connector) -> ConnectorReport {
     ConnectorReport {
         name: c.name.clone(),
         findings,
+    }
+}
+
+/// What an OpenLDAP connector's imports will use, given whether the server advertises
+/// content sync: only `delta = "content_sync"` without it stops a sync.
+fn openldap_delta(delta: OpenLdapDelta, offered: bool) -> (bool, String) {
+    const FALLBACK: &str = "changes are found by modifyTimestamp (paged searches), \
+        deletions by comparing the entryUUIDs present with the held ones on every delta";
+    match (delta, offered) {
+        (OpenLdapDelta::ModifyTimestamp, _) => (
+            true,
+            format!("delta = \"modify_timestamp\": {FALLBACK}"),
+        ),
+        (_, true) => (true, "content sync (RFC 4533) advertised".into()),
+        (OpenLdapDelta::Auto, false) => (
+            true,
+            format!(
+                "no content sync (RFC 4533, {CONTENT_SYNC_OID}) advertised: the modifyTimestamp fallback will be used: {FALLBACK}"
+            ),
+        ),
+        (OpenLdapDelta::ContentSync, false) => (
+            false,
+            format!(
+                "delta = \"content_sync\" but the server does not advertise content sync ({CONTENT_SYNC_OID}, RFC 4533): enable the syncprov overlay on its database, or set delta = \"auto\" to use the modifyTimestamp fallback"
+            ),
+        ),
     }
 }
 
@@ -194,5 +226,33 @@ async fn check_ad(
     }
     if let Some(usn) = root.highest_committed_usn {
         note(true, format!("highestCommittedUSN {usn}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openldap_without_content_sync_uses_the_fallback_unless_content_sync_is_forced() {
+        let (ok, t) = openldap_delta(OpenLdapDelta::Auto, false);
+        assert!(
+            ok && t.contains("modifyTimestamp fallback will be used"),
+            "{t}"
+        );
+        let (ok, t) = openldap_delta(OpenLdapDelta::ContentSync, false);
+        assert!(
+            !ok && t.contains(CONTENT_SYNC_OID) && t.contains("syncprov"),
+            "{t}"
+        );
+        let (ok, t) = openldap_delta(OpenLdapDelta::ModifyTimestamp, true);
+        assert!(ok && t.contains("modify_timestamp"), "{t}");
+        for d in [OpenLdapDelta::Auto, OpenLdapDelta::ContentSync] {
+            let (ok, t) = openldap_delta(d, true);
+            assert!(
+                ok && t.contains("content sync (RFC 4533) advertised"),
+                "{t}"
+            );
+        }
     }
 }

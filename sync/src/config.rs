@@ -101,12 +101,27 @@ struct RawConnector {
     #[serde(default)]
     write_consistency_guid: bool,
     #[serde(default)]
+    delta: Option<Spanned<String>>,
+    #[serde(default)]
     timeout: Option<Spanned<String>>,
     #[serde(default)]
     attributes: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
 pub use crate::mapping::ConnectorKind;
+
+/// How an OpenLDAP connector finds what changed since its last import (`delta = …`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OpenLdapDelta {
+    /// Content sync when the server advertises it, else the `modifyTimestamp` fallback.
+    #[default]
+    Auto,
+    /// RFC 4533 content sync only: a server without `syncprov` is an error.
+    ContentSync,
+    /// Searches by `modifyTimestamp` (and a comparison of entryUUIDs for deletions), even
+    /// where content sync is offered.
+    ModifyTimestamp,
+}
 
 /// One LDAP server of a connector, tried in order (failover).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +174,8 @@ pub struct Connector {
     pub soft_match: bool,
     /// Write `objectGUID` into `ms-DS-ConsistencyGuid` when the latter is empty.
     pub write_consistency_guid: bool,
+    /// How an OpenLDAP connector reads deltas (AD: always [`OpenLdapDelta::Auto`], unused).
+    pub delta: OpenLdapDelta,
     /// How long one LDAP operation may take.
     pub timeout: Duration,
     /// Which source attribute each mapped field comes from: the kind's defaults
@@ -405,6 +422,29 @@ impl SyncConfig {
                     "write_consistency_guid is an Active Directory setting; OpenLDAP anchors on entryUUID".into(),
                 ));
             }
+            let delta = match c.delta.as_ref() {
+                None => OpenLdapDelta::Auto,
+                Some(v) if kind != ConnectorKind::OpenLdap => {
+                    return Err(at(
+                        v.span(),
+                        "delta is an OpenLDAP setting; Active Directory connectors use DirSync"
+                            .into(),
+                    ))
+                }
+                Some(v) => match v.get_ref().as_str() {
+                    "auto" => OpenLdapDelta::Auto,
+                    "content_sync" => OpenLdapDelta::ContentSync,
+                    "modify_timestamp" => OpenLdapDelta::ModifyTimestamp,
+                    d => {
+                        return Err(at(
+                            v.span(),
+                            format!(
+                            "delta {d:?}: use \"auto\", \"content_sync\" or \"modify_timestamp\""
+                        ),
+                        ))
+                    }
+                },
+            };
             let mut mapping = Mapping::for_kind(kind);
             for (field, attr) in &c.attributes {
                 let f = Field::from_config_name(field.get_ref()).ok_or_else(|| {
@@ -447,6 +487,7 @@ impl SyncConfig {
                     .unwrap_or(kind == ConnectorKind::ActiveDirectory),
                 soft_match: c.soft_match,
                 write_consistency_guid: c.write_consistency_guid,
+                delta,
                 timeout: duration(&c.timeout, Duration::from_secs(30), "timeout")?,
                 mapping,
             });

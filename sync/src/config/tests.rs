@@ -238,3 +238,40 @@ fn dn_scope_comparison_ignores_case_and_spaces_after_commas() {
     assert!(!is_under("CN=x\\,OU=Staff,DC=corp", "OU=Staff,DC=corp"));
     assert!(is_under("CN=x\\,y,OU=Staff,DC=corp", "OU=Staff,DC=corp"));
 }
+
+#[test]
+fn openldap_delta_defaults_to_auto_and_bad_values_name_their_line() {
+    assert_eq!(
+        parse(GOOD).expect("valid").connectors[1].delta,
+        OpenLdapDelta::Auto
+    );
+    for (v, want) in [
+        ("auto", OpenLdapDelta::Auto),
+        ("content_sync", OpenLdapDelta::ContentSync),
+        ("modify_timestamp", OpenLdapDelta::ModifyTimestamp),
+    ] {
+        let t = format!("{GOOD}delta = \"{v}\"\n");
+        assert_eq!(parse(&t).expect("valid").connectors[1].delta, want, "{v}");
+    }
+    let t = format!("{GOOD}delta = \"usn\"\n");
+    let line = t.lines().count();
+    assert_eq!(
+        err(&t),
+        format!("/etc/causeway/sync.toml:{line}:9: delta \"usn\": use \"auto\", \"content_sync\" or \"modify_timestamp\"")
+    );
+    // On an AD connector it is refused (DirSync is its only delta).
+    let t = GOOD.replace(
+        "[connector.attributes]",
+        "delta = \"modify_timestamp\"\n[connector.attributes]",
+    );
+    let line = t
+        .lines()
+        .position(|l| l.starts_with("delta"))
+        .expect("line")
+        + 1;
+    assert!(
+        err(&t).contains(&format!("sync.toml:{line}:9: delta is an OpenLDAP setting")),
+        "{}",
+        err(&t)
+    );
+}

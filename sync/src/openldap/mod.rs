@@ -13,9 +13,13 @@
 //! is gone and becomes a tombstone. With no deletion since the cookie, slapd sends only the
 //! changed entries (still `refreshDeletes = FALSE`, nothing present): nothing is inferred. A server with a session log answers with a delete phase instead
 //! (`refreshDeletes = TRUE`, deletions as delete states or a syncIdSet): both are handled.
+//!
+//! A server without `syncprov` is read by [`mts`] instead (`modifyTimestamp` deltas and an
+//! entryUUID comparison for deletions); [`tombstones`] serves both.
 
 pub(crate) mod ber;
 pub mod map;
+pub mod mts;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -86,7 +90,9 @@ impl fmt::Display for PassError {
             Self::NoContentSync => write!(
                 f,
                 "the server does not advertise the content-sync control \
-                 ({SYNC_REQUEST_OID}, RFC 4533): enable the syncprov overlay on its database"
+                 ({SYNC_REQUEST_OID}, RFC 4533) and the connector says delta = \"content_sync\": \
+                 enable the syncprov overlay on its database, or set delta = \"auto\" for the \
+                 modifyTimestamp fallback"
             ),
             Self::Timeout(t) => write!(f, "the server did not answer the sync search within {t:?}"),
             Self::Ldap(e) => write!(f, "the sync search failed: {e}"),
@@ -233,21 +239,29 @@ pub async fn pass(
         // A present phase: whatever is held and was not named is gone.
         gone.extend(held.keys().filter(|g| !seen.contains(g)).copied());
     }
-    for g in gone {
-        if let Some(dn) = held.get(&g) {
-            out.entries.push(Ok(Entry {
-                guid: g,
-                sid: None,
-                dn: dn.clone(),
-                deleted: true,
-                attrs: BTreeMap::new(),
-            }));
-        }
-    }
+    out.entries.extend(tombstones(held, gone.iter()).map(Ok));
     if let Some(c) = done.cookie {
         out.cookie = Cookie::new(c).map_err(|e| PassError::Malformed(e.to_string()))?;
     }
     Ok(out)
+}
+
+/// A tombstone for each of `gone` that is held live (the others were never seen, or are
+/// tombstones already): what a present phase, or the entryUUID comparison of the
+/// `modifyTimestamp` fallback, infers.
+pub fn tombstones<'a>(
+    held: &'a BTreeMap<Guid, String>,
+    gone: impl Iterator<Item = &'a Guid> + 'a,
+) -> impl Iterator<Item = Entry> + 'a {
+    gone.filter_map(|g| {
+        held.get(g).map(|dn| Entry {
+            guid: *g,
+            sid: None,
+            dn: dn.clone(),
+            deleted: true,
+            attrs: BTreeMap::new(),
+        })
+    })
 }
 
 fn err(dn: &str, attribute: Option<&str>, message: String) -> EntryError {
