@@ -366,6 +366,7 @@ pub async fn run_loop(
         }
     }
     let mut ch: Option<Channel> = None;
+    let mut renewed: Option<crate::export::identity::Identity> = None;
     let mut all_ok = true;
     let mut next_poll = Instant::now();
     let mut holding: BTreeSet<String> = BTreeSet::new();
@@ -374,9 +375,20 @@ pub async fn run_loop(
     loop {
         let due = Instant::now() >= next_poll;
         if ch.is_none() && !cfg.staging {
-            if let Some(id) = identity {
+            // A certificate renewed on an earlier connection replaces the loaded one.
+            if let Some(id) = renewed.as_ref().or(identity) {
                 match Channel::open(&cfg.endpoints, id).await {
-                    Ok(c) => ch = Some(c),
+                    Ok(mut c) => {
+                        let now = std::time::SystemTime::now();
+                        match c.renew_if_due(id, &cfg.state_dir, now).await {
+                            Ok(Some(new)) => renewed = Some(new),
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot renew the sync host's certificate; the current one is used until the next connection retries")
+                            }
+                        }
+                        ch = Some(c);
+                    }
                     Err(e) => {
                         all_ok = false;
                         tracing::warn!(error = %e, "cannot open the ingestion channel; importing only until it opens");

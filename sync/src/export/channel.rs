@@ -3,8 +3,9 @@
 //! `causeway-sync/1`, then one request at a time, each answered within a deadline. And
 //! enrollment (`causeway sync register`) on `causeway-sync-enroll/1` with a one-time token.
 
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use causeway_certs::pinned::{enrollment_client_config, pem_der};
 use causeway_credential::Secret;
@@ -240,6 +241,57 @@ impl Channel {
             })
             .await?;
         lease_of(r)
+    }
+
+    /// Asks for a certificate for the key of `csr_pem` (this host's: the endpoint takes
+    /// the host from the certificate the channel was opened with) and returns it.
+    pub async fn renew(&mut self, csr_pem: String) -> Result<String, ChannelError> {
+        match self.ask(&Request::Renew { csr_pem }).await? {
+            Response::Renewed { cert_pem } => Ok(cert_pem),
+            _ => Err(ChannelError::Unexpected("expected Renewed")),
+        }
+    }
+
+    /// Renews `identity`'s certificate over this channel if 70 % of its life has passed
+    /// at `now`: a new key and CSR made here, the answer checked to be a certificate
+    /// for the new key's client config, then saved into `state_dir` (key, then
+    /// certificate) before it is returned for the next connection. `Ok(None)` when not
+    /// due. The current connection goes on with the old certificate, which the endpoint
+    /// accepts until it expires.
+    pub async fn renew_if_due(
+        &mut self,
+        identity: &Identity,
+        state_dir: &Path,
+        now: SystemTime,
+    ) -> Result<Option<Identity>, ChannelError> {
+        if !identity.renewal_due(now) {
+            return Ok(None);
+        }
+        let (key, csr) = causeway_certs::new_key_and_csr(&identity.host_id)
+            .map_err(|e| ChannelError::Identity(e.to_string()))?;
+        let cert_pem = self.renew(csr).await?;
+        // Refuse an answer that does not make a usable pair before replacing anything.
+        causeway_certs::agent_client_config(
+            &identity.ca_pem,
+            &cert_pem,
+            &key,
+            vec![wire::ALPN.to_vec()],
+        )
+        .map_err(|e| ChannelError::Identity(format!("the renewed certificate: {e}")))?;
+        if causeway_certs::validity_of_pem(&cert_pem).is_none() {
+            return Err(ChannelError::Unexpected(
+                "a renewed certificate that does not parse",
+            ));
+        }
+        let renewed = identity
+            .renewed(state_dir, key, cert_pem)
+            .map_err(|e| ChannelError::Identity(e.to_string()))?;
+        let not_after = renewed
+            .validity()
+            .map(|(_, na)| causeway_certs::unix_secs(na))
+            .unwrap_or_default();
+        tracing::info!(host = %identity.host_id, not_after, "sync host certificate renewed; the next connection uses it");
+        Ok(Some(renewed))
     }
 
     /// Records the start of a run and returns its number.
