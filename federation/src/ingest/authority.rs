@@ -72,7 +72,7 @@ impl SyncAuthority for CertsAuthority {
         let id = AgentId::generate().map_err(public_error)?;
         let cert = self
             .ca()
-            .sign_agent_csr(csr_pem, &id, now, self.validity())
+            .sign_agent_csr(csr_pem, &id, now, self.sync_validity())
             .map_err(public_error)?;
         let rec = self
             .registry()
@@ -107,7 +107,7 @@ impl SyncAuthority for CertsAuthority {
         }
         let cert = self
             .ca()
-            .sign_agent_csr(csr_pem, &id, SystemTime::now(), self.validity())
+            .sign_agent_csr(csr_pem, &id, SystemTime::now(), self.sync_validity())
             .map_err(renewal_error)?;
         // The registry refuses a host revoked since the check above, and keeps the
         // current certificate as the previous one, valid until it expires.
@@ -187,7 +187,8 @@ mod tests {
                 now,
             )
             .expect("registered");
-        let a = CertsAuthority::new(ca, registry, false, Duration::from_secs(3600));
+        let a = CertsAuthority::new(ca, registry, false, Duration::from_secs(3600))
+            .with_sync_validity(Duration::from_secs(2 * 3600));
         (a, id, cert)
     }
 
@@ -199,6 +200,12 @@ mod tests {
         let der = causeway_certs::pinned::pem_der(&pem).expect("a certificate");
         let new_fp = causeway_certs::fingerprint_of_der(&der);
         assert_ne!(new_fp, old.fingerprint());
+        // Signed for the sync hosts' validity (plus the CA's 5-minute backdating).
+        let (nb, na) = causeway_certs::validity_of_pem(&pem).expect("readable");
+        assert_eq!(
+            na.duration_since(nb).expect("ordered"),
+            Duration::from_secs(2 * 3600 + 300)
+        );
         let rec = a.registry().agent(&id).expect("ok").expect("registered");
         assert_eq!(rec.cert_fingerprint, new_fp);
         assert_eq!(
