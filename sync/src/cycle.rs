@@ -367,6 +367,7 @@ pub async fn run_loop(
     }
     let mut ch: Option<Channel> = None;
     let mut renewed: Option<crate::export::identity::Identity> = None;
+    let mut renew_retry = None;
     let mut all_ok = true;
     let mut next_poll = Instant::now();
     let mut holding: BTreeSet<String> = BTreeSet::new();
@@ -377,16 +378,17 @@ pub async fn run_loop(
         if ch.is_none() && !cfg.staging {
             // A certificate renewed on an earlier connection replaces the loaded one.
             if let Some(id) = renewed.as_ref().or(identity) {
-                match Channel::open(&cfg.endpoints, id).await {
-                    Ok(mut c) => {
-                        let now = std::time::SystemTime::now();
-                        match c.renew_if_due(id, &cfg.state_dir, now).await {
-                            Ok(Some(new)) => renewed = Some(new),
-                            Ok(None) => {}
-                            Err(e) => {
-                                tracing::warn!(error = %e, "cannot renew the sync host's certificate; the current one is used until the next connection retries")
-                            }
-                        }
+                let now = std::time::SystemTime::now();
+                let opened = crate::export::channel::open_renewing(
+                    &cfg.endpoints,
+                    id,
+                    &cfg.state_dir,
+                    now,
+                    &mut renew_retry,
+                );
+                match opened.await {
+                    Ok((c, new)) => {
+                        renewed = new.or(renewed);
                         ch = Some(c);
                     }
                     Err(e) => {

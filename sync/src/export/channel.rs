@@ -23,6 +23,40 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the endpoint may take to answer one request (a batch of 1000 objects included).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How long a host waits after a failed renewal before asking again; it goes on with its
+/// current certificate meanwhile (renewal starts with 30 % of its life left).
+const RENEW_RETRY: Duration = Duration::from_secs(10 * 60);
+
+/// Opens a channel with `identity` and renews its certificate if due at `now` (see
+/// [`Channel::renew_if_due`]), unless a failed renewal asked to wait until `retry_at`. A
+/// failed renewal is logged and does not stop the export: the channel is opened again
+/// (an endpoint that does not know renewal closes it) with the current certificate.
+/// Returns the channel and the renewed identity, if any, for the next connection.
+pub async fn open_renewing(
+    endpoints: &[(String, u16)],
+    identity: &Identity,
+    state_dir: &Path,
+    now: SystemTime,
+    retry_at: &mut Option<SystemTime>,
+) -> Result<(Channel, Option<Identity>), ChannelError> {
+    let mut ch = Channel::open(endpoints, identity).await?;
+    if retry_at.is_some_and(|t| now < t) {
+        return Ok((ch, None));
+    }
+    match ch.renew_if_due(identity, state_dir, now).await {
+        Ok(renewed) => {
+            *retry_at = None;
+            Ok((ch, renewed))
+        }
+        Err(e) => {
+            tracing::warn!(host = %identity.host_id, error = %e, retry_in_s = RENEW_RETRY.as_secs(), "cannot renew the sync host's certificate; the current one is used meanwhile");
+            *retry_at = Some(now + RENEW_RETRY);
+            drop(ch);
+            Ok((Channel::open(endpoints, identity).await?, None))
+        }
+    }
+}
+
 /// Why talking to the endpoint failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
