@@ -88,7 +88,7 @@ fn once(cfg: &Path, ep: &Endpoint) -> String {
 }
 
 #[tokio::test]
-async fn a_sync_host_renews_past_70_percent_and_keeps_its_old_certificate_until_it_expires() {
+async fn a_sync_host_renews_past_70_percent_and_its_previous_certificate_still_opens_a_channel() {
     let ep = Endpoint::start(
         "sync-renew",
         &format!("[sync]\ncertificate_validity = {VALIDITY:?}\n"),

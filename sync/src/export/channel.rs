@@ -414,3 +414,6 @@ fn lease_of(r: Response) -> Result<Lease, ChannelError> {
         _ => Err(ChannelError::Unexpected("expected Lease")),
     }
 }
+
+#[cfg(test)]
+mod tests;
