@@ -13,6 +13,10 @@ const ID: &str = "sync.id";
 const TLS_KEY: &str = "tls.key";
 const TLS_CERT: &str = "tls.pem";
 const CA: &str = "ca.pem";
+/// A renewed pair is written under these names first, then moved into place; one left
+/// behind by a crash is finished by the next [`Identity::load`].
+const NEXT_KEY: &str = "tls.key.next";
+const NEXT_CERT: &str = "tls.pem.next";
 
 /// What `causeway sync register` obtained.
 pub struct Identity {
@@ -61,6 +65,31 @@ fn text(path: &Path, private: bool) -> Result<String, IdentityError> {
     String::from_utf8(bytes).map_err(|_| IdentityError::Invalid(path.to_owned()))
 }
 
+fn rename(from: &Path, to: &Path) -> Result<(), IdentityError> {
+    std::fs::rename(from, to).map_err(|error| {
+        IdentityError::File(FileError::Io {
+            path: to.to_owned(),
+            error,
+        })
+    })
+}
+
+/// Moves a renewed pair into place. The certificate is written after the key, so its
+/// presence means the pair is complete (the key may already have been moved); a key
+/// alone is a renewal that never finished and is dropped.
+fn finish_renewal(dir: &Path) -> Result<(), IdentityError> {
+    let (key, cert) = (dir.join(NEXT_KEY), dir.join(NEXT_CERT));
+    if cert.exists() {
+        if key.exists() {
+            rename(&key, &dir.join(TLS_KEY))?;
+        }
+        rename(&cert, &dir.join(TLS_CERT))?;
+    } else if key.exists() {
+        let _ = std::fs::remove_file(&key);
+    }
+    Ok(())
+}
+
 impl Identity {
     /// The identity directory inside `state_dir`.
     pub fn dir(state_dir: &Path) -> PathBuf {
@@ -76,6 +105,10 @@ impl Identity {
     pub fn save(&self, state_dir: &Path) -> Result<(), IdentityError> {
         let dir = Self::dir(state_dir);
         files::create_private_dir(&dir)?;
+        // A new registration: a renewal an earlier identity left unfinished is not its.
+        for stale in [NEXT_CERT, NEXT_KEY] {
+            let _ = std::fs::remove_file(dir.join(stale));
+        }
         files::write_atomic(
             &dir.join(TLS_KEY),
             self.tls_key_pem.expose_secret().as_bytes(),
@@ -105,8 +138,10 @@ impl Identity {
     }
 
     /// This identity with a renewed key and certificate, saved into `state_dir/identity`
-    /// before it is returned: the key (0600) first, then the certificate, each replaced
-    /// atomically, so that the next connection uses the pair the endpoint certified.
+    /// before it is returned: the key (0600) first, then the certificate, each written
+    /// beside the current one and then moved into place, so that a crash in between
+    /// leaves either the old pair or (finished by the next [`Identity::load`]) the new
+    /// one, never a key with another key's certificate.
     pub fn renewed(
         &self,
         state_dir: &Path,
@@ -115,11 +150,12 @@ impl Identity {
     ) -> Result<Self, IdentityError> {
         let dir = Self::dir(state_dir);
         files::write_atomic(
-            &dir.join(TLS_KEY),
+            &dir.join(NEXT_KEY),
             tls_key_pem.expose_secret().as_bytes(),
             0o600,
         )?;
-        files::write_atomic(&dir.join(TLS_CERT), cert_pem.as_bytes(), 0o644)?;
+        files::write_atomic(&dir.join(NEXT_CERT), cert_pem.as_bytes(), 0o644)?;
+        finish_renewal(&dir)?;
         Ok(Self {
             host_id: self.host_id.clone(),
             tls_key_pem,
@@ -134,6 +170,7 @@ impl Identity {
         if !dir.join(ID).exists() {
             return Err(IdentityError::NotRegistered(state_dir.to_owned()));
         }
+        finish_renewal(&dir)?;
         let host_id = text(&dir.join(ID), false)?.trim().to_owned();
         if causeway_certs::AgentId::parse(&host_id).is_err() {
             return Err(IdentityError::Invalid(dir.join(ID)));
@@ -244,6 +281,49 @@ mod tests {
         assert_eq!(
             std::fs::metadata(&key).expect("ok").permissions().mode() & 0o777,
             0o600
+        );
+        assert!(!Identity::dir(d.path()).join(NEXT_KEY).exists());
+    }
+
+    #[test]
+    fn a_renewal_cut_short_by_a_crash_leaves_a_matching_pair() {
+        use std::time::Duration;
+        let d = causeway_testkit::TempDir::new("sync-renew-crash");
+        let id = signed(d.path(), SystemTime::now(), Duration::from_secs(3600));
+        id.save(d.path()).expect("saved");
+        let dir = Identity::dir(d.path());
+        let write = |name: &str, text: &str, mode| {
+            files::write_atomic(&dir.join(name), text.as_bytes(), mode).expect("write")
+        };
+        // Crashed after the new key: the old pair stays, the stray key goes.
+        write(NEXT_KEY, "new-key", 0o600);
+        let back = Identity::load(d.path()).expect("loads");
+        assert_eq!(back.cert_pem, id.cert_pem);
+        assert_eq!(
+            back.tls_key_pem.expose_secret(),
+            id.tls_key_pem.expose_secret()
+        );
+        assert!(!dir.join(NEXT_KEY).exists());
+        // Crashed after both were written, or after the key was moved: the new pair.
+        write(NEXT_KEY, "new-key", 0o600);
+        write(NEXT_CERT, "new-cert", 0o644);
+        let back = Identity::load(d.path()).expect("loads");
+        assert_eq!(
+            (
+                back.tls_key_pem.expose_secret().as_str(),
+                back.cert_pem.as_str()
+            ),
+            ("new-key", "new-cert")
+        );
+        write(TLS_KEY, "newer-key", 0o600);
+        write(NEXT_CERT, "newer-cert", 0o644);
+        let back = Identity::load(d.path()).expect("loads");
+        assert_eq!(
+            (
+                back.tls_key_pem.expose_secret().as_str(),
+                back.cert_pem.as_str()
+            ),
+            ("newer-key", "newer-cert")
         );
     }
 }
