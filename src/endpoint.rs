@@ -342,12 +342,15 @@ pub(crate) async fn run_endpoint(
         metrics,
         portal: Some(portal),
     });
-    let authority = Arc::new(CertsAuthority::new(
-        ca,
-        registry,
-        s.require_approval,
-        causeway_certs::DEFAULT_AGENT_CERT_VALIDITY,
-    ));
+    let authority = Arc::new(
+        CertsAuthority::new(
+            ca,
+            registry,
+            s.require_approval,
+            causeway_certs::DEFAULT_AGENT_CERT_VALIDITY,
+        )
+        .with_sync_validity(s.file.sync_certificate_validity),
+    );
     if let Some(l) = metrics_listener {
         tokio::spawn(causeway_federation::web::serve_metrics(
             l,

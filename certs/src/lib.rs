@@ -23,7 +23,9 @@ pub use error::{CertsError, CsrError, DbError, TokenError};
 pub use id::{AgentId, MalformedAgentId};
 pub use request::new_key_and_csr;
 pub use tls::{agent_client_config, server_config, trusting_only};
-pub use util::{fingerprint_of_der, from_unix_secs, host_name, is_fingerprint, unix_secs};
+pub use util::{
+    fingerprint_of_der, from_unix_secs, host_name, is_fingerprint, unix_secs, validity_of_pem,
+};
 
 #[cfg(test)]
 mod tests {

@@ -11,6 +11,20 @@ use sha2::{Digest, Sha256};
 use crate::error::CertsError;
 use crate::id::{AgentId, HEX_LEN};
 
+/// The validity window (not-before, not-after) of the first certificate in `pem`, or
+/// `None` if it holds no parsable X.509 certificate: how a client that keeps only its
+/// PEM learns when to renew.
+pub fn validity_of_pem(pem: &str) -> Option<(SystemTime, SystemTime)> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let der = CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let v = cert.validity();
+    Some((
+        from_unix_secs(v.not_before.timestamp()),
+        from_unix_secs(v.not_after.timestamp()),
+    ))
+}
+
 /// SHA-256 over `der`, lowercase hex: how Causeway names certificates (the hub, the
 /// registry and `causeway certs list` all use this form).
 pub fn fingerprint_of_der(der: &[u8]) -> String {
@@ -177,6 +191,28 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), CertsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_validity_of_an_issued_certificate_is_read_back_from_its_pem() {
+        let d = causeway_testkit::TempDir::new("validity");
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let ca = crate::Ca::load_or_create(&d.path().join("ca"), now).expect("ca");
+        let csr = crate::new_key_and_csr("h").expect("csr").1;
+        let id = AgentId::generate().expect("id");
+        let cert = ca
+            .sign_agent_csr(&csr, &id, now, Duration::from_secs(3600))
+            .expect("cert");
+        assert_eq!(
+            validity_of_pem(cert.pem()),
+            Some((cert.not_before(), cert.not_after()))
+        );
+        assert_eq!(cert.not_after(), now + Duration::from_secs(3600));
+        assert_eq!(validity_of_pem("not a certificate"), None);
+        assert_eq!(
+            validity_of_pem("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+            None
+        );
+    }
 
     #[test]
     fn unix_seconds_round_trip() {

@@ -325,6 +325,12 @@ pub enum Request {
         /// Its report.
         report: RunReport,
     },
+    /// A new certificate for this host's new key (the host is the certificate's, never
+    /// named here); the current one stays valid until it expires.
+    Renew {
+        /// PKCS#10 request for the new key (PEM), bounded as at enrollment.
+        csr_pem: String,
+    },
     /// The latest runs, newest first.
     Runs {
         /// Only this connector's.
@@ -375,6 +381,10 @@ impl fmt::Debug for Request {
                 .field("run", run)
                 .field("status", &report.status)
                 .finish_non_exhaustive(),
+            Request::Renew { csr_pem } => f
+                .debug_struct("Renew")
+                .field("csr_pem_len", &csr_pem.len())
+                .finish(),
             Request::Runs { connector, limit } => f
                 .debug_struct("Runs")
                 .field("connector", connector)
@@ -435,6 +445,11 @@ pub enum Response {
     RunFinished {
         /// The run as recorded.
         record: RunRecord,
+    },
+    /// Answer to Renew: the new certificate (PEM).
+    Renewed {
+        /// For the key whose CSR was sent.
+        cert_pem: String,
     },
     /// Answer to Runs.
     Runs {
@@ -504,6 +519,13 @@ fn check_name(what: &str, s: &str) -> Result<(), MessageError> {
     Ok(())
 }
 
+fn check_csr(csr_pem: &str) -> Result<(), MessageError> {
+    if csr_pem.len() > MAX_ENROLL_LEN {
+        return Err(MessageError::OutOfBounds("csr_pem is too long".into()));
+    }
+    Ok(())
+}
+
 /// Checks an anchor's shape: base64 of 16 bytes (24 characters with padding).
 pub fn check_anchor(a: &str) -> Result<(), MessageError> {
     let ok = a.len() == 24
@@ -558,11 +580,9 @@ impl Request {
                 host_name, csr_pem, ..
             } => {
                 check_name("host_name", host_name)?;
-                if csr_pem.len() > MAX_ENROLL_LEN {
-                    return Err(MessageError::OutOfBounds("csr_pem is too long".into()));
-                }
-                Ok(())
+                check_csr(csr_pem)
             }
+            Request::Renew { csr_pem } => check_csr(csr_pem),
             Request::Hello {
                 software_version, ..
             } => check_name("software_version", software_version),
@@ -648,36 +668,7 @@ pub fn message_len(header: [u8; 4], max: usize) -> Result<usize, MessageError> {
 
 /// Async reading and writing of messages (feature `tokio`).
 #[cfg(feature = "tokio")]
-pub mod io {
-    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
-    use super::{decode, encode, message_len, MessageError};
-
-    /// Reads one message of at most `max` bytes, refusing a bad length before allocating.
-    pub async fn read<T, R>(rd: &mut R, max: usize) -> Result<T, MessageError>
-    where
-        T: for<'de> serde::Deserialize<'de>,
-        R: AsyncRead + Unpin,
-    {
-        let mut header = [0u8; 4];
-        rd.read_exact(&mut header).await?;
-        let len = message_len(header, max)?;
-        let mut body = vec![0u8; len];
-        rd.read_exact(&mut body).await?;
-        decode(&body)
-    }
-
-    /// Writes one message and flushes it.
-    pub async fn write<T, W>(wr: &mut W, value: &T) -> Result<(), MessageError>
-    where
-        T: serde::Serialize,
-        W: AsyncWrite + Unpin,
-    {
-        wr.write_all(&encode(value)).await?;
-        wr.flush().await?;
-        Ok(())
-    }
-}
+pub mod io;
 
 /// Serde for the enrollment token: read straight into a [`Secret`].
 mod secret_text {

@@ -56,6 +56,7 @@ struct Raw {
 #[serde(deny_unknown_fields)]
 struct RawSync {
     lease: Option<Spanned<String>>,
+    certificate_validity: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,6 +154,9 @@ pub(crate) struct ServeConfig {
     pub(crate) anonymous_budget: (u32, u32),
     /// How long a sync host's lease on a connector lasts unless renewed (`[sync] lease`).
     pub(crate) sync_lease: Duration,
+    /// How long a sync host's certificate lasts (`[sync] certificate_validity`); it
+    /// renews at 70 % of it.
+    pub(crate) sync_certificate_validity: Duration,
 }
 
 /// The shortest metrics token accepted: long enough that guessing it is hopeless.
@@ -262,6 +266,7 @@ impl Default for ServeConfig {
             trusted_proxies: TrustedProxies::default(),
             anonymous_budget: DEFAULT_ANONYMOUS_BUDGET,
             sync_lease: causeway_store::DEFAULT_LEASE,
+            sync_certificate_validity: causeway_certs::DEFAULT_AGENT_CERT_VALIDITY,
         }
     }
 }
@@ -412,6 +417,25 @@ impl ServeConfig {
             return Err(at(
                 s,
                 "sync.lease must be between 2s and 10m (a sync host renews it at about a third of it)".into(),
+            ));
+        }
+        cfg.sync_certificate_validity = dur(
+            &raw.sync.certificate_validity,
+            cfg.sync_certificate_validity,
+        )?;
+        let (min, max) = (
+            causeway_certs::MIN_AGENT_CERT_VALIDITY,
+            causeway_certs::MAX_AGENT_CERT_VALIDITY,
+        );
+        if !(min..=max).contains(&cfg.sync_certificate_validity) {
+            let s = raw
+                .sync
+                .certificate_validity
+                .as_ref()
+                .map_or(0..0, Spanned::span);
+            return Err(at(
+                s,
+                "sync.certificate_validity must be between 1m and 365d (a sync host renews at 70 % of it)".into(),
             ));
         }
         if let Some(list) = &raw.server.trusted_proxies {

@@ -190,3 +190,24 @@ fn the_sync_lease_is_read_bounded_and_its_errors_name_the_line() {
     let e = parse("[sync]\nlease = \"1s\"\n").expect_err("short");
     assert!(e.to_string().contains("sync.lease"), "{e}");
 }
+
+#[test]
+fn the_sync_certificate_validity_is_read_and_bounded() {
+    assert_eq!(
+        parse("").expect("empty").sync_certificate_validity,
+        causeway_certs::DEFAULT_AGENT_CERT_VALIDITY
+    );
+    let c = parse("[sync]\ncertificate_validity = \"2m\"\n").expect("valid");
+    assert_eq!(c.sync_certificate_validity, Duration::from_secs(120));
+    for (text, line) in [
+        ("[sync]\ncertificate_validity = \"59s\"\n", 2),
+        ("[sync]\n\ncertificate_validity = \"366d\"\n", 3),
+        ("[sync]\ncertificate_validity = \"later\"\n", 2),
+    ] {
+        let e = parse(text).expect_err(text);
+        assert_eq!(e.line, Some(line), "{text}: {e}");
+        if !text.contains("later") {
+            assert!(e.to_string().contains("sync.certificate_validity"), "{e}");
+        }
+    }
+}

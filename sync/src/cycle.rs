@@ -366,6 +366,8 @@ pub async fn run_loop(
         }
     }
     let mut ch: Option<Channel> = None;
+    let mut renewed: Option<crate::export::identity::Identity> = None;
+    let mut renew_retry = None;
     let mut all_ok = true;
     let mut next_poll = Instant::now();
     let mut holding: BTreeSet<String> = BTreeSet::new();
@@ -374,9 +376,21 @@ pub async fn run_loop(
     loop {
         let due = Instant::now() >= next_poll;
         if ch.is_none() && !cfg.staging {
-            if let Some(id) = identity {
-                match Channel::open(&cfg.endpoints, id).await {
-                    Ok(c) => ch = Some(c),
+            // A certificate renewed on an earlier connection replaces the loaded one.
+            if let Some(id) = renewed.as_ref().or(identity) {
+                let now = std::time::SystemTime::now();
+                let opened = crate::export::channel::open_renewing(
+                    &cfg.endpoints,
+                    id,
+                    &cfg.state_dir,
+                    now,
+                    &mut renew_retry,
+                );
+                match opened.await {
+                    Ok((c, new)) => {
+                        renewed = new.or(renewed);
+                        ch = Some(c);
+                    }
                     Err(e) => {
                         all_ok = false;
                         tracing::warn!(error = %e, "cannot open the ingestion channel; importing only until it opens");

@@ -20,6 +20,8 @@ pub struct CertsAuthority {
     registry: SqliteAgents,
     require_approval: bool,
     validity: Duration,
+    /// How long sync hosts' certificates last (`[sync] certificate_validity`).
+    sync_validity: Duration,
 }
 
 impl std::fmt::Debug for CertsAuthority {
@@ -39,7 +41,19 @@ impl CertsAuthority {
             registry,
             require_approval,
             validity,
+            sync_validity: validity,
         }
+    }
+
+    /// The same, issuing sync hosts' certificates valid for `validity` instead.
+    pub fn with_sync_validity(mut self, validity: Duration) -> Self {
+        self.sync_validity = validity;
+        self
+    }
+
+    /// How long the sync hosts' certificates it issues are valid.
+    pub(crate) fn sync_validity(&self) -> Duration {
+        self.sync_validity
     }
 
     /// The CA.
@@ -55,11 +69,6 @@ impl CertsAuthority {
     /// Whether new hosts wait for `causeway certs approve`.
     pub(crate) fn require_approval(&self) -> bool {
         self.require_approval
-    }
-
-    /// How long the certificates it issues are valid.
-    pub(crate) fn validity(&self) -> Duration {
-        self.validity
     }
 
     pub(crate) fn status(&self, id: &AgentId) -> Result<(), Refusal> {

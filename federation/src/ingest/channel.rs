@@ -330,6 +330,24 @@ impl Ready {
                     Err(e) => refused(e),
                 }
             }
+            Request::Renew { csr_pem } => {
+                let (a, h) = (ctx.authority.clone(), host.to_owned());
+                let result = tokio::task::spawn_blocking(move || a.renew_sync(&h, &csr_pem))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err("renewal failed on the endpoint; its log says why".into())
+                    });
+                match result {
+                    Ok(cert_pem) => {
+                        info!(%host, "sync host certificate renewed");
+                        Response::Renewed { cert_pem }
+                    }
+                    Err(reason) => {
+                        warn!(%host, %reason, "sync host renewal refused");
+                        Response::Refused { reason }
+                    }
+                }
+            }
             Request::Runs { connector, limit } => {
                 let limit = usize::try_from(limit.min(100)).unwrap_or(100);
                 match ctx.store.runs(connector.as_deref(), limit).await {
@@ -407,6 +425,7 @@ fn name(r: &Request) -> &'static str {
         Request::StartRun { .. } => "start_run",
         Request::Batch { .. } => "batch",
         Request::FinishRun { .. } => "finish_run",
+        Request::Renew { .. } => "renew",
         Request::Runs { .. } => "runs",
     }
 }

@@ -54,6 +54,10 @@ pub trait SyncAuthority: Send + Sync + 'static {
         host_name: &str,
         csr_pem: &str,
     ) -> Result<Enrollment, String>;
+    /// Signs a new certificate for the connected, still approved host `host_id` (the
+    /// certificate's, never a message's) from `csr_pem`, and records it so that the
+    /// current certificate stays valid until it expires. `Err` is told to the host.
+    fn renew_sync(&self, host_id: &str, csr_pem: &str) -> Result<String, String>;
     /// Notes that the host connected.
     fn touch_sync(&self, host_id: &str);
 }

@@ -21,8 +21,13 @@ const ANCHOR: &str = "AAECAwQFBgcICQoLDA0ODw==";
 const HOST: &str = "agt-00000000000000aa";
 const OTHER: &str = "agt-00000000000000bb";
 
-/// Allows the host until told otherwise; counts the enrollments it was asked for.
-struct FakeAuthority(Mutex<Result<(), Refusal>>, Mutex<usize>);
+/// Allows the host until told otherwise; counts the enrollments it was asked for, and
+/// records the (host, CSR) of each renewal.
+struct FakeAuthority(
+    Mutex<Result<(), Refusal>>,
+    Mutex<usize>,
+    Mutex<Vec<(String, String)>>,
+);
 
 impl SyncAuthority for FakeAuthority {
     fn authorize_sync(&self, _fp: &str) -> Result<String, HostRefused> {
@@ -34,6 +39,12 @@ impl SyncAuthority for FakeAuthority {
     fn enroll_sync(&self, _t: &str, _h: &str, _c: &str) -> Result<Enrollment, String> {
         *crate::lock(&self.1) += 1;
         Err("not in these tests".into())
+    }
+    fn renew_sync(&self, host_id: &str, csr_pem: &str) -> Result<String, String> {
+        let allowed = *crate::lock(&self.0);
+        allowed.map_err(|r| refusal_reason(r, Some(host_id)))?;
+        crate::lock(&self.2).push((host_id.to_owned(), csr_pem.to_owned()));
+        Ok(format!("cert for {host_id}"))
     }
     fn touch_sync(&self, _host_id: &str) {}
 }
@@ -48,7 +59,11 @@ impl Rig {
     fn new() -> Self {
         Self {
             store: Arc::new(FakeSynced::default()),
-            authority: Arc::new(FakeAuthority(Mutex::new(Ok(())), Mutex::new(0))),
+            authority: Arc::new(FakeAuthority(
+                Mutex::new(Ok(())),
+                Mutex::new(0),
+                Mutex::new(Vec::new()),
+            )),
             metrics: Metrics::new(),
         }
     }
@@ -515,4 +530,107 @@ async fn an_enrollment_that_sends_nothing_is_closed_at_its_deadline() {
             .expect("eof"),
         0
     );
+}
+
+#[tokio::test]
+async fn a_renewal_is_signed_for_the_certificate_host_and_the_channel_goes_on() {
+    let rig = Rig::new();
+    let (mut io, task) = rig.channel(HOST);
+    ask(&mut io, &hello()).await;
+    let answer = ask(
+        &mut io,
+        &Request::Renew {
+            csr_pem: "csr".into(),
+        },
+    )
+    .await;
+    assert_eq!(
+        answer,
+        Response::Renewed {
+            cert_pem: format!("cert for {HOST}")
+        }
+    );
+    assert_eq!(
+        *crate::lock(&rig.authority.2),
+        vec![(HOST.to_owned(), "csr".to_owned())]
+    );
+    // The channel goes on after a renewal.
+    assert!(matches!(
+        ask(
+            &mut io,
+            &Request::Lease {
+                connector: "corp".into()
+            }
+        )
+        .await,
+        Response::Lease { granted: true, .. }
+    ));
+    drop(io);
+    assert_eq!(task.await.expect("task"), Ended::Closed);
+}
+
+#[tokio::test]
+async fn a_renewal_before_hello_closes_and_a_refused_one_is_refused_with_the_reason() {
+    let rig = Rig::new();
+    let (mut io, task) = rig.channel(HOST);
+    let reason = refused_reason(
+        ask(
+            &mut io,
+            &Request::Renew {
+                csr_pem: "csr".into(),
+            },
+        )
+        .await,
+    );
+    assert!(reason.contains("must be hello"), "{reason}");
+    assert!(matches!(task.await.expect("task"), Ended::Malformed(_)));
+    assert!(crate::lock(&rig.authority.2).is_empty());
+
+    // Refused by the authority (here: the host lost its approval between the channel's
+    // check and the signature): answered, nothing signed.
+    struct Refusing;
+    impl SyncAuthority for Refusing {
+        fn authorize_sync(&self, _fp: &str) -> Result<String, HostRefused> {
+            Ok(HOST.into())
+        }
+        fn sync_still_allowed(&self, _h: &str) -> Result<(), Refusal> {
+            Ok(())
+        }
+        fn enroll_sync(&self, _t: &str, _h: &str, _c: &str) -> Result<Enrollment, String> {
+            Err("no".into())
+        }
+        fn renew_sync(&self, _h: &str, _c: &str) -> Result<String, String> {
+            Err("this sync host may not renew: revoked".into())
+        }
+        fn touch_sync(&self, _h: &str) {}
+    }
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let store = rig.store.clone();
+    let metrics = rig.metrics.clone();
+    let task = tokio::spawn(async move {
+        let ctx = Context {
+            store: store.as_ref(),
+            authority: Arc::new(Refusing),
+            metrics: &metrics,
+            host: HOST,
+            endpoint_id: "ep-1",
+            lease: Duration::from_secs(60),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        };
+        serve(server, &ctx).await
+    });
+    let mut io = client;
+    ask(&mut io, &hello()).await;
+    let reason = refused_reason(
+        ask(
+            &mut io,
+            &Request::Renew {
+                csr_pem: "csr".into(),
+            },
+        )
+        .await,
+    );
+    assert_eq!(reason, "this sync host may not renew: revoked");
+    drop(io);
+    assert_eq!(task.await.expect("task"), Ended::Closed);
 }

@@ -105,3 +105,34 @@ fn bad_lengths_unknown_fields_and_bad_anchors_are_refused() {
         .to_string()
         .contains("changes"));
 }
+
+#[test]
+fn a_renewal_round_trips_is_bounded_like_enrollment_and_hides_its_pem_in_debug() {
+    let csr =
+        "-----BEGIN CERTIFICATE REQUEST-----\nMIIBcsr-body\n-----END CERTIFICATE REQUEST-----\n";
+    let back: Request = decode(
+        &encode(&Request::Renew {
+            csr_pem: csr.into(),
+        })[4..],
+    )
+    .expect("ok");
+    back.check().expect("ok");
+    let shown = format!("{back:?}");
+    assert!(!shown.contains("MIIBcsr-body"), "{shown}");
+    assert!(matches!(&back, Request::Renew { csr_pem } if csr_pem == csr));
+    let big = Request::Renew {
+        csr_pem: "x".repeat(MAX_ENROLL_LEN + 1),
+    };
+    assert!(big
+        .check()
+        .expect_err("refused")
+        .to_string()
+        .contains("csr_pem"));
+    let e = decode::<Request>(br#"{"type":"renew","csr_pem":"x","host_id":"agt-1"}"#)
+        .expect_err("a renewal names no host");
+    assert!(matches!(e, MessageError::Malformed { .. }), "{e}");
+    let r = Response::Renewed {
+        cert_pem: "cert".into(),
+    };
+    assert_eq!(decode::<Response>(&encode(&r)[4..]).expect("ok"), r);
+}

@@ -3,8 +3,9 @@
 //! `causeway-sync/1`, then one request at a time, each answered within a deadline. And
 //! enrollment (`causeway sync register`) on `causeway-sync-enroll/1` with a one-time token.
 
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use causeway_certs::pinned::{enrollment_client_config, pem_der};
 use causeway_credential::Secret;
@@ -21,6 +22,40 @@ use super::identity::Identity;
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the endpoint may take to answer one request (a batch of 1000 objects included).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long a host waits after a failed renewal before asking again; it goes on with its
+/// current certificate meanwhile (renewal starts with 30 % of its life left).
+const RENEW_RETRY: Duration = Duration::from_secs(10 * 60);
+
+/// Opens a channel with `identity` and renews its certificate if due at `now` (see
+/// [`Channel::renew_if_due`]), unless a failed renewal asked to wait until `retry_at`. A
+/// failed renewal is logged and does not stop the export: the channel is opened again
+/// (an endpoint that does not know renewal closes it) with the current certificate.
+/// Returns the channel and the renewed identity, if any, for the next connection.
+pub async fn open_renewing(
+    endpoints: &[(String, u16)],
+    identity: &Identity,
+    state_dir: &Path,
+    now: SystemTime,
+    retry_at: &mut Option<SystemTime>,
+) -> Result<(Channel, Option<Identity>), ChannelError> {
+    let mut ch = Channel::open(endpoints, identity).await?;
+    if retry_at.is_some_and(|t| now < t) {
+        return Ok((ch, None));
+    }
+    match ch.renew_if_due(identity, state_dir, now).await {
+        Ok(renewed) => {
+            *retry_at = None;
+            Ok((ch, renewed))
+        }
+        Err(e) => {
+            tracing::warn!(host = %identity.host_id, error = %e, retry_in_s = RENEW_RETRY.as_secs(), "cannot renew the sync host's certificate; the current one is used meanwhile");
+            *retry_at = Some(now + RENEW_RETRY);
+            drop(ch);
+            Ok((Channel::open(endpoints, identity).await?, None))
+        }
+    }
+}
 
 /// Why talking to the endpoint failed.
 #[derive(Debug, thiserror::Error)]
@@ -242,6 +277,57 @@ impl Channel {
         lease_of(r)
     }
 
+    /// Asks for a certificate for the key of `csr_pem` (this host's: the endpoint takes
+    /// the host from the certificate the channel was opened with) and returns it.
+    pub async fn renew(&mut self, csr_pem: String) -> Result<String, ChannelError> {
+        match self.ask(&Request::Renew { csr_pem }).await? {
+            Response::Renewed { cert_pem } => Ok(cert_pem),
+            _ => Err(ChannelError::Unexpected("expected Renewed")),
+        }
+    }
+
+    /// Renews `identity`'s certificate over this channel if 70 % of its life has passed
+    /// at `now`: a new key and CSR made here, the answer checked to be a certificate
+    /// for the new key's client config, then saved into `state_dir` (key, then
+    /// certificate) before it is returned for the next connection. `Ok(None)` when not
+    /// due. The current connection goes on with the old certificate, which the endpoint
+    /// accepts until it expires.
+    pub async fn renew_if_due(
+        &mut self,
+        identity: &Identity,
+        state_dir: &Path,
+        now: SystemTime,
+    ) -> Result<Option<Identity>, ChannelError> {
+        if !identity.renewal_due(now) {
+            return Ok(None);
+        }
+        let (key, csr) = causeway_certs::new_key_and_csr(&identity.host_id)
+            .map_err(|e| ChannelError::Identity(e.to_string()))?;
+        let cert_pem = self.renew(csr).await?;
+        // Refuse an answer that does not make a usable pair before replacing anything.
+        causeway_certs::agent_client_config(
+            &identity.ca_pem,
+            &cert_pem,
+            &key,
+            vec![wire::ALPN.to_vec()],
+        )
+        .map_err(|e| ChannelError::Identity(format!("the renewed certificate: {e}")))?;
+        if causeway_certs::validity_of_pem(&cert_pem).is_none() {
+            return Err(ChannelError::Unexpected(
+                "a renewed certificate that does not parse",
+            ));
+        }
+        let renewed = identity
+            .renewed(state_dir, key, cert_pem)
+            .map_err(|e| ChannelError::Identity(e.to_string()))?;
+        let not_after = renewed
+            .validity()
+            .map(|(_, na)| causeway_certs::unix_secs(na))
+            .unwrap_or_default();
+        tracing::info!(host = %identity.host_id, not_after, "sync host certificate renewed; the next connection uses it");
+        Ok(Some(renewed))
+    }
+
     /// Records the start of a run and returns its number.
     pub async fn start_run(
         &mut self,
@@ -328,3 +414,6 @@ fn lease_of(r: Response) -> Result<Lease, ChannelError> {
         _ => Err(ChannelError::Unexpected("expected Lease")),
     }
 }
+
+#[cfg(test)]
+mod tests;

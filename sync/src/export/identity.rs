@@ -3,6 +3,7 @@
 //! pinned at enrollment. The id is written last: its presence means "registered".
 
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use causeway_config::files::{self, FileError};
 use causeway_credential::Secret;
@@ -12,6 +13,10 @@ const ID: &str = "sync.id";
 const TLS_KEY: &str = "tls.key";
 const TLS_CERT: &str = "tls.pem";
 const CA: &str = "ca.pem";
+/// A renewed pair is written under these names first, then moved into place; one left
+/// behind by a crash is finished by the next [`Identity::load`].
+const NEXT_KEY: &str = "tls.key.next";
+const NEXT_CERT: &str = "tls.pem.next";
 
 /// What `causeway sync register` obtained.
 pub struct Identity {
@@ -60,6 +65,31 @@ fn text(path: &Path, private: bool) -> Result<String, IdentityError> {
     String::from_utf8(bytes).map_err(|_| IdentityError::Invalid(path.to_owned()))
 }
 
+fn rename(from: &Path, to: &Path) -> Result<(), IdentityError> {
+    std::fs::rename(from, to).map_err(|error| {
+        IdentityError::File(FileError::Io {
+            path: to.to_owned(),
+            error,
+        })
+    })
+}
+
+/// Moves a renewed pair into place. The certificate is written after the key, so its
+/// presence means the pair is complete (the key may already have been moved); a key
+/// alone is a renewal that never finished and is dropped.
+fn finish_renewal(dir: &Path) -> Result<(), IdentityError> {
+    let (key, cert) = (dir.join(NEXT_KEY), dir.join(NEXT_CERT));
+    if cert.exists() {
+        if key.exists() {
+            rename(&key, &dir.join(TLS_KEY))?;
+        }
+        rename(&cert, &dir.join(TLS_CERT))?;
+    } else if key.exists() {
+        let _ = std::fs::remove_file(&key);
+    }
+    Ok(())
+}
+
 impl Identity {
     /// The identity directory inside `state_dir`.
     pub fn dir(state_dir: &Path) -> PathBuf {
@@ -75,6 +105,10 @@ impl Identity {
     pub fn save(&self, state_dir: &Path) -> Result<(), IdentityError> {
         let dir = Self::dir(state_dir);
         files::create_private_dir(&dir)?;
+        // A new registration: a renewal an earlier identity left unfinished is not its.
+        for stale in [NEXT_CERT, NEXT_KEY] {
+            let _ = std::fs::remove_file(dir.join(stale));
+        }
         files::write_atomic(
             &dir.join(TLS_KEY),
             self.tls_key_pem.expose_secret().as_bytes(),
@@ -90,12 +124,53 @@ impl Identity {
         Ok(())
     }
 
+    /// The certificate's validity window (not-before, not-after).
+    pub fn validity(&self) -> Result<(SystemTime, SystemTime), IdentityError> {
+        causeway_certs::validity_of_pem(&self.cert_pem)
+            .ok_or_else(|| IdentityError::Invalid(PathBuf::from(TLS_CERT)))
+    }
+
+    /// Whether 70 % of the certificate's life has passed at `now` (as agents renew),
+    /// leaving the rest to retry; an unreadable certificate is due.
+    pub fn renewal_due(&self, now: SystemTime) -> bool {
+        self.validity()
+            .map_or(true, |(nb, na)| causeway_certs::renewal_due(nb, na, now))
+    }
+
+    /// This identity with a renewed key and certificate, saved into `state_dir/identity`
+    /// before it is returned: the key (0600) first, then the certificate, each written
+    /// beside the current one and then moved into place, so that a crash in between
+    /// leaves either the old pair or (finished by the next [`Identity::load`]) the new
+    /// one, never a key with another key's certificate.
+    pub fn renewed(
+        &self,
+        state_dir: &Path,
+        tls_key_pem: Secret<String>,
+        cert_pem: String,
+    ) -> Result<Self, IdentityError> {
+        let dir = Self::dir(state_dir);
+        files::write_atomic(
+            &dir.join(NEXT_KEY),
+            tls_key_pem.expose_secret().as_bytes(),
+            0o600,
+        )?;
+        files::write_atomic(&dir.join(NEXT_CERT), cert_pem.as_bytes(), 0o644)?;
+        finish_renewal(&dir)?;
+        Ok(Self {
+            host_id: self.host_id.clone(),
+            tls_key_pem,
+            cert_pem,
+            ca_pem: self.ca_pem.clone(),
+        })
+    }
+
     /// Loads from `state_dir/identity`; the key must not be readable by others.
     pub fn load(state_dir: &Path) -> Result<Self, IdentityError> {
         let dir = Self::dir(state_dir);
         if !dir.join(ID).exists() {
             return Err(IdentityError::NotRegistered(state_dir.to_owned()));
         }
+        finish_renewal(&dir)?;
         let host_id = text(&dir.join(ID), false)?.trim().to_owned();
         if causeway_certs::AgentId::parse(&host_id).is_err() {
             return Err(IdentityError::Invalid(dir.join(ID)));
@@ -142,5 +217,113 @@ mod tests {
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).expect("ok");
         let e = Identity::load(d.path()).expect_err("refused");
         assert!(e.to_string().contains("chmod 600"), "{e}");
+    }
+
+    /// An identity whose certificate the CA signed at `issued` for `validity`.
+    fn signed(d: &Path, issued: SystemTime, validity: std::time::Duration) -> Identity {
+        let ca = causeway_certs::Ca::load_or_create(&d.join("ca"), issued).expect("ca");
+        let (key, csr) = causeway_certs::new_key_and_csr("sync-1").expect("csr");
+        let id = causeway_certs::AgentId::generate().expect("id");
+        let cert = ca
+            .sign_agent_csr(&csr, &id, issued, validity)
+            .expect("cert");
+        Identity {
+            host_id: id.as_str().to_owned(),
+            tls_key_pem: key,
+            cert_pem: cert.pem().to_owned(),
+            ca_pem: ca.cert_pem().to_owned(),
+        }
+    }
+
+    #[test]
+    fn renewal_is_due_at_70_percent_of_the_certificates_life() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let d = causeway_testkit::TempDir::new("sync-renewal-due");
+        let issued = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let id = signed(d.path(), issued, Duration::from_secs(10 * 3600));
+        let (nb, na) = id.validity().expect("readable");
+        assert_eq!(na, issued + Duration::from_secs(10 * 3600));
+        let mark = nb + (na.duration_since(nb).expect("ordered")) * 7 / 10;
+        assert!(!id.renewal_due(issued));
+        assert!(!id.renewal_due(mark - Duration::from_secs(1)));
+        assert!(id.renewal_due(mark));
+        let broken = Identity {
+            cert_pem: "not a certificate".into(),
+            ..id
+        };
+        assert!(broken.renewal_due(issued));
+    }
+
+    #[test]
+    fn a_renewed_identity_is_saved_key_first_and_loads_back() {
+        use std::time::Duration;
+        let d = causeway_testkit::TempDir::new("sync-renewed");
+        let now = SystemTime::now();
+        let id = signed(d.path(), now, Duration::from_secs(3600));
+        id.save(d.path()).expect("saved");
+        let (key, _) = causeway_certs::new_key_and_csr("sync-1").expect("key");
+        let new = id
+            .renewed(d.path(), key, "renewed-cert".into())
+            .expect("saved");
+        let back = Identity::load(d.path()).expect("loads");
+        assert_eq!(back.host_id, id.host_id);
+        assert_eq!(back.cert_pem, "renewed-cert");
+        assert_eq!(back.ca_pem, id.ca_pem);
+        assert_eq!(
+            back.tls_key_pem.expose_secret(),
+            new.tls_key_pem.expose_secret()
+        );
+        assert_ne!(
+            back.tls_key_pem.expose_secret(),
+            id.tls_key_pem.expose_secret()
+        );
+        let key = Identity::dir(d.path()).join(TLS_KEY);
+        assert_eq!(
+            std::fs::metadata(&key).expect("ok").permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(!Identity::dir(d.path()).join(NEXT_KEY).exists());
+    }
+
+    #[test]
+    fn a_renewal_cut_short_by_a_crash_leaves_a_matching_pair() {
+        use std::time::Duration;
+        let d = causeway_testkit::TempDir::new("sync-renew-crash");
+        let id = signed(d.path(), SystemTime::now(), Duration::from_secs(3600));
+        id.save(d.path()).expect("saved");
+        let dir = Identity::dir(d.path());
+        let write = |name: &str, text: &str, mode| {
+            files::write_atomic(&dir.join(name), text.as_bytes(), mode).expect("write")
+        };
+        // Crashed after the new key: the old pair stays, the stray key goes.
+        write(NEXT_KEY, "new-key", 0o600);
+        let back = Identity::load(d.path()).expect("loads");
+        assert_eq!(back.cert_pem, id.cert_pem);
+        assert_eq!(
+            back.tls_key_pem.expose_secret(),
+            id.tls_key_pem.expose_secret()
+        );
+        assert!(!dir.join(NEXT_KEY).exists());
+        // Crashed after both were written, or after the key was moved: the new pair.
+        write(NEXT_KEY, "new-key", 0o600);
+        write(NEXT_CERT, "new-cert", 0o644);
+        let back = Identity::load(d.path()).expect("loads");
+        assert_eq!(
+            (
+                back.tls_key_pem.expose_secret().as_str(),
+                back.cert_pem.as_str()
+            ),
+            ("new-key", "new-cert")
+        );
+        write(TLS_KEY, "newer-key", 0o600);
+        write(NEXT_CERT, "newer-cert", 0o644);
+        let back = Identity::load(d.path()).expect("loads");
+        assert_eq!(
+            (
+                back.tls_key_pem.expose_secret().as_str(),
+                back.cert_pem.as_str()
+            ),
+            ("newer-key", "newer-cert")
+        );
     }
 }
