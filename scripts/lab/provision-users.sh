@@ -27,7 +27,7 @@
 # (57.7 s at load 4.5); a second call 0.7 s.
 #
 # Knobs: CAUSEWAY_LAB_DIR (the lab folder, as scripts/lab.sh), BENCH_OU (Bench),
-# BENCH_PREFIX (bench: the names' prefix), BENCH_FOREST (ad: the first forest; ad2: the second, which `causeway bench sync` fills
+# BENCH_PREFIX (bench: the names' prefix, letters and digits ending with a letter), BENCH_FOREST (ad: the first forest; ad2: the second, which `causeway bench sync` fills
 # with its N users so that the other tests' full imports of the first stay small).
 set -euo pipefail
 
@@ -48,7 +48,9 @@ die() { say "error: $*"; exit 1; }
 case "$N" in ''|*[!0-9]*) die "N must be a number of users, got '$N'";; esac
 [ "$N" -le 99999 ] || die "N must be at most 99999 (five-digit names), got $N"
 case "$OU" in *[!A-Za-z0-9-]*|'') die "BENCH_OU must be a plain name, got '$OU'";; esac
-case "$PREFIX" in *[!a-z]*|'') die "BENCH_PREFIX must be lowercase letters, got '$PREFIX'";; esac
+case "$PREFIX" in [a-z]*) ;; *) die "BENCH_PREFIX must start with a lowercase letter, got '$PREFIX'";; esac
+case "$PREFIX" in *[!a-z0-9]*) die "BENCH_PREFIX must be lowercase letters and digits, got '$PREFIX'";; esac
+case "$PREFIX" in *[0-9]) die "BENCH_PREFIX must end with a letter (the number follows it), got '$PREFIX'";; esac
 [ "${#PREFIX}" -le 15 ] || die "BENCH_PREFIX must be at most 15 letters (sAMAccountName is 20)"
 [ "$(id -u)" = 0 ] || die "must run as root (it writes the DC's sam.ldb)"
 [ -e "$DIR/dc/private/sam.ldb" ] || die "no lab DC at $DIR (run: sudo scripts/lab.sh start)"

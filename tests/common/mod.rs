@@ -4,6 +4,7 @@
 pub mod agent_hub;
 pub mod endpoint;
 pub mod federation;
+pub mod sync_host;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -53,20 +53,14 @@ fn facts(path: &Path) -> Result<std::collections::HashMap<String, String>> {
         .collect())
 }
 
-/// Makes sure `forest` (`ad` or `ad2`) holds `n` bench users; returns OU=Bench's DN.
-fn provision(script: &Path, forest: &str, prefix: &str, n: u32) -> Result<String> {
+/// Makes sure `forest` (`ad` or `ad2`) holds `n` bench users named `prefix` + number in
+/// OU=`ou`; returns the OU's DN.
+fn provision(script: &Path, forest: &str, ou: &str, prefix: &str, n: u32) -> Result<String> {
     let out = Command::new(script)
         .arg(n.to_string())
         .env("BENCH_FOREST", forest)
         .env("BENCH_PREFIX", prefix)
-        .env(
-            "BENCH_OU",
-            if prefix == "bench" {
-                "Bench"
-            } else {
-                "BenchQuarter"
-            },
-        )
+        .env("BENCH_OU", ou)
         .stderr(Stdio::inherit())
         .output()
         .with_context(|| format!("run {}", script.display()))?;
@@ -242,12 +236,34 @@ pub(crate) async fn run(args: SyncArgs) -> Result<()> {
         "causeway bench sync: N = {n} users (N/4 = {quarter}), {} changes",
         args.changes
     );
-    let ou_big = provision(&args.provision, "ad2", "bench", n)?;
+    // Each size has its own OU and names, so that an OU made for another size never
+    // holds more than N users (provisioning adds, it never deletes).
+    let (big_ou, big_prefix) = if n == 20_000 {
+        ("Bench".to_owned(), "bench".to_owned())
+    } else {
+        (format!("Bench{n}"), format!("b{n}x"))
+    };
+    let ou_big = provision(&args.provision, "ad2", &big_ou, &big_prefix, n)?;
     // The first forest's own names (its tests make a few `bench…` users of their own).
-    let ou_small = provision(&args.provision, "ad", "benchq", quarter)?;
+    let (small_ou, small_prefix) = if quarter == 5_000 {
+        ("BenchQuarter".to_owned(), "benchq".to_owned())
+    } else {
+        (format!("BenchQ{quarter}"), format!("q{quarter}x"))
+    };
+    let ou_small = provision(&args.provision, "ad", &small_ou, &small_prefix, quarter)?;
     let root = std::env::temp_dir().join(format!("causeway-bench-sync-{}", std::process::id()));
     std::fs::create_dir_all(&root)?;
-    let result = measure(&args, &big, &small, &ou_big, &ou_small, &root, n, quarter).await;
+    let result = measure(
+        &args,
+        &big,
+        &small,
+        (&ou_big, &big_prefix),
+        &ou_small,
+        &root,
+        n,
+        quarter,
+    )
+    .await;
     let _ = std::fs::remove_dir_all(&root);
     result
 }
@@ -257,7 +273,7 @@ async fn measure(
     args: &SyncArgs,
     big: &Forest,
     small: &Forest,
-    ou_big: &str,
+    (ou_big, prefix): (&str, &str),
     ou_small: &str,
     root: &Path,
     n: u32,
@@ -293,7 +309,7 @@ async fn measure(
         .list_users(false)
         .await?
         .iter()
-        .filter(|u| u.upn.starts_with("bench"))
+        .filter(|u| u.upn.starts_with(prefix))
         .count();
     if users < n as usize {
         bail!("only {users} of {n} users reached the endpoint");
@@ -334,7 +350,7 @@ async fn measure(
     let mut admin = big.bind(&big.admin_dn, &big.admin_password).await?;
     let mut latencies = Vec::new();
     for i in 0..args.changes {
-        let sam = format!("bench{:05}", (i * 7919) % n);
+        let sam = format!("{prefix}{:05}", (i * 7919) % n);
         let dn = format!("CN={sam},{ou_big}");
         let value = format!("Changed {} {i}", std::process::id());
         let upn = format!("{sam}@{}", big.dns);
