@@ -294,7 +294,8 @@ async fn measure(
     let _ = ldap.unbind().await;
     let raw_rate = raw.objects_per_second().unwrap_or(0.0);
     println!(
-        "baseline  raw paged LDAPS search of OU=Bench: {} entries in {:.2} s = {raw_rate:.0} objects/s",
+        "baseline  raw paged LDAPS search of {}: {} entries in {:.2} s = {raw_rate:.0} objects/s",
+        ou_big.split(',').next().unwrap_or(ou_big),
         raw.objects,
         raw.elapsed.as_secs_f64()
     );
