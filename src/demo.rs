@@ -172,7 +172,7 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<()> {
         match start_agent(env, &data_dir, &dir, bound).await {
             Ok(()) => {
                 agent_line = format!(
-                    "AD lab: `causeway sync` synchronised {synced} AD users and keeps them current; an agent is enrolled and connected. Try {} with its lab password (scripts/lab.sh env).",
+                    "AD lab: `causeway sync` synchronised {synced} AD objects (users, groups, contacts, OUs) and keeps them current; an agent is enrolled and connected. Try {} with its lab password (scripts/lab.sh env).",
                     env.get("AD_ALICE_UPN").map_or("alice@…", String::as_str)
                 );
             }
@@ -210,7 +210,7 @@ async fn lab_is_up(env: &HashMap<String, String>) -> bool {
 
 /// Registers a sync host with the demo endpoint and keeps `causeway sync` running against
 /// the lab's AD (the whole domain but the benchmark's OU), as an administrator would with
-/// `causeway sync register` and `causeway sync run`. Returns how many users the first
+/// `causeway sync register` and `causeway sync run`. Returns how many objects the first
 /// round added (0 on later starts, when they are already there).
 async fn start_sync(
     env: &HashMap<String, String>,

@@ -1,4 +1,5 @@
-//! Whether an object is in a connector's scope: under `base_dn`, under one of `include_ous`
+//! Whether an object is in a connector's scope: under `base_dn`, not a critical system
+//! object (Administrator, krbtgt, the built-in groups), under one of `include_ous`
 //! (when any are given), under none of `exclude_ous`, and matching `filter`. An object that
 //! was in scope and no longer is becomes a deletion at the endpoint; the reason is kept so
 //! `causeway sync object` can say which rule decided.
@@ -19,6 +20,9 @@ pub enum Decision {
     In,
     /// Not under `base_dn`.
     OutsideBase,
+    /// A critical system object (`isCriticalSystemObject`: Administrator, Guest, krbtgt,
+    /// the built-in groups): never synchronised, as Entra Connect never does.
+    SystemObject,
     /// Not under any of `include_ous`.
     NotIncluded,
     /// Under this excluded OU.
@@ -37,6 +41,7 @@ impl fmt::Display for Decision {
         match self {
             Self::In => f.write_str("in scope"),
             Self::OutsideBase => f.write_str("out of scope: not under base_dn"),
+            Self::SystemObject => f.write_str("out of scope: a critical system object"),
             Self::NotIncluded => f.write_str("out of scope: under none of include_ous"),
             Self::Excluded(ou) => write!(f, "out of scope: under excluded {ou}"),
             Self::Filtered => f.write_str("out of scope: does not match filter"),
@@ -52,6 +57,13 @@ impl fmt::Display for Decision {
 pub fn decide(c: &Connector, dn: &str, attrs: &BTreeMap<String, Values>) -> Decision {
     if !is_under(dn, &c.base_dn) {
         return Decision::OutsideBase;
+    }
+    if attrs
+        .get("iscriticalsystemobject")
+        .and_then(|v| v.values.first())
+        .is_some_and(|v| v.eq_ignore_ascii_case(b"TRUE"))
+    {
+        return Decision::SystemObject;
     }
     if !c.include_ous.is_empty() && !c.include_ous.iter().any(|ou| is_under(dn, ou)) {
         return Decision::NotIncluded;
@@ -124,6 +136,18 @@ base_dn = "DC=corp"
             decide(&c, "CN=a,OU=Staff,DC=corp", &attrs("HR")),
             Decision::Filtered,
             "an edit out of the filter leaves scope"
+        );
+        let mut system = attrs("Sales");
+        system.insert(
+            "iscriticalsystemobject".into(),
+            Values {
+                values: vec![b"TRUE".to_vec()],
+                ..Values::default()
+            },
+        );
+        assert_eq!(
+            decide(&c, "CN=Administrator,OU=Staff,DC=corp", &system).to_string(),
+            "out of scope: a critical system object"
         );
     }
 

@@ -77,6 +77,7 @@ impl Mapping {
             "manager",
             "member",
             "sAMAccountName",
+            "isCriticalSystemObject",
         ]
         .into_iter()
         .map(str::to_owned)

@@ -24,6 +24,7 @@ const PAGE: usize = 128;
 enum Scope {
     In,
     OutsideBase,
+    SystemObject,
     NotIncluded,
     /// The position in `exclude_ous`.
     Excluded(u32),
@@ -37,6 +38,7 @@ impl Scope {
         match d {
             Decision::In => Self::In,
             Decision::OutsideBase => Self::OutsideBase,
+            Decision::SystemObject => Self::SystemObject,
             Decision::NotIncluded => Self::NotIncluded,
             // `scope::decide` names one of `exclude_ous`, so the position is found.
             Decision::Excluded(ou) => Self::Excluded(
@@ -55,6 +57,7 @@ impl Scope {
         match self {
             Self::In => Decision::In,
             Self::OutsideBase => Decision::OutsideBase,
+            Self::SystemObject => Decision::SystemObject,
             Self::NotIncluded => Decision::NotIncluded,
             Self::Excluded(i) => {
                 Decision::Excluded(c.exclude_ous.get(i as usize).cloned().unwrap_or_default())
