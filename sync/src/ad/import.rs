@@ -18,6 +18,7 @@ use ldap3::{Ldap, Scope, SearchEntry};
 
 use super::dirsync::{self, Cookie, DirSyncError};
 use super::entry::{Entry, EntryError};
+use super::paged::{PageError, Pager};
 
 /// The objects a pass asks for; tombstones keep their `objectClass`, so deletions match too.
 pub const OBJECTS: &str =
@@ -94,6 +95,16 @@ impl<E: fmt::Display> fmt::Display for ImportError<E> {
 
 impl<E: fmt::Debug + fmt::Display> std::error::Error for ImportError<E> {}
 
+/// The import's error for a page that could not be read by `what`.
+pub(crate) fn from_page<E>(what: &'static str) -> impl FnOnce(PageError) -> ImportError<E> {
+    move |e| match e {
+        PageError::Timeout(t) => ImportError::Timeout(t),
+        PageError::Ldap(e) => ImportError::Ldap(e),
+        PageError::Refused { rc, text } => ImportError::Refused { rc, text },
+        PageError::Paging(e) => ImportError::Ldap(format!("{what}: {e}")),
+    }
+}
+
 /// A filter no object matches: a DirSync pass with it reads nothing but still returns the
 /// cookie of the DC's state now.
 const NOTHING: &str = "(&(objectClass=user)(!(objectClass=user)))";
@@ -155,20 +166,14 @@ async fn full_read<E>(
         pages: 0,
         entries: 0,
     };
-    let mut page_cookie = Vec::new();
+    let mut pager = Pager::new(FULL_PAGE);
     let mut previous: Option<Vec<Result<Entry, EntryError>>> = None;
+    let extended = [extended_dn()];
     loop {
         // The DC prepares this page while the previous one is merged (synchronously, while
         // the request is outstanding: the connection is driven by its own task).
         let (answer, merged) = tokio::join!(
-            tokio::time::timeout(
-                timeout,
-                ldap.with_controls(vec![
-                    crate::ad::paged::request(FULL_PAGE, &page_cookie),
-                    extended_dn(),
-                ])
-                .search(base_dn, Scope::Subtree, OBJECTS, attrs.to_vec()),
-            ),
+            pager.next(ldap, base_dn, OBJECTS, attrs, &extended, timeout),
             async {
                 match previous.take() {
                     Some(page) => on_page(page, &Cookie::default()),
@@ -177,15 +182,9 @@ async fn full_read<E>(
             }
         );
         merged.map_err(ImportError::Handler)?;
-        let ldap3::SearchResult(entries, res) = answer
-            .map_err(|_| ImportError::Timeout(timeout))?
-            .map_err(|e| ImportError::Ldap(e.to_string()))?;
-        if res.rc != 0 {
-            return Err(ImportError::Refused {
-                rc: res.rc,
-                text: res.text,
-            });
-        }
+        let Some(entries) = answer.map_err(from_page("the full import's paging"))? else {
+            break;
+        };
         out.pages += 1;
         out.entries += entries.len() as u64;
         previous = Some(
@@ -194,12 +193,6 @@ async fn full_read<E>(
                 .map(|e| Entry::from_search(&SearchEntry::construct(e)))
                 .collect(),
         );
-        match crate::ad::paged::next_cookie(&res.ctrls)
-            .map_err(|e| ImportError::Ldap(format!("the full import's paging: {e}")))?
-        {
-            Some(c) => page_cookie = c,
-            None => break,
-        }
     }
     on_page(previous.unwrap_or_default(), &cookie).map_err(ImportError::Handler)?;
     out.cookie = cookie;

@@ -77,3 +77,90 @@ fn read_tlv(b: &[u8]) -> Result<(u8, &[u8], &[u8]), String> {
     }
     Ok((tag, &b[..len], &b[len..]))
 }
+
+/// Why a page could not be read.
+#[derive(Debug)]
+pub enum PageError {
+    /// The server did not answer within the timeout.
+    Timeout(std::time::Duration),
+    /// The connection failed.
+    Ldap(String),
+    /// The server refused the search.
+    Refused {
+        /// The LDAP result code.
+        rc: u32,
+        /// The server's diagnostic.
+        text: String,
+    },
+    /// The paging control is missing or malformed, or the server would loop.
+    Paging(String),
+}
+
+/// One paged subtree search, read a page per [`Pager::next`] call: the one loop every
+/// paged read here (a full import, the `uSNChanged` sweep, OpenLDAP's fallback) runs, so
+/// each keeps only what it does with a page.
+#[derive(Debug)]
+pub struct Pager {
+    size: i32,
+    cookie: Vec<u8>,
+    done: bool,
+}
+
+impl Pager {
+    /// A search in pages of `size` entries.
+    pub fn new(size: i32) -> Self {
+        Self {
+            size,
+            cookie: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// The next page's entries (referrals included, as the server sent them), or `None`
+    /// once the server said the search is complete. `extra` controls go with the paging
+    /// control on every request.
+    pub async fn next(
+        &mut self,
+        ldap: &mut ldap3::Ldap,
+        base: &str,
+        filter: &str,
+        attrs: &[&str],
+        extra: &[RawControl],
+        timeout: std::time::Duration,
+    ) -> Result<Option<Vec<ldap3::ResultEntry>>, PageError> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut controls = vec![request(self.size, &self.cookie)];
+        controls.extend(extra.iter().cloned());
+        let ldap3::SearchResult(entries, res) = tokio::time::timeout(
+            timeout,
+            ldap.with_controls(controls).search(
+                base,
+                ldap3::Scope::Subtree,
+                filter,
+                attrs.to_vec(),
+            ),
+        )
+        .await
+        .map_err(|_| PageError::Timeout(timeout))?
+        .map_err(|e| PageError::Ldap(e.to_string()))?;
+        if res.rc != 0 {
+            return Err(PageError::Refused {
+                rc: res.rc,
+                text: res.text,
+            });
+        }
+        match next_cookie(&res.ctrls).map_err(PageError::Paging)? {
+            // An empty page that leads back to itself would be asked for forever.
+            Some(c) if entries.is_empty() && c == self.cookie => {
+                return Err(PageError::Paging(
+                    "the paged search returned an empty page with the same cookie".into(),
+                ))
+            }
+            Some(c) => self.cookie = c,
+            None => self.done = true,
+        }
+        Ok(Some(entries))
+    }
+}

@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
-use ldap3::{Ldap, Scope, SearchEntry};
+use ldap3::{Ldap, SearchEntry};
 
 use crate::ad::entry::Guid;
-use crate::ad::import::ImportError;
-use crate::ad::paged;
+use crate::ad::import::{from_page, ImportError};
+use crate::ad::paged::Pager;
 
 /// Objects per page of the sweep.
 const PAGE: i32 = 500;
@@ -26,23 +26,13 @@ pub async fn sweep<E>(
     mut on_page: impl FnMut(Vec<(Guid, String)>) -> Result<(), E>,
 ) -> Result<u64, ImportError<E>> {
     let filter = format!("(uSNChanged>={from})");
-    let mut cookie = Vec::new();
+    let mut pager = Pager::new(PAGE);
     let mut seen = 0u64;
-    loop {
-        let ldap3::SearchResult(entries, res) = tokio::time::timeout(
-            timeout,
-            ldap.with_controls(vec![paged::request(PAGE, &cookie)])
-                .search(base, Scope::Subtree, &filter, vec!["objectGUID"]),
-        )
+    while let Some(entries) = pager
+        .next(ldap, base, &filter, &["objectGUID"], &[], timeout)
         .await
-        .map_err(|_| ImportError::Timeout(timeout))?
-        .map_err(|e| ImportError::Ldap(e.to_string()))?;
-        if res.rc != 0 {
-            return Err(ImportError::Refused {
-                rc: res.rc,
-                text: res.text,
-            });
-        }
+        .map_err(from_page("the uSNChanged sweep's paging"))?
+    {
         let mut page = Vec::with_capacity(entries.len());
         for e in entries {
             let e = SearchEntry::construct(e);
@@ -58,11 +48,6 @@ pub async fn sweep<E>(
         }
         seen += page.len() as u64;
         on_page(page).map_err(ImportError::Handler)?;
-        match paged::next_cookie(&res.ctrls)
-            .map_err(|e| ImportError::Ldap(format!("the uSNChanged sweep's paging: {e}")))?
-        {
-            Some(c) => cookie = c,
-            None => return Ok(seen),
-        }
     }
+    Ok(seen)
 }

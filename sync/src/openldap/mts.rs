@@ -11,12 +11,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use ldap3::{Ldap, Scope, SearchEntry};
+use ldap3::{Ldap, SearchEntry};
 
 use super::{entry, err, PassError};
 use crate::ad::dirsync::Cookie;
 use crate::ad::entry::{Entry, EntryError, Guid};
-use crate::ad::paged;
+use crate::ad::paged::{PageError, Pager};
 
 /// What starts a cookie that is a `modifyTimestamp` watermark (version 1).
 pub const PREFIX: &[u8] = b"mts1:";
@@ -161,54 +161,38 @@ async fn paged_search<E>(
     timeout: Duration,
     mut on_page: impl FnMut(Vec<SearchEntry>) -> Result<(), ReadError<E>>,
 ) -> Result<u64, ReadError<E>> {
-    let mut cookie = Vec::new();
+    let mut pager = Pager::new(size);
     let mut pages = 0;
     loop {
-        let ldap3::SearchResult(entries, res) = tokio::time::timeout(
-            timeout,
-            ldap.with_controls(vec![paged::request(size, &cookie)])
-                .search(base, Scope::Subtree, filter, attrs.to_vec()),
-        )
-        .await
-        .map_err(|_| ReadError::Pass(PassError::Timeout(timeout)))?
-        .map_err(|e| ReadError::Pass(PassError::Ldap(e.to_string())))?;
-        if res.rc == SIZE_LIMIT_EXCEEDED {
-            // slapd counts a paged search's entries as a whole against the hard size limit
-            // unless `size.prtotal` says otherwise.
-            return Err(ReadError::Pass(PassError::Refused {
-                rc: res.rc,
-                text: format!(
-                    "{} (slapd's size limit applies to the whole paged search: give the sync account `limits dn.exact=\"…\" size.prtotal=unlimited` or `size=unlimited`)",
-                    res.text
-                ),
-            }));
-        }
-        if res.rc != 0 {
-            return Err(ReadError::Pass(PassError::Refused {
-                rc: res.rc,
-                text: res.text,
-            }));
-        }
+        let entries = pager
+            .next(ldap, base, filter, attrs, &[], timeout)
+            .await
+            .map_err(|e| {
+                ReadError::Pass(match e {
+                    PageError::Timeout(t) => PassError::Timeout(t),
+                    PageError::Ldap(e) => PassError::Ldap(e),
+                    // slapd counts a paged search's entries as a whole against the hard
+                    // size limit unless `size.prtotal` says otherwise.
+                    PageError::Refused { rc, text } if rc == SIZE_LIMIT_EXCEEDED => PassError::Refused {
+                        rc,
+                        text: format!(
+                            "{text} (slapd's size limit applies to the whole paged search: give the sync account `limits dn.exact=\"…\" size.prtotal=unlimited` or `size=unlimited`)"
+                        ),
+                    },
+                    PageError::Refused { rc, text } => PassError::Refused { rc, text },
+                    PageError::Paging(e) => PassError::Malformed(format!("the paged search: {e}")),
+                })
+            })?;
+        let Some(entries) = entries else {
+            return Ok(pages);
+        };
         pages += 1;
-        let empty = entries.is_empty();
         let page = entries
             .into_iter()
             .filter(|r| !r.is_ref())
             .map(SearchEntry::construct)
             .collect();
         on_page(page)?;
-        match paged::next_cookie(&res.ctrls)
-            .map_err(|e| ReadError::Pass(PassError::Malformed(format!("the paged search: {e}"))))?
-        {
-            // An empty page that leads back to itself would be asked for forever.
-            Some(c) if empty && c == cookie => {
-                return Err(ReadError::Pass(PassError::Malformed(
-                    "the paged search returned an empty page with the same cookie".into(),
-                )))
-            }
-            Some(c) => cookie = c,
-            None => return Ok(pages),
-        }
     }
 }
 
