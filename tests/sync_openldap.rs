@@ -8,16 +8,17 @@ mod common;
 
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use causeway_sync::config::SyncConfig;
 use causeway_sync::openldap::uuid_anchor;
 use causeway_sync::run::import;
 use causeway_sync::space::ConnectorSpace;
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
+use ldap3::{Ldap, Mod, Scope, SearchEntry};
 
-use common::{lab, tls_config, Lab};
+use common::lab;
+use common::slapd::as_admin;
 
 struct Dir(PathBuf);
 
@@ -25,23 +26,6 @@ impl Drop for Dir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-async fn as_admin(lab: &Lab) -> Ldap {
-    let (conn, mut ldap) = LdapConnAsync::with_settings(
-        LdapConnSettings::new().set_config(tls_config(Some(Path::new(lab.get("SLAPD_CA_CERT"))))),
-        &lab.get("SLAPD_LDAPS_URL")
-            .replace("127.0.0.1", lab.get("SLAPD_TLS_SERVER_NAME")),
-    )
-    .await
-    .expect("connect as admin");
-    ldap3::drive!(conn);
-    ldap.simple_bind(lab.get("SLAPD_ADMIN_DN"), lab.get("SLAPD_ADMIN_PASSWORD"))
-        .await
-        .expect("admin bind")
-        .success()
-        .expect("admin bind accepted");
-    ldap
 }
 
 /// An entry's entryUUID, as the anchor's text.

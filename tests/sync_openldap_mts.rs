@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::{BTreeSet, HashSet};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -18,73 +18,9 @@ use causeway_store::{SqliteStore, Users as _};
 use causeway_sync::openldap::mts;
 use causeway_sync::space::ConnectorSpace;
 use common::endpoint::{bin, Endpoint};
-use common::{lab, tls_config, Lab};
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
-
-/// The LDAPS URL by the name the certificate carries.
-fn ldaps(lab: &Lab) -> String {
-    lab.get("SLAPD_LDAPS_URL")
-        .replace("127.0.0.1", lab.get("SLAPD_TLS_SERVER_NAME"))
-}
-
-async fn as_admin(lab: &Lab) -> Ldap {
-    let (conn, mut ldap) = LdapConnAsync::with_settings(
-        LdapConnSettings::new().set_config(tls_config(Some(Path::new(lab.get("SLAPD_CA_CERT"))))),
-        &ldaps(lab),
-    )
-    .await
-    .expect("connect as admin");
-    ldap3::drive!(conn);
-    ldap.simple_bind(lab.get("SLAPD_ADMIN_DN"), lab.get("SLAPD_ADMIN_PASSWORD"))
-        .await
-        .expect("admin bind")
-        .success()
-        .expect("admin bind accepted");
-    ldap
-}
-
-/// Deletes `dn` and everything under it (deepest first), if it exists.
-async fn delete_tree(ldap: &mut Ldap, dn: &str) {
-    let Ok(r) = ldap
-        .search(dn, Scope::Subtree, "(objectClass=*)", vec!["1.1"])
-        .await
-    else {
-        return;
-    };
-    let Ok((entries, _)) = r.success() else {
-        return;
-    };
-    let mut dns: Vec<String> = entries
-        .into_iter()
-        .map(|e| SearchEntry::construct(e).dn)
-        .collect();
-    dns.sort_by_key(|d| std::cmp::Reverse(d.len()));
-    for d in dns {
-        let _ = ldap.delete(&d).await;
-    }
-}
-
-/// Deletes the test's OU with what it holds when dropped, a failed run's too (on a thread
-/// of its own: a test's runtime cannot be blocked on from its drop).
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let dn = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                let mut adm = as_admin(lab()).await;
-                delete_tree(&mut adm, &dn).await;
-                let _ = adm.unbind().await;
-            });
-        })
-        .join();
-    }
-}
+use common::slapd::{as_admin, ldaps, Cleanup};
+use common::{delete_tree, lab, Lab};
+use ldap3::{Ldap, Mod};
 
 async fn add_person(ldap: &mut Ldap, dn: &str, uid: &str, mail: &str) {
     ldap.add(

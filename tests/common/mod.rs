@@ -4,6 +4,7 @@
 pub mod agent_hub;
 pub mod endpoint;
 pub mod federation;
+pub mod slapd;
 pub mod sync_host;
 
 use std::collections::HashMap;
@@ -189,4 +190,25 @@ pub async fn read_attr(lab: &Lab, dn: &str, attr: &str) -> String {
         .get(attr)
         .and_then(|v| v.first().cloned())
         .unwrap_or_else(|| "0".into())
+}
+
+/// Deletes `dn` and everything under it (deepest first), if it exists.
+pub async fn delete_tree(adm: &mut ldap3::Ldap, dn: &str) {
+    let Ok(r) = adm
+        .search(dn, ldap3::Scope::Subtree, "(objectClass=*)", vec!["1.1"])
+        .await
+    else {
+        return;
+    };
+    let Ok((entries, _)) = r.success() else {
+        return;
+    };
+    let mut dns: Vec<String> = entries
+        .into_iter()
+        .map(|e| ldap3::SearchEntry::construct(e).dn)
+        .collect();
+    dns.sort_by_key(|d| std::cmp::Reverse(d.len()));
+    for d in dns {
+        let _ = adm.delete(&d).await;
+    }
 }

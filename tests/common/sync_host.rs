@@ -13,6 +13,7 @@ use base64::Engine as _;
 use causeway_store::SqliteStore;
 use ldap3::{Ldap, Mod, Scope, SearchEntry};
 
+pub use super::delete_tree;
 use super::endpoint::{bin, Endpoint};
 use super::lab;
 
@@ -110,27 +111,6 @@ impl TestOu {
         .success()
         .unwrap_or_else(|e| panic!("add {dn}: {e}"));
         dn
-    }
-}
-
-/// Deletes `dn` and everything under it (deepest first), if it exists.
-pub async fn delete_tree(adm: &mut Ldap, dn: &str) {
-    let Ok(r) = adm
-        .search(dn, Scope::Subtree, "(objectClass=*)", vec!["1.1"])
-        .await
-    else {
-        return;
-    };
-    let Ok((entries, _)) = r.success() else {
-        return;
-    };
-    let mut dns: Vec<String> = entries
-        .into_iter()
-        .map(|e| SearchEntry::construct(e).dn)
-        .collect();
-    dns.sort_by_key(|d| std::cmp::Reverse(d.len()));
-    for d in dns {
-        let _ = adm.delete(&d).await;
     }
 }
 
