@@ -14,7 +14,8 @@ use std::time::Instant;
 use base64::Engine as _;
 use causeway_store::{History as _, Synced as _, Users as _};
 use common::sync_host::{
-    anchor_of, assert_absent, delete_tree, endpoint, modify, until, Settings, SyncHost, TestOu,
+    anchor_of, assert_absent, delete_tree, endpoint, modify, shows_display_name, until, Settings,
+    SyncHost, TestOu,
 };
 use common::{admin, lab, Lab};
 use ldap3::{Mod, Scope, SearchEntry};
@@ -294,14 +295,7 @@ async fn a_change_reaches_the_endpoint_within_seconds_by_change_notification() {
         20,
         "the change at the endpoint",
         || host.logs(),
-        || async {
-            store
-                .user_by_upn(&upn)
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|u| u.display_name.as_deref() == Some("Notified"))
-        },
+        || shows_display_name(&store, &upn, "Notified"),
     )
     .await;
     eprintln!(

@@ -7,7 +7,9 @@ mod common;
 use std::collections::HashSet;
 
 use causeway_store::{History as _, Synced as _, Users as _};
-use common::sync_host::{delete_tree, endpoint, modify, until, Settings, SyncHost, TestOu};
+use common::sync_host::{
+    delete_tree, endpoint, modify, shows_display_name, until, Settings, SyncHost, TestOu,
+};
 use common::{admin, lab};
 use ldap3::Mod;
 
@@ -112,14 +114,7 @@ async fn two_sync_hosts_share_one_lease_and_the_standby_takes_over() {
         60,
         "host b takes over and exports the change",
         || b.logs(),
-        || async {
-            store
-                .user_by_upn(&upn)
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|u| u.display_name.as_deref() == Some("Taken Over"))
-        },
+        || shows_display_name(&store, &upn, "Taken Over"),
     )
     .await;
     // The round that exported says so once it has finished (after the batch's answer).

@@ -327,3 +327,15 @@ pub fn assert_absent(what: &str, text: &str, secrets: &[&str]) {
         assert!(!text.contains(s), "{what} holds a secret");
     }
 }
+
+/// Whether the endpoint's store holds live user `upn` with display name `name` (what the
+/// tests wait for after changing it in AD).
+pub async fn shows_display_name(store: &SqliteStore, upn: &str, name: &str) -> bool {
+    use causeway_store::Users as _;
+    store
+        .user_by_upn(upn)
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|u| u.display_name.as_deref() == Some(name))
+}

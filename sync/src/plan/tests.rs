@@ -61,7 +61,9 @@ fn group(n: u8, dn: &str, members: &[&str]) -> Entry {
     }
 }
 
-fn acknowledge(space: &ConnectorSpace, p: &Plan) {
+/// Records a plan's changes as the endpoint acknowledged them (the streaming planner's
+/// tests use it too).
+pub(super) fn acknowledge(space: &ConnectorSpace, p: &Plan) {
     let acks: Vec<(Guid, Option<String>)> = p
         .changes
         .iter()
@@ -75,7 +77,7 @@ fn acknowledge(space: &ConnectorSpace, p: &Plan) {
     space.record_exported("c", &acks).expect("record");
 }
 
-const NO_LIMIT: DeleteThreshold = DeleteThreshold {
+pub(super) const NO_LIMIT: DeleteThreshold = DeleteThreshold {
     count: 0,
     percent: 0,
 };

@@ -2,7 +2,8 @@ use super::*;
 use crate::ad::dirsync::Cookie;
 use crate::ad::entry::{Entry, Values};
 use crate::config::SyncConfig;
-use crate::plan::{body, plan, Plan};
+use crate::plan::tests::{acknowledge, NO_LIMIT};
+use crate::plan::{plan, Plan};
 use std::path::Path;
 
 use causeway_testkit::TempDir;
@@ -73,25 +74,6 @@ fn group(n: u32, dn: &str, members: &[&str]) -> Entry {
 fn r(n: u32) -> String {
     format!("<GUID={}>;CN=x{n},DC=corp", g(n))
 }
-
-fn acknowledge(space: &ConnectorSpace, p: &Plan) {
-    let acks: Vec<(Guid, Option<String>)> = p
-        .changes
-        .iter()
-        .map(|c| match c {
-            Change::Add { anchor, object } | Change::Update { anchor, object, .. } => {
-                (*anchor, Some(body(object)))
-            }
-            Change::Delete { anchor, .. } => (*anchor, None),
-        })
-        .collect();
-    space.record_exported("c", &acks).expect("record");
-}
-
-const NO_LIMIT: DeleteThreshold = DeleteThreshold {
-    count: 0,
-    percent: 0,
-};
 
 /// Every change the streaming path hands its sink, as one list (additions and updates in
 /// GUID order, then deletions).
