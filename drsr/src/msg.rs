@@ -1,0 +1,1 @@
+//! DRSUAPI requests and replies ([MS-DRSR] 4.1).

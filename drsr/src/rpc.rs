@@ -1,0 +1,1 @@
+//! Connection-oriented DCE/RPC over TCP ([C706] 12, [MS-RPCE] 2.2).
