@@ -7,7 +7,9 @@
 # packages goes under CAUSEWAY_TOOLS_DIR (default /opt/causeway-test-tools), never into
 # the repository:
 #
-#   venv/          Python venv: pysaml2 (a real SAML 2.0 SP) + requests, all pinned
+#   venv/          Python venv: pysaml2 (a real SAML 2.0 SP) + requests, and impacket (an
+#                  independent MS-DRSR client: secretsdump.py cross-checks the NT hashes our
+#                  DRSR client reads), all pinned
 #   node/          playwright-core (no browser download: it drives Debian's /usr/bin/chromium)
 #   xsd/           the OASIS SAML 2.0 schemas for `xmllint --schema`, taken from the
 #                  python3-saml wheel on PyPI (onelogin/saml2/schemas/*.xsd)
@@ -33,26 +35,41 @@ set -euo pipefail
 TOOLS=${CAUSEWAY_TOOLS_DIR:-/opt/causeway-test-tools}
 PYSAML2_VERSION=7.5.5
 REQUESTS_VERSION=2.34.2
+IMPACKET_VERSION=0.13.1
 PYTHON3_SAML_VERSION=1.16.0      # only downloaded for its bundled XSDs, never installed
 PLAYWRIGHT_CORE_VERSION=1.65.1   # needs Node >= 20
-STAMP="v1 pysaml2==$PYSAML2_VERSION requests==$REQUESTS_VERSION python3-saml==$PYTHON3_SAML_VERSION playwright-core@$PLAYWRIGHT_CORE_VERSION"
+STAMP="v1 pysaml2==$PYSAML2_VERSION requests==$REQUESTS_VERSION impacket==$IMPACKET_VERSION python3-saml==$PYTHON3_SAML_VERSION playwright-core@$PLAYWRIGHT_CORE_VERSION"
 APT_PKGS=(chromium chromium-driver xmlsec1 libxml2-utils python3-venv)
 
-# The venv's pysaml2 dependency closure, pinned too, so that a new release of one of them
+# The venv's pysaml2 and impacket dependency closure, pinned too, so that a new release of one of them
 # cannot change what the tests run against (resolved for CPython 3.11 on Debian 12).
-CONSTRAINTS='certifi==2026.10.19.post1
+CONSTRAINTS='blinker==1.9.0
+certifi==2026.10.19.post1
 cffi==2.1.1
 charset-normalizer==3.5.2
+click==8.4.0
 cryptography==50.0.2
 defusedxml==0.7.1
+dnspython==2.9.2
 elementpath==4.8.0
+Flask==3.1.3
 idna==3.20
+itsdangerous==2.2.0
+Jinja2==3.1.6
+ldap3==2.9.1
+ldapdomaindump==0.10.0
+MarkupSafe==3.0.3
+pyasn1==0.6.3
+pyasn1_modules==0.4.2
 pycparser==3.12
+pycryptodomex==3.24.2
 pyOpenSSL==26.4.0
 python-dateutil==4.0.0
+six==1.17.0
 typing_extensions==4.16.0
 tzdata==2026.6
 urllib3==2.8.0
+Werkzeug==3.1.8
 xmlschema==2.5.1'
 
 VENV=$TOOLS/venv
@@ -63,6 +80,7 @@ print_locations() {
   local env_text
   env_text="CAUSEWAY_TOOLS_DIR=$TOOLS
 CAUSEWAY_TOOLS_PYTHON=$VENV/bin/python
+CAUSEWAY_TOOLS_SECRETSDUMP=$VENV/bin/secretsdump.py
 CAUSEWAY_TOOLS_NODE_MODULES=$NODE_DIR/node_modules
 CAUSEWAY_TOOLS_XSD=$XSD
 CAUSEWAY_TOOLS_METADATA_XSD=$XSD/saml-schema-metadata-2.0.xsd
@@ -131,16 +149,17 @@ if ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
 fi
 if [ "$("$VENV/bin/python" - <<'EOF' 2>/dev/null
 from importlib.metadata import version
-print(version("pysaml2"), version("requests"))
+print(version("pysaml2"), version("requests"), version("impacket"))
 EOF
-)" != "$PYSAML2_VERSION $REQUESTS_VERSION" ]; then
-  log "pip install pysaml2==$PYSAML2_VERSION requests==$REQUESTS_VERSION"
+)" != "$PYSAML2_VERSION $REQUESTS_VERSION $IMPACKET_VERSION" ]; then
+  log "pip install pysaml2==$PYSAML2_VERSION requests==$REQUESTS_VERSION impacket==$IMPACKET_VERSION"
   printf '%s\n' "$CONSTRAINTS" >"$TOOLS/constraints.txt"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$TOOLS/constraints.txt" \
-    "pysaml2==$PYSAML2_VERSION" "requests==$REQUESTS_VERSION" >&2
+    "pysaml2==$PYSAML2_VERSION" "requests==$REQUESTS_VERSION" "impacket==$IMPACKET_VERSION" >&2
 fi
-"$VENV/bin/python" -c 'import saml2.client, requests' \
-  || { log "pysaml2 does not import in $VENV"; exit 1; }
+"$VENV/bin/python" -c 'import saml2.client, requests, impacket.examples.secretsdump' \
+  || { log "pysaml2 or impacket does not import in $VENV"; exit 1; }
+[ -x "$VENV/bin/secretsdump.py" ] || { log "impacket installed no secretsdump.py in $VENV/bin"; exit 1; }
 
 # 3. playwright-core, exact version, no browser download, no install scripts.
 if [ "$(node -p "require('$NODE_DIR/node_modules/playwright-core/package.json').version" 2>/dev/null)" != "$PLAYWRIGHT_CORE_VERSION" ]; then
