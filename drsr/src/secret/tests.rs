@@ -57,6 +57,91 @@ fn encrypt(key: &SessionKey, salt: [u8; 16], rid: u32, hashes: &[[u8; 16]]) -> E
     EncryptedValue::new(v)
 }
 
+/// The lab DC's own values (`testdata/lab1_secrets.txt`): its session key, and per named
+/// user the RID, the encrypted `unicodePwd` and `ntPwdHistory`, impacket's decryption and
+/// the lab password.
+struct LabUser<'a> {
+    sam: &'a str,
+    rid: u32,
+    unicode_pwd: Vec<u8>,
+    history: Vec<u8>,
+    impacket: &'a str,
+    password: &'a str,
+}
+
+fn lab_capture() -> (SessionKey, Vec<LabUser<'static>>) {
+    let text = include_str!("../../testdata/lab1_secrets.txt");
+    let mut key = None;
+    let mut users = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            ["session-key", k] => key = Some(SessionKey::new(hex(k))),
+            ["user", sam, rid, pwd, history, impacket, password] => users.push(LabUser {
+                sam,
+                rid: rid.parse().expect("rid"),
+                unicode_pwd: hex(pwd),
+                history: hex(history),
+                impacket,
+                password,
+            }),
+            other => panic!("unexpected fixture line {other:?}"),
+        }
+    }
+    (key.expect("a session key"), users)
+}
+
+/// Samba's values decrypt, pass the CRC32 (which impacket does not check) and give, for
+/// every named lab user, the hash impacket read and the MD4 of the lab password: the
+/// truth. The history's first entry is the current password.
+#[test]
+fn the_lab_dcs_values_decrypt_to_the_lab_passwords() {
+    let (key, users) = lab_capture();
+    assert!(users.len() >= 15, "every named lab user is in the fixture");
+    for u in &users {
+        let h = decrypt_nt_hash(&key, u.rid, &EncryptedValue::new(u.unicode_pwd.clone()))
+            .unwrap_or_else(|e| panic!("{}: {e}", u.sam));
+        assert_eq!(hash_hex(&h), u.impacket, "{} agrees with impacket", u.sam);
+        assert!(
+            bool::from(h.ct_eq(&nt(u.password))),
+            "{} is MD4 of the lab password",
+            u.sam
+        );
+        let history = decrypt_nt_history(&key, u.rid, &EncryptedValue::new(u.history.clone()))
+            .unwrap_or_else(|e| panic!("{}: {e}", u.sam));
+        assert!(!history.is_empty(), "{}", u.sam);
+        assert!(
+            bool::from(history[0].ct_eq(&h)),
+            "{}: history starts with the current hash",
+            u.sam
+        );
+    }
+    let alice = users.iter().find(|u| u.sam == "alice").expect("alice");
+    assert_eq!(alice.impacket, ALICE_NT);
+}
+
+/// Another connection's session key (here: the independent vectors' key) fails every lab
+/// value's checksum: it never yields a hash.
+#[test]
+fn the_lab_values_refuse_another_connections_key() {
+    let (_, users) = lab_capture();
+    for u in &users {
+        assert_eq!(
+            decrypt_nt_hash(
+                &vector_key(),
+                u.rid,
+                &EncryptedValue::new(u.unicode_pwd.clone())
+            )
+            .err(),
+            Some(SecretError::Checksum {
+                attribute: SecretAttribute::UnicodePwd
+            }),
+            "{}",
+            u.sam
+        );
+    }
+}
+
 /// [MS-SAMR] 2.2.11.1.3 and 2.2.11.1.2, against impacket's `deriveKey` (with its
 /// `transformKey`) for an administrator, a user and a RID using all four bytes.
 #[test]
