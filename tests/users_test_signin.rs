@@ -1,7 +1,8 @@
 //! `causeway users test-signin` against a real `causeway serve`: the diagnostic runs the
 //! endpoint's own sign-in (its domain methods, its hub, its smart lockout) over the admin
 //! socket, prints outcome, path and why, exits 0 only on success, and the password shows
-//! in none of the output or the endpoint's trace-level log.
+//! in none of the output or the endpoint's trace-level log. With a real agent connected
+//! (`causeway agent run` against the lab's Samba DC) the same command checks through it.
 
 mod common;
 
@@ -11,7 +12,8 @@ use std::time::SystemTime;
 
 use causeway_credential::{Password, PhsVerifier};
 use causeway_store::{AdUser, ImmutableId, SqliteStore, Users as _};
-use common::endpoint::{bin, temp_dir, Endpoint};
+use common::endpoint::{bin, temp_dir, until_agents, Agent, Endpoint};
+use common::lab;
 
 const CONFIG: &str = "[[domain]]\nname = \"pta.example\"\nmethod = \"pta\"\n\n[[domain]]\nname = \"both.example\"\nmethod = \"pta+phs\"\n\n[[domain]]\nname = \"phs.example\"\nmethod = \"phs\"\n";
 
@@ -215,4 +217,65 @@ fn test_signin_without_a_running_endpoint_says_so() {
     );
     assert!(!seen.contains("Carol-Pw-1"));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The point of asking the running endpoint: its agent answers. With `pta+phs`, a
+/// connected agent takes the check to the lab's AD (alice signs in, carol must change her
+/// password, as AD says); once it is gone the same command falls back to hash sync.
+#[test]
+fn test_signin_checks_through_the_endpoints_connected_agent() {
+    let lab = lab();
+    let config = format!(
+        "[[domain]]\nname = {:?}\nmethod = \"pta+phs\"\n",
+        lab.get("AD_DNS_DOMAIN")
+    );
+    let ep = Endpoint::start("test-signin-pta", &config, &[]);
+    let data = ep.data();
+    let mut agent = Agent::enrol_and_run(&ep, lab);
+    until_agents(&ep, 1, &|| agent.logs());
+    let mut seen = String::new();
+    let alice = lab.user("alice", "UPN");
+    let alice_pw = lab.user("alice", "PASSWORD");
+    let carol_pw = lab.user("carol-mustchange", "PASSWORD");
+    let r = test_signin(&data, alice, alice_pw, &mut seen);
+    assert_lines(
+        &r,
+        true,
+        "success",
+        "pass-through",
+        "an agent is connected, so pass-through was used",
+    );
+    let r = test_signin(
+        &data,
+        lab.user("carol-mustchange", "UPN"),
+        carol_pw,
+        &mut seen,
+    );
+    assert_lines(
+        &r,
+        false,
+        "password_must_change",
+        "pass-through",
+        "an agent is connected",
+    );
+    // No agent left: the running endpoint knows at once, and falls back (alice was never
+    // synchronised here, so the store does not know her).
+    agent.kill();
+    until_agents(&ep, 0, &|| agent.logs());
+    let r = test_signin(&data, alice, alice_pw, &mut seen);
+    assert_lines(
+        &r,
+        false,
+        "unknown_user",
+        "hash sync",
+        "no agent connected, fell back to hash sync",
+    );
+    for pw in [alice_pw, carol_pw] {
+        assert!(
+            !seen.contains(pw),
+            "a password in the command's output:\n{seen}"
+        );
+        assert!(!ep.logs().contains(pw), "a password in the endpoint's log");
+        assert!(!agent.logs().contains(pw), "a password in the agent's log");
+    }
 }
