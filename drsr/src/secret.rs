@@ -227,17 +227,17 @@ fn remove_session_layer(
         return Err(SecretError::NoSessionKey);
     }
     let (salt, sealed) = value.split_at(SALT_LEN);
-    // "MD5Init / MD5Update(sessionKey) / MD5Update(salt) / MD5Final".
+    // The RC4 key: MD5 over the session key, then the salt.
     let mut md5 = Md5::new();
     md5.update(key.expose_secret());
     md5.update(salt);
     let rc4_key = Zeroizing::new(md5.finalize());
-    // "rc4_key(rc4KeyStruct, MD5_DIGEST_LENGTH, md5Context.digest); rc4(...)" over the
-    // checksum and the data together. A 16-byte key is always a valid RC4 key.
-    let mut rc4 = Rc4::new_from_slice(&rc4_key).map_err(|_| SecretError::NoSessionKey)?;
+    // One RC4 stream over the checksum and the data together.
+    let mut rc4 = Rc4::new_from_slice(&rc4_key).expect("a 16-byte RC4 key is always valid");
     let mut plain = Zeroizing::new(sealed.to_vec());
     rc4.apply_keystream(&mut plain);
-    // "crcComputed := CRC32(EncryptedData); if crcComputed ≠ CheckSum then error".
+    // The CRC32 of the decrypted data must equal the decrypted checksum; otherwise the key
+    // is wrong (RC4 itself cannot tell).
     let (checksum, data) = plain.split_at(CHECKSUM_LEN);
     let received = u32::from_le_bytes([checksum[0], checksum[1], checksum[2], checksum[3]]);
     if crc32fast::hash(data) != received {
