@@ -339,6 +339,40 @@ mod tests {
         let (_again, _) = bind(dir.path()).await.expect("a stale socket is replaced");
     }
 
+    /// What a client may cost is bounded: a request over 4 KiB is refused once 4 KiB + 1
+    /// bytes are read, and a client that sends nothing is let go after 5 s (paused clock).
+    #[tokio::test(start_paused = true)]
+    async fn requests_are_bounded_in_size_and_time() {
+        let dir = causeway_testkit::TempDir::new("admin-bounds");
+        let store =
+            causeway_store::SqliteStore::open(&dir.path().join("directory.sqlite")).expect("store");
+        let hub =
+            causeway_federation::hub::Hub::new(causeway_federation::hub::HubConfig::new("ep"));
+        let auth = Arc::new(Authenticator::new(hub, Arc::new(store), Vec::new()));
+        let (listener, owner) = bind(dir.path()).await.expect("binds");
+        tokio::spawn(serve(listener, owner, auth));
+        let ask = |request: Option<Vec<u8>>| {
+            let path = socket_path(dir.path());
+            async move {
+                let mut s = UnixStream::connect(path).await.expect("connect");
+                if let Some(r) = request {
+                    s.write_all(&r).await.expect("send");
+                }
+                let mut reply = String::new();
+                s.read_to_string(&mut reply).await.expect("reply");
+                reply
+            }
+        };
+        let started = tokio::time::Instant::now();
+        // One byte over, and never an end of stream: the server stops reading at the bound.
+        let reply = ask(Some(vec![b'x'; MAX_REQUEST + 1])).await;
+        assert_eq!(reply, "error: request longer than 4096 bytes\n");
+        assert!(started.elapsed() < REQUEST_TIMEOUT, "refused at once");
+        let reply = ask(None).await;
+        assert_eq!(reply, "error: no complete request within 5 s\n");
+        assert!(started.elapsed() >= REQUEST_TIMEOUT);
+    }
+
     fn trace(outcome: SignInOutcome, path: SignInPath, reason: Reason, agents: bool) -> Trace {
         Trace {
             outcome,
