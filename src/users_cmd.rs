@@ -82,6 +82,13 @@ pub(crate) enum UsersCommand {
         /// The UPN.
         upn: String,
     },
+    /// Show every recorded change of a user: when, who, what, and the state after it.
+    History {
+        #[command(flatten)]
+        data: DataDir,
+        /// The UPN.
+        upn: String,
+    },
     /// Run the sign-in the endpoint would run for a user, and print its outcome, the path
     /// it took (pass-through, hash sync or none) and why; no session is created.
     ///
@@ -104,13 +111,6 @@ pub(crate) enum UsersCommand {
         /// and familiar places apply to it) [default: no address].
         #[arg(long)]
         source: Option<std::net::IpAddr>,
-    },
-    /// Show every recorded change of a user: when, who, what, and the state after it.
-    History {
-        #[command(flatten)]
-        data: DataDir,
-        /// The UPN.
-        upn: String,
     },
 }
 
@@ -250,20 +250,6 @@ pub(crate) async fn run(cmd: UsersCommand) -> Result<()> {
                 line(&open(&data)?.restore_user(&upn, &actor(), now).await?)
             )
         }
-        UsersCommand::TestSignin {
-            data,
-            upn,
-            password_stdin: _,
-            source,
-        } => {
-            let password = read_password_line()?;
-            let (report, success) =
-                crate::admin_socket::test_signin(&data.data_dir, &upn, source, &password).await?;
-            print!("{report}");
-            if !success {
-                bail!("the sign-in of {upn} did not succeed");
-            }
-        }
         UsersCommand::History { data, upn } => {
             let h = open(&data)?.history(&upn).await?;
             if h.is_empty() {
@@ -277,6 +263,20 @@ pub(crate) async fn run(cmd: UsersCommand) -> Result<()> {
                     "#{:<5} {secs} {:<14} {:<12} {}",
                     e.seq, e.actor, e.action, e.snapshot
                 );
+            }
+        }
+        UsersCommand::TestSignin {
+            data,
+            upn,
+            password_stdin: _,
+            source,
+        } => {
+            let password = read_password_line()?;
+            let (report, success) =
+                crate::admin_socket::test_signin(&data.data_dir, &upn, source, &password).await?;
+            print!("{report}");
+            if !success {
+                bail!("the sign-in of {upn} did not succeed");
             }
         }
     }
