@@ -285,6 +285,11 @@ pub(crate) async fn run_endpoint(
         .with_metrics(metrics.clone())
         .with_trusted_proxies(s.file.trusted_proxies.clone()),
     );
+    // `causeway users test-signin` runs its checks here: only this process has the agents
+    // and the live lockout counters.
+    if let Some((l, owner)) = crate::admin_socket::bind(&s.data_dir).await {
+        tokio::spawn(crate::admin_socket::serve(l, owner, auth.clone()));
+    }
     let keys_dir = s.data_dir.join("token-signing");
     let apps_dir = s.data_dir.join("apps");
     let portal_cfg = causeway_federation::portal::PortalConfig {

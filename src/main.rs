@@ -5,6 +5,7 @@
 // A command-line program talks on stdout.
 #![allow(clippy::print_stdout)]
 
+mod admin_socket;
 mod agent_cmd;
 mod apps_cmd;
 mod bench;

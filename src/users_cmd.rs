@@ -89,6 +89,29 @@ pub(crate) enum UsersCommand {
         /// The UPN.
         upn: String,
     },
+    /// Run the sign-in the endpoint would run for a user, and print its outcome, the path
+    /// it took (pass-through, hash sync or none) and why; no session is created.
+    ///
+    /// It asks the running `causeway serve` of this data directory over its admin socket
+    /// (<data dir>/admin.sock, for the directory's owner only): only that process has the
+    /// connected agents, so only it can run a pass-through check, and its smart lockout and
+    /// throttling apply as to any sign-in (a wrong password here counts towards lockout).
+    /// Exit status 0 when the sign-in succeeds, 1 otherwise; the outcome is on stdout
+    /// either way (first line `outcome: <code>`).
+    TestSignin {
+        #[command(flatten)]
+        data: DataDir,
+        /// The user principal name, name@domain.
+        upn: String,
+        /// Read the password from standard input (its first line, without the line end);
+        /// it is never taken from the command line and never printed.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// Check as if the sign-in came from this client address (per-source throttling
+        /// and familiar places apply to it) [default: no address].
+        #[arg(long)]
+        source: Option<std::net::IpAddr>,
+    },
 }
 
 fn open(data: &DataDir) -> Result<SqliteStore> {
@@ -133,6 +156,22 @@ fn read_password() -> Result<Password> {
         bail!("no password on standard input (e.g. printf '%s\\n' \"$PW\" | causeway users add --upn … --password-stdin)");
     }
     Password::new(trimmed).context("the password was refused")
+}
+
+/// The first line of standard input without its line end (one `\n`, and a `\r` before
+/// it): exactly what was typed, nothing else trimmed.
+fn read_password_line() -> Result<Password> {
+    let mut text = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .lock()
+        .read_line(&mut text)
+        .context("reading the password from standard input")?;
+    let line = text.strip_suffix('\n').unwrap_or(&text);
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.is_empty() {
+        bail!("no password on standard input (e.g. printf '%s\\n' \"$PW\" | causeway users test-signin UPN --password-stdin)");
+    }
+    Password::new(line.to_owned()).context("the password was refused")
 }
 
 pub(crate) async fn run(cmd: UsersCommand) -> Result<()> {
@@ -224,6 +263,20 @@ pub(crate) async fn run(cmd: UsersCommand) -> Result<()> {
                     "#{:<5} {secs} {:<14} {:<12} {}",
                     e.seq, e.actor, e.action, e.snapshot
                 );
+            }
+        }
+        UsersCommand::TestSignin {
+            data,
+            upn,
+            password_stdin: _,
+            source,
+        } => {
+            let password = read_password_line()?;
+            let (report, success) =
+                crate::admin_socket::test_signin(&data.data_dir, &upn, source, &password).await?;
+            print!("{report}");
+            if !success {
+                bail!("the sign-in of {upn} did not succeed");
             }
         }
     }

@@ -10,13 +10,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::path::Path;
+use std::process::Command;
+use std::time::SystemTime;
 
 use causeway_credential::{Password, PhsVerifier, SignInOutcome};
 use causeway_store::{SqliteStore, Synced as _, Users as _, Verifiers as _};
-use common::endpoint::{alert, bin, form_action, hidden, Browser, Endpoint};
+use common::endpoint::{alert, bin, form_action, hidden, until_agents, Agent, Browser, Endpoint};
 use common::{lab, Lab};
 
 fn config(method: &str, domain: &str) -> String {
@@ -123,88 +123,6 @@ async fn nested_groups(lab: &Lab) {
         .expect("group added");
     }
     let _ = ldap.unbind().await;
-}
-
-/// A `causeway agent run` process enrolled with this endpoint.
-struct Agent {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn enrol_and_run(ep: &Endpoint, lab: &Lab) -> Self {
-        let token = ep.cli(&["certs", "token", "--ttl", "10m"], None);
-        let state = ep.dir.join("agent-state");
-        let out = Command::new(bin())
-            .args(["agent", "register", "--endpoint", &ep.url, "--token"])
-            .arg(token.trim())
-            .arg("--state-dir")
-            .arg(&state)
-            .args(["--host-name", "pta-e2e"])
-            .output()
-            .expect("run causeway agent register");
-        assert!(
-            out.status.success(),
-            "agent register: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let cfg = ep.dir.join("agent.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "[agent]\nstate_dir = {:?}\nendpoints = [{:?}]\n\n[directory]\ndomain_controllers = [{:?}]\nca_file = {:?}\n",
-                state.display().to_string(),
-                ep.url,
-                lab.get("AD_LDAPS_URL"),
-                lab.get("AD_CA_CERT"),
-            ),
-        )
-        .expect("agent config");
-        let log = ep.dir.join("agent.log");
-        let child = Command::new(bin())
-            .args(["--log", "trace", "agent", "run", "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("agent log"))
-            .spawn()
-            .expect("start causeway agent run");
-        Self { child, log }
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Waits until `/healthz` reports `n` connected agents.
-fn until_agents(ep: &Endpoint, n: usize, extra_logs: &dyn Fn() -> String) {
-    let want = format!("\"agents_connected\":{n}");
-    let b = Browser::new(&ep.dir.join("health"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, _, body) = b.get(&format!("{}/healthz", ep.url));
-        if body.contains(&want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never {want} (last: {body})\nendpoint:\n{}\nagent:\n{}",
-            ep.logs(),
-            extra_logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn metric(ep: &Endpoint, outcome: &str, path: &str) -> u64 {

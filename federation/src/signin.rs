@@ -51,6 +51,33 @@ impl Path {
     }
 }
 
+/// Why a sign-in took its path (what `causeway users test-signin` explains).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A cloud-only user: always checked against its own verifier.
+    CloudOnly,
+    /// The method configured for the user's domain.
+    Domain(Method),
+    /// Pass-through with hash-sync fallback, and no agent was connected.
+    NoAgentFellBack,
+    /// Not a domain this endpoint serves (or not a well-formed name): checked like a name
+    /// that exists nowhere.
+    NotServed,
+}
+
+/// One sign-in's outcome, the path that answered and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trace {
+    /// The outcome.
+    pub outcome: SignInOutcome,
+    /// The path that answered.
+    pub path: Path,
+    /// Why that path.
+    pub reason: Reason,
+    /// Whether any agent was connected when the path was chosen.
+    pub agents_connected: bool,
+}
+
 /// What one read of the store gave for a name: its row, or the stand-in verifier parsed
 /// in its place (so both paths spend the same work).
 enum Found {
@@ -177,12 +204,32 @@ impl Authenticator {
         password: Password,
         source: Option<IpAddr>,
     ) -> (SignInOutcome, Path) {
+        let t = self.authenticate_traced(upn, password, source).await;
+        (t.outcome, t.path)
+    }
+
+    /// [`Authenticator::authenticate`], saying also why it took its path: the very same
+    /// check (lockout, throttling, metrics), for `causeway users test-signin`.
+    pub async fn authenticate_traced(
+        &self,
+        upn: &str,
+        password: Password,
+        source: Option<IpAddr>,
+    ) -> Trace {
         let started = Instant::now();
-        let r = self.authenticate_inner(upn, password, source).await;
+        let agents_connected = self.hub.has_agents();
+        let ((outcome, path), reason) = self
+            .authenticate_inner(upn, password, source, agents_connected)
+            .await;
         if let Some(m) = &self.metrics {
-            m.record(r.0, r.1.label(), started.elapsed());
+            m.record(outcome, path.label(), started.elapsed());
         }
-        r
+        Trace {
+            outcome,
+            path,
+            reason,
+            agents_connected,
+        }
     }
 
     async fn authenticate_inner(
@@ -190,7 +237,8 @@ impl Authenticator {
         upn: &str,
         password: Password,
         source: Option<IpAddr>,
-    ) -> (SignInOutcome, Path) {
+        agents_connected: bool,
+    ) -> ((SignInOutcome, Path), Reason) {
         // Only well-formed names reach a directory: no surrounding spaces or control
         // characters, bounded length (they travel to AD). Malformed names are still
         // counted like any other, so no kind of name is cheaper to guess against.
@@ -215,21 +263,28 @@ impl Authenticator {
             // Not a domain of ours: the same reads, lockout and verifier work as a hash
             // check, and the answer a name that does not exist gets.
             None => {
-                return self
+                let r = self
                     .hash_sync(found, account, password, source, false)
-                    .await
+                    .await;
+                return (r, Reason::NotServed);
             }
             Some(Method::Phs) => true,
             Some(Method::Pta) => false,
             Some(Method::PtaWithPhsFallback) => {
-                let no_agent = !self.hub.has_agents();
+                let no_agent = !agents_connected;
                 if no_agent {
                     info!("no agent connected; checking the synchronised password hash instead");
                 }
                 no_agent
             }
         };
-        if use_phs {
+        let reason = match method {
+            _ if cloud => Reason::CloudOnly,
+            Some(Method::PtaWithPhsFallback) if use_phs => Reason::NoAgentFellBack,
+            Some(m) => Reason::Domain(m),
+            None => Reason::NotServed,
+        };
+        let r = if use_phs {
             self.hash_sync(found, account, password, source, true).await
         } else {
             let o = self
@@ -244,7 +299,8 @@ impl Authenticator {
                 )
                 .await;
             (o, Path::PassThrough)
-        }
+        };
+        (r, reason)
     }
 
     /// A password-hash-sync check (`served`), or the same work for a name we do not serve.
@@ -352,6 +408,74 @@ mod tests {
             vec![("corp.example".into(), Method::Phs)],
         );
         (auth, hub, dir)
+    }
+
+    /// The trace names the path and why: a cloud-only user, each method of a domain with
+    /// no agent connected, and a domain that is not served.
+    #[tokio::test]
+    async fn the_trace_says_why_each_path_was_taken() {
+        let (_, hub, dir) = authenticator("trace").await;
+        let store = SqliteStore::open(&dir.join("directory.sqlite")).expect("store");
+        let auth = Authenticator::new(
+            hub,
+            Arc::new(store),
+            vec![
+                ("pta.example".into(), Method::Pta),
+                ("both.example".into(), Method::PtaWithPhsFallback),
+                ("phs.example".into(), Method::Phs),
+            ],
+        );
+        let cases = [
+            (
+                "known@cloud.example",
+                "Right-Pw-1",
+                SignInOutcome::Success,
+                Path::HashSync,
+                Reason::CloudOnly,
+            ),
+            (
+                "a@pta.example",
+                "x",
+                SignInOutcome::DirectoryUnavailable,
+                Path::PassThrough,
+                Reason::Domain(Method::Pta),
+            ),
+            (
+                "a@both.example",
+                "x",
+                SignInOutcome::UnknownUser,
+                Path::HashSync,
+                Reason::NoAgentFellBack,
+            ),
+            (
+                "a@phs.example",
+                "x",
+                SignInOutcome::UnknownUser,
+                Path::HashSync,
+                Reason::Domain(Method::Phs),
+            ),
+            (
+                "a@elsewhere.example",
+                "x",
+                SignInOutcome::UnknownUser,
+                Path::None,
+                Reason::NotServed,
+            ),
+        ];
+        for (upn, password, outcome, path, reason) in cases {
+            let t = auth.authenticate_traced(upn, pw(password), None).await;
+            assert_eq!(
+                t,
+                Trace {
+                    outcome,
+                    path,
+                    reason,
+                    agents_connected: false
+                },
+                "{upn}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// The oracle is gone: a real account, an unknown name in a served domain, a name in a

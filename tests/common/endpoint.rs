@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::Lab;
+
 /// A running endpoint.
 pub struct Endpoint {
     pub url: String,
@@ -411,4 +413,87 @@ pub fn deflate_b64(xml: &str) -> String {
         .expect("utf8")
         .trim()
         .to_owned()
+}
+
+/// A `causeway agent run` process enrolled with this endpoint, checking passwords against
+/// the lab's AD DC.
+pub struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    pub fn enrol_and_run(ep: &Endpoint, lab: &Lab) -> Self {
+        let token = ep.cli(&["certs", "token", "--ttl", "10m"], None);
+        let state = ep.dir.join("agent-state");
+        let out = Command::new(bin())
+            .args(["agent", "register", "--endpoint", &ep.url, "--token"])
+            .arg(token.trim())
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["--host-name", "pta-e2e"])
+            .output()
+            .expect("run causeway agent register");
+        assert!(
+            out.status.success(),
+            "agent register: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cfg = ep.dir.join("agent.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[agent]\nstate_dir = {:?}\nendpoints = [{:?}]\n\n[directory]\ndomain_controllers = [{:?}]\nca_file = {:?}\n",
+                state.display().to_string(),
+                ep.url,
+                lab.get("AD_LDAPS_URL"),
+                lab.get("AD_CA_CERT"),
+            ),
+        )
+        .expect("agent config");
+        let log = ep.dir.join("agent.log");
+        let child = Command::new(bin())
+            .args(["--log", "trace", "agent", "run", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("agent log"))
+            .spawn()
+            .expect("start causeway agent run");
+        Self { child, log }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits until `/healthz` reports `n` connected agents.
+pub fn until_agents(ep: &Endpoint, n: usize, extra_logs: &dyn Fn() -> String) {
+    let want = format!("\"agents_connected\":{n}");
+    let b = Browser::new(&ep.dir.join("health"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, _, body) = b.get(&format!("{}/healthz", ep.url));
+        if body.contains(&want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never {want} (last: {body})\nendpoint:\n{}\nagent:\n{}",
+            ep.logs(),
+            extra_logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
