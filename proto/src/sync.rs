@@ -19,6 +19,9 @@ use std::fmt;
 use causeway_credential::Secret;
 use serde::{Deserialize, Serialize};
 
+pub mod hash;
+pub use hash::{HashCounts, VerifierChange, MAX_HASH_BATCH};
+
 /// ALPN of an enrolled sync host's channel (client certificate required).
 pub const ALPN: &[u8] = b"causeway-sync/1";
 /// ALPN of a new sync host's enrollment (one request, no certificate yet).
@@ -338,6 +341,14 @@ pub enum Request {
         /// At most this many (capped at 100).
         limit: u32,
     },
+    /// Password hash sync: apply these verifier changes to the connector's synced users,
+    /// all or none (the lease must be held).
+    HashBatch {
+        /// The connector the users were exported by.
+        connector: String,
+        /// The changes, at most [`MAX_HASH_BATCH`].
+        changes: Vec<VerifierChange>,
+    },
 }
 
 impl fmt::Debug for Request {
@@ -389,6 +400,12 @@ impl fmt::Debug for Request {
                 .debug_struct("Runs")
                 .field("connector", connector)
                 .field("limit", limit)
+                .finish(),
+            // The count only: a verifier is offline-guessable hash material.
+            Request::HashBatch { connector, changes } => f
+                .debug_struct("HashBatch")
+                .field("connector", connector)
+                .field("changes", &changes.len())
                 .finish(),
         }
     }
@@ -455,6 +472,13 @@ pub enum Response {
     Runs {
         /// The runs, newest first.
         runs: Vec<RunRecord>,
+    },
+    /// Answer to HashBatch: applied (with the users that could not be).
+    HashApplied {
+        /// What it changed.
+        counts: HashCounts,
+        /// The users not applied, with why (the others were).
+        errors: Vec<ObjectError>,
     },
     /// The request was refused (not applied at all): the lease is held by another host,
     /// the run is unknown, the message is malformed, or the store failed.
@@ -629,6 +653,7 @@ impl Request {
                 Some(c) => check_name("connector", c),
                 None => Ok(()),
             },
+            Request::HashBatch { connector, changes } => hash::check(connector, changes),
         }
     }
 }
