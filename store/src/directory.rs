@@ -84,8 +84,6 @@ pub struct PasswordState {
     pub disabled: bool,
     /// When the account expires in the source, if it does.
     pub account_expires: Option<SystemTime>,
-    /// When the password was last set in the source, if known.
-    pub changed_at: Option<SystemTime>,
     /// When hash sync last changed the verifier or these flags (`causeway users show`).
     pub last_hash_sync: Option<SystemTime>,
 }

@@ -125,8 +125,8 @@ pub(super) fn check_text(field: &'static str, v: &Option<String>) -> Result<(), 
 
 /// The user columns [`row_to_user`] reads, in its order; a query that reads more puts them
 /// after these (from index [`COLUMNS_LEN`]).
-pub(super) const COLUMNS: &str = "id, upn, display_name, mail, source, disabled, verifier IS NOT NULL, deleted_at, created_at, updated_at, protected, pwd_must_change, account_expires, hash_disabled, pwd_changed_at, hash_synced_at";
-pub(super) const COLUMNS_LEN: usize = 16;
+pub(super) const COLUMNS: &str = "id, upn, display_name, mail, source, disabled, verifier IS NOT NULL, deleted_at, created_at, updated_at, protected, pwd_must_change, account_expires, hash_disabled, hash_synced_at";
+pub(super) const COLUMNS_LEN: usize = 15;
 
 pub(super) fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
     Ok(UserRecord {
@@ -145,8 +145,7 @@ pub(super) fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord>
             must_change: r.get::<_, i64>(11)? != 0,
             account_expires: r.get::<_, Option<i64>>(12)?.map(time),
             disabled: r.get::<_, i64>(13)? != 0,
-            changed_at: r.get::<_, Option<i64>>(14)?.map(time),
-            last_hash_sync: r.get::<_, Option<i64>>(15)?.map(time),
+            last_hash_sync: r.get::<_, Option<i64>>(14)?.map(time),
         },
     })
 }

@@ -68,8 +68,7 @@ impl Db {
             let changed_at = c.changed_at.map(unix);
             let flags_same = p.must_change == c.must_change
                 && p.disabled == c.disabled
-                && p.account_expires.map(secs) == expires.map(secs)
-                && p.changed_at.map(secs) == changed_at.map(secs);
+                && p.account_expires.map(secs) == expires.map(secs);
             if c.verifier.is_none() && flags_same {
                 counts.unchanged += 1;
                 continue;
