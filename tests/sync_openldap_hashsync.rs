@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use base64::Engine as _;
 use causeway_credential::{NtHash, Password, SignInOutcome};
 use causeway_store::{History as _, SqliteStore, Verifiers as _};
 use causeway_sync::ad::dirsync::Cookie;
@@ -463,12 +464,18 @@ async fn openldap_password_hashes_sync_as_verifiers_within_seconds() {
     written.push(("endpoint log".into(), ep.logs().into_bytes()));
     for pw in [P1, P2, P3, CAROL_PW, BOB_PW, DAVE_PW] {
         let hex = nt_hex(pw);
-        let needles: [Vec<u8>; 4] = [
+        let plain: [Vec<u8>; 4] = [
             hex.clone().into_bytes(),
             hex.to_lowercase().into_bytes(),
             nt(pw).to_vec(),
             pw.as_bytes().to_vec(),
         ];
+        // The connector space keeps attribute values in base64: look for that form too.
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let needles: Vec<Vec<u8>> = plain
+            .iter()
+            .flat_map(|n| [n.clone(), b64.encode(n).into_bytes()])
+            .collect();
         for (path, bytes) in &written {
             for n in &needles {
                 assert!(
