@@ -204,6 +204,104 @@ async fn snapshot(store: &SqliteStore, upn: &str) -> (Option<String>, usize, Opt
     (v.map(|v| v.expose_encoded()), h, u.password.last_hash_sync)
 }
 
+/// Plaintext the recording proxy saw, both directions.
+type Capture = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
+
+/// A recording man in the middle on the ingestion channel, so the test reads every
+/// payload: it terminates the sync host's TLS with a server certificate from the
+/// endpoint's own CA (the test holds it) and dials the endpoint with the sync host's
+/// certificate from `identity_dir`. Returns its URL and what it recorded.
+async fn recording_proxy(ep: &Endpoint, identity_dir: &Path) -> (String, Capture) {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = causeway_certs::Ca::load(&ep.data().join("ca"), SystemTime::now()).expect("the CA");
+    let issued = ca
+        .issue_server_cert(&["127.0.0.1".into()], SystemTime::now())
+        .expect("a server certificate");
+    let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(issued.chain_der(), issued.private_key_der().expect("key"))
+    .expect("server config");
+    server.alpn_protocols = vec![causeway_proto::sync::ALPN.to_vec()];
+    let read = |f: &str| std::fs::read_to_string(identity_dir.join(f)).expect(f);
+    let client = causeway_certs::agent_client_config(
+        &read("ca.pem"),
+        &read("tls.pem"),
+        &causeway_credential::Secret::new(read("tls.key")),
+        vec![causeway_proto::sync::ALPN.to_vec()],
+    )
+    .expect("client config");
+    let (acceptor, connector) = (
+        tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+        tokio_rustls::TlsConnector::from(Arc::new(client)),
+    );
+    let upstream = ep.url.trim_start_matches("https://").to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("https://{}", listener.local_addr().expect("addr"));
+    let capture: Capture = Default::default();
+    let cap = capture.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, connector, upstream, cap) = (
+                acceptor.clone(),
+                connector.clone(),
+                upstream.clone(),
+                cap.clone(),
+            );
+            tokio::spawn(async move {
+                let Ok(down) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(tcp) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+                let Ok(up) = connector.connect(name, tcp).await else {
+                    return;
+                };
+                let (mut dr, mut dw) = tokio::io::split(down);
+                let (mut ur, mut uw) = tokio::io::split(up);
+                let tap = |cap: Capture| {
+                    move |b: &[u8]| {
+                        cap.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .extend_from_slice(b)
+                    }
+                };
+                let (t1, t2) = (tap(cap.clone()), tap(cap));
+                let a = async move {
+                    let mut buf = vec![0u8; 64 << 10];
+                    while let Ok(n @ 1..) = dr.read(&mut buf).await {
+                        t1(&buf[..n]);
+                        if uw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = uw.shutdown().await;
+                };
+                let b = async move {
+                    let mut buf = vec![0u8; 64 << 10];
+                    while let Ok(n @ 1..) = ur.read(&mut buf).await {
+                        t2(&buf[..n]);
+                        if dw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = dw.shutdown().await;
+                };
+                tokio::join!(a, b);
+            });
+        }
+    });
+    (url, capture)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openldap_password_hashes_sync_as_verifiers_within_seconds() {
     let lab = lab();
@@ -294,6 +392,10 @@ async fn openldap_password_hashes_sync_as_verifiers_within_seconds() {
         &["register", "--host-name", "sync-hs"],
         &[("CAUSEWAY_SYNC_TOKEN", token.trim())],
     );
+    // From here on every ingestion message goes through the recording proxy.
+    let (proxy, payloads) = recording_proxy(&ep, &host.dir.join("state/identity")).await;
+    let text = std::fs::read_to_string(host.config()).expect("config");
+    std::fs::write(host.config(), text.replace(&ep.url, &proxy)).expect("config");
 
     // The first round exports the users, then pushes their verifiers and flags.
     host.sync(&ep, &["run", "--once"], &[]);
@@ -438,7 +540,7 @@ async fn openldap_password_hashes_sync_as_verifiers_within_seconds() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let took = changed.elapsed();
-    println!(
+    eprintln!(
         "hash sync: change in slapd to usable at the endpoint: {} ms",
         took.as_millis()
     );
@@ -460,6 +562,13 @@ async fn openldap_password_hashes_sync_as_verifiers_within_seconds() {
     let mut written = Vec::new();
     files(&host.dir, &mut written);
     files(&ep.data(), &mut written);
+    let payloads = payloads.lock().expect("capture").clone();
+    let seen = String::from_utf8_lossy(&payloads);
+    assert!(
+        seen.contains("\"type\":\"hash_batch\"") && seen.contains("v1;PPH1_MD4,"),
+        "the proxy saw the hash batches"
+    );
+    written.push(("ingestion payloads".into(), payloads));
     written.push(("sync output".into(), host.outputs.clone().into_bytes()));
     written.push(("endpoint log".into(), ep.logs().into_bytes()));
     for pw in [P1, P2, P3, CAROL_PW, BOB_PW, DAVE_PW] {
