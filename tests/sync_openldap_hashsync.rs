@@ -424,6 +424,14 @@ async fn openldap_password_hashes_sync_as_verifiers_within_seconds() {
         sign_in(&ep, dave, P1),
         words(SignInOutcome::InvalidCredentials)
     );
+    let (_, _, metrics) =
+        Browser::new(&ep.dir.join("m")).get(&format!("{}/metrics", ep.metrics_url));
+    for line in [
+        "causeway_hash_sync_users_total{change=\"verifier\"} 4",
+        "causeway_hash_sync_users_total{change=\"error\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from {metrics}");
+    }
     let shown = ep.cli(&["users", "show", alice], None);
     assert!(shown.contains("last hash sync: 1"), "{shown}");
     let status = host.sync(&ep, &["status"], &[]);

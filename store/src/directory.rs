@@ -292,6 +292,15 @@ pub fn verify_found(
     found: Option<(UserRecord, Option<PhsVerifier>)>,
     password: &Password,
 ) -> SignInOutcome {
+    verify_found_at(found, password, SystemTime::now())
+}
+
+/// [`verify_found`] at `now` (an account's expiry is judged against it).
+pub fn verify_found_at(
+    found: Option<(UserRecord, Option<PhsVerifier>)>,
+    password: &Password,
+    now: SystemTime,
+) -> SignInOutcome {
     match found {
         None | Some((_, None)) => {
             // Spend what a real check spends, so timing does not tell names apart.
@@ -302,7 +311,7 @@ pub fn verify_found(
             if !v.verify(password) {
                 SignInOutcome::InvalidCredentials
             } else {
-                right_password_outcome(&user, SystemTime::now())
+                right_password_outcome(&user, now)
             }
         }
     }

@@ -19,8 +19,9 @@ pub use agents::{
 };
 pub use directory::{
     check_upn, read_like_a_row, right_password_outcome, spend_like_a_check, verify_found,
-    verify_password, verify_stand_in, AdUser, DirectoryStore, History, HistoryEntry, LockoutStore,
-    NewUser, PasswordState, Source, StoreError, UserRecord, Users, Verifiers,
+    verify_found_at, verify_password, verify_stand_in, AdUser, DirectoryStore, History,
+    HistoryEntry, LockoutStore, NewUser, PasswordState, Source, StoreError, UserRecord, Users,
+    Verifiers,
 };
 pub use ids::{AgentId, ImmutableId};
 pub use sqlite::{SqliteAgents, SqliteStore};

@@ -10,6 +10,9 @@ use super::{check_anchor, check_name, MessageError, ObjectError};
 
 /// Most verifier changes in one batch (each costs the endpoint a parse, not a PBKDF2).
 pub const MAX_HASH_BATCH: usize = 1_000;
+/// The latest time a change may carry (9999-12-31T23:59:59Z, AD's "never" is `None`),
+/// so that no time a peer sends overflows a clock at the endpoint.
+pub const MAX_TIME: u64 = 253_402_300_799;
 
 /// One user's password state as the source has it, keyed by its anchor (the immutable id
 /// object export used for it).
@@ -68,6 +71,16 @@ pub(super) fn check(connector: &str, changes: &[VerifierChange]) -> Result<(), M
     }
     for c in changes {
         check_anchor(&c.anchor)?;
+        if [c.account_expires, c.changed_at]
+            .into_iter()
+            .flatten()
+            .any(|t| t > MAX_TIME)
+        {
+            return Err(MessageError::OutOfBounds(format!(
+                "a time of user {} is past {MAX_TIME} (year 9999)",
+                c.anchor
+            )));
+        }
     }
     Ok(())
 }

@@ -201,4 +201,11 @@ fn a_hash_batch_carries_no_nt_hash() {
         too_many.check(),
         Err(MessageError::OutOfBounds(_))
     ));
+    let mut late = verifier_change(None);
+    late.account_expires = Some(u64::MAX);
+    let far = Request::HashBatch {
+        connector: "c".into(),
+        changes: vec![late],
+    };
+    assert!(matches!(far.check(), Err(MessageError::OutOfBounds(_))));
 }

@@ -23,8 +23,10 @@ ALTER TABLE users ADD COLUMN pwd_changed_at INTEGER;
 ALTER TABLE users ADD COLUMN hash_synced_at INTEGER;
 ";
 
+/// The wire bounds times ([`causeway_proto::sync::hash::MAX_TIME`]); a later one (a
+/// caller that skipped the check) is clamped there rather than overflowing the clock.
 fn unix(s: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(s)
+    UNIX_EPOCH + Duration::from_secs(s.min(causeway_proto::sync::hash::MAX_TIME))
 }
 
 impl Db {

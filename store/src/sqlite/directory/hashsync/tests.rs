@@ -145,6 +145,35 @@ async fn verifier_changes_apply_once_and_flags_keep_the_verifier() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// An account's expiry is judged at the sign-in's `now`: a right password succeeds before
+/// it and is `AccountExpired` from it on; a wrong one is `InvalidCredentials` either way.
+#[tokio::test]
+async fn expiry_is_judged_at_the_given_time() {
+    let (s, dir) = store_with_user("expiry").await;
+    let now = SystemTime::now();
+    let mut c = change(Some(PhsVerifier::derive(&pw("P-1"))));
+    c.account_expires = Some(2_000_000_000);
+    s.apply_verifiers("ldap", "h1", &[c], now)
+        .await
+        .expect("applied");
+    let found = s.verifier_of("alice@corp.example").await.expect("read");
+    let at = |secs: u64| UNIX_EPOCH + Duration::from_secs(secs);
+    use crate::directory::verify_found_at;
+    assert_eq!(
+        verify_found_at(found.clone(), &pw("P-1"), at(1_999_999_999)),
+        SignInOutcome::Success
+    );
+    assert_eq!(
+        verify_found_at(found.clone(), &pw("P-1"), at(2_000_000_000)),
+        SignInOutcome::AccountExpired
+    );
+    assert_eq!(
+        verify_found_at(found, &pw("P-2"), at(2_000_000_000)),
+        SignInOutcome::InvalidCredentials
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 impl SqliteStore {
     fn user_by_id_sync(&self, id: &str) -> crate::UserRecord {
         self.db()
