@@ -322,6 +322,25 @@ fn exported_users(space: &ConnectorSpace, connector: &str) -> Result<BTreeSet<Gu
         .collect())
 }
 
+/// An error when a pass read users but not one password hash: a bind account that may
+/// not read them sees no `sambaNTPassword` at all (slapd leaves a denied attribute out, as
+/// if the user had no password), which would otherwise pass for users without passwords.
+pub fn unreadable_hashes(c: &Connector, records: &[HashRecord]) -> Option<ObjectError> {
+    (!records.is_empty() && records.iter().all(|r| r.nt.is_none())).then(|| ObjectError {
+        anchor: None,
+        dn: None,
+        error: format!(
+            "connector {}: {} users read and not one password hash: the bind account {} may \
+             not read sambaNTPassword; grant it, e.g. in slapd.conf \
+             `access to attrs=sambaNTPassword by dn.exact=\"{}\" read`",
+            c.name,
+            records.len(),
+            c.bind_dn,
+            c.bind_dn
+        ),
+    })
+}
+
 /// One hash pass for connector `c` (its lease must be held): read what changed since the
 /// hash cookie (everything when an exported user has never been acknowledged, e.g. a
 /// newly exported one or one the endpoint refused), push what changed, and advance the
@@ -385,6 +404,7 @@ async fn pass_inner(
             }),
         }
     }
+    errors.extend(unreadable_hashes(c, &records));
     let mut report = push_records(ch, space, &c.name, records, batch, now).await?;
     report.errors.extend(errors);
     space.set_hash_cookie(&c.name, &read.cookie)?;

@@ -147,3 +147,37 @@ async fn derivation_keeps_the_order_and_salts_each_verifier() {
         "the same password gets a fresh salt"
     );
 }
+
+/// Users read without a single hash is the bind account's missing right, named with the
+/// grant; one user with a hash is enough to tell it is not.
+#[test]
+fn no_readable_hash_names_the_missing_right() {
+    let text = r#"
+[sync]
+state_dir = "s"
+endpoints = ["https://idp"]
+[[connector]]
+name = "ldap"
+kind = "openldap"
+servers = ["ldaps://ldap"]
+ca_file = "ca.pem"
+bind_dn = "cn=sync,dc=x"
+bind_password_env = "X"
+base_dn = "dc=x"
+password_hash_sync = true
+"#;
+    let cfg = crate::config::SyncConfig::parse(text, std::path::Path::new("s.toml")).expect("ok");
+    let c = &cfg.connectors[0];
+    let mut without = rec(Some(1), false);
+    without.nt = None;
+    let e = unreadable_hashes(c, &[without]).expect("an error");
+    assert!(
+        e.error.contains("cn=sync,dc=x") && e.error.contains("sambaNTPassword"),
+        "{}",
+        e.error
+    );
+    let mut again = rec(Some(1), false);
+    again.nt = None;
+    assert!(unreadable_hashes(c, &[again, rec(Some(2), false)]).is_none());
+    assert!(unreadable_hashes(c, &[]).is_none());
+}
