@@ -132,6 +132,3 @@ impl Db {
         .map_err(self.err("read the hash sync state"))
     }
 }
-
-#[cfg(test)]
-mod tests;
