@@ -152,15 +152,12 @@ fn at(secs: i64) -> SystemTime {
     }
 }
 
-/// The record of one content-sync entry; `None` for what is no Samba account (no
-/// `sambaSamAccount` class) or a deletion.
+/// The record of one content-sync entry; `None` for a deletion. An entry without Samba's
+/// attributes (no `sambaSamAccount`, or not a person at all) is a record without a
+/// password: the pass keeps only exported users, and remembering those without one keeps
+/// the next pass a delta.
 pub fn record(e: Entry) -> Result<Option<HashRecord>, EntryError> {
-    let samba = e.attrs.get("objectclass").is_some_and(|v| {
-        v.values
-            .iter()
-            .any(|c| c.eq_ignore_ascii_case(b"sambaSamAccount"))
-    });
-    if e.deleted || !samba {
+    if e.deleted {
         return Ok(None);
     }
     let nt = match one(&e.attrs, "sambantpassword") {

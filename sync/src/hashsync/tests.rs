@@ -82,7 +82,17 @@ fn slapd_entries_become_records_with_the_lab_users_flags() {
     assert!(!e.to_string().contains("ZZ72"), "{e}");
     let mut plain = entry(&[]);
     plain.attrs.remove("objectclass");
-    assert!(record(plain).expect("ok").is_none(), "not a samba account");
+    let plain = record(plain).expect("ok").expect("a record");
+    assert!(
+        plain.nt.is_none() && !plain.disabled,
+        "no Samba account: no password"
+    );
+    let mut gone = entry(&[("sambantpassword", ALICE_NT)]);
+    gone.deleted = true;
+    assert!(
+        record(gone).expect("ok").is_none(),
+        "a deletion is no record"
+    );
 }
 
 #[test]
