@@ -82,6 +82,13 @@ pub(crate) enum UsersCommand {
         /// The UPN.
         upn: String,
     },
+    /// Show one user: its state and, for a synchronised user, its password hash sync.
+    Show {
+        #[command(flatten)]
+        data: DataDir,
+        /// The UPN.
+        upn: String,
+    },
     /// Show every recorded change of a user: when, who, what, and the state after it.
     History {
         #[command(flatten)]
@@ -141,6 +148,43 @@ fn line(u: &UserRecord) -> String {
         if u.protected { " protected" } else { "" },
         u.display_name.as_deref().unwrap_or("")
     )
+}
+
+/// `last hash sync: …` with the flags it delivered, for `users show`.
+fn hash_sync_line(u: &UserRecord, now: SystemTime) -> String {
+    let secs = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    let p = &u.password;
+    match p.last_hash_sync {
+        None => format!(
+            "last hash sync: never{}",
+            if u.has_verifier {
+                " (verifier set on the endpoint)"
+            } else {
+                ""
+            }
+        ),
+        Some(t) => format!(
+            "last hash sync: {} ({} s ago){}{}{}",
+            secs(t),
+            now.duration_since(t).map_or(0, |d| d.as_secs()),
+            if p.must_change {
+                "; must change password at next logon"
+            } else {
+                ""
+            },
+            if p.disabled {
+                "; disabled in the source"
+            } else {
+                ""
+            },
+            p.account_expires
+                .map(|e| format!("; account expires {}", secs(e)))
+                .unwrap_or_default(),
+        ),
+    }
 }
 
 fn read_password() -> Result<Password> {
@@ -249,6 +293,13 @@ pub(crate) async fn run(cmd: UsersCommand) -> Result<()> {
                 "{}",
                 line(&open(&data)?.restore_user(&upn, &actor(), now).await?)
             )
+        }
+        UsersCommand::Show { data, upn } => {
+            let Some(u) = open(&data)?.user_by_upn(&upn).await? else {
+                bail!("no user {upn}");
+            };
+            println!("{}", line(&u));
+            println!("{}", hash_sync_line(&u, now));
         }
         UsersCommand::History { data, upn } => {
             let h = open(&data)?.history(&upn).await?;

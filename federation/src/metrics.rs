@@ -32,8 +32,13 @@ pub(crate) const SYNC_CHANGES: [&str; 5] = ["added", "updated", "deleted", "unch
 /// The `kind` labels of synchronised objects held, created at zero (proto's kinds).
 pub(crate) const SYNC_KINDS: [&str; 5] = ["user", "group", "contact", "device", "ou"];
 
+/// The `change` labels of password hash sync, created at zero: a verifier replaced,
+/// flags alone changed, already as given, not applied.
+pub(crate) const HASH_CHANGES: [&str; 4] = ["verifier", "flags", "unchanged", "error"];
+
 /// The sync ingestion's metrics.
 struct SyncMetrics {
+    hash: IntCounterVec,
     batches: IntCounterVec,
     objects: IntCounterVec,
     held: IntGaugeVec,
@@ -82,6 +87,17 @@ impl SyncMetrics {
         for o in SYNC_BATCH_OUTCOMES {
             batches.with_label_values(&[o]);
         }
+        let hash = IntCounterVec::new(
+            Opts::new(
+                "hash_sync_users_total",
+                "Password hash sync changes received, by what the change did",
+            ),
+            &["change"],
+        )
+        .expect("valid metric");
+        for c in HASH_CHANGES {
+            hash.with_label_values(&[c]);
+        }
         for c in SYNC_CHANGES {
             objects.with_label_values(&[c]);
         }
@@ -89,6 +105,7 @@ impl SyncMetrics {
             held.with_label_values(&[k]);
         }
         Self {
+            hash,
             batches,
             objects,
             held,
@@ -97,8 +114,9 @@ impl SyncMetrics {
         }
     }
 
-    fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 5] {
+    fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 6] {
         [
+            Box::new(self.hash.clone()),
             Box::new(self.batches.clone()),
             Box::new(self.objects.clone()),
             Box::new(self.held.clone()),
@@ -215,6 +233,17 @@ impl Metrics {
     /// Counts one sync batch with `outcome` (one of [`SYNC_BATCH_OUTCOMES`]).
     pub(crate) fn sync_batch(&self, outcome: &str) {
         self.sync.batches.with_label_values(&[outcome]).inc();
+    }
+
+    /// Adds a hash batch's counts (labels of [`HASH_CHANGES`]).
+    pub(crate) fn hash_sync(&self, c: &causeway_proto::sync::HashCounts) {
+        for (label, n) in
+            HASH_CHANGES
+                .into_iter()
+                .zip([c.verifiers, c.flags, c.unchanged, c.errors])
+        {
+            self.sync.hash.with_label_values(&[label]).inc_by(n);
+        }
     }
 
     /// Adds a batch's `(change, count)` pairs (labels of [`SYNC_CHANGES`]).

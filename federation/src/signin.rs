@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use crate::client_addr::TrustedProxies;
 use crate::hub::lockout::AccountKey;
 use crate::hub::{CheckRequest, Hub};
-use causeway_store::{spend_like_a_check, verify_found, DirectoryStore, Source, UserRecord};
+use causeway_store::{spend_like_a_check, verify_found_at, DirectoryStore, Source, UserRecord};
 
 /// How a domain's passwords are checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,8 +340,9 @@ impl Authenticator {
         let Ok(found) = found else {
             return (SignInOutcome::DirectoryUnavailable, Path::HashSync);
         };
+        let now = SystemTime::now();
         let outcome = match tokio::task::spawn_blocking(move || match found {
-            Found::Row(row) => verify_found(Some(row), &password),
+            Found::Row(row) => verify_found_at(Some(row), &password, now),
             Found::StandIn(v) => causeway_store::verify_stand_in(v.as_ref(), &password),
         })
         .await
@@ -352,7 +353,7 @@ impl Authenticator {
                 return (SignInOutcome::DirectoryUnavailable, Path::HashSync);
             }
         };
-        ticket.record(outcome, 1, SystemTime::now());
+        ticket.record(outcome, 1, now);
         let path = if served { Path::HashSync } else { Path::None };
         (outcome, path)
     }

@@ -19,6 +19,10 @@ use std::fmt;
 use causeway_credential::Secret;
 use serde::{Deserialize, Serialize};
 
+mod debug;
+pub mod hash;
+pub use hash::{HashCounts, VerifierChange, MAX_HASH_BATCH};
+
 /// ALPN of an enrolled sync host's channel (client certificate required).
 pub const ALPN: &[u8] = b"causeway-sync/1";
 /// ALPN of a new sync host's enrollment (one request, no certificate yet).
@@ -338,60 +342,14 @@ pub enum Request {
         /// At most this many (capped at 100).
         limit: u32,
     },
-}
-
-impl fmt::Debug for Request {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Request::Enroll { host_name, .. } => f
-                .debug_struct("Enroll")
-                .field("token", &"[redacted]")
-                .field("host_name", host_name)
-                .finish_non_exhaustive(),
-            Request::Hello {
-                version,
-                software_version,
-            } => f
-                .debug_struct("Hello")
-                .field("version", version)
-                .field("software_version", software_version)
-                .finish(),
-            Request::Lease { connector } => f.debug_struct("Lease").field("c", connector).finish(),
-            Request::Release { connector } => {
-                f.debug_struct("Release").field("c", connector).finish()
-            }
-            Request::StartRun {
-                connector,
-                kind,
-                soft_match,
-            } => f
-                .debug_struct("StartRun")
-                .field("connector", connector)
-                .field("kind", kind)
-                .field("soft_match", soft_match)
-                .finish(),
-            Request::Batch { run, seq, changes } => f
-                .debug_struct("Batch")
-                .field("run", run)
-                .field("seq", seq)
-                .field("changes", &changes.len())
-                .finish(),
-            Request::FinishRun { run, report } => f
-                .debug_struct("FinishRun")
-                .field("run", run)
-                .field("status", &report.status)
-                .finish_non_exhaustive(),
-            Request::Renew { csr_pem } => f
-                .debug_struct("Renew")
-                .field("csr_pem_len", &csr_pem.len())
-                .finish(),
-            Request::Runs { connector, limit } => f
-                .debug_struct("Runs")
-                .field("connector", connector)
-                .field("limit", limit)
-                .finish(),
-        }
-    }
+    /// Password hash sync: apply these verifier changes to the connector's synced users,
+    /// all or none (the lease must be held).
+    HashBatch {
+        /// The connector the users were exported by.
+        connector: String,
+        /// The changes, at most [`MAX_HASH_BATCH`].
+        changes: Vec<VerifierChange>,
+    },
 }
 
 /// Endpoint → sync host: one answer per request.
@@ -455,6 +413,13 @@ pub enum Response {
     Runs {
         /// The runs, newest first.
         runs: Vec<RunRecord>,
+    },
+    /// Answer to HashBatch: applied (with the users that could not be).
+    HashApplied {
+        /// What it changed.
+        counts: HashCounts,
+        /// The users not applied, with why (the others were).
+        errors: Vec<ObjectError>,
     },
     /// The request was refused (not applied at all): the lease is held by another host,
     /// the run is unknown, the message is malformed, or the store failed.
@@ -629,6 +594,7 @@ impl Request {
                 Some(c) => check_name("connector", c),
                 None => Ok(()),
             },
+            Request::HashBatch { connector, changes } => hash::check(connector, changes),
         }
     }
 }

@@ -206,6 +206,9 @@ pub(super) fn status(path: &Path) -> CmdOutcome {
         let held = space.len(&c.name).map_err(|e| e.to_string())?;
         let exported = space.exported(&c.name).map_err(|e| e.to_string())?.len();
         println!("{}: {held} objects held, {exported} exported", c.name);
+        if c.password_hash_sync {
+            println!("  {}", hash_status_line(&space, &c.name)?);
+        }
         let plan = cycle::plan_with_approvals(&cfg, c, &space).map_err(|e| e.to_string())?;
         let (a, u, d) = plan.counts();
         println!(
@@ -239,6 +242,35 @@ pub(super) fn status(path: &Path) -> CmdOutcome {
         }
     }
     Ok(true)
+}
+
+/// `password hash sync: …`: when the last pass ran and succeeded, the lag (the oldest
+/// change not yet pushed, else the time since the last successful pass) and errors.
+fn hash_status_line(
+    space: &causeway_sync::space::ConnectorSpace,
+    connector: &str,
+) -> Result<String, String> {
+    let now = std::time::SystemTime::now();
+    let ago = |t: std::time::SystemTime| now.duration_since(t).map_or(0, |d| d.as_secs());
+    let Some(s) = space.hash_status(connector).map_err(|e| e.to_string())? else {
+        return Ok("password hash sync: no pass yet".into());
+    };
+    let lag = match (s.oldest_pending, s.last_ok_at) {
+        (Some(t), _) => format!("lag {} s ({} changes not pushed yet)", ago(t), s.pending),
+        (None, Some(t)) => format!(
+            "lag {} s (everything pushed at the last successful pass)",
+            ago(t)
+        ),
+        (None, None) => "lag unknown (no successful pass yet)".into(),
+    };
+    Ok(format!(
+        "password hash sync: last pass {} s ago, {lag}, {} errors{}",
+        s.last_pass_at.map_or(0, ago),
+        s.errors,
+        s.last_error
+            .map(|e| format!(" — last pass failed: {e}"))
+            .unwrap_or_default()
+    ))
 }
 
 #[allow(clippy::print_stdout)] // the runs are the command's output

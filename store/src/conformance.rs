@@ -14,8 +14,10 @@ use std::time::{Duration, SystemTime};
 use causeway_certs::{AgentId, CertsError, TokenError};
 use causeway_credential::{Password, PhsVerifier, SignInOutcome};
 
+mod hashsync;
 mod synced;
 mod synced_match;
+pub use hashsync::*;
 pub use synced::*;
 pub use synced_match::*;
 
@@ -45,6 +47,7 @@ macro_rules! conformance_suite {
             groups_of_follows_nesting_and_ends_cycles,
             runs_are_listed_newest_first_with_their_counts,
             protection_is_recorded_and_shown,
+            hash_sync_applies_once_and_only_under_the_lease,
         );
         $crate::conformance_suite!(@agents $agents;
             agent_tokens_are_single_use_and_checked_in_order,

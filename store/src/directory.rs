@@ -68,6 +68,24 @@ pub struct UserRecord {
     pub created_at: SystemTime,
     /// Last changed.
     pub updated_at: SystemTime,
+    /// What password hash sync last said about the password (all unset for cloud-only
+    /// users and users hash sync has not reached).
+    pub password: PasswordState,
+}
+
+/// A synced user's password state as password hash sync last delivered it: the flags that
+/// change what a sign-in with the right password may do, and when it arrived.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PasswordState {
+    /// The password must be changed at next logon (AD: pwdLastSet = 0).
+    pub must_change: bool,
+    /// The account is disabled in the source (besides [`UserRecord::disabled`], which
+    /// object export sets).
+    pub disabled: bool,
+    /// When the account expires in the source, if it does.
+    pub account_expires: Option<SystemTime>,
+    /// When hash sync last changed the verifier or these flags (`causeway users show`).
+    pub last_hash_sync: Option<SystemTime>,
 }
 
 /// What a new cloud-only user has.
@@ -274,6 +292,15 @@ pub fn verify_found(
     found: Option<(UserRecord, Option<PhsVerifier>)>,
     password: &Password,
 ) -> SignInOutcome {
+    verify_found_at(found, password, SystemTime::now())
+}
+
+/// [`verify_found`] at `now` (an account's expiry is judged against it).
+pub fn verify_found_at(
+    found: Option<(UserRecord, Option<PhsVerifier>)>,
+    password: &Password,
+    now: SystemTime,
+) -> SignInOutcome {
     match found {
         None | Some((_, None)) => {
             // Spend what a real check spends, so timing does not tell names apart.
@@ -283,12 +310,26 @@ pub fn verify_found(
         Some((user, Some(v))) => {
             if !v.verify(password) {
                 SignInOutcome::InvalidCredentials
-            } else if user.disabled {
-                SignInOutcome::AccountDisabled
             } else {
-                SignInOutcome::Success
+                right_password_outcome(&user, now)
             }
         }
+    }
+}
+
+/// What a right password gets, in the order AD answers a bind with it: disabled (533)
+/// before expired (701) before must-change (773). A wrong password never gets here: it
+/// stays `InvalidCredentials` whatever the flags, as AD answers 52e first.
+pub fn right_password_outcome(user: &UserRecord, now: SystemTime) -> SignInOutcome {
+    let p = &user.password;
+    if user.disabled || p.disabled {
+        SignInOutcome::AccountDisabled
+    } else if p.account_expires.is_some_and(|t| now >= t) {
+        SignInOutcome::AccountExpired
+    } else if p.must_change {
+        SignInOutcome::PasswordMustChange
+    } else {
+        SignInOutcome::Success
     }
 }
 
@@ -315,6 +356,7 @@ pub fn read_like_a_row() -> Option<PhsVerifier> {
         deleted_at: None,
         created_at: SystemTime::UNIX_EPOCH,
         updated_at: SystemTime::UNIX_EPOCH,
+        password: PasswordState::default(),
     };
     std::hint::black_box(&record);
     PhsVerifier::parse(dummy_verifier()).ok()

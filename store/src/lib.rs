@@ -18,15 +18,17 @@ pub use agents::{
     MAX_TOKEN_LEN, MAX_TOKEN_TTL, MIN_TOKEN_TTL,
 };
 pub use directory::{
-    check_upn, read_like_a_row, spend_like_a_check, verify_found, verify_password, verify_stand_in,
-    AdUser, DirectoryStore, History, HistoryEntry, LockoutStore, NewUser, Source, StoreError,
-    UserRecord, Users, Verifiers,
+    check_upn, read_like_a_row, right_password_outcome, spend_like_a_check, verify_found,
+    verify_found_at, verify_password, verify_stand_in, AdUser, DirectoryStore, History,
+    HistoryEntry, LockoutStore, NewUser, PasswordState, Source, StoreError, UserRecord, Users,
+    Verifiers,
 };
 pub use ids::{AgentId, ImmutableId};
 pub use sqlite::{SqliteAgents, SqliteStore};
 pub use synced::{
-    BatchResult, Counts, LeaseState, MatchPolicy, Object, ObjectChange, ObjectError, ObjectKind,
-    RunKind, RunRecord, RunReport, RunStatus, Synced, SyncedRecord, DEFAULT_LEASE,
+    BatchResult, Counts, HashCounts, LeaseState, MatchPolicy, Object, ObjectChange, ObjectError,
+    ObjectKind, RunKind, RunRecord, RunReport, RunStatus, Synced, SyncedRecord, VerifierChange,
+    DEFAULT_LEASE,
 };
 
 /// The one SQLite opener (private file, WAL, busy timeout, ordered migrations), for every

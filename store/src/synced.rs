@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 pub use causeway_proto::sync::{
-    Counts, Object, ObjectChange, ObjectError, ObjectKind, RunKind, RunRecord, RunReport, RunStatus,
+    Counts, HashCounts, Object, ObjectChange, ObjectError, ObjectKind, RunKind, RunRecord,
+    RunReport, RunStatus, VerifierChange,
 };
 
 use crate::directory::StoreError;
@@ -128,6 +129,25 @@ pub trait Synced: Send + Sync {
     ) -> Result<Vec<RunRecord>, StoreError>;
     /// A synchronised object by anchor, live or in the recycle bin.
     async fn synced_object(&self, anchor: &str) -> Result<Option<SyncedRecord>, StoreError>;
+    /// Password hash sync: applies `changes` to `connector`'s live synced users (matched by
+    /// anchor) in one transaction, each changed user with a history row (`set-password`
+    /// when its verifier was replaced, else `password-flags`; never the verifier itself),
+    /// and stamps each user's last hash sync. Refused, with nothing applied, unless
+    /// `holder` holds the connector's lease. An anchor that is no live user of this
+    /// connector is reported in the result and the rest are applied.
+    async fn apply_verifiers(
+        &self,
+        connector: &str,
+        holder: &str,
+        changes: &[VerifierChange],
+        now: SystemTime,
+    ) -> Result<(HashCounts, Vec<ObjectError>), StoreError>;
+    /// The newest last-hash-sync time of `connector`'s users, and how many of its live
+    /// users have a verifier (for `sync status` and metrics).
+    async fn hash_sync_state(
+        &self,
+        connector: &str,
+    ) -> Result<(Option<SystemTime>, u64), StoreError>;
     /// How many live objects of each kind are held (for metrics and `sync status`).
     async fn synced_counts(&self) -> Result<Vec<(ObjectKind, u64)>, StoreError>;
     /// The names of the live groups user `anchor` is a member of, directly or through

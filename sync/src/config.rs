@@ -26,6 +26,8 @@ pub const DEFAULT_POLL: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_BATCH: usize = 500;
 /// How often password hashes are synchronised.
 pub const DEFAULT_HASH_POLL: Duration = Duration::from_secs(2 * 60);
+/// The longest `hash_interval` accepted.
+pub const MAX_HASH_POLL: Duration = Duration::from_secs(60 * 60);
 /// The longest bind password file read.
 const MAX_PASSWORD_FILE: u64 = 4096;
 
@@ -101,6 +103,8 @@ struct RawConnector {
     #[serde(default)]
     write_consistency_guid: bool,
     #[serde(default)]
+    password_hash_sync: bool,
+    #[serde(default)]
     delta: Option<Spanned<String>>,
     #[serde(default)]
     timeout: Option<Spanned<String>>,
@@ -174,6 +178,10 @@ pub struct Connector {
     pub soft_match: bool,
     /// Write `objectGUID` into `ms-DS-ConsistencyGuid` when the latter is empty.
     pub write_consistency_guid: bool,
+    /// Password hash sync (`password_hash_sync = true`, off by default): read the users'
+    /// NT hashes (OpenLDAP: `sambaNTPassword`) every `hash_interval` and push only their
+    /// verifiers.
+    pub password_hash_sync: bool,
     /// How an OpenLDAP connector reads deltas (AD: always [`OpenLdapDelta::Auto`], unused).
     pub delta: OpenLdapDelta,
     /// How long one LDAP operation may take.
@@ -487,6 +495,7 @@ impl SyncConfig {
                     .unwrap_or(kind == ConnectorKind::ActiveDirectory),
                 soft_match: c.soft_match,
                 write_consistency_guid: c.write_consistency_guid,
+                password_hash_sync: c.password_hash_sync,
                 delta,
                 timeout: duration(&c.timeout, Duration::from_secs(30), "timeout")?,
                 mapping,
@@ -499,7 +508,16 @@ impl SyncConfig {
             batch_size,
             staging: s.staging,
             poll_interval: duration(&s.poll_interval, DEFAULT_POLL, "poll_interval")?,
-            hash_interval: duration(&s.hash_interval, DEFAULT_HASH_POLL, "hash_interval")?,
+            hash_interval: match &s.hash_interval {
+                // Entra's is 2 minutes; past an hour a changed password is not "synced".
+                Some(v)
+                    if duration(&s.hash_interval, DEFAULT_HASH_POLL, "hash_interval")?
+                        > MAX_HASH_POLL =>
+                {
+                    return Err(at(v.span(), "hash_interval must be at most 1h".into()))
+                }
+                _ => duration(&s.hash_interval, DEFAULT_HASH_POLL, "hash_interval")?,
+            },
             delete_threshold: threshold,
             connectors,
         })

@@ -363,6 +363,13 @@ pub async fn run_loop(
                     wake.clone(),
                 )));
             }
+            // OpenLDAP's content sync in refreshAndPersist mode wakes the loop the same way.
+            if c.kind == ConnectorKind::OpenLdap && c.change_notification {
+                watchers.push(tokio::spawn(crate::openldap::persist::watch(
+                    Arc::new(c.clone()),
+                    wake.clone(),
+                )));
+            }
         }
     }
     let mut ch: Option<Channel> = None;
@@ -370,6 +377,7 @@ pub async fn run_loop(
     let mut renew_retry = None;
     let mut all_ok = true;
     let mut next_poll = Instant::now();
+    let mut next_hash = Instant::now();
     let mut holding: BTreeSet<String> = BTreeSet::new();
     // Connectors whose last round found another host holding the lease.
     let mut standby: BTreeSet<String> = BTreeSet::new();
@@ -458,6 +466,17 @@ pub async fn run_loop(
                 }
             }
         }
+        // Password hash sync: after every round (a change notification starts one), and
+        // every hash interval between rounds, for the connectors whose lease we hold.
+        if (due || Instant::now() >= next_hash) && !cfg.staging {
+            next_hash = Instant::now() + cfg.hash_interval;
+            if let Some(channel) = ch.as_mut() {
+                if !hash_passes(cfg, space, channel, &holding).await {
+                    all_ok = false;
+                    ch = None;
+                }
+            }
+        }
         if opts.once {
             break;
         }
@@ -466,7 +485,9 @@ pub async fn run_loop(
         } else {
             (lease_len / 3).max(Duration::from_millis(200))
         };
-        let until_poll = next_poll.saturating_duration_since(Instant::now());
+        let until_poll = next_poll
+            .min(next_hash)
+            .saturating_duration_since(Instant::now());
         tokio::select! {
             _ = wake.notified() => {
                 // Let a burst of changes settle into one delta.
@@ -486,4 +507,37 @@ pub async fn run_loop(
         }
     }
     all_ok
+}
+
+/// One hash pass per connector that syncs password hashes and whose lease is held.
+/// `false` when the channel failed (the caller reopens it; the pass is retried then).
+async fn hash_passes(
+    cfg: &SyncConfig,
+    space: &ConnectorSpace,
+    ch: &mut Channel,
+    holding: &BTreeSet<String>,
+) -> bool {
+    for c in cfg
+        .connectors
+        .iter()
+        .filter(|c| c.password_hash_sync && holding.contains(&c.name))
+    {
+        let now = std::time::SystemTime::now();
+        match crate::hashsync::pass(c, space, ch, cfg.batch_size, now).await {
+            Ok(r) => {
+                for e in &r.errors {
+                    tracing::warn!(connector = %c.name, anchor = ?e.anchor, dn = ?e.dn, error = %e.error, "password hash not synchronised");
+                }
+                tracing::info!(connector = %c.name, read = r.read, verifiers = r.counts.verifiers, flags = r.counts.flags, errors = r.errors.len(), "{r}");
+            }
+            Err(crate::hashsync::HashSyncError::Channel(e)) => {
+                tracing::warn!(connector = %c.name, error = %e, "hash sync push failed; retrying on the next pass");
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(connector = %c.name, error = %e, "hash sync pass failed; retrying on the next pass");
+            }
+        }
+    }
+    true
 }

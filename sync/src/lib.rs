@@ -14,6 +14,7 @@
 //! - [`space`]: the connector space, each object's whole attribute set with its cookie.
 //! - [`run`]: the import stage of a run (`causeway sync import`).
 //! - [`plan`]: what a run would export, and the deletion threshold (`causeway sync plan`).
+//! - [`hashsync`]: password hash sync — NT hashes to verifiers on premises, only changes pushed.
 //!
 //! Still to come (the sync issues): staging mode and approval of a stopped run, export
 //! to the endpoint's ingestion API with an export watermark committed after
@@ -27,6 +28,7 @@ pub mod connect;
 pub mod cycle;
 pub mod export;
 pub mod filter;
+pub mod hashsync;
 pub mod mapping;
 pub mod openldap;
 pub mod plan;

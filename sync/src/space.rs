@@ -90,6 +90,10 @@ const SCHEMA: Schema = Schema {
                 max_age INTEGER
               );",
         },
+        Migration {
+            action: "add the password hash sync state",
+            sql: hash::SCHEMA,
+        },
     ],
 };
 
@@ -264,7 +268,7 @@ impl ConnectorSpace {
         let attrs: BTreeMap<String, Values> = e
             .attrs
             .iter()
-            .filter(|(_, v)| !v.values.is_empty())
+            .filter(|(k, v)| !v.values.is_empty() && !hash::is_secret_attribute(k))
             .map(|(k, v)| {
                 (
                     k.clone(),
@@ -422,6 +426,12 @@ fn held(conn: &Connection, connector: &str, guid: &Guid) -> Result<Option<Held>,
 /// held (no values: it was cleared); linked-value increments add and remove single values.
 fn merge(held: &mut BTreeMap<String, Values>, delta: &BTreeMap<String, Values>) {
     for (name, d) in delta {
+        // Password hashes never reach the file, whatever a search read (`*` returns
+        // slapd's sambaNTPassword to an account allowed to read it).
+        if hash::is_secret_attribute(name) {
+            held.remove(name);
+            continue;
+        }
         let incremental = !d.added.is_empty() || !d.removed.is_empty();
         if !incremental {
             if d.values.is_empty() {
@@ -495,6 +505,7 @@ fn decode(text: &str) -> Result<BTreeMap<String, Values>, String> {
         .collect()
 }
 
+pub mod hash;
 mod marks;
 mod stream;
 

@@ -348,6 +348,35 @@ impl Ready {
                     }
                 }
             }
+            Request::HashBatch { connector, changes } => {
+                match ctx
+                    .store
+                    .apply_verifiers(&connector, host, &changes, now)
+                    .await
+                {
+                    Ok((counts, errors)) => {
+                        // Counts only: a verifier is hash material, never logged.
+                        info!(
+                            %host, %connector, users = changes.len(),
+                            verifiers = counts.verifiers, flags = counts.flags,
+                            unchanged = counts.unchanged, errors = counts.errors,
+                            "hash sync batch applied"
+                        );
+                        ctx.metrics.sync_batch("applied");
+                        ctx.metrics.hash_sync(&counts);
+                        Response::HashApplied { counts, errors }
+                    }
+                    Err(e) => {
+                        warn!(%host, %connector, error = %e, "hash sync batch refused");
+                        ctx.metrics.sync_batch(if is_store_failure(&e) {
+                            "failed"
+                        } else {
+                            "refused"
+                        });
+                        refused(e)
+                    }
+                }
+            }
             Request::Runs { connector, limit } => {
                 let limit = usize::try_from(limit.min(100)).unwrap_or(100);
                 match ctx.store.runs(connector.as_deref(), limit).await {
@@ -427,6 +456,7 @@ fn name(r: &Request) -> &'static str {
         Request::FinishRun { .. } => "finish_run",
         Request::Renew { .. } => "renew",
         Request::Runs { .. } => "runs",
+        Request::HashBatch { .. } => "hash_batch",
     }
 }
 

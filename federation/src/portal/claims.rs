@@ -95,6 +95,7 @@ mod tests {
             deleted_at: None,
             created_at: now,
             updated_at: now,
+            password: Default::default(),
         }
     }
 

@@ -136,3 +136,76 @@ fn a_renewal_round_trips_is_bounded_like_enrollment_and_hides_its_pem_in_debug()
     };
     assert_eq!(decode::<Response>(&encode(&r)[4..]).expect("ok"), r);
 }
+
+fn verifier_change(verifier: Option<causeway_credential::PhsVerifier>) -> VerifierChange {
+    VerifierChange {
+        anchor: ANCHOR.into(),
+        verifier,
+        must_change: true,
+        disabled: false,
+        account_expires: Some(1_700_000_000),
+        changed_at: None,
+    }
+}
+
+/// A hash batch round-trips with its verifier intact, and neither the request's nor the
+/// change's `Debug` shows the verifier's key or salt.
+#[test]
+fn a_hash_batch_round_trips_and_its_debug_hides_the_verifier() {
+    let pw = causeway_credential::Password::new("Blue-Harbor-41".into()).expect("ok");
+    let v = causeway_credential::PhsVerifier::derive(&pw);
+    let text = v.expose_encoded();
+    let r = Request::HashBatch {
+        connector: "ldap".into(),
+        changes: vec![verifier_change(Some(v)), verifier_change(None)],
+    };
+    let bytes = encode(&r);
+    let back: Request = decode(&bytes[4..]).expect("ok");
+    back.check().expect("ok");
+    let Request::HashBatch { changes, .. } = &back else {
+        panic!("not a hash batch")
+    };
+    let got = changes[0].verifier.as_ref().expect("a verifier");
+    assert!(got.verify(&pw));
+    assert!(changes[1].verifier.is_none());
+    let key = &text[text.len() - 65..text.len() - 1];
+    let salt = &text["v1;PPH1_MD4,".len().."v1;PPH1_MD4,".len() + 20];
+    for shown in [format!("{back:?}"), format!("{:?}", changes[0])] {
+        assert!(!shown.contains(key) && !shown.contains(salt), "{shown}");
+    }
+}
+
+/// The verifier field takes only a verifier: an NT hash (hex, as slapd stores it) or
+/// anything else there is a malformed message, and so is an unknown field next to it.
+#[test]
+fn a_hash_batch_carries_no_nt_hash() {
+    for body in [
+        r#"{"type":"hash_batch","connector":"c","changes":[{"anchor":"AAECAwQFBgcICQoLDA0ODw==","verifier":"9172D29A2718FB749F12DEC01E082C92","must_change":false,"disabled":false,"account_expires":null,"changed_at":null}]}"#,
+        r#"{"type":"hash_batch","connector":"c","changes":[{"anchor":"AAECAwQFBgcICQoLDA0ODw==","nt_hash":"9172D29A2718FB749F12DEC01E082C92","must_change":false,"disabled":false,"account_expires":null,"changed_at":null}]}"#,
+    ] {
+        assert!(
+            matches!(
+                decode::<Request>(body.as_bytes()),
+                Err(MessageError::Malformed { .. })
+            ),
+            "{body}"
+        );
+    }
+    let too_many = Request::HashBatch {
+        connector: "c".into(),
+        changes: (0..=MAX_HASH_BATCH)
+            .map(|_| verifier_change(None))
+            .collect(),
+    };
+    assert!(matches!(
+        too_many.check(),
+        Err(MessageError::OutOfBounds(_))
+    ));
+    let mut late = verifier_change(None);
+    late.account_expires = Some(u64::MAX);
+    let far = Request::HashBatch {
+        connector: "c".into(),
+        changes: vec![late],
+    };
+    assert!(matches!(far.check(), Err(MessageError::OutOfBounds(_))));
+}

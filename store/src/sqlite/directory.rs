@@ -4,6 +4,7 @@
 //! This file and `directory/synced.rs` hold the blocking SQL; `directory/traits.rs` puts
 //! the capability traits on top of it.
 
+mod hashsync;
 mod synced;
 mod traits;
 
@@ -69,6 +70,10 @@ static SCHEMA: Schema = Schema {
             action: "add the synchronised objects, runs and leases",
             sql: synced::SCHEMA_V3,
         },
+        Migration {
+            action: "add the password hash sync columns",
+            sql: hashsync::SCHEMA_V4,
+        },
     ],
 };
 
@@ -118,7 +123,10 @@ pub(super) fn check_text(field: &'static str, v: &Option<String>) -> Result<(), 
     }
 }
 
-pub(super) const COLUMNS: &str = "id, upn, display_name, mail, source, disabled, verifier IS NOT NULL, deleted_at, created_at, updated_at, protected";
+/// The user columns [`row_to_user`] reads, in its order; a query that reads more puts them
+/// after these (from index [`COLUMNS_LEN`]).
+pub(super) const COLUMNS: &str = "id, upn, display_name, mail, source, disabled, verifier IS NOT NULL, deleted_at, created_at, updated_at, protected, pwd_must_change, account_expires, hash_disabled, hash_synced_at";
+pub(super) const COLUMNS_LEN: usize = 15;
 
 pub(super) fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
     Ok(UserRecord {
@@ -133,6 +141,12 @@ pub(super) fn row_to_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord>
         created_at: time(r.get(8)?),
         updated_at: time(r.get(9)?),
         protected: r.get::<_, i64>(10)? != 0,
+        password: crate::directory::PasswordState {
+            must_change: r.get::<_, i64>(11)? != 0,
+            account_expires: r.get::<_, Option<i64>>(12)?.map(time),
+            disabled: r.get::<_, i64>(13)? != 0,
+            last_hash_sync: r.get::<_, Option<i64>>(14)?.map(time),
+        },
     })
 }
 
@@ -535,7 +549,7 @@ impl Db {
                     "SELECT {COLUMNS}, verifier FROM users WHERE upn = ?1 AND deleted_at IS NULL"
                 ),
                 [upn],
-                |r| Ok((row_to_user(r)?, r.get::<_, Option<String>>(11)?)),
+                |r| Ok((row_to_user(r)?, r.get::<_, Option<String>>(COLUMNS_LEN)?)),
             )
             .optional()
             .map_err(self.err("read the verifier"))?;

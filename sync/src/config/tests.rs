@@ -275,3 +275,38 @@ fn openldap_delta_defaults_to_auto_and_bad_values_name_their_line() {
         err(&t)
     );
 }
+
+/// Hash sync is off unless a connector asks for it; its interval defaults to Entra's 2
+/// minutes and is bounded to 1s..=1h, an interval out of bounds named by line.
+#[test]
+fn hash_sync_is_opt_in_and_its_interval_is_bounded() {
+    let c = parse(GOOD).expect("valid");
+    assert!(c.connectors.iter().all(|c| !c.password_hash_sync));
+    let on = format!("{GOOD}password_hash_sync = true\n");
+    let c = parse(&on).expect("valid");
+    assert!(c.connectors[1].password_hash_sync && !c.connectors[0].password_hash_sync);
+    let t = GOOD.replace(
+        "poll_interval = \"2m\"",
+        "poll_interval = \"2m\"\nhash_interval = \"2h\"",
+    );
+    let line = t
+        .lines()
+        .position(|l| l.starts_with("hash_interval"))
+        .expect("line")
+        + 1;
+    assert!(
+        err(&t).contains(&format!(
+            "sync.toml:{line}:17: hash_interval must be at most 1h"
+        )),
+        "{}",
+        err(&t)
+    );
+    let t = GOOD.replace(
+        "poll_interval = \"2m\"",
+        "poll_interval = \"2m\"\nhash_interval = \"30s\"",
+    );
+    assert_eq!(
+        parse(&t).expect("valid").hash_interval,
+        Duration::from_secs(30)
+    );
+}

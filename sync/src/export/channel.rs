@@ -368,6 +368,23 @@ impl Channel {
         }
     }
 
+    /// Sends one batch of verifier changes for `connector`'s users; the answer is the
+    /// endpoint's acknowledgement (all applied but the users it lists).
+    pub async fn hash_batch(
+        &mut self,
+        connector: &str,
+        changes: Vec<causeway_proto::sync::VerifierChange>,
+    ) -> Result<(causeway_proto::sync::HashCounts, Vec<ObjectError>), ChannelError> {
+        let req = Request::HashBatch {
+            connector: connector.to_owned(),
+            changes,
+        };
+        match self.ask(&req).await? {
+            Response::HashApplied { counts, errors } => Ok((counts, errors)),
+            _ => Err(ChannelError::Unexpected("expected HashApplied")),
+        }
+    }
+
     /// Records the end of a run.
     pub async fn finish_run(
         &mut self,

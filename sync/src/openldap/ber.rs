@@ -183,6 +183,12 @@ pub(crate) fn intermediate(st: &StructureTag) -> Result<SyncInfo, String> {
 }
 
 /// Writes a refreshOnly Sync Request value with `cookie` (empty: none).
+/// A Sync Request control value in refreshAndPersist mode without a cookie (the change
+/// watcher's: it only needs to hear that something changed).
+pub(crate) fn sync_persist_request() -> Vec<u8> {
+    vec![0x30, 0x03, 0x0a, 0x01, 0x03]
+}
+
 pub(crate) fn sync_request(cookie: &[u8]) -> Vec<u8> {
     let mut inner = vec![0x0a, 0x01, 0x01];
     if !cookie.is_empty() {

@@ -20,6 +20,7 @@
 pub(crate) mod ber;
 pub mod map;
 pub mod mts;
+pub mod persist;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -285,3 +285,51 @@ fn a_linked_value_is_matched_by_its_guid_after_the_target_was_renamed() {
         "alice's value went although its DN changed; bob's was replaced, not doubled"
     );
 }
+
+/// Password hashes a search returned (slapd gives `*` readers sambaNTPassword and
+/// userPassword) never reach the file: not by a pass, not by an on-demand read.
+#[test]
+fn password_hashes_are_never_written_to_the_file() {
+    let d = dir("secrets");
+    let path = d.path().join("space.sqlite");
+    let space = ConnectorSpace::open(&path).expect("open");
+    let nt = "9172D29A2718FB749F12DEC01E082C92";
+    let e = entry(
+        1,
+        "uid=alice,dc=x",
+        &[
+            ("mail", vals(&["alice@x"])),
+            ("sambantpassword", vals(&[nt])),
+            ("userpassword", vals(&["{SSHA}c2VjcmV0LXNhbHQ="])),
+            ("userpassword;binary", vals(&["{SSHA}c2VjcmV0LXNhbHQ="])),
+        ],
+        false,
+    );
+    space
+        .merge_page("c", std::slice::from_ref(&e), &cookie(b"1"))
+        .expect("merge");
+    space
+        .put_object(
+            "c",
+            &entry(2, "uid=b,dc=x", &[("sambantpassword", vals(&[nt]))], false),
+        )
+        .expect("put");
+    let held = space.object("c", &g(1)).expect("read").expect("held");
+    assert_eq!(held.attrs.keys().collect::<Vec<_>>(), vec!["mail"]);
+    drop(space);
+    let mut bytes = std::fs::read(&path).expect("file");
+    for extra in ["space.sqlite-wal", "space.sqlite-shm"] {
+        bytes.extend(std::fs::read(d.path().join(extra)).unwrap_or_default());
+    }
+    // Values are kept in base64: look for both forms.
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let text = String::from_utf8_lossy(&bytes);
+    for needle in [
+        nt.to_owned(),
+        b64.encode(nt),
+        b64.encode("{SSHA}c2VjcmV0LXNhbHQ="),
+    ] {
+        assert!(!text.contains(&needle), "{needle} is in the file");
+    }
+}

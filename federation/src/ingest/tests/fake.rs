@@ -198,6 +198,26 @@ impl Synced for FakeSynced {
         Ok(None)
     }
 
+    // The channel tests do not exercise hash sync (the SQLite store's tests and the lab
+    // test do): this fake refuses it.
+    async fn apply_verifiers(
+        &self,
+        _connector: &str,
+        holder: &str,
+        _changes: &[causeway_store::VerifierChange],
+        _now: SystemTime,
+    ) -> Result<(causeway_store::HashCounts, Vec<causeway_store::ObjectError>), StoreError> {
+        self.saw(holder);
+        Err(wrong("hash sync is not kept by this fake"))
+    }
+
+    async fn hash_sync_state(
+        &self,
+        _connector: &str,
+    ) -> Result<(Option<SystemTime>, u64), StoreError> {
+        Ok((None, 0))
+    }
+
     async fn synced_counts(&self) -> Result<Vec<(ObjectKind, u64)>, StoreError> {
         let objects = crate::lock(&self.objects);
         let mut by: BTreeMap<ObjectKind, u64> = BTreeMap::new();

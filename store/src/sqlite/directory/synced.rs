@@ -189,7 +189,10 @@ fn first_rdn_value(dn: &str) -> Option<String> {
 }
 
 impl Db {
-    fn begin<'c>(&self, conn: &'c mut Connection) -> Result<rusqlite::Transaction<'c>, StoreError> {
+    pub(super) fn begin<'c>(
+        &self,
+        conn: &'c mut Connection,
+    ) -> Result<rusqlite::Transaction<'c>, StoreError> {
         conn.transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.err("begin a change"))
     }

@@ -12,8 +12,8 @@ use crate::directory::{History, LockoutStore, Users, Verifiers};
 use crate::ids::ImmutableId;
 use crate::sqlite::open::blocking;
 use crate::synced::{
-    BatchResult, LeaseState, MatchPolicy, ObjectChange, ObjectKind, RunKind, RunRecord, RunReport,
-    Synced, SyncedRecord,
+    BatchResult, HashCounts, LeaseState, MatchPolicy, ObjectChange, ObjectError, ObjectKind,
+    RunKind, RunRecord, RunReport, Synced, SyncedRecord, VerifierChange,
 };
 
 #[async_trait]
@@ -226,6 +226,30 @@ impl Synced for SqliteStore {
     ) -> Result<Vec<RunRecord>, StoreError> {
         let (db, connector) = (self.db().clone(), connector.map(str::to_owned));
         blocking(move || db.runs(connector.as_deref(), limit)).await
+    }
+
+    async fn apply_verifiers(
+        &self,
+        connector: &str,
+        holder: &str,
+        changes: &[VerifierChange],
+        now: SystemTime,
+    ) -> Result<(HashCounts, Vec<ObjectError>), StoreError> {
+        let (db, connector, holder, changes) = (
+            self.db().clone(),
+            connector.to_owned(),
+            holder.to_owned(),
+            changes.to_vec(),
+        );
+        blocking(move || db.apply_verifiers(&connector, &holder, &changes, now)).await
+    }
+
+    async fn hash_sync_state(
+        &self,
+        connector: &str,
+    ) -> Result<(Option<SystemTime>, u64), StoreError> {
+        let (db, connector) = (self.db().clone(), connector.to_owned());
+        blocking(move || db.hash_sync_state(&connector)).await
     }
 
     async fn synced_object(&self, anchor: &str) -> Result<Option<SyncedRecord>, StoreError> {
