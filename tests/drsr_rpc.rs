@@ -182,7 +182,7 @@ fn samba_refuses_drsuapi_calls_on_an_unsealed_bind() {
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let mut bind = unhex(
-        "05000b0310000000480000000100000016d016d000000000010000000000010035\
+        "05000b03100000004800000001000000d016d01600000000010000000000010035\
          4251e3064bd111ab0400c04fc2dcd204000000045d888aeb1cc9119fe808002b10486002000000",
     );
     assert_eq!(bind.len(), 72);

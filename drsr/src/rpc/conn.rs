@@ -360,3 +360,6 @@ fn check_call_id(h: &Header, expected: u32) -> Result<(), RpcError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

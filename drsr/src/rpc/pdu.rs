@@ -565,4 +565,4 @@ pub(crate) fn fault_name(status: u32) -> Option<&'static str> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
