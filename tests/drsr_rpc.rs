@@ -375,3 +375,68 @@ async fn a_real_reply_larger_than_max_response_is_refused() {
         "{err:?}"
     );
 }
+
+/// Every log line, at every level, of everything (sspi included) on this thread.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_password_hash_or_session_key_in_any_log_line_at_trace_level() {
+    let lab = lab();
+    let password = lab.user("svc-sync", "PASSWORD");
+    let logs = Captured::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || sink.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (mut assoc, handle) = drs_bound(lab, &limits()).await;
+    let mut req = unhex(GET_NC_CHANGES_ALICE);
+    req[..20].copy_from_slice(&handle);
+    assoc.call(3, &req).await.expect("IDL_DRSGetNCChanges");
+    let key = assoc.session_key().expose_secret().to_vec();
+    let wrong = svc_sync(lab, "Not-The-Password-2");
+    let _ = Association::connect(&target(lab), &DRSUAPI, &wrong, &limits()).await;
+
+    let text = String::from_utf8_lossy(&logs.0.lock().expect("log buffer")).into_owned();
+    assert!(
+        text.len() > 1000,
+        "the capture saw sspi's trace output ({} bytes)",
+        text.len()
+    );
+    let nt =
+        causeway_credential::NtHash::from_password(&Password::new(password.into()).expect("pw"));
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let utf16: String = password
+        .encode_utf16()
+        .flat_map(|u| u.to_le_bytes())
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    for (what, needle) in [
+        ("password", password.to_owned()),
+        ("wrong password", "Not-The-Password-2".to_owned()),
+        ("password as UTF-16 hex", utf16),
+        ("NT hash", hex(nt.expose_secret())),
+        ("NT hash upper", hex(nt.expose_secret()).to_uppercase()),
+        ("session key hex", hex(&key)),
+        ("session key upper", hex(&key).to_uppercase()),
+        (
+            "session key Debug",
+            format!("{:?}", &key[..8]).trim_end_matches(']').to_owned(),
+        ),
+    ] {
+        assert!(!text.contains(&needle), "the {what} appears in the logs");
+    }
+}
