@@ -237,9 +237,10 @@ impl Connection {
                             (Some(_), Some(a)) => {
                                 if a.auth_type != AUTH_TYPE_NTLM
                                     || a.auth_level != AUTH_LEVEL_PRIVACY
+                                    || a.context_id != AUTH_CONTEXT_ID
                                     || a.value.len() != NTLM_SIGNATURE_LEN
                                 {
-                                    return Err(RpcError::Unsealed { what: "a response fragment with a different auth type, level or signature size" });
+                                    return Err(RpcError::Unsealed { what: "a response fragment with a different auth type, level, context or signature size" });
                                 }
                                 (h, range, usize::from(a.pad_length))
                             }
@@ -266,6 +267,12 @@ impl Connection {
                 return Err(RpcError::ResponseTooLarge {
                     limit: self.max_response,
                 });
+            }
+            // Every fragment but the last carries stub bytes (Samba and Windows fill each
+            // to max_xmit_frag), so a response has at most max_response fragments: a
+            // server cannot keep the client reading empty fragments forever.
+            if stub.is_empty() && !h.is_last() {
+                return Err(RpcError::Protocol(pdu::PduError::EmptyFragment));
             }
             out.extend_from_slice(stub);
             if h.is_last() {

@@ -108,6 +108,9 @@ pub enum PduError {
     /// A PDU type this client never expects from a server.
     #[error("unexpected PDU type {0}")]
     UnexpectedType(u8),
+    /// A response fragment other than the last carries no stub data.
+    #[error("a response fragment other than the last carries no stub data")]
+    EmptyFragment,
     /// The bind_ack has no results, or more than the one context this client offered.
     #[error("the bind_ack has {0} presentation results; one was offered")]
     ResultCount(u8),

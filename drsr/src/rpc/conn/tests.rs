@@ -248,3 +248,22 @@ async fn an_answer_to_another_call_is_refused() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn empty_fragments_that_never_end_are_refused() {
+    let (addr, _task) = serve(bind_ack(1, 0, None), |mut s| async move {
+        let _ = read_pdu(&mut s).await;
+        for _ in 0..1000 {
+            if s.write_all(&response(2, 0, b"")).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let mut c = bound(addr, &limits(1024)).await.expect("bind");
+    let err = c.call(1, b"x").await.expect_err("empty fragments");
+    assert!(
+        matches!(err, RpcError::Protocol(PduError::EmptyFragment)),
+        "{err:?}"
+    );
+}
