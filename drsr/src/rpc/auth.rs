@@ -219,3 +219,170 @@ fn split_signature(pdu: &mut [u8]) -> Result<(&mut [u8], &mut [u8]), AuthError> 
         ))?;
     Ok(pdu.split_at_mut(at))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::pdu;
+    use sspi::ServerRequestFlags;
+
+    /// An in-memory sspi NTLM acceptor for `LAB\svc-sync`: the other end of the layout.
+    struct Server {
+        ntlm: Ntlm,
+        creds: Option<AuthIdentityBuffers>,
+    }
+
+    impl Server {
+        fn new(password: &str) -> Self {
+            let mut ntlm = Ntlm::new();
+            let identity = AuthIdentity {
+                username: Username::new_down_level_logon_name("svc-sync", "LAB").expect("name"),
+                password: password.to_owned().into(),
+            };
+            let acquired = ntlm
+                .acquire_credentials_handle()
+                .with_credential_use(CredentialUse::Inbound)
+                .with_auth_data(&identity)
+                .execute(&mut ntlm)
+                .expect("server credentials");
+            Self {
+                ntlm,
+                creds: acquired.credentials_handle,
+            }
+        }
+
+        fn step(&mut self, token: &[u8]) -> sspi::Result<Vec<u8>> {
+            let mut input = vec![SecurityBuffer::new(token.to_vec(), BufferType::Token)];
+            let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
+            let builder = self
+                .ntlm
+                .accept_security_context()
+                .with_credentials_handle(&mut self.creds)
+                .with_context_requirements(ServerRequestFlags::ALLOCATE_MEMORY)
+                .with_target_data_representation(DataRepresentation::Native)
+                .with_input(&mut input)
+                .with_output(&mut output);
+            let result = self
+                .ntlm
+                .accept_security_context_impl(builder)?
+                .resolve_to_result()?;
+            if matches!(
+                result.status,
+                SecurityStatus::CompleteNeeded | SecurityStatus::CompleteAndContinue
+            ) {
+                self.ntlm.complete_auth_token(&mut output)?;
+            }
+            Ok(output.pop().map(|b| b.buffer).unwrap_or_default())
+        }
+    }
+
+    fn pair() -> (Security, Server) {
+        let password = Password::new("Sync-Svc-Pw-51".into()).expect("password");
+        let (mut client, negotiate) =
+            Security::ntlm("LAB", "svc-sync", &password, "dc1").expect("client");
+        let mut server = Server::new("Sync-Svc-Pw-51");
+        let challenge = server.step(&negotiate).expect("challenge");
+        let authenticate = client.step(Some(&challenge)).expect("authenticate");
+        server.step(&authenticate).expect("server accepts");
+        (client, server)
+    }
+
+    fn sealed_request(client: &mut Security, stub: &[u8]) -> (Vec<u8>, std::ops::Range<usize>) {
+        let auth = Some((
+            AUTH_TYPE_NTLM,
+            AUTH_LEVEL_PRIVACY,
+            AUTH_CONTEXT_ID,
+            NTLM_SIGNATURE_LEN,
+        ));
+        let (mut f, range) = pdu::encode_request(1, 3, 0, 3, 0, stub, auth);
+        client.seal(&mut f, range.clone()).expect("seal");
+        (f, range)
+    }
+
+    /// What Samba's side does with a sealed fragment, done by sspi's acceptor.
+    fn server_unseal(
+        server: &mut Server,
+        f: &mut [u8],
+        range: std::ops::Range<usize>,
+    ) -> sspi::Result<()> {
+        let at = f.len() - NTLM_SIGNATURE_LEN;
+        let (signed, sig) = f.split_at_mut(at);
+        let (head, rest) = signed.split_at_mut(range.start);
+        let (data, trailer) = rest.split_at_mut(range.end - range.start);
+        let ro = SecurityBufferFlags::SECBUFFER_READONLY_WITH_CHECKSUM;
+        let mut bufs = [
+            SecurityBufferRef::data_buf(head).with_flags(ro),
+            SecurityBufferRef::data_buf(data),
+            SecurityBufferRef::data_buf(trailer).with_flags(ro),
+            SecurityBufferRef::token_buf(sig),
+        ];
+        server.ntlm.decrypt_message(&mut bufs).map(|_| ())
+    }
+
+    #[test]
+    fn sealing_encrypts_the_stub_only_and_the_acceptor_unseals_it() {
+        let (mut client, mut server) = pair();
+        let stub = b"an NDR stub of some 40 bytes, padded..";
+        let (mut f, range) = sealed_request(&mut client, stub);
+        let (plain, _) = pdu::encode_request(1, 3, 0, 3, 0, stub, Some((10, 6, 1, 16)));
+        // Header, request header and sec_trailer go in clear; the stub does not.
+        assert_eq!(&f[..range.start], &plain[..range.start]);
+        assert_eq!(
+            &f[range.end..f.len() - 16],
+            &plain[range.end..plain.len() - 16]
+        );
+        assert_ne!(&f[range.clone()], &plain[range.clone()]);
+        server_unseal(&mut server, &mut f, range.clone()).expect("acceptor unseals");
+        assert_eq!(&f[range.start..range.start + stub.len()], stub);
+    }
+
+    #[test]
+    fn the_header_and_the_trailer_are_covered_by_the_signature() {
+        for at in [3, 12, 22] {
+            let (mut client, mut server) = pair();
+            let (mut f, range) = sealed_request(&mut client, b"0123456789abcdef");
+            f[at] ^= 1; // flags, call id, opnum: not encrypted, but signed
+            assert!(
+                server_unseal(&mut server, &mut f, range).is_err(),
+                "byte {at} tampered"
+            );
+        }
+        let (mut client, mut server) = pair();
+        let (mut f, range) = sealed_request(&mut client, b"0123456789abcdef");
+        let trailer = range.end + 2; // auth_pad_length
+        f[trailer] ^= 1;
+        assert!(
+            server_unseal(&mut server, &mut f, range).is_err(),
+            "sec_trailer tampered"
+        );
+    }
+
+    #[test]
+    fn a_wrong_password_is_refused_by_the_acceptor_and_the_session_key_is_16_bytes() {
+        let password = Password::new("Wrong-Pw-1".into()).expect("password");
+        let (mut client, negotiate) =
+            Security::ntlm("LAB", "svc-sync", &password, "dc1").expect("client");
+        let mut server = Server::new("Sync-Svc-Pw-51");
+        let challenge = server.step(&negotiate).expect("challenge");
+        let authenticate = client.step(Some(&challenge)).expect("authenticate");
+        assert!(server.step(&authenticate).is_err());
+        let (client, _) = pair();
+        assert_eq!(client.session_key().expect("key").expose_secret().len(), 16);
+    }
+
+    #[test]
+    fn security_debug_shows_no_key_material() {
+        let (client, _) = pair();
+        let key = client.session_key().expect("key");
+        let s = format!("{client:?}");
+        assert!(
+            !s.contains(
+                &format!("{:?}", &key.expose_secret()[..4])
+                    .trim_end_matches(']')
+                    .to_owned()
+            ),
+            "{s}"
+        );
+        assert!(!s.contains("session_key"), "{s}");
+    }
+}
