@@ -440,3 +440,46 @@ async fn no_password_hash_or_session_key_in_any_log_line_at_trace_level() {
         assert!(!text.contains(&needle), "the {what} appears in the logs");
     }
 }
+
+fn svc_sync_kerberos(lab: &Lab, password: &str) -> Credentials {
+    Credentials::Kerberos {
+        realm: lab.get("AD_REALM").to_owned(),
+        user: lab.user("svc-sync", "SAM").to_owned(),
+        password: Password::new(password.to_owned()).expect("a valid password"),
+        kdc: lab.get("AD_KDC").parse().expect("AD_KDC is host:port"),
+    }
+}
+
+#[tokio::test]
+async fn kerberos_seals_a_drs_bind_and_its_session_key_decrypts_a_secret_attribute() {
+    let lab = lab();
+    let creds = svc_sync_kerberos(lab, lab.user("svc-sync", "PASSWORD"));
+    let mut assoc = Association::connect(&target(lab), &DRSUAPI, &creds, &limits())
+        .await
+        .expect("Kerberos-sealed bind to DRSUAPI as svc-sync");
+    let bind = assoc
+        .call(0, &unhex(DRS_BIND_REQUEST))
+        .await
+        .expect("IDL_DRSBind");
+    assert_eq!(&bind[bind.len() - 4..], &[0, 0, 0, 0], "WERROR");
+    let mut req = unhex(GET_NC_CHANGES_ALICE);
+    req[..20].copy_from_slice(&bind[bind.len() - 24..bind.len() - 4]);
+    let reply = assoc.call(3, &req).await.expect("IDL_DRSGetNCChanges");
+    let key = assoc.session_key().expose_secret().to_vec();
+    assert!(
+        crc_checked_secrets(&reply, &key) >= 1,
+        "the Kerberos session key ({} bytes) decrypts no secret",
+        key.len()
+    );
+}
+
+#[tokio::test]
+async fn kerberos_with_a_wrong_password_is_an_authentication_error() {
+    let lab = lab();
+    let creds = svc_sync_kerberos(lab, "Not-The-Password-3");
+    let err = Association::connect(&target(lab), &DRSUAPI, &creds, &limits())
+        .await
+        .expect_err("the KDC refuses pre-authentication");
+    assert!(matches!(err, RpcError::AuthRejected { .. }), "{err:?}");
+    assert!(err.to_string().contains("svc-sync@"), "{err}");
+}

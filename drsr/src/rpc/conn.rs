@@ -9,9 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::auth::{
-    Security, AUTH_CONTEXT_ID, AUTH_LEVEL_PRIVACY, AUTH_TYPE_NTLM, NTLM_SIGNATURE_LEN,
-};
+use super::auth::{Security, AUTH_CONTEXT_ID, AUTH_LEVEL_PRIVACY, NTLM_SIGNATURE_LEN};
 use super::pdu::{
     self, AuthVerifier, Context, Header, PType, ServerPdu, HEADER_LEN, PFC_FIRST_FRAG,
     PFC_LAST_FRAG, REQUEST_HEADER_LEN, SEC_TRAILER_LEN,
@@ -31,6 +29,8 @@ pub(crate) struct Connection {
     stream: TcpStream,
     peer: SocketAddr,
     security: Option<Security>,
+    /// With a security context: its auth type and the length of a sealed PDU's auth value.
+    sealing: Option<(u8, usize)>,
     next_call_id: u32,
     /// What we may send in one fragment: the server's max_recv_frag.
     max_send: usize,
@@ -70,6 +70,7 @@ impl Connection {
             stream,
             peer,
             security: None,
+            sealing: None,
             next_call_id: 1,
             max_send: usize::from(OUR_MAX_FRAG),
             max_recv: usize::from(OUR_MAX_FRAG),
@@ -86,7 +87,8 @@ impl Connection {
             Some((s, t)) => (Some(s), Some(t)),
             None => (None, None),
         };
-        let first = token.as_deref().map(verifier);
+        let auth_type = security.as_ref().map_or(0, Security::auth_type);
+        let first = token.as_deref().map(|t| verifier(auth_type, t));
         let bind = pdu::encode_bind(
             PType::Bind,
             call_id,
@@ -145,8 +147,9 @@ impl Connection {
             }))?;
             let answer = sec.step(Some(&challenge)).map_err(RpcError::Auth)?;
             let call_id = conn.call_id();
-            let auth3 = pdu::encode_auth3(call_id, &verifier(&answer));
+            let auth3 = pdu::encode_auth3(call_id, &verifier(auth_type, &answer));
             conn.write(&auth3, "sending the auth3").await?;
+            conn.sealing = Some((auth_type, sec.signature_len().map_err(RpcError::Auth)?));
             conn.security = Some(sec);
         }
         Ok(conn)
@@ -158,8 +161,8 @@ impl Connection {
     }
 
     /// The established security context, if this connection has one.
-    pub(crate) fn security(&self) -> Option<&Security> {
-        self.security.as_ref()
+    pub(crate) fn security(&mut self) -> Option<&mut Security> {
+        self.security.as_mut()
     }
 
     fn call_id(&mut self) -> u32 {
@@ -172,13 +175,8 @@ impl Connection {
     /// fragments are unsealed and joined, at most `max_response` bytes.
     pub(crate) async fn call(&mut self, opnum: u16, stub: &[u8]) -> Result<Vec<u8>, RpcError> {
         let call_id = self.call_id();
-        let sealed = self.security.is_some();
-        let overhead = REQUEST_HEADER_LEN
-            + if sealed {
-                SEC_TRAILER_LEN + NTLM_SIGNATURE_LEN
-            } else {
-                0
-            };
+        let overhead =
+            REQUEST_HEADER_LEN + self.sealing.map_or(0, |(_, sig)| SEC_TRAILER_LEN + sig);
         // Round the chunk down to the pad alignment so only the last fragment is padded.
         let chunk = (self.max_send - overhead) / pdu::AUTH_PAD_ALIGN * pdu::AUTH_PAD_ALIGN;
         let alloc_hint =
@@ -198,12 +196,9 @@ impl Connection {
             if i == last {
                 flags |= PFC_LAST_FRAG;
             }
-            let auth = sealed.then_some((
-                AUTH_TYPE_NTLM,
-                AUTH_LEVEL_PRIVACY,
-                AUTH_CONTEXT_ID,
-                NTLM_SIGNATURE_LEN,
-            ));
+            let auth = self
+                .sealing
+                .map(|(auth_type, sig)| (auth_type, AUTH_LEVEL_PRIVACY, AUTH_CONTEXT_ID, sig));
             let (mut frag, range) =
                 pdu::encode_request(call_id, flags, CONTEXT_ID, opnum, alloc_hint, part, auth);
             if let Some(sec) = self.security.as_mut() {
@@ -233,12 +228,12 @@ impl Connection {
                     ServerPdu::Response { stub, auth } => {
                         let start = REQUEST_HEADER_LEN;
                         let range = start..start + stub.len();
-                        match (&self.security, auth) {
-                            (Some(_), Some(a)) => {
-                                if a.auth_type != AUTH_TYPE_NTLM
+                        match (self.sealing, auth) {
+                            (Some((auth_type, sig)), Some(a)) => {
+                                if a.auth_type != auth_type
                                     || a.auth_level != AUTH_LEVEL_PRIVACY
                                     || a.context_id != AUTH_CONTEXT_ID
-                                    || a.value.len() != NTLM_SIGNATURE_LEN
+                                    || a.value.len() != sig
                                 {
                                     return Err(RpcError::Unsealed { what: "a response fragment with a different auth type, level, context or signature size" });
                                 }
@@ -348,9 +343,9 @@ impl Connection {
     }
 }
 
-fn verifier(token: &[u8]) -> AuthVerifier<'_> {
+fn verifier(auth_type: u8, token: &[u8]) -> AuthVerifier<'_> {
     AuthVerifier {
-        auth_type: AUTH_TYPE_NTLM,
+        auth_type,
         auth_level: AUTH_LEVEL_PRIVACY,
         pad_length: 0,
         context_id: AUTH_CONTEXT_ID,
