@@ -466,6 +466,8 @@ async fn kerberos_seals_a_drs_bind_and_its_session_key_decrypts_a_secret_attribu
     req[..20].copy_from_slice(&bind[bind.len() - 24..bind.len() - 4]);
     let reply = assoc.call(3, &req).await.expect("IDL_DRSGetNCChanges");
     let key = assoc.session_key().expose_secret().to_vec();
+    // The AES256 subkey: 32 bytes, not NTLM's 16 (MD5(key || salt) takes either).
+    assert_eq!(key.len(), 32);
     assert!(
         crc_checked_secrets(&reply, &key) >= 1,
         "the Kerberos session key ({} bytes) decrypts no secret",
