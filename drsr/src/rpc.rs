@@ -78,7 +78,8 @@ pub enum Credentials {
 pub struct Limits {
     /// How long a TCP connect may take.
     pub connect_timeout: Duration,
-    /// How long any one read or write of a PDU may wait.
+    /// How long any one read or write of a PDU (or of a KDC exchange) may wait. Per
+    /// read, not per call: a replication page of many fragments may take longer.
     pub call_timeout: Duration,
     /// The largest reassembled response stub accepted.
     pub max_response: usize,

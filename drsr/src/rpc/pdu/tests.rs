@@ -50,7 +50,8 @@ fn an_unauthenticated_bind_is_the_72_bytes_of_c706() {
         version: (4, 0),
     };
     let b = encode_bind(PType::Bind, 1, 5840, 5840, &ctx, None);
-    // Independently written out from [C706] 12.6.4.3 (the lab test sends the same bytes).
+    // Independently written out from [C706] 12.6.4.3 (the lab test sends these bytes with
+    // flags 0x03 to show that Samba refuses calls on an unsealed bind).
     let want = "05000b07100000004800000001000000d016d01600000000010000000000010035\
                 4251e3064bd111ab0400c04fc2dcd204000000045d888aeb1cc9119fe808002b10486002000000";
     let want: Vec<u8> = (0..want.len())
