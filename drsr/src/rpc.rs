@@ -414,6 +414,30 @@ mod tests {
     }
 
     #[test]
+    fn associations_and_their_futures_are_send() {
+        // ndr's `Call` trait wants `call`'s future to be Send, and callers spawn tasks.
+        fn send<T: Send>(_: &T) {}
+        fn assoc_is_send<T: Send + Sync>() {}
+        assoc_is_send::<Association>();
+        let target = Target {
+            host: [127, 0, 0, 1].into(),
+            port: Some(1),
+            server_name: "x".into(),
+        };
+        let creds = Credentials::Ntlm {
+            domain: "LAB".into(),
+            user: "u".into(),
+            password: Password::new("p".into()).expect("valid"),
+        };
+        let limits = Limits::default();
+        send(&Association::connect(&target, &DRSUAPI, &creds, &limits));
+        fn call_is_send(a: &mut Association) {
+            send(&a.call(0, &[]));
+        }
+        let _ = call_is_send;
+    }
+
+    #[test]
     fn drsuapi_uuid_is_in_wire_order() {
         // e3514235-4b06-11d1-ab04-00c04fc2dcd2: first three fields little-endian.
         assert_eq!(&DRSUAPI.uuid[..4], &0xe351_4235u32.to_le_bytes());
