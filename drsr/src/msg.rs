@@ -16,7 +16,7 @@ mod getnc;
 mod names;
 mod prefix;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use bind::{
     decode_bind_reply, decode_unbind_reply, encode_bind_request, encode_unbind_request, BindReply,

@@ -1,6 +1,9 @@
 //! Round trips, the lab captures (impacket 0.13.1 against Samba 4.17 as `svc-sync`, see
 //! `drsr/testdata/README.md`) and hostile inputs.
 
+// In tests a panic is the failure report, and every fixture is fixed data.
+#![allow(clippy::unwrap_used)]
+
 use super::getnc::DRS_NEVER_SYNCED;
 use super::prefix::PrefixEntry;
 use super::*;
@@ -33,7 +36,7 @@ pub(crate) struct DecodedRequest {
 
 impl DecodedRequest {
     /// The partial attribute set as OIDs, through the request's own prefix table.
-    pub fn pas_oids(&self) -> std::collections::BTreeSet<String> {
+    pub(crate) fn pas_oids(&self) -> std::collections::BTreeSet<String> {
         self.pas
             .iter()
             .map(|a| oid_from_ber(&self.prefix.oid_of(*a).expect("attid in table")).unwrap())
@@ -260,8 +263,14 @@ fn guid_text_form_round_trips_in_wire_order() {
     let g = guid_from_string("{e24d201a-4fd6-11d1-a3da-0000f875ae0d}").unwrap();
     assert_eq!(g, NTDSAPI_CLIENT_GUID);
     assert_eq!(guid_to_string(&g), "e24d201a-4fd6-11d1-a3da-0000f875ae0d");
-    assert_eq!(guid_from_string("e24d201a-4fd6-11d1-a3da-0000f875ae0"), None);
-    assert_eq!(guid_from_string("g24d201a-4fd6-11d1-a3da-0000f875ae0d"), None);
+    assert_eq!(
+        guid_from_string("e24d201a-4fd6-11d1-a3da-0000f875ae0"),
+        None
+    );
+    assert_eq!(
+        guid_from_string("g24d201a-4fd6-11d1-a3da-0000f875ae0d"),
+        None
+    );
 }
 
 #[test]
@@ -274,7 +283,10 @@ fn dsname_round_trips() {
     let mut w = Writer::new();
     n.write(&mut w);
     let b = w.into_bytes();
-    assert_eq!(DsName::read(&mut Reader::new(&b, Limits::default())).unwrap(), n);
+    assert_eq!(
+        DsName::read(&mut Reader::new(&b, Limits::default())).unwrap(),
+        n
+    );
 }
 
 #[test]
@@ -308,7 +320,11 @@ fn dcinfo_request_matches_impacket_and_reply_gives_the_dsa_guid() {
         dcs[0].dns_host_name.as_deref(),
         Some("dc1.lab.causeway.test")
     );
-    assert!(dcs[0].ntds_dsa_name.as_deref().unwrap().starts_with("CN=NTDS Settings,CN=DC1,"));
+    assert!(dcs[0]
+        .ntds_dsa_name
+        .as_deref()
+        .unwrap()
+        .starts_with("CN=NTDS Settings,CN=DC1,"));
     // impacket sent that GUID as uuidDsaObjDest.
     let req = decode_request(&fixture("getnc_full_first.req")).unwrap();
     assert_eq!(dcs[0].ntds_dsa_guid, req.dsa_dest);
@@ -465,15 +481,24 @@ fn values_by_name(o: &ReplObject, t: &PrefixTable) -> serde_json::Map<String, se
 fn assert_matches_impacket(reply: &GetNcReply, expected: &serde_json::Value) {
     let objs = expected["objects"].as_array().unwrap();
     assert_eq!(reply.objects.len(), objs.len());
-    assert_eq!(u64::from(reply.num_objects), expected["num_objects"].as_u64().unwrap());
-    assert_eq!(reply.more_data, expected["more_data"].as_i64().unwrap() != 0);
+    assert_eq!(
+        u64::from(reply.num_objects),
+        expected["num_objects"].as_u64().unwrap()
+    );
+    assert_eq!(
+        reply.more_data,
+        expected["more_data"].as_i64().unwrap() != 0
+    );
     let to = &expected["usnvecTo"];
     assert_eq!(reply.to.high_obj_update, to[0].as_i64().unwrap());
     assert_eq!(reply.to.high_prop_update, to[2].as_i64().unwrap());
     for (o, e) in reply.objects.iter().zip(objs) {
         assert_eq!(o.name.dn, e["dn"].as_str().unwrap());
         assert_eq!(hex::encode(o.name.guid), e["guid_hex"].as_str().unwrap());
-        assert_eq!(hex::encode(&o.name.sid), e["dsname_sid_hex"].as_str().unwrap());
+        assert_eq!(
+            hex::encode(&o.name.sid),
+            e["dsname_sid_hex"].as_str().unwrap()
+        );
         let mut e = e.as_object().unwrap().clone();
         for k in ["dn", "guid_hex", "dsname_sid_hex"] {
             e.remove(k);
@@ -503,12 +528,21 @@ fn captured_last_full_page_decodes_like_impacket() {
     // The last page carries the up-to-dateness vector, with the DC's own cursor at the
     // highwater USN.
     let utd = reply.utd.as_ref().unwrap();
-    assert!(utd.iter().any(|c| c.dsa == reply.invocation_src && c.usn == reply.to.high_prop_update));
+    assert!(utd
+        .iter()
+        .any(|c| c.dsa == reply.invocation_src && c.usn == reply.to.high_prop_update));
     // Samba sent linked values although none was asked for; they were read and dropped.
     assert_eq!(reply.num_values, 53);
     // Re-encoding the real page (without metadata and linked values) reads back the same.
     let again = decode_getnc_reply(&encode_reply(&reply)).unwrap();
-    assert!(again == GetNcReply { num_values: 0, ..reply.clone() }, "round trip differs");
+    assert!(
+        again
+            == GetNcReply {
+                num_values: 0,
+                ..reply.clone()
+            },
+        "round trip differs"
+    );
 }
 
 #[test]
@@ -542,7 +576,10 @@ fn sample_reply(n: usize) -> GetNcReply {
             reserved: 0,
             high_prop_update: 5,
         },
-        utd: Some(vec![Cursor { dsa: [2; 16], usn: 5 }]),
+        utd: Some(vec![Cursor {
+            dsa: [2; 16],
+            usn: 5,
+        }]),
         prefix: t.clone(),
         extended_ret: 0,
         num_objects: n as u32,
@@ -700,7 +737,7 @@ fn an_endless_chain_of_nodes_costs_only_the_bytes_it_has() {
         ..sample_reply(0)
     });
     b.truncate(b.len() - 4); // drop the return value
-    // Set pObjects (the pointer after cNumBytes): offset of fMoreData minus 4.
+                             // Set pObjects (the pointer after cNumBytes): offset of fMoreData minus 4.
     let mut w = Writer::new();
     for _ in 0..10_000 {
         for v in [0x0002_0000u32, 0x0002_0000, 0, 0, 0, 0, 0, 0] {
@@ -716,8 +753,10 @@ fn an_endless_chain_of_nodes_costs_only_the_bytes_it_has() {
         matches!(
             err,
             MsgError::Ndr {
-                source: NdrError::CountExceedsMessage { what: "REPLENTINFLIST", .. }
-                    | NdrError::Truncated { .. },
+                source: NdrError::CountExceedsMessage {
+                    what: "REPLENTINFLIST",
+                    ..
+                } | NdrError::Truncated { .. },
                 ..
             }
         ),

@@ -1,3 +1,6 @@
+// In tests a panic is the failure report, and every fixture is fixed data.
+#![allow(clippy::unwrap_used)]
+
 use super::*;
 
 fn small(max_elements: usize, max_depth: usize) -> Limits {
