@@ -82,6 +82,7 @@ fn assert_is_alice(lab: &Lab, u: &ReplicatedUser) {
 }
 
 #[tokio::test]
+#[allow(clippy::print_stdout)] // the figures are its output
 async fn full_then_incremental_replication_as_svc_sync_finds_alice_with_her_encrypted_password() {
     let lab = lab();
     let mut s = session(

@@ -155,6 +155,8 @@ pub enum ReplicateError {
 
 /// `ERROR_DS_DRA_ACCESS_DENIED`.
 pub const ERROR_DS_DRA_ACCESS_DENIED: u32 = 0x2105;
+/// `ERROR_DS_DRA_BAD_NC`.
+pub const ERROR_DS_DRA_BAD_NC: u32 = 0x20f8;
 /// `ERROR_ACCESS_DENIED`.
 pub const ERROR_ACCESS_DENIED: u32 = 5;
 
@@ -168,6 +170,7 @@ fn refusal_hint(code: u32) -> &'static str {
              set --objectdn=<domain DN> --sddl=\"(OA;;CR;1131f6aa-9c07-11d1-f79f-00c04fc2dcd2;;<SID>)\
              (OA;;CR;1131f6ad-9c07-11d1-f79f-00c04fc2dcd2;;<SID>)\"`)"
         }
+        ERROR_DS_DRA_BAD_NC => " (the DC holds no such naming context: check the domain name)",
         _ => "",
     }
 }

@@ -7,7 +7,9 @@
 use std::collections::VecDeque;
 
 use super::*;
-use crate::msg::tests::{decode_request, encode_reply, fixture, impacket, samba_like_table};
+use crate::msg::tests::support::{
+    decode_request, encode_reply, fixture, impacket, samba_like_table,
+};
 use crate::msg::{guid_to_string, Attr, GetNcReply, ReplObject};
 use crate::ndr::Writer;
 
@@ -323,6 +325,21 @@ async fn access_denied_names_the_two_rights() {
             && msg.contains("Replicating Directory Changes All"),
         "{msg}"
     );
+}
+
+#[tokio::test]
+async fn an_unknown_nc_says_so() {
+    // The captured answer to a GetNCChanges for an NC DN that does not exist.
+    let mut s = open(vec![(opnum::GET_NC_CHANGES, fixture("getnc_bad_dn.rsp"))]).await;
+    let err = s.full().next_page().await.unwrap_err();
+    assert!(matches!(
+        err,
+        ReplicateError::Refused {
+            code: ERROR_DS_DRA_BAD_NC,
+            ..
+        }
+    ));
+    assert!(err.to_string().contains("no such naming context"), "{err}");
 }
 
 #[tokio::test]
