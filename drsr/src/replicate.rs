@@ -135,9 +135,14 @@ pub enum ReplicateError {
         /// `ulExtendedRet`.
         code: u32,
     },
-    /// The DC asked for another page without moving the watermark.
-    #[error("the DC returned fMoreData with the same watermark it was given and no objects; stopping instead of looping")]
-    NoProgress,
+    /// The DC keeps asking for another page without moving the watermark: an empty page,
+    /// or [`MAX_STALLED_PAGES`] pages in a row (what a DC does when it restarts the pass on
+    /// every call, e.g. for a source invocation id it does not honour).
+    #[error("the DC returned fMoreData without moving the watermark it was given ({pages} pages in a row); stopping instead of looping")]
+    NoProgress {
+        /// Consecutive pages that left the watermark where it was.
+        pages: u32,
+    },
     /// An attribute value of the wrong size or encoding.
     #[error("the DC sent a malformed {attr:?} value ({len} bytes) for object {dn:?}")]
     BadValue {
@@ -484,6 +489,10 @@ pub struct Page {
     pub last: bool,
 }
 
+/// Pages in a row that may leave the watermark unmoved (with objects or linked values in
+/// them) before a pass is stopped as looping.
+pub const MAX_STALLED_PAGES: u32 = 16;
+
 /// One replication pass (full or incremental) in progress.
 #[derive(Debug)]
 pub struct Pass<'s, C> {
@@ -493,6 +502,7 @@ pub struct Pass<'s, C> {
     utd: Option<Vec<Cursor>>,
     flags: u32,
     watermark: Option<Watermark>,
+    stalled: u32,
 }
 
 impl<'s, C: Call> Pass<'s, C> {
@@ -510,6 +520,7 @@ impl<'s, C: Call> Pass<'s, C> {
             utd,
             flags,
             watermark: None,
+            stalled: 0,
         }
     }
 
@@ -534,14 +545,17 @@ impl<'s, C: Call> Pass<'s, C> {
         };
         let reply = s.get_nc_changes(&req).await?;
         let more = reply.more_data;
-        let (to, invocation, utd, empty) = (
-            reply.to,
-            reply.invocation_src,
-            reply.utd.clone(),
-            reply.objects.is_empty(),
-        );
-        if more && empty && to == self.from {
-            return Err(ReplicateError::NoProgress);
+        let (to, invocation, utd) = (reply.to, reply.invocation_src, reply.utd.clone());
+        if more && to == self.from {
+            self.stalled += 1;
+            let empty = reply.objects.is_empty() && reply.num_values == 0;
+            if empty || self.stalled > MAX_STALLED_PAGES {
+                return Err(ReplicateError::NoProgress {
+                    pages: self.stalled,
+                });
+            }
+        } else {
+            self.stalled = 0;
         }
         let (users, skipped) = users_of(reply)?;
         if more {

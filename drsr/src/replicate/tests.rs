@@ -305,8 +305,39 @@ async fn a_dc_that_does_not_advance_is_stopped() {
     let mut pass = s.full();
     assert!(matches!(
         pass.next_page().await,
-        Err(ReplicateError::NoProgress)
+        Err(ReplicateError::NoProgress { pages: 1 })
     ));
+}
+
+#[tokio::test]
+async fn a_dc_that_restarts_every_page_is_stopped() {
+    // What the capture showed when impacket named the DSA GUID as the source invocation
+    // id: every page the same objects and the same watermark, fMoreData forever.
+    let stuck = || {
+        (
+            opnum::GET_NC_CHANGES,
+            page(vec![object(1, sid(1500), vec![])], true, 0),
+        )
+    };
+    let mut s = open((0..=MAX_STALLED_PAGES).map(|_| stuck()).collect()).await;
+    let mut pass = s.full();
+    for _ in 0..MAX_STALLED_PAGES {
+        assert!(pass.next_page().await.unwrap().is_some());
+    }
+    assert!(matches!(
+        pass.next_page().await,
+        Err(ReplicateError::NoProgress { pages }) if pages == MAX_STALLED_PAGES + 1
+    ));
+}
+
+/// The driver's futures can move between threads when the transport's can.
+#[allow(dead_code)]
+fn futures_are_send(s: &'static mut Session<Script>) {
+    fn is_send<T: Send>(_: T) {}
+    is_send(async move {
+        let mut p = s.full();
+        let _ = p.next_page().await;
+    });
 }
 
 #[tokio::test]
