@@ -98,11 +98,12 @@ async fn full_then_incremental_replication_as_svc_sync_finds_alice_with_her_encr
 
     let started = Instant::now();
     let mut pass = s.full();
-    let (mut pages, mut users, mut skipped, mut alice) = (0, 0, 0, None);
+    let (mut pages, mut users, mut deleted, mut skipped, mut alice) = (0, 0, 0, 0, None);
     while let Some(page) = pass.next_page().await.expect("a GetNCChanges page") {
         pages += 1;
         users += page.users.len();
         skipped += page.skipped;
+        deleted += page.users.iter().filter(|u| u.deleted).count();
         for u in page.users {
             if u.sam.as_deref() == Some("alice") {
                 alice = Some(u);
@@ -113,7 +114,7 @@ async fn full_then_incremental_replication_as_svc_sync_finds_alice_with_her_encr
     let took = started.elapsed();
     let watermark = pass.watermark().expect("a completed pass").clone();
     println!(
-        "full replication: {users} users, {skipped} other objects, {pages} pages in {:.2} s",
+        "full replication: {users} users ({deleted} tombstones), {skipped} other objects, {pages} pages in {:.2} s",
         took.as_secs_f64()
     );
     assert!(pages > 1, "more than one page ({pages})");
