@@ -109,12 +109,23 @@ pub fn encode_getnc_request(handle: &DrsHandle, req: &GetNcRequest) -> Vec<u8> {
 }
 
 /// One `ATTR` (5.9): an ATTRTYP (under the reply's prefix table) and its values.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Attr {
     /// `attrTyp`.
     pub attid: u32,
     /// `AttrVal`: each value's bytes.
     pub values: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Attr {
+    /// Value lengths only: some values are encrypted secrets ([`super::EncryptedValue`]).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lens: Vec<usize> = self.values.iter().map(Vec::len).collect();
+        f.debug_struct("Attr")
+            .field("attid", &format_args!("{:#010x}", self.attid))
+            .field("value_lengths", &lens)
+            .finish()
+    }
 }
 
 /// One replicated object (`REPLENTINFLIST` / `ENTINF`, 5.161, 5.53).

@@ -583,6 +583,21 @@ fn element_budget_bounds_a_reply_with_many_empty_values() {
 }
 
 #[test]
+fn a_decoded_reply_s_debug_shows_no_attribute_value() {
+    let reply = decode_getnc_reply(&fixture("getnc_exop_obj_alice.rsp")).unwrap();
+    let pwd = impacket("getnc_exop_obj_alice")["objects"][0]["unicodePwd"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let raw = hex::decode(&pwd).unwrap();
+    let d = format!("{reply:?}");
+    assert!(d.contains("value_lengths: [36]"), "{d}");
+    // Neither as hex nor as Rust's list of decimal bytes.
+    let decimal = format!("{:?}", &raw[..8]);
+    assert!(!d.contains(&pwd[..16]) && !d.contains(decimal.trim_end_matches(']')));
+}
+
+#[test]
 fn encrypted_value_debug_shows_only_its_length() {
     let v = EncryptedValue::new(vec![0xab; 36]);
     assert_eq!(format!("{v:?}"), "EncryptedValue(36 bytes)");
