@@ -22,5 +22,6 @@
 
 pub mod msg;
 pub mod ndr;
+pub mod replicate;
 pub mod rpc;
 pub mod secret;
