@@ -267,6 +267,7 @@ pub struct Association {
 impl Association {
     /// Finds the interface's port (asking the endpoint mapper unless `target.port` is
     /// set), connects, binds and authenticates at packet privacy.
+    #[tracing::instrument(level = "debug", skip_all, fields(host = %target.host, port = ?target.port))]
     pub async fn connect(
         target: &Target,
         iface: &Interface,
@@ -348,6 +349,7 @@ impl Association {
 
     /// Calls `opnum` with an NDR request stub and returns the response stub: fragmented,
     /// sealed, reassembled (at most [`Limits::max_response`]) and unsealed.
+    #[tracing::instrument(level = "debug", skip_all, fields(opnum, request_len = stub.len()))]
     pub async fn call(&mut self, opnum: u16, stub: &[u8]) -> Result<Vec<u8>, RpcError> {
         match self.conn.call(opnum, stub).await {
             Ok(out) => {
