@@ -7,7 +7,6 @@ mod conn;
 mod epm;
 mod pdu;
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -15,6 +14,8 @@ use causeway_credential::Password;
 
 pub use auth::AuthError;
 pub use pdu::PduError;
+// One session-key type for the whole crate: the transport hands out what `secret` consumes.
+pub use crate::secret::SessionKey;
 
 /// An RPC interface: its UUID in wire order (the first three fields little-endian) and
 /// its version (major, minor).
@@ -92,28 +93,6 @@ impl Default for Limits {
             call_timeout: Duration::from_secs(120),
             max_response: 64 * 1024 * 1024,
         }
-    }
-}
-
-/// The security context's session key (for NTLM, the 16-byte exported session key).
-/// Zeroized on drop, redacted in `Debug`.
-// The same type as `crate::secret::SessionKey` (sec's); the lead keeps that one at the join.
-pub struct SessionKey(zeroize::Zeroizing<Vec<u8>>);
-
-impl SessionKey {
-    /// Wraps key bytes.
-    pub fn new(bytes: Vec<u8>) -> Self {
-        Self(zeroize::Zeroizing::new(bytes))
-    }
-    /// The key bytes.
-    pub fn expose_secret(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SessionKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SessionKey([redacted])")
     }
 }
 
@@ -381,6 +360,15 @@ impl Association {
     /// The security context's session key (for NTLM the 16-byte exported session key).
     pub fn session_key(&self) -> &SessionKey {
         &self.session_key
+    }
+}
+
+/// The replication driver ([`crate::replicate`]) calls DRSUAPI through a sealed association.
+impl crate::msg::Call for Association {
+    async fn call(&mut self, opnum: u16, stub: &[u8]) -> Result<Vec<u8>, crate::msg::CallError> {
+        Association::call(self, opnum, stub)
+            .await
+            .map_err(crate::msg::CallError::new)
     }
 }
 

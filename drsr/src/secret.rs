@@ -16,6 +16,8 @@ use md5::{Digest as _, Md5};
 use rc4::{Rc4, StreamCipher as _};
 use zeroize::Zeroizing;
 
+pub use crate::msg::EncryptedValue;
+
 /// The security context's session key of one DRSUAPI association (the NTLM exported
 /// session key or the Kerberos subkey): the key every secret attribute on that connection
 /// is encrypted under. Zeroized on drop, redacted in `Debug`.
@@ -36,31 +38,6 @@ impl SessionKey {
 impl fmt::Debug for SessionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SessionKey([redacted])")
-    }
-}
-
-/// One raw value of a secret attribute as replicated, still encrypted. Not secret by
-/// itself (without the session key it is noise), but large and opaque: `Debug` shows only
-/// its length.
-// Same shape as ndr's `EncryptedValue` (contract12.md); the join keeps that one, and this
-// module reads it only through `new` and `as_bytes`.
-pub struct EncryptedValue(Vec<u8>);
-
-impl EncryptedValue {
-    /// Wraps the bytes of one attribute value (`ATTRVAL.pVal`).
-    pub fn new(bytes: Vec<u8>) -> Self {
-        Self(bytes)
-    }
-
-    /// The raw value.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for EncryptedValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "EncryptedValue({} bytes)", self.0.len())
     }
 }
 

@@ -9,6 +9,7 @@
 //! ([`openldap`]); AD over MS-DRSR fills the same [`HashRecord`]s. [`push_records`] is the
 //! derivation-and-ingestion path on its own (for `causeway bench hashsync`).
 
+pub mod ad;
 pub mod openldap;
 
 use std::collections::BTreeSet;
@@ -221,9 +222,9 @@ pub enum HashSyncError {
     /// The connector space failed.
     #[error(transparent)]
     Space(#[from] SpaceError),
-    /// This kind of connector has no hash source here yet.
-    #[error("password hash sync from {0} is not built into this path yet")]
-    NotBuilt(&'static str),
+    /// Replicating from AD failed.
+    #[error("reading password hashes: {0}")]
+    Replication(#[from] ad::AdHashError),
 }
 
 /// Decides, derives and pushes `records` for `connector`, `batch` users at a time,
@@ -377,37 +378,59 @@ async fn pass_inner(
     batch: usize,
     now: SystemTime,
 ) -> Result<HashReport, HashSyncError> {
-    if c.kind != ConnectorKind::OpenLdap {
-        return Err(HashSyncError::NotBuilt("Active Directory (MS-DRSR)"));
-    }
     let users = exported_users(space, &c.name)?;
     let marks = space.hash_marks(&c.name)?;
     let mut cookie = space.hash_cookie(&c.name)?;
     if users.iter().any(|u| !marks.contains_key(u)) {
         cookie = Default::default();
     }
-    let read = openldap::read(c, &cookie)
-        .await
-        .map_err(HashSyncError::Source)?;
     let mut errors = Vec::new();
     let mut records = Vec::new();
-    for r in read.records {
-        match r {
-            Ok(r) if users.contains(&r.anchor) => records.push(r),
-            // Out of scope, or not exported yet (then it has no mark, and the pass after
-            // its export reads everything again).
-            Ok(_) => {}
-            Err(e) => errors.push(ObjectError {
-                anchor: None,
-                dn: Some(e.dn.clone()),
-                error: e.to_string(),
-            }),
+    let mut keep = |r: HashRecord| {
+        // Out of scope, or not exported yet (then it has no mark, and the pass after
+        // its export reads everything again).
+        if users.contains(&r.anchor) {
+            records.push(r);
         }
+    };
+    let next_cookie = match c.kind {
+        ConnectorKind::OpenLdap => {
+            let read = openldap::read(c, &cookie)
+                .await
+                .map_err(HashSyncError::Source)?;
+            for r in read.records {
+                match r {
+                    Ok(r) => keep(r),
+                    Err(e) => errors.push(ObjectError {
+                        anchor: None,
+                        dn: Some(e.dn.clone()),
+                        error: e.to_string(),
+                    }),
+                }
+            }
+            read.cookie
+        }
+        ConnectorKind::ActiveDirectory => {
+            let read = ad::read(c, &cookie).await?;
+            for r in read.records {
+                match r {
+                    Ok(r) => keep(r),
+                    Err(e) => errors.push(ObjectError {
+                        anchor: None,
+                        dn: Some(e.dn.clone()),
+                        error: e.to_string(),
+                    }),
+                }
+            }
+            read.cookie
+        }
+    };
+    if c.kind == ConnectorKind::OpenLdap {
+        errors.extend(unreadable_hashes(c, &records));
     }
-    errors.extend(unreadable_hashes(c, &records));
     let mut report = push_records(ch, space, &c.name, records, batch, now).await?;
     report.errors.extend(errors);
-    space.set_hash_cookie(&c.name, &read.cookie)?;
+    space.set_hash_cookie(&c.name, &next_cookie)?;
     Ok(report)
 }
 
