@@ -74,6 +74,69 @@ async fn kill_9_mid_export_then_a_restart_loses_and_duplicates_nothing() {
     delete_tree(&mut adm, &ou.dn).await;
 }
 
+/// The first full import sends users while it reads: with more in-scope users than one
+/// page of its paged read holds (500), a batch is acknowledged before the import pass
+/// ends. At the end each user is there once, and the plan after the import re-sent none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_full_import_exports_users_while_it_reads_and_resends_none() {
+    let lab = lab();
+    let mut adm = admin(lab).await;
+    let ou = TestOu::new(&mut adm, "ew").await;
+    let t = &ou.tag;
+    let n = 520;
+    let mut upns = Vec::new();
+    for i in 0..n {
+        ou.user(&mut adm, &format!("e{i}{t}"), None).await;
+        upns.push(format!("e{i}{t}@lab.causeway.test"));
+    }
+    let (ep, store) = endpoint("sync-early", "60s");
+    let mut host = SyncHost::new(
+        &ep,
+        "a",
+        &ou,
+        &Settings {
+            batch_size: Some(10),
+            ..Settings::default()
+        },
+    );
+    host.register(&ep, "sync-early");
+    host.start();
+    until(
+        300,
+        "the first run finished",
+        || host.logs(),
+        || async { host.logs().contains("timing: finish run") },
+    )
+    .await;
+    let logs = host.logs();
+    host.kill();
+    let at = |what: &str| {
+        logs.find(what)
+            .unwrap_or_else(|| panic!("no {what:?} in the log:\n{logs}"))
+    };
+    let (acked, imported) = (at("batch acknowledged"), at("timing: import pass"));
+    assert!(
+        acked < imported,
+        "a batch was acknowledged while the import read:\n{logs}"
+    );
+    for u in &upns {
+        let h = store.history(u).await.expect("history");
+        assert_eq!(h.len(), 1, "{u} was created exactly once: {h:?}");
+    }
+    let runs = store.runs(Some("lab-ad"), 10).await.expect("runs");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(
+        runs[0].counts.added,
+        n as u64 + 1,
+        "the users and the OU: {runs:?}"
+    );
+    assert_eq!(
+        runs[0].counts.updated, 0,
+        "no user was sent twice: {runs:?}"
+    );
+    delete_tree(&mut adm, &ou.dn).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sync_hosts_share_one_lease_and_the_standby_takes_over() {
     let lab = lab();

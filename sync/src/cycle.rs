@@ -149,7 +149,20 @@ pub async fn cycle(
         return Ok(Outcome::Staged { import, plan });
     };
     let lease = ch.lease(&c.name).await?;
-    let import = import(c, space, |n| progress("import", n, None)).await?;
+    // The first full import sends its users while it reads (`export::early`).
+    let (import, early) = if lease.granted && export::early::applies(c, space)? {
+        let (import, run, sent) =
+            export::early::import_exporting(ch, space, c, cfg.batch_size, |n| {
+                progress("import", n, None)
+            })
+            .await?;
+        (import, Some((run, sent)))
+    } else {
+        (
+            import(c, space, |n| progress("import", n, None)).await?,
+            None,
+        )
+    };
     if !lease.granted {
         return Ok(Outcome::Standby {
             holder: lease.holder.unwrap_or_else(|| "another host".into()),
@@ -159,13 +172,21 @@ pub async fn cycle(
     // The streaming planner: pass 1 settles scope and the threshold's verdict, then each
     // batch is planned as it is sent, so memory holds an index and a batch, not the plan.
     let approved = space.approved_deletions(&c.name)?;
+    let pass1 = Instant::now();
     let planner = Planner::new(space, c, cfg.delete_threshold, &approved)?;
+    tracing::debug!(connector = %c.name, import_ms = import.elapsed.as_millis() as u64, pass1_ms = pass1.elapsed().as_millis() as u64, "timing: import and plan pass 1");
     let kind = if import.full {
         RunKind::Full
     } else {
         RunKind::Delta
     };
-    let run = ch.start_run(&c.name, kind, c.soft_match).await?;
+    let (run, before) = match early {
+        Some(early) => early,
+        None => (
+            ch.start_run(&c.name, kind, c.soft_match).await?,
+            Default::default(),
+        ),
+    };
     let mut changes = match planner.into_changes() {
         Ok(changes) => changes,
         Err(stopped) => return stop(ch, space, c, run, stopped).await,
@@ -177,6 +198,7 @@ pub async fn cycle(
         run,
         &mut changes,
         cfg.batch_size,
+        before,
         |n, total| progress("export", n, Some(total)),
     )
     .await;
@@ -205,6 +227,7 @@ pub async fn cycle(
                 }
             }
             errors.truncate(MAX_ERRORS);
+            let finishing = Instant::now();
             let mut counts = report.counts;
             counts.quarantined = plan.quarantined.len() as u64;
             counts.errors = (plan.errors.len() + report.errors.len()) as u64;
@@ -219,6 +242,7 @@ pub async fn cycle(
             )
             .await?;
             space.clear_approvals(&c.name)?;
+            tracing::debug!(connector = %c.name, ms = finishing.elapsed().as_millis() as u64, "timing: finish run");
             Ok(Outcome::Exported {
                 run,
                 counts: report.counts,

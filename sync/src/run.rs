@@ -104,7 +104,18 @@ impl std::error::Error for RunError {}
 pub async fn import(
     c: &Connector,
     space: &ConnectorSpace,
+    progress: impl FnMut(u64),
+) -> Result<ImportReport, RunError> {
+    import_with(c, space, progress, |_| Ok(())).await
+}
+
+/// [`import`], and `merged` is given each page of an AD import once it is merged (the
+/// first full import's early export takes its users from there).
+pub(crate) async fn import_with(
+    c: &Connector,
+    space: &ConnectorSpace,
     mut progress: impl FnMut(u64),
+    mut merged_page: impl FnMut(&[crate::ad::entry::Entry]) -> Result<(), SpaceError>,
 ) -> Result<ImportReport, RunError> {
     if c.kind == ConnectorKind::OpenLdap {
         return import_openldap(c, space, progress).await;
@@ -153,6 +164,8 @@ pub async fn import(
         let mut errors = Vec::new();
         let mut merged = Merged::default();
         let mut read = report.entries;
+        let mut merging = Duration::ZERO;
+        let pass_started = Instant::now();
         let r = import::pass(
             &mut session.ldap,
             &c.base_dn,
@@ -186,7 +199,10 @@ pub async fn import(
                         None => sweep = false,
                     }
                 }
+                let t = Instant::now();
                 let m = space.merge_page(&c.name, &ok, cookie)?;
+                merging += t.elapsed();
+                merged_page(&ok)?;
                 merged.added += m.added;
                 merged.changed += m.changed;
                 merged.deleted += m.deleted;
@@ -195,6 +211,14 @@ pub async fn import(
             },
         )
         .await;
+        // Where a pass's time goes: reading the directory, or merging into the space.
+        tracing::debug!(
+            connector = %c.name,
+            full = report.full,
+            total_ms = pass_started.elapsed().as_millis() as u64,
+            merging_ms = merging.as_millis() as u64,
+            "timing: import pass"
+        );
         if r.is_ok() && sweep && !unseen.is_empty() {
             let gone: Vec<_> = unseen.into_iter().collect();
             merged.deleted += space

@@ -190,16 +190,23 @@ async fn pipeline(root: &Path, name: &str, forest: &Forest, ou: &str) -> Result<
     })
 }
 
-/// `sync run --once` as a child: wall time and the child's peak resident memory (MiB),
-/// sampled every 20 ms.
-fn full_import(p: &Pipeline) -> Result<(Duration, f64)> {
+/// `sync run --once` as a child: wall time, the child's peak resident memory (MiB),
+/// sampled every 20 ms, and where its time went (sync's `timing:` debug lines).
+fn full_import(p: &Pipeline) -> Result<(Duration, f64, Vec<String>)> {
     let log = p.dir.join("sync-once.log");
     let started = Instant::now();
-    let mut child = causeway(&["--log", "warn", "sync", "run", "--once", "-c"])
-        .arg(&p.config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()?;
+    let mut child = causeway(&[
+        "--log",
+        "warn,causeway_sync=debug",
+        "sync",
+        "run",
+        "--once",
+        "-c",
+    ])
+    .arg(&p.config)
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&log)?)
+    .spawn()?;
     let mut rss = RssSampler::new(child.id());
     let status = loop {
         let _ = rss.sample("during");
@@ -215,7 +222,12 @@ fn full_import(p: &Pipeline) -> Result<(Duration, f64)> {
             std::fs::read_to_string(&log).unwrap_or_default()
         );
     }
-    Ok((elapsed, rss.max_kib().unwrap_or(0) as f64 / 1024.0))
+    let timings = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once("timing: ").map(|(_, t)| t.to_owned()))
+        .collect();
+    Ok((elapsed, rss.max_kib().unwrap_or(0) as f64 / 1024.0, timings))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -301,10 +313,10 @@ async fn measure(
     );
 
     let q = pipeline(root, "quarter", small, ou_small).await?;
-    let (_, rss_quarter) = full_import(&q)?;
+    let (_, rss_quarter, _) = full_import(&q)?;
     drop(q);
     let p = pipeline(root, "full", big, ou_big).await?;
-    let (elapsed, rss_full) = full_import(&p)?;
+    let (elapsed, rss_full, timings) = full_import(&p)?;
     let users = p
         .store
         .list_users(false)
@@ -320,6 +332,9 @@ async fn measure(
         "measured  full import, sync → ingestion API → store: {n} users in {:.2} s = {rate:.0} objects/s",
         elapsed.as_secs_f64()
     );
+    for t in timings {
+        println!("  where     {t}");
+    }
     println!(
         "memory    sync process peak RSS: {rss_quarter:.1} MiB for {quarter} users, {rss_full:.1} MiB for {n} users, ratio {:.2} (target <= 1.25)",
         rss_full / rss_quarter.max(0.001)

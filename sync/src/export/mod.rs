@@ -5,6 +5,7 @@
 //! so nothing is lost and nothing is duplicated.
 
 pub mod channel;
+pub mod early;
 pub mod identity;
 
 use std::collections::HashMap;
@@ -144,7 +145,16 @@ pub async fn export(
 ) -> Result<ExportReport, ExportError> {
     let (outgoing, errors) = outgoing(&plan.changes);
     let total = outgoing.len() as u64;
-    let mut out = Sender::new(ch, space, connector, run, errors);
+    let mut out = Sender::new(
+        ch,
+        space,
+        connector,
+        run,
+        ExportReport {
+            errors,
+            ..ExportReport::default()
+        },
+    );
     let mut sent = 0u64;
     for chunk in outgoing.chunks(batch.max(1)) {
         out.send(chunk).await?;
@@ -163,6 +173,9 @@ struct Sender<'a> {
     run: u64,
     renewed: Instant,
     report: ExportReport,
+    /// Time spent awaiting the endpoint's answers, and recording them (for the timing log).
+    waiting: Duration,
+    recording: Duration,
 }
 
 impl<'a> Sender<'a> {
@@ -171,7 +184,7 @@ impl<'a> Sender<'a> {
         space: &'a ConnectorSpace,
         connector: &'a str,
         run: u64,
-        errors: Vec<ObjectError>,
+        report: ExportReport,
     ) -> Self {
         Self {
             ch,
@@ -179,10 +192,9 @@ impl<'a> Sender<'a> {
             connector,
             run,
             renewed: Instant::now(),
-            report: ExportReport {
-                errors,
-                ..ExportReport::default()
-            },
+            waiting: Duration::ZERO,
+            recording: Duration::ZERO,
+            report,
         }
     }
 
@@ -200,10 +212,12 @@ impl<'a> Sender<'a> {
         }
         self.report.batches += 1;
         let changes: Vec<ObjectChange> = chunk.iter().map(|o| o.change.clone()).collect();
+        let asked = Instant::now();
         let (counts, failed) = self
             .ch
             .batch(self.run, self.report.batches, changes)
             .await?;
+        let round_trip = asked.elapsed();
         let failed_anchors: std::collections::HashSet<&str> =
             failed.iter().filter_map(|e| e.anchor.as_deref()).collect();
         let by_id: HashMap<String, &Outgoing> =
@@ -213,7 +227,10 @@ impl<'a> Sender<'a> {
             .filter(|(id, _)| !failed_anchors.contains(id.as_str()))
             .map(|(_, o)| (o.anchor, o.recorded.clone()))
             .collect();
+        let recording = Instant::now();
         self.space.record_exported(self.connector, &acknowledged)?;
+        self.recording += recording.elapsed();
+        self.waiting += round_trip;
         tracing::info!(
             connector = self.connector,
             run = self.run,
@@ -223,6 +240,7 @@ impl<'a> Sender<'a> {
             deleted = counts.deleted,
             unchanged = counts.unchanged,
             errors = failed.len(),
+            ms = round_trip.as_millis() as u64,
             "batch acknowledged"
         );
         self.report.counts.add(&counts);
@@ -232,8 +250,10 @@ impl<'a> Sender<'a> {
 }
 
 /// Like [`export`], but takes the changes from the streaming planner one batch at a time,
-/// so memory holds a batch, not the plan. `progress` is told the objects planned so far
-/// (in scope, and deletions) and their total.
+/// so memory holds a batch, not the plan. `before` is what this run exported already (the
+/// early export): the report goes on from it, batch numbers too. `progress` is told the
+/// objects planned so far (in scope, and deletions) and their total.
+#[allow(clippy::too_many_arguments)]
 pub async fn export_stream(
     ch: &mut Channel,
     space: &ConnectorSpace,
@@ -241,10 +261,14 @@ pub async fn export_stream(
     run: u64,
     changes: &mut Changes<'_>,
     batch: usize,
+    before: ExportReport,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<ExportReport, ExportError> {
-    let mut out = Sender::new(ch, space, connector, run, Vec::new());
+    let mut out = Sender::new(ch, space, connector, run, before);
+    let started = Instant::now();
+    let mut planning = Duration::ZERO;
     let mut next = changes.next_batch(batch.max(1))?;
+    planning += started.elapsed();
     while !next.is_empty() {
         let (outgoing, unsendable) = outgoing(&next);
         drop(next);
@@ -261,12 +285,29 @@ pub async fn export_stream(
                     out.send(&outgoing).await
                 }
             },
-            async { changes.next_batch(batch.max(1)) }
+            async {
+                let t = Instant::now();
+                let n = changes.next_batch(batch.max(1));
+                planning += t.elapsed();
+                n
+            }
         );
         sent?;
         next = following?;
         progress(done, total);
     }
+    // Where an export's time goes: pass 2 runs while a batch is applied, so the parts can
+    // add up to more than the whole.
+    tracing::debug!(
+        connector,
+        run,
+        batches = out.report.batches,
+        total_ms = started.elapsed().as_millis() as u64,
+        planning_ms = planning.as_millis() as u64,
+        endpoint_ms = out.waiting.as_millis() as u64,
+        recording_ms = out.recording.as_millis() as u64,
+        "timing: export"
+    );
     Ok(out.report)
 }
 

@@ -105,9 +105,9 @@ enum Member {
 }
 
 /// The two attributes no two exported objects may share.
-const CLAIMED: [Field; 2] = [Field::Upn, Field::Mail];
+pub(crate) const CLAIMED: [Field; 2] = [Field::Upn, Field::Mail];
 
-fn claimed(m: &map::Mapped, f: Field) -> Option<String> {
+pub(crate) fn claimed(m: &map::Mapped, f: Field) -> Option<String> {
     m.fields
         .get(&f)
         .and_then(|v| v.first())
@@ -530,23 +530,7 @@ impl<'a> Planner<'a> {
 
     /// The exported form of an in-scope object: flat attributes, references as anchors.
     fn exported(&self, m: map::Mapped) -> Result<Exported, SpaceError> {
-        let mut attrs: BTreeMap<String, Vec<String>> = m
-            .fields
-            .iter()
-            .map(|(f, v)| (f.config_name().to_owned(), v.clone()))
-            .collect();
-        if matches!(m.kind, Kind::User | Kind::Device) {
-            attrs.insert("enabled".into(), vec![m.enabled.to_string()]);
-            if let Some(t) = m.account_expires {
-                attrs.insert("account_expires".into(), vec![t.to_string()]);
-            }
-            if m.must_change_password {
-                attrs.insert("must_change_password".into(), vec!["true".into()]);
-            }
-            if m.password_expired {
-                attrs.insert("password_expired".into(), vec!["true".into()]);
-            }
-        }
+        let mut attrs = flat_attributes(&m);
         if let Some(r) = m.manager.as_deref() {
             if let Some(a) = self.resolve(r)? {
                 attrs.insert("manager".into(), vec![a]);
@@ -568,6 +552,30 @@ impl<'a> Planner<'a> {
             attrs,
         })
     }
+}
+
+/// An object's exported attributes without its references (`manager`, `members`): what
+/// needs no other object to be known. The first full import's early export
+/// (`export::early`) sends users in this form as they are read.
+pub(crate) fn flat_attributes(m: &map::Mapped) -> BTreeMap<String, Vec<String>> {
+    let mut attrs: BTreeMap<String, Vec<String>> = m
+        .fields
+        .iter()
+        .map(|(f, v)| (f.config_name().to_owned(), v.clone()))
+        .collect();
+    if matches!(m.kind, Kind::User | Kind::Device) {
+        attrs.insert("enabled".into(), vec![m.enabled.to_string()]);
+        if let Some(t) = m.account_expires {
+            attrs.insert("account_expires".into(), vec![t.to_string()]);
+        }
+        if m.must_change_password {
+            attrs.insert("must_change_password".into(), vec!["true".into()]);
+        }
+        if m.password_expired {
+            attrs.insert("password_expired".into(), vec!["true".into()]);
+        }
+    }
+    attrs
 }
 
 /// The deletion threshold's verdict on `n` deletions out of `exported_before`.
