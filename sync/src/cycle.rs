@@ -552,7 +552,9 @@ async fn hash_passes(
                 for e in &r.errors {
                     tracing::warn!(connector = %c.name, anchor = ?e.anchor, dn = ?e.dn, error = %e.error, "password hash not synchronised");
                 }
-                tracing::info!(connector = %c.name, read = r.read, verifiers = r.counts.verifiers, flags = r.counts.flags, errors = r.errors.len(), "{r}");
+                // Derivation and push times apart, so a slow pass says where its time went
+                // (the rest of the pass is the source's read).
+                tracing::info!(connector = %c.name, read = r.read, verifiers = r.counts.verifiers, flags = r.counts.flags, errors = r.errors.len(), derive_ms = r.derive.as_millis() as u64, derive_push_ms = r.elapsed.as_millis() as u64, "{r}");
             }
             Err(crate::hashsync::HashSyncError::Channel(e)) => {
                 tracing::warn!(connector = %c.name, error = %e, "hash sync push failed; retrying on the next pass");

@@ -39,7 +39,7 @@ pub(crate) struct SyncArgs {
     provision: PathBuf,
 }
 
-fn facts(path: &Path) -> Result<std::collections::HashMap<String, String>> {
+pub(in crate::bench) fn facts(path: &Path) -> Result<std::collections::HashMap<String, String>> {
     let text = std::fs::read_to_string(path).with_context(|| {
         format!(
             "{}: the lab's facts (start it with `sudo scripts/lab.sh start`)",
@@ -54,9 +54,20 @@ fn facts(path: &Path) -> Result<std::collections::HashMap<String, String>> {
 }
 
 /// Makes sure `forest` (`ad` or `ad2`) holds `n` bench users named `prefix` + number in
-/// OU=`ou`; returns the OU's DN.
-fn provision(script: &Path, forest: &str, ou: &str, prefix: &str, n: u32) -> Result<String> {
-    let out = Command::new(script)
+/// OU=`ou`, each with `password` when one is given (a user that has one keeps it);
+/// returns the OU's DN.
+pub(in crate::bench) fn provision(
+    script: &Path,
+    forest: &str,
+    (ou, prefix): (&str, &str),
+    n: u32,
+    password: Option<&str>,
+) -> Result<String> {
+    let mut cmd = Command::new(script);
+    if let Some(p) = password {
+        cmd.env("BENCH_PASSWORD", p);
+    }
+    let out = cmd
         .arg(n.to_string())
         .env("BENCH_FOREST", forest)
         .env("BENCH_PREFIX", prefix)
@@ -79,23 +90,43 @@ fn provision(script: &Path, forest: &str, ou: &str, prefix: &str, n: u32) -> Res
         get("BENCH_USERS").unwrap_or_default(),
         get("BENCH_ADDED").unwrap_or_default()
     );
+    if password.is_some() {
+        println!(
+            "  passwords set on {}",
+            get("BENCH_PASSWORDS_SET").unwrap_or_default()
+        );
+    }
     get("BENCH_OU_DN").context("the script printed no BENCH_OU_DN")
 }
 
+/// The OU and name prefix of the N bench users in the second forest: each size has its
+/// own, so that an OU made for another size never holds more than N users (provisioning
+/// adds, it never deletes).
+pub(in crate::bench) fn big_ou(n: u32) -> (String, String) {
+    if n == 20_000 {
+        ("Bench".to_owned(), "bench".to_owned())
+    } else {
+        (format!("Bench{n}"), format!("b{n}x"))
+    }
+}
+
 /// One forest's connection facts (`AD` or `AD2` prefix).
-struct Forest {
+pub(in crate::bench) struct Forest {
     url: String,
     ca: String,
     base: String,
     bind_dn: String,
     password: String,
-    admin_dn: String,
-    admin_password: String,
-    dns: String,
+    pub(in crate::bench) admin_dn: String,
+    pub(in crate::bench) admin_password: String,
+    pub(in crate::bench) dns: String,
 }
 
 impl Forest {
-    fn of(f: &std::collections::HashMap<String, String>, prefix: &str) -> Result<Self> {
+    pub(in crate::bench) fn of(
+        f: &std::collections::HashMap<String, String>,
+        prefix: &str,
+    ) -> Result<Self> {
         let get = |k: &str| {
             f.get(&format!("{prefix}_{k}"))
                 .cloned()
@@ -113,7 +144,7 @@ impl Forest {
         })
     }
 
-    async fn bind(&self, dn: &str, password: &str) -> Result<ldap3::Ldap> {
+    pub(in crate::bench) async fn bind(&self, dn: &str, password: &str) -> Result<ldap3::Ldap> {
         let tls = causeway_certs::trusting_only(&std::fs::read(&self.ca)?)?;
         let (conn, mut ldap) = ldap3::LdapConnAsync::with_settings(
             ldap3::LdapConnSettings::new().set_config(std::sync::Arc::new(tls)),
@@ -127,20 +158,25 @@ impl Forest {
 }
 
 /// A scratch endpoint with a registered sync host scoped to `ou` of `forest`.
-struct Pipeline {
+pub(in crate::bench) struct Pipeline {
     _endpoint: super::super::siege::Endpoint,
-    dir: PathBuf,
-    config: PathBuf,
-    store: SqliteStore,
+    pub(in crate::bench) dir: PathBuf,
+    pub(in crate::bench) config: PathBuf,
+    pub(in crate::bench) store: SqliteStore,
 }
 
-fn causeway(args: &[&str]) -> Command {
+pub(in crate::bench) fn causeway(args: &[&str]) -> Command {
     let mut c = Command::new(std::env::current_exe().expect("own executable"));
     c.args(args);
     c
 }
 
-async fn pipeline(root: &Path, name: &str, forest: &Forest, ou: &str) -> Result<Pipeline> {
+pub(in crate::bench) async fn pipeline(
+    root: &Path,
+    name: &str,
+    forest: &Forest,
+    ou: &str,
+) -> Result<Pipeline> {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir)?;
     let data = dir.join("endpoint");
@@ -190,23 +226,20 @@ async fn pipeline(root: &Path, name: &str, forest: &Forest, ou: &str) -> Result<
     })
 }
 
-/// `sync run --once` as a child: wall time, the child's peak resident memory (MiB),
-/// sampled every 20 ms, and where its time went (sync's `timing:` debug lines).
-fn full_import(p: &Pipeline) -> Result<(Duration, f64, Vec<String>)> {
+/// `sync run --once` as a child, logging at `level` into `sync-once.log`: wall time, the
+/// child's peak resident memory (MiB), sampled every 20 ms, and where its time went
+/// (sync's `timing:` debug lines, when `level` lets them through).
+pub(in crate::bench) fn full_import(
+    p: &Pipeline,
+    level: &str,
+) -> Result<(Duration, f64, Vec<String>)> {
     let log = p.dir.join("sync-once.log");
     let started = Instant::now();
-    let mut child = causeway(&[
-        "--log",
-        "warn,causeway_sync=debug",
-        "sync",
-        "run",
-        "--once",
-        "-c",
-    ])
-    .arg(&p.config)
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(&log)?)
-    .spawn()?;
+    let mut child = causeway(&["--log", level, "sync", "run", "--once", "-c"])
+        .arg(&p.config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
     let mut rss = RssSampler::new(child.id());
     let status = loop {
         let _ = rss.sample("during");
@@ -230,7 +263,7 @@ fn full_import(p: &Pipeline) -> Result<(Duration, f64, Vec<String>)> {
     Ok((elapsed, rss.max_kib().unwrap_or(0) as f64 / 1024.0, timings))
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(in crate::bench) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -248,21 +281,21 @@ pub(crate) async fn run(args: SyncArgs) -> Result<()> {
         "causeway bench sync: N = {n} users (N/4 = {quarter}), {} changes",
         args.changes
     );
-    // Each size has its own OU and names, so that an OU made for another size never
-    // holds more than N users (provisioning adds, it never deletes).
-    let (big_ou, big_prefix) = if n == 20_000 {
-        ("Bench".to_owned(), "bench".to_owned())
-    } else {
-        (format!("Bench{n}"), format!("b{n}x"))
-    };
-    let ou_big = provision(&args.provision, "ad2", &big_ou, &big_prefix, n)?;
+    let (big_ou, big_prefix) = big_ou(n);
+    let ou_big = provision(&args.provision, "ad2", (&big_ou, &big_prefix), n, None)?;
     // The first forest's own names (its tests make a few `bench…` users of their own).
     let (small_ou, small_prefix) = if quarter == 5_000 {
         ("BenchQuarter".to_owned(), "benchq".to_owned())
     } else {
         (format!("BenchQ{quarter}"), format!("q{quarter}x"))
     };
-    let ou_small = provision(&args.provision, "ad", &small_ou, &small_prefix, quarter)?;
+    let ou_small = provision(
+        &args.provision,
+        "ad",
+        (&small_ou, &small_prefix),
+        quarter,
+        None,
+    )?;
     let root = std::env::temp_dir().join(format!("causeway-bench-sync-{}", std::process::id()));
     std::fs::create_dir_all(&root)?;
     let result = measure(
@@ -313,10 +346,10 @@ async fn measure(
     );
 
     let q = pipeline(root, "quarter", small, ou_small).await?;
-    let (_, rss_quarter, _) = full_import(&q)?;
+    let (_, rss_quarter, _) = full_import(&q, "warn")?;
     drop(q);
     let p = pipeline(root, "full", big, ou_big).await?;
-    let (elapsed, rss_full, timings) = full_import(&p)?;
+    let (elapsed, rss_full, timings) = full_import(&p, "warn,causeway_sync=debug")?;
     let users = p
         .store
         .list_users(false)
