@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use crate::ad::entry::Guid;
 use crate::config::{Connector, ConnectorKind, SyncConfig};
 use crate::export::channel::{Channel, ChannelError};
-use crate::export::{self, anchor_id, ExportError};
+use crate::export::{self, anchor_id, ExportError, ExportReport};
 use crate::plan::stream::{Planner, Stopped, Summary};
 use crate::plan::{self, Change, Plan, Verdict};
 use crate::run::{self, ImportReport, RunError};
@@ -151,11 +151,10 @@ pub async fn cycle(
     let lease = ch.lease(&c.name).await?;
     // The first full import sends its users while it reads (`export::early`).
     let (import, early) = if lease.granted && export::early::applies(c, space)? {
-        let (import, run, sent) =
-            export::early::import_exporting(ch, space, c, cfg.batch_size, |n| {
-                progress("import", n, None)
-            })
-            .await?;
+        let (import, run, sent) = import_exporting(ch, space, c, cfg.batch_size, |n| {
+            progress("import", n, None)
+        })
+        .await?;
         (import, Some((run, sent)))
     } else {
         (
@@ -566,4 +565,41 @@ async fn hash_passes(
         }
     }
     true
+}
+/// Starts a full run and imports into it while sending users early
+/// ([`export::early::import`]). A failure of either side ends the run as
+/// failed (best effort: the channel may be what failed) with what the early batches
+/// applied; those stay recorded, so the next run's plan sends only the rest.
+pub async fn import_exporting(
+    ch: &mut Channel,
+    space: &ConnectorSpace,
+    c: &Connector,
+    batch: usize,
+    progress: impl FnMut(u64),
+) -> Result<(ImportReport, u64, ExportReport), CycleError> {
+    let run = ch.start_run(&c.name, RunKind::Full, c.soft_match).await?;
+    let (imported, sent) = export::early::import(ch, space, c, run, batch, progress).await;
+    let (error, sent) = match (imported, sent) {
+        (Ok(imported), Ok(mut sent)) => {
+            // A user the endpoint refused was not recorded, so the plan sends it again and
+            // reports it then if it is refused again: listed here too, it would be twice.
+            sent.errors.clear();
+            return Ok((imported, run, sent));
+        }
+        (Err(e), sent) => (CycleError::Import(e), sent.ok()),
+        (Ok(_), Err(e)) => (CycleError::Export(e), None),
+    };
+    let (counts, errors) = sent.map(|r| (r.counts, r.errors)).unwrap_or_default();
+    let _ = ch
+        .finish_run(
+            run,
+            RunReport {
+                status: RunStatus::Failed,
+                counts,
+                errors,
+                detail: Some(error.to_string()),
+            },
+        )
+        .await;
+    Err(error)
 }

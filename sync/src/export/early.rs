@@ -20,14 +20,13 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use causeway_proto::sync::{ObjectChange, RunKind, RunReport, RunStatus};
+use causeway_proto::sync::ObjectChange;
 use tokio::sync::Notify;
 
 use super::{to_wire, ExportError, ExportReport, Outgoing, Sender};
 use crate::ad::entry::{Entry, Guid};
 use crate::ad::map::{self, Kind, Mapping};
 use crate::config::{Connector, ConnectorKind};
-use crate::cycle::CycleError;
 use crate::plan::stream::{claimed, flat_attributes, CLAIMED};
 use crate::plan::{body, Exported};
 use crate::run::{self, ImportReport, RunError};
@@ -220,43 +219,6 @@ pub async fn import(
         Ok(out.report)
     };
     tokio::join!(reading, sending)
-}
-
-/// Starts a full run and [`import`]s into it. A failure of either side ends the run as
-/// failed (best effort: the channel may be what failed) with what the early batches
-/// applied; those stay recorded, so the next run's plan sends only the rest.
-pub async fn import_exporting(
-    ch: &mut super::Channel,
-    space: &ConnectorSpace,
-    c: &Connector,
-    batch: usize,
-    progress: impl FnMut(u64),
-) -> Result<(ImportReport, u64, ExportReport), CycleError> {
-    let run = ch.start_run(&c.name, RunKind::Full, c.soft_match).await?;
-    let (imported, sent) = import(ch, space, c, run, batch, progress).await;
-    let (error, sent) = match (imported, sent) {
-        (Ok(imported), Ok(mut sent)) => {
-            // A user the endpoint refused was not recorded, so the plan sends it again and
-            // reports it then if it is refused again: listed here too, it would be twice.
-            sent.errors.clear();
-            return Ok((imported, run, sent));
-        }
-        (Err(e), sent) => (CycleError::Import(e), sent.ok()),
-        (Ok(_), Err(e)) => (CycleError::Export(e), None),
-    };
-    let (counts, errors) = sent.map(|r| (r.counts, r.errors)).unwrap_or_default();
-    let _ = ch
-        .finish_run(
-            run,
-            RunReport {
-                status: RunStatus::Failed,
-                counts,
-                errors,
-                detail: Some(error.to_string()),
-            },
-        )
-        .await;
-    Err(error)
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 //! entryUUID comparison for deletions); [`tombstones`] serves both.
 
 pub(crate) mod ber;
+pub(crate) mod import;
 pub mod map;
 pub mod mts;
 pub mod persist;
