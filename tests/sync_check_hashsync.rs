@@ -1,7 +1,8 @@
 //! `causeway sync check` with `password_hash_sync = true`, against the lab's real Samba
 //! AD DC and OpenLDAP: the check reads one password hash the way a hash pass will, says
 //! yes for the sync accounts, names the missing rights (and how to grant them) for alice,
-//! and never prints a password or a hash.
+//! and never prints a password or a hash. `sync object` of alice pushes her password hash
+//! to a real `causeway serve` with a PHS domain, and a second run pushes nothing.
 
 mod common;
 
@@ -9,7 +10,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
+use causeway_store::{History as _, SqliteStore, Verifiers as _};
 use causeway_testkit::TempDir;
+use common::endpoint::{alert, bin, pct, Browser, Endpoint};
 use common::{lab, Lab};
 
 fn private(path: &Path, text: &str) {
@@ -203,5 +206,136 @@ fn alice_is_told_both_replication_rights_and_the_slapd_acl_line() {
             !out.contains(secret) && !err.contains(secret),
             "a password was printed"
         );
+    }
+}
+
+/// What the endpoint's sign-in page answers `upn` with `pw` (a fresh browser): "signed
+/// in" or the page's alert.
+fn sign_in(ep: &Endpoint, upn: &str, pw: &str) -> String {
+    let b = Browser::new(&ep.dir.join("browsers"));
+    let sp = format!("{}/demo/app1", ep.url);
+    let start = format!("{}/saml/idp-init?sp={}", ep.url, pct(&sp));
+    let (s, _, page, _) = b.follow(&ep.url, &start);
+    assert_eq!(s, 200, "{page}");
+    let (_, _, page) = b.sign_in(&ep.url, &page, upn, pw);
+    if page.contains("id=\"autopost\"") {
+        "signed in".into()
+    } else {
+        alert(&page).unwrap_or(page)
+    }
+}
+
+/// Runs `causeway sync ARGS -c DIR/sync.toml`, asserting success: stdout and stderr.
+fn sync_in(dir: &Path, ep: &Endpoint, args: &[&str], env: &[(&str, &str)]) -> (String, String) {
+    let mut cmd = Command::new(bin());
+    cmd.arg("sync")
+        .args(args)
+        .arg("-c")
+        .arg(dir.join("sync.toml"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run causeway sync");
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        out.status.success(),
+        "sync {args:?}:\n{o}\n{e}\nendpoint:\n{}",
+        ep.logs()
+    );
+    (o, e)
+}
+
+/// The endpoint's verifier text and history length for `upn` (to see that nothing moved).
+async fn snapshot(store: &SqliteStore, upn: &str) -> (Option<String>, usize) {
+    let (_, v) = store
+        .verifier_of(upn)
+        .await
+        .expect("read")
+        .unwrap_or_else(|| panic!("{upn} is a user at the endpoint"));
+    let h = store.history(upn).await.expect("history").len();
+    (v.map(|v| v.expose_encoded()), h)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_object_pushes_alices_hash_so_her_lab_password_works_and_a_rerun_pushes_nothing() {
+    let lab = lab();
+    let ep = Endpoint::start(
+        "sync-object-phs",
+        "[sync]\nlease = \"60s\"\n\n[[domain]]\nname = \"lab.causeway.test\"\nmethod = \"phs\"\n",
+        &["--demo-apps"],
+    );
+    let dir = ep.dir.join("sync-host");
+    std::fs::create_dir_all(&dir).expect("dir");
+    private(
+        &dir.join("ad.pw"),
+        &format!("{}\n", lab.get("AD_SVC_SYNC_PASSWORD")),
+    );
+    std::fs::write(
+        dir.join("sync.toml"),
+        format!(
+            r#"[sync]
+state_dir = "state"
+endpoints = ["{ep}"]
+
+[[connector]]
+name = "lab-ad"
+kind = "ad"
+servers = ["{ad}"]
+ca_file = "{ca}"
+bind_dn = "{bind}"
+bind_password_file = "ad.pw"
+base_dn = "{base}"
+password_hash_sync = true
+"#,
+            ep = ep.url,
+            ad = lab.get("AD_LDAPS_URL"),
+            ca = lab.get("AD_CA_CERT"),
+            bind = lab.get("AD_SVC_SYNC_DN"),
+            base = lab.get("AD_BASE_DN"),
+        ),
+    )
+    .expect("config");
+    let token = ep.cli(&["certs", "token", "--for", "sync", "--ttl", "10m"], None);
+    sync_in(
+        &dir,
+        &ep,
+        &["register", "--host-name", "sync-object"],
+        &[("CAUSEWAY_SYNC_TOKEN", token.trim())],
+    );
+    let (alice, pw) = (lab.get("AD_ALICE_UPN"), lab.get("AD_ALICE_PASSWORD"));
+    // Before: the endpoint has never heard of alice.
+    assert_ne!(sign_in(&ep, alice, pw), "signed in");
+
+    let (out, err) = sync_in(&dir, &ep, &["object", alice], &[]);
+    assert!(out.contains("  export: sent as run "), "{out}");
+    assert!(
+        out.contains("  password hash: pushed a new verifier"),
+        "{out}\n{err}"
+    );
+    assert_eq!(sign_in(&ep, alice, pw), "signed in", "{}", ep.logs());
+    assert_ne!(sign_in(&ep, alice, "Not-Her-Password-1"), "signed in");
+    let store = SqliteStore::open(&ep.data().join("directory.sqlite")).expect("store");
+    let first = snapshot(&store, alice).await;
+    assert!(first.0.is_some(), "alice has a verifier");
+
+    // Again: the same password, nothing to push, and the endpoint's verifier (its salt)
+    // and history are as they were.
+    let (out, err) = sync_in(&dir, &ep, &["object", alice], &[]);
+    assert!(
+        out.contains("  password hash: unchanged: nothing pushed"),
+        "{out}\n{err}"
+    );
+    assert_eq!(snapshot(&store, alice).await, first);
+    assert_eq!(sign_in(&ep, alice, pw), "signed in");
+
+    let hashes = nt_hex(pw);
+    for text in [&out, &err, &ep.logs()] {
+        assert!(!text.contains(pw), "alice's password was printed");
+        for h in &hashes {
+            assert!(!text.contains(h.as_str()), "alice's NT hash was printed");
+        }
     }
 }

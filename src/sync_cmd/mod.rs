@@ -374,5 +374,13 @@ fn object(path: &Path, only: Option<String>, target: &str, dry_run: bool) -> Out
         export::export_object(&cfg, c, &space, r.change.as_ref(), &rt)
     });
     print!("{r}");
+    if c.password_hash_sync {
+        let line = if dry_run {
+            "not sent (--dry-run)".into()
+        } else {
+            export::hash_object(&cfg, c, &space, r.entry.guid, &rt)
+        };
+        println!("  password hash: {line}");
+    }
     Ok(true)
 }
