@@ -61,9 +61,19 @@ password_hash_sync = true
 /// Runs `causeway sync check` with `ad` and `ldap` as (bind DN, password) of the two
 /// connectors: success, stdout, stderr.
 fn check(tag: &str, ad: (&str, &str), ldap: (&str, &str)) -> (bool, String, String) {
+    check_with(tag, ad, ldap, |t| t)
+}
+
+/// [`check`] with the configuration's text changed by `edit` first.
+fn check_with(
+    tag: &str,
+    ad: (&str, &str),
+    ldap: (&str, &str),
+    edit: impl FnOnce(String) -> String,
+) -> (bool, String, String) {
     let lab = lab();
     let d = TempDir::new(&format!("sync-check-phs-{tag}"));
-    std::fs::write(d.path().join("sync.toml"), config(lab, ad.0, ldap.0)).expect("write");
+    std::fs::write(d.path().join("sync.toml"), edit(config(lab, ad.0, ldap.0))).expect("write");
     private(&d.path().join("ad.pw"), &format!("{}\n", ad.1));
     let out = Command::new(env!("CARGO_BIN_EXE_causeway"))
         .args(["sync", "check", "-c"])
@@ -207,6 +217,34 @@ fn alice_is_told_both_replication_rights_and_the_slapd_acl_line() {
             "a password was printed"
         );
     }
+}
+
+#[test]
+fn an_openldap_scope_without_samba_users_is_said_to_have_no_hash_to_read() {
+    let lab = lab();
+    // ou=system holds the sync account and no sambaSamAccount user.
+    let base = lab.get("SLAPD_BASE_DN");
+    let system = format!("ou=system,{base}");
+    let (ok, out, _) = check_with(
+        "nosamba",
+        (lab.get("AD_SVC_SYNC_DN"), lab.get("AD_SVC_SYNC_PASSWORD")),
+        (lab.get("SLAPD_SYNC_DN"), lab.get("SLAPD_SYNC_PASSWORD")),
+        |t| {
+            t.replace(
+                &format!("base_dn = \"{base}\""),
+                &format!("base_dn = \"{system}\""),
+            )
+        },
+    );
+    assert!(!ok, "{out}");
+    assert!(out.contains("connector lab-ad: ok"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "ERR no user with objectClass sambaSamAccount under {system} is visible to {}",
+            lab.get("SLAPD_SYNC_DN")
+        )),
+        "{out}"
+    );
 }
 
 /// What the endpoint's sign-in page answers `upn` with `pw` (a fresh browser): "signed
