@@ -233,6 +233,13 @@ impl RpcError {
     }
 }
 
+/// Asks the endpoint mapper at `host:135` for the TCP port of `iface` (what
+/// [`Association::connect`] does when `target.port` is `None`), for a diagnostic that
+/// reports the mapper and the interface's port as separate steps.
+pub async fn map_port(host: IpAddr, iface: &Interface, limits: &Limits) -> Result<u16, RpcError> {
+    epm::map_tcp_port(host, iface, limits).await
+}
+
 /// One TCP connection with one bound, sealed (packet privacy) presentation context.
 #[derive(Debug)]
 pub struct Association {

@@ -385,3 +385,38 @@ pub(super) fn export_object(
         Err(e) => format!("not sent: {e}"),
     }
 }
+
+/// With hash sync on, refreshes the one user's password hash after its export (the
+/// endpoint needs the user before it takes a verifier for it): the line `sync object`
+/// prints after `export:`.
+pub(super) fn hash_object(
+    cfg: &SyncConfig,
+    c: &Connector,
+    space: &causeway_sync::space::ConnectorSpace,
+    anchor: causeway_sync::ad::entry::Guid,
+    rt: &tokio::runtime::Runtime,
+) -> String {
+    if cfg.staging {
+        return "not sent (staging mode)".into();
+    }
+    let id = match Identity::load(&cfg.state_dir) {
+        Ok(id) => id,
+        Err(e) => return format!("not sent: {e}"),
+    };
+    let r = rt.block_on(async {
+        let mut ch = Channel::open(&cfg.endpoints, &id).await?;
+        causeway_sync::hashsync::one::refresh_user(
+            c,
+            space,
+            &mut ch,
+            anchor,
+            std::time::SystemTime::now(),
+        )
+        .await
+        .map_err(|e| channel::ChannelError::Refused(e.to_string()))
+    });
+    match r {
+        Ok(one) => one.to_string(),
+        Err(e) => format!("not sent: {e}"),
+    }
+}

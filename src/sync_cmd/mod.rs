@@ -23,6 +23,9 @@ pub(crate) enum SyncCommand {
     /// Validate a sync configuration and, unless --offline, reach each connector's
     /// directory: bind as the sync account, check that base_dn is the domain, that the
     /// account may use DirSync (AD) or content sync (OpenLDAP), and change notification.
+    /// With password_hash_sync = true it also reads one password hash as a hash pass would
+    /// (AD: endpoint mapper, DRSUAPI, sealed NTLM, DRSBind, EXOP_REPL_OBJ of the account's
+    /// own object; OpenLDAP: a user's sambaNTPassword) and never prints it.
     ///
     /// Examples:
     ///   causeway sync check -c /etc/causeway/sync.toml
@@ -77,7 +80,9 @@ pub(crate) enum SyncCommand {
     },
     /// Sync one object now and print what each step decided: read it from the directory
     /// (by DN, objectGUID or userPrincipalName), put its whole current copy in the
-    /// connector space, map it, scope it, and plan its change.
+    /// connector space, map it, scope it, and plan its change. With password_hash_sync =
+    /// true, a user's password hash is then read alone (EXOP_REPL_OBJ) and pushed if it
+    /// changed (the "password hash:" line).
     ///
     /// Examples:
     ///   causeway sync object -c sync.toml alice@corp.example.com
@@ -374,5 +379,13 @@ fn object(path: &Path, only: Option<String>, target: &str, dry_run: bool) -> Out
         export::export_object(&cfg, c, &space, r.change.as_ref(), &rt)
     });
     print!("{r}");
+    if c.password_hash_sync {
+        let line = if dry_run {
+            "not sent (--dry-run)".into()
+        } else {
+            export::hash_object(&cfg, c, &space, r.entry.guid, &rt)
+        };
+        println!("  password hash: {line}");
+    }
     Ok(true)
 }

@@ -1,7 +1,10 @@
 //! `causeway sync check`: what an administrator runs before the first sync. Beyond the file
 //! itself, it reaches each connector's directory as the sync account and asks the questions
 //! a first run would fail on — can it bind, is `base_dn` the domain, may this account use
-//! DirSync (AD) or content sync (OpenLDAP) — and says how to fix each answer.
+//! DirSync (AD) or content sync (OpenLDAP), and with hash sync on, can it read a password
+//! hash ([`phs`]) — and says how to fix each answer.
+
+mod phs;
 
 use std::fmt;
 
@@ -105,6 +108,12 @@ pub async fn check_connector(c: &Connector) -> ConnectorReport {
                     ),
                 );
             }
+        }
+    }
+    if c.password_hash_sync {
+        match c.kind {
+            ConnectorKind::ActiveDirectory => phs::check_ad(c, &mut s.ldap, &mut note).await,
+            ConnectorKind::OpenLdap => phs::check_openldap(c, &mut s.ldap, &mut note).await,
         }
     }
     let _ = s.ldap.unbind().await;

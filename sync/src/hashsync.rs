@@ -10,6 +10,7 @@
 //! derivation-and-ingestion path on its own (for `causeway bench hashsync`).
 
 pub mod ad;
+pub mod one;
 pub mod openldap;
 
 use std::collections::BTreeSet;

@@ -108,9 +108,36 @@ pub struct Read {
     pub full: bool,
 }
 
-/// Reads the users changed since `cookie` (all of them when it is empty), as `c`'s bind
-/// account, from the DC that answers LDAP first.
-pub async fn read(c: &Connector, cookie: &Cookie) -> Result<Read, AdHashError> {
+/// How to reach the DC's DRSUAPI as a connector's bind account, learned over LDAP (the
+/// DC that answers, its DNS name, the account's NTLM name). Shared with `sync check` and
+/// `sync object`, which take the same steps one at a time.
+pub(crate) struct Plan {
+    /// The DC's host as the LDAP URL names it (for errors).
+    pub(crate) host: String,
+    /// The DC's address and name; `port` is `None` (the endpoint mapper says).
+    pub(crate) target: Target,
+    /// The bind account's NTLM credentials.
+    pub(crate) creds: Credentials,
+    /// The connector's timeouts.
+    pub(crate) limits: Limits,
+    /// The domain's DNS name (`lab.causeway.test`).
+    pub(crate) domain_dns: String,
+    /// The DC's DNS host name from its root DSE.
+    pub(crate) dc_name: Option<String>,
+}
+
+impl Plan {
+    /// `DOMAIN\user` as NTLM names the account (for messages).
+    pub(crate) fn who(&self) -> String {
+        match &self.creds {
+            Credentials::Ntlm { domain, user, .. } => format!("{domain}\\{user}"),
+            _ => String::new(),
+        }
+    }
+}
+
+/// Learns over LDAP how to replicate from `c`'s directory as its bind account.
+pub(crate) async fn plan(c: &Connector) -> Result<Plan, AdHashError> {
     let config = |message: String| AdHashError::Config {
         connector: c.name.clone(),
         message,
@@ -151,6 +178,27 @@ pub async fn read(c: &Connector, cookie: &Cookie) -> Result<Read, AdHashError> {
         call_timeout: c.timeout,
         ..Limits::default()
     };
+    Ok(Plan {
+        host,
+        target,
+        creds,
+        limits,
+        domain_dns,
+        dc_name,
+    })
+}
+
+/// Reads the users changed since `cookie` (all of them when it is empty), as `c`'s bind
+/// account, from the DC that answers LDAP first.
+pub async fn read(c: &Connector, cookie: &Cookie) -> Result<Read, AdHashError> {
+    let Plan {
+        host,
+        target,
+        creds,
+        limits,
+        domain_dns,
+        dc_name,
+    } = plan(c).await?;
     let rpc_err = |source| AdHashError::Rpc {
         server: host.clone(),
         source,
