@@ -1,0 +1,514 @@
+//! Password hash sync end to end from AD: the lab's real Samba DC, replicated over MS-DRSR
+//! (`IDL_DRSGetNCChanges`) as `svc-sync` → a real `causeway sync` (the verifier derived
+//! there) → the ingestion API of a real `causeway serve` → its PHS sign-in, with no agent.
+//! The NT hashes our DRSR client reads equal what impacket's `secretsdump` and
+//! `samba-tool user getpassword` read from the same DC; every lab user's synced verifier
+//! takes the lab password and no other; must-change, disabled and expired users get the
+//! answers PTA gives; a password set with `samba-tool` is usable within seconds (change
+//! notification wakes the sync host) and the old one stops working; a bind account
+//! without the replication rights fails the pass with an error naming them, visible in
+//! `sync status`, and nothing is applied. No NT hash and no password is in any log line
+//! (trace), any file either side wrote, or any ingestion payload.
+
+mod common;
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine as _;
+use causeway_credential::{NtHash, Password, SignInOutcome};
+use causeway_store::{SqliteStore, Verifiers as _};
+use causeway_sync::ad::dirsync::Cookie;
+use causeway_sync::config::SyncConfig;
+use causeway_sync::export::channel::Channel;
+use causeway_sync::export::identity::Identity;
+use causeway_sync::hashsync;
+use causeway_sync::space::ConnectorSpace;
+use common::endpoint::{alert, bin, pct, Browser, Endpoint};
+use common::ingest::{contains, files, recording_proxy};
+use common::sync_host::TestOu;
+use common::{admin, lab, Lab};
+
+const CONNECTOR: &str = "lab-ad-hs";
+/// What `TestOu::user` gives a new user.
+const P1: &str = "Sync-Test-Pw-77!";
+const P2: &str = "Ad-Hs-Second-Pw-62!";
+/// Not anyone's password.
+const WRONG: &str = "Not-The-Password-9";
+
+/// The lab users in the synced scope (`CN=Users` and `OU=Staff`), by their lab.env key.
+const LAB_USERS: [&str; 13] = [
+    "ALICE", "BOB", "CAROL", "DAVE", "ERIN", "FRANK", "GINA", "HANK", "IVAN", "OLIVIA", "KIM",
+    "LIAM", "NORA",
+];
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn md4_hex(pw: &str) -> String {
+    hex(NtHash::from_password(&Password::new(pw.into()).expect("valid")).expose_secret())
+}
+
+/// `samba-tool` on the lab DC's own database (local, as root), with the lab's smb.conf.
+fn samba_tool(lab: &Lab, args: &[&str]) -> String {
+    let out = Command::new("samba-tool")
+        .args(args)
+        .arg("-s")
+        .arg(lab.get("AD_SMB_CONF"))
+        .output()
+        .expect("run samba-tool");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "samba-tool {args:?}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The NT hash `samba-tool user getpassword --attributes=unicodePwd` prints (base64).
+fn samba_tool_nt(lab: &Lab, sam: &str) -> String {
+    let out = samba_tool(
+        lab,
+        &["user", "getpassword", sam, "--attributes=unicodePwd"],
+    );
+    let b64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("unicodePwd:: "))
+        .unwrap_or_else(|| panic!("no unicodePwd for {sam}"));
+    hex(&base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .expect("base64"))
+}
+
+/// The NT hash impacket's `secretsdump` (with the lab's schemaInfo fix) reads over DRSUAPI
+/// as `svc-sync`. Run from a scratch directory: it leaves a file in its cwd.
+fn secretsdump_nt(lab: &Lab, scratch: &std::path::Path, sam: &str) -> String {
+    let tools = common::federation::tools();
+    let venv_bin = tools.join("venv/bin");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/lab/secretsdump-samba.py");
+    let target = format!(
+        "{}/svc-sync:{}@{}",
+        lab.get("AD_DOMAIN"),
+        lab.get("AD_SVC_SYNC_PASSWORD"),
+        lab.get("AD_HOST")
+    );
+    let path = format!(
+        "{}:{}",
+        venv_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(venv_bin.join("python"))
+        .arg(&script)
+        .args(["-just-dc-user", &format!("{}/{sam}", lab.get("AD_DOMAIN"))])
+        .arg(&target)
+        .env("PATH", path)
+        .current_dir(scratch)
+        .output()
+        .expect("run secretsdump");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    // DOMAIN\sam:rid:lmhash:nthash:::
+    let prefix = format!("{}\\{sam}:", lab.get("AD_DNS_DOMAIN"));
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(':').nth(2))
+        .map(str::to_lowercase)
+        .unwrap_or_else(|| {
+            panic!(
+                "secretsdump printed no NT hash for {sam}:\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+/// What the endpoint's sign-in page answers `upn` with `pw` (a fresh browser).
+fn sign_in(ep: &Endpoint, upn: &str, pw: &str) -> String {
+    let b = Browser::new(&ep.dir.join("browsers"));
+    let sp = format!("{}/demo/app1", ep.url);
+    let start = format!("{}/saml/idp-init?sp={}", ep.url, pct(&sp));
+    let (s, _, page, _) = b.follow(&ep.url, &start);
+    assert_eq!(s, 200, "{page}");
+    let (_, _, page) = b.sign_in(&ep.url, &page, upn, pw);
+    if page.contains("id=\"autopost\"") {
+        "signed in".into()
+    } else {
+        alert(&page).unwrap_or(page)
+    }
+}
+
+fn words(o: SignInOutcome) -> String {
+    o.user_message().to_owned()
+}
+
+/// A sync host with one AD connector that syncs password hashes; every output it
+/// printed is kept for the leak scan.
+struct Host {
+    dir: PathBuf,
+    outputs: String,
+}
+
+impl Host {
+    fn new(ep: &Endpoint, ou: &str) -> Self {
+        let lab = lab();
+        let dir = ep.dir.join("sync-ad-hs");
+        std::fs::create_dir_all(&dir).expect("dir");
+        for (file, pw) in [
+            ("ad.pw", lab.get("AD_SVC_SYNC_PASSWORD")),
+            ("alice.pw", lab.get("AD_ALICE_PASSWORD")),
+        ] {
+            let p = dir.join(file);
+            std::fs::write(&p, format!("{pw}\n")).expect("pw");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
+        let base = lab.get("AD_BASE_DN");
+        let text = format!(
+            r#"[sync]
+state_dir = "state"
+endpoints = ["{ep}"]
+poll_interval = "1h"
+hash_interval = "1h"
+
+[[connector]]
+name = "{CONNECTOR}"
+kind = "ad"
+servers = ["{ad}"]
+ca_file = "{ca}"
+bind_dn = "{bind}"
+bind_password_file = "ad.pw"
+base_dn = "{base}"
+include_ous = ["CN=Users,{base}", "OU=Staff,{base}", "{ou}"]
+change_notification = true
+password_hash_sync = true
+"#,
+            ep = ep.url,
+            ad = lab.get("AD_LDAPS_URL"),
+            ca = lab.get("AD_CA_CERT"),
+            bind = lab.get("AD_SVC_SYNC_DN"),
+        );
+        std::fs::write(dir.join("sync.toml"), text).expect("config");
+        Self {
+            dir,
+            outputs: String::new(),
+        }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.join("sync.toml")
+    }
+
+    fn connector(&self) -> causeway_sync::config::Connector {
+        let cfg = SyncConfig::load(&self.config()).expect("config");
+        cfg.connectors
+            .into_iter()
+            .find(|c| c.name == CONNECTOR)
+            .expect("connector")
+    }
+
+    fn sync(&mut self, ep: &Endpoint, args: &[&str], env: &[(&str, &str)]) -> String {
+        let mut cmd = Command::new(bin());
+        cmd.args(["--log", "trace", "sync"])
+            .args(args)
+            .arg("-c")
+            .arg(self.config());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run causeway sync");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        self.outputs.push_str(&format!("{stdout}\n{stderr}\n"));
+        assert!(
+            out.status.success(),
+            "sync {args:?}:\n{stdout}\n{stderr}\nendpoint:\n{}",
+            ep.logs()
+        );
+        stdout
+    }
+}
+
+/// Deletes the test's OU (and the user in it) when the test ends, passed or not.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let dn = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let mut adm = admin(lab()).await;
+                common::delete_tree(&mut adm, &dn).await;
+                let _ = adm.unbind().await;
+            });
+        })
+        .join();
+    }
+}
+
+/// What the endpoint holds for a user: its verifier's text and last hash sync.
+async fn snapshot(store: &SqliteStore, upn: &str) -> (Option<String>, Option<SystemTime>) {
+    let (u, v) = store
+        .verifier_of(upn)
+        .await
+        .expect("read")
+        .unwrap_or_else(|| panic!("{upn} is a user at the endpoint"));
+    (v.map(|v| v.expose_encoded()), u.password.last_hash_sync)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ad_password_hashes_replicate_over_drsr_and_sign_in_through_phs_within_seconds() {
+    let lab = lab();
+    let mut adm = admin(lab).await;
+    let ou = TestOu::new(&mut adm, "ahs").await;
+    let _cleanup = Cleanup(ou.dn.clone());
+    let sam = format!("ahs{}", ou.tag);
+    let new_dn = ou.user(&mut adm, &sam, None).await;
+    let new_upn = format!("{sam}@lab.causeway.test");
+
+    let ep = Endpoint::start(
+        "sync-ad-hs",
+        "[sync]\nlease = \"60s\"\n\n[[domain]]\nname = \"lab.causeway.test\"\nmethod = \"phs\"\n",
+        &["--demo-apps"],
+    );
+    let store = SqliteStore::open(&ep.data().join("directory.sqlite")).expect("store");
+    let mut host = Host::new(&ep, &ou.dn);
+    let token = ep.cli(&["certs", "token", "--for", "sync", "--ttl", "10m"], None);
+    host.sync(
+        &ep,
+        &["register", "--host-name", "sync-ad-hs"],
+        &[("CAUSEWAY_SYNC_TOKEN", token.trim())],
+    );
+    // From here on every ingestion message goes through the recording proxy.
+    let (proxy, payloads) = recording_proxy(&ep, &host.dir.join("state/identity")).await;
+    let text = std::fs::read_to_string(host.config()).expect("config");
+    std::fs::write(host.config(), text.replace(&ep.url, &proxy)).expect("config");
+
+    // The first round exports the users, then replicates their hashes and pushes verifiers.
+    host.sync(&ep, &["run", "--once"], &[]);
+
+    // 1. Our DRSR client's NT hashes = impacket's = samba-tool's = MD4 of the lab password;
+    // each synced verifier takes the lab password and no other.
+    let read = hashsync::ad::read(&host.connector(), &Cookie::default())
+        .await
+        .expect("replicate as svc-sync");
+    assert!(read.full, "an empty cookie is a full replication");
+    let ours: HashMap<String, String> = read
+        .records
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter_map(|r| Some((r.dn.to_lowercase(), hex(r.nt.as_ref()?.expose_secret()))))
+        .collect();
+    let scratch = ep.dir.join("secretsdump");
+    std::fs::create_dir_all(&scratch).expect("scratch");
+    let mut secrets: Vec<String> = vec![P1.into(), P2.into()];
+    for key in LAB_USERS {
+        let (sam, upn, dn, pw) = (
+            lab.get(&format!("AD_{key}_SAM")),
+            lab.get(&format!("AD_{key}_UPN")),
+            lab.get(&format!("AD_{key}_DN")),
+            lab.get(&format!("AD_{key}_PASSWORD")),
+        );
+        secrets.push(pw.into());
+        let md4 = md4_hex(pw);
+        assert_eq!(
+            ours.get(&dn.to_lowercase()),
+            Some(&md4),
+            "{sam}: our DRSR read"
+        );
+        assert_eq!(
+            secretsdump_nt(lab, &scratch, sam),
+            md4,
+            "{sam}: secretsdump"
+        );
+        assert_eq!(samba_tool_nt(lab, sam), md4, "{sam}: samba-tool");
+        let (_, v) = store
+            .verifier_of(upn)
+            .await
+            .expect("read")
+            .unwrap_or_else(|| panic!("{upn} was exported"));
+        let v = v.unwrap_or_else(|| panic!("{upn} has a synced verifier"));
+        assert!(v.verify(&Password::new(pw.into()).expect("valid")), "{upn}");
+        for other in [WRONG, P1, lab.get("AD_ALICE_PASSWORD")] {
+            if other != pw {
+                assert!(
+                    !v.verify(&Password::new(other.into()).expect("valid")),
+                    "{upn} takes another password"
+                );
+            }
+        }
+    }
+    assert_eq!(ours.get(&new_dn.to_lowercase()), Some(&md4_hex(P1)));
+
+    // 3. The flags answer a right password as AD (and so PTA) does; a wrong one stays wrong.
+    let (alice, alice_pw) = (lab.get("AD_ALICE_UPN"), lab.get("AD_ALICE_PASSWORD"));
+    assert_eq!(sign_in(&ep, alice, alice_pw), "signed in", "{}", ep.logs());
+    assert_eq!(
+        sign_in(&ep, lab.get("AD_OLIVIA_UPN"), lab.get("AD_OLIVIA_PASSWORD")),
+        "signed in"
+    );
+    for (key, outcome) in [
+        ("CAROL", SignInOutcome::PasswordMustChange),
+        ("BOB", SignInOutcome::AccountDisabled),
+        ("DAVE", SignInOutcome::AccountExpired),
+    ] {
+        let upn = lab.get(&format!("AD_{key}_UPN"));
+        let pw = lab.get(&format!("AD_{key}_PASSWORD"));
+        assert_eq!(sign_in(&ep, upn, pw), words(outcome), "{upn}");
+        assert_eq!(
+            sign_in(&ep, upn, WRONG),
+            words(SignInOutcome::InvalidCredentials),
+            "{upn}"
+        );
+    }
+    let shown = ep.cli(&["users", "show", alice], None);
+    assert!(shown.contains("last hash sync: 1"), "{shown}");
+    let status = host.sync(&ep, &["status"], &[]);
+    assert!(status.contains("password hash sync: last pass"), "{status}");
+
+    // 5. A bind account without the two replication rights (alice): the pass fails with an
+    // error that names them and how to grant them, `sync status` shows it, and nothing
+    // at the endpoint changes.
+    let before = snapshot(&store, alice).await;
+    let good = std::fs::read_to_string(host.config()).expect("config");
+    std::fs::write(
+        host.config(),
+        good.replace(lab.get("AD_SVC_SYNC_DN"), lab.get("AD_ALICE_DN"))
+            .replace("\"ad.pw\"", "\"alice.pw\""),
+    )
+    .expect("config");
+    {
+        let cfg = SyncConfig::load(&host.config()).expect("config");
+        let c = host.connector();
+        let id = Identity::load(&cfg.state_dir).expect("identity");
+        let space =
+            ConnectorSpace::open(&cfg.state_dir.join("connector-space.sqlite")).expect("space");
+        let mut ch = Channel::open(&cfg.endpoints, &id).await.expect("channel");
+        let marks = space.hash_marks(CONNECTOR).expect("marks");
+        let cookie = space.hash_cookie(CONNECTOR).expect("cookie");
+        let e = hashsync::pass(&c, &space, &mut ch, 500, SystemTime::now())
+            .await
+            .expect_err("alice may not replicate");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("Replicating Directory Changes\"")
+                && msg.contains("Replicating Directory Changes All")
+                && msg.contains("samba-tool dsacl"),
+            "{msg}"
+        );
+        assert_eq!(space.hash_marks(CONNECTOR).expect("marks"), marks);
+        assert_eq!(space.hash_cookie(CONNECTOR).expect("cookie"), cookie);
+    }
+    let status = host.sync(&ep, &["status"], &[]);
+    assert!(
+        status.contains("last pass failed") && status.contains("Replicating Directory Changes All"),
+        "{status}"
+    );
+    assert_eq!(snapshot(&store, alice).await, before, "nothing applied");
+    std::fs::write(host.config(), &good).expect("config");
+
+    // 2. The daemon: a password set in AD wakes it (change notification), the hash pass
+    // follows the woken round, and the new password is usable within seconds.
+    assert_eq!(sign_in(&ep, &new_upn, P1), "signed in");
+    let log = host.dir.join("daemon.log");
+    let mut daemon = Command::new(bin())
+        .args(["--log", "trace", "sync", "run", "-c"])
+        .arg(host.config())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start the sync daemon");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let l = std::fs::read_to_string(&log).unwrap_or_default();
+        if l.contains("watching for change notifications") && l.contains("hash sync: ") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the daemon never settled: {l}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let changed = Instant::now();
+    samba_tool(
+        lab,
+        &["user", "setpassword", &sam, &format!("--newpassword={P2}")],
+    );
+    let p2 = Password::new(P2.into()).expect("valid");
+    loop {
+        let found = store.verifier_of(&new_upn).await.expect("read");
+        if causeway_store::verify_found(found, &p2) == SignInOutcome::Success {
+            break;
+        }
+        assert!(
+            changed.elapsed() < Duration::from_secs(30),
+            "P2 never arrived: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "hash sync: samba-tool setpassword to usable at the endpoint: {} ms",
+        changed.elapsed().as_millis()
+    );
+    assert_eq!(sign_in(&ep, &new_upn, P2), "signed in");
+    assert_eq!(
+        sign_in(&ep, &new_upn, P1),
+        words(SignInOutcome::InvalidCredentials)
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let _ = daemon.wait();
+    host.outputs
+        .push_str(&std::fs::read_to_string(&log).unwrap_or_default());
+
+    // 4. No NT hash (hex either case, raw, base64) and no password anywhere either side
+    // wrote, in any log line or in any ingestion payload.
+    let mut written = Vec::new();
+    files(&host.dir, &mut written);
+    files(&ep.data(), &mut written);
+    let payloads = payloads.lock().expect("capture").clone();
+    let seen = String::from_utf8_lossy(&payloads);
+    assert!(
+        seen.contains("\"type\":\"hash_batch\"") && seen.contains("v1;PPH1_MD4,"),
+        "the proxy saw the hash batches"
+    );
+    written.push(("ingestion payloads".into(), payloads));
+    written.push(("sync output".into(), host.outputs.clone().into_bytes()));
+    written.push(("endpoint log".into(), ep.logs().into_bytes()));
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for pw in &secrets {
+        let nt = *NtHash::from_password(&Password::new(pw.clone()).expect("valid")).expose_secret();
+        let plain: [Vec<u8>; 4] = [
+            hex(&nt).into_bytes(),
+            hex(&nt).to_uppercase().into_bytes(),
+            nt.to_vec(),
+            pw.as_bytes().to_vec(),
+        ];
+        let needles: Vec<Vec<u8>> = plain
+            .iter()
+            .flat_map(|n| [n.clone(), b64.encode(n).into_bytes()])
+            .collect();
+        for (path, bytes) in &written {
+            // The alice.pw / ad.pw files are the operator's own secrets, not something
+            // either side wrote.
+            if path.extension().is_some_and(|e| e == "pw") {
+                continue;
+            }
+            for n in &needles {
+                assert!(
+                    !contains(bytes, n),
+                    "{} holds the NT hash or password of a user",
+                    path.display()
+                );
+            }
+        }
+    }
+}
