@@ -85,11 +85,12 @@ fn samba_tool_nt(lab: &Lab, sam: &str) -> String {
         .expect("base64"))
 }
 
-/// The NT hash impacket's `secretsdump` (with the lab's schemaInfo fix) reads over DRSUAPI
-/// as `svc-sync`. Run from a scratch directory: it leaves a file in its cwd.
-fn secretsdump_nt(lab: &Lab, scratch: &std::path::Path, sam: &str) -> String {
-    let tools = common::federation::tools();
-    let venv_bin = tools.join("venv/bin");
+/// The NT hashes impacket's `secretsdump` (with the lab's schemaInfo fix) reads over
+/// DRSUAPI as `svc-sync`, by sAMAccountName: one `-just-dc-user` run per user, all at
+/// once (a whole-domain dump takes minutes once other tests have filled the lab). Run
+/// from a scratch directory: it leaves a file in its cwd.
+fn secretsdump_nts(lab: &Lab, scratch: &std::path::Path, sams: &[&str]) -> HashMap<String, String> {
+    let venv_bin = common::federation::tools().join("venv/bin");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/lab/secretsdump-samba.py");
     let target = format!(
         "{}/svc-sync:{}@{}",
@@ -102,28 +103,45 @@ fn secretsdump_nt(lab: &Lab, scratch: &std::path::Path, sam: &str) -> String {
         venv_bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = Command::new(venv_bin.join("python"))
-        .arg(&script)
-        .args(["-just-dc-user", &format!("{}/{sam}", lab.get("AD_DOMAIN"))])
-        .arg(&target)
-        .env("PATH", path)
-        .current_dir(scratch)
-        .output()
-        .expect("run secretsdump");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    // DOMAIN\sam:rid:lmhash:nthash:::
-    let prefix = format!("{}\\{sam}:", lab.get("AD_DNS_DOMAIN"));
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|rest| rest.split(':').nth(2))
-        .map(str::to_lowercase)
-        .unwrap_or_else(|| {
-            panic!(
-                "secretsdump printed no NT hash for {sam}:\n{stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
+    let children: Vec<_> = sams
+        .iter()
+        .map(|sam| {
+            let child = Command::new(venv_bin.join("python"))
+                .arg(&script)
+                .args(["-just-dc-user", &format!("{}/{sam}", lab.get("AD_DOMAIN"))])
+                .arg(&target)
+                .env("PATH", &path)
+                .current_dir(scratch)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("run secretsdump");
+            (*sam, child)
         })
+        .collect();
+    // DOMAIN\sam:rid:lmhash:nthash:::
+    let prefix = format!("{}\\", lab.get("AD_DNS_DOMAIN"));
+    let mut found = HashMap::new();
+    for (sam, child) in children {
+        let out = child.wait_with_output().expect("secretsdump");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let nt = stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .find_map(|rest| {
+                let f: Vec<&str> = rest.split(':').collect();
+                (f.first()?.eq_ignore_ascii_case(sam))
+                    .then(|| f.get(3).map(|h| h.to_lowercase()))?
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "secretsdump printed no NT hash for {sam}:\n{stdout}\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+        found.insert(sam.to_owned(), nt);
+    }
+    found
 }
 
 /// What the endpoint's sign-in page answers `upn` with `pw` (a fresh browser).
@@ -309,6 +327,11 @@ async fn ad_password_hashes_replicate_over_drsr_and_sign_in_through_phs_within_s
         .collect();
     let scratch = ep.dir.join("secretsdump");
     std::fs::create_dir_all(&scratch).expect("scratch");
+    let sams: Vec<&str> = LAB_USERS
+        .iter()
+        .map(|k| lab.get(&format!("AD_{k}_SAM")))
+        .collect();
+    let dumped = secretsdump_nts(lab, &scratch, &sams);
     let mut secrets: Vec<String> = vec![P1.into(), P2.into()];
     for key in LAB_USERS {
         let (sam, upn, dn, pw) = (
@@ -324,11 +347,7 @@ async fn ad_password_hashes_replicate_over_drsr_and_sign_in_through_phs_within_s
             Some(&md4),
             "{sam}: our DRSR read"
         );
-        assert_eq!(
-            secretsdump_nt(lab, &scratch, sam),
-            md4,
-            "{sam}: secretsdump"
-        );
+        assert_eq!(dumped.get(sam), Some(&md4), "{sam}: secretsdump");
         assert_eq!(samba_tool_nt(lab, sam), md4, "{sam}: samba-tool");
         let (_, v) = store
             .verifier_of(upn)

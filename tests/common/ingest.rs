@@ -20,7 +20,7 @@ pub fn files(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
 }
 
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(hay, needle).is_some()
 }
 
 /// Plaintext the recording proxy saw, both directions.
