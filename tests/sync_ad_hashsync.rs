@@ -171,7 +171,8 @@ struct Host {
 }
 
 impl Host {
-    fn new(ep: &Endpoint, ou: &str) -> Self {
+    /// `lab_scope`: the lab's own users (`CN=Users`, `OU=Staff`) are in scope beside `ou`.
+    fn new(ep: &Endpoint, ou: &str, lab_scope: bool) -> Self {
         let lab = lab();
         let dir = ep.dir.join("sync-ad-hs");
         std::fs::create_dir_all(&dir).expect("dir");
@@ -199,7 +200,7 @@ ca_file = "{ca}"
 bind_dn = "{bind}"
 bind_password_file = "ad.pw"
 base_dn = "{base}"
-include_ous = ["CN=Users,{base}", "OU=Staff,{base}", "{ou}"]
+include_ous = [{lab_ous}"{ou}"]
 change_notification = true
 password_hash_sync = true
 "#,
@@ -207,6 +208,11 @@ password_hash_sync = true
             ad = lab.get("AD_LDAPS_URL"),
             ca = lab.get("AD_CA_CERT"),
             bind = lab.get("AD_SVC_SYNC_DN"),
+            lab_ous = if lab_scope {
+                format!("\"CN=Users,{base}\", \"OU=Staff,{base}\", ")
+            } else {
+                String::new()
+            },
         );
         std::fs::write(dir.join("sync.toml"), text).expect("config");
         Self {
@@ -228,6 +234,17 @@ password_hash_sync = true
     }
 
     fn sync(&mut self, ep: &Endpoint, args: &[&str], env: &[(&str, &str)]) -> String {
+        let (ok, stdout, stderr) = self.try_sync(args, env);
+        assert!(
+            ok,
+            "sync {args:?}:\n{stdout}\n{stderr}\nendpoint:\n{}",
+            ep.logs()
+        );
+        stdout
+    }
+
+    /// `causeway --log trace sync ARGS -c CONFIG`: success, stdout, stderr.
+    fn try_sync(&mut self, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
         let mut cmd = Command::new(bin());
         cmd.args(["--log", "trace", "sync"])
             .args(args)
@@ -242,12 +259,21 @@ password_hash_sync = true
             String::from_utf8_lossy(&out.stderr).into_owned(),
         );
         self.outputs.push_str(&format!("{stdout}\n{stderr}\n"));
-        assert!(
-            out.status.success(),
-            "sync {args:?}:\n{stdout}\n{stderr}\nendpoint:\n{}",
-            ep.logs()
-        );
-        stdout
+        (out.status.success(), stdout, stderr)
+    }
+
+    /// Sets (or with `None` removes) the connector's `drsuapi_port`.
+    fn drsuapi_port(&self, port: Option<u16>) {
+        let text = std::fs::read_to_string(self.config()).expect("config");
+        let mut text: String = text
+            .lines()
+            .filter(|l| !l.starts_with("drsuapi_port"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if let Some(p) = port {
+            text.push_str(&format!("drsuapi_port = {p}\n"));
+        }
+        std::fs::write(self.config(), text).expect("config");
     }
 }
 
@@ -298,7 +324,7 @@ async fn ad_password_hashes_replicate_over_drsr_and_sign_in_through_phs_within_s
         &["--demo-apps"],
     );
     let store = SqliteStore::open(&ep.data().join("directory.sqlite")).expect("store");
-    let mut host = Host::new(&ep, &ou.dn);
+    let mut host = Host::new(&ep, &ou.dn, true);
     let token = ep.cli(&["certs", "token", "--for", "sync", "--ttl", "10m"], None);
     host.sync(
         &ep,
@@ -530,4 +556,170 @@ async fn ad_password_hashes_replicate_over_drsr_and_sign_in_through_phs_within_s
             }
         }
     }
+}
+
+/// A TCP proxy in front of the DC's DRSUAPI port that, while `cut` is set, closes both
+/// sides 40 bytes into the first response after an `IDL_DRSGetNCChanges` request (opnum
+/// 3; a request PDU's header is in clear even when its stub is sealed): a replication
+/// reply cut in the middle of a PDU. Returns its port on the DC's address.
+async fn cutting_proxy(
+    upstream: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> u16 {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind((upstream.ip(), 0))
+        .await
+        .expect("bind beside the DC");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((down, _)) = listener.accept().await {
+            let cut = cut.clone();
+            tokio::spawn(async move {
+                let Ok(up) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let (mut dr, mut dw) = down.into_split();
+                let (mut ur, mut uw) = up.into_split();
+                let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let arm = armed.clone();
+                let a = async move {
+                    let mut buf = vec![0u8; 64 << 10];
+                    while let Ok(n @ 1..) = dr.read(&mut buf).await {
+                        let b = &buf[..n];
+                        // ptype 0 = request; opnum at offset 22 (little-endian).
+                        if n >= 24 && b[2] == 0 && u16::from_le_bytes([b[22], b[23]]) == 3 {
+                            arm.store(true, Ordering::SeqCst);
+                        }
+                        if uw.write_all(b).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = uw.shutdown().await;
+                };
+                let b = async move {
+                    let mut buf = vec![0u8; 64 << 10];
+                    while let Ok(n @ 1..) = ur.read(&mut buf).await {
+                        if armed.load(Ordering::SeqCst) && cut.load(Ordering::SeqCst) {
+                            let _ = dw.write_all(&buf[..n.min(40)]).await;
+                            break;
+                        }
+                        if dw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = dw.shutdown().await;
+                };
+                // The cut closes the client's side at once, whatever the request side does.
+                tokio::select! {
+                    _ = a => {}
+                    _ = b => {}
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Whether `upn`'s verifier at the endpoint takes `pw`.
+async fn takes(store: &SqliteStore, upn: &str, pw: &str) -> bool {
+    let found = store.verifier_of(upn).await.expect("read");
+    causeway_store::verify_found(found, &Password::new(pw.into()).expect("valid"))
+        == SignInOutcome::Success
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_drsuapi_port_and_a_reply_cut_mid_replication_fail_clearly_apply_nothing_and_the_next_pass_converges(
+) {
+    let lab = lab();
+    let mut adm = admin(lab).await;
+    let ou = TestOu::new(&mut adm, "ahf").await;
+    let _cleanup = Cleanup(ou.dn.clone());
+    let sam = format!("ahf{}", ou.tag);
+    ou.user(&mut adm, &sam, None).await;
+    let upn = format!("{sam}@lab.causeway.test");
+    let ep = Endpoint::start(
+        "sync-ad-hf",
+        "[sync]\nlease = \"60s\"\n\n[[domain]]\nname = \"lab.causeway.test\"\nmethod = \"phs\"\n",
+        &[],
+    );
+    let store = SqliteStore::open(&ep.data().join("directory.sqlite")).expect("store");
+    let mut host = Host::new(&ep, &ou.dn, false);
+    let token = ep.cli(&["certs", "token", "--for", "sync", "--ttl", "10m"], None);
+    host.sync(
+        &ep,
+        &["register", "--host-name", "sync-ad-hf"],
+        &[("CAUSEWAY_SYNC_TOKEN", token.trim())],
+    );
+    host.sync(&ep, &["run", "--once"], &[]);
+    assert!(takes(&store, &upn, P1).await, "{}", ep.logs());
+    let state = host.dir.join("state/connector-space.sqlite");
+    let marks = || {
+        let space = ConnectorSpace::open(&state).expect("space");
+        (
+            space.hash_marks(CONNECTOR).expect("marks"),
+            space.hash_cookie(CONNECTOR).expect("cookie"),
+        )
+    };
+
+    // Where the endpoint mapper says DRSUAPI is, to put the proxy in front of it.
+    let drsuapi = {
+        let assoc = causeway_drsr::rpc::Association::connect(
+            &causeway_drsr::rpc::Target {
+                host: lab.get("AD_HOST").parse().expect("an IP"),
+                port: None,
+                server_name: lab.get("AD_DC_FQDN").into(),
+            },
+            &causeway_drsr::rpc::DRSUAPI,
+            &causeway_drsr::rpc::Credentials::Ntlm {
+                domain: lab.get("AD_DOMAIN").into(),
+                user: "svc-sync".into(),
+                password: Password::new(lab.get("AD_SVC_SYNC_PASSWORD").into()).expect("valid"),
+            },
+            &causeway_drsr::rpc::Limits::default(),
+        )
+        .await
+        .expect("bind to DRSUAPI");
+        assoc.peer()
+    };
+
+    samba_tool(
+        lab,
+        &["user", "setpassword", &sam, &format!("--newpassword={P2}")],
+    );
+    let before = marks();
+
+    // A dead DRSUAPI port (nothing listens on port 1 of the DC's address).
+    host.drsuapi_port(Some(1));
+    let _ = host.try_sync(&["run", "--once"], &[]);
+    let status = host.sync(&ep, &["status"], &[]);
+    let dead = format!("{}:1", lab.get("AD_HOST"));
+    assert!(
+        status.contains("last pass failed") && status.contains(&dead),
+        "{status}"
+    );
+    assert!(takes(&store, &upn, P1).await && !takes(&store, &upn, P2).await);
+    assert_eq!(marks(), before, "nothing applied");
+
+    // A replication reply cut in the middle: a clear error, nothing half-applied.
+    let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let port = cutting_proxy(drsuapi, cut.clone()).await;
+    host.drsuapi_port(Some(port));
+    let _ = host.try_sync(&["run", "--once"], &[]);
+    let status = host.sync(&ep, &["status"], &[]);
+    assert!(
+        status.contains("last pass failed") && status.contains("in the middle of a PDU"),
+        "{status}"
+    );
+    assert!(takes(&store, &upn, P1).await && !takes(&store, &upn, P2).await);
+    assert_eq!(marks(), before, "nothing half-applied");
+
+    // The next pass (same proxy, no cut) converges.
+    cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    host.sync(&ep, &["run", "--once"], &[]);
+    assert!(takes(&store, &upn, P2).await, "{}", host.outputs);
+    assert!(!takes(&store, &upn, P1).await);
+    let status = host.sync(&ep, &["status"], &[]);
+    assert!(!status.contains("last pass failed"), "{status}");
+    assert_ne!(marks(), before);
 }

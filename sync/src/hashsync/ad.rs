@@ -138,7 +138,7 @@ pub async fn read(c: &Connector, cookie: &Cookie) -> Result<Read, AdHashError> {
     .map_err(|e| config(format!("the bind password cannot be used for NTLM: {e}")))?;
     let target = Target {
         host: ip,
-        port: None,
+        port: c.drsuapi_port,
         server_name: dc_name.clone().unwrap_or_else(|| host.clone()),
     };
     let creds = Credentials::Ntlm {
