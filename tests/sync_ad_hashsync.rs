@@ -7,8 +7,10 @@
 //! answers PTA gives; a password set with `samba-tool` is usable within seconds (change
 //! notification wakes the sync host) and the old one stops working; a bind account
 //! without the replication rights fails the pass with an error naming them, visible in
-//! `sync status`, and nothing is applied. No NT hash and no password is in any log line
-//! (trace), any file either side wrote, or any ingestion payload.
+//! `sync status`, and nothing is applied; so do a dead DRSUAPI port and a GetNCChanges
+//! reply cut mid-PDU by a proxy, and the next pass converges. No NT hash and no password
+//! is in any log line (trace, sspi's included), any file either side wrote, or any
+//! ingestion payload.
 
 mod common;
 
@@ -524,6 +526,10 @@ async fn ad_password_hashes_replicate_over_drsr_and_sign_in_through_phs_within_s
     assert!(
         seen.contains("\"type\":\"hash_batch\"") && seen.contains("v1;PPH1_MD4,"),
         "the proxy saw the hash batches"
+    );
+    assert!(
+        host.outputs.contains("sspi::") && host.outputs.contains("causeway_drsr"),
+        "the scanned logs hold the trace of the NTLM and sealing code"
     );
     written.push(("ingestion payloads".into(), payloads));
     written.push(("sync output".into(), host.outputs.clone().into_bytes()));
