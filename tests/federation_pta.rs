@@ -12,10 +12,9 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::SystemTime;
 
-use causeway_credential::{Password, PhsVerifier, SignInOutcome};
-use causeway_store::{SqliteStore, Synced as _, Users as _, Verifiers as _};
+use causeway_credential::SignInOutcome;
+use causeway_store::{SqliteStore, Synced as _, Users as _};
 use common::endpoint::{alert, bin, form_action, hidden, until_agents, Agent, Browser, Endpoint};
 use common::{lab, Lab};
 
@@ -25,15 +24,9 @@ fn config(method: &str, domain: &str) -> String {
 
 /// Synchronises `sams` from AD the way an administrator would: a `--for sync` token, a
 /// `causeway sync register` and one `causeway sync run --once`, scoped by a filter to
-/// these users and the test's groups. Those in `with_verifier` then get the verifier
-/// password hash sync stores (set here until hash sync exports it, issue 12).
-async fn sync_users(
-    ep: &Endpoint,
-    lab: &Lab,
-    store: &SqliteStore,
-    sams: &[&str],
-    with_verifier: &[&str],
-) {
+/// these users and the test's groups, with password hash sync on: the same round
+/// replicates their NT hashes over DRSR and pushes their verifiers and flags.
+async fn sync_users(ep: &Endpoint, lab: &Lab, sams: &[&str]) {
     let dir = ep.dir.join("sync");
     std::fs::create_dir_all(&dir).expect("sync dir");
     let pw = dir.join("ad.pw");
@@ -50,7 +43,7 @@ async fn sync_users(
     std::fs::write(
         &cfg,
         format!(
-            "[sync]\nstate_dir = \"state\"\nendpoints = [{:?}]\n\n[[connector]]\nname = \"lab\"\nkind = \"ad\"\nservers = [{:?}]\nca_file = {:?}\nbind_dn = {:?}\nbind_password_file = \"ad.pw\"\nbase_dn = {:?}\ninclude_ous = [\"CN=Users,{}\"]\nfilter = {filter:?}\n",
+            "[sync]\nstate_dir = \"state\"\nendpoints = [{:?}]\n\n[[connector]]\nname = \"lab\"\nkind = \"ad\"\nservers = [{:?}]\nca_file = {:?}\nbind_dn = {:?}\nbind_password_file = \"ad.pw\"\nbase_dn = {:?}\ninclude_ous = [\"CN=Users,{}\"]\nfilter = {filter:?}\npassword_hash_sync = true\n",
             ep.url,
             lab.get("AD_LDAPS_URL"),
             lab.get("AD_CA_CERT"),
@@ -80,20 +73,6 @@ async fn sync_users(
             String::from_utf8_lossy(&out.stderr),
             ep.logs()
         );
-    }
-    for sam in with_verifier {
-        let v = PhsVerifier::derive(
-            &Password::new(lab.user(sam, "PASSWORD").into()).expect("valid password"),
-        );
-        store
-            .set_verifier(
-                lab.user(sam, "UPN"),
-                &v,
-                "test-hash-sync",
-                SystemTime::now(),
-            )
-            .await
-            .expect("store the verifier");
     }
 }
 
@@ -195,14 +174,12 @@ fn ad_users_sign_in_through_the_page_and_fall_back_to_hash_sync_when_no_agent_is
     rt.block_on(sync_users(
         &ep,
         lab,
-        &store,
         &[
             "alice",
             "carol-mustchange",
             "bob-disabled",
             "frank-pwdexpired",
         ],
-        &["alice"],
     ));
     // The account state AD computes reaches the endpoint: frank's password is older than
     // the domain's maxPwdAge, carol must change hers, bob is disabled.
@@ -309,6 +286,21 @@ fn ad_users_sign_in_through_the_page_and_fall_back_to_hash_sync_when_no_agent_is
     assert!(shown.contains(&alice_id), "{shown}");
     assert_eq!(metric(&ep, "success", "hash_sync"), 1);
     assert_eq!(metric(&ep, "success", "pass_through"), 1);
+    // Must change and disabled answer through hash sync as they did through the agent.
+    for (upn, pw, outcome) in [
+        (&carol, &carol_pw, SignInOutcome::PasswordMustChange),
+        (&bob, &bob_pw, SignInOutcome::AccountDisabled),
+    ] {
+        let b = Browser::new(&ep.dir.join("fallback-flags"));
+        let page = sign_in(&ep, &b, upn, pw);
+        assert_eq!(
+            alert(&page).as_deref(),
+            Some(outcome.user_message()),
+            "{upn} through hash sync: {page}"
+        );
+    }
+    assert_eq!(metric(&ep, "password_must_change", "hash_sync"), 1);
+    assert_eq!(metric(&ep, "account_disabled", "hash_sync"), 1);
 
     let secrets = [alice_pw.as_str(), carol_pw.as_str(), bob_pw.as_str()];
     assert_no_secret("endpoint", &ep.logs(), &secrets);

@@ -47,7 +47,9 @@ pub trait Call {
 /// A call that failed below DRSUAPI (connection, sealing, RPC fault). It keeps the
 /// transport's error as its source; that error must not carry secrets either.
 #[derive(Debug, thiserror::Error)]
-#[error("the DRSUAPI call failed in the RPC transport")]
+// The transport's error is in the message: an operator reading `sync status` sees one
+// line, and "failed in the RPC transport" alone does not say what to fix.
+#[error("the RPC transport failed: {source}")]
 pub struct CallError {
     #[source]
     source: Box<dyn std::error::Error + Send + Sync + 'static>,

@@ -98,7 +98,7 @@ impl Default for Options {
 #[non_exhaustive]
 pub enum ReplicateError {
     /// The transport failed (network, authentication, sealing).
-    #[error("the {call} call did not complete")]
+    #[error("the {call} call did not complete: {source}")]
     Transport {
         /// Which DRSUAPI call.
         call: &'static str,

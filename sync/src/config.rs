@@ -105,6 +105,8 @@ struct RawConnector {
     #[serde(default)]
     password_hash_sync: bool,
     #[serde(default)]
+    drsuapi_port: Option<u16>,
+    #[serde(default)]
     delta: Option<Spanned<String>>,
     #[serde(default)]
     timeout: Option<Spanned<String>>,
@@ -182,6 +184,9 @@ pub struct Connector {
     /// NT hashes (OpenLDAP: `sambaNTPassword`) every `hash_interval` and push only their
     /// verifiers.
     pub password_hash_sync: bool,
+    /// AD hash sync: the DC's fixed DRSUAPI port (NTDS `TCP/IP Port`), for a firewall that
+    /// opens only that one; `None` (the default) asks the endpoint mapper on port 135.
+    pub drsuapi_port: Option<u16>,
     /// How an OpenLDAP connector reads deltas (AD: always [`OpenLdapDelta::Auto`], unused).
     pub delta: OpenLdapDelta,
     /// How long one LDAP operation may take.
@@ -496,6 +501,7 @@ impl SyncConfig {
                 soft_match: c.soft_match,
                 write_consistency_guid: c.write_consistency_guid,
                 password_hash_sync: c.password_hash_sync,
+                drsuapi_port: c.drsuapi_port,
                 delta,
                 timeout: duration(&c.timeout, Duration::from_secs(30), "timeout")?,
                 mapping,

@@ -4,6 +4,8 @@
 pub mod agent_hub;
 pub mod endpoint;
 pub mod federation;
+pub mod ingest;
+pub mod samba;
 pub mod slapd;
 pub mod sync_host;
 

@@ -165,7 +165,7 @@ pub(crate) async fn plan(c: &Connector) -> Result<Plan, AdHashError> {
     .map_err(|e| config(format!("the bind password cannot be used for NTLM: {e}")))?;
     let target = Target {
         host: ip,
-        port: None,
+        port: c.drsuapi_port,
         server_name: dc_name.clone().unwrap_or_else(|| host.clone()),
     };
     let creds = Credentials::Ntlm {
