@@ -17,7 +17,7 @@ use causeway_drsr::rpc::{Association, Credentials, Limits, RpcError, Target, DRS
 use common::{lab, Lab};
 
 /// The `IDL_DRSBind` request stub impacket sent to the lab DC as svc-sync
-/// (/work/vectors12/lab1/calls_small.json, call 0): a unique pointer to impacket's client
+/// (`scripts/lab/drsr-capture.py`, its first call; `drsr/testdata/bind.req`): a unique pointer to impacket's client
 /// DSA GUID, then a unique pointer to DRS_EXTENSIONS_INT (cb 0x34, dwFlags 0x05c08000).
 const DRS_BIND_REQUEST: &str = "bc3e00001a204de2d64fd111a3da0000f875ae0d95900000340000003400\
     00000080c005000000000000000000000000000000000000000000000000000000000000000000000000000000\
