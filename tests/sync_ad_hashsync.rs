@@ -551,3 +551,71 @@ async fn a_dead_drsuapi_port_and_a_reply_cut_mid_replication_fail_clearly_apply_
     assert!(!status.contains("last pass failed"), "{status}");
     assert_ne!(marks(), before);
 }
+
+/// `drsr_auth = "kerberos"`: the same replication, sealed with a Kerberos ticket for the
+/// DC's `host/` principal from its KDC instead of NTLM, reads the same NT hashes (the
+/// 32-byte AES session key decrypts them). No endpoint is involved: the read is the
+/// sync host's alone.
+#[tokio::test]
+async fn kerberos_replicates_the_same_hashes_as_ntlm() {
+    let lab = lab();
+    let dir = common::endpoint::temp_dir("sync-ad-krb");
+    let pw = dir.join("ad.pw");
+    std::fs::write(&pw, format!("{}\n", lab.get("AD_SVC_SYNC_PASSWORD"))).expect("pw");
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let base = lab.get("AD_BASE_DN");
+    let config = |auth: &str| {
+        format!(
+            "[sync]\nstate_dir = \"state\"\nendpoints = [\"https://127.0.0.1:1\"]\n\n\
+             [[connector]]\nname = \"{CONNECTOR}\"\nkind = \"ad\"\nservers = [\"{}\"]\n\
+             ca_file = \"{}\"\nbind_dn = \"{}\"\nbind_password_file = \"ad.pw\"\n\
+             base_dn = \"{base}\"\npassword_hash_sync = true\n{auth}\n",
+            lab.get("AD_LDAPS_URL"),
+            lab.get("AD_CA_CERT"),
+            lab.get("AD_SVC_SYNC_DN"),
+        )
+    };
+    let read_with = |auth: &'static str| {
+        let path = dir.join(format!("sync-{}.toml", auth.len()));
+        std::fs::write(&path, config(auth)).expect("config");
+        let c = SyncConfig::load(&path)
+            .expect("valid config")
+            .connectors
+            .remove(0);
+        async move {
+            hashsync::ad::read(&c, &Cookie::default())
+                .await
+                .unwrap_or_else(|e| panic!("replicate with {auth:?}: {e}"))
+                .records
+                .into_iter()
+                .filter_map(Result::ok)
+                .filter_map(|r| Some((r.dn.to_lowercase(), hex(r.nt.as_ref()?.expose_secret()))))
+                .collect::<HashMap<String, String>>()
+        }
+    };
+    let kerberos = read_with("drsr_auth = \"kerberos\"").await;
+    let ntlm = read_with("").await;
+    let alice = lab.get("AD_ALICE_DN").to_lowercase();
+    assert_eq!(
+        kerberos.get(&alice).map(String::as_str),
+        Some(md4_hex(lab.get("AD_ALICE_PASSWORD")).as_str()),
+        "alice's hash over Kerberos"
+    );
+    assert_eq!(kerberos, ntlm, "Kerberos and NTLM read the same hashes");
+
+    // A kdc only makes sense with Kerberos, and drsr_auth only on AD: both refused at
+    // their line.
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, config("kdc = \"127.0.0.2:88\"")).expect("config");
+    let e = SyncConfig::load(&path)
+        .expect_err("kdc without kerberos")
+        .to_string();
+    assert!(e.contains("kdc is only used with drsr_auth"), "{e}");
+    assert!(e.contains("bad.toml:14:"), "the error names the line: {e}");
+    std::fs::write(&path, config("drsr_auth = \"basic\"")).expect("config");
+    let e = SyncConfig::load(&path)
+        .expect_err("unknown auth")
+        .to_string();
+    assert!(e.contains("use \"ntlm\" or \"kerberos\""), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

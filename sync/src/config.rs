@@ -107,6 +107,10 @@ struct RawConnector {
     #[serde(default)]
     drsuapi_port: Option<u16>,
     #[serde(default)]
+    drsr_auth: Option<Spanned<String>>,
+    #[serde(default)]
+    kdc: Option<Spanned<String>>,
+    #[serde(default)]
     delta: Option<Spanned<String>>,
     #[serde(default)]
     timeout: Option<Spanned<String>>,
@@ -136,6 +140,20 @@ pub struct Server {
     pub url: String,
     /// How the connection is secured.
     pub transport: Transport,
+}
+
+/// How AD hash sync authenticates to the DC's DRSUAPI endpoint (always sealed, at
+/// packet privacy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DrsrAuth {
+    /// NTLMv2 (`drsr_auth = "ntlm"`, the default).
+    Ntlm,
+    /// Kerberos (`drsr_auth = "kerberos"`): a ticket for `host/<the DC's DNS name>` from
+    /// `kdc` (`host:port`), or from the DC itself on port 88.
+    Kerberos {
+        /// The KDC, when not the DC.
+        kdc: Option<(String, u16)>,
+    },
 }
 
 /// Where a connector's bind password comes from.
@@ -187,6 +205,8 @@ pub struct Connector {
     /// AD hash sync: the DC's fixed DRSUAPI port (NTDS `TCP/IP Port`), for a firewall that
     /// opens only that one; `None` (the default) asks the endpoint mapper on port 135.
     pub drsuapi_port: Option<u16>,
+    /// AD hash sync: how the bind account authenticates to DRSUAPI (`drsr_auth`).
+    pub drsr_auth: DrsrAuth,
     /// How an OpenLDAP connector reads deltas (AD: always [`OpenLdapDelta::Auto`], unused).
     pub delta: OpenLdapDelta,
     /// How long one LDAP operation may take.
@@ -435,6 +455,40 @@ impl SyncConfig {
                     "write_consistency_guid is an Active Directory setting; OpenLDAP anchors on entryUUID".into(),
                 ));
             }
+            let drsr_auth = match c.drsr_auth.as_ref() {
+                Some(v) if kind != ConnectorKind::ActiveDirectory => {
+                    return Err(at(
+                        v.span(),
+                        "drsr_auth is an Active Directory setting (hash sync over MS-DRSR)".into(),
+                    ))
+                }
+                None => DrsrAuth::Ntlm,
+                Some(v) => match v.get_ref().as_str() {
+                    "ntlm" => DrsrAuth::Ntlm,
+                    "kerberos" => DrsrAuth::Kerberos { kdc: None },
+                    a => {
+                        return Err(at(
+                            v.span(),
+                            format!("drsr_auth {a:?}: use \"ntlm\" or \"kerberos\""),
+                        ))
+                    }
+                },
+            };
+            let drsr_auth = match (drsr_auth, c.kdc.as_ref()) {
+                (a, None) => a,
+                (DrsrAuth::Kerberos { .. }, Some(k)) => DrsrAuth::Kerberos {
+                    kdc: Some(
+                        causeway_config::split_host_port(k.get_ref(), 88)
+                            .map_err(|m| at(k.span(), format!("kdc: {m}")))?,
+                    ),
+                },
+                (DrsrAuth::Ntlm, Some(k)) => {
+                    return Err(at(
+                        k.span(),
+                        "kdc is only used with drsr_auth = \"kerberos\"".into(),
+                    ))
+                }
+            };
             let delta = match c.delta.as_ref() {
                 None => OpenLdapDelta::Auto,
                 Some(v) if kind != ConnectorKind::OpenLdap => {
@@ -502,6 +556,7 @@ impl SyncConfig {
                 write_consistency_guid: c.write_consistency_guid,
                 password_hash_sync: c.password_hash_sync,
                 drsuapi_port: c.drsuapi_port,
+                drsr_auth,
                 delta,
                 timeout: duration(&c.timeout, Duration::from_secs(30), "timeout")?,
                 mapping,

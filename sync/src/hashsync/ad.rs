@@ -26,7 +26,7 @@ use causeway_drsr::secret::{self, SecretError, SessionKey};
 use super::HashRecord;
 use crate::ad::dirsync::Cookie;
 use crate::ad::entry::Guid;
-use crate::config::Connector;
+use crate::config::{Connector, DrsrAuth};
 use crate::connect::{connect, ConnectError};
 
 /// `userAccountControl`'s ACCOUNTDISABLE bit.
@@ -131,6 +131,7 @@ impl Plan {
     pub(crate) fn who(&self) -> String {
         match &self.creds {
             Credentials::Ntlm { domain, user, .. } => format!("{domain}\\{user}"),
+            Credentials::Kerberos { realm, user, .. } => format!("{user}@{realm}"),
             _ => String::new(),
         }
     }
@@ -162,16 +163,42 @@ pub(crate) async fn plan(c: &Connector) -> Result<Plan, AdHashError> {
             .trim_end_matches(['\r', '\n'])
             .to_owned(),
     )
-    .map_err(|e| config(format!("the bind password cannot be used for NTLM: {e}")))?;
+    .map_err(|e| config(format!("the bind password cannot be used: {e}")))?;
     let target = Target {
         host: ip,
         port: c.drsuapi_port,
         server_name: dc_name.clone().unwrap_or_else(|| host.clone()),
     };
-    let creds = Credentials::Ntlm {
-        domain,
-        user,
-        password,
+    let creds = match &c.drsr_auth {
+        DrsrAuth::Ntlm => Credentials::Ntlm {
+            domain,
+            user,
+            password,
+        },
+        DrsrAuth::Kerberos { kdc } => {
+            // A UPN-form account keeps its own realm; otherwise the domain's.
+            let (user, realm) = match user.split_once('@') {
+                Some((u, r)) => (u.to_owned(), r.to_ascii_uppercase()),
+                None => (user, domain_dns.to_ascii_uppercase()),
+            };
+            let kdc = match kdc {
+                Some((h, p)) => std::net::SocketAddr::new(resolve(h).await.map_err(config)?, *p),
+                None => std::net::SocketAddr::new(ip, 88),
+            };
+            if dc_name.is_none() {
+                return Err(config(
+                    "Kerberos needs the DC's DNS name (its root DSE gave none) for the \
+                     host/ service principal; use drsr_auth = \"ntlm\""
+                        .into(),
+                ));
+            }
+            Credentials::Kerberos {
+                realm,
+                user,
+                password,
+                kdc,
+            }
+        }
     };
     let limits = Limits {
         connect_timeout: c.timeout.min(Duration::from_secs(30)),
