@@ -241,21 +241,7 @@ async fn the_session_key_decrypts_a_secret_attribute_replicated_over_the_sealed_
     // ([MS-DRSR] 4.1.10.6.11): MD5(key || salt) keys RC4, and the plaintext starts with
     // the CRC32 of the rest. A wrong key matches that CRC with probability 2^-32.
     let lab = lab();
-    let creds = svc_sync(lab, lab.user("svc-sync", "PASSWORD"));
-    let mut assoc = Association::connect(&target(lab), &DRSUAPI, &creds, &limits())
-        .await
-        .expect("sealed bind");
-    let bind = assoc
-        .call(0, &unhex(DRS_BIND_REQUEST))
-        .await
-        .expect("IDL_DRSBind");
-    let handle = &bind[bind.len() - 24..bind.len() - 4];
-    let mut req = unhex(GET_NC_CHANGES_ALICE);
-    req[..20].copy_from_slice(handle);
-    let reply = assoc.call(3, &req).await.expect("IDL_DRSGetNCChanges");
-    assert_eq!(&reply[reply.len() - 4..], &[0, 0, 0, 0], "WERROR");
-
-    let key = assoc.session_key().expose_secret().to_vec();
+    let (reply, key) = alice_replicated(&svc_sync(lab, lab.user("svc-sync", "PASSWORD"))).await;
     let good = crc_checked_secrets(&reply, &key);
     // alice's unicodePwd and her one-entry ntPwdHistory: 16 salt + 4 CRC + 16 hash each.
     assert!(good >= 1, "no 36-byte value decrypted with a valid CRC");
@@ -266,6 +252,33 @@ async fn the_session_key_decrypts_a_secret_attribute_replicated_over_the_sealed_
         0,
         "a wrong key must not pass the CRC"
     );
+}
+
+/// Binds sealed as `creds`, replays impacket's `IDL_DRSBind` and its `EXOP_REPL_OBJ` for
+/// alice (with this session's handle), and returns the GetNCChanges reply, both calls
+/// having answered WERROR 0, and the association's session key.
+async fn alice_replicated(creds: &Credentials) -> (Vec<u8>, Vec<u8>) {
+    let mut assoc = Association::connect(&target(lab()), &DRSUAPI, creds, &limits())
+        .await
+        .expect("sealed bind to DRSUAPI as svc-sync");
+    let bind = assoc
+        .call(0, &unhex(DRS_BIND_REQUEST))
+        .await
+        .expect("IDL_DRSBind");
+    assert_eq!(
+        &bind[bind.len() - 4..],
+        &[0, 0, 0, 0],
+        "IDL_DRSBind's WERROR"
+    );
+    let mut req = unhex(GET_NC_CHANGES_ALICE);
+    req[..20].copy_from_slice(&bind[bind.len() - 24..bind.len() - 4]);
+    let reply = assoc.call(3, &req).await.expect("IDL_DRSGetNCChanges");
+    assert_eq!(
+        &reply[reply.len() - 4..],
+        &[0, 0, 0, 0],
+        "IDL_DRSGetNCChanges's WERROR"
+    );
+    (reply, assoc.session_key().expose_secret().to_vec())
 }
 
 /// How many conformant 36-byte byte arrays in `reply` decrypt under `key` to a plaintext
@@ -454,18 +467,7 @@ fn svc_sync_kerberos(lab: &Lab, password: &str) -> Credentials {
 async fn kerberos_seals_a_drs_bind_and_its_session_key_decrypts_a_secret_attribute() {
     let lab = lab();
     let creds = svc_sync_kerberos(lab, lab.user("svc-sync", "PASSWORD"));
-    let mut assoc = Association::connect(&target(lab), &DRSUAPI, &creds, &limits())
-        .await
-        .expect("Kerberos-sealed bind to DRSUAPI as svc-sync");
-    let bind = assoc
-        .call(0, &unhex(DRS_BIND_REQUEST))
-        .await
-        .expect("IDL_DRSBind");
-    assert_eq!(&bind[bind.len() - 4..], &[0, 0, 0, 0], "WERROR");
-    let mut req = unhex(GET_NC_CHANGES_ALICE);
-    req[..20].copy_from_slice(&bind[bind.len() - 24..bind.len() - 4]);
-    let reply = assoc.call(3, &req).await.expect("IDL_DRSGetNCChanges");
-    let key = assoc.session_key().expose_secret().to_vec();
+    let (reply, key) = alice_replicated(&creds).await;
     // The AES256 subkey: 32 bytes, not NTLM's 16 (MD5(key || salt) takes either).
     assert_eq!(key.len(), 32);
     assert!(

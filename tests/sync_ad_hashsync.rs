@@ -29,7 +29,7 @@ use causeway_sync::export::channel::Channel;
 use causeway_sync::export::identity::Identity;
 use causeway_sync::hashsync;
 use causeway_sync::space::ConnectorSpace;
-use common::endpoint::{alert, bin, pct, Browser, Endpoint};
+use common::endpoint::{bin, sign_in_fresh, Endpoint};
 use common::ingest::{contains, files, recording_proxy};
 use common::samba::{cutting_proxy, hex, samba_tool, samba_tool_nt, secretsdump_nts, Cleanup};
 use common::sync_host::TestOu;
@@ -50,21 +50,6 @@ const LAB_USERS: [&str; 13] = [
 
 fn md4_hex(pw: &str) -> String {
     hex(NtHash::from_password(&Password::new(pw.into()).expect("valid")).expose_secret())
-}
-
-/// What the endpoint's sign-in page answers `upn` with `pw` (a fresh browser).
-fn sign_in(ep: &Endpoint, upn: &str, pw: &str) -> String {
-    let b = Browser::new(&ep.dir.join("browsers"));
-    let sp = format!("{}/demo/app1", ep.url);
-    let start = format!("{}/saml/idp-init?sp={}", ep.url, pct(&sp));
-    let (s, _, page, _) = b.follow(&ep.url, &start);
-    assert_eq!(s, 200, "{page}");
-    let (_, _, page) = b.sign_in(&ep.url, &page, upn, pw);
-    if page.contains("id=\"autopost\"") {
-        "signed in".into()
-    } else {
-        alert(&page).unwrap_or(page)
-    }
 }
 
 fn words(o: SignInOutcome) -> String {
@@ -282,9 +267,14 @@ async fn ad_password_hashes_replicate_over_drsr_and_sign_in_through_phs_within_s
 
     // 3. The flags answer a right password as AD (and so PTA) does; a wrong one stays wrong.
     let (alice, alice_pw) = (lab.get("AD_ALICE_UPN"), lab.get("AD_ALICE_PASSWORD"));
-    assert_eq!(sign_in(&ep, alice, alice_pw), "signed in", "{}", ep.logs());
     assert_eq!(
-        sign_in(&ep, lab.get("AD_OLIVIA_UPN"), lab.get("AD_OLIVIA_PASSWORD")),
+        sign_in_fresh(&ep, alice, alice_pw),
+        "signed in",
+        "{}",
+        ep.logs()
+    );
+    assert_eq!(
+        sign_in_fresh(&ep, lab.get("AD_OLIVIA_UPN"), lab.get("AD_OLIVIA_PASSWORD")),
         "signed in"
     );
     for (key, outcome) in [
@@ -294,9 +284,9 @@ async fn ad_password_hashes_replicate_over_drsr_and_sign_in_through_phs_within_s
     ] {
         let upn = lab.get(&format!("AD_{key}_UPN"));
         let pw = lab.get(&format!("AD_{key}_PASSWORD"));
-        assert_eq!(sign_in(&ep, upn, pw), words(outcome), "{upn}");
+        assert_eq!(sign_in_fresh(&ep, upn, pw), words(outcome), "{upn}");
         assert_eq!(
-            sign_in(&ep, upn, WRONG),
+            sign_in_fresh(&ep, upn, WRONG),
             words(SignInOutcome::InvalidCredentials),
             "{upn}"
         );
@@ -349,7 +339,7 @@ async fn ad_password_hashes_replicate_over_drsr_and_sign_in_through_phs_within_s
 
     // 2. The daemon: a password set in AD wakes it (change notification), the hash pass
     // follows the woken round, and the new password is usable within seconds.
-    assert_eq!(sign_in(&ep, &new_upn, P1), "signed in");
+    assert_eq!(sign_in_fresh(&ep, &new_upn, P1), "signed in");
     let log = host.dir.join("daemon.log");
     let mut daemon = Command::new(bin())
         .args(["--log", "trace", "sync", "run", "-c"])
@@ -389,9 +379,9 @@ async fn ad_password_hashes_replicate_over_drsr_and_sign_in_through_phs_within_s
         "hash sync: samba-tool setpassword to usable at the endpoint: {} ms",
         changed.elapsed().as_millis()
     );
-    assert_eq!(sign_in(&ep, &new_upn, P2), "signed in");
+    assert_eq!(sign_in_fresh(&ep, &new_upn, P2), "signed in");
     assert_eq!(
-        sign_in(&ep, &new_upn, P1),
+        sign_in_fresh(&ep, &new_upn, P1),
         words(SignInOutcome::InvalidCredentials)
     );
     let _ = Command::new("kill")

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use causeway_store::{History as _, SqliteStore, Verifiers as _};
 use causeway_testkit::TempDir;
-use common::endpoint::{alert, bin, pct, Browser, Endpoint};
+use common::endpoint::{bin, sign_in_fresh, Endpoint};
 use common::{lab, Lab};
 
 fn private(path: &Path, text: &str) {
@@ -247,22 +247,6 @@ fn an_openldap_scope_without_samba_users_is_said_to_have_no_hash_to_read() {
     );
 }
 
-/// What the endpoint's sign-in page answers `upn` with `pw` (a fresh browser): "signed
-/// in" or the page's alert.
-fn sign_in(ep: &Endpoint, upn: &str, pw: &str) -> String {
-    let b = Browser::new(&ep.dir.join("browsers"));
-    let sp = format!("{}/demo/app1", ep.url);
-    let start = format!("{}/saml/idp-init?sp={}", ep.url, pct(&sp));
-    let (s, _, page, _) = b.follow(&ep.url, &start);
-    assert_eq!(s, 200, "{page}");
-    let (_, _, page) = b.sign_in(&ep.url, &page, upn, pw);
-    if page.contains("id=\"autopost\"") {
-        "signed in".into()
-    } else {
-        alert(&page).unwrap_or(page)
-    }
-}
-
 /// Runs `causeway sync ARGS -c DIR/sync.toml`, asserting success: stdout and stderr.
 fn sync_in(dir: &Path, ep: &Endpoint, args: &[&str], env: &[(&str, &str)]) -> (String, String) {
     let mut cmd = Command::new(bin());
@@ -345,7 +329,7 @@ password_hash_sync = true
     );
     let (alice, pw) = (lab.get("AD_ALICE_UPN"), lab.get("AD_ALICE_PASSWORD"));
     // Before: the endpoint has never heard of alice.
-    assert_ne!(sign_in(&ep, alice, pw), "signed in");
+    assert_ne!(sign_in_fresh(&ep, alice, pw), "signed in");
 
     let (out, err) = sync_in(&dir, &ep, &["object", alice], &[]);
     assert!(out.contains("  export: sent as run "), "{out}");
@@ -353,8 +337,8 @@ password_hash_sync = true
         out.contains("  password hash: pushed a new verifier"),
         "{out}\n{err}"
     );
-    assert_eq!(sign_in(&ep, alice, pw), "signed in", "{}", ep.logs());
-    assert_ne!(sign_in(&ep, alice, "Not-Her-Password-1"), "signed in");
+    assert_eq!(sign_in_fresh(&ep, alice, pw), "signed in", "{}", ep.logs());
+    assert_ne!(sign_in_fresh(&ep, alice, "Not-Her-Password-1"), "signed in");
     let store = SqliteStore::open(&ep.data().join("directory.sqlite")).expect("store");
     let first = snapshot(&store, alice).await;
     assert!(first.0.is_some(), "alice has a verifier");
@@ -367,7 +351,7 @@ password_hash_sync = true
         "{out}\n{err}"
     );
     assert_eq!(snapshot(&store, alice).await, first);
-    assert_eq!(sign_in(&ep, alice, pw), "signed in");
+    assert_eq!(sign_in_fresh(&ep, alice, pw), "signed in");
 
     let hashes = nt_hex(pw);
     for text in [&out, &err, &ep.logs()] {

@@ -27,7 +27,7 @@ use causeway_sync::export::channel::{Channel, ChannelError};
 use causeway_sync::export::identity::Identity;
 use causeway_sync::hashsync::{self, HashSyncError};
 use causeway_sync::space::ConnectorSpace;
-use common::endpoint::{alert, bin, pct, Browser, Endpoint};
+use common::endpoint::{bin, sign_in_fresh, Browser, Endpoint};
 use common::ingest::{contains, files, recording_proxy};
 use common::slapd::{as_admin, ldaps, Cleanup};
 use common::{delete_tree, lab};
@@ -80,22 +80,6 @@ async fn set_password(adm: &mut Ldap, dn: &str, pw: &str, at: u64) {
     .expect("modify")
     .success()
     .unwrap_or_else(|e| panic!("modify {dn}: {e}"));
-}
-
-/// What the endpoint's sign-in page answers `upn` with `pw` (a fresh browser, no SSO
-/// session): "signed in" or the page's alert.
-fn sign_in(ep: &Endpoint, upn: &str, pw: &str) -> String {
-    let b = Browser::new(&ep.dir.join("browsers"));
-    let sp = format!("{}/demo/app1", ep.url);
-    let start = format!("{}/saml/idp-init?sp={}", ep.url, pct(&sp));
-    let (s, _, page, _) = b.follow(&ep.url, &start);
-    assert_eq!(s, 200, "{page}");
-    let (_, _, page) = b.sign_in(&ep.url, &page, upn, pw);
-    if page.contains("id=\"autopost\"") {
-        "signed in".into()
-    } else {
-        alert(&page).unwrap_or(page)
-    }
 }
 
 fn words(o: SignInOutcome) -> String {
@@ -286,29 +270,29 @@ async fn openldap_password_hashes_sync_as_verifiers_within_seconds() {
 
     // The first round exports the users, then pushes their verifiers and flags.
     host.sync(&ep, &["run", "--once"], &[]);
-    assert_eq!(sign_in(&ep, alice, P1), "signed in", "{}", ep.logs());
+    assert_eq!(sign_in_fresh(&ep, alice, P1), "signed in", "{}", ep.logs());
     assert_eq!(
-        sign_in(&ep, carol, CAROL_PW),
+        sign_in_fresh(&ep, carol, CAROL_PW),
         words(SignInOutcome::PasswordMustChange)
     );
     assert_eq!(
-        sign_in(&ep, carol, P1),
+        sign_in_fresh(&ep, carol, P1),
         words(SignInOutcome::InvalidCredentials)
     );
     assert_eq!(
-        sign_in(&ep, bob, BOB_PW),
+        sign_in_fresh(&ep, bob, BOB_PW),
         words(SignInOutcome::AccountDisabled)
     );
     assert_eq!(
-        sign_in(&ep, bob, P1),
+        sign_in_fresh(&ep, bob, P1),
         words(SignInOutcome::InvalidCredentials)
     );
     assert_eq!(
-        sign_in(&ep, dave, DAVE_PW),
+        sign_in_fresh(&ep, dave, DAVE_PW),
         words(SignInOutcome::AccountExpired)
     );
     assert_eq!(
-        sign_in(&ep, dave, P1),
+        sign_in_fresh(&ep, dave, P1),
         words(SignInOutcome::InvalidCredentials)
     );
     let (_, _, metrics) =
@@ -410,12 +394,12 @@ async fn openldap_password_hashes_sync_as_verifiers_within_seconds() {
         l.contains("watching for content-sync changes") && l.contains("hash sync: ")
     });
     assert_eq!(
-        sign_in(&ep, alice, P2),
+        sign_in_fresh(&ep, alice, P2),
         "signed in",
         "the refused change was retried"
     );
     assert_eq!(
-        sign_in(&ep, alice, P1),
+        sign_in_fresh(&ep, alice, P1),
         words(SignInOutcome::InvalidCredentials)
     );
     let before = snapshot(&store, alice).await;
@@ -439,9 +423,9 @@ async fn openldap_password_hashes_sync_as_verifiers_within_seconds() {
         "hash sync: change in slapd to usable at the endpoint: {} ms",
         took.as_millis()
     );
-    assert_eq!(sign_in(&ep, alice, P3), "signed in");
+    assert_eq!(sign_in_fresh(&ep, alice, P3), "signed in");
     assert_eq!(
-        sign_in(&ep, alice, P2),
+        sign_in_fresh(&ep, alice, P2),
         words(SignInOutcome::InvalidCredentials)
     );
     let after = snapshot(&store, alice).await;

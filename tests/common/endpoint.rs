@@ -325,6 +325,22 @@ pub fn form_encode(f: &[(&str, &str)]) -> String {
         .collect::<Vec<_>>()
         .join("&")
 }
+/// What the sign-in page answers `upn` with `pw` in a fresh browser (no SSO session),
+/// starting from the demo application's IdP-initiated link: "signed in" or the page's
+/// alert.
+pub fn sign_in_fresh(ep: &Endpoint, upn: &str, pw: &str) -> String {
+    let b = Browser::new(&ep.dir.join("browsers"));
+    let sp = format!("{}/demo/app1", ep.url);
+    let start = format!("{}/saml/idp-init?sp={}", ep.url, pct(&sp));
+    let (s, _, page, _) = b.follow(&ep.url, &start);
+    assert_eq!(s, 200, "{page}");
+    let (_, _, page) = b.sign_in(&ep.url, &page, upn, pw);
+    if page.contains("id=\"autopost\"") {
+        "signed in".into()
+    } else {
+        alert(&page).unwrap_or(page)
+    }
+}
 
 pub fn pct(s: &str) -> String {
     let mut o = String::new();

@@ -278,17 +278,7 @@ impl Security {
         pdu: &mut [u8],
         stub: std::ops::Range<usize>,
     ) -> Result<(), AuthError> {
-        let sig_len = self.signature_len()?;
-        let (signed, sig) = split_signature(pdu, sig_len)?;
-        let (head, rest) = signed.split_at_mut(stub.start);
-        let (data, trailer) = rest.split_at_mut(stub.end - stub.start);
-        let ro = SecurityBufferFlags::SECBUFFER_READONLY_WITH_CHECKSUM;
-        let mut bufs = [
-            SecurityBufferRef::data_buf(head).with_flags(ro),
-            SecurityBufferRef::data_buf(data),
-            SecurityBufferRef::data_buf(trailer).with_flags(ro),
-            SecurityBufferRef::token_buf(sig),
-        ];
+        let mut bufs = buffers(pdu, stub, self.signature_len()?)?;
         with_context!(self, c => c.encrypt_message(EncryptionFlags::empty(), &mut bufs))
             .map_err(|e| AuthError::sspi("sealing a request", e))?;
         Ok(())
@@ -300,17 +290,7 @@ impl Security {
         pdu: &mut [u8],
         stub: std::ops::Range<usize>,
     ) -> Result<(), AuthError> {
-        let sig_len = self.signature_len()?;
-        let (signed, sig) = split_signature(pdu, sig_len)?;
-        let (head, rest) = signed.split_at_mut(stub.start);
-        let (data, trailer) = rest.split_at_mut(stub.end - stub.start);
-        let ro = SecurityBufferFlags::SECBUFFER_READONLY_WITH_CHECKSUM;
-        let mut bufs = [
-            SecurityBufferRef::data_buf(head).with_flags(ro),
-            SecurityBufferRef::data_buf(data),
-            SecurityBufferRef::data_buf(trailer).with_flags(ro),
-            SecurityBufferRef::token_buf(sig),
-        ];
+        let mut bufs = buffers(pdu, stub, self.signature_len()?)?;
         with_context!(self, c => c.decrypt_message(&mut bufs))
             .map_err(|e| AuthError::sspi("unsealing a response", e))?;
         Ok(())
@@ -371,6 +351,26 @@ impl sspi::network_client::NetworkClient for KdcClient {
         s.read_exact(&mut reply[4..]).map_err(|e| err("reply", e))?;
         Ok(reply)
     }
+}
+
+/// A fragment as the security provider sees it, the layout packet privacy needs: the header and
+/// request header, then the sec_trailer, signed but not encrypted; the padded stub
+/// encrypted; the auth value (the last `sig_len` bytes) as the token.
+fn buffers(
+    pdu: &mut [u8],
+    stub: std::ops::Range<usize>,
+    sig_len: usize,
+) -> Result<[SecurityBufferRef<'_>; 4], AuthError> {
+    let (signed, sig) = split_signature(pdu, sig_len)?;
+    let (head, rest) = signed.split_at_mut(stub.start);
+    let (data, trailer) = rest.split_at_mut(stub.end - stub.start);
+    let ro = SecurityBufferFlags::SECBUFFER_READONLY_WITH_CHECKSUM;
+    Ok([
+        SecurityBufferRef::data_buf(head).with_flags(ro),
+        SecurityBufferRef::data_buf(data),
+        SecurityBufferRef::data_buf(trailer).with_flags(ro),
+        SecurityBufferRef::token_buf(sig),
+    ])
 }
 
 fn split_signature(pdu: &mut [u8], sig_len: usize) -> Result<(&mut [u8], &mut [u8]), AuthError> {
