@@ -372,6 +372,30 @@ pub async fn pass(
     r
 }
 
+/// Sorts a source's read: the records of exported users into `records`, a user that
+/// could not be read (its DN, named by `dn`) into `errors`, the rest dropped — out of
+/// scope, or not exported yet (then it has no mark, and the pass after its export reads
+/// everything again).
+fn keep_exported<E: fmt::Display>(
+    read: Vec<Result<HashRecord, E>>,
+    dn: impl Fn(&E) -> &String,
+    users: &BTreeSet<Guid>,
+    records: &mut Vec<HashRecord>,
+    errors: &mut Vec<ObjectError>,
+) {
+    for r in read {
+        match r {
+            Ok(r) if users.contains(&r.anchor) => records.push(r),
+            Ok(_) => {}
+            Err(e) => errors.push(ObjectError {
+                anchor: None,
+                dn: Some(dn(&e).clone()),
+                error: e.to_string(),
+            }),
+        }
+    }
+}
+
 async fn pass_inner(
     c: &Connector,
     space: &ConnectorSpace,
@@ -387,42 +411,17 @@ async fn pass_inner(
     }
     let mut errors = Vec::new();
     let mut records = Vec::new();
-    let mut keep = |r: HashRecord| {
-        // Out of scope, or not exported yet (then it has no mark, and the pass after
-        // its export reads everything again).
-        if users.contains(&r.anchor) {
-            records.push(r);
-        }
-    };
     let next_cookie = match c.kind {
         ConnectorKind::OpenLdap => {
             let read = openldap::read(c, &cookie)
                 .await
                 .map_err(HashSyncError::Source)?;
-            for r in read.records {
-                match r {
-                    Ok(r) => keep(r),
-                    Err(e) => errors.push(ObjectError {
-                        anchor: None,
-                        dn: Some(e.dn.clone()),
-                        error: e.to_string(),
-                    }),
-                }
-            }
+            keep_exported(read.records, |e| &e.dn, &users, &mut records, &mut errors);
             read.cookie
         }
         ConnectorKind::ActiveDirectory => {
             let read = ad::read(c, &cookie).await?;
-            for r in read.records {
-                match r {
-                    Ok(r) => keep(r),
-                    Err(e) => errors.push(ObjectError {
-                        anchor: None,
-                        dn: Some(e.dn.clone()),
-                        error: e.to_string(),
-                    }),
-                }
-            }
+            keep_exported(read.records, |e| &e.dn, &users, &mut records, &mut errors);
             read.cookie
         }
     };

@@ -157,13 +157,9 @@ pub(crate) async fn plan(c: &Connector) -> Result<Plan, AdHashError> {
     let domain_dns = dns_domain(&c.base_dn)
         .ok_or_else(|| config(format!("base_dn {} is not a domain's DN (DC=…)", c.base_dn)))?;
     let password = c.bind_password().map_err(config)?;
-    let password = Password::new(
-        password
-            .expose_secret()
-            .trim_end_matches(['\r', '\n'])
-            .to_owned(),
-    )
-    .map_err(|e| config(format!("the bind password cannot be used: {e}")))?;
+    // `bind_password` has already trimmed the file's line end.
+    let password = Password::new(password.expose_secret().clone())
+        .map_err(|e| config(format!("the bind password cannot be used: {e}")))?;
     let target = Target {
         host: ip,
         port: c.drsuapi_port,
@@ -258,30 +254,14 @@ pub async fn read(c: &Connector, cookie: &Cookie) -> Result<Read, AdHashError> {
             }
         }
     };
-    let full = from.is_none();
-    let mut users: Vec<ReplicatedUser> = Vec::new();
-    let watermark = {
-        let mut pass = match &from {
-            Some(w) => drs.incremental(w),
-            None => drs.full(),
-        };
-        while let Some(page) = pass.next_page().await.map_err(repl_err)? {
-            users.extend(page.users.into_iter().filter(|u| !u.deleted));
-            if page.last {
-                break;
-            }
-        }
-        pass.watermark().cloned()
-    };
-    let Some(watermark) = watermark else {
-        return Err(AdHashError::Incomplete { server: host });
-    };
-    if !full {
+    let (mut users, mut watermark) = one_pass(&mut drs, from.as_ref(), &host).await?;
+    let mut full = from.is_none();
+    if !full && users.len() > MAX_REFRESHES {
+        // So many changes that one full pass on this session is cheaper than a call each.
+        (users, watermark) = one_pass(&mut drs, None, &host).await?;
+        full = true;
+    } else if !full {
         // A change carries only what changed: read each changed user whole.
-        if users.len() > MAX_REFRESHES {
-            let _ = drs.close().await;
-            return Box::pin(read(c, &Cookie::default())).await;
-        }
         let mut whole = Vec::with_capacity(users.len());
         for u in users {
             if let Some(w) = drs.refresh_one(u.guid).await.map_err(repl_err)? {
@@ -304,6 +284,36 @@ pub async fn read(c: &Connector, cookie: &Cookie) -> Result<Read, AdHashError> {
         cookie,
         full,
     })
+}
+
+/// One replication pass, full (`from` is `None`) or incremental: the live users it read
+/// (tombstones are left to object export) and the watermark the DC ended it with.
+async fn one_pass(
+    drs: &mut Session<Association>,
+    from: Option<&Watermark>,
+    host: &str,
+) -> Result<(Vec<ReplicatedUser>, Watermark), AdHashError> {
+    let repl_err = |source| AdHashError::Replicate {
+        server: host.to_owned(),
+        source,
+    };
+    let mut users = Vec::new();
+    let mut pass = match from {
+        Some(w) => drs.incremental(w),
+        None => drs.full(),
+    };
+    while let Some(page) = pass.next_page().await.map_err(repl_err)? {
+        users.extend(page.users.into_iter().filter(|u| !u.deleted));
+        if page.last {
+            break;
+        }
+    }
+    match pass.watermark().cloned() {
+        Some(w) => Ok((users, w)),
+        None => Err(AdHashError::Incomplete {
+            server: host.to_owned(),
+        }),
+    }
 }
 
 /// One replicated user as a record: its `unicodePwd` decrypted (absent: no password),
