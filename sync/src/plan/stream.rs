@@ -579,7 +579,7 @@ pub(crate) fn flat_attributes(m: &map::Mapped) -> BTreeMap<String, Vec<String>> 
 }
 
 /// The deletion threshold's verdict on `n` deletions out of `exported_before`.
-fn verdict(n: u64, exported_before: u64, threshold: DeleteThreshold) -> Verdict {
+pub(super) fn verdict(n: u64, exported_before: u64, threshold: DeleteThreshold) -> Verdict {
     if threshold.count > 0 && n > u64::from(threshold.count) {
         Verdict::Stop {
             deletes: n,

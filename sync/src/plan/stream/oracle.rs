@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::ad::entry::Guid;
 use crate::ad::map::{self, Field, Kind};
 use crate::config::{Connector, DeleteThreshold};
-use crate::plan::{diff, Change, Exported, Plan, PlanError, Quarantined, Verdict};
+use crate::plan::{diff, Change, Exported, Plan, PlanError, Quarantined};
 use crate::scope::{self, Decision};
 use crate::space::{ConnectorSpace, SpaceError};
 
@@ -159,25 +159,9 @@ pub(super) fn old_plan(
     }
     let n = deletes.len() as u64;
     let exported_before = before.len() as u64;
-    let verdict = if threshold.count > 0 && n > u64::from(threshold.count) {
-        Verdict::Stop {
-            deletes: n,
-            limit: format!("delete_threshold = {}", threshold.count),
-        }
-    } else if threshold.percent > 0
-        && exported_before > 0
-        && n * 100 > u64::from(threshold.percent) * exported_before
-    {
-        Verdict::Stop {
-            deletes: n,
-            limit: format!(
-                "delete_threshold_percent = {} of {exported_before}",
-                threshold.percent
-            ),
-        }
-    } else {
-        Verdict::Go
-    };
+    // The threshold rule itself is the streaming planner's; what the oracle checks is
+    // that both count the same deletions against the same exported set.
+    let verdict = super::verdict(n, exported_before, threshold);
     let mut changes = adds;
     changes.extend(updates);
     changes.extend(deletes);
