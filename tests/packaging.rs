@@ -45,8 +45,8 @@ fn dockerfile_passes_hadolint_and_runs_unprivileged_with_a_data_volume() {
     assert!(stages >= 2, "a multi-stage build: {stages} FROM lines");
     let user = df
         .lines()
-        .filter_map(|l| l.strip_prefix("USER "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
         .expect("a USER line");
     let uid: u32 = user
         .split(':')
