@@ -55,6 +55,11 @@ impl DataDir {
         self.data_dir.join("apps")
     }
 
+    /// The audit log (`causeway audit` reads it).
+    pub(crate) fn audit(&self) -> PathBuf {
+        self.data_dir.join("audit")
+    }
+
     /// The directory store's file.
     pub(crate) fn directory_path(&self) -> PathBuf {
         self.data_dir.join("directory.sqlite")
@@ -203,6 +208,10 @@ pub(crate) async fn run_endpoint(
         tracing::warn!("{w}");
     }
     let (ca, registry) = data.open()?;
+    let audit_dir = data.audit();
+    let audit = causeway_federation::audit::AuditLog::open(&audit_dir, s.file.audit)
+        .with_context(|| format!("cannot open the audit log in {}", audit_dir.display()))?;
+    causeway_federation::audit::install(audit);
     let server = ca.issue_server_cert(&s.server_names, SystemTime::now())?;
     let tls = causeway_certs::server_config(
         server.chain_der(),

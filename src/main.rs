@@ -8,6 +8,7 @@
 mod admin_socket;
 mod agent_cmd;
 mod apps_cmd;
+mod audit_cmd;
 mod bench;
 mod demo;
 mod demo_apps;
@@ -74,6 +75,8 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Start a complete local demonstration on embedded defaults.
     Demo(demo::DemoArgs),
+    /// Show the audit log: sign-ins, admin changes, agent and sync events.
+    Audit(audit_cmd::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
         },
         Command::Apps(c) => block_on(apps_cmd::apps(c)),
         Command::Demo(a) => block_on(demo::demo(a)),
+        Command::Audit(a) => report(audit_cmd::run(a)),
     }
 }
 

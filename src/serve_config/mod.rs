@@ -50,6 +50,15 @@ struct Raw {
     throttle: RawThrottle,
     #[serde(default)]
     sync: RawSync,
+    #[serde(default)]
+    audit: RawAudit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    max_file_mib: Option<Spanned<u64>>,
+    keep_files: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,6 +166,8 @@ pub(crate) struct ServeConfig {
     /// How long a sync host's certificate lasts (`[sync] certificate_validity`); it
     /// renews at 70 % of it.
     pub(crate) sync_certificate_validity: Duration,
+    /// The audit log's rotation (`[audit] max_file_mib`, `keep_files`).
+    pub(crate) audit: causeway_federation::audit::Rotation,
 }
 
 /// The shortest metrics token accepted: long enough that guessing it is hopeless.
@@ -267,6 +278,7 @@ impl Default for ServeConfig {
             anonymous_budget: DEFAULT_ANONYMOUS_BUDGET,
             sync_lease: causeway_store::DEFAULT_LEASE,
             sync_certificate_validity: causeway_certs::DEFAULT_AGENT_CERT_VALIDITY,
+            audit: causeway_federation::audit::Rotation::default(),
         }
     }
 }
@@ -423,6 +435,24 @@ impl ServeConfig {
             &raw.sync.certificate_validity,
             cfg.sync_certificate_validity,
         )?;
+        if let Some(m) = &raw.audit.max_file_mib {
+            if !(1..=4096).contains(m.get_ref()) {
+                return Err(at(
+                    m.span(),
+                    "audit.max_file_mib must be between 1 and 4096 (MiB)".into(),
+                ));
+            }
+            cfg.audit.max_file_bytes = m.get_ref() * 1024 * 1024;
+        }
+        if let Some(k) = &raw.audit.keep_files {
+            if !(1..=1000).contains(k.get_ref()) {
+                return Err(at(
+                    k.span(),
+                    "audit.keep_files must be between 1 and 1000".into(),
+                ));
+            }
+            cfg.audit.keep_files = *k.get_ref();
+        }
         let (min, max) = (
             causeway_certs::MIN_AGENT_CERT_VALIDITY,
             causeway_certs::MAX_AGENT_CERT_VALIDITY,

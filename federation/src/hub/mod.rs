@@ -243,19 +243,29 @@ impl Hub {
         req: CheckRequest,
         account: lockout::AccountKey,
     ) -> SignInOutcome {
+        self.check_answered_by(req, account).await.0
+    }
+
+    /// [`Hub::check_as`], with the id of the agent whose answer it is (none when smart
+    /// lockout, capacity or the deadline answered), for the audit log.
+    pub async fn check_answered_by(
+        self: &Arc<Self>,
+        req: CheckRequest,
+        account: lockout::AccountKey,
+    ) -> (SignInOutcome, Option<String>) {
         // The check runs in its own task: a caller that stops waiting (a browser that went
         // away) cannot leave a slot taken or a bind that reached AD uncounted.
         let hub = self.clone();
         tokio::spawn(async move { hub.check_to_the_end(req, account).await })
             .await
-            .unwrap_or(SignInOutcome::DirectoryUnavailable)
+            .unwrap_or((SignInOutcome::DirectoryUnavailable, None))
     }
 
     async fn check_to_the_end(
         &self,
         req: CheckRequest,
         account: lockout::AccountKey,
-    ) -> SignInOutcome {
+    ) -> (SignInOutcome, Option<String>) {
         let started = Instant::now();
         let deadline = started + self.config.deadline;
         let ticket = match self
@@ -272,7 +282,7 @@ impl Hub {
                     let floor = self.lockout.answer_floor();
                     tokio::time::sleep_until((started + floor).into()).await;
                 }
-                return o;
+                return (o, None);
             }
         };
         let Ok(_permit) = self.capacity.try_acquire() else {
@@ -280,11 +290,13 @@ impl Hub {
                 max_in_flight = self.config.max_in_flight,
                 "hub at capacity; check refused"
             );
-            return SignInOutcome::Throttled;
+            return (SignInOutcome::Throttled, None);
         };
         let mut tried: Vec<u64> = Vec::new();
         // Attempts whose bind may have reached AD without a verdict coming back here.
         let mut maybe_bound = 0u32;
+        // The agent whose answer the outcome is.
+        let mut answered_by = None;
         let outcome = loop {
             let now = Instant::now();
             if now >= deadline {
@@ -315,10 +327,14 @@ impl Hub {
                     info!(agent = %chan.agent_id, outcome = %o, "agent could not check; trying another agent");
                     maybe_bound += 1;
                     if matches!(self.peek(&tried), Pick::None) {
+                        answered_by = Some(chan.agent_id.clone());
                         break o;
                     }
                 }
-                Ok(o) => break o,
+                Ok(o) => {
+                    answered_by = Some(chan.agent_id.clone());
+                    break o;
+                }
                 Err(why) => {
                     maybe_bound += 1;
                     info!(agent = %chan.agent_id, why, "check not answered; retrying on another agent");
@@ -332,7 +348,7 @@ impl Hub {
         ) {
             self.lockout.note_check_latency(started.elapsed());
         }
-        outcome
+        (outcome, answered_by)
     }
 
     /// Whether any untried channel is left (without reserving a slot).

@@ -172,8 +172,20 @@ impl Portal {
                 return Ok(self.retry_login(flow, &username, msg, StatusCode::OK));
             }
         };
-        let (outcome, path) = self.auth.authenticate(&username, password, source).await;
+        let trace = self
+            .auth
+            .authenticate_traced(&username, password, source)
+            .await;
+        let (outcome, path) = (trace.outcome, trace.path);
         info!(outcome = outcome.code(), path = ?path, operator = outcome.operator_text(), "sign-in");
+        crate::audit::record(crate::audit::Event::password_check(
+            &username,
+            source,
+            flow.target.app_id(),
+            path.label(),
+            trace.agent.as_deref(),
+            outcome.code(),
+        ));
         let user = if outcome == SignInOutcome::Success {
             self.user_after_password(&username).await
         } else {

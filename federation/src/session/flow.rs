@@ -41,6 +41,17 @@ pub enum Target {
     Portal,
 }
 
+impl Target {
+    /// The application's id (SAML entity id, WS-Fed realm), for logs and the audit log.
+    pub fn app_id(&self) -> Option<&str> {
+        match self {
+            Target::Saml { sp, .. } => Some(sp),
+            Target::WsFed { realm, .. } => Some(realm),
+            Target::Portal => None,
+        }
+    }
+}
+
 /// Whether a sign-in may show the sign-in page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prompt {
