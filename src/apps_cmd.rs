@@ -41,6 +41,9 @@ pub(crate) enum AppsCommand {
         #[command(flatten)]
         data: DataDir,
     },
+    /// Print the commands that federate a Microsoft 365 / Entra ID domain with this
+    /// endpoint (Graph PowerShell, filled in from the endpoint's metadata).
+    M365(crate::apps_m365::M365Args),
     /// Remove an application by entity id or realm.
     Remove {
         #[command(flatten)]
@@ -52,6 +55,7 @@ pub(crate) enum AppsCommand {
 
 pub(crate) async fn apps(cmd: AppsCommand) -> Result<()> {
     match cmd {
+        AppsCommand::M365(a) => crate::apps_m365::run(a).await,
         AppsCommand::Add {
             data,
             saml_metadata,

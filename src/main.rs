@@ -8,6 +8,7 @@
 mod admin_socket;
 mod agent_cmd;
 mod apps_cmd;
+mod apps_m365;
 mod audit_cmd;
 mod bench;
 mod demo;
