@@ -8,7 +8,7 @@ fn gate(max: usize, per_source: usize, agents: usize) -> Arc<Gate> {
         max_agent_channels: agents,
         ..ConnectionLimits::default()
     };
-    Gate::new(&limits, Metrics::new())
+    Gate::new(&limits, Metrics::new(), Shutdown::new())
 }
 
 fn v4(d: u8) -> IpAddr {
