@@ -65,6 +65,29 @@ impl std::fmt::Debug for Identity {
 pub enum ChannelEnd {
     /// The hub said go away, and why.
     GoAway(GoAwayReason, String),
+    /// This agent is stopping: it said GoAway, answered the checks it held, and the hub
+    /// closed the channel (or the drain deadline passed).
+    Drained,
+}
+
+/// The agent's stop signal (SIGTERM, SIGINT): `true` once set. A dropped sender never
+/// stops anything.
+pub type Stop = tokio::sync::watch::Receiver<bool>;
+
+/// How long a stopping agent waits for its checks in flight: the hub gives a check at
+/// most 10 s in all, so none can need more.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Returns once `stop` is set (never, if its sender is gone without setting it).
+pub async fn stopped(stop: &mut Stop) {
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        if stop.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
 }
 
 /// The agent's end of its channel: its errors name the hub.
@@ -90,6 +113,24 @@ pub async fn run<S, H>(
     me: &Identity,
     handler: Arc<H>,
     on_welcome: impl FnOnce(&str),
+) -> Result<ChannelEnd, ChannelError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    H: CheckHandler,
+{
+    let (_never, stop) = tokio::sync::watch::channel(false);
+    run_until(stream, me, handler, on_welcome, stop).await
+}
+
+/// [`run`] until `stop` is set; then the agent says GoAway (the hub sends it nothing new),
+/// answers the checks it holds, and ends once the hub closes the channel or after
+/// [`DRAIN_TIMEOUT`].
+pub async fn run_until<S, H>(
+    stream: S,
+    me: &Identity,
+    handler: Arc<H>,
+    on_welcome: impl FnOnce(&str),
+    mut stop: Stop,
 ) -> Result<ChannelEnd, ChannelError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -134,13 +175,44 @@ where
         .await
         .map_err(ChannelError::from)
     };
+    // Checks spawned and not answered yet (for the drain's log line).
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let reader = async {
         // Set by the hub's ChannelKey frame, which must come before any Check.
         let mut envelopes: Option<ChannelOpener<'_>> = None;
+        // Once stopping: when the agent gives up waiting for the hub to close.
+        let mut draining: Option<tokio::time::Instant> = None;
         loop {
-            let f = tokio::time::timeout(silent_limit, read_frame(&mut rd))
-                .await
-                .map_err(|_| ChannelError::Silent(silent_limit))??;
+            let read = tokio::select! {
+                r = tokio::time::timeout(silent_limit, read_frame(&mut rd)) => r,
+                () = stopped(&mut stop), if draining.is_none() => {
+                    let n = in_flight.load(std::sync::atomic::Ordering::SeqCst);
+                    info!(in_flight = n, "stopping: telling the hub GoAway, then finishing the checks in flight");
+                    let bye = Frame::GoAway {
+                        reason: GoAwayReason::ShuttingDown,
+                        detail: "agent stopping".into(),
+                    };
+                    if tx.send(bye).await.is_err() {
+                        return Ok(ChannelEnd::Drained);
+                    }
+                    draining = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);
+                    continue;
+                }
+                () = async { tokio::time::sleep_until(draining.unwrap_or_else(tokio::time::Instant::now)).await }, if draining.is_some() => {
+                    let n = in_flight.load(std::sync::atomic::Ordering::SeqCst);
+                    warn!(in_flight = n, "drain deadline passed; closing the channel");
+                    return Ok(ChannelEnd::Drained);
+                }
+            };
+            let f = match read.map_err(|_| ChannelError::Silent(silent_limit))? {
+                Ok(f) => f,
+                // The hub closes a draining channel once every verdict is in.
+                Err(_) if draining.is_some() => {
+                    info!("drained: the hub closed the channel after the last verdict");
+                    return Ok(ChannelEnd::Drained);
+                }
+                Err(e) => return Err(e.into()),
+            };
             match f {
                 Frame::ChannelKey { key } => {
                     if envelopes.is_some() {
@@ -189,7 +261,8 @@ where
                             continue;
                         }
                     };
-                    let (tx, handler) = (tx.clone(), handler.clone());
+                    let (tx, handler, in_flight) = (tx.clone(), handler.clone(), in_flight.clone());
+                    in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     tokio::spawn(async move {
                         let t = Instant::now();
                         let outcome = handler.check(request_id, credential, deadline).await;
@@ -206,6 +279,7 @@ where
                                 directory_us,
                             })
                             .await;
+                        in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                     });
                 }
                 Frame::Ping(n) => {
