@@ -657,7 +657,11 @@ impl Hub {
         // dropping the senders makes the waiting checks retry elsewhere at once.
         lock(&self.channels).retain(|c| c.id != chan.id);
         lock(&chan.pending).clear();
-        if let Err(ChannelError::Own(HubEnded::Disconnected(reason))) = &result {
+        if let Err(ChannelError::Own(HubEnded::Disconnected(GoAwayReason::ShuttingDown))) = &result
+        {
+            // The endpoint is stopping: routine, the agent reconnects elsewhere or later.
+            info!(agent = %chan.agent_id, "agent told GoAway: the endpoint is stopping");
+        } else if let Err(ChannelError::Own(HubEnded::Disconnected(reason))) = &result {
             warn!(agent = %chan.agent_id, ?reason, "agent channel closed by the hub");
         } else if let Err(e) = &result {
             warn!(agent = %chan.agent_id, error = %e, "agent channel closed");
