@@ -293,7 +293,7 @@ impl Hub {
         {
             Ok(t) => t,
             Err(o) => {
-                debug!(outcome = %o, "answered by smart lockout without asking the directory");
+                debug!(user = ?req.user_name, outcome = %o, "answered by smart lockout without asking the directory");
                 // Not sooner than a real check would answer (throttling is about the
                 // source and says nothing about the account: it stays immediate).
                 if o != SignInOutcome::Throttled {
@@ -340,7 +340,7 @@ impl Hub {
                 // An agent that cannot reach its DC (or is full) must not fail the sign-in
                 // while another agent may succeed.
                 Ok(o @ (SignInOutcome::DirectoryUnavailable | SignInOutcome::Throttled)) => {
-                    info!(agent = %chan.agent_id, outcome = %o, "agent could not check; trying another agent");
+                    info!(agent = %chan.agent_id, user = ?req.user_name, outcome = %o, "agent could not check; trying another agent");
                     maybe_bound += 1;
                     if matches!(self.peek(&tried), Pick::None) {
                         break o;
@@ -349,7 +349,7 @@ impl Hub {
                 Ok(o) => break o,
                 Err(why) => {
                     maybe_bound += 1;
-                    info!(agent = %chan.agent_id, why, "check not answered; retrying on another agent");
+                    info!(agent = %chan.agent_id, user = ?req.user_name, why, "check not answered; retrying on another agent");
                 }
             }
         };
