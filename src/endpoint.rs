@@ -9,18 +9,18 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, Context, Result};
 use causeway_certs::signing::{KeySet, RolloverPolicy};
 use causeway_certs::{AgentId, Ca};
-use causeway_federation::acceptor::certs::{BrowserCert, CertChoice};
 use causeway_federation::acceptor::{Routes, Shutdown};
 use causeway_federation::hub::authority::CertsAuthority;
 use causeway_federation::hub::{listener, Hub, HubConfig};
 use causeway_federation::ingest::{IngestConfig, IngestHandler, DEFAULT_IDLE_TIMEOUT};
 use causeway_federation::metrics::Metrics;
 use causeway_federation::web::{HttpHandler, WebState};
-use causeway_proto::agent::{ALPN, ENROLL_ALPN};
 use causeway_store::{AgentStatus, HostRole, SqliteAgents};
 use tracing::info;
 
 use causeway_config::parse_duration;
+
+mod tls;
 
 /// Where the endpoint keeps its state unless told otherwise.
 pub(crate) const DEFAULT_DATA_DIR: &str = "causeway-data";
@@ -216,19 +216,6 @@ pub(crate) async fn run_endpoint(
     run_endpoint_until(s, ready, Shutdown::new()).await
 }
 
-/// The protocols of agents, enrollment and sync hosts: clients offering one get the
-/// certificate of Causeway's CA, which they pin.
-const INTERNAL_ALPN: [&[u8]; 4] = [
-    ALPN,
-    ENROLL_ALPN,
-    causeway_proto::sync::ALPN,
-    causeway_proto::sync::ENROLL_ALPN,
-];
-const HTTP_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
-
-/// How often the browser certificate's files are checked for a change (two `stat`s).
-const CERT_POLL: Duration = Duration::from_secs(2);
-
 /// [`run_endpoint`] until `shutdown` is set; then drains (see
 /// [`causeway_federation::acceptor::serve_until`]), tells agents GoAway and returns.
 pub(crate) async fn run_endpoint_until(
@@ -246,47 +233,10 @@ pub(crate) async fn run_endpoint_until(
         tracing::warn!("{w}");
     }
     let (ca, registry) = data.open()?;
-    let server = ca.issue_server_cert(&s.server_names, SystemTime::now())?;
-    let internal = causeway_certs::certified_key(server.chain_der(), server.private_key_der()?)?;
-    let browser = match &s.file.browser_cert {
-        Some(files) => Some(
-            BrowserCert::load(files.clone(), SystemTime::now())
-                .map_err(|e| anyhow::anyhow!("server.tls_cert_file: {e}"))?,
-        ),
-        None => None,
-    };
-    let reload_now = Arc::new(tokio::sync::Notify::new());
-    spawn_sighup(browser.is_some(), reload_now.clone())?;
-    if let Some(b) = &browser {
-        tokio::spawn(b.clone().watch(CERT_POLL, reload_now));
-    }
-    let internal_alpn: Vec<Vec<u8>> = INTERNAL_ALPN.iter().map(|a| a.to_vec()).collect();
-    let http_alpn: Vec<Vec<u8>> = HTTP_ALPN.iter().map(|a| a.to_vec()).collect();
-    let choice = Arc::new(CertChoice::new(
-        internal.clone(),
-        internal_alpn.clone(),
-        browser,
-    ));
-    // With a listener of their own, agents and sync hosts are not offered the public
-    // port at all (which may sit behind a TLS-terminating proxy), nor browsers theirs.
-    let (tls, agent_tls) = match s.file.agent_listen {
-        None => (
-            causeway_certs::server_config_with_resolver(
-                choice,
-                Some(ca.enrollment_client_verifier()?),
-                [internal_alpn, http_alpn].concat(),
-            )?,
-            None,
-        ),
-        Some(_) => (
-            causeway_certs::server_config_with_resolver(choice, None, http_alpn)?,
-            Some(causeway_certs::server_config_with_resolver(
-                Arc::new(CertChoice::new(internal, internal_alpn.clone(), None)),
-                Some(ca.enrollment_client_verifier()?),
-                internal_alpn,
-            )?),
-        ),
-    };
+    let tls::Configs {
+        public: tls,
+        agents: agent_tls,
+    } = tls::configs(&ca, &s.server_names, &s.file)?;
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await
         .with_context(|| format!("cannot listen on {}", s.listen))?;
@@ -490,24 +440,6 @@ pub(crate) async fn run_endpoint_until(
     }
     // No request is in flight any more (or the drain deadline passed): agents may go.
     hub.shut_down(Duration::from_secs(2)).await;
-    Ok(())
-}
-
-/// Handles SIGHUP: reloads the browser certificate when one is configured (a HUP must
-/// never stop the endpoint, which is the signal's default).
-fn spawn_sighup(reloads: bool, reload_now: Arc<tokio::sync::Notify>) -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            if reloads {
-                info!("SIGHUP: reloading the browser certificate");
-                reload_now.notify_one();
-            } else {
-                info!("SIGHUP: nothing to reload (no server.tls_cert_file)");
-            }
-        }
-    });
     Ok(())
 }
 
