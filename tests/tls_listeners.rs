@@ -297,7 +297,8 @@ async fn agents_on_their_own_listener_enroll_and_connect_there_and_the_public_po
 }
 
 #[test]
-fn sign_in_lines_name_the_user_and_the_client_behind_a_trusted_proxy_and_hang_ups_stay_at_debug() {
+fn sign_in_lines_name_the_user_and_the_client_behind_a_trusted_proxy_and_bad_handshakes_do_not_flood_the_log(
+) {
     const USER: &str = "nora@cloud.causeway.test";
     const PASSWORD: &str = "Nora-Logs-Pw-7";
     let ep = Endpoint::start(
@@ -347,4 +348,21 @@ fn sign_in_lines_name_the_user_and_the_client_behind_a_trusted_proxy_and_hang_up
         "a hang-up is not logged as a refusal: {}",
         ep.logs()
     );
+
+    // Peers that are not TLS at all: one warning, the rest at debug, so a flood of them
+    // cannot flood the log.
+    for _ in 0..5 {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(at).expect("connect");
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("write");
+        let _ = tcp.read_to_end(&mut Vec::new());
+    }
+    until_logged(&ep, "refused a TLS connection", 5);
+    let logs = ep.logs();
+    let warned: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("refused a TLS connection") && l.contains("WARN"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{warned:#?}");
 }

@@ -295,12 +295,22 @@ async fn connection(
             debug!(peer = %addr, error = %e, "peer closed the connection during the TLS handshake");
             return;
         }
+        // Anyone can cause these: warned about at most once a minute, with a count, so
+        // that a flood of bad handshakes cannot flood the log; each is still at debug.
         Ok(Err(e)) => {
-            warn!(peer = %addr, error = %e, "refused a TLS connection (certificate not from Causeway's CA, or not TLS)");
+            match admission.gate.handshake_warning() {
+                Some(suppressed) => {
+                    warn!(peer = %addr, error = %e, suppressed, "refused a TLS connection (certificate not from Causeway's CA, or not TLS)")
+                }
+                None => debug!(peer = %addr, error = %e, "refused a TLS connection"),
+            }
             return;
         }
         Err(_) => {
-            warn!(peer = %addr, "TLS handshake timed out");
+            match admission.gate.handshake_warning() {
+                Some(suppressed) => warn!(peer = %addr, suppressed, "TLS handshake timed out"),
+                None => debug!(peer = %addr, "TLS handshake timed out"),
+            }
             return;
         }
     };
@@ -363,6 +373,8 @@ struct Gate {
     sources: Mutex<HashMap<SourceKey, usize>>,
     metrics: Arc<Metrics>,
     refusal_log: Mutex<Throttle>,
+    /// Failed handshakes (other than hang-ups), warned about once a minute.
+    handshake_log: Mutex<Throttle>,
     shutdown: Arc<Shutdown>,
 }
 
@@ -375,8 +387,15 @@ impl Gate {
             sources: Mutex::new(HashMap::new()),
             metrics,
             refusal_log: Mutex::new(Throttle::new(LOG_PERIOD)),
+            handshake_log: Mutex::new(Throttle::new(LOG_PERIOD)),
             shutdown,
         })
+    }
+
+    /// `Some(suppressed since the last one)` if a failed handshake is to be warned about
+    /// now, `None` if it is one of the suppressed.
+    fn handshake_warning(&self) -> Option<u64> {
+        crate::lock(&self.handshake_log).hit(Instant::now())
     }
 
     /// A slot for a new connection from `ip`, or why there is none.
