@@ -357,4 +357,129 @@ mod tests {
             assert_eq!(e.to_string(), want);
         }
     }
+
+    /// Checks that wait for `release` before answering Success.
+    struct Held {
+        opener: EnvelopeOpener,
+        started: Arc<tokio::sync::Notify>,
+        release: Arc<tokio::sync::Notify>,
+    }
+
+    impl CheckHandler for Held {
+        fn opener(&self) -> &EnvelopeOpener {
+            &self.opener
+        }
+
+        fn check(
+            &self,
+            _: RequestId,
+            _: OpenedCredential,
+            _: Instant,
+        ) -> impl Future<Output = SignInOutcome> + Send {
+            let (started, release) = (self.started.clone(), self.release.clone());
+            async move {
+                started.notify_one();
+                release.notified().await;
+                SignInOutcome::Success
+            }
+        }
+    }
+
+    /// A hub spoken by hand: the agent's channel is up, with one check in its hands.
+    struct Hub {
+        io: tokio::io::DuplexStream,
+        agent: tokio::task::JoinHandle<Result<ChannelEnd, ChannelError>>,
+        stop: tokio::sync::watch::Sender<bool>,
+        release: Arc<tokio::sync::Notify>,
+    }
+
+    async fn with_a_check_in_flight() -> Hub {
+        let keys = causeway_credential::AgentKeyPair::generate();
+        let public = keys.public().clone();
+        let (started, release) = (Arc::default(), Arc::default());
+        let handler = Arc::new(Held {
+            opener: EnvelopeOpener::new(keys),
+            started: Arc::clone(&started),
+            release: Arc::clone(&release),
+        });
+        let (mut io, agent_side) = tokio::io::duplex(64 * 1024);
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let me = Identity {
+            agent_id: "agt-00000000000000ab".into(),
+            max_in_flight: 4,
+            renewer: None,
+        };
+        let agent =
+            tokio::spawn(
+                async move { run_until(agent_side, &me, handler, |_| {}, stopping).await },
+            );
+        assert!(matches!(read_frame(&mut io).await, Ok(Frame::Hello { .. })));
+        // A slow heartbeat: nothing but the drain ends the channel in these tests.
+        let welcome = Frame::Welcome {
+            endpoint_id: "ep".into(),
+            heartbeat_ms: 60_000,
+        };
+        write_frame(&mut io, &welcome).await.expect("welcome");
+        let (mut sealer, key) = causeway_credential::ChannelSealer::new(&public).expect("key");
+        write_frame(&mut io, &Frame::ChannelKey { key })
+            .await
+            .expect("key");
+        let request_id = RequestId::random();
+        let ctx = causeway_credential::EnvelopeContext {
+            request_id,
+            user_name: "alice@corp.example".into(),
+            endpoint_id: "ep".into(),
+            expires_at: unix_now() + 60,
+        };
+        let password = causeway_credential::Password::new("Pw-1".into()).expect("pw");
+        let envelope = sealer.seal(&ctx, &password).expect("seal");
+        let check = Frame::Check {
+            request_id,
+            deadline_ms: 60_000,
+            envelope,
+        };
+        write_frame(&mut io, &check).await.expect("check");
+        started.notified().await;
+        Hub {
+            io,
+            agent,
+            stop,
+            release,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stopping_agent_says_goaway_before_answering_what_it_holds_and_ends_when_the_hub_closes(
+    ) {
+        let mut hub = with_a_check_in_flight().await;
+        hub.stop.send(true).expect("stop");
+        match read_frame(&mut hub.io).await.expect("frame") {
+            Frame::GoAway { reason, .. } => assert_eq!(reason, GoAwayReason::ShuttingDown),
+            other => panic!("GoAway must come first, got {other:?}"),
+        }
+        hub.release.notify_one();
+        match read_frame(&mut hub.io).await.expect("frame") {
+            Frame::Verdict { outcome, .. } => assert_eq!(outcome, SignInOutcome::Success),
+            other => panic!("the check in flight is answered, got {other:?}"),
+        }
+        drop(hub.io);
+        let end = hub.agent.await.expect("join").expect("no error");
+        assert_eq!(end, ChannelEnd::Drained);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopping_agent_gives_up_on_a_check_at_the_drain_deadline() {
+        let mut hub = with_a_check_in_flight().await;
+        let t = tokio::time::Instant::now();
+        hub.stop.send(true).expect("stop");
+        assert!(matches!(
+            read_frame(&mut hub.io).await,
+            Ok(Frame::GoAway { .. })
+        ));
+        // The check never finishes and the hub never closes: the deadline ends it.
+        let end = hub.agent.await.expect("join").expect("no error");
+        assert_eq!(end, ChannelEnd::Drained);
+        assert!(t.elapsed() >= DRAIN_TIMEOUT, "{:?}", t.elapsed());
+        drop(hub.io);
+    }
 }
