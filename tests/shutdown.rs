@@ -134,7 +134,7 @@ fn sign_in(data: &Path, upn: &str, password: &str) -> Result<(), String> {
 #[test]
 fn an_agent_stopped_with_sigterm_under_sign_in_load_says_goaway_and_no_sign_in_fails() {
     let lab = common::lab();
-    let ep = Endpoint::start(
+    let mut ep = Endpoint::start(
         "drain-agents",
         &format!(
             "[[domain]]\nname = {:?}\nmethod = \"pta\"\n",
@@ -215,4 +215,15 @@ fn an_agent_stopped_with_sigterm_under_sign_in_load_says_goaway_and_no_sign_in_f
             "the {who} agent never got a check: {logs}"
         );
     }
+
+    // Then the endpoint stops: it tells the agent left GoAway, and exits 0.
+    ep.signal("TERM");
+    let exit = ep.wait_exit(Duration::from_secs(30));
+    assert!(exit.success(), "{exit:?}\n{}", ep.logs());
+    until_logged(&|| staying.logs(), "channel closed by the endpoint");
+    assert!(
+        staying.logs().contains("ShuttingDown"),
+        "{}",
+        staying.logs()
+    );
 }
