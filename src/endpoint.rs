@@ -9,16 +9,18 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, Context, Result};
 use causeway_certs::signing::{KeySet, RolloverPolicy};
 use causeway_certs::{AgentId, Ca};
+use causeway_federation::acceptor::{Routes, Shutdown};
 use causeway_federation::hub::authority::CertsAuthority;
 use causeway_federation::hub::{listener, Hub, HubConfig};
 use causeway_federation::ingest::{IngestConfig, IngestHandler, DEFAULT_IDLE_TIMEOUT};
 use causeway_federation::metrics::Metrics;
 use causeway_federation::web::{HttpHandler, WebState};
-use causeway_proto::agent::{ALPN, ENROLL_ALPN};
 use causeway_store::{AgentStatus, HostRole, SqliteAgents};
 use tracing::info;
 
 use causeway_config::parse_duration;
+
+mod tls;
 
 /// Where the endpoint keeps its state unless told otherwise.
 pub(crate) const DEFAULT_DATA_DIR: &str = "causeway-data";
@@ -81,9 +83,12 @@ pub(crate) struct ServeArgs {
     /// The endpoint's data directory [default: causeway-data].
     #[arg(long, env = "CAUSEWAY_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Address to listen on: browsers (HTTPS) and agents (mutual TLS) share it [default: 127.0.0.1:8443].
-    #[arg(long, alias = "agent-listen", env = "CAUSEWAY_LISTEN")]
+    /// Address to listen on: browsers (HTTPS), and agents (mutual TLS) unless --agent-listen is given [default: 127.0.0.1:8443].
+    #[arg(long, env = "CAUSEWAY_LISTEN")]
     listen: Option<SocketAddr>,
+    /// A separate address for agents and sync hosts (mutual TLS); the public port then serves HTTPS only, e.g. behind a TLS-terminating proxy [default: none, they share --listen].
+    #[arg(long, env = "CAUSEWAY_AGENT_LISTEN")]
+    agent_listen: Option<SocketAddr>,
     /// The URL browsers and applications use [default: https://<listen>].
     #[arg(long, env = "CAUSEWAY_PUBLIC_URL")]
     public_url: Option<String>,
@@ -129,6 +134,7 @@ impl ServeArgs {
             None => crate::serve_config::ServeConfig::default(),
         };
         file.metrics_listen = self.metrics_listen.or(file.metrics_listen);
+        file.agent_listen = self.agent_listen.or(file.agent_listen);
         let listen = self
             .listen
             .or(file.listen)
@@ -182,21 +188,45 @@ impl ServeArgs {
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
     let settings = args.settings()?;
-    tokio::select! {
-        r = run_endpoint(settings, None) => r,
+    // SIGTERM is what systemd and container runtimes send: drain, then exit 0.
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let shutdown = Shutdown::new();
+    let run = run_endpoint_until(settings, None, shutdown.clone());
+    tokio::pin!(run);
+    let why = tokio::select! {
+        r = &mut run => return r,
+        _ = term.recv() => "SIGTERM",
         r = tokio::signal::ctrl_c() => {
             r.context("waiting for Ctrl-C")?;
-            info!("stopping");
-            Ok(())
+            "SIGINT"
         }
-    }
+    };
+    info!(
+        signal = why,
+        "stopping: no new connections; finishing the requests in flight"
+    );
+    shutdown.stop();
+    run.await?;
+    info!("stopped");
+    Ok(())
 }
 
 /// Runs an endpoint until it fails; sends the bound address on `ready` once listening.
 pub(crate) async fn run_endpoint(
     s: EndpointSettings,
     ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> Result<()> {
+    run_endpoint_until(s, ready, Shutdown::new()).await
+}
+
+/// [`run_endpoint`] until `shutdown` is set; then drains (see
+/// [`causeway_federation::acceptor::serve_until`]), tells agents GoAway and returns.
+pub(crate) async fn run_endpoint_until(
+    s: EndpointSettings,
+    ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+    shutdown: Arc<Shutdown>,
 ) -> Result<()> {
     let data = DataDir {
         data_dir: s.data_dir.clone(),
@@ -212,24 +242,25 @@ pub(crate) async fn run_endpoint(
     let audit = causeway_federation::audit::AuditLog::open(&audit_dir, s.file.audit)
         .with_context(|| format!("cannot open the audit log in {}", audit_dir.display()))?;
     causeway_federation::audit::install(audit);
-    let server = ca.issue_server_cert(&s.server_names, SystemTime::now())?;
-    let tls = causeway_certs::server_config(
-        server.chain_der(),
-        server.private_key_der()?,
-        ca.enrollment_client_verifier()?,
-        vec![
-            ALPN.to_vec(),
-            ENROLL_ALPN.to_vec(),
-            causeway_proto::sync::ALPN.to_vec(),
-            causeway_proto::sync::ENROLL_ALPN.to_vec(),
-            b"h2".to_vec(),
-            b"http/1.1".to_vec(),
-        ],
-    )?;
+    let tls::Configs {
+        public: tls,
+        agents: agent_tls,
+    } = tls::configs(&ca, &s.server_names, &s.file)?;
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await
         .with_context(|| format!("cannot listen on {}", s.listen))?;
     let bound = listener.local_addr()?;
+    let agent_listener =
+        match s.file.agent_listen {
+            Some(a) => Some(tokio::net::TcpListener::bind(a).await.with_context(|| {
+                format!("cannot listen on {a} for agents (server.agent_listen)")
+            })?),
+            None => None,
+        };
+    let agent_bound = match &agent_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     // Port 0 asks the OS for a free port (tests, benchmarks: no port picked then bound
     // later, which another process may take in between). A public URL derived from that
     // listen address names the port actually bound, and the start-up line logs it.
@@ -332,6 +363,7 @@ pub(crate) async fn run_endpoint(
     info!(
         public_url = %s.public_url,
         listen = %bound,
+        agent_listen = %agent_bound.map_or_else(|| "none".to_owned(), |a| a.to_string()),
         data_dir = %s.data_dir.display(),
         saml_metadata = %portal.urls().entity_id,
         wsfed_metadata = %format!("{}/FederationMetadata/2007-06/FederationMetadata.xml", s.public_url),
@@ -344,7 +376,7 @@ pub(crate) async fn run_endpoint(
         max_connections_per_source = limits.max_connections_per_source,
         max_agent_channels = limits.max_agent_channels,
         idle_timeout_s = http_limits.idle_timeout.as_secs(),
-        "endpoint ready: sign-in, SAML, WS-Federation, agents, sync hosts and /healthz on one port; /metrics on metrics_listen"
+        "endpoint ready: sign-in, SAML, WS-Federation and /healthz on listen; agents and sync hosts on agent_listen (on listen when none); /metrics on metrics_listen"
     );
     if !s.require_approval {
         tracing::warn!(
@@ -391,11 +423,32 @@ pub(crate) async fn run_endpoint(
         let ingest = ingest.clone();
         async move { ingest.refresh_metrics().await }
     });
-    let agents = listener::AgentHandler::start(hub, authority, limits.handshake_timeout);
-    let routes = ingest
-        .routes(agents.routes())
-        .http(HttpHandler::new(web, http_limits));
-    causeway_federation::acceptor::serve(listener, Arc::new(tls), limits, routes, metrics).await;
+    let agents = listener::AgentHandler::start(hub.clone(), authority, limits.handshake_timeout);
+    let internal_routes = ingest.routes(agents.routes());
+    let http = HttpHandler::new(web, http_limits);
+    let drain = s.file.shutdown_timeout;
+    let serve = |l, tls, routes| {
+        causeway_federation::acceptor::serve_until(
+            l,
+            Arc::new(tls),
+            limits,
+            routes,
+            metrics.clone(),
+            shutdown.clone(),
+            drain,
+        )
+    };
+    match (agent_listener, agent_tls) {
+        (Some(al), Some(at)) => {
+            let public = Routes::new().http(http);
+            tokio::join!(serve(listener, tls, public), serve(al, at, internal_routes));
+        }
+        _ => {
+            serve(listener, tls, internal_routes.http(http)).await;
+        }
+    }
+    // No request is in flight any more (or the drain deadline passed): agents may go.
+    hub.shut_down(Duration::from_secs(2)).await;
     Ok(())
 }
 

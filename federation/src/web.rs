@@ -172,6 +172,21 @@ pub async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    serve_connection_until(stream, state, peer, limits, std::future::pending()).await;
+}
+
+/// [`serve_connection`] until `stopping` completes: then the connection closes gracefully
+/// (the request in flight is answered, HTTP/2 says GOAWAY, an idle connection closes at
+/// once), within the endpoint's drain deadline.
+pub(crate) async fn serve_connection_until<S>(
+    stream: S,
+    state: Arc<WebState>,
+    peer: Option<std::net::SocketAddr>,
+    limits: HttpLimits,
+    stopping: impl std::future::Future<Output = ()> + Send,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Activity::new();
     let a = activity.clone();
     let svc = hyper::service::service_fn(move |req| {
@@ -206,6 +221,13 @@ pub async fn serve_connection<S>(
             return;
         }
         () = activity.idle_for(limits.idle_timeout) => {}
+        () = stopping => {
+            tracing::debug!(?peer, "endpoint stopping; closing the HTTP connection once its requests are answered");
+            conn.as_mut().graceful_shutdown();
+            // The acceptor's drain deadline bounds this wait.
+            let _ = conn.await;
+            return;
+        }
     }
     tracing::debug!(?peer, "HTTP connection idle; closing it");
     conn.as_mut().graceful_shutdown();
@@ -235,7 +257,9 @@ impl Handler for HttpHandler {
                 peer,
                 admission,
             } = conn;
-            serve_connection(tls, self.state.clone(), Some(peer), self.limits).await;
+            let stopping = admission.stopping();
+            serve_connection_until(tls, self.state.clone(), Some(peer), self.limits, stopping)
+                .await;
             drop(admission);
         })
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use causeway_certs::signing::RolloverPolicy;
 use causeway_credential::Secret;
+use causeway_federation::acceptor::certs::CertFiles;
 use causeway_federation::acceptor::ConnectionLimits;
 use causeway_federation::apps::{Apps, WsFedRealm};
 use causeway_federation::client_addr::{IpRange, TrustedProxies};
@@ -105,6 +106,10 @@ struct RawServer {
     metrics_listen: Option<Spanned<String>>,
     metrics_token_file: Option<Spanned<String>>,
     trusted_proxies: Option<Vec<Spanned<String>>>,
+    tls_cert_file: Option<Spanned<String>>,
+    tls_key_file: Option<Spanned<String>>,
+    agent_listen: Option<Spanned<String>>,
+    shutdown_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -168,7 +173,20 @@ pub(crate) struct ServeConfig {
     pub(crate) sync_certificate_validity: Duration,
     /// The audit log's rotation (`[audit] max_file_mib`, `keep_files`).
     pub(crate) audit: causeway_federation::audit::Rotation,
+    /// The certificate browsers get (`server.tls_cert_file` / `server.tls_key_file`);
+    /// `None`: the one Causeway's CA issues.
+    pub(crate) browser_cert: Option<CertFiles>,
+    /// A listener of its own for agents and sync hosts (`server.agent_listen`); the public
+    /// port then serves HTTPS only.
+    pub(crate) agent_listen: Option<SocketAddr>,
+    /// How long `serve` lets open requests finish after SIGTERM (`server.shutdown_timeout`).
+    pub(crate) shutdown_timeout: Duration,
 }
+
+/// How long requests in flight may take to finish after SIGTERM unless configured: more
+/// than the hub's whole check deadline (10 s), so a pass-through sign-in under way is
+/// answered.
+pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The shortest metrics token accepted: long enough that guessing it is hopeless.
 const MIN_METRICS_TOKEN: usize = 16;
@@ -279,6 +297,9 @@ impl Default for ServeConfig {
             sync_lease: causeway_store::DEFAULT_LEASE,
             sync_certificate_validity: causeway_certs::DEFAULT_AGENT_CERT_VALIDITY,
             audit: causeway_federation::audit::Rotation::default(),
+            browser_cert: None,
+            agent_listen: None,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }
 }
@@ -372,6 +393,27 @@ impl ServeConfig {
                 ));
             }
             cfg.metrics_token = Some(Arc::new(Secret::new(token.to_owned())));
+        }
+        if let Some(l) = &raw.server.agent_listen {
+            cfg.agent_listen = Some(l.get_ref().parse().map_err(|_| {
+                at(
+                    l.span(),
+                    format!(
+                        "{:?} is not an address such as 0.0.0.0:8444 or [::]:8444",
+                        l.get_ref()
+                    ),
+                )
+            })?);
+        }
+        cfg.browser_cert = browser_cert(&raw.server, &at, &resolve)?;
+        cfg.shutdown_timeout = dur(&raw.server.shutdown_timeout, cfg.shutdown_timeout)?;
+        if cfg.shutdown_timeout > Duration::from_secs(600) {
+            let s = raw
+                .server
+                .shutdown_timeout
+                .as_ref()
+                .map_or(0..0, Spanned::span);
+            return Err(at(s, "server.shutdown_timeout must be at most 10m".into()));
         }
         cfg.connections = connection_settings(&raw.server, &at, &dur)?;
         cfg.data_dir = raw.server.data_dir.as_deref().map(resolve);
@@ -525,6 +567,47 @@ impl ServeConfig {
                 .insert(w.get_ref().realm.clone(), w.get_ref().clone());
         }
         Ok(cfg)
+    }
+}
+
+/// `server.tls_cert_file` and `server.tls_key_file`: both or neither, and a pair that
+/// loads now (the error names the line of the file at fault).
+fn browser_cert(
+    server: &RawServer,
+    at: &impl Fn(std::ops::Range<usize>, String) -> ConfigError,
+    resolve: &impl Fn(&str) -> PathBuf,
+) -> Result<Option<CertFiles>, ConfigError> {
+    let (cert, key) = match (&server.tls_cert_file, &server.tls_key_file) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (c, k),
+        (Some(c), None) => {
+            return Err(at(
+                c.span(),
+                "server.tls_cert_file needs server.tls_key_file (the certificate's private key, PEM)".into(),
+            ))
+        }
+        (None, Some(k)) => {
+            return Err(at(
+                k.span(),
+                "server.tls_key_file needs server.tls_cert_file (the certificate chain, PEM, leaf first)".into(),
+            ))
+        }
+    };
+    let files = CertFiles {
+        cert: resolve(cert.get_ref()),
+        key: resolve(key.get_ref()),
+    };
+    match causeway_certs::load_cert_files(&files.cert, &files.key, std::time::SystemTime::now()) {
+        Ok(_) => Ok(Some(files)),
+        Err(e) => {
+            let span = match &e {
+                causeway_certs::CertsError::TlsFile { path, .. } if *path == files.key => {
+                    key.span()
+                }
+                _ => cert.span(),
+            };
+            Err(at(span, e.to_string()))
+        }
     }
 }
 

@@ -211,3 +211,25 @@ fn the_sync_certificate_validity_is_read_and_bounded() {
         }
     }
 }
+
+#[test]
+fn agent_listen_and_shutdown_timeout_are_read_and_checked_with_their_line() {
+    let c = parse("[server]\nagent_listen = \"0.0.0.0:8444\"\nshutdown_timeout = \"30s\"\n")
+        .expect("valid");
+    assert_eq!(c.agent_listen, Some("0.0.0.0:8444".parse().expect("addr")));
+    assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+    let d = parse("").expect("empty");
+    assert_eq!(
+        (d.agent_listen, d.shutdown_timeout),
+        (None, DEFAULT_SHUTDOWN_TIMEOUT)
+    );
+    assert!(d.browser_cert.is_none());
+    for (text, line) in [
+        ("[server]\n\nagent_listen = \"8444\"\n", 3),
+        ("[server]\nshutdown_timeout = \"2h\"\n", 2),
+        ("[server]\ntls_key_file = \"key.pem\"\n", 2),
+    ] {
+        let e = parse(text).expect_err(text);
+        assert_eq!(e.line, Some(line), "{text}: {e}");
+    }
+}

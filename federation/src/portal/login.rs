@@ -177,7 +177,11 @@ impl Portal {
             .authenticate_traced(&username, password, source)
             .await;
         let (outcome, path) = (trace.outcome, trace.path);
-        info!(outcome = outcome.code(), path = ?path, operator = outcome.operator_text(), "sign-in");
+        // The name as typed is not a secret, and says whom the line is about; quoted
+        // (Debug) so that what a client typed cannot forge log lines. The client is the
+        // address through trusted proxies.
+        let client = source.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        info!(user = ?username, %client, outcome = outcome.code(), path = ?path, operator = outcome.operator_text(), "sign-in");
         crate::audit::record(crate::audit::Event::password_check(
             &username,
             source,
@@ -198,7 +202,7 @@ impl Portal {
                 return Ok(self.retry_login(flow, &username, msg, StatusCode::OK));
             }
             AfterPassword::NotSynchronised => {
-                warn!("password accepted by the directory, but the user is not in the directory store (not synchronised yet)");
+                warn!(user = ?username, %client, "password accepted by the directory, but the user is not in the directory store (not synchronised yet)");
                 let msg = login_rules::NOT_SYNCHRONISED;
                 return Ok(self.retry_login(flow, &username, msg, StatusCode::OK));
             }
