@@ -50,6 +50,8 @@ struct Raw {
     throttle: RawThrottle,
     #[serde(default)]
     sync: RawSync,
+    #[serde(default)]
+    password_policy: crate::password_policy::RawPasswordPolicy,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,6 +159,8 @@ pub(crate) struct ServeConfig {
     /// How long a sync host's certificate lasts (`[sync] certificate_validity`); it
     /// renews at 70 % of it.
     pub(crate) sync_certificate_validity: Duration,
+    /// What a cloud-only user's new password must meet (`[password_policy]`).
+    pub(crate) password_policy: crate::password_policy::PasswordPolicy,
 }
 
 /// The shortest metrics token accepted: long enough that guessing it is hopeless.
@@ -267,6 +271,7 @@ impl Default for ServeConfig {
             anonymous_budget: DEFAULT_ANONYMOUS_BUDGET,
             sync_lease: causeway_store::DEFAULT_LEASE,
             sync_certificate_validity: causeway_certs::DEFAULT_AGENT_CERT_VALIDITY,
+            password_policy: crate::password_policy::PasswordPolicy::default(),
         }
     }
 }
@@ -410,6 +415,8 @@ impl ServeConfig {
             return Err(at(s, format!("[signing]: {m}")));
         }
         cfg.lockout = lockout_policy(&raw, &at, &dur)?;
+        cfg.password_policy =
+            crate::password_policy::PasswordPolicy::from_raw(&raw.password_policy, &at)?;
         cfg.anonymous_budget = anonymous_budget(&raw.throttle, &at)?;
         cfg.sync_lease = dur(&raw.sync.lease, cfg.sync_lease)?;
         if !(MIN_LEASE..=MAX_LEASE).contains(&cfg.sync_lease) {
