@@ -138,10 +138,11 @@ impl DataDir {
         Ok((ca, reg))
     }
 
-    /// The directory store (its file is created inside the existing directory if the
-    /// endpoint has not made it yet).
+    /// The directory store of an endpoint that has run here; never creates one.
     pub(crate) fn store(&self) -> Result<SqliteStore> {
-        Ok(SqliteStore::open(&self.directory_path())?)
+        let path = self.directory_path();
+        require(&path, "directory store")?;
+        Ok(SqliteStore::open(&path)?)
     }
 }
 
@@ -194,5 +195,18 @@ mod tests {
         );
         assert!(m.contains("server.data_dir of"), "{m}");
         assert!(!t.path().join("absent").exists());
+    }
+
+    #[test]
+    fn an_existing_dir_without_endpoint_state_gets_no_store_or_ca() {
+        let t = causeway_testkit::TempDir::new("datadir-empty");
+        let data = DataDir {
+            data_dir: t.path().to_owned(),
+        };
+        let e = data.store().expect_err("no store yet");
+        assert!(format!("{e:#}").contains("no directory store"), "{e:#}");
+        let e = data.open_existing().expect_err("no CA yet");
+        assert!(format!("{e:#}").contains("no CA"), "{e:#}");
+        assert_eq!(std::fs::read_dir(t.path()).expect("list").count(), 0);
     }
 }

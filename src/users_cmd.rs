@@ -514,7 +514,9 @@ mod tests {
             config: None,
             data_dir: Some(dir.path().join("data")),
         };
-        let store = open(&data()).expect("open");
+        // The endpoint makes the store; the commands only open it.
+        let store =
+            SqliteStore::open(&dir.path().join("data").join("directory.sqlite")).expect("open");
         let v = PhsVerifier::derive(&Password::new("Glass-Pw-1".into()).expect("valid"));
         let glass = NewUser {
             upn: "glass@corp.example".into(),
