@@ -25,7 +25,8 @@ pub(crate) enum UsersCommand {
         /// The user principal name, name@domain.
         #[arg(long)]
         upn: String,
-        /// Read the password from the first line of standard input (for scripts).
+        /// Read the password from the first line of standard input (for scripts; on a
+        /// terminal it is asked for with echo off).
         #[arg(long)]
         password_stdin: bool,
         /// Display name.
@@ -55,7 +56,8 @@ pub(crate) enum UsersCommand {
         data: DataArgs,
         /// The UPN.
         upn: String,
-        /// Read the password from the first line of standard input (for scripts).
+        /// Read the password from the first line of standard input (for scripts; on a
+        /// terminal it is asked for with echo off).
         #[arg(long)]
         password_stdin: bool,
     },
@@ -131,8 +133,9 @@ pub(crate) enum UsersCommand {
         data: DataArgs,
         /// The user principal name, name@domain.
         upn: String,
-        /// Read the password from standard input (its first line, without the line end);
-        /// it is never taken from the command line and never printed.
+        /// Read the password from standard input (its first line, without the line end; on
+        /// a terminal it is asked for with echo off); never from the command line, never
+        /// printed.
         #[arg(long, required = true)]
         password_stdin: bool,
         /// Check as if the sign-in came from this client address (per-source throttling
@@ -255,10 +258,12 @@ fn hash_sync_line(u: &UserRecord, now: SystemTime) -> String {
 /// A new password: from standard input's first line with `--password-stdin`, else asked
 /// for twice on the terminal without echo. Never from the command line.
 fn new_password(password_stdin: bool, upn: &str) -> Result<Password> {
-    if password_stdin {
+    let terminal = std::io::stdin().is_terminal();
+    if password_stdin && !terminal {
         return read_password_line();
     }
-    if !std::io::stdin().is_terminal() {
+    // On a terminal, --password-stdin asks too: a typed password is never echoed.
+    if !terminal {
         bail!("standard input is not a terminal: pass --password-stdin to read the password from it (e.g. printf '%s\\n' \"$PW\" | causeway users set-password {upn} --password-stdin)");
     }
     let first = prompt_hidden(&format!("New password for {upn}: "))?;
@@ -320,8 +325,16 @@ fn check_policy(
 }
 
 /// The first line of standard input without its line end (one `\n`, and a `\r` before
-/// it): exactly what was typed, nothing else trimmed.
+/// it): exactly what was typed, nothing else trimmed; on a terminal, asked for with echo
+/// off.
 fn read_password_line() -> Result<Password> {
+    if std::io::stdin().is_terminal() {
+        let typed = prompt_hidden("Password: ")?;
+        if typed.is_empty() {
+            bail!("no password typed");
+        }
+        return Password::new(typed.to_string()).context("the password was refused");
+    }
     let mut text = zeroize::Zeroizing::new(String::new());
     std::io::stdin()
         .lock()

@@ -184,45 +184,57 @@ impl Screen {
     }
 }
 
+/// Runs `causeway <args>` on a new pseudo-terminal, typing each line once its prompt
+/// shows; returns whether it succeeded and everything the terminal showed.
+fn on_terminal(args: &[&str], typed: &[(&str, &str)]) -> (bool, String) {
+    let pty = nix::pty::openpty(None, None).expect("pty");
+    let mut child = {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .env_remove("CAUSEWAY_CONFIG")
+            .stdin(Stdio::from(pty.slave.try_clone().expect("slave")))
+            .stdout(Stdio::from(pty.slave.try_clone().expect("slave")))
+            .stderr(Stdio::from(pty.slave));
+        cmd.spawn().expect("run causeway on a pty")
+        // `cmd` and its copies of the slave side are dropped here, so the master sees the
+        // end once the child exits.
+    };
+    let mut master = std::fs::File::from(pty.master);
+    let screen = Screen::read(master.try_clone().expect("master"));
+    for (prompt, line) in typed {
+        screen.until(prompt);
+        master
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("type");
+    }
+    let status = child.wait().expect("wait");
+    drop(master);
+    let Screen(buf, reader) = screen;
+    reader.join().expect("reader");
+    let shown = String::from_utf8_lossy(&buf.lock().expect("lock")).into_owned();
+    (status.success(), shown)
+}
+
 #[test]
-fn set_password_on_a_terminal_asks_twice_without_echo() {
+fn on_a_terminal_passwords_are_asked_for_without_echo() {
     let ep = Endpoint::start("admin-users-tty", "", &[]);
     let data = ep.data();
+    let d = data.display().to_string();
     let o = cli(
         &data,
         &["users", "add", "--upn", UPN, "--password-stdin"],
         &format!("{FIRST}\n"),
     );
     assert!(o.status.success(), "{}", text(&o));
-    let pty = nix::pty::openpty(None, None).expect("pty");
-    let mut child = {
-        let mut cmd = Command::new(bin());
-        cmd.args(["users", "set-password", UPN, "--data-dir"])
-            .arg(&data)
-            .env_remove("CAUSEWAY_CONFIG")
-            .stdin(Stdio::from(pty.slave.try_clone().expect("slave")))
-            .stdout(Stdio::from(pty.slave.try_clone().expect("slave")))
-            .stderr(Stdio::from(pty.slave));
-        cmd.spawn().expect("users set-password")
-        // `cmd` and its copies of the slave side are dropped here, so the master sees the
-        // end once the child exits.
-    };
-    let mut master = std::fs::File::from(pty.master);
-    let screen = Screen::read(master.try_clone().expect("master"));
-    screen.until("New password for nora@cloud.example: ");
-    master
-        .write_all(format!("{SECOND}\n").as_bytes())
-        .expect("type");
-    screen.until("Again: ");
-    master
-        .write_all(format!("{SECOND}\n").as_bytes())
-        .expect("type");
-    let status = child.wait().expect("wait");
-    drop(master);
-    let Screen(buf, reader) = screen;
-    reader.join().expect("reader");
-    let shown = String::from_utf8_lossy(&buf.lock().expect("lock")).into_owned();
-    assert!(status.success(), "{shown}");
+    // set-password without --password-stdin: asked twice.
+    let (ok, shown) = on_terminal(
+        &["users", "set-password", UPN, "--data-dir", &d],
+        &[
+            ("New password for nora@cloud.example: ", SECOND),
+            ("Again: ", SECOND),
+        ],
+    );
+    assert!(ok, "{shown}");
     assert!(
         shown.contains("password of nora@cloud.example set"),
         "{shown}"
@@ -231,5 +243,21 @@ fn set_password_on_a_terminal_asks_twice_without_echo() {
         !shown.contains(SECOND),
         "the typed password was echoed: {shown}"
     );
-    assert!(signs_in(&data, SECOND));
+    // --password-stdin on a terminal asks too, with echo off.
+    let (ok, shown) = on_terminal(
+        &[
+            "users",
+            "test-signin",
+            UPN,
+            "--password-stdin",
+            "--data-dir",
+            &d,
+        ],
+        &[("Password: ", SECOND)],
+    );
+    assert!(ok && shown.contains("outcome: success"), "{shown}");
+    assert!(
+        !shown.contains(SECOND),
+        "the typed password was echoed: {shown}"
+    );
 }
