@@ -63,7 +63,8 @@ enum Command {
     /// (the dry run) and `object` (one object on demand).
     #[command(subcommand)]
     Sync(sync_cmd::SyncCommand),
-    /// Manage Causeway's CA: enrollment tokens, agents (list, approve, revoke).
+    /// Manage Causeway's CA: enrollment tokens, agents (list, approve, revoke), and the
+    /// token-signing keys (keys, rollover). Finds the data directory through --config.
     #[command(subcommand)]
     Certs(certs_cmd::CertsCommand),
     /// Register the applications users sign in to (SAML service providers, WS-Fed realms).
