@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use causeway_federation::apps::{Apps, WsFedRealm};
 
-use crate::endpoint::DataDir;
+use crate::data_dir::DataArgs;
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum AppsCommand {
@@ -19,7 +19,7 @@ pub(crate) enum AppsCommand {
     #[command(verbatim_doc_comment)]
     Add {
         #[command(flatten)]
-        data: DataDir,
+        data: DataArgs,
         /// The SP's SAML metadata: a file or an https:// URL.
         #[arg(long, conflicts_with = "wsfed_realm")]
         saml_metadata: Option<String>,
@@ -39,7 +39,7 @@ pub(crate) enum AppsCommand {
     /// List registered applications.
     List {
         #[command(flatten)]
-        data: DataDir,
+        data: DataArgs,
     },
     /// Print the commands that federate a Microsoft 365 / Entra ID domain with this
     /// endpoint (Graph PowerShell, filled in from the endpoint's metadata).
@@ -47,7 +47,7 @@ pub(crate) enum AppsCommand {
     /// Remove an application by entity id or realm.
     Remove {
         #[command(flatten)]
-        data: DataDir,
+        data: DataArgs,
         /// Entity id or realm.
         id: String,
     },
@@ -64,7 +64,7 @@ pub(crate) async fn apps(cmd: AppsCommand) -> Result<()> {
             reply_url,
             name,
         } => {
-            data.ensure()?;
+            let data = data.locate()?.data;
             if let Some(src) = saml_metadata {
                 let xml = if src.starts_with("https://") {
                     crate::http_client::get(&src, ca_file.as_deref(), 1024 * 1024).await?
@@ -107,7 +107,7 @@ pub(crate) async fn apps(cmd: AppsCommand) -> Result<()> {
             }
         }
         AppsCommand::List { data } => {
-            let apps = Apps::load(&data.apps_dir())?;
+            let apps = Apps::load(&data.locate()?.data.apps_dir())?;
             if apps.saml.is_empty() && apps.wsfed.is_empty() {
                 println!("no applications registered (causeway apps add --help)");
             }
@@ -124,7 +124,7 @@ pub(crate) async fn apps(cmd: AppsCommand) -> Result<()> {
             Ok(())
         }
         AppsCommand::Remove { data, id } => {
-            if Apps::remove(&data.apps_dir(), &id)? {
+            if Apps::remove(&data.locate()?.data.apps_dir(), &id)? {
                 println!("removed {id}");
                 Ok(())
             } else {

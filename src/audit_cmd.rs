@@ -3,10 +3,10 @@
 
 use std::time::SystemTime;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use causeway_federation::audit::{self, Event, Kind};
 
-use crate::endpoint::DataDir;
+use crate::data_dir::DataArgs;
 
 /// What `--kind` accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -46,7 +46,7 @@ The log is <data dir>/audit/audit.jsonl, rotated by size ([audit] max_file_mib =
 keep_files = 10 in the serve configuration); this command reads the rotated files too.")]
 pub(crate) struct AuditArgs {
     #[command(flatten)]
-    data: DataDir,
+    data: DataArgs,
     /// Only events at or after this time: RFC 3339 (2026-12-02T08:00:00Z) or a time ago
     /// (-2h, 30m, 7d).
     #[arg(long, allow_hyphen_values = true)]
@@ -159,13 +159,7 @@ pub(crate) fn run(a: AuditArgs) -> Result<()> {
         app: a.app.clone(),
         kind: a.kind.map(KindArg::kind),
     };
-    if !a.data.data_dir.is_dir() {
-        bail!(
-            "no data directory at {} (give the endpoint's with --data-dir or CAUSEWAY_DATA_DIR)",
-            a.data.data_dir.display()
-        );
-    }
-    let dir = a.data.audit();
+    let dir = a.data.locate()?.data.audit();
     if !dir.is_dir() {
         eprintln!(
             "causeway audit: no audit log in {} yet (the endpoint starts it on its first start)",

@@ -11,11 +11,14 @@ mod apps_cmd;
 mod apps_m365;
 mod audit_cmd;
 mod bench;
+mod certs_cmd;
+mod data_dir;
 mod demo;
 mod demo_apps;
 mod endpoint;
 mod http_client;
 mod logging;
+mod password_policy;
 mod serve_config;
 mod sync_cmd;
 mod users_cmd;
@@ -62,9 +65,10 @@ enum Command {
     /// (the dry run) and `object` (one object on demand).
     #[command(subcommand)]
     Sync(sync_cmd::SyncCommand),
-    /// Manage Causeway's CA: enrollment tokens, agents (list, approve, revoke).
+    /// Manage Causeway's CA: enrollment tokens, agents (list, approve, revoke), and the
+    /// token-signing keys (keys, rollover). Finds the data directory through --config.
     #[command(subcommand)]
-    Certs(endpoint::CertsCommand),
+    Certs(certs_cmd::CertsCommand),
     /// Register the applications users sign in to (SAML service providers, WS-Fed realms).
     #[command(subcommand)]
     Apps(apps_cmd::AppsCommand),
@@ -94,7 +98,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => block_on(endpoint::serve(a)),
         Command::Agent(a) => block_on(agent_cmd::run(a)),
         Command::Sync(c) => sync_cmd::run(c),
-        Command::Certs(c) => report(endpoint::certs(c)),
+        Command::Certs(c) => report(certs_cmd::certs(c)),
         Command::Users(u) => block_on(users_cmd::run(u)),
         Command::Bench(b) => match bench::run(b) {
             Ok(()) => ExitCode::SUCCESS,

@@ -52,6 +52,8 @@ struct Raw {
     #[serde(default)]
     sync: RawSync,
     #[serde(default)]
+    password_policy: crate::password_policy::RawPasswordPolicy,
+    #[serde(default)]
     audit: RawAudit,
 }
 
@@ -181,6 +183,8 @@ pub(crate) struct ServeConfig {
     pub(crate) agent_listen: Option<SocketAddr>,
     /// How long `serve` lets open requests finish after SIGTERM (`server.shutdown_timeout`).
     pub(crate) shutdown_timeout: Duration,
+    /// What a cloud-only user's new password must meet (`[password_policy]`).
+    pub(crate) password_policy: crate::password_policy::PasswordPolicy,
 }
 
 /// How long requests in flight may take to finish after SIGTERM unless configured: more
@@ -300,6 +304,7 @@ impl Default for ServeConfig {
             browser_cert: None,
             agent_listen: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            password_policy: crate::password_policy::PasswordPolicy::default(),
         }
     }
 }
@@ -464,6 +469,8 @@ impl ServeConfig {
             return Err(at(s, format!("[signing]: {m}")));
         }
         cfg.lockout = lockout_policy(&raw, &at, &dur)?;
+        cfg.password_policy =
+            crate::password_policy::PasswordPolicy::from_raw(&raw.password_policy, &at)?;
         cfg.anonymous_budget = anonymous_budget(&raw.throttle, &at)?;
         cfg.sync_lease = dur(&raw.sync.lease, cfg.sync_lease)?;
         if !(MIN_LEASE..=MAX_LEASE).contains(&cfg.sync_lease) {

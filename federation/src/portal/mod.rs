@@ -29,7 +29,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use causeway_certs::signing::{KeySet, RolloverPolicy};
+use causeway_certs::signing::{KeyHealth, KeySet, RolloverPolicy};
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use tracing::warn;
@@ -80,6 +80,8 @@ pub struct PortalConfig {
 struct Keys {
     signing: Arc<SigningKey>,
     published: Vec<String>,
+    /// For `/healthz` and the metrics: the signing key's end and its successor.
+    health: KeyHealth,
 }
 
 /// The sign-in side.
@@ -168,6 +170,7 @@ impl Portal {
                 .iter()
                 .map(|k| base64::engine::general_purpose::STANDARD.encode(&k.cert_der))
                 .collect(),
+            health: set.health(now),
         })
     }
 
@@ -226,6 +229,12 @@ impl Portal {
     /// Certificates published now (base64 DER), signing one first.
     pub fn published_certs(&self) -> Vec<String> {
         self.current_keys().published.clone()
+    }
+
+    /// The signing key's end and whether its successor is published (as of the last
+    /// refresh, at most 10 s old).
+    pub fn key_health(&self) -> KeyHealth {
+        self.current_keys().health.clone()
     }
 
     fn current_keys(&self) -> Arc<Keys> {
