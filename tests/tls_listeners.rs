@@ -300,7 +300,7 @@ async fn agents_on_their_own_listener_enroll_and_connect_there_and_the_public_po
 fn sign_in_lines_name_the_user_and_the_client_behind_a_trusted_proxy_and_bad_handshakes_do_not_flood_the_log(
 ) {
     const USER: &str = "nora@cloud.causeway.test";
-    const PASSWORD: &str = "Nora-Logs-Pw-7";
+    const PASSWORD: &str = "Quiet-Harbour-Logs-Pw-7";
     let ep = Endpoint::start(
         "signin-log",
         "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n",
