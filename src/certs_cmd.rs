@@ -104,7 +104,43 @@ fn when(t: SystemTime) -> String {
     }
 }
 
+impl CertsCommand {
+    /// What the audit log calls this command and what it changes; `None` for listings.
+    fn audited(&self) -> Option<(&'static str, String, DataArgs)> {
+        match self {
+            // The token itself is never recorded: only what it is for and how long it lives.
+            CertsCommand::Token { data, purpose, ttl } => Some((
+                "certs.token",
+                format!(
+                    "{} enrollment token, valid {}s",
+                    purpose.role().as_str(),
+                    ttl.as_secs()
+                ),
+                data.clone(),
+            )),
+            CertsCommand::Approve { data, id } => Some(("agent.approve", id.clone(), data.clone())),
+            CertsCommand::Revoke { data, id } => Some(("agent.revoke", id.clone(), data.clone())),
+            CertsCommand::Rollover { data, .. } => Some((
+                "signing.rollover",
+                "token-signing keys".into(),
+                data.clone(),
+            )),
+            CertsCommand::List { .. } | CertsCommand::Keys { .. } => None,
+        }
+    }
+}
+
+/// Runs `cmd`; a change is recorded in the audit log with how it ended.
 pub(crate) fn certs(cmd: CertsCommand) -> Result<()> {
+    let audited = cmd.audited();
+    let result = certs_command(cmd);
+    if let Some((action, target, data)) = audited {
+        data.audit_admin(action, &target, &result);
+    }
+    result
+}
+
+fn certs_command(cmd: CertsCommand) -> Result<()> {
     match cmd {
         CertsCommand::Token { data, purpose, ttl } => {
             let (ca, reg) = data.locate()?.data.open_existing()?;

@@ -84,6 +84,28 @@ impl DataArgs {
     }
 }
 
+impl DataArgs {
+    /// Records an administrator's change (`action` on `target`) and how it ended in the
+    /// endpoint's audit log, where that data directory exists. Best effort: a command that
+    /// did its work is not failed because its audit line could not be written (it warns).
+    /// The error text of a refusal is recorded; admin commands' errors carry no secret.
+    pub(crate) fn audit_admin(&self, action: &str, target: &str, result: &Result<()>) {
+        use causeway_federation::audit::{AuditLog, Event};
+        let Ok(found) = self.locate() else {
+            return;
+        };
+        let event = match result {
+            Ok(()) => Event::admin(action, target, "ok"),
+            Err(e) => Event::admin(action, target, "failed").with_detail(format!("{e:#}")),
+        };
+        let written = AuditLog::open(&found.data.audit(), found.config.audit)
+            .and_then(|log| log.append(&[event]));
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "cannot write the audit log");
+        }
+    }
+}
+
 /// The endpoint's data directory (CA, registry, keys, apps, directory store).
 #[derive(Debug, Clone)]
 pub(crate) struct DataDir {

@@ -348,7 +348,36 @@ fn read_password_line() -> Result<Password> {
     Password::new(line.to_owned()).context("the password was refused")
 }
 
+impl UsersCommand {
+    /// What the audit log calls this command and the user it changes; `None` for the
+    /// commands that only read.
+    fn audited(&self) -> Option<(&'static str, String, DataArgs)> {
+        let (action, data, upn) = match self {
+            UsersCommand::Add { data, upn, .. } => ("user.add", data, upn),
+            UsersCommand::SetPassword { data, upn, .. } => ("user.set_password", data, upn),
+            UsersCommand::Disable { data, upn } => ("user.disable", data, upn),
+            UsersCommand::Enable { data, upn } => ("user.enable", data, upn),
+            UsersCommand::Protect { data, upn } => ("user.protect", data, upn),
+            UsersCommand::Unprotect { data, upn } => ("user.unprotect", data, upn),
+            UsersCommand::Delete { data, upn } => ("user.delete", data, upn),
+            UsersCommand::Restore { data, upn } => ("user.restore", data, upn),
+            _ => return None,
+        };
+        Some((action, upn.clone(), data.clone()))
+    }
+}
+
+/// Runs `cmd`; a change is recorded in the audit log with how it ended.
 pub(crate) async fn run(cmd: UsersCommand) -> Result<()> {
+    let audited = cmd.audited();
+    let result = run_command(cmd).await;
+    if let Some((action, upn, data)) = audited {
+        data.audit_admin(action, &upn, &result);
+    }
+    result
+}
+
+async fn run_command(cmd: UsersCommand) -> Result<()> {
     let now = SystemTime::now();
     match cmd {
         UsersCommand::Add {

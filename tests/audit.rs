@@ -50,7 +50,11 @@ fn sign_ins_are_audited_with_who_where_what_and_how_and_never_the_password() {
     let b = Browser::new(&ep.dir.join("right"));
     sign_in_from(&ep, &b, &start, USER, &pw);
 
-    let lines = audit_until(&ep, &["--user", &USER.to_uppercase()], |l| l.len() >= 2);
+    let lines = audit_until(
+        &ep,
+        &["--user", &USER.to_uppercase(), "--kind", "signin"],
+        |l| l.len() >= 2,
+    );
     assert_eq!(lines.len(), 2, "{lines:#?}");
     for (line, outcome) in lines.iter().zip(["invalid_credentials", "success"]) {
         for want in [
@@ -75,7 +79,7 @@ fn sign_ins_are_audited_with_who_where_what_and_how_and_never_the_password() {
         2
     );
     // People read text: one line per event, the fields named.
-    let text = ep.cli(&["audit", "--user", USER], None);
+    let text = ep.cli(&["audit", "--user", USER, "--kind", "signin"], None);
     assert_eq!(text.lines().count(), 2, "{text}");
     assert!(
         text.contains(&format!("user={USER}")) && text.contains("method=hash_sync"),
@@ -120,4 +124,55 @@ fn a_bad_time_is_refused_with_the_forms_it_takes() {
         err.contains("--since") && err.contains("RFC 3339") && err.contains("-2h"),
         "{err}"
     );
+}
+
+#[test]
+fn admin_changes_are_audited_with_who_and_how_they_ended_and_never_the_token() {
+    let (ep, pw) = endpoint_with_user("audit-admin", "");
+    ep.cli(&["users", "disable", USER], None);
+    let token = ep.cli(&["certs", "token", "--for", "agent", "--ttl", "10m"], None);
+    // A refused change is recorded too, with why.
+    let refused = std::process::Command::new(common::endpoint::bin())
+        .args([
+            "users",
+            "enable",
+            "nobody@cloud.causeway.test",
+            "--data-dir",
+        ])
+        .arg(ep.data())
+        .output()
+        .expect("run");
+    assert!(!refused.status.success());
+
+    let lines = audit_until(&ep, &["--kind", "admin"], |l| l.len() >= 4);
+    let find = |action: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(&format!("\"action\":\"{action}\"")))
+            .unwrap_or_else(|| panic!("{action} audited: {lines:#?}"))
+    };
+    let add = find("user.add");
+    assert!(add.contains("\"outcome\":\"ok\"") && add.contains(&format!("\"target\":\"{USER}\"")));
+    assert!(add.contains("\"actor\":"), "who acted: {add}");
+    assert!(find("user.disable").contains("\"outcome\":\"ok\""));
+    let t = find("certs.token");
+    assert!(t.contains("agent enrollment token, valid 600s"), "{t}");
+    let failed = find("user.enable");
+    assert!(
+        failed.contains("\"outcome\":\"failed\"") && failed.contains("nobody@cloud.causeway.test"),
+        "{failed}"
+    );
+    // Listing is not a change.
+    ep.cli(&["users", "list"], None);
+    assert_eq!(
+        audit_until(&ep, &["--kind", "admin"], |_| true).len(),
+        lines.len()
+    );
+
+    let all = std::fs::read_to_string(ep.data().join("audit/audit.jsonl")).expect("audit");
+    assert!(
+        !all.contains(token.trim()),
+        "the enrollment token is in the audit log"
+    );
+    assert!(!all.contains(&pw), "the password is in the audit log");
 }

@@ -218,12 +218,19 @@ impl Event {
     }
 }
 
-/// The OS user running this process (`$USER`, else the uid), for admin events.
+/// The OS user running this process, for admin events: `$SUDO_USER` (who ran sudo), else
+/// `$USER` / `$LOGNAME`, else the numeric uid from `/proc/self/status`.
 fn os_user() -> String {
-    std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .ok()
-        .filter(|u| !u.is_empty() && u.len() <= 64 && u.chars().all(|c| c.is_ascii_graphic()))
+    let plausible =
+        |u: &String| !u.is_empty() && u.len() <= 64 && u.chars().all(|c| c.is_ascii_graphic());
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(plausible))
+        .or_else(|| {
+            let status = std::fs::read_to_string("/proc/self/status").ok()?;
+            let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+            Some(format!("uid {}", uid.split_whitespace().next()?))
+        })
         .unwrap_or_else(|| "unknown".into())
 }
 
