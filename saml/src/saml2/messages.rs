@@ -3,6 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::encrypt::{EncryptError, EncryptionKey};
 use super::{fmt_time, new_id, parse_time, AUTHN_PASSWORD_PROTECTED, STATUS_SUCCESS};
 use crate::xml::{ns, parse_message, El, Node, SigningKey, XmlError};
 
@@ -108,6 +109,11 @@ pub struct AuthnRequest {
     pub destination: Option<String>,
     /// NameIDPolicy's Format, if given.
     pub name_id_format: Option<String>,
+    /// NameIDPolicy's AllowCreate, if given.
+    pub name_id_allow_create: Option<bool>,
+    /// NameIDPolicy's SPNameQualifier, if given (an affiliation the NameID is to be
+    /// shared with; only the SP's own entity id is supported).
+    pub name_id_sp_name_qualifier: Option<String>,
     /// ForceAuthn.
     pub force_authn: bool,
     /// IsPassive.
@@ -151,14 +157,32 @@ impl AuthnRequest {
                 Some(_) => Err(invalid(M, format!("has an oversized {name}"))),
             }
         };
+        let policy = root.child(ns::SAMLP, "NameIDPolicy");
+        let policy_attr = |name: &str| -> Result<Option<String>, MessageError> {
+            match policy.and_then(|p| p.attr(name)) {
+                None => Ok(None),
+                Some(v) if v.len() <= 1024 => Ok(Some(v.to_owned())),
+                Some(_) => Err(invalid(M, format!("has an oversized NameIDPolicy {name}"))),
+            }
+        };
+        let allow_create = match policy.and_then(|p| p.attr("AllowCreate")) {
+            None => None,
+            Some("true" | "1") => Some(true),
+            Some("false" | "0") => Some(false),
+            Some(v) => {
+                return Err(invalid(
+                    M,
+                    format!("has an invalid NameIDPolicy AllowCreate {:?}", short(v)),
+                ))
+            }
+        };
         Ok(Self {
             acs_url: url("AssertionConsumerServiceURL")?,
             protocol_binding: url("ProtocolBinding")?,
             destination: url("Destination")?,
-            name_id_format: root
-                .child(ns::SAMLP, "NameIDPolicy")
-                .and_then(|p| p.attr("Format"))
-                .map(str::to_owned),
+            name_id_format: policy_attr("Format")?,
+            name_id_allow_create: allow_create,
+            name_id_sp_name_qualifier: policy_attr("SPNameQualifier")?,
             force_authn: xs_bool(root.attr("ForceAuthn")),
             is_passive: xs_bool(root.attr("IsPassive")),
             issue_instant: root
@@ -316,8 +340,53 @@ pub struct ResponseParams<'a> {
     pub attributes: &'a [SamlAttribute],
 }
 
+/// Which parts of a Response carry a signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SignParts {
+    /// The Response and its Assertion (the default: every SP accepts it).
+    #[default]
+    Both,
+    /// Only the Response (the Assertion is covered by it).
+    Response,
+    /// Only the Assertion (the Response envelope is not signed).
+    Assertion,
+}
+
+/// How a Response is shaped for one application.
+#[derive(Debug, Clone)]
+pub struct ResponseOptions<'a> {
+    /// Which parts are signed.
+    pub sign: SignParts,
+    /// The SP's key, to encrypt the (signed) Assertion to.
+    pub encrypt_to: Option<&'a EncryptionKey>,
+    /// The NameFormat of every attribute (URI names or plain ones).
+    pub attribute_name_format: &'static str,
+}
+
+impl Default for ResponseOptions<'_> {
+    fn default() -> Self {
+        Self {
+            sign: SignParts::Both,
+            encrypt_to: None,
+            attribute_name_format: super::ATTRNAME_URI,
+        }
+    }
+}
+
 /// Builds the Response with its Assertion, both signed with `key`.
 pub fn build_response(p: &ResponseParams<'_>, key: &SigningKey) -> String {
+    build_response_with(p, &ResponseOptions::default(), key)
+        .expect("nothing to encrypt: building cannot fail")
+}
+
+/// Builds the Response as `o` says: which parts are signed, whether the Assertion is
+/// encrypted (after it was signed, so that the SP verifies what it decrypted), and how
+/// attribute names are marked.
+pub fn build_response_with(
+    p: &ResponseParams<'_>,
+    o: &ResponseOptions<'_>,
+    key: &SigningKey,
+) -> Result<String, EncryptError> {
     let response_id = new_id();
     let assertion_id = new_id();
     let now = fmt_time(p.now);
@@ -330,10 +399,7 @@ pub fn build_response(p: &ResponseParams<'_>, key: &SigningKey) -> String {
         let mut el = El::new("saml", ns::SAML, "Attribute")
             .attr("Name", a.name)
             .attr("FriendlyName", a.friendly)
-            .attr(
-                "NameFormat",
-                "urn:oasis:names:tc:SAML:2.0:attrname-format:uri",
-            );
+            .attr("NameFormat", o.attribute_name_format);
         for v in &a.values {
             el = el.child(El::new("saml", ns::SAML, "AttributeValue").text(v.clone()));
         }
@@ -387,7 +453,13 @@ pub fn build_response(p: &ResponseParams<'_>, key: &SigningKey) -> String {
     if p.attributes.iter().any(|a| !a.values.is_empty()) {
         assertion = assertion.child(attrs);
     }
-    key.sign(&mut assertion, &assertion_id, 1);
+    if o.sign != SignParts::Response {
+        key.sign(&mut assertion, &assertion_id, 1);
+    }
+    let assertion = match o.encrypt_to {
+        Some(k) => k.encrypt_assertion(&assertion.to_canonical())?,
+        None => assertion,
+    };
     let mut response = El::new("samlp", ns::SAMLP, "Response")
         .attr("ID", response_id.clone())
         .attr("Version", "2.0")
@@ -397,8 +469,10 @@ pub fn build_response(p: &ResponseParams<'_>, key: &SigningKey) -> String {
         .child(issuer())
         .child(status(STATUS_SUCCESS))
         .child(assertion);
-    key.sign(&mut response, &response_id, 1);
-    response.to_document()
+    if o.sign != SignParts::Assertion {
+        key.sign(&mut response, &response_id, 1);
+    }
+    Ok(response.to_document())
 }
 
 fn status(code: &str) -> El {

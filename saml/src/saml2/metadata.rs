@@ -2,13 +2,12 @@
 //! embedded in the WS-Fed document) and theirs read in (service providers registered from
 //! their metadata, whose URLs are the only ones a Response or logout message is sent to).
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use super::{
-    fmt_time, BINDING_POST, BINDING_REDIRECT, NAMEID_EMAIL, NAMEID_PERSISTENT, NAMEID_UNSPECIFIED,
-};
+use super::encrypt::EncryptionKey;
+use super::{fmt_time, new_id, BINDING_POST, BINDING_REDIRECT, NAMEID_FORMATS};
 use crate::url::is_safe_http_url;
-use crate::xml::{ns, parse, El, Node, VerifiedKey, XmlError, XmlSigError};
+use crate::xml::{ns, parse, El, Node, SigningKey, VerifiedKey, XmlError, XmlSigError};
 
 /// Why SP metadata or a Response was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,6 +54,9 @@ pub struct ServiceProvider {
     pub slo: Vec<Endpoint>,
     /// Signing certificates (base64 DER).
     pub signing_certs: Vec<String>,
+    /// Encryption certificates (base64 DER): `KeyDescriptor use="encryption"`, or one
+    /// without `use` (which serves both).
+    pub encryption_certs: Vec<String>,
     /// AuthnRequestsSigned: its requests must be signed.
     pub authn_requests_signed: bool,
     /// Its NameIDFormats, in preference order.
@@ -139,10 +141,9 @@ impl ServiceProvider {
             .map(|e| endpoint(e, "SingleLogoutService"))
             .collect::<Result<Vec<_>, _>>()?;
         let mut signing_certs = Vec::new();
+        let mut encryption_certs = Vec::new();
         for kd in sp.children_named(ns::MD, "KeyDescriptor") {
-            if kd.attr("use").is_some_and(|u| u != "signing") {
-                continue;
-            }
+            let usage = kd.attr("use");
             for c in kd
                 .child(ns::DS, "KeyInfo")
                 .into_iter()
@@ -154,6 +155,21 @@ impl ServiceProvider {
                     .chars()
                     .filter(|c| !c.is_ascii_whitespace())
                     .collect();
+                // A key for both uses that cannot encrypt (not RSA) is still a signing
+                // key; one marked for encryption only must be usable for it.
+                match (usage, EncryptionKey::from_cert_base64(&b64)) {
+                    (Some("signing"), _) => {}
+                    (_, Ok(_)) => encryption_certs.push(b64.clone()),
+                    (Some("encryption"), Err(e)) => {
+                        return Err(invalid(format!(
+                            "{entity_id}: an encryption certificate is unusable: {e}"
+                        )))
+                    }
+                    (_, Err(_)) => {}
+                }
+                if usage == Some("encryption") {
+                    continue;
+                }
                 VerifiedKey::from_cert_base64(&b64).map_err(|e| {
                     invalid(format!(
                         "{entity_id}: a signing certificate is unusable: {e}"
@@ -173,6 +189,7 @@ impl ServiceProvider {
             acs,
             slo,
             signing_certs,
+            encryption_certs,
             authn_requests_signed,
             name_id_formats: sp
                 .children_named(ns::MD, "NameIDFormat")
@@ -210,6 +227,13 @@ impl ServiceProvider {
             .or_else(|| post().next())
             .map(|a| a.location.as_str())
             .ok_or_else(|| "no HTTP-POST endpoint".to_owned())
+    }
+
+    /// The key to encrypt assertions to: the first encryption certificate, if any.
+    pub fn encryption_key(&self) -> Option<EncryptionKey> {
+        self.encryption_certs
+            .iter()
+            .find_map(|c| EncryptionKey::from_cert_base64(c).ok())
     }
 
     /// Where logout messages to this SP go: (binding, URL for requests, URL for responses).
@@ -282,21 +306,60 @@ pub fn idp_descriptor(urls: &IdpUrls, certs_b64: &[String]) -> El {
         )
         .children(signing_key_descriptors(certs_b64))
         .children(endpoints("SingleLogoutService", &urls.slo))
-        .children(
-            [NAMEID_PERSISTENT, NAMEID_EMAIL, NAMEID_UNSPECIFIED]
-                .map(|f| El::new("md", ns::MD, "NameIDFormat").text(f)),
-        )
+        .children(NAMEID_FORMATS.map(|f| El::new("md", ns::MD, "NameIDFormat").text(f)))
         .children(endpoints("SingleSignOnService", &urls.sso))
 }
 
-/// Our IdP metadata (an `EntityDescriptor` with [`idp_descriptor`]).
+/// How long a relying party may use our metadata, and whether it is signed.
+#[derive(Debug, Clone, Copy)]
+pub struct MetadataTerms<'a> {
+    /// `validUntil`: after this the document must not be used.
+    pub valid_until: SystemTime,
+    /// `cacheDuration`: how often a relying party should fetch it again.
+    pub cache_duration: Duration,
+    /// The key that signs the document (an enveloped signature over the
+    /// EntityDescriptor), or none for an unsigned document.
+    pub sign_with: Option<&'a SigningKey>,
+}
+
+/// Our IdP metadata (an `EntityDescriptor` with [`idp_descriptor`]), valid until
+/// `valid_until`, unsigned, to be fetched again every hour.
 pub fn idp_metadata(urls: &IdpUrls, certs_b64: &[String], valid_until: SystemTime) -> String {
-    El::new("md", ns::MD, "EntityDescriptor")
+    idp_metadata_with(
+        urls,
+        certs_b64,
+        &MetadataTerms {
+            valid_until,
+            cache_duration: Duration::from_secs(3600),
+            sign_with: None,
+        },
+    )
+}
+
+/// Our IdP metadata on `terms`. A signed document carries an `ID` (what its signature
+/// refers to) and the signature as the EntityDescriptor's first child, as the schema
+/// orders it.
+pub fn idp_metadata_with(
+    urls: &IdpUrls,
+    certs_b64: &[String],
+    terms: &MetadataTerms<'_>,
+) -> String {
+    let id = new_id();
+    let mut ed = El::new("md", ns::MD, "EntityDescriptor")
         .attr("entityID", urls.entity_id.clone())
-        .attr("validUntil", fmt_time(valid_until))
-        .attr("cacheDuration", "PT1H")
-        .child(idp_descriptor(urls, certs_b64))
-        .to_document()
+        .attr("validUntil", fmt_time(terms.valid_until))
+        .attr("cacheDuration", xs_duration(terms.cache_duration))
+        .attr_opt("ID", terms.sign_with.map(|_| id.clone()))
+        .child(idp_descriptor(urls, certs_b64));
+    if let Some(k) = terms.sign_with {
+        k.sign(&mut ed, &id, 0);
+    }
+    ed.to_document()
+}
+
+/// An xs:duration of whole seconds: `PT3600S`.
+pub fn xs_duration(d: Duration) -> String {
+    format!("PT{}S", d.as_secs())
 }
 
 #[cfg(test)]
