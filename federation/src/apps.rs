@@ -1,7 +1,9 @@
 //! Registered applications: SAML service providers (from their metadata) and
 //! WS-Federation relying parties (a realm and the reply URLs it may use). They live as
 //! files in the endpoint's `apps/` directory — `causeway apps add` writes them, the
-//! endpoint reloads them — so an operator can read, back up and review them.
+//! endpoint reloads them — so an operator can read, back up and review them. A SAML
+//! SP's settings (NameID, attributes, signing, encryption) sit beside its metadata as
+//! `saml-<hash>.toml`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +11,11 @@ use std::path::{Path, PathBuf};
 use sha2::Digest;
 
 use causeway_saml::saml2::ServiceProvider;
+
+mod saml_settings;
+pub use saml_settings::{
+    is_https_or_loopback, AttributeNames, Claim, NameIdFormat, PersistentId, SamlSettings, Sign,
+};
 
 /// A WS-Federation relying party.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -70,6 +77,8 @@ impl WsFedRealm {
 pub struct Apps {
     /// SAML SPs by entity id.
     pub saml: BTreeMap<String, ServiceProvider>,
+    /// Settings of the SAML SPs that have them, by entity id (the others use defaults).
+    pub saml_settings: BTreeMap<String, SamlSettings>,
     /// WS-Fed realms by realm.
     pub wsfed: BTreeMap<String, WsFedRealm>,
 }
@@ -93,6 +102,14 @@ pub enum AppsError {
         path: PathBuf,
         /// What is wrong.
         problem: String,
+    },
+    /// The application is registered already, and replacing it was not asked for.
+    #[error("{key} is registered already ({}); add --replace to replace it", path.display())]
+    Exists {
+        /// The entity id or realm.
+        key: String,
+        /// Its file.
+        path: PathBuf,
     },
 }
 
@@ -139,6 +156,10 @@ impl Apps {
             if name.starts_with("saml-") && name.ends_with(".xml") {
                 let sp =
                     ServiceProvider::from_metadata(&read()?).map_err(|e| bad(e.to_string()))?;
+                let sidecar = path.with_extension("toml");
+                if let Some(settings) = SamlSettings::load(&sidecar, &sp)? {
+                    apps.saml_settings.insert(sp.entity_id.clone(), settings);
+                }
                 apps.saml.insert(sp.entity_id.clone(), sp);
             } else if name.starts_with("wsfed-") && name.ends_with(".toml") {
                 let r: WsFedRealm = toml::from_str(&read()?).map_err(|e| bad(e.to_string()))?;
@@ -149,25 +170,73 @@ impl Apps {
         Ok(apps)
     }
 
-    /// Registers an SP from its metadata (replacing an earlier registration of the same
-    /// entity id). Returns it.
-    pub fn add_saml(dir: &Path, metadata: &str) -> Result<ServiceProvider, AppsError> {
-        let sp = ServiceProvider::from_metadata(metadata).map_err(|e| AppsError::Invalid {
+    /// The settings of the SAML SP `entity_id` (defaults when it has none).
+    pub fn saml_settings_of(&self, entity_id: &str) -> SamlSettings {
+        self.saml_settings
+            .get(entity_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Registers an SP from its metadata with `settings` (written beside it). An SP
+    /// registered already is replaced only with `replace`; an ACS or logout URL over
+    /// plain `http://` is refused unless it is on this host (loopback), since the
+    /// assertion would cross the network in the clear. Returns the SP.
+    pub fn add_saml(
+        dir: &Path,
+        metadata: &str,
+        settings: &SamlSettings,
+        replace: bool,
+    ) -> Result<ServiceProvider, AppsError> {
+        let invalid = |problem: String| AppsError::Invalid {
             path: PathBuf::from("metadata"),
+            problem,
+        };
+        let sp = ServiceProvider::from_metadata(metadata).map_err(|e| invalid(e.to_string()))?;
+        for e in sp.acs.iter().chain(&sp.slo) {
+            for u in std::iter::once(&e.location).chain(&e.response_location) {
+                if !is_https_or_loopback(u) {
+                    return Err(invalid(format!(
+                        "{}: {u:?} is plain http:// to another host; the application must use https:// (http:// is accepted on loopback only)",
+                        sp.entity_id
+                    )));
+                }
+            }
+        }
+        settings
+            .validate(&sp)
+            .map_err(|(problem, key)| invalid(format!("{key}: {problem}")))?;
+        let path = dir.join(format!("{}.xml", file_stem("saml", &sp.entity_id)));
+        if !replace && path.exists() {
+            return Err(AppsError::Exists {
+                key: sp.entity_id.clone(),
+                path,
+            });
+        }
+        let sidecar = path.with_extension("toml");
+        let text = toml::to_string(settings).map_err(|e| AppsError::Invalid {
+            path: sidecar.clone(),
             problem: e.to_string(),
         })?;
-        let path = dir.join(format!("{}.xml", file_stem("saml", &sp.entity_id)));
+        write_file(dir, &sidecar, text.as_bytes())?;
         write_file(dir, &path, metadata.as_bytes())?;
         Ok(sp)
     }
 
-    /// Registers a WS-Federation relying party.
-    pub fn add_wsfed(dir: &Path, realm: &WsFedRealm) -> Result<(), AppsError> {
+    /// Registers a WS-Federation relying party; one registered already is replaced
+    /// only with `replace`.
+    pub fn add_wsfed(dir: &Path, realm: &WsFedRealm, replace: bool) -> Result<(), AppsError> {
         let path = dir.join(format!("{}.toml", file_stem("wsfed", &realm.realm)));
         realm.validate().map_err(|problem| AppsError::Invalid {
             path: path.clone(),
             problem,
         })?;
+        if !replace && path.exists() {
+            return Err(AppsError::Exists {
+                key: realm.realm.clone(),
+                path,
+            });
+        }
         let text = toml::to_string(realm).map_err(|e| AppsError::Invalid {
             path: path.clone(),
             problem: e.to_string(),
@@ -180,6 +249,7 @@ impl Apps {
         let mut removed = false;
         for path in [
             dir.join(format!("{}.xml", file_stem("saml", key))),
+            dir.join(format!("{}.toml", file_stem("saml", key))),
             dir.join(format!("{}.toml", file_stem("wsfed", key))),
         ] {
             match std::fs::remove_file(&path) {

@@ -43,6 +43,8 @@ struct Raw {
     #[serde(default)]
     saml_app: Vec<RawSamlApp>,
     #[serde(default)]
+    saml: RawSaml,
+    #[serde(default)]
     wsfed_app: Vec<Spanned<WsFedRealm>>,
     #[serde(default)]
     lockout: RawLockout,
@@ -126,6 +128,15 @@ struct RawSamlApp {
     metadata: Spanned<String>,
 }
 
+/// `[saml]`: how our SAML metadata is published.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSaml {
+    sign_metadata: Option<bool>,
+    metadata_valid_for: Option<Spanned<String>>,
+    metadata_cache_duration: Option<Spanned<String>>,
+}
+
 /// A validated configuration (file settings only; flags are applied by the caller).
 #[derive(Debug, Clone)]
 pub(crate) struct ServeConfig {
@@ -140,6 +151,8 @@ pub(crate) struct ServeConfig {
     pub(crate) rollover: RolloverPolicy,
     pub(crate) domains: Vec<(String, Method)>,
     pub(crate) apps: Apps,
+    /// `[saml]`: validUntil, cacheDuration and signing of our SAML metadata.
+    pub(crate) saml_metadata: causeway_federation::portal::MetadataConfig,
     /// Connection limits of the public port; the caps are bounded by the file-descriptor
     /// limit at start-up (see [`ServeConfig::connection_limits`]).
     pub(crate) connections: ConnectionSettings,
@@ -259,6 +272,7 @@ impl Default for ServeConfig {
             rollover: RolloverPolicy::default(),
             domains: Vec::new(),
             apps: Apps::default(),
+            saml_metadata: Default::default(),
             connections: ConnectionSettings::default(),
             metrics_listen: None,
             metrics_token: None,
@@ -408,6 +422,37 @@ impl ServeConfig {
                 .or(raw.signing.key_lifetime.as_ref())
                 .map_or(0..0, Spanned::span);
             return Err(at(s, format!("[signing]: {m}")));
+        }
+        let m = cfg.saml_metadata;
+        cfg.saml_metadata = causeway_federation::portal::MetadataConfig {
+            valid_for: dur(&raw.saml.metadata_valid_for, m.valid_for)?,
+            cache_duration: dur(&raw.saml.metadata_cache_duration, m.cache_duration)?,
+            signed: raw.saml.sign_metadata.unwrap_or(m.signed),
+        };
+        let m = cfg.saml_metadata;
+        if m.valid_for < Duration::from_secs(3600)
+            || m.valid_for > Duration::from_secs(365 * 86_400)
+        {
+            let s = raw
+                .saml
+                .metadata_valid_for
+                .as_ref()
+                .map_or(0..0, Spanned::span);
+            return Err(at(
+                s,
+                "saml.metadata_valid_for must be between 1h and 365d".into(),
+            ));
+        }
+        if m.cache_duration < Duration::from_secs(60) || m.cache_duration > m.valid_for {
+            let s = raw
+                .saml
+                .metadata_cache_duration
+                .as_ref()
+                .map_or(0..0, Spanned::span);
+            return Err(at(
+                s,
+                "saml.metadata_cache_duration must be at least 1m and at most saml.metadata_valid_for (relying parties must fetch a fresh copy before theirs expires)".into(),
+            ));
         }
         cfg.lockout = lockout_policy(&raw, &at, &dur)?;
         cfg.anonymous_budget = anonymous_budget(&raw.throttle, &at)?;

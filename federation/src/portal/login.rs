@@ -82,7 +82,7 @@ impl Portal {
 
     pub(super) fn app_name(&self, t: &Target) -> Option<String> {
         match t {
-            Target::Saml { sp, .. } => Some(sp.clone()),
+            Target::Saml { sp, .. } => Some(self.saml_app_name(sp)),
             Target::WsFed { realm, .. } => Some(self.realm_name(realm)),
             Target::Portal => None,
         }

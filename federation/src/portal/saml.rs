@@ -9,9 +9,10 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use tracing::warn;
 
+use crate::apps::NameIdFormat;
 use crate::session::{Prompt, Target};
 use causeway_saml::saml2::{
-    self as saml, binding, AuthnRequest, BINDING_POST, NAMEID_EMAIL, NAMEID_PERSISTENT,
+    self as saml, binding, messages, AuthnRequest, BINDING_POST, NAMEID_FORMATS, NAMEID_PERSISTENT,
     NAMEID_UNSPECIFIED,
 };
 use causeway_saml::xml::{self, VerifiedKey};
@@ -31,27 +32,65 @@ pub(super) fn prompt_for(is_passive: bool, force_authn: bool) -> Option<Prompt> 
     }
 }
 
-/// The NameID format for an application that leaves the choice to us: the first of its
-/// metadata's formats that this service issues, else persistent.
-pub(super) fn default_name_id_format(sp_formats: &[String]) -> String {
+/// The NameID format for an application that leaves the choice to us: the one its
+/// settings pin, else the first of its metadata's formats that this service issues,
+/// else persistent.
+pub(super) fn default_name_id_format(
+    sp_formats: &[String],
+    pinned: Option<NameIdFormat>,
+) -> String {
+    if let Some(p) = pinned {
+        return p.uri().to_owned();
+    }
     sp_formats
         .iter()
-        .find(|f| [NAMEID_PERSISTENT, NAMEID_EMAIL, NAMEID_UNSPECIFIED].contains(&f.as_str()))
+        .find(|f| NAMEID_FORMATS.contains(&f.as_str()))
         .cloned()
         .unwrap_or_else(|| NAMEID_PERSISTENT.to_owned())
 }
 
+/// What a request's NameIDPolicy asks for.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Policy<'a> {
+    /// Format.
+    pub(super) format: Option<&'a str>,
+    /// SPNameQualifier.
+    pub(super) sp_name_qualifier: Option<&'a str>,
+}
+
 /// The NameID format to issue for a request's NameIDPolicy: unspecified (or none) leaves
-/// the choice to us, persistent and emailAddress are honoured, anything else is refused
-/// (the error is the format asked for).
-pub(super) fn name_id_format<'a>(
-    requested: Option<&'a str>,
+/// the choice to us; persistent, transient, emailAddress are honoured unless the
+/// application is pinned to another one. `Err` says why the policy cannot be met (it is
+/// answered InvalidNameIDPolicy): a format we do not issue, one the application's
+/// settings rule out, or an SPNameQualifier other than the application itself (we keep
+/// no affiliations). AllowCreate needs no decision: persistent ids are derived, not
+/// stored, so there is nothing that could not be created.
+pub(super) fn name_id_format(
+    policy: Policy<'_>,
+    entity_id: &str,
     sp_formats: &[String],
-) -> Result<String, &'a str> {
-    match requested {
-        None | Some(NAMEID_UNSPECIFIED) => Ok(default_name_id_format(sp_formats)),
-        Some(f @ (NAMEID_PERSISTENT | NAMEID_EMAIL)) => Ok(f.to_owned()),
-        Some(f) => Err(f),
+    pinned: Option<NameIdFormat>,
+) -> Result<String, String> {
+    let clip = |s: &str| s.chars().take(200).collect::<String>();
+    if let Some(q) = policy.sp_name_qualifier.filter(|q| *q != entity_id) {
+        return Err(format!(
+            "it asks for NameIDs shared with {:?}; only its own entity id is supported as SPNameQualifier",
+            clip(q)
+        ));
+    }
+    match policy.format {
+        None | Some(NAMEID_UNSPECIFIED) => Ok(default_name_id_format(sp_formats, pinned)),
+        Some(f) => match (NameIdFormat::from_uri(f), pinned) {
+            (None, _) => Err(format!(
+                "it asks for the NameID format {:?}; this service issues persistent, transient, emailAddress and unspecified",
+                clip(f)
+            )),
+            (Some(asked), Some(p)) if asked != p => Err(format!(
+                "it asks for the NameID format {f}, but its settings give it {}",
+                p.uri()
+            )),
+            (Some(asked), _) => Ok(asked.uri().to_owned()),
+        },
     }
 }
 
@@ -191,10 +230,8 @@ impl Portal {
             warn!(app = %sp.entity_id, acs = %u.chars().take(200).collect::<String>(), "AuthnRequest names an unregistered AssertionConsumerService");
             self.bad_request(&format!("The application asked for the answer to go to {:?}, which is not in its registered metadata. Nothing was sent.", u.chars().take(200).collect::<String>()))
         })?;
-        let format = name_id_format(req.name_id_format.as_deref(), &sp.name_id_formats).map_err(|f| {
-            self.bad_request(&format!("The application asks for the NameID format {:?}; this sign-in service issues persistent, emailAddress and unspecified.", f.chars().take(200).collect::<String>()))
-        })?;
-        // Recorded last, once the request is known to be answerable.
+        // Recorded once the request is known to be answerable (from here on, a NameID
+        // policy that cannot be met is answered too, as a SAML error).
         if let Some(until) = replay_until {
             if !self
                 .seen_requests
@@ -207,6 +244,29 @@ impl Portal {
                 )));
             }
         }
+        let settings = apps.saml_settings_of(&sp.entity_id);
+        let policy = Policy {
+            format: req.name_id_format.as_deref(),
+            sp_name_qualifier: req.name_id_sp_name_qualifier.as_deref(),
+        };
+        let format = match name_id_format(
+            policy,
+            &sp.entity_id,
+            &sp.name_id_formats,
+            settings.name_id_format,
+        ) {
+            Ok(f) => f,
+            Err(why) => {
+                warn!(app = %sp.entity_id, reason = %why, "NameIDPolicy cannot be met: answered InvalidNameIDPolicy");
+                return Err(self.saml_error(
+                    &sp.entity_id,
+                    acs,
+                    Some(&req.id),
+                    msg.relay_state.as_deref(),
+                    saml::STATUS_INVALID_NAMEID_POLICY,
+                ));
+            }
+        };
         let target = Target::Saml {
             sp: sp.entity_id.clone(),
             acs: acs.to_owned(),
@@ -247,7 +307,10 @@ impl Portal {
         let acs = sp.acs_for(None, None).map_err(|_| {
             self.bad_request("The application has no HTTP-POST assertion consumer service.")
         })?;
-        let format = default_name_id_format(&sp.name_id_formats);
+        let format = default_name_id_format(
+            &sp.name_id_formats,
+            apps.saml_settings_of(&sp.entity_id).name_id_format,
+        );
         Ok(self.proceed(
             Target::Saml {
                 sp: sp.entity_id.clone(),
@@ -261,6 +324,40 @@ impl Portal {
         ))
     }
 
+    /// A signed Response with status Responder and `second` and no assertion, posted to
+    /// `acs` (a verified ACS of `sp`): how a request that cannot be met is answered, so
+    /// the application learns why instead of the user seeing a page from us.
+    pub(super) fn saml_error(
+        &self,
+        sp: &str,
+        acs: &str,
+        in_response_to: Option<&str>,
+        relay_state: Option<&str>,
+        second: &str,
+    ) -> Resp {
+        let xml = messages::build_error_response(
+            &self.urls.entity_id,
+            acs,
+            in_response_to,
+            saml::STATUS_RESPONDER,
+            Some(second),
+            SystemTime::now(),
+            &self.current_keys().signing,
+        );
+        let name = self.saml_app_name(sp);
+        self.send_saml(true, acs, "SAMLResponse", &xml, relay_state, &name)
+    }
+
+    /// An SP's display name (its settings' `name`), or its entity id.
+    pub(super) fn saml_app_name(&self, sp: &str) -> String {
+        self.current_apps()
+            .saml_settings
+            .get(sp)
+            .and_then(|s| s.name.clone())
+            .unwrap_or_else(|| sp.to_owned())
+    }
+
+    /// Sends a SAML message through the browser: an auto-posting form (HTTP-POST, signed
     /// already) or a redirect whose query string is signed (HTTP-Redirect binding).
     pub(super) fn send_saml(
         &self,
@@ -301,8 +398,10 @@ impl Portal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use causeway_saml::saml2::NAMEID_EMAIL;
 
     const TRANSIENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient";
+    const KERBEROS: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:kerberos";
 
     #[test]
     fn is_passive_and_force_authn_map_to_the_prompt_and_both_at_once_to_no_passive() {
@@ -313,38 +412,69 @@ mod tests {
     }
 
     #[test]
-    fn the_name_id_format_asked_for_is_honoured_or_refused_and_none_falls_back_to_the_metadata() {
+    fn the_name_id_format_asked_for_is_honoured_or_refused_and_none_falls_back_to_settings_or_metadata(
+    ) {
         let sp = |f: &[&str]| f.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-        // The first format of the metadata that we issue; transient is skipped.
+        let asked = |f: &'static str| Policy {
+            format: Some(f),
+            sp_name_qualifier: None,
+        };
+        let none = Policy::default();
+        let me = "https://sp.example";
+        // The first format of the metadata that we issue (transient included now).
         assert_eq!(
-            name_id_format(None, &sp(&[TRANSIENT, NAMEID_EMAIL, NAMEID_PERSISTENT])),
-            Ok(NAMEID_EMAIL.to_owned())
+            name_id_format(none, me, &sp(&[KERBEROS, TRANSIENT, NAMEID_EMAIL]), None),
+            Ok(TRANSIENT.to_owned())
         );
         assert_eq!(
-            name_id_format(Some(NAMEID_UNSPECIFIED), &sp(&[NAMEID_UNSPECIFIED])),
+            name_id_format(
+                asked(NAMEID_UNSPECIFIED),
+                me,
+                &sp(&[NAMEID_UNSPECIFIED]),
+                None
+            ),
             Ok(NAMEID_UNSPECIFIED.to_owned())
         );
         assert_eq!(
-            name_id_format(None, &sp(&[TRANSIENT])),
+            name_id_format(none, me, &sp(&[KERBEROS]), None),
             Ok(NAMEID_PERSISTENT.to_owned())
         );
-        assert_eq!(name_id_format(None, &[]), Ok(NAMEID_PERSISTENT.to_owned()));
-        // Asked for explicitly: given whatever the metadata lists.
         assert_eq!(
-            name_id_format(Some(NAMEID_EMAIL), &sp(&[NAMEID_PERSISTENT])),
+            name_id_format(none, me, &[], None),
+            Ok(NAMEID_PERSISTENT.to_owned())
+        );
+        // Asked for explicitly: given whatever the metadata lists (SimpleSAMLphp asks
+        // for transient).
+        for f in [TRANSIENT, NAMEID_EMAIL, NAMEID_PERSISTENT] {
+            assert_eq!(
+                name_id_format(asked(f), me, &sp(&[NAMEID_PERSISTENT]), None),
+                Ok(f.to_owned())
+            );
+        }
+        // A format we do not issue, or one the settings rule out: refused, saying why.
+        let e = name_id_format(asked(KERBEROS), me, &sp(&[KERBEROS]), None).expect_err("kerberos");
+        assert!(e.contains("kerberos") && e.contains("transient"), "{e}");
+        let pinned = Some(NameIdFormat::Email);
+        assert_eq!(
+            name_id_format(none, me, &sp(&[TRANSIENT]), pinned),
             Ok(NAMEID_EMAIL.to_owned())
         );
         assert_eq!(
-            name_id_format(Some(NAMEID_PERSISTENT), &[]),
-            Ok(NAMEID_PERSISTENT.to_owned())
+            name_id_format(asked(NAMEID_UNSPECIFIED), me, &[], pinned),
+            Ok(NAMEID_EMAIL.to_owned())
         );
+        let e = name_id_format(asked(TRANSIENT), me, &[], pinned).expect_err("pinned");
+        assert!(e.contains("its settings give it"), "{e}");
+        // SPNameQualifier: the SP itself, or refused (no affiliations).
+        let q = |q: &'static str| Policy {
+            format: Some(TRANSIENT),
+            sp_name_qualifier: Some(q),
+        };
         assert_eq!(
-            name_id_format(Some(TRANSIENT), &sp(&[TRANSIENT])),
-            Err(TRANSIENT)
+            name_id_format(q(me), me, &[], None),
+            Ok(TRANSIENT.to_owned())
         );
-        assert_eq!(
-            default_name_id_format(&sp(&[NAMEID_UNSPECIFIED, NAMEID_EMAIL])),
-            NAMEID_UNSPECIFIED
-        );
+        let e = name_id_format(q("urn:affiliation"), me, &[], None).expect_err("affiliation");
+        assert!(e.contains("SPNameQualifier"), "{e}");
     }
 }
