@@ -40,7 +40,11 @@ impl Portal {
                         let q: String = form_urlencoded::Serializer::new(String::new())
                             .append_pair("sp", id)
                             .finish();
-                        (format!("/saml/idp-init?{q}"), id.clone())
+                        let name = apps.saml_settings.get(id).and_then(|s| s.name.clone());
+                        (
+                            format!("/saml/idp-init?{q}"),
+                            name.unwrap_or_else(|| id.clone()),
+                        )
                     })
                     .collect();
                 self.html(
