@@ -211,3 +211,36 @@ fn the_sync_certificate_validity_is_read_and_bounded() {
         }
     }
 }
+
+#[test]
+fn saml_metadata_terms_are_read_bounded_and_their_errors_name_the_line() {
+    let d = parse("").expect("empty").saml_metadata;
+    assert_eq!(
+        (d.valid_for, d.cache_duration, d.signed),
+        (
+            Duration::from_secs(86_400),
+            Duration::from_secs(3600),
+            false
+        )
+    );
+    let c = parse("[saml]\nsign_metadata = true\nmetadata_valid_for = \"7d\"\nmetadata_cache_duration = \"6h\"\n")
+        .expect("valid")
+        .saml_metadata;
+    assert_eq!(
+        (c.valid_for, c.cache_duration, c.signed),
+        (
+            Duration::from_secs(7 * 86_400),
+            Duration::from_secs(6 * 3600),
+            true
+        )
+    );
+    let e = parse("[saml]\nmetadata_valid_for = \"10m\"\n").expect_err("short");
+    assert_eq!(e.line, Some(2), "{e}");
+    // Relying parties must be told to refresh before their copy expires.
+    let e = parse("[saml]\nmetadata_valid_for = \"1d\"\nmetadata_cache_duration = \"2d\"\n")
+        .expect_err("cache past validity");
+    assert_eq!(e.line, Some(3), "{e}");
+    assert!(e.to_string().contains("metadata_valid_for"), "{e}");
+    let e = parse("[saml]\nsign_metadata = \"yes\"\n").expect_err("type");
+    assert_eq!(e.line, Some(2), "{e}");
+}

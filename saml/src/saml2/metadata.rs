@@ -407,4 +407,67 @@ mod tests {
         ))
         .is_err());
     }
+
+    #[test]
+    fn signed_metadata_verifies_carries_its_terms_and_unsigned_has_no_id() {
+        use crate::xml::{test_key, verify_enveloped};
+        let (key, vk) = test_key();
+        let urls = IdpUrls::under("https://idp.example");
+        let certs = vec![key.cert_base64().to_owned()];
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let terms = MetadataTerms {
+            valid_until: t0,
+            cache_duration: Duration::from_secs(7200),
+            sign_with: Some(&key),
+        };
+        let xml = idp_metadata_with(&urls, &certs, &terms);
+        let root = parse(&xml).expect("parses");
+        verify_enveloped(&root, "ID", std::slice::from_ref(&vk)).expect("signed");
+        assert_eq!(root.attr("cacheDuration"), Some("PT7200S"));
+        assert_eq!(root.attr("validUntil"), Some(fmt_time(t0).as_str()));
+        // The signature comes first, as the schema orders it.
+        assert!(root
+            .elements()
+            .next()
+            .is_some_and(|e| e.is(ns::DS, "Signature")));
+        let changed = parse(&xml.replace("/saml/sso", "/evil/sso")).expect("parses");
+        assert!(verify_enveloped(&changed, "ID", std::slice::from_ref(&vk)).is_err());
+        let plain = idp_metadata(&urls, &certs, t0);
+        assert!(
+            !plain.contains(" ID=") && !plain.contains("Signature"),
+            "{plain}"
+        );
+        assert!(plain.contains("cacheDuration=\"PT3600S\""));
+        for f in NAMEID_FORMATS {
+            assert!(plain.contains(f), "{f} offered");
+        }
+    }
+
+    #[test]
+    fn encryption_keys_are_read_from_encryption_and_dual_use_key_descriptors() {
+        use crate::xml::test_key;
+        let (key, _) = test_key();
+        let kd = |usage: &str| {
+            format!(
+                "<md:KeyDescriptor {usage}><ds:KeyInfo xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><ds:X509Data><ds:X509Certificate>{}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>",
+                key.cert_base64()
+            )
+        };
+        let with = |usage: &str| {
+            SP_META.replace(
+                "<md:SingleLogoutService",
+                &format!("{}<md:SingleLogoutService", kd(usage)),
+            )
+        };
+        let sp = ServiceProvider::from_metadata(&with("use=\"encryption\"")).expect("reads");
+        assert_eq!((sp.encryption_certs.len(), sp.signing_certs.len()), (1, 0));
+        assert!(sp.encryption_key().is_some());
+        let sp = ServiceProvider::from_metadata(&with("")).expect("reads");
+        assert_eq!((sp.encryption_certs.len(), sp.signing_certs.len()), (1, 1));
+        let sp = ServiceProvider::from_metadata(&with("use=\"signing\"")).expect("reads");
+        assert_eq!((sp.encryption_certs.len(), sp.signing_certs.len()), (0, 1));
+        assert!(sp.encryption_key().is_none());
+        let broken = with("use=\"encryption\"").replace(key.cert_base64(), "bm90IGEgY2VydA==");
+        assert!(ServiceProvider::from_metadata(&broken).is_err());
+    }
 }
