@@ -242,10 +242,56 @@ fn every_issued_nameid_format_gets_a_response_and_an_unmeetable_policy_a_signed_
         let logs = ep.logs();
         assert!(
             logs.lines()
-                .any(|l| l.contains("answered InvalidNameIDPolicy") && l.contains(why)),
+                .any(|l| l.contains("status=InvalidNameIDPolicy") && l.contains(why)),
             "the log says why ({why}): {logs}"
         );
     }
+
+    // Siblings: an authentication context stronger than a password (MFA asked for) and
+    // an answer binding we do not offer are answered the same way, never as a page.
+    let mfa = authn(entity, "_mfa", "").replace(
+        "</samlp:AuthnRequest>",
+        "<samlp:RequestedAuthnContext Comparison=\"minimum\"><saml:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:MobileTwoFactorContract</saml:AuthnContextClassRef></samlp:RequestedAuthnContext></samlp:AuthnRequest>",
+    );
+    let artifact =
+        authn(entity, "_art", "").replace("bindings:HTTP-POST", "bindings:HTTP-Artifact");
+    let ppt = authn(entity, "_ppt", "").replace(
+        "</samlp:AuthnRequest>",
+        "<samlp:RequestedAuthnContext><saml:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport</saml:AuthnContextClassRef></samlp:RequestedAuthnContext></samlp:AuthnRequest>",
+    );
+    let answer = |xml: &str| {
+        let (s, _, page, _) = b.follow(&ep.url, &sso(&ep, xml));
+        assert_eq!(s, 200, "{page}");
+        assert_eq!(form_action(&page).as_deref(), Some(acs), "{page}");
+        response_of(&page)
+    };
+    for (xml, second, why) in [
+        (
+            &mfa,
+            "urn:oasis:names:tc:SAML:2.0:status:NoAuthnContext",
+            "MobileTwoFactorContract",
+        ),
+        (
+            &artifact,
+            "urn:oasis:names:tc:SAML:2.0:status:UnsupportedBinding",
+            "HTTP-Artifact",
+        ),
+    ] {
+        let r = answer(xml);
+        assert_eq!(status_codes(&r), vec![RESPONDER, second], "{r}");
+        assert!(!r.contains("Assertion"), "{r}");
+        assert!(
+            ep.logs()
+                .lines()
+                .any(|l| l.contains(why) && l.contains("SAML error")),
+            "{why}"
+        );
+    }
+    // Exactly what a sign-in here is: an assertion.
+    assert_eq!(
+        status_codes(&answer(&ppt)),
+        vec!["urn:oasis:names:tc:SAML:2.0:status:Success"]
+    );
 }
 
 #[test]

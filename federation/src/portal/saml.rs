@@ -94,6 +94,60 @@ pub(super) fn name_id_format(
     }
 }
 
+/// The authentication context classes no stronger than a password over TLS (what every
+/// sign-in here is), weakest first; `unspecified` asks for nothing in particular.
+const AC: &str = "urn:oasis:names:tc:SAML:2.0:ac:classes:";
+const WEAKER_OR_EQUAL: [&str; 5] = [
+    "unspecified",
+    "InternetProtocol",
+    "InternetProtocolPassword",
+    "Password",
+    "PasswordProtectedTransport",
+];
+
+/// Whether a sign-in with a password over TLS (PasswordProtectedTransport, the class of
+/// every assertion here) meets a request's RequestedAuthnContext. `Err` says why not (it
+/// is answered NoAuthnContext): an application that asks for more (MFA, a certificate,
+/// a smart card) must not get a password sign-in dressed as one. A class we do not know
+/// counts as stronger than ours.
+pub(super) fn authn_context_met(
+    requested: Option<&saml::RequestedAuthnContext>,
+) -> Result<(), String> {
+    let Some(r) = requested else {
+        return Ok(());
+    };
+    let known = |c: &str| {
+        c.strip_prefix(AC)
+            .and_then(|l| WEAKER_OR_EQUAL.iter().position(|w| *w == l))
+    };
+    const OURS: usize = 4;
+    let met = r
+        .class_refs
+        .iter()
+        .any(|c| match (r.comparison.as_str(), known(c)) {
+            (_, Some(0)) => true,
+            ("exact", k) => k == Some(OURS),
+            ("minimum", k) => k.is_some(),
+            ("better", k) => k.is_some_and(|k| k < OURS),
+            // maximum: ours must be no stronger than one of them.
+            (_, k) => k.is_none_or(|k| k == OURS),
+        });
+    if met {
+        return Ok(());
+    }
+    let asked: Vec<String> = r
+        .class_refs
+        .iter()
+        .take(4)
+        .map(|c| c.rsplit(':').next().unwrap_or(c).chars().take(80).collect())
+        .collect();
+    Err(format!(
+        "it asks for an authentication context {} [{}]; sign-in here is PasswordProtectedTransport",
+        r.comparison,
+        asked.join(", ")
+    ))
+}
+
 impl Portal {
     /// Checks a message's signature against the application's registered certificates:
     /// true when one verified, false when the message is unsigned and the application
@@ -221,11 +275,6 @@ impl Portal {
         } else {
             None
         };
-        if let Some(b) = &req.protocol_binding {
-            if b != BINDING_POST {
-                return Err(self.bad_request("The application asks for the answer over a binding other than HTTP-POST, which this sign-in service does not offer."));
-            }
-        }
         let acs = sp.acs_for(req.acs_url.as_deref(), req.acs_index).map_err(|u| {
             warn!(app = %sp.entity_id, acs = %u.chars().take(200).collect::<String>(), "AuthnRequest names an unregistered AssertionConsumerService");
             self.bad_request(&format!("The application asked for the answer to go to {:?}, which is not in its registered metadata. Nothing was sent.", u.chars().take(200).collect::<String>()))
@@ -244,6 +293,33 @@ impl Portal {
                 )));
             }
         }
+        // What cannot be met is answered as SAML at the verified ACS, never as a page.
+        let refuse = |second: &str, why: &str| {
+            warn!(app = %sp.entity_id, reason = %why, status = %second.rsplit(':').next().unwrap_or(""), "sign-in request cannot be met: answered with a SAML error");
+            self.saml_error(
+                &sp.entity_id,
+                acs,
+                Some(&req.id),
+                msg.relay_state.as_deref(),
+                second,
+            )
+        };
+        if let Some(b) = req
+            .protocol_binding
+            .as_deref()
+            .filter(|b| *b != BINDING_POST)
+        {
+            return Err(refuse(
+                saml::STATUS_UNSUPPORTED_BINDING,
+                &format!(
+                    "it asks for the answer over {:?}; this service answers over HTTP-POST",
+                    b.chars().take(200).collect::<String>()
+                ),
+            ));
+        }
+        if let Err(why) = authn_context_met(req.requested_authn_context.as_ref()) {
+            return Err(refuse(saml::STATUS_NO_AUTHN_CONTEXT, &why));
+        }
         let settings = apps.saml_settings_of(&sp.entity_id);
         let policy = Policy {
             format: req.name_id_format.as_deref(),
@@ -256,16 +332,7 @@ impl Portal {
             settings.name_id_format,
         ) {
             Ok(f) => f,
-            Err(why) => {
-                warn!(app = %sp.entity_id, reason = %why, "NameIDPolicy cannot be met: answered InvalidNameIDPolicy");
-                return Err(self.saml_error(
-                    &sp.entity_id,
-                    acs,
-                    Some(&req.id),
-                    msg.relay_state.as_deref(),
-                    saml::STATUS_INVALID_NAMEID_POLICY,
-                ));
-            }
+            Err(why) => return Err(refuse(saml::STATUS_INVALID_NAMEID_POLICY, &why)),
         };
         let target = Target::Saml {
             sp: sp.entity_id.clone(),
@@ -476,5 +543,33 @@ mod tests {
         );
         let e = name_id_format(q("urn:affiliation"), me, &[], None).expect_err("affiliation");
         assert!(e.contains("SPNameQualifier"), "{e}");
+    }
+
+    #[test]
+    fn a_password_sign_in_meets_only_the_authn_contexts_it_is() {
+        let ctx = |comparison: &str, classes: &[&str]| saml::RequestedAuthnContext {
+            comparison: comparison.into(),
+            class_refs: classes.iter().map(|c| format!("{AC}{c}")).collect(),
+        };
+        let met = |c: &str, l: &[&str]| authn_context_met(Some(&ctx(c, l))).is_ok();
+        assert!(authn_context_met(None).is_ok());
+        assert!(met("exact", &["PasswordProtectedTransport"]));
+        assert!(met("exact", &["unspecified"]));
+        assert!(met("exact", &["X509", "PasswordProtectedTransport"]));
+        assert!(!met("exact", &["Password"]));
+        assert!(met("minimum", &["Password"]));
+        assert!(met("minimum", &["PasswordProtectedTransport"]));
+        assert!(
+            !met("minimum", &["MobileTwoFactorContract"]),
+            "MFA asked, password given"
+        );
+        assert!(met("better", &["Password"]));
+        assert!(!met("better", &["PasswordProtectedTransport"]));
+        assert!(met("maximum", &["X509"]));
+        assert!(!met("maximum", &["Password"]));
+        // Only DeclRefs (no class): nothing to meet.
+        assert!(!met("exact", &[]));
+        let e = authn_context_met(Some(&ctx("minimum", &["Smartcard"]))).expect_err("smartcard");
+        assert!(e.contains("Smartcard") && e.contains("minimum"), "{e}");
     }
 }

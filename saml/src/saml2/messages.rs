@@ -114,6 +114,8 @@ pub struct AuthnRequest {
     /// NameIDPolicy's SPNameQualifier, if given (an affiliation the NameID is to be
     /// shared with; only the SP's own entity id is supported).
     pub name_id_sp_name_qualifier: Option<String>,
+    /// RequestedAuthnContext, if given.
+    pub requested_authn_context: Option<RequestedAuthnContext>,
     /// ForceAuthn.
     pub force_authn: bool,
     /// IsPassive.
@@ -123,6 +125,18 @@ pub struct AuthnRequest {
     /// The parsed document (for signature checks).
     pub root: Node,
 }
+
+/// The authentication contexts a request asks for (SAMLCore 3.3.2.2.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestedAuthnContext {
+    /// `exact` (the default), `minimum`, `maximum` or `better`.
+    pub comparison: String,
+    /// The AuthnContextClassRef values, at most [`MAX_AUTHN_CONTEXT_CLASSES`].
+    pub class_refs: Vec<String>,
+}
+
+/// Most AuthnContextClassRefs read from one request (the rest are ignored).
+pub const MAX_AUTHN_CONTEXT_CLASSES: usize = 16;
 
 /// How far ahead of our clock a signed request's IssueInstant may be (clock skew).
 pub const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
@@ -176,7 +190,35 @@ impl AuthnRequest {
                 ))
             }
         };
+        let requested_authn_context = match root.child(ns::SAMLP, "RequestedAuthnContext") {
+            None => None,
+            Some(r) => {
+                let comparison = r.attr("Comparison").unwrap_or("exact");
+                if !matches!(comparison, "exact" | "minimum" | "maximum" | "better") {
+                    return Err(invalid(
+                        M,
+                        format!(
+                            "has an invalid RequestedAuthnContext Comparison {:?}",
+                            short(comparison)
+                        ),
+                    ));
+                }
+                let class_refs: Vec<String> = r
+                    .children_named(ns::SAML, "AuthnContextClassRef")
+                    .take(MAX_AUTHN_CONTEXT_CLASSES)
+                    .map(|c| c.text().trim().to_owned())
+                    .collect();
+                if class_refs.iter().any(|c| c.len() > 1024) {
+                    return Err(invalid(M, "has an oversized AuthnContextClassRef"));
+                }
+                Some(RequestedAuthnContext {
+                    comparison: comparison.to_owned(),
+                    class_refs,
+                })
+            }
+        };
         Ok(Self {
+            requested_authn_context,
             acs_url: url("AssertionConsumerServiceURL")?,
             protocol_binding: url("ProtocolBinding")?,
             destination: url("Destination")?,

@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime};
 pub use binding::{BindingError, Inbound};
 pub use encrypt::EncryptionKey;
 pub use messages::{
-    AuthnRequest, LogoutRequest, ResponseOptions, ResponseParams, SamlAttribute, SignParts,
+    AuthnRequest, LogoutRequest, RequestedAuthnContext, ResponseOptions, ResponseParams,
+    SamlAttribute, SignParts,
 };
 pub use metadata::{
     idp_descriptor, idp_metadata, idp_metadata_with, signing_key_descriptors, xs_duration,
@@ -55,6 +56,11 @@ pub const STATUS_NO_PASSIVE: &str = "urn:oasis:names:tc:SAML:2.0:status:NoPassiv
 /// Second-level status: the NameIDPolicy asked for cannot be met (format, SPNameQualifier).
 pub const STATUS_INVALID_NAMEID_POLICY: &str =
     "urn:oasis:names:tc:SAML:2.0:status:InvalidNameIDPolicy";
+/// Second-level status: the authentication context asked for cannot be given.
+pub const STATUS_NO_AUTHN_CONTEXT: &str = "urn:oasis:names:tc:SAML:2.0:status:NoAuthnContext";
+/// Second-level status: the response binding asked for is not offered.
+pub const STATUS_UNSUPPORTED_BINDING: &str =
+    "urn:oasis:names:tc:SAML:2.0:status:UnsupportedBinding";
 /// Password-protected transport authentication context.
 pub const AUTHN_PASSWORD_PROTECTED: &str =
     "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport";

@@ -143,3 +143,45 @@ fn the_name_id_policy_is_read_and_a_bad_allow_create_or_oversized_qualifier_refu
         .to_string()
         .contains("oversized"));
 }
+
+#[test]
+fn the_requested_authn_context_is_read_bounded_and_a_bad_comparison_refused() {
+    let (_, xml) = build_authn_request(
+        "sp",
+        "https://idp/saml/sso",
+        "https://sp/acs",
+        SystemTime::now(),
+    );
+    assert_eq!(
+        AuthnRequest::parse(&xml)
+            .expect("parses")
+            .requested_authn_context,
+        None
+    );
+    let class = "<saml:AuthnContextClassRef xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\"> urn:x </saml:AuthnContextClassRef>";
+    let with = |attrs: &str, n: usize| {
+        xml.replace(
+            "</samlp:AuthnRequest>",
+            &format!(
+                "<samlp:RequestedAuthnContext{attrs}>{}</samlp:RequestedAuthnContext></samlp:AuthnRequest>",
+                class.repeat(n)
+            ),
+        )
+    };
+    let r = AuthnRequest::parse(&with("", 1)).expect("parses");
+    assert_eq!(
+        r.requested_authn_context,
+        Some(RequestedAuthnContext {
+            comparison: "exact".into(),
+            class_refs: vec!["urn:x".into()],
+        })
+    );
+    let many = AuthnRequest::parse(&with(" Comparison=\"minimum\"", 40)).expect("parses");
+    let ctx = many.requested_authn_context.expect("context");
+    assert_eq!(
+        (ctx.comparison.as_str(), ctx.class_refs.len()),
+        ("minimum", MAX_AUTHN_CONTEXT_CLASSES)
+    );
+    let e = AuthnRequest::parse(&with(" Comparison=\"most\"", 1)).expect_err("bad");
+    assert!(e.to_string().contains("Comparison"), "{e}");
+}
