@@ -626,6 +626,16 @@ fn apps_add_honours_the_name_refuses_plain_http_and_duplicates_and_bad_settings_
     assert!(apps_add(&ep, &realm).0);
     let (ok, out) = apps_add(&ep, &realm);
     assert!(!ok && out.contains("--replace"), "{out}");
+    let (ok, out) = apps_add(
+        &ep,
+        &[
+            "--wsfed-realm",
+            "urn:interop:plain",
+            "--reply-url",
+            "http://rp.interop.test/",
+        ],
+    );
+    assert!(!ok && out.contains("plain http://"), "{out}");
 
     wait_loaded(&ep, entity);
     let b = Browser::new(&ep.dir.join("browser"));

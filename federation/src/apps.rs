@@ -193,15 +193,8 @@ impl Apps {
             problem,
         };
         let sp = ServiceProvider::from_metadata(metadata).map_err(|e| invalid(e.to_string()))?;
-        for e in sp.acs.iter().chain(&sp.slo) {
-            for u in std::iter::once(&e.location).chain(&e.response_location) {
-                if !is_https_or_loopback(u) {
-                    return Err(invalid(format!(
-                        "{}: {u:?} is plain http:// to another host; the application must use https:// (http:// is accepted on loopback only)",
-                        sp.entity_id
-                    )));
-                }
-            }
+        if let Some(u) = plain_http_url(&sp) {
+            return Err(invalid(plain_http_problem(&sp.entity_id, u)));
         }
         settings
             .validate(&sp)
@@ -231,6 +224,12 @@ impl Apps {
             path: path.clone(),
             problem,
         })?;
+        if let Some(u) = realm.reply_urls.iter().find(|u| !is_https_or_loopback(u)) {
+            return Err(AppsError::Invalid {
+                path,
+                problem: plain_http_problem(&realm.realm, u),
+            });
+        }
         if !replace && path.exists() {
             return Err(AppsError::Exists {
                 key: realm.realm.clone(),
@@ -260,6 +259,24 @@ impl Apps {
         }
         Ok(removed)
     }
+}
+
+/// The first ACS or logout URL of `sp` that is plain http:// to another host, if any:
+/// an assertion sent there would cross the network in the clear.
+pub fn plain_http_url(sp: &ServiceProvider) -> Option<&str> {
+    sp.acs
+        .iter()
+        .chain(&sp.slo)
+        .flat_map(|e| std::iter::once(&e.location).chain(&e.response_location))
+        .map(String::as_str)
+        .find(|u| !is_https_or_loopback(u))
+}
+
+/// The message for [`plain_http_url`] (and a realm's reply URL).
+pub fn plain_http_problem(app: &str, url: &str) -> String {
+    format!(
+        "{app}: {url:?} is plain http:// to another host; the application must use https:// (http:// is accepted on loopback only)"
+    )
 }
 
 fn write_file(dir: &Path, path: &Path, data: &[u8]) -> Result<(), AppsError> {

@@ -531,10 +531,28 @@ impl ServeConfig {
             })?;
             let sp = ServiceProvider::from_metadata(&xml)
                 .map_err(|e| at(app.metadata.span(), format!("{}: {e}", p.display())))?;
+            if let Some(u) = causeway_federation::apps::plain_http_url(&sp) {
+                let problem = causeway_federation::apps::plain_http_problem(&sp.entity_id, u);
+                return Err(at(
+                    app.metadata.span(),
+                    format!("{}: {problem}", p.display()),
+                ));
+            }
             cfg.apps.saml.insert(sp.entity_id.clone(), sp);
         }
         for w in &raw.wsfed_app {
             w.get_ref().validate().map_err(|m| at(w.span(), m))?;
+            let r = w.get_ref();
+            if let Some(u) = r
+                .reply_urls
+                .iter()
+                .find(|u| !causeway_federation::apps::is_https_or_loopback(u))
+            {
+                return Err(at(
+                    w.span(),
+                    causeway_federation::apps::plain_http_problem(&r.realm, u),
+                ));
+            }
             cfg.apps
                 .wsfed
                 .insert(w.get_ref().realm.clone(), w.get_ref().clone());

@@ -244,3 +244,15 @@ fn saml_metadata_terms_are_read_bounded_and_their_errors_name_the_line() {
     let e = parse("[saml]\nsign_metadata = \"yes\"\n").expect_err("type");
     assert_eq!(e.line, Some(2), "{e}");
 }
+
+#[test]
+fn a_configured_relying_party_on_plain_http_off_loopback_is_refused_with_its_line() {
+    let e = parse("[[wsfed_app]]\nrealm = \"urn:x\"\nreply_urls = [\"http://rp.example/\"]\n")
+        .expect_err("plain http");
+    assert!(
+        e.line.is_some() && e.to_string().contains("loopback only"),
+        "{e}"
+    );
+    parse("[[wsfed_app]]\nrealm = \"urn:x\"\nreply_urls = [\"http://127.0.0.1:8080/\"]\n")
+        .expect("loopback is fine");
+}
