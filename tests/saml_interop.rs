@@ -396,7 +396,8 @@ fn pysaml2_and_xmlsec1_accept_encrypted_assertions_oid_names_and_each_signing_ch
         ),
         (
             "https://response.interop.test",
-            vec![],
+            // Its metadata must not say WantAssertionsSigned, or the setting is refused.
+            vec!["--want-signed", "response"],
             vec!["--sign", "response", "--attribute-names", "plain"],
         ),
     ];

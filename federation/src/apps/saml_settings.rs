@@ -233,6 +233,15 @@ impl SamlSettings {
                 ));
             }
         }
+        if self.sign == Sign::Response && sp.want_assertions_signed {
+            return Err((
+                format!(
+                    "{} says WantAssertionsSigned in its metadata, so its Assertions must be signed (sign = \"both\" or \"assertion\")",
+                    sp.entity_id
+                ),
+                "sign",
+            ));
+        }
         if self.encrypt_assertions && sp.encryption_key().is_none() {
             return Err((
                 format!(
@@ -379,6 +388,21 @@ mod tests {
             .expect_err("unknown key")
             .to_string();
         assert!(e.contains("line 1") && e.contains("nameid"), "{e}");
+        // An SP that wants signed Assertions cannot be set to get only a signed Response.
+        let wants = ServiceProvider::from_metadata(&SP.replace(
+            "<md:SPSSODescriptor ",
+            "<md:SPSSODescriptor WantAssertionsSigned=\"true\" ",
+        ))
+        .expect("metadata");
+        std::fs::write(&path, "sign = \"response\"\n").expect("write");
+        SamlSettings::load(&path, &sp()).expect("fine for an SP that does not ask");
+        let e = SamlSettings::load(&path, &wants)
+            .expect_err("wants signed assertions")
+            .to_string();
+        assert!(
+            e.contains("line 1: sign") && e.contains("WantAssertionsSigned"),
+            "{e}"
+        );
         // Encryption needs a key in the metadata: refused, naming the line.
         std::fs::write(&path, "name = \"Wiki\"\nencrypt_assertions = true\n").expect("write");
         let e = SamlSettings::load(&path, &sp())

@@ -59,6 +59,8 @@ pub struct ServiceProvider {
     pub encryption_certs: Vec<String>,
     /// AuthnRequestsSigned: its requests must be signed.
     pub authn_requests_signed: bool,
+    /// WantAssertionsSigned: it accepts only signed Assertions.
+    pub want_assertions_signed: bool,
     /// Its NameIDFormats, in preference order.
     pub name_id_formats: Vec<String>,
 }
@@ -191,6 +193,7 @@ impl ServiceProvider {
             signing_certs,
             encryption_certs,
             authn_requests_signed,
+            want_assertions_signed: matches!(sp.attr("WantAssertionsSigned"), Some("true" | "1")),
             name_id_formats: sp
                 .children_named(ns::MD, "NameIDFormat")
                 .map(Node::text)
