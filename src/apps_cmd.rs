@@ -132,7 +132,13 @@ pub(crate) async fn apps(cmd: AppsCommand) -> Result<()> {
                     std::fs::read_to_string(&src).with_context(|| format!("cannot read {src}"))?
                 };
                 let settings = saml.settings(name)?;
-                let sp = Apps::add_saml(&data.apps_dir(), &xml, &settings, replace)?;
+                let sp = Apps::add_saml(
+                    &data.apps_dir(),
+                    &xml,
+                    &settings,
+                    replace,
+                    std::time::SystemTime::now(),
+                )?;
                 println!(
                     "{} SAML application {}{}",
                     if replace {

@@ -182,11 +182,15 @@ impl Apps {
     /// registered already is replaced only with `replace`; an ACS or logout URL over
     /// plain `http://` is refused unless it is on this host (loopback), since the
     /// assertion would cross the network in the clear. Returns the SP.
+    ///
+    /// Metadata whose `validUntil` is before `now` is refused: it is stale (get a fresh
+    /// copy from the application).
     pub fn add_saml(
         dir: &Path,
         metadata: &str,
         settings: &SamlSettings,
         replace: bool,
+        now: std::time::SystemTime,
     ) -> Result<ServiceProvider, AppsError> {
         let invalid = |problem: String| AppsError::Invalid {
             path: PathBuf::from("metadata"),
@@ -195,6 +199,13 @@ impl Apps {
         let sp = ServiceProvider::from_metadata(metadata).map_err(|e| invalid(e.to_string()))?;
         if let Some(u) = plain_http_url(&sp) {
             return Err(invalid(plain_http_problem(&sp.entity_id, u)));
+        }
+        if let Some(t) = sp.valid_until.filter(|t| *t < now) {
+            return Err(invalid(format!(
+                "{}: the metadata expired at {} (validUntil); fetch a fresh copy from the application",
+                sp.entity_id,
+                causeway_saml::saml2::fmt_time(t)
+            )));
         }
         settings
             .validate(&sp)
@@ -293,4 +304,59 @@ fn write_file(dir: &Path, path: &Path, data: &[u8]) -> Result<(), AppsError> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, data).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    fn metadata(entity: &str, acs: &str, valid_until: Option<&str>) -> String {
+        format!(
+            "<md:EntityDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" entityID=\"{entity}\"{}><md:SPSSODescriptor protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\"><md:AssertionConsumerService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\" Location=\"{acs}\" index=\"0\"/></md:SPSSODescriptor></md:EntityDescriptor>",
+            valid_until.map(|v| format!(" validUntil=\"{v}\"")).unwrap_or_default()
+        )
+    }
+
+    #[test]
+    fn registration_refuses_stale_metadata_plain_http_and_a_second_add_and_keeps_settings() {
+        let mut r = [0u8; 8];
+        getrandom::fill(&mut r).expect("random");
+        let dir = std::env::temp_dir().join(format!("causeway-apps-{}", u64::from_le_bytes(r)));
+        // 2027-01-15T08:00:00Z, fixed: the test does not read the clock.
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let e = "https://sp.example/meta";
+        let def = SamlSettings::default();
+        let stale = metadata(e, "https://sp.example/acs", Some("2026-01-01T00:00:00Z"));
+        let err = Apps::add_saml(&dir, &stale, &def, false, now).expect_err("stale");
+        assert!(
+            err.to_string().contains("expired at 2026-01-01T00:00:00Z"),
+            "{err}"
+        );
+        let plain = metadata(e, "http://sp.example/acs", None);
+        let err = Apps::add_saml(&dir, &plain, &def, false, now).expect_err("plain http");
+        assert!(err.to_string().contains("loopback only"), "{err}");
+        assert!(!dir.exists() || Apps::load(&dir).expect("loads").saml.is_empty());
+
+        let good = metadata(e, "https://sp.example/acs", Some("2030-01-01T00:00:00Z"));
+        let named = SamlSettings {
+            name: Some("Wiki".into()),
+            ..SamlSettings::default()
+        };
+        let sp = Apps::add_saml(&dir, &good, &named, false, now).expect("registers");
+        assert_eq!(
+            sp.valid_until,
+            causeway_saml::saml2::parse_time("2030-01-01T00:00:00Z")
+        );
+        let err = Apps::add_saml(&dir, &good, &def, false, now).expect_err("again");
+        assert!(matches!(err, AppsError::Exists { .. }), "{err}");
+        assert_eq!(Apps::load(&dir).expect("loads").saml_settings_of(e), named);
+        Apps::add_saml(&dir, &good, &def, true, now).expect("replaced");
+        assert_eq!(Apps::load(&dir).expect("loads").saml_settings_of(e), def);
+        // Removing takes the settings file too.
+        assert!(Apps::remove(&dir, e).expect("removes"));
+        assert_eq!(std::fs::read_dir(&dir).expect("dir").count(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::encrypt::EncryptionKey;
-use super::{fmt_time, new_id, BINDING_POST, BINDING_REDIRECT, NAMEID_FORMATS};
+use super::{fmt_time, new_id, parse_time, BINDING_POST, BINDING_REDIRECT, NAMEID_FORMATS};
 use crate::url::is_safe_http_url;
 use crate::xml::{ns, parse, El, Node, SigningKey, VerifiedKey, XmlError, XmlSigError};
 
@@ -61,6 +61,9 @@ pub struct ServiceProvider {
     pub authn_requests_signed: bool,
     /// WantAssertionsSigned: it accepts only signed Assertions.
     pub want_assertions_signed: bool,
+    /// The earliest `validUntil` of the document and its EntityDescriptor, if any:
+    /// after it the metadata must not be relied on (fetch a fresh copy).
+    pub valid_until: Option<SystemTime>,
     /// Its NameIDFormats, in preference order.
     pub name_id_formats: Vec<String>,
 }
@@ -101,6 +104,12 @@ impl ServiceProvider {
                 "not SAML 2.0 metadata (expected md:EntityDescriptor)",
             ));
         };
+        // A validUntil without a time zone (xs:dateTime allows it) is not comparable
+        // with our clock and is ignored rather than refused.
+        let valid_until = [&root, ed]
+            .into_iter()
+            .filter_map(|el| el.attr("validUntil").and_then(parse_time))
+            .min();
         let entity_id = ed
             .attr("entityID")
             .filter(|e| !e.is_empty() && e.len() <= 1024)
@@ -194,6 +203,7 @@ impl ServiceProvider {
             encryption_certs,
             authn_requests_signed,
             want_assertions_signed: matches!(sp.attr("WantAssertionsSigned"), Some("true" | "1")),
+            valid_until,
             name_id_formats: sp
                 .children_named(ns::MD, "NameIDFormat")
                 .map(Node::text)
