@@ -1,6 +1,8 @@
 //! The SAML 2.0 sign-on side: AuthnRequests in (signature, Destination, replay, ACS,
-//! NameID format, IsPassive/ForceAuthn), IdP-initiated sign-on, and messages out through
-//! the browser. It must never answer to an ACS that is not in the application's metadata.
+//! NameIDPolicy, RequestedAuthnContext, binding, IsPassive/ForceAuthn), IdP-initiated
+//! sign-on, and messages out through the browser; what cannot be met is answered with a
+//! signed SAML error at the verified ACS. It must never answer to an ACS that is not in
+//! the application's metadata.
 
 use std::time::SystemTime;
 

@@ -1,6 +1,7 @@
 //! SAML 2.0 identity provider: our metadata, service providers registered from theirs,
 //! AuthnRequests and logout messages in over the HTTP-Redirect and HTTP-POST bindings, and
-//! signed Responses (Response and Assertion both signed, RSA-SHA256, exclusive c14n) out.
+//! signed Responses (Response and Assertion both signed by default, RSA-SHA256, exclusive
+//! c14n; the Assertion optionally encrypted to the SP's key) out.
 //! Nothing here trusts a URL from a request: the ACS and logout URLs used are the ones in
 //! the registered metadata. This root holds the protocol's names, ids and times.
 
