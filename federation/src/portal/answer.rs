@@ -103,7 +103,7 @@ impl Portal {
                     &acs,
                     request_id.as_deref(),
                     relay_state.as_deref(),
-                    saml::STATUS_NO_PASSIVE,
+                    Some(saml::STATUS_NO_PASSIVE),
                 )
             }
             // Only SAML asks for passive sign-in.
@@ -143,7 +143,7 @@ impl Portal {
                                 &acs,
                                 request_id.as_deref(),
                                 relay_state.as_deref(),
-                                saml::STATUS_RESPONDER,
+                                None,
                             );
                         }
                     }
@@ -181,7 +181,7 @@ impl Portal {
                             &acs,
                             request_id.as_deref(),
                             relay_state.as_deref(),
-                            saml::STATUS_RESPONDER,
+                            None,
                         );
                     }
                 };

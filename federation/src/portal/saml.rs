@@ -303,7 +303,7 @@ impl Portal {
                 acs,
                 Some(&req.id),
                 msg.relay_state.as_deref(),
-                second,
+                Some(second),
             )
         };
         if let Some(b) = req
@@ -393,7 +393,7 @@ impl Portal {
         ))
     }
 
-    /// A signed Response with status Responder and `second` and no assertion, posted to
+    /// A signed Response with status Responder (and `second` below it) and no assertion, posted to
     /// `acs` (a verified ACS of `sp`): how a request that cannot be met is answered, so
     /// the application learns why instead of the user seeing a page from us.
     pub(super) fn saml_error(
@@ -402,14 +402,14 @@ impl Portal {
         acs: &str,
         in_response_to: Option<&str>,
         relay_state: Option<&str>,
-        second: &str,
+        second: Option<&str>,
     ) -> Resp {
         let xml = messages::build_error_response(
             &self.urls.entity_id,
             acs,
             in_response_to,
             saml::STATUS_RESPONDER,
-            Some(second),
+            second,
             SystemTime::now(),
             &self.current_keys().signing,
         );
