@@ -229,7 +229,7 @@ fn persistent_nameids_are_pairwise_per_application_unless_it_is_set_to_the_immut
 }
 
 #[test]
-fn signed_metadata_verifies_with_xmlsec1_and_carries_valid_until_and_cache_duration() {
+fn signed_saml_and_wsfed_metadata_verify_with_xmlsec1_and_carry_valid_until_and_cache_duration() {
     let tools = tools();
     let config = "[saml]\nsign_metadata = true\nmetadata_valid_for = \"2d\"\nmetadata_cache_duration = \"2h\"\n";
     let ep = Endpoint::start("saml-metadata", config, &[]);
@@ -267,6 +267,27 @@ fn signed_metadata_verifies_with_xmlsec1_and_carries_valid_until_and_cache_durat
     assert!(ok, "metadata signature: {e}");
     let tampered = ep.dir.join("tampered.xml");
     std::fs::write(&tampered, md.replace("/saml/sso", "/evil/sso")).expect("write");
+    assert!(
+        !xmlsec_verify(&tampered, &cert, &ids, None).0,
+        "a changed copy fails"
+    );
+    // The WS-Federation document is signed the same way (its RoleDescriptor declares the
+    // prefix its xsi:type names, which exclusive c14n leaves out).
+    let (s, _, fm) = Browser::new(&ep.dir.join("fm")).get(&format!(
+        "{}/FederationMetadata/2007-06/FederationMetadata.xml",
+        ep.url
+    ));
+    assert_eq!(s, 200);
+    assert!(
+        fm.contains("cacheDuration=\"PT7200S\"") && fm.contains("<ds:Signature"),
+        "{fm}"
+    );
+    let file = ep.dir.join("federation-metadata.xml");
+    std::fs::write(&file, &fm).expect("write");
+    let (ok, e) = xmlsec_verify(&file, &cert, &ids, None);
+    assert!(ok, "FederationMetadata signature: {e}");
+    let tampered = ep.dir.join("fm-tampered.xml");
+    std::fs::write(&tampered, fm.replace("/wsfed<", "/evil<")).expect("write");
     assert!(
         !xmlsec_verify(&tampered, &cert, &ids, None).0,
         "a changed copy fails"

@@ -377,11 +377,16 @@ impl Portal {
 
     fn federation_metadata(&self) -> Resp {
         let keys = self.current_keys();
-        Self::xml(causeway_saml::wsfed::federation_metadata(
+        let m = self.cfg.metadata;
+        Self::xml(causeway_saml::wsfed::federation_metadata_with(
             &self.urls,
             &format!("{}/wsfed", self.cfg.public_url),
             &keys.published,
-            SystemTime::now() + Duration::from_secs(86_400),
+            &causeway_saml::saml2::MetadataTerms {
+                valid_until: SystemTime::now() + m.valid_for,
+                cache_duration: m.cache_duration,
+                sign_with: m.signed.then_some(&*keys.signing),
+            },
         ))
     }
 
