@@ -4,17 +4,72 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use causeway_federation::apps::{Apps, WsFedRealm};
+use causeway_federation::apps::{Apps, SamlSettings, WsFedRealm};
+use serde::Deserialize;
 
 use crate::data_dir::DataArgs;
+
+/// A SAML application's settings (stored beside its metadata; see the README).
+#[derive(Debug, clap::Args)]
+pub(crate) struct SamlOptions {
+    /// The NameID format it always gets (default: what its requests or metadata ask for).
+    #[arg(long, value_parser = ["persistent", "transient", "email", "unspecified"], requires = "saml_metadata")]
+    name_id_format: Option<String>,
+    /// What a persistent NameID is: different for every application (pairwise), or the
+    /// user's immutable id (what Microsoft 365 needs).
+    #[arg(long, value_parser = ["pairwise", "immutable-id"], default_value = "pairwise")]
+    persistent_id: String,
+    /// Which attributes it gets, comma-separated (default: all of them).
+    #[arg(long, value_delimiter = ',', value_parser = ["upn", "mail", "displayName", "groups", "immutableID"], requires = "saml_metadata")]
+    attributes: Vec<String>,
+    /// How attribute names are written: claim URIs, urn:oid names, or plain names.
+    #[arg(long, value_parser = ["uri", "oid", "plain"], default_value = "uri")]
+    attribute_names: String,
+    /// Which parts of the Response are signed.
+    #[arg(long, value_parser = ["both", "response", "assertion"], default_value = "both")]
+    sign: String,
+    /// Encrypt assertions to the encryption key in its metadata (AES-256-GCM, RSA-OAEP).
+    #[arg(long, requires = "saml_metadata")]
+    encrypt_assertions: bool,
+}
+
+impl SamlOptions {
+    /// The settings, with `name`. clap has checked every value against the same names
+    /// the settings file uses, so the conversion goes through that format.
+    fn settings(&self, name: Option<String>) -> Result<SamlSettings> {
+        let mut t = toml::Table::new();
+        if let Some(n) = name {
+            t.insert("name".into(), n.into());
+        }
+        if let Some(f) = &self.name_id_format {
+            t.insert("name_id_format".into(), f.clone().into());
+        }
+        t.insert("persistent_id".into(), self.persistent_id.clone().into());
+        t.insert(
+            "attribute_names".into(),
+            self.attribute_names.clone().into(),
+        );
+        if !self.attributes.is_empty() {
+            t.insert(
+                "attributes".into(),
+                toml::Value::Array(self.attributes.iter().map(|a| a.clone().into()).collect()),
+            );
+        }
+        t.insert("sign".into(), self.sign.clone().into());
+        t.insert("encrypt_assertions".into(), self.encrypt_assertions.into());
+        SamlSettings::deserialize(t).context("invalid SAML application settings")
+    }
+}
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum AppsCommand {
     /// Register a SAML service provider from its metadata, or a WS-Federation relying party.
     ///
     /// Examples:
-    ///   causeway apps add --saml-metadata sp-metadata.xml
+    ///   causeway apps add --saml-metadata sp-metadata.xml --name "Wiki"
     ///   causeway apps add --saml-metadata https://app.example.com/saml/metadata
+    ///   causeway apps add --saml-metadata shib.xml --attribute-names oid --encrypt-assertions
+    ///   causeway apps add --saml-metadata m365.xml --persistent-id immutable-id --replace
     ///   causeway apps add --wsfed-realm urn:federation:MicrosoftOnline --reply-url https://login.microsoftonline.com/login.srf
     #[command(verbatim_doc_comment)]
     Add {
@@ -35,6 +90,11 @@ pub(crate) enum AppsCommand {
         /// A name shown on the sign-in page.
         #[arg(long)]
         name: Option<String>,
+        /// Replace an application registered already with the same entity id or realm.
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        saml: Box<SamlOptions>,
     },
     /// List registered applications.
     List {
@@ -63,6 +123,8 @@ pub(crate) async fn apps(cmd: AppsCommand) -> Result<()> {
             wsfed_realm,
             reply_url,
             name,
+            replace,
+            saml,
         } => {
             let data = data.locate()?.data;
             if let Some(src) = saml_metadata {
@@ -73,8 +135,31 @@ pub(crate) async fn apps(cmd: AppsCommand) -> Result<()> {
                 } else {
                     std::fs::read_to_string(&src).with_context(|| format!("cannot read {src}"))?
                 };
-                let sp = Apps::add_saml(&data.apps_dir(), &xml)?;
-                println!("registered SAML application {}", sp.entity_id);
+                let settings = saml.settings(name)?;
+                let sp = Apps::add_saml(
+                    &data.apps_dir(),
+                    &xml,
+                    &settings,
+                    replace,
+                    std::time::SystemTime::now(),
+                )?;
+                println!(
+                    "{} SAML application {}{}",
+                    if replace {
+                        "registered (replacing any earlier)"
+                    } else {
+                        "registered"
+                    },
+                    sp.entity_id,
+                    settings
+                        .name
+                        .as_deref()
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default()
+                );
+                if settings.encrypt_assertions {
+                    println!("  assertions are encrypted to its key (AES-256-GCM, RSA-OAEP)");
+                }
                 for a in &sp.acs {
                     println!(
                         "  assertion consumer service: {} ({})",
@@ -95,7 +180,7 @@ pub(crate) async fn apps(cmd: AppsCommand) -> Result<()> {
                     reply_urls: reply_url,
                     name,
                 };
-                Apps::add_wsfed(&data.apps_dir(), &r)?;
+                Apps::add_wsfed(&data.apps_dir(), &r, replace)?;
                 println!(
                     "registered WS-Federation relying party {} (replies to {})",
                     r.realm,
@@ -112,8 +197,14 @@ pub(crate) async fn apps(cmd: AppsCommand) -> Result<()> {
                 println!("no applications registered (causeway apps add --help)");
             }
             for sp in apps.saml.values() {
+                let name = apps
+                    .saml_settings
+                    .get(&sp.entity_id)
+                    .and_then(|s| s.name.as_deref())
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default();
                 println!(
-                    "saml   {}  -> {}",
+                    "saml   {}{name}  -> {}",
                     sp.entity_id,
                     sp.acs.first().map_or("", |a| a.location.as_str())
                 );

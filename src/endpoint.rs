@@ -284,6 +284,7 @@ pub(crate) async fn run_endpoint_until(
         keys_dir: keys_dir.clone(),
         apps_dir: apps_dir.clone(),
         config_apps: s.file.apps.clone(),
+        metadata: s.file.saml_metadata,
         mounts: if s.demo_apps {
             vec![Arc::new(crate::demo_apps::DemoApps::new(&s.public_url))]
         } else {

@@ -44,6 +44,8 @@ struct Raw {
     #[serde(default)]
     saml_app: Vec<RawSamlApp>,
     #[serde(default)]
+    saml: RawSaml,
+    #[serde(default)]
     wsfed_app: Vec<Spanned<WsFedRealm>>,
     #[serde(default)]
     lockout: RawLockout,
@@ -142,6 +144,15 @@ struct RawSamlApp {
     metadata: Spanned<String>,
 }
 
+/// `[saml]`: how our SAML metadata is published.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSaml {
+    sign_metadata: Option<bool>,
+    metadata_valid_for: Option<Spanned<String>>,
+    metadata_cache_duration: Option<Spanned<String>>,
+}
+
 /// A validated configuration (file settings only; flags are applied by the caller).
 #[derive(Debug, Clone)]
 pub(crate) struct ServeConfig {
@@ -156,6 +167,8 @@ pub(crate) struct ServeConfig {
     pub(crate) rollover: RolloverPolicy,
     pub(crate) domains: Vec<(String, Method)>,
     pub(crate) apps: Apps,
+    /// `[saml]`: validUntil, cacheDuration and signing of our SAML metadata.
+    pub(crate) saml_metadata: causeway_federation::portal::MetadataConfig,
     /// Connection limits of the public port; the caps are bounded by the file-descriptor
     /// limit at start-up (see [`ServeConfig::connection_limits`]).
     pub(crate) connections: ConnectionSettings,
@@ -292,6 +305,7 @@ impl Default for ServeConfig {
             rollover: RolloverPolicy::default(),
             domains: Vec::new(),
             apps: Apps::default(),
+            saml_metadata: Default::default(),
             connections: ConnectionSettings::default(),
             metrics_listen: None,
             metrics_token: None,
@@ -468,6 +482,37 @@ impl ServeConfig {
                 .map_or(0..0, Spanned::span);
             return Err(at(s, format!("[signing]: {m}")));
         }
+        let m = cfg.saml_metadata;
+        cfg.saml_metadata = causeway_federation::portal::MetadataConfig {
+            valid_for: dur(&raw.saml.metadata_valid_for, m.valid_for)?,
+            cache_duration: dur(&raw.saml.metadata_cache_duration, m.cache_duration)?,
+            signed: raw.saml.sign_metadata.unwrap_or(m.signed),
+        };
+        let m = cfg.saml_metadata;
+        if m.valid_for < Duration::from_secs(3600)
+            || m.valid_for > Duration::from_secs(365 * 86_400)
+        {
+            let s = raw
+                .saml
+                .metadata_valid_for
+                .as_ref()
+                .map_or(0..0, Spanned::span);
+            return Err(at(
+                s,
+                "saml.metadata_valid_for must be between 1h and 365d".into(),
+            ));
+        }
+        if m.cache_duration < Duration::from_secs(60) || m.cache_duration > m.valid_for {
+            let s = raw
+                .saml
+                .metadata_cache_duration
+                .as_ref()
+                .map_or(0..0, Spanned::span);
+            return Err(at(
+                s,
+                "saml.metadata_cache_duration must be at least 1m and at most saml.metadata_valid_for (relying parties must fetch a fresh copy before theirs expires)".into(),
+            ));
+        }
         cfg.lockout = lockout_policy(&raw, &at, &dur)?;
         cfg.password_policy =
             crate::password_policy::PasswordPolicy::from_raw(&raw.password_policy, &at)?;
@@ -565,10 +610,28 @@ impl ServeConfig {
             })?;
             let sp = ServiceProvider::from_metadata(&xml)
                 .map_err(|e| at(app.metadata.span(), format!("{}: {e}", p.display())))?;
+            if let Some(u) = causeway_federation::apps::plain_http_url(&sp) {
+                let problem = causeway_federation::apps::plain_http_problem(&sp.entity_id, u);
+                return Err(at(
+                    app.metadata.span(),
+                    format!("{}: {problem}", p.display()),
+                ));
+            }
             cfg.apps.saml.insert(sp.entity_id.clone(), sp);
         }
         for w in &raw.wsfed_app {
             w.get_ref().validate().map_err(|m| at(w.span(), m))?;
+            let r = w.get_ref();
+            if let Some(u) = r
+                .reply_urls
+                .iter()
+                .find(|u| !causeway_federation::apps::is_https_or_loopback(u))
+            {
+                return Err(at(
+                    w.span(),
+                    causeway_federation::apps::plain_http_problem(&r.realm, u),
+                ));
+            }
             cfg.apps
                 .wsfed
                 .insert(w.get_ref().realm.clone(), w.get_ref().clone());

@@ -6,6 +6,7 @@ pub mod endpoint;
 pub mod federation;
 pub mod ingest;
 pub mod samba;
+pub mod saml;
 pub mod slapd;
 pub mod sync_host;
 

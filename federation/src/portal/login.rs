@@ -40,7 +40,11 @@ impl Portal {
                         let q: String = form_urlencoded::Serializer::new(String::new())
                             .append_pair("sp", id)
                             .finish();
-                        (format!("/saml/idp-init?{q}"), id.clone())
+                        let name = apps.saml_settings.get(id).and_then(|s| s.name.clone());
+                        (
+                            format!("/saml/idp-init?{q}"),
+                            name.unwrap_or_else(|| id.clone()),
+                        )
                     })
                     .collect();
                 self.html(
@@ -82,7 +86,7 @@ impl Portal {
 
     pub(super) fn app_name(&self, t: &Target) -> Option<String> {
         match t {
-            Target::Saml { sp, .. } => Some(sp.clone()),
+            Target::Saml { sp, .. } => Some(self.saml_app_name(sp)),
             Target::WsFed { realm, .. } => Some(self.realm_name(realm)),
             Target::Portal => None,
         }

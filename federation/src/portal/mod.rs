@@ -20,6 +20,7 @@ mod login_rules;
 mod logout;
 mod mount;
 pub mod pages;
+mod pairwise;
 mod saml;
 mod wsfed;
 
@@ -75,6 +76,31 @@ pub struct PortalConfig {
     /// Sign-in requests without a session one source may make: per second (0: no
     /// limit) and in a burst.
     pub anonymous_per_source: (u32, u32),
+    /// How our SAML metadata is published.
+    pub metadata: MetadataConfig,
+}
+
+/// How our SAML metadata is published: `validUntil` is this long after it is served,
+/// relying parties are told to fetch it again after `cache_duration`, and it may be
+/// signed with the token-signing key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetadataConfig {
+    /// How long a copy stays valid.
+    pub valid_for: Duration,
+    /// How often relying parties should fetch it again.
+    pub cache_duration: Duration,
+    /// Whether the document carries an enveloped signature.
+    pub signed: bool,
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        Self {
+            valid_for: Duration::from_secs(86_400),
+            cache_duration: Duration::from_secs(3600),
+            signed: false,
+        }
+    }
 }
 
 struct Keys {
@@ -101,6 +127,8 @@ pub struct Portal {
     anonymous: budget::AnonymousBudget,
     logouts: Logouts,
     csp_hashes: String,
+    /// Makes persistent NameIDs pairwise.
+    pairwise: pairwise::PairwiseKey,
 }
 
 impl std::fmt::Debug for Portal {
@@ -129,6 +157,8 @@ impl Portal {
         let keys = Self::keys_of(&set, SystemTime::now())?;
         // Beside the token-signing keys: the same directory, kept private already.
         let flow_key = FlowKey::load_or_create(&cfg.keys_dir.join(FLOW_KEY_FILE))?;
+        let pairwise =
+            pairwise::PairwiseKey::load_or_create(&cfg.keys_dir.join(pairwise::PAIRWISE_KEY_FILE))?;
         let p = Self {
             csp_hashes: format!(
                 "style-src {}; script-src {}",
@@ -150,6 +180,7 @@ impl Portal {
                 cfg.anonymous_per_source.1,
             ),
             logouts: Logouts::default(),
+            pairwise,
             cfg: PortalConfig { public_url, ..cfg },
         };
         p.reload_apps()?;
@@ -341,20 +372,30 @@ impl Portal {
 
     fn saml_metadata(&self) -> Resp {
         let keys = self.current_keys();
-        Self::xml(causeway_saml::saml2::idp_metadata(
+        let m = self.cfg.metadata;
+        Self::xml(causeway_saml::saml2::idp_metadata_with(
             &self.urls,
             &keys.published,
-            SystemTime::now() + Duration::from_secs(86_400),
+            &causeway_saml::saml2::MetadataTerms {
+                valid_until: SystemTime::now() + m.valid_for,
+                cache_duration: m.cache_duration,
+                sign_with: m.signed.then_some(&*keys.signing),
+            },
         ))
     }
 
     fn federation_metadata(&self) -> Resp {
         let keys = self.current_keys();
-        Self::xml(causeway_saml::wsfed::federation_metadata(
+        let m = self.cfg.metadata;
+        Self::xml(causeway_saml::wsfed::federation_metadata_with(
             &self.urls,
             &format!("{}/wsfed", self.cfg.public_url),
             &keys.published,
-            SystemTime::now() + Duration::from_secs(86_400),
+            &causeway_saml::saml2::MetadataTerms {
+                valid_until: SystemTime::now() + m.valid_for,
+                cache_duration: m.cache_duration,
+                sign_with: m.signed.then_some(&*keys.signing),
+            },
         ))
     }
 
