@@ -22,8 +22,9 @@ pub(crate) struct SamlOptions {
     /// Which attributes it gets, comma-separated (default: all of them).
     #[arg(long, value_delimiter = ',', value_parser = ["upn", "mail", "displayName", "groups", "immutableID"], requires = "saml_metadata")]
     attributes: Vec<String>,
-    /// How attribute names are written: claim URIs, urn:oid names, or plain names.
-    #[arg(long, value_parser = ["uri", "oid", "plain"], default_value = "uri")]
+    /// How attribute names are written: claim URIs, urn:oid names, plain names, or `entra`
+    /// (the UPN as IDPEmail, other claims by URI: Microsoft 365's SAML-P federation).
+    #[arg(long, value_parser = ["uri", "oid", "plain", "entra"], default_value = "uri")]
     attribute_names: String,
     /// Which parts of the Response are signed.
     #[arg(long, value_parser = ["both", "response", "assertion"], default_value = "both")]

@@ -12,6 +12,11 @@ use causeway_saml::xml::{self as reader, Node};
 /// `wtrealm` and where it takes the token).
 pub(crate) const ENTRA_REALM: &str = "urn:federation:MicrosoftOnline";
 pub(crate) const ENTRA_REPLY: &str = "https://login.microsoftonline.com/login.srf";
+/// Entra ID's SAML 2.0 SP metadata (entity id `urn:federation:MicrosoftOnline`, its ACS the
+/// same `login.srf`). Entra ID matches the persistent NameID against the user's
+/// ImmutableID and requires the UPN as the `IDPEmail` attribute.
+pub(crate) const ENTRA_SAML_METADATA: &str =
+    "https://nexus.microsoftonline-p.com/federationmetadata/saml20/federationmetadata.xml";
 
 const MD: &str = "urn:oasis:names:tc:SAML:2.0:metadata";
 const DS: &str = "http://www.w3.org/2000/09/xmldsig#";
@@ -146,7 +151,9 @@ pub(crate) fn commands(p: &Published, domain: &str, protocol: Protocol) -> Resul
                 .clone()
                 .ok_or("the metadata has no SAML SingleLogoutService (HTTP-Redirect)")?,
             "saml",
-            "causeway apps add --saml-metadata https://nexus.microsoftonline-p.com/federationmetadata/saml20/federationmetadata.xml --name \"Microsoft 365\"\n# and give it the immutable id as its persistent NameID (see `causeway apps add --help`)".to_owned(),
+            format!(
+                "causeway apps add --saml-metadata {ENTRA_SAML_METADATA} --name \"Microsoft 365\" --name-id-format persistent --persistent-id immutable-id --attribute-names entra"
+            ),
         ),
     };
     let next = match p.certs.get(1) {

@@ -157,3 +157,116 @@ fn a_plain_http_endpoint_or_a_bad_domain_is_refused_with_why() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn with_saml_p_entra_id_gets_its_immutable_id_as_persistent_name_id_and_idpemail() {
+    let (ep, pw) = endpoint_with_user("guide-m365-saml", "");
+    let out = Command::new(bin())
+        .args([
+            "apps",
+            "m365",
+            "--endpoint",
+            &ep.url,
+            "--domain",
+            "cloud.causeway.test",
+        ])
+        .args(["--protocol", "saml", "--ca-file"])
+        .arg(ep.data().join("ca/ca.pem"))
+        .output()
+        .expect("run causeway apps m365");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        ps_value(&text, "PreferredAuthenticationProtocol"),
+        Some("saml")
+    );
+    let issuer = ps_value(&text, "IssuerUri").expect("IssuerUri");
+    let sso = ps_value(&text, "PassiveSignInUri").expect("PassiveSignInUri");
+    assert_eq!(sso, format!("{}/saml/sso", ep.url));
+    let cert = ps_value(&text, "SigningCertificate").expect("SigningCertificate");
+    // The printed registration, with Entra ID's SAML metadata as a file of the same shape
+    // (CI cannot fetch Microsoft's).
+    let add = text
+        .lines()
+        .find(|l| l.starts_with("causeway apps add"))
+        .expect("an apps add line");
+    let url =
+        "https://nexus.microsoftonline-p.com/federationmetadata/saml20/federationmetadata.xml";
+    assert!(add.contains(url), "{add}");
+    let md = ep.dir.join("entra-sp.xml");
+    std::fs::write(
+        &md,
+        r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" entityID="urn:federation:MicrosoftOnline"><md:SPSSODescriptor WantAssertionsSigned="true" protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"><md:NameIDFormat>urn:oasis:names:tc:SAML:2.0:nameid-format:persistent</md:NameIDFormat><md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="https://login.microsoftonline.com/login.srf" index="0" isDefault="true"/></md:SPSSODescriptor></md:EntityDescriptor>"#,
+    )
+    .expect("metadata");
+    let run = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} {} --data-dir '{}'",
+            bin(),
+            add.trim_start_matches("causeway ")
+                .replace(url, &md.display().to_string()),
+            ep.data().display()
+        ))
+        .output()
+        .expect("sh");
+    assert!(
+        run.status.success(),
+        "{add}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    let b = Browser::new(&ep.dir.join("entra-saml"));
+    let start = format!(
+        "{}/saml/idp-init?sp={}",
+        ep.url,
+        pct("urn:federation:MicrosoftOnline")
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let page = loop {
+        let (s, _, page, _) = b.follow(&ep.url, &start);
+        if s == 200 && page.contains("id=\"password\"") {
+            break page;
+        }
+        assert!(std::time::Instant::now() < deadline, "{s}: {page}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    };
+    let (_, _, page) = b.sign_in(&ep.url, &page, USER, &pw);
+    assert_eq!(
+        form_action(&page).as_deref(),
+        Some("https://login.microsoftonline.com/login.srf")
+    );
+    let xml = String::from_utf8(common::endpoint::b64decode(
+        &hidden(&page, "SAMLResponse").expect("SAMLResponse"),
+    ))
+    .expect("utf-8");
+    assert!(xml.contains(&format!(">{issuer}</saml:Issuer>")), "{xml}");
+    let users = common::endpoint::run_cli(&ep.data(), &["users", "list", "--json"], None);
+    let id = users
+        .split("\"immutable_id\": \"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("the user's immutable id");
+    assert!(
+        xml.contains(
+            "<saml:NameID Format=\"urn:oasis:names:tc:SAML:2.0:nameid-format:persistent\""
+        ) && xml.contains(&format!(">{id}</saml:NameID>")),
+        "the persistent NameID is the immutable id {id}: {xml}"
+    );
+    assert!(
+        xml.contains("Name=\"IDPEmail\"") && xml.contains(&format!(">{USER}<")),
+        "IDPEmail carries the UPN: {xml}"
+    );
+    let file = ep.dir.join("entra-response.xml");
+    std::fs::write(&file, &xml).expect("write");
+    let pem = write_pem(&ep.dir, "printed-saml-signing.pem", cert);
+    let (ok, e) = xmlsec_verify(&file, &pem, &common::federation::SAML2_IDS, None);
+    assert!(
+        ok,
+        "the printed SigningCertificate verifies the Response: {e}"
+    );
+}

@@ -76,6 +76,9 @@ pub enum AttributeNames {
     Oid,
     /// Plain names (`upn`, `mail`, …) with the basic NameFormat.
     Plain,
+    /// What Microsoft Entra ID's SAML-P federation reads: the UPN as `IDPEmail` (which it
+    /// requires), the others by their claim URIs, with the unspecified NameFormat.
+    Entra,
 }
 
 impl AttributeNames {
@@ -84,6 +87,7 @@ impl AttributeNames {
         match self {
             Self::Uri | Self::Oid => ATTRNAME_URI,
             Self::Plain => ATTRNAME_BASIC,
+            Self::Entra => causeway_saml::saml2::ATTRNAME_UNSPECIFIED,
         }
     }
 }
@@ -144,6 +148,8 @@ impl Claim {
         };
         match (names, self) {
             (AttributeNames::Uri, _) => uri,
+            (AttributeNames::Entra, Self::Upn) => "IDPEmail",
+            (AttributeNames::Entra, _) => uri,
             (AttributeNames::Plain, c) => c.plain(),
             // eduPersonPrincipalName, mail, displayName, isMemberOf.
             (AttributeNames::Oid, Self::Upn) => "urn:oid:1.3.6.1.4.1.5923.1.1.1.6",

@@ -46,6 +46,8 @@ pub const NAMEID_FORMATS: [&str; 4] = [
 pub const ATTRNAME_URI: &str = "urn:oasis:names:tc:SAML:2.0:attrname-format:uri";
 /// Attribute names that are plain words.
 pub const ATTRNAME_BASIC: &str = "urn:oasis:names:tc:SAML:2.0:attrname-format:basic";
+/// Attribute names whose kind is not said (Microsoft Entra ID's `IDPEmail`).
+pub const ATTRNAME_UNSPECIFIED: &str = "urn:oasis:names:tc:SAML:2.0:attrname-format:unspecified";
 /// Success status.
 pub const STATUS_SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
 /// Top-level status: the IdP could not do what was asked.
