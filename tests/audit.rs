@@ -50,16 +50,23 @@ fn sign_ins_are_audited_with_who_where_what_and_how_and_never_the_password() {
     let b = Browser::new(&ep.dir.join("right"));
     sign_in_from(&ep, &b, &start, USER, &pw);
 
-    let lines = audit_until(
+    // Single sign-on to the second application: a token from the session, no password.
+    let (s, _, page, _) = b.follow(&ep.url, &format!("{}/demo/app2/", ep.url));
+    assert!(s == 200 && page.contains("id=\"autopost\""), "{page}");
+
+    let all = audit_until(
         &ep,
         &["--user", &USER.to_uppercase(), "--kind", "signin"],
-        |l| l.len() >= 2,
+        |l| l.len() >= 4,
     );
-    assert_eq!(lines.len(), 2, "{lines:#?}");
+    let lines: Vec<&String> = all
+        .iter()
+        .filter(|l| l.contains("\"action\":\"password\""))
+        .collect();
+    assert_eq!(lines.len(), 2, "{all:#?}");
     for (line, outcome) in lines.iter().zip(["invalid_credentials", "success"]) {
         for want in [
             "\"kind\":\"signin\"".to_owned(),
-            "\"action\":\"password\"".to_owned(),
             format!("\"outcome\":\"{outcome}\""),
             format!("\"user\":\"{USER}\""),
             "\"client\":\"127.0.0.1\"".to_owned(),
@@ -69,6 +76,21 @@ fn sign_ins_are_audited_with_who_where_what_and_how_and_never_the_password() {
             assert!(line.contains(&want), "{want} in {line}");
         }
     }
+    let tokens: Vec<&String> = all
+        .iter()
+        .filter(|l| l.contains("\"action\":\"token\""))
+        .collect();
+    assert_eq!(tokens.len(), 2, "a token for each application: {all:#?}");
+    assert!(
+        tokens[0].contains("/demo/app1") && tokens[0].contains("\"method\":\"hash_sync\""),
+        "{}",
+        tokens[0]
+    );
+    assert!(
+        tokens[1].contains("/demo/app2") && tokens[1].contains("\"method\":\"session\""),
+        "{}",
+        tokens[1]
+    );
     // The filters: another user, another app, another kind, a window in the past.
     assert!(audit_until(&ep, &["--user", "nobody@cloud.causeway.test"], |_| true).is_empty());
     assert!(audit_until(&ep, &["--app", "urn:other"], |_| true).is_empty());
@@ -76,11 +98,11 @@ fn sign_ins_are_audited_with_who_where_what_and_how_and_never_the_password() {
     assert!(audit_until(&ep, &["--until", "2020-01-01T00:00:00Z"], |_| true).is_empty());
     assert_eq!(
         audit_until(&ep, &["--since", "-1h", "--kind", "signin"], |_| true).len(),
-        2
+        4
     );
     // People read text: one line per event, the fields named.
     let text = ep.cli(&["audit", "--user", USER, "--kind", "signin"], None);
-    assert_eq!(text.lines().count(), 2, "{text}");
+    assert_eq!(text.lines().count(), 4, "{text}");
     assert!(
         text.contains(&format!("user={USER}")) && text.contains("method=hash_sync"),
         "{text}"

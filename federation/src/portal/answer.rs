@@ -79,7 +79,15 @@ impl Portal {
         req: &Request<Incoming>,
     ) -> Result<Resp, Target> {
         match without_page(prompt, || self.session_of(req)) {
-            WithoutPage::Complete((c, s)) => Ok(self.complete(target, &c, &s)),
+            WithoutPage::Complete((c, s)) => {
+                // Single sign-on: a token from the session, no password typed.
+                if let Some(app) = target.app_id() {
+                    crate::audit::record(crate::audit::Event::token_issued(
+                        &s.upn, None, app, "session",
+                    ));
+                }
+                Ok(self.complete(target, &c, &s))
+            }
             WithoutPage::NoPassive => Ok(self.no_passive(target)),
             WithoutPage::SignIn => Err(target),
         }

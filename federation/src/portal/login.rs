@@ -233,6 +233,14 @@ impl Portal {
             SystemTime::now(),
         );
         let cookie_value = Zeroizing::new(cookie_value);
+        if let Some(app) = flow.target.app_id() {
+            crate::audit::record(crate::audit::Event::token_issued(
+                &session.upn,
+                source,
+                app,
+                path.label(),
+            ));
+        }
         let mut r = self.complete(flow.target, &cookie_value, &session);
         set_cookie(
             &mut r,
