@@ -114,7 +114,41 @@ pub(crate) enum AppsCommand {
     },
 }
 
+impl AppsCommand {
+    /// What the audit log calls this command and the application it changes; `None` for
+    /// the commands that only read or print.
+    fn audited(&self) -> Option<(&'static str, String, DataArgs)> {
+        match self {
+            AppsCommand::Add {
+                data,
+                saml_metadata,
+                wsfed_realm,
+                ..
+            } => Some((
+                "app.add",
+                saml_metadata
+                    .clone()
+                    .or_else(|| wsfed_realm.clone())
+                    .unwrap_or_default(),
+                data.clone(),
+            )),
+            AppsCommand::Remove { data, id } => Some(("app.remove", id.clone(), data.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// Runs `cmd`; a change is recorded in the audit log with how it ended.
 pub(crate) async fn apps(cmd: AppsCommand) -> Result<()> {
+    let audited = cmd.audited();
+    let result = apps_command(cmd).await;
+    if let Some((action, target, data)) = audited {
+        data.audit_admin(action, &target, &result);
+    }
+    result
+}
+
+async fn apps_command(cmd: AppsCommand) -> Result<()> {
     match cmd {
         AppsCommand::M365(a) => crate::apps_m365::run(a).await,
         AppsCommand::Add {

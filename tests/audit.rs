@@ -152,6 +152,17 @@ fn a_bad_time_is_refused_with_the_forms_it_takes() {
 fn admin_changes_are_audited_with_who_and_how_they_ended_and_never_the_token() {
     let (ep, pw) = endpoint_with_user("audit-admin", "");
     ep.cli(&["users", "disable", USER], None);
+    ep.cli(
+        &[
+            "apps",
+            "add",
+            "--wsfed-realm",
+            "urn:audit:rp",
+            "--reply-url",
+            "https://rp.example/wsfed",
+        ],
+        None,
+    );
     let token = ep.cli(&["certs", "token", "--for", "agent", "--ttl", "10m"], None);
     // A refused change is recorded too, with why.
     let refused = std::process::Command::new(common::endpoint::bin())
@@ -166,7 +177,7 @@ fn admin_changes_are_audited_with_who_and_how_they_ended_and_never_the_token() {
         .expect("run");
     assert!(!refused.status.success());
 
-    let lines = audit_until(&ep, &["--kind", "admin"], |l| l.len() >= 4);
+    let lines = audit_until(&ep, &["--kind", "admin"], |l| l.len() >= 5);
     let find = |action: &str| {
         lines
             .iter()
@@ -177,6 +188,7 @@ fn admin_changes_are_audited_with_who_and_how_they_ended_and_never_the_token() {
     assert!(add.contains("\"outcome\":\"ok\"") && add.contains(&format!("\"target\":\"{USER}\"")));
     assert!(add.contains("\"actor\":"), "who acted: {add}");
     assert!(find("user.disable").contains("\"outcome\":\"ok\""));
+    assert!(find("app.add").contains("\"target\":\"urn:audit:rp\""));
     let t = find("certs.token");
     assert!(t.contains("agent enrollment token, valid 600s"), "{t}");
     let failed = find("user.enable");
