@@ -10,12 +10,14 @@ use crate::endpoint::DataDir;
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum AppsCommand {
-    /// Register a SAML service provider from its metadata, or a WS-Federation relying party.
+    /// Register a SAML service provider from its metadata, a WS-Federation relying party, or
+    /// an OpenID Connect client.
     ///
     /// Examples:
     ///   causeway apps add --saml-metadata sp-metadata.xml
     ///   causeway apps add --saml-metadata https://app.example.com/saml/metadata
     ///   causeway apps add --wsfed-realm urn:federation:MicrosoftOnline --reply-url https://login.microsoftonline.com/login.srf
+    ///   causeway apps add --oidc wiki --redirect-uri https://wiki.example.com/oidc/callback
     #[command(verbatim_doc_comment)]
     Add {
         #[command(flatten)]
@@ -35,6 +37,8 @@ pub(crate) enum AppsCommand {
         /// A name shown on the sign-in page.
         #[arg(long)]
         name: Option<String>,
+        #[command(flatten)]
+        oidc: crate::apps_oidc::OidcArgs,
     },
     /// List registered applications.
     List {
@@ -59,9 +63,12 @@ pub(crate) async fn apps(cmd: AppsCommand) -> Result<()> {
             wsfed_realm,
             reply_url,
             name,
+            oidc,
         } => {
             data.ensure()?;
-            if let Some(src) = saml_metadata {
+            if oidc.oidc.is_some() {
+                crate::apps_oidc::add(&data, oidc, name)
+            } else if let Some(src) = saml_metadata {
                 let xml = if src.starts_with("https://") {
                     crate::http_client::get(&src, ca_file.as_deref(), 1024 * 1024).await?
                 } else if src.starts_with("http://") {
@@ -104,7 +111,7 @@ pub(crate) async fn apps(cmd: AppsCommand) -> Result<()> {
         }
         AppsCommand::List { data } => {
             let apps = Apps::load(&data.apps_dir())?;
-            if apps.saml.is_empty() && apps.wsfed.is_empty() {
+            if apps.saml.is_empty() && apps.wsfed.is_empty() && apps.oidc.is_empty() {
                 println!("no applications registered (causeway apps add --help)");
             }
             for sp in apps.saml.values() {
@@ -116,6 +123,9 @@ pub(crate) async fn apps(cmd: AppsCommand) -> Result<()> {
             }
             for r in apps.wsfed.values() {
                 println!("wsfed  {}  -> {}", r.realm, r.reply_urls.join(", "));
+            }
+            for c in apps.oidc.values() {
+                println!("oidc   {}  -> {}", c.client_id, c.redirect_uris.join(", "));
             }
             Ok(())
         }

@@ -8,6 +8,7 @@
 mod admin_socket;
 mod agent_cmd;
 mod apps_cmd;
+mod apps_oidc;
 mod bench;
 mod demo;
 mod demo_apps;

@@ -72,6 +72,8 @@ pub struct Apps {
     pub saml: BTreeMap<String, ServiceProvider>,
     /// WS-Fed realms by realm.
     pub wsfed: BTreeMap<String, WsFedRealm>,
+    /// OpenID Connect clients by client id.
+    pub oidc: BTreeMap<String, causeway_oidc::Client>,
 }
 
 /// Why an application could not be registered or loaded.
@@ -96,7 +98,7 @@ pub enum AppsError {
     },
 }
 
-fn file_stem(kind: &str, key: &str) -> String {
+pub(crate) fn file_stem(kind: &str, key: &str) -> String {
     let h = sha2::Sha256::digest(key.as_bytes());
     let mut s = format!("{kind}-");
     for b in &h[..8] {
@@ -106,7 +108,7 @@ fn file_stem(kind: &str, key: &str) -> String {
 }
 
 impl Apps {
-    /// Loads `dir` (`saml-*.xml`, `wsfed-*.toml`); a missing directory is empty.
+    /// Loads `dir` (`saml-*.xml`, `wsfed-*.toml`, `oidc-*.toml`); a missing directory is empty.
     pub fn load(dir: &Path) -> Result<Self, AppsError> {
         let mut apps = Self::default();
         let entries = match std::fs::read_dir(dir) {
@@ -144,6 +146,9 @@ impl Apps {
                 let r: WsFedRealm = toml::from_str(&read()?).map_err(|e| bad(e.to_string()))?;
                 r.validate().map_err(bad)?;
                 apps.wsfed.insert(r.realm.clone(), r);
+            } else if name.starts_with("oidc-") && name.ends_with(".toml") {
+                let c = crate::oidc_clients::parse(&read()?).map_err(bad)?;
+                apps.oidc.insert(c.client_id.clone(), c);
             }
         }
         Ok(apps)
@@ -175,12 +180,13 @@ impl Apps {
         write_file(dir, &path, text.as_bytes())
     }
 
-    /// Removes an application by entity id or realm. Returns whether one was removed.
+    /// Removes an application by entity id, realm or client id. Returns whether one was removed.
     pub fn remove(dir: &Path, key: &str) -> Result<bool, AppsError> {
         let mut removed = false;
         for path in [
             dir.join(format!("{}.xml", file_stem("saml", key))),
             dir.join(format!("{}.toml", file_stem("wsfed", key))),
+            crate::oidc_clients::path_of(dir, key),
         ] {
             match std::fs::remove_file(&path) {
                 Ok(()) => removed = true,
@@ -192,7 +198,7 @@ impl Apps {
     }
 }
 
-fn write_file(dir: &Path, path: &Path, data: &[u8]) -> Result<(), AppsError> {
+pub(crate) fn write_file(dir: &Path, path: &Path, data: &[u8]) -> Result<(), AppsError> {
     use std::os::unix::fs::DirBuilderExt;
     let io = |source| AppsError::Io {
         path: path.to_owned(),

@@ -118,6 +118,9 @@ impl Portal {
                         ))
                     })?;
                 let ended = self.sessions.end(&c);
+                if let Some(s) = &ended {
+                    self.oidc_session_ended(s);
+                }
                 info!(
                     asked_by_application = next.is_some(),
                     "signed out at the endpoint"

@@ -19,6 +19,8 @@ mod login;
 mod login_rules;
 mod logout;
 mod mount;
+mod oidc;
+mod oidc_state;
 pub mod pages;
 mod saml;
 mod wsfed;
@@ -80,6 +82,12 @@ pub struct PortalConfig {
 struct Keys {
     signing: Arc<SigningKey>,
     published: Vec<String>,
+    /// The same active key, for OpenID Connect tokens (`kid` = the key's id).
+    oidc: Arc<causeway_oidc::Signer>,
+    /// The JWKS of the published keys.
+    jwks: String,
+    /// The published keys, to read back an `id_token_hint`.
+    oidc_published: Vec<causeway_oidc::jwt::PublishedKey>,
 }
 
 /// The sign-in side.
@@ -99,6 +107,8 @@ pub struct Portal {
     anonymous: budget::AnonymousBudget,
     logouts: Logouts,
     csp_hashes: String,
+    oidc: oidc_state::OidcState,
+    oidc_endpoints: causeway_oidc::discovery::Endpoints,
 }
 
 impl std::fmt::Debug for Portal {
@@ -127,7 +137,10 @@ impl Portal {
         let keys = Self::keys_of(&set, SystemTime::now())?;
         // Beside the token-signing keys: the same directory, kept private already.
         let flow_key = FlowKey::load_or_create(&cfg.keys_dir.join(FLOW_KEY_FILE))?;
+        let oidc = oidc_state::OidcState::load(&cfg.keys_dir)?;
         let p = Self {
+            oidc,
+            oidc_endpoints: causeway_oidc::discovery::Endpoints::under(&public_url),
             csp_hashes: format!(
                 "style-src {}; script-src {}",
                 csp_hash(pages::CSS),
@@ -158,7 +171,18 @@ impl Portal {
         let active = set
             .active(now)
             .ok_or("no token-signing key is active (all expired?)")?;
+        let jwks: Vec<causeway_oidc::jwt::PublishedKey> = set
+            .published(now)
+            .iter()
+            .filter_map(|k| causeway_oidc::jwt::PublishedKey::from_cert(&k.id, &k.cert_der).ok())
+            .collect();
         Ok(Keys {
+            oidc: Arc::new(causeway_oidc::Signer::new(
+                active.id.clone(),
+                active.private_key().clone(),
+            )),
+            jwks: causeway_oidc::jwt::jwks(&jwks),
+            oidc_published: jwks,
             signing: Arc::new(SigningKey::new(
                 active.private_key().clone(),
                 &active.cert_der,
@@ -303,6 +327,7 @@ impl Portal {
                     }
                 }
                 (&Method::GET, "/wsfed") => self.wsfed(&req),
+                (_, p) if oidc::handles(p) => self.oidc(req).await,
                 (_, "/" | "/login" | "/saml/metadata" | "/saml/sso" | "/saml/slo" | "/wsfed") => {
                     Err(self.error_page(
                         StatusCode::METHOD_NOT_ALLOWED,
@@ -374,6 +399,7 @@ fn starts_sign_in_work(path: &str, mounted: bool) -> bool {
                 | "/saml/idp-init"
                 | "/saml/slo"
                 | "/wsfed"
+                | "/oidc/authorize"
         )
 }
 
@@ -392,6 +418,7 @@ mod tests {
             "/saml/idp-init",
             "/saml/slo",
             "/wsfed",
+            "/oidc/authorize",
         ] {
             assert!(starts_sign_in_work(p, false), "{p}");
         }
@@ -404,6 +431,9 @@ mod tests {
             "/login/",
             "/wsfed/x",
             "/demo/",
+            "/.well-known/openid-configuration",
+            "/oidc/jwks",
+            "/oidc/token",
             "",
         ] {
             assert!(!starts_sign_in_work(p, false), "{p}");

@@ -37,6 +37,13 @@ pub enum Target {
         /// `wctx`, echoed unchanged.
         wctx: Option<String>,
     },
+    /// An OpenID Connect authorization code sent to a registered redirect URI.
+    Oidc {
+        /// The client id.
+        client_id: String,
+        /// The checked authorization request (`causeway_oidc::AuthorizeRequest::encode`).
+        request: String,
+    },
     /// The endpoint's own start page.
     Portal,
 }
@@ -168,6 +175,11 @@ impl Flow {
                 w.str(reply);
                 w.opt(wctx.as_deref());
             }
+            Target::Oidc { client_id, request } => {
+                w.u8(3);
+                w.str(client_id);
+                w.str(request);
+            }
         }
         zeroize::Zeroizing::new(w.0)
     }
@@ -201,6 +213,10 @@ impl Flow {
                 realm: r.str()?,
                 reply: r.str()?,
                 wctx: r.opt()?,
+            },
+            3 => Target::Oidc {
+                client_id: r.str()?,
+                request: r.str()?,
             },
             _ => return Err(FlowError::Malformed),
         };
