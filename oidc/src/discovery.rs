@@ -21,6 +21,10 @@ pub struct Endpoints {
     pub jwks: String,
     /// `/oidc/logout`.
     pub end_session: String,
+    /// `/oidc/revoke` (RFC 7009).
+    pub revocation: String,
+    /// `/oidc/introspect` (RFC 7662).
+    pub introspection: String,
 }
 
 impl Endpoints {
@@ -34,6 +38,8 @@ impl Endpoints {
             userinfo: format!("{i}/oidc/userinfo"),
             jwks: format!("{i}/oidc/jwks"),
             end_session: format!("{i}/oidc/logout"),
+            revocation: format!("{i}/oidc/revoke"),
+            introspection: format!("{i}/oidc/introspect"),
         }
     }
 
@@ -46,6 +52,10 @@ impl Endpoints {
             "userinfo_endpoint": self.userinfo,
             "jwks_uri": self.jwks,
             "end_session_endpoint": self.end_session,
+            "revocation_endpoint": self.revocation,
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "introspection_endpoint": self.introspection,
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "scopes_supported": SCOPES,
             "response_types_supported": ["code"],
             "response_modes_supported": ["query", "form_post"],
