@@ -301,7 +301,11 @@ pub(crate) async fn run_endpoint(
         apps_dir: apps_dir.clone(),
         config_apps: s.file.apps.clone(),
         mounts: if s.demo_apps {
-            vec![Arc::new(crate::demo_apps::DemoApps::new(&s.public_url))]
+            vec![
+                Arc::new(crate::demo_apps::DemoApps::new(&s.public_url))
+                    as Arc<dyn causeway_federation::portal::Mount>,
+                Arc::new(crate::demo_oidc::DemoOidc::new(&s.public_url)),
+            ]
         } else {
             Vec::new()
         },

@@ -12,6 +12,7 @@ mod apps_oidc;
 mod bench;
 mod demo;
 mod demo_apps;
+mod demo_oidc;
 mod endpoint;
 mod http_client;
 mod logging;

@@ -51,3 +51,37 @@ fn authlib_runs_discovery_code_pkce_id_token_userinfo_revocation_and_logout() {
     assert!(checks.values().all(|c| c == true), "{out}");
     assert!(!out.contains(&o.secret) && !out.contains(&o.password));
 }
+
+#[test]
+fn chromium_signs_in_to_the_demo_oidc_client_then_to_a_saml_app_without_a_second_prompt() {
+    let tools = tools();
+    let o = endpoint("oidc-chromium", "");
+    std::fs::write(o.ep.dir.join("pw"), &o.password).expect("pw");
+    let (ok, out, err) = run(Command::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/oidc_browser.mjs"))
+        .args(["--oidc", &format!("{}/demo-oidc/", o.ep.url)])
+        .args(["--saml", &format!("{}/demo/app1/", o.ep.url)])
+        .args(["--user", USER])
+        .arg("--password-file")
+        .arg(o.ep.dir.join("pw"))
+        .env("CAUSEWAY_TOOLS_DIR", &tools));
+    assert!(ok, "chromium: {out}\n{err}\n{}", o.ep.logs());
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert!(
+        v["loginUrl"]
+            .as_str()
+            .is_some_and(|u| u.contains("/login?flow=")),
+        "{out}"
+    );
+    // The demo client checked the ID token (it shows only one it accepted).
+    assert_eq!(v["idToken"]["iss"], format!("\"{}\"", o.ep.url), "{out}");
+    assert_eq!(v["idToken"]["aud"], "\"demo-oidc\"", "{out}");
+    assert_eq!(
+        v["userinfo"]["preferred_username"],
+        format!("\"{USER}\""),
+        "{out}"
+    );
+    assert_eq!(v["samlAskedPassword"], false, "one session: {out}");
+    assert_eq!(v["samlHasAttributes"], true, "{out}");
+    assert!(!out.contains(&o.password));
+}

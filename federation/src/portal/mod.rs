@@ -21,6 +21,7 @@ mod logout;
 mod mount;
 mod oidc;
 mod oidc_state;
+mod oidc_token;
 pub mod pages;
 mod saml;
 mod wsfed;
@@ -206,6 +207,9 @@ impl Portal {
         for m in &self.cfg.mounts {
             for sp in m.service_providers() {
                 apps.saml.insert(sp.entity_id.clone(), sp);
+            }
+            for c in m.oidc_clients() {
+                apps.oidc.insert(c.client_id.clone(), c);
             }
         }
         *self

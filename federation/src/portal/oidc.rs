@@ -1,19 +1,18 @@
 //! OpenID Connect provider routes: discovery, JWKS, the authorization endpoint (on the
-//! same SSO session and sign-in page as SAML and WS-Federation), the token endpoint,
-//! UserInfo, revocation (RFC 7009) and introspection (RFC 7662). It must never send a
-//! browser to a redirect URI that is not registered for the client, nor tell a client
-//! that failed authentication anything about a user or a code.
+//! same SSO session and sign-in page as SAML and WS-Federation) and RP-initiated logout;
+//! `oidc_token` has the back-channel endpoints. It must never send a browser to a
+//! redirect URI that is not registered for the client.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use causeway_oidc::authorize::{answer_fields, redirect_with, PromptKind};
 use causeway_oidc::params::{Params, MAX_INPUT};
-use causeway_oidc::token::{self as tok, Grant};
-use causeway_oidc::{AuthorizeRequest, ClientAuth, ErrorCode, OAuthError, Refused, ResponseMode};
+use causeway_oidc::token as tok;
+use causeway_oidc::{AuthorizeRequest, ErrorCode, OAuthError, Refused, ResponseMode};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use sha2::Digest;
 use tracing::{info, warn};
@@ -22,8 +21,8 @@ use zeroize::Zeroizing;
 use crate::session::{Participant, Prompt, Session, Target};
 
 use super::answer::{without_page, WithoutPage};
-use super::http::{origin, read_body, read_secret_body, Resp};
-use super::oidc_state::{CodeGrant, CodeRefused, TokenEntry, User};
+use super::http::{origin, read_body, Resp};
+use super::oidc_state::{CodeGrant, User};
 use super::{pages, Portal};
 
 /// The discovery document's address.
@@ -34,13 +33,13 @@ pub(super) fn handles(path: &str) -> bool {
     path == WELL_KNOWN || path.starts_with("/oidc/")
 }
 
-fn unix(t: SystemTime) -> u64 {
+pub(super) fn unix(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
 /// A JSON answer; `cache` for public documents, else `no-store` (RFC 6749 §5.1).
-fn json(status: StatusCode, body: String, cache: bool) -> Resp {
+pub(super) fn json(status: StatusCode, body: String, cache: bool) -> Resp {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     let h = r.headers_mut();
@@ -63,7 +62,7 @@ fn json(status: StatusCode, body: String, cache: bool) -> Resp {
 
 /// A token-endpoint error (RFC 6749 §5.2); `basic` when the client used the header
 /// (then a 401 names the scheme, as §5.2 asks).
-fn oauth_error(e: &OAuthError, basic: bool) -> Resp {
+pub(super) fn oauth_error(e: &OAuthError, basic: bool) -> Resp {
     let status = StatusCode::from_u16(e.code.token_status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut r = json(status, e.to_json(), false);
     if status == StatusCode::UNAUTHORIZED {
@@ -83,7 +82,7 @@ fn oauth_error(e: &OAuthError, basic: bool) -> Resp {
     r
 }
 
-fn invalid_grant(d: &str) -> OAuthError {
+pub(super) fn invalid_grant(d: &str) -> OAuthError {
     OAuthError::new(ErrorCode::InvalidGrant, d)
 }
 
@@ -365,157 +364,6 @@ impl Portal {
         }
     }
 
-    /// Reads a client-authenticated form (token, revocation, introspection): the form and
-    /// the authenticated client's id, or the error answer.
-    async fn client_form(
-        &self,
-        req: Request<Incoming>,
-    ) -> Result<(Params, causeway_oidc::Client), Resp> {
-        let authz = req
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| Zeroizing::new(v.to_owned()));
-        let basic = authz.is_some();
-        // The body may hold the client secret.
-        let body = read_secret_body(req, MAX_INPUT).await?;
-        let form = Params::parse(&body).map_err(|e| oauth_error(&e, basic))?;
-        let auth = ClientAuth::from_request(authz.as_deref().map(String::as_str), &form)
-            .map_err(|e| oauth_error(&e, basic))?;
-        let apps = self.current_apps();
-        match auth.authenticate(apps.oidc.get(auth.client_id())) {
-            Ok(c) => Ok((form, c.clone())),
-            Err(e) => {
-                let method = match &auth {
-                    ClientAuth::Basic { .. } => "client_secret_basic",
-                    ClientAuth::Post { .. } => "client_secret_post",
-                    ClientAuth::None { .. } => "none",
-                };
-                warn!(method, "OpenID Connect client authentication failed");
-                Err(oauth_error(&e, basic))
-            }
-        }
-    }
-
-    async fn token(&self, req: Request<Incoming>) -> Resp {
-        let (form, client) = match self.client_form(req).await {
-            Ok(f) => f,
-            Err(r) => return r,
-        };
-        match self.token_for(&form, &client) {
-            Ok(r) => r,
-            Err(e) => {
-                info!(client = %client.client_id, error = e.code.as_str(), "token request refused");
-                oauth_error(&e, false)
-            }
-        }
-    }
-
-    fn token_for(&self, form: &Params, client: &causeway_oidc::Client) -> Result<Resp, OAuthError> {
-        let Grant::AuthorizationCode {
-            code,
-            redirect_uri,
-            code_verifier,
-        } = Grant::parse(form)?;
-        let now = SystemTime::now();
-        let g = self
-            .oidc
-            .redeem(&code, &client.client_id, now)
-            .map_err(|r| match r {
-                CodeRefused::Unknown => invalid_grant("the code is unknown or expired"),
-                CodeRefused::OtherClient => invalid_grant("the code was issued to another client"),
-                CodeRefused::Reused => {
-                    warn!(client = %client.client_id, "an authorization code was redeemed twice; the tokens issued from it are revoked");
-                    invalid_grant("the code was already used; the tokens issued from it are revoked")
-                }
-            })?;
-        if g.request.redirect_uri != redirect_uri {
-            return Err(invalid_grant(
-                "redirect_uri differs from the authorization request's",
-            ));
-        }
-        match (&g.request.code_challenge, code_verifier.as_deref()) {
-            (Some(ch), Some(v)) if causeway_oidc::pkce::verifies(ch, v) => {}
-            (Some(_), Some(_)) => {
-                return Err(invalid_grant(
-                    "the code_verifier does not match the code_challenge",
-                ))
-            }
-            (Some(_), None) => {
-                return Err(invalid_grant(
-                    "code_verifier is missing (the authorization request had a code_challenge)",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(invalid_grant(
-                    "code_verifier given, but the authorization request had no code_challenge",
-                ))
-            }
-            (None, None) => {}
-        }
-        let keys = self.current_keys();
-        let lifetime = self.cfg.token_validity.as_secs();
-        let jti = causeway_oidc::random_token();
-        let issuer = &self.oidc_endpoints.issuer;
-        let signed = |typ: &str, claims: &serde_json::Value| {
-            keys.oidc.sign(typ, claims).map_err(|_| {
-                warn!("cannot sign an OpenID Connect token");
-                OAuthError::new(ErrorCode::ServerError, "the token could not be signed")
-            })
-        };
-        let access = Zeroizing::new(signed(
-            tok::ACCESS_TOKEN_TYP,
-            &tok::access_token_claims(&tok::AccessTokenParams {
-                issuer,
-                audience: &self.oidc_endpoints.userinfo,
-                client_id: &client.client_id,
-                sub: &g.sub,
-                scopes: &g.request.scopes,
-                jti: &jti,
-                auth_time: unix(g.auth_time),
-                now: unix(now),
-                lifetime,
-            }),
-        )?);
-        let id_token = signed(
-            "JWT",
-            &tok::id_token_claims(&tok::IdTokenParams {
-                issuer,
-                client_id: &client.client_id,
-                sub: &g.sub,
-                nonce: g.request.nonce.as_deref(),
-                auth_time: unix(g.auth_time),
-                now: unix(now),
-                lifetime,
-                access_token: &access,
-                sid: &g.sid,
-            }),
-        )?;
-        let entry = TokenEntry {
-            client_id: client.client_id.clone(),
-            sub: g.sub.clone(),
-            scopes: g.request.scopes.clone(),
-            user: g.user,
-            expires: now + self.cfg.token_validity,
-            issued_at: now,
-        };
-        if !self.oidc.record_token(&code, &access, entry, now) {
-            return Err(OAuthError::new(
-                ErrorCode::TemporarilyUnavailable,
-                "too many live tokens; try again later",
-            ));
-        }
-        info!(client = %client.client_id, "OpenID Connect tokens issued");
-        let body = serde_json::json!({
-            "access_token": access.as_str(),
-            "token_type": "Bearer",
-            "expires_in": lifetime,
-            "id_token": id_token,
-            "scope": g.request.scopes.join(" "),
-        });
-        Ok(json(StatusCode::OK, body.to_string(), false))
-    }
-
     /// RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0): with a session, the
     /// user confirms on the same page as every other sign-out, which ends the SSO session;
     /// then the browser goes to the client's registered `post_logout_redirect_uri` (with
@@ -604,104 +452,6 @@ impl Portal {
         for p in s.participants.iter().filter(|p| p.format == "oidc") {
             self.oidc.revoke_sub(&p.app, &p.name_id);
         }
-    }
-
-    async fn userinfo(&self, req: Request<Incoming>) -> Resp {
-        let header = req
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| Zeroizing::new(v.to_owned()));
-        let token = match header {
-            Some(h) => h
-                .strip_prefix("Bearer ")
-                .map(|t| Zeroizing::new(t.trim().to_owned())),
-            // RFC 6750 §2.2: the form body of a POST.
-            None if req.method() == Method::POST => {
-                let body = match read_secret_body(req, MAX_INPUT).await {
-                    Ok(b) => b,
-                    Err(r) => return r,
-                };
-                Params::parse(&body)
-                    .ok()
-                    .and_then(|p| p.get("access_token").map(|t| Zeroizing::new(t.to_owned())))
-            }
-            None => None,
-        };
-        let bad = || {
-            oauth_error(
-                &OAuthError::new(
-                    ErrorCode::InvalidToken,
-                    "the access token is missing, expired or revoked",
-                ),
-                false,
-            )
-        };
-        let Some(token) = token.filter(|t| t.len() <= causeway_oidc::jwt::MAX_JWT) else {
-            return bad();
-        };
-        let Some(t) = self.oidc.token(&token, SystemTime::now()) else {
-            return bad();
-        };
-        let u = &t.user;
-        let claims = tok::userinfo_claims(
-            &t.sub,
-            &t.scopes,
-            &tok::UserClaims {
-                upn: &u.upn,
-                mail: u.mail.as_deref(),
-                display_name: u.display_name.as_deref(),
-                groups: &u.groups,
-            },
-        );
-        json(StatusCode::OK, claims.to_string(), false)
-    }
-
-    /// RFC 7009: always 200 for an authenticated client, whether or not the token was
-    /// live (so it says nothing about other clients' tokens).
-    async fn revoke(&self, req: Request<Incoming>) -> Resp {
-        let (form, client) = match self.client_form(req).await {
-            Ok(f) => f,
-            Err(r) => return r,
-        };
-        let Some(token) = form.get("token") else {
-            return oauth_error(
-                &OAuthError::new(ErrorCode::InvalidRequest, "token is missing"),
-                false,
-            );
-        };
-        if self.oidc.revoke(token, &client.client_id) {
-            info!(client = %client.client_id, "access token revoked");
-        }
-        json(StatusCode::OK, String::new(), false)
-    }
-
-    /// RFC 7662, for the client the token was issued to: anything else is `active: false`.
-    async fn introspect(&self, req: Request<Incoming>) -> Resp {
-        let (form, client) = match self.client_form(req).await {
-            Ok(f) => f,
-            Err(r) => return r,
-        };
-        let Some(token) = form.get("token") else {
-            return oauth_error(
-                &OAuthError::new(ErrorCode::InvalidRequest, "token is missing"),
-                false,
-            );
-        };
-        let body = match self.oidc.token(token, SystemTime::now()) {
-            Some(t) if t.client_id == client.client_id => serde_json::json!({
-                "active": true,
-                "scope": t.scopes.join(" "),
-                "client_id": t.client_id,
-                "sub": t.sub,
-                "exp": unix(t.expires),
-                "iat": unix(t.issued_at),
-                "iss": self.oidc_endpoints.issuer,
-                "token_type": "Bearer",
-            }),
-            _ => serde_json::json!({ "active": false }),
-        };
-        json(StatusCode::OK, body.to_string(), false)
     }
 }
 

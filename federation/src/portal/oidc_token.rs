@@ -1,0 +1,315 @@
+//! The OpenID Provider's back-channel endpoints: token (RFC 6749 §4.1.3, with PKCE),
+//! UserInfo, revocation (RFC 7009) and introspection (RFC 7662), all with bounded forms.
+//! It must never tell a client that failed authentication anything about a user or a
+//! code, nor answer for a token another client holds.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use causeway_oidc::params::{Params, MAX_INPUT};
+use causeway_oidc::token::{self as tok, Grant};
+use causeway_oidc::{ClientAuth, ErrorCode, OAuthError};
+use hyper::body::Incoming;
+use hyper::header::AUTHORIZATION;
+use hyper::{Method, Request, StatusCode};
+use tracing::{info, warn};
+use zeroize::Zeroizing;
+
+use super::http::{read_secret_body, Resp};
+use super::oidc::{invalid_grant, json, oauth_error, unix};
+use super::oidc_state::{CodeRefused, TokenEntry};
+use super::Portal;
+
+impl Portal {
+    /// Reads a client-authenticated form (token, revocation, introspection): the form and
+    /// the authenticated client's id, or the error answer.
+    async fn client_form(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<(Params, causeway_oidc::Client), Resp> {
+        let authz = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| Zeroizing::new(v.to_owned()));
+        // The body may hold the client secret.
+        let body = read_secret_body(req, MAX_INPUT).await?;
+        self.authenticated_form(authz.as_deref().map(String::as_str), &body)
+    }
+
+    /// The form of a client-authenticated request and its client, or the error answer.
+    fn authenticated_form(
+        &self,
+        authz: Option<&str>,
+        body: &[u8],
+    ) -> Result<(Params, causeway_oidc::Client), Resp> {
+        let basic = authz.is_some();
+        let form = Params::parse(body).map_err(|e| oauth_error(&e, basic))?;
+        let auth = ClientAuth::from_request(authz, &form).map_err(|e| oauth_error(&e, basic))?;
+        let apps = self.current_apps();
+        match auth.authenticate(apps.oidc.get(auth.client_id())) {
+            Ok(c) => Ok((form, c.clone())),
+            Err(e) => {
+                let method = match &auth {
+                    ClientAuth::Basic { .. } => "client_secret_basic",
+                    ClientAuth::Post { .. } => "client_secret_post",
+                    ClientAuth::None { .. } => "none",
+                };
+                warn!(method, "OpenID Connect client authentication failed");
+                Err(oauth_error(&e, basic))
+            }
+        }
+    }
+
+    pub(super) async fn token(&self, req: Request<Incoming>) -> Resp {
+        let authz = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| Zeroizing::new(v.to_owned()));
+        match read_secret_body(req, MAX_INPUT).await {
+            Ok(body) => self.token_request(authz.as_deref().map(String::as_str), &body),
+            Err(r) => r,
+        }
+    }
+
+    /// Answers a token request (its `Authorization` header and form body) as the token
+    /// endpoint does; for applications mounted in the same process (the demo client, the
+    /// benchmark), which have no need of a second TLS connection to themselves.
+    pub fn token_request(&self, authorization: Option<&str>, body: &[u8]) -> Resp {
+        let (form, client) = match self.authenticated_form(authorization, body) {
+            Ok(f) => f,
+            Err(r) => return r,
+        };
+        match self.token_for(&form, &client) {
+            Ok(r) => r,
+            Err(e) => {
+                info!(client = %client.client_id, error = e.code.as_str(), "token request refused");
+                oauth_error(&e, false)
+            }
+        }
+    }
+
+    fn token_for(&self, form: &Params, client: &causeway_oidc::Client) -> Result<Resp, OAuthError> {
+        let Grant::AuthorizationCode {
+            code,
+            redirect_uri,
+            code_verifier,
+        } = Grant::parse(form)?;
+        let now = SystemTime::now();
+        let g = self
+            .oidc
+            .redeem(&code, &client.client_id, now)
+            .map_err(|r| match r {
+                CodeRefused::Unknown => invalid_grant("the code is unknown or expired"),
+                CodeRefused::OtherClient => invalid_grant("the code was issued to another client"),
+                CodeRefused::Reused => {
+                    warn!(client = %client.client_id, "an authorization code was redeemed twice; the tokens issued from it are revoked");
+                    invalid_grant("the code was already used; the tokens issued from it are revoked")
+                }
+            })?;
+        if g.request.redirect_uri != redirect_uri {
+            return Err(invalid_grant(
+                "redirect_uri differs from the authorization request's",
+            ));
+        }
+        match (&g.request.code_challenge, code_verifier.as_deref()) {
+            (Some(ch), Some(v)) if causeway_oidc::pkce::verifies(ch, v) => {}
+            (Some(_), Some(_)) => {
+                return Err(invalid_grant(
+                    "the code_verifier does not match the code_challenge",
+                ))
+            }
+            (Some(_), None) => {
+                return Err(invalid_grant(
+                    "code_verifier is missing (the authorization request had a code_challenge)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid_grant(
+                    "code_verifier given, but the authorization request had no code_challenge",
+                ))
+            }
+            (None, None) => {}
+        }
+        let keys = self.current_keys();
+        let lifetime = self.cfg.token_validity.as_secs();
+        let jti = causeway_oidc::random_token();
+        let issuer = &self.oidc_endpoints.issuer;
+        let signed = |typ: &str, claims: &serde_json::Value| {
+            keys.oidc.sign(typ, claims).map_err(|_| {
+                warn!("cannot sign an OpenID Connect token");
+                OAuthError::new(ErrorCode::ServerError, "the token could not be signed")
+            })
+        };
+        let access = Zeroizing::new(signed(
+            tok::ACCESS_TOKEN_TYP,
+            &tok::access_token_claims(&tok::AccessTokenParams {
+                issuer,
+                audience: &self.oidc_endpoints.userinfo,
+                client_id: &client.client_id,
+                sub: &g.sub,
+                scopes: &g.request.scopes,
+                jti: &jti,
+                auth_time: unix(g.auth_time),
+                now: unix(now),
+                lifetime,
+            }),
+        )?);
+        let id_token = signed(
+            "JWT",
+            &tok::id_token_claims(&tok::IdTokenParams {
+                issuer,
+                client_id: &client.client_id,
+                sub: &g.sub,
+                nonce: g.request.nonce.as_deref(),
+                auth_time: unix(g.auth_time),
+                now: unix(now),
+                lifetime,
+                access_token: &access,
+                sid: &g.sid,
+            }),
+        )?;
+        let entry = TokenEntry {
+            client_id: client.client_id.clone(),
+            sub: g.sub.clone(),
+            scopes: g.request.scopes.clone(),
+            user: g.user,
+            expires: now + self.cfg.token_validity,
+            issued_at: now,
+        };
+        if !self.oidc.record_token(&code, &access, entry, now) {
+            return Err(OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "too many live tokens; try again later",
+            ));
+        }
+        info!(client = %client.client_id, "OpenID Connect tokens issued");
+        let body = serde_json::json!({
+            "access_token": access.as_str(),
+            "token_type": "Bearer",
+            "expires_in": lifetime,
+            "id_token": id_token,
+            "scope": g.request.scopes.join(" "),
+        });
+        Ok(json(StatusCode::OK, body.to_string(), false))
+    }
+
+    /// The UserInfo answer for an access token, as the endpoint gives it.
+    pub fn userinfo_of(&self, token: &str) -> Resp {
+        let bad = || {
+            oauth_error(
+                &OAuthError::new(
+                    ErrorCode::InvalidToken,
+                    "the access token is missing, expired or revoked",
+                ),
+                false,
+            )
+        };
+        if token.len() > causeway_oidc::jwt::MAX_JWT {
+            return bad();
+        }
+        let Some(t) = self.oidc.token(token, SystemTime::now()) else {
+            return bad();
+        };
+        let u = &t.user;
+        let claims = tok::userinfo_claims(
+            &t.sub,
+            &t.scopes,
+            &tok::UserClaims {
+                upn: &u.upn,
+                mail: u.mail.as_deref(),
+                display_name: u.display_name.as_deref(),
+                groups: &u.groups,
+            },
+        );
+        json(StatusCode::OK, claims.to_string(), false)
+    }
+
+    /// The OpenID Connect issuer (the public URL).
+    pub fn oidc_issuer(&self) -> &str {
+        &self.oidc_endpoints.issuer
+    }
+
+    /// The keys an ID token may be checked with now (the JWKS).
+    pub fn oidc_published_keys(&self) -> Vec<causeway_oidc::jwt::PublishedKey> {
+        self.current_keys().oidc_published.clone()
+    }
+
+    /// The key OpenID Connect tokens are signed with now (for the benchmark's bound).
+    pub fn oidc_signer(&self) -> Arc<causeway_oidc::Signer> {
+        self.current_keys().oidc.clone()
+    }
+
+    pub(super) async fn userinfo(&self, req: Request<Incoming>) -> Resp {
+        let header = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| Zeroizing::new(v.to_owned()));
+        let token = match header {
+            Some(h) => h
+                .strip_prefix("Bearer ")
+                .map(|t| Zeroizing::new(t.trim().to_owned())),
+            // RFC 6750 §2.2: the form body of a POST.
+            None if req.method() == Method::POST => {
+                let body = match read_secret_body(req, MAX_INPUT).await {
+                    Ok(b) => b,
+                    Err(r) => return r,
+                };
+                Params::parse(&body)
+                    .ok()
+                    .and_then(|p| p.get("access_token").map(|t| Zeroizing::new(t.to_owned())))
+            }
+            None => None,
+        };
+        self.userinfo_of(token.as_deref().map_or("", String::as_str))
+    }
+
+    /// RFC 7009: always 200 for an authenticated client, whether or not the token was
+    /// live (so it says nothing about other clients' tokens).
+    pub(super) async fn revoke(&self, req: Request<Incoming>) -> Resp {
+        let (form, client) = match self.client_form(req).await {
+            Ok(f) => f,
+            Err(r) => return r,
+        };
+        let Some(token) = form.get("token") else {
+            return oauth_error(
+                &OAuthError::new(ErrorCode::InvalidRequest, "token is missing"),
+                false,
+            );
+        };
+        if self.oidc.revoke(token, &client.client_id) {
+            info!(client = %client.client_id, "access token revoked");
+        }
+        json(StatusCode::OK, String::new(), false)
+    }
+
+    /// RFC 7662, for the client the token was issued to: anything else is `active: false`.
+    pub(super) async fn introspect(&self, req: Request<Incoming>) -> Resp {
+        let (form, client) = match self.client_form(req).await {
+            Ok(f) => f,
+            Err(r) => return r,
+        };
+        let Some(token) = form.get("token") else {
+            return oauth_error(
+                &OAuthError::new(ErrorCode::InvalidRequest, "token is missing"),
+                false,
+            );
+        };
+        let body = match self.oidc.token(token, SystemTime::now()) {
+            Some(t) if t.client_id == client.client_id => serde_json::json!({
+                "active": true,
+                "scope": t.scopes.join(" "),
+                "client_id": t.client_id,
+                "sub": t.sub,
+                "exp": unix(t.expires),
+                "iat": unix(t.issued_at),
+                "iss": self.oidc_endpoints.issuer,
+                "token_type": "Bearer",
+            }),
+            _ => serde_json::json!({ "active": false }),
+        };
+        json(StatusCode::OK, body.to_string(), false)
+    }
+}
