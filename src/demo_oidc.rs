@@ -166,8 +166,7 @@ impl DemoOidc {
                 tokens["error"].as_str().unwrap_or("nothing usable")
             )));
         };
-        let claims =
-            check_id_token(id_token, access, &pending.nonce, portal).map_err(refuse)?;
+        let claims = check_id_token(id_token, access, &pending.nonce, portal).map_err(refuse)?;
         let info = body_json(portal.userinfo_of(access)).await;
         let c = random_token();
         {

@@ -408,3 +408,80 @@ fn bad_authorization_and_token_requests_each_get_their_own_oauth_error() {
     assert_eq!(s, 200, "{body}");
     assert!(body.contains("id_token"));
 }
+
+#[test]
+fn refresh_tokens_rotate_and_a_reused_one_revokes_every_token_of_the_sign_in() {
+    let o = endpoint("oidc-refresh", "");
+    let (ep, u) = (&o.ep, o.ep.url.clone());
+    let b = Browser::new(&ep.dir.join("browser"));
+    let start = authorize_url(&u, "").replace(
+        "scope=openid%20profile",
+        "scope=openid%20offline_access%20profile",
+    );
+    let head = sign_in_to_client(ep, &b, &start, &o.password);
+    let code = param(&location_params(&head), "code")
+        .expect("code")
+        .to_owned();
+    let client = basic_client(&ep.dir.join("rp1"), "rp1", &o.secret);
+    let (s, t) = redeem(&client, &u, &code, VERIFIER);
+    assert_eq!(s, 200, "{t}");
+    let r1 = t["refresh_token"]
+        .as_str()
+        .expect("refresh_token with offline_access")
+        .to_owned();
+    let refresh = |r: &str| {
+        let (s, _, body) = client.post(
+            &format!("{u}/oidc/token"),
+            &[("grant_type", "refresh_token"), ("refresh_token", r)],
+        );
+        (s, serde_json::from_str::<Value>(&body).expect("json"))
+    };
+    let (s, t2) = refresh(&r1);
+    assert_eq!(s, 200, "{t2}");
+    let r2 = t2["refresh_token"].as_str().expect("rotated").to_owned();
+    assert_ne!(r1, r2, "a new refresh token at every use");
+    let at2 = t2["access_token"].as_str().expect("at").to_owned();
+    let (_, _, jwks) = Browser::new(&ep.dir.join("anon")).get(&format!("{u}/oidc/jwks"));
+    let jwks: Value = serde_json::from_str(&jwks).expect("jwks");
+    let (_, id2) = verify_jwt(t2["id_token"].as_str().expect("id_token"), &jwks);
+    let (_, id1) = verify_jwt(t["id_token"].as_str().expect("id_token"), &jwks);
+    assert_eq!(id2["sub"], id1["sub"]);
+    assert_eq!(id2["auth_time"], id1["auth_time"], "the same sign-in");
+    let bearer =
+        Browser::new(&ep.dir.join("bearer")).with_header(&format!("authorization: Bearer {at2}"));
+    assert_eq!(bearer.get(&format!("{u}/oidc/userinfo")).0, 200);
+    // Another client cannot use it.
+    let (s, _, body) = Browser::new(&ep.dir.join("spa")).post(
+        &format!("{u}/oidc/token"),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &r2),
+            ("client_id", "spa"),
+        ],
+    );
+    assert_eq!(s, 400, "{body}");
+    assert!(body.contains("invalid_grant"));
+    // The first one again: reuse, so the whole family and the access tokens end.
+    let (s, v) = refresh(&r1);
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{v}"
+    );
+    let (s, v) = refresh(&r2);
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "the live one went with its family: {v}"
+    );
+    assert_eq!(bearer.get(&format!("{u}/oidc/userinfo")).0, 401);
+    // Without offline_access, no refresh token.
+    let (s, head, _) = b.get(&authorize_url(&u, ""));
+    assert_eq!(s, 303);
+    let code = param(&location_params(&head), "code")
+        .expect("code")
+        .to_owned();
+    let (_, t) = redeem(&client, &u, &code, VERIFIER);
+    assert!(t.get("refresh_token").is_none(), "{t}");
+    assert!(!ep.logs().contains(&r1) && !ep.logs().contains(&r2));
+}

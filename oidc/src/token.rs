@@ -25,6 +25,13 @@ pub enum Grant {
         /// The PKCE verifier.
         code_verifier: Option<String>,
     },
+    /// Redeem a refresh token (OIDC Core §12).
+    RefreshToken {
+        /// The refresh token.
+        refresh_token: zeroize::Zeroizing<String>,
+        /// A narrower set of the granted scopes, if asked (RFC 6749 §6).
+        scope: Option<Vec<String>>,
+    },
 }
 
 impl std::fmt::Debug for Grant {
@@ -34,6 +41,7 @@ impl std::fmt::Debug for Grant {
                 .debug_struct("AuthorizationCode")
                 .field("redirect_uri", redirect_uri)
                 .finish_non_exhaustive(),
+            Self::RefreshToken { .. } => f.write_str("RefreshToken([redacted])"),
         }
     }
 }
@@ -47,10 +55,21 @@ impl Grant {
                 redirect_uri: p.required("redirect_uri", MAX_REDIRECT_URI)?.to_owned(),
                 code_verifier: p.bounded("code_verifier", 128)?.map(str::to_owned),
             }),
+            Some("refresh_token") => Ok(Self::RefreshToken {
+                refresh_token: zeroize::Zeroizing::new(
+                    p.required("refresh_token", 128)?.to_owned(),
+                ),
+                scope: p.bounded("scope", crate::authorize::MAX_SCOPE)?.map(|s| {
+                    s.split(' ')
+                        .filter(|x| !x.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                }),
+            }),
             None => Err(invalid_request("grant_type is missing")),
             Some(_) => Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
-                "only grant_type=authorization_code is supported",
+                "only grant_type=authorization_code and refresh_token are supported",
             )),
         }
     }

@@ -64,7 +64,7 @@ def main():
     checks["discovery_issuer"] = disc["issuer"] == args.issuer
     jwks = JsonWebKey.import_key_set(http.get(disc["jwks_uri"]).json())
 
-    rp = OAuth2Session(args.client_id, secret, scope="openid profile email groups",
+    rp = OAuth2Session(args.client_id, secret, scope="openid profile email groups offline_access",
                        redirect_uri=args.redirect_uri, code_challenge_method="S256",
                        token_endpoint_auth_method="client_secret_basic")
     rp.trust_env = False
@@ -105,6 +105,25 @@ def main():
     info = rp.get(disc["userinfo_endpoint"]).json()
     checks["userinfo_sub_matches"] = info.get("sub") == claims["sub"]
     checks["userinfo_username"] = info.get("preferred_username") == args.user
+
+    first_refresh = token["refresh_token"]
+    token = rp.refresh_token(disc["token_endpoint"], refresh_token=first_refresh)
+    checks["refresh_rotates"] = token.get("refresh_token") not in (None, first_refresh)
+    refreshed = jwt.decode(token["id_token"], jwks, claims_cls=CodeIDToken,
+                           claims_options={"iss": {"essential": True, "value": args.issuer}},
+                           claims_params={"client_id": args.client_id,
+                                          "access_token": token["access_token"]})
+    refreshed.validate()
+    checks["refreshed_id_token_same_user"] = refreshed["sub"] == claims["sub"]
+    reuse = http.post(disc["token_endpoint"], auth=(args.client_id, secret),
+                      data={"grant_type": "refresh_token", "refresh_token": first_refresh})
+    checks["refresh_reuse_refused"] = reuse.status_code == 400 and reuse.json().get("error") == "invalid_grant"
+    # The reuse revoked the family: sign in again for the rest.
+    url, state = rp.create_authorization_url(disc["authorization_endpoint"], nonce=nonce,
+                                             code_verifier=verifier)
+    r, back = follow(browser, url, args.issuer)
+    token = rp.fetch_token(disc["token_endpoint"], authorization_response=back,
+                           code_verifier=verifier)
 
     intro = rp.introspect_token(disc["introspection_endpoint"], token=token["access_token"]).json()
     checks["introspection_active"] = intro.get("active") is True and intro.get("sub") == claims["sub"]

@@ -20,6 +20,7 @@ mod login_rules;
 mod logout;
 mod mount;
 mod oidc;
+mod oidc_refresh;
 mod oidc_state;
 mod oidc_token;
 pub mod pages;
@@ -109,6 +110,7 @@ pub struct Portal {
     logouts: Logouts,
     csp_hashes: String,
     oidc: oidc_state::OidcState,
+    oidc_refresh: oidc_refresh::RefreshStore,
     oidc_endpoints: causeway_oidc::discovery::Endpoints,
 }
 
@@ -139,8 +141,16 @@ impl Portal {
         // Beside the token-signing keys: the same directory, kept private already.
         let flow_key = FlowKey::load_or_create(&cfg.keys_dir.join(FLOW_KEY_FILE))?;
         let oidc = oidc_state::OidcState::load(&cfg.keys_dir)?;
+        // In the data directory (the key directory's parent), beside the other stores.
+        let oidc_refresh = oidc_refresh::RefreshStore::open(
+            &cfg.keys_dir
+                .parent()
+                .unwrap_or(&cfg.keys_dir)
+                .join(oidc_refresh::FILE),
+        )?;
         let p = Self {
             oidc,
+            oidc_refresh,
             oidc_endpoints: causeway_oidc::discovery::Endpoints::under(&public_url),
             csp_hashes: format!(
                 "style-src {}; script-src {}",

@@ -162,7 +162,7 @@ impl OidcState {
     /// Records an access token issued from `code`; false when the table is full.
     pub(super) fn record_token(
         &self,
-        code: &str,
+        code: Option<&str>,
         token: &str,
         entry: TokenEntry,
         now: SystemTime,
@@ -175,8 +175,10 @@ impl OidcState {
             }
             tokens.insert(th, entry);
         }
-        if let Some(e) = lock(&self.codes).get_mut(&token_hash(code)) {
-            e.issued.push(th);
+        if let Some(c) = code {
+            if let Some(e) = lock(&self.codes).get_mut(&token_hash(c)) {
+                e.issued.push(th);
+            }
         }
         true
     }
@@ -303,7 +305,7 @@ mod tests {
             Err(CodeRefused::OtherClient)
         );
         assert!(s.redeem(&code, "app", t0).is_ok());
-        assert!(s.record_token(&code, "AT", entry(t0), t0));
+        assert!(s.record_token(Some(&code), "AT", entry(t0), t0));
         assert!(s.token("AT", t0).is_some());
         assert_eq!(
             s.redeem(&code, "app", t0).map(|_| ()),
@@ -333,7 +335,7 @@ mod tests {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let code = s.issue_code(grant(), t0).expect("code");
         s.redeem(&code, "app", t0).expect("redeem");
-        s.record_token(&code, "AT", entry(t0), t0);
+        s.record_token(Some(&code), "AT", entry(t0), t0);
         assert!(!s.revoke("AT", "other"));
         assert!(s.token("AT", t0).is_some());
         assert!(s.revoke("AT", "app"));

@@ -17,8 +17,23 @@ use zeroize::Zeroizing;
 
 use super::http::{read_secret_body, Resp};
 use super::oidc::{invalid_grant, json, oauth_error, unix};
-use super::oidc_state::{CodeRefused, TokenEntry};
+use super::oidc_refresh::{RefreshGrant, RefreshRefused};
+use super::oidc_state::{CodeRefused, TokenEntry, User};
 use super::Portal;
+
+/// What a token response is made of: a redeemed code's or refresh token's sign-in.
+struct Issue {
+    sub: String,
+    scopes: Vec<String>,
+    user: User,
+    auth_time: SystemTime,
+    sid: String,
+    nonce: Option<String>,
+    /// The code it was redeemed from (its tokens are revoked if it is presented again).
+    code: Option<Zeroizing<String>>,
+    /// The refresh-token family and its end, when refreshed.
+    family: Option<([u8; 16], SystemTime)>,
+}
 
 impl Portal {
     /// Reads a client-authenticated form (token, revocation, introspection): the form and
@@ -91,12 +106,76 @@ impl Portal {
     }
 
     fn token_for(&self, form: &Params, client: &causeway_oidc::Client) -> Result<Resp, OAuthError> {
-        let Grant::AuthorizationCode {
-            code,
-            redirect_uri,
-            code_verifier,
-        } = Grant::parse(form)?;
         let now = SystemTime::now();
+        let issue = match Grant::parse(form)? {
+            Grant::AuthorizationCode {
+                code,
+                redirect_uri,
+                code_verifier,
+            } => self.code_grant(client, code, &redirect_uri, code_verifier.as_deref(), now)?,
+            Grant::RefreshToken {
+                refresh_token,
+                scope,
+            } => {
+                let g = self
+                    .oidc_refresh
+                    .take(&refresh_token, &client.client_id, now)
+                    .map_err(|(r, sub)| match r {
+                        RefreshRefused::Unknown => {
+                            invalid_grant("the refresh token is unknown, expired or revoked")
+                        }
+                        RefreshRefused::OtherClient => {
+                            invalid_grant("the refresh token was issued to another client")
+                        }
+                        RefreshRefused::Reused => {
+                            warn!(client = %client.client_id, "a refresh token was used twice; its family and the user's access tokens at this client are revoked");
+                            if let Some(sub) = sub {
+                                self.oidc.revoke_sub(&client.client_id, &sub);
+                            }
+                            invalid_grant("the refresh token was already used; every token of its sign-in is revoked")
+                        }
+                        RefreshRefused::Storage => OAuthError::new(
+                            ErrorCode::ServerError,
+                            "the refresh-token store cannot be read",
+                        ),
+                    })?;
+                // RFC 6749 §6: the same scopes or fewer, never more.
+                let scopes = match scope {
+                    None => g.scopes,
+                    Some(asked) if asked.iter().all(|s| g.scopes.contains(s)) => {
+                        g.scopes.into_iter().filter(|s| asked.contains(s)).collect()
+                    }
+                    Some(_) => {
+                        return Err(OAuthError::new(
+                            ErrorCode::InvalidScope,
+                            "a refresh may ask for the granted scopes or fewer, not more",
+                        ))
+                    }
+                };
+                Issue {
+                    sub: g.sub,
+                    scopes,
+                    user: g.user,
+                    auth_time: g.auth_time,
+                    sid: g.sid,
+                    nonce: None,
+                    code: None,
+                    family: Some((g.family, g.expires)),
+                }
+            }
+        };
+        self.issue_tokens(client, issue, now)
+    }
+
+    /// Redeems a code: once, for its client, with its redirect URI and PKCE verifier.
+    fn code_grant(
+        &self,
+        client: &causeway_oidc::Client,
+        code: Zeroizing<String>,
+        redirect_uri: &str,
+        code_verifier: Option<&str>,
+        now: SystemTime,
+    ) -> Result<Issue, OAuthError> {
         let g = self
             .oidc
             .redeem(&code, &client.client_id, now)
@@ -113,7 +192,7 @@ impl Portal {
                 "redirect_uri differs from the authorization request's",
             ));
         }
-        match (&g.request.code_challenge, code_verifier.as_deref()) {
+        match (&g.request.code_challenge, code_verifier) {
             (Some(ch), Some(v)) if causeway_oidc::pkce::verifies(ch, v) => {}
             (Some(_), Some(_)) => {
                 return Err(invalid_grant(
@@ -132,6 +211,26 @@ impl Portal {
             }
             (None, None) => {}
         }
+        Ok(Issue {
+            sub: g.sub,
+            scopes: g.request.scopes,
+            user: g.user,
+            auth_time: g.auth_time,
+            sid: g.sid,
+            nonce: g.request.nonce,
+            code: Some(code),
+            family: None,
+        })
+    }
+
+    /// Signs and records the access token and ID token, and, with `offline_access`, the
+    /// next refresh token of the sign-in's family.
+    fn issue_tokens(
+        &self,
+        client: &causeway_oidc::Client,
+        g: Issue,
+        now: SystemTime,
+    ) -> Result<Resp, OAuthError> {
         let keys = self.current_keys();
         let lifetime = self.cfg.token_validity.as_secs();
         let jti = causeway_oidc::random_token();
@@ -149,7 +248,7 @@ impl Portal {
                 audience: &self.oidc_endpoints.userinfo,
                 client_id: &client.client_id,
                 sub: &g.sub,
-                scopes: &g.request.scopes,
+                scopes: &g.scopes,
                 jti: &jti,
                 auth_time: unix(g.auth_time),
                 now: unix(now),
@@ -162,7 +261,7 @@ impl Portal {
                 issuer,
                 client_id: &client.client_id,
                 sub: &g.sub,
-                nonce: g.request.nonce.as_deref(),
+                nonce: g.nonce.as_deref(),
                 auth_time: unix(g.auth_time),
                 now: unix(now),
                 lifetime,
@@ -170,28 +269,66 @@ impl Portal {
                 sid: &g.sid,
             }),
         )?;
+        let refresh = if g.scopes.iter().any(|s| s == "offline_access") {
+            let (family, expires) = g.family.unwrap_or_else(|| {
+                let mut f = [0u8; 16];
+                getrandom::fill(&mut f).expect("OS random generator");
+                (f, now + super::oidc_refresh::FAMILY_TTL)
+            });
+            let r = self
+                .oidc_refresh
+                .issue(
+                    &RefreshGrant {
+                        family,
+                        client_id: client.client_id.clone(),
+                        sub: g.sub.clone(),
+                        scopes: g.scopes.clone(),
+                        user: g.user.clone(),
+                        auth_time: g.auth_time,
+                        sid: g.sid.clone(),
+                        expires,
+                    },
+                    now,
+                )
+                .map_err(|_| {
+                    warn!("cannot write the refresh-token store");
+                    OAuthError::new(
+                        ErrorCode::ServerError,
+                        "the refresh token could not be stored",
+                    )
+                })?;
+            Some(Zeroizing::new(r))
+        } else {
+            None
+        };
         let entry = TokenEntry {
             client_id: client.client_id.clone(),
             sub: g.sub.clone(),
-            scopes: g.request.scopes.clone(),
+            scopes: g.scopes.clone(),
             user: g.user,
             expires: now + self.cfg.token_validity,
             issued_at: now,
         };
-        if !self.oidc.record_token(&code, &access, entry, now) {
+        if !self
+            .oidc
+            .record_token(g.code.as_deref().map(String::as_str), &access, entry, now)
+        {
             return Err(OAuthError::new(
                 ErrorCode::TemporarilyUnavailable,
                 "too many live tokens; try again later",
             ));
         }
-        info!(client = %client.client_id, "OpenID Connect tokens issued");
-        let body = serde_json::json!({
+        info!(client = %client.client_id, refreshed = g.code.is_none(), "OpenID Connect tokens issued");
+        let mut body = serde_json::json!({
             "access_token": access.as_str(),
             "token_type": "Bearer",
             "expires_in": lifetime,
             "id_token": id_token,
-            "scope": g.request.scopes.join(" "),
+            "scope": g.scopes.join(" "),
         });
+        if let Some(r) = &refresh {
+            body["refresh_token"] = serde_json::json!(r.as_str());
+        }
         Ok(json(StatusCode::OK, body.to_string(), false))
     }
 
@@ -281,6 +418,8 @@ impl Portal {
         };
         if self.oidc.revoke(token, &client.client_id) {
             info!(client = %client.client_id, "access token revoked");
+        } else if self.oidc_refresh.revoke(token, &client.client_id) {
+            info!(client = %client.client_id, "refresh token family revoked");
         }
         json(StatusCode::OK, String::new(), false)
     }
@@ -308,7 +447,21 @@ impl Portal {
                 "iss": self.oidc_endpoints.issuer,
                 "token_type": "Bearer",
             }),
-            _ => serde_json::json!({ "active": false }),
+            _ => match self
+                .oidc_refresh
+                .live(token, &client.client_id, SystemTime::now())
+            {
+                Some((sub, scopes, exp)) => serde_json::json!({
+                    "active": true,
+                    "scope": scopes.join(" "),
+                    "client_id": client.client_id,
+                    "sub": sub,
+                    "exp": unix(exp),
+                    "iss": self.oidc_endpoints.issuer,
+                    "token_type": "refresh_token",
+                }),
+                None => serde_json::json!({ "active": false }),
+            },
         };
         json(StatusCode::OK, body.to_string(), false)
     }
