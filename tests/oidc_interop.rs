@@ -85,3 +85,27 @@ fn chromium_signs_in_to_the_demo_oidc_client_then_to_a_saml_app_without_a_second
     assert_eq!(v["samlHasAttributes"], true, "{out}");
     assert!(!out.contains(&o.password));
 }
+
+#[test]
+fn openid_client_runs_discovery_code_pkce_userinfo_refresh_rotation_revocation_and_logout() {
+    let tools = tools();
+    let o = endpoint("oidc-openid-client", "");
+    let dir = &o.ep.dir;
+    std::fs::write(dir.join("secret"), &o.secret).expect("secret");
+    std::fs::write(dir.join("pw"), &o.password).expect("pw");
+    let s = |p: &Path| p.display().to_string();
+    let (ok, out, err) = run(Command::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/oidc_rp.mjs"))
+        .args(["--issuer", &o.ep.url, "--client-id", "rp1"])
+        .args(["--client-secret-file", &s(&dir.join("secret"))])
+        .args(["--redirect-uri", REDIRECT, "--post-logout-uri", POST_LOGOUT])
+        .args(["--user", USER, "--password-file", &s(&dir.join("pw"))])
+        .env("NODE_EXTRA_CA_CERTS", o.ep.data().join("ca/ca.pem"))
+        .env("CAUSEWAY_TOOLS_DIR", &tools));
+    assert!(ok, "openid-client: {out}\n{err}\n{}", o.ep.logs());
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let checks = v["checks"].as_object().expect("checks");
+    assert!(checks.len() >= 12, "{out}");
+    assert!(checks.values().all(|c| c == true), "{out}");
+    assert!(!out.contains(&o.secret) && !out.contains(&o.password));
+}
