@@ -485,3 +485,74 @@ fn refresh_tokens_rotate_and_a_reused_one_revokes_every_token_of_the_sign_in() {
     assert!(t.get("refresh_token").is_none(), "{t}");
     assert!(!ep.logs().contains(&r1) && !ep.logs().contains(&r2));
 }
+
+/// Waits (polling, up to a minute) until the endpoint's JWKS satisfies `pred`.
+fn jwks_until(b: &Browser, u: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, jwks) = get_json(b, &format!("{u}/oidc/jwks"));
+        if pred(&jwks) {
+            return jwks;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the JWKS never changed: {jwks}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn a_client_that_cached_the_jwks_keeps_validating_through_a_key_rollover() {
+    let o = endpoint("oidc-rollover", "");
+    let (ep, u) = (&o.ep, o.ep.url.clone());
+    let anon = Browser::new(&ep.dir.join("anon"));
+    let keys = |j: &Value| j["keys"].as_array().map_or(0, Vec::len);
+    let (_, first) = get_json(&anon, &format!("{u}/oidc/jwks"));
+    assert_eq!(keys(&first), 1);
+    let b = Browser::new(&ep.dir.join("browser"));
+    let client = basic_client(&ep.dir.join("rp1"), "rp1", &o.secret);
+    let head = sign_in_to_client(ep, &b, &authorize_url(&u, ""), &o.password);
+    let code = param(&location_params(&head), "code")
+        .expect("code")
+        .to_owned();
+    let (_, t) = redeem(&client, &u, &code, VERIFIER);
+    let (h_old, _) = verify_jwt(t["id_token"].as_str().expect("id_token"), &first);
+
+    // The successor is published before it signs: a client caches that JWKS.
+    ep.cli(&["certs", "rollover"], None);
+    let cached = jwks_until(&anon, &u, |j| keys(j) == 2);
+    // Then it starts signing; the client does not refetch.
+    ep.cli(&["certs", "rollover", "--activate-now"], None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let h_new = loop {
+        let (s, head, _) = b.get(&authorize_url(&u, ""));
+        assert_eq!(s, 303);
+        let code = param(&location_params(&head), "code")
+            .expect("code")
+            .to_owned();
+        let (_, t) = redeem(&client, &u, &code, VERIFIER);
+        let (h, _) = verify_jwt(t["id_token"].as_str().expect("id_token"), &cached);
+        if h["kid"] != h_old["kid"] {
+            break h;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new key never signed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    };
+    assert_ne!(h_new["kid"], h_old["kid"]);
+    // The old key stays published while its tokens may still be valid.
+    let (_, now) = get_json(&anon, &format!("{u}/oidc/jwks"));
+    let kids: Vec<&Value> = now["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| &k["kid"])
+        .collect();
+    assert!(
+        kids.contains(&&h_old["kid"]) && kids.contains(&&h_new["kid"]),
+        "{now}"
+    );
+}
