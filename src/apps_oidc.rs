@@ -26,6 +26,10 @@ pub(crate) struct OidcArgs {
     /// Send the user's immutable id as `sub` instead of a value of this client's own.
     #[arg(long, requires = "oidc")]
     pub(crate) public_subject: bool,
+    /// The client's public keys (a JWKS file): it authenticates with `private_key_jwt`
+    /// assertions (RS256 or ES256) instead of a secret.
+    #[arg(long, requires = "oidc", conflicts_with = "public")]
+    pub(crate) jwks: Option<std::path::PathBuf>,
 }
 
 /// Registers the client; prints its id and, for a confidential client, its secret.
@@ -33,7 +37,14 @@ pub(crate) fn add(data: &DataDir, args: OidcArgs, name: Option<String>) -> Resul
     let Some(client_id) = args.oidc else {
         anyhow::bail!("give --oidc CLIENT_ID");
     };
-    let secret = (!args.public).then(causeway_oidc::client::new_secret);
+    let jwks = match &args.jwks {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
+    let secret = (!args.public && jwks.is_none()).then(causeway_oidc::client::new_secret);
     let client = Client {
         client_id,
         name,
@@ -46,6 +57,7 @@ pub(crate) fn add(data: &DataDir, args: OidcArgs, name: Option<String>) -> Resul
         } else {
             SubjectType::Pairwise
         },
+        jwks,
     };
     oidc_clients::add(&data.apps_dir(), &client)?;
     {
@@ -54,6 +66,8 @@ pub(crate) fn add(data: &DataDir, args: OidcArgs, name: Option<String>) -> Resul
             client.client_id,
             if client.public {
                 "public, PKCE required"
+            } else if client.jwks.is_some() {
+                "confidential, private_key_jwt"
             } else {
                 "confidential"
             }

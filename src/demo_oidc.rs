@@ -236,6 +236,7 @@ impl Mount for DemoOidc {
             public: false,
             secret_sha256: Some(self.secret_sha256.clone()),
             subject_type: SubjectType::Pairwise,
+            jwks: None,
         }]
     }
 

@@ -53,6 +53,7 @@ mod tests {
             public: false,
             secret_sha256: Some(hash),
             subject_type: SubjectType::Pairwise,
+            jwks: None,
         };
         add(&dir, &c).expect("add");
         let text = std::fs::read_to_string(path_of(&dir, "wiki")).expect("file");

@@ -316,6 +316,7 @@ mod tests {
             public,
             secret_sha256: (!public).then(|| "0".repeat(64)),
             subject_type: SubjectType::Pairwise,
+            jwks: None,
         }
     }
 

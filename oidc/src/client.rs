@@ -50,6 +50,10 @@ pub struct Client {
     /// The `sub` it receives.
     #[serde(default)]
     pub subject_type: SubjectType,
+    /// The public keys (a JWKS document) it signs `private_key_jwt` assertions with,
+    /// instead of a secret.
+    #[serde(default)]
+    pub jwks: Option<String>,
 }
 
 /// Whether `uri` may be registered as a redirect URI: absolute `https://`, or `http://`
@@ -111,10 +115,20 @@ impl Client {
         {
             redirect_uri_allowed(u).map_err(|e| format!("client {id}: {e}"))?;
         }
+        if let Some(j) = &self.jwks {
+            if self.public || self.secret_sha256.is_some() {
+                return Err(format!(
+                    "client {id}: a client with a JWKS authenticates with it alone (not public, no secret)"
+                ));
+            }
+            return crate::assertion::check_jwks(j)
+                .map(|_| ())
+                .map_err(|e| format!("client {id}: {e}"));
+        }
         match (&self.secret_sha256, self.public) {
             (Some(_), true) => Err(format!("client {id}: a public client has no secret")),
             (None, false) => Err(format!(
-                "client {id}: a confidential client needs secret_sha256"
+                "client {id}: a confidential client needs secret_sha256 or jwks"
             )),
             (Some(h), false) if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) => {
                 Err(format!("client {id}: secret_sha256 must be 64 hex digits"))
@@ -175,6 +189,13 @@ pub enum ClientAuth {
         /// The client id.
         id: String,
     },
+    /// `private_key_jwt`: a JWT assertion signed with a registered key.
+    PrivateKeyJwt {
+        /// The client id (the body's, or the assertion's `iss`).
+        id: String,
+        /// The assertion.
+        assertion: zeroize::Zeroizing<String>,
+    },
 }
 
 impl std::fmt::Debug for ClientAuth {
@@ -183,6 +204,7 @@ impl std::fmt::Debug for ClientAuth {
             Self::Basic { id, .. } => ("basic", id),
             Self::Post { id, .. } => ("post", id),
             Self::None { id } => ("none", id),
+            Self::PrivateKeyJwt { id, .. } => ("private_key_jwt", id),
         };
         write!(f, "ClientAuth::{m}({id:?}, [redacted])")
     }
@@ -202,9 +224,28 @@ impl ClientAuth {
         let body_id = form.bounded("client_id", MAX_CLIENT_ID)?;
         let body_secret = form.bounded("client_secret", 256)?;
         if form.has("client_assertion") || form.has("client_assertion_type") {
-            return Err(invalid_client(
-                "private_key_jwt is not supported by this provider: use client_secret_basic or client_secret_post",
-            ));
+            if authorization.is_some() || body_secret.is_some() {
+                return Err(crate::error::invalid_request(
+                    "use one client authentication method: a client assertion, or a secret",
+                ));
+            }
+            if form.get("client_assertion_type") != Some(crate::assertion::JWT_BEARER) {
+                return Err(invalid_client(
+                    "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ));
+            }
+            let assertion = form
+                .bounded("client_assertion", crate::jwt::MAX_JWT)?
+                .ok_or_else(|| invalid_client("client_assertion is missing"))?;
+            let claimed = crate::assertion::claimed_client(assertion)
+                .ok_or_else(|| invalid_client("the client assertion names no client (iss)"))?;
+            if body_id.is_some_and(|b| b != claimed) {
+                return Err(invalid_client("client_id differs from the assertion's iss"));
+            }
+            return Ok(Self::PrivateKeyJwt {
+                id: claimed,
+                assertion: zeroize::Zeroizing::new(assertion.to_owned()),
+            });
         }
         if let Some(h) = authorization {
             if body_secret.is_some() {
@@ -259,7 +300,10 @@ impl ClientAuth {
     /// The client id it names.
     pub fn client_id(&self) -> &str {
         match self {
-            Self::Basic { id, .. } | Self::Post { id, .. } | Self::None { id } => id,
+            Self::Basic { id, .. }
+            | Self::Post { id, .. }
+            | Self::None { id }
+            | Self::PrivateKeyJwt { id, .. } => id,
         }
     }
 
@@ -267,9 +311,29 @@ impl ClientAuth {
     /// Every failure reads the same, so a caller learns nothing about which clients
     /// exist.
     pub fn authenticate<'a>(&self, client: Option<&'a Client>) -> Result<&'a Client, OAuthError> {
+        self.authenticate_at(client, &[], 0).map(|(c, _)| c)
+    }
+
+    /// [`ClientAuth::authenticate`], checking a `private_key_jwt` assertion against
+    /// `audiences` (the token endpoint, the issuer) at `now` (Unix seconds): the client
+    /// and, for an assertion, its `jti` and `exp`, which the caller must see used once.
+    pub fn authenticate_at<'a>(
+        &self,
+        client: Option<&'a Client>,
+        audiences: &[&str],
+        now: u64,
+    ) -> Result<(&'a Client, Option<crate::assertion::Verified>), OAuthError> {
         let failed = || invalid_client("client authentication failed");
         let c = client.ok_or_else(failed)?;
-        match self {
+        if let Self::PrivateKeyJwt { assertion, .. } = self {
+            let jwks = c.jwks.as_deref().ok_or_else(failed)?;
+            let v = crate::assertion::verify(assertion, &c.client_id, jwks, audiences, now)?;
+            return Ok((c, Some(v)));
+        }
+        if c.jwks.is_some() {
+            return Err(failed());
+        }
+        let c = match self {
             Self::Basic { secret, .. } | Self::Post { secret, .. } if !c.public => {
                 if c.secret_matches(secret) {
                     Ok(c)
@@ -279,7 +343,8 @@ impl ClientAuth {
             }
             Self::None { .. } if c.public => Ok(c),
             _ => Err(failed()),
-        }
+        }?;
+        Ok((c, None))
     }
 }
 
@@ -298,6 +363,7 @@ mod tests {
             public,
             secret_sha256: (!public).then_some(h),
             subject_type: SubjectType::Pairwise,
+            jwks: None,
         };
         c.validate().expect("valid");
         (c, s.to_string())
@@ -361,11 +427,26 @@ mod tests {
     }
 
     #[test]
-    fn a_client_assertion_is_refused_clearly() {
+    fn a_client_assertion_of_the_wrong_type_or_beside_a_secret_is_refused_clearly() {
         let form = Params::parse(b"client_id=app&client_assertion_type=x&client_assertion=y")
             .expect("form");
         let e = ClientAuth::from_request(None, &form).expect_err("refused");
         assert_eq!(e.code, ErrorCode::InvalidClient);
-        assert!(e.description.contains("private_key_jwt"));
+        assert!(e.description.contains("client_assertion_type"), "{e}");
+        let form = Params::parse(b"client_secret=s&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=y")
+            .expect("form");
+        let e = ClientAuth::from_request(None, &form).expect_err("refused");
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        // A client registered with a JWKS cannot use a secret instead.
+        let (mut c, _) = client(false);
+        c.secret_sha256 = None;
+        c.jwks = Some(r#"{"keys":[{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#.into());
+        c.validate().expect("valid with a JWKS");
+        let post = ClientAuth::from_request(
+            None,
+            &Params::parse(b"client_id=app&client_secret=x").expect("form"),
+        )
+        .expect("post");
+        assert!(post.authenticate(Some(&c)).is_err());
     }
 }

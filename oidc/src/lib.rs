@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod assertion;
 pub mod authorize;
 pub mod client;
 pub mod discovery;

@@ -232,6 +232,7 @@ mod tests {
             public: true,
             secret_sha256: None,
             subject_type,
+            jwks: None,
         }
     }
 

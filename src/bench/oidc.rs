@@ -240,6 +240,7 @@ pub(crate) async fn run(args: OidcArgs) -> Result<()> {
             public: false,
             secret_sha256: Some(hash),
             subject_type: causeway_oidc::SubjectType::Pairwise,
+            jwks: None,
         },
     )?;
     let basic = format!(

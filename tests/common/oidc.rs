@@ -39,8 +39,14 @@ pub fn secret_of(out: &str) -> String {
 /// a public client `spa` (redirect [`PUBLIC_REDIRECT`]) and the test user. The clients
 /// are registered before the endpoint starts, so it has them from its first request.
 pub fn endpoint(name: &str, config: &str) -> OidcEndpoint {
+    endpoint_with(name, config, |_| {})
+}
+
+/// [`endpoint`], with `before` registering more in the data directory before the start.
+pub fn endpoint_with(name: &str, config: &str, before: impl FnOnce(&Path)) -> OidcEndpoint {
     let dir = temp_dir(name);
     let data = dir.join("data");
+    before(&data);
     let out = run_cli(
         &data,
         &[

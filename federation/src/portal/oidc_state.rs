@@ -21,6 +21,7 @@ use crate::session::token_hash;
 pub(super) const CODE_TTL: Duration = Duration::from_secs(60);
 const MAX_CODES: usize = 100_000;
 const MAX_TOKENS: usize = 200_000;
+const MAX_ASSERTIONS: usize = 100_000;
 /// The file, beside the token-signing keys, of the key pairwise subjects are made with.
 pub(super) const PAIRWISE_KEY_FILE: &str = "oidc-pairwise.key";
 
@@ -80,6 +81,8 @@ pub(super) struct OidcState {
     pairwise_key: Zeroizing<[u8; 32]>,
     codes: Mutex<HashMap<[u8; 32], CodeEntry>>,
     tokens: Mutex<HashMap<[u8; 32], TokenEntry>>,
+    /// Client assertions seen (hash of client and `jti`) → their `exp`.
+    assertions: Mutex<HashMap<[u8; 32], SystemTime>>,
 }
 
 impl std::fmt::Debug for OidcState {
@@ -103,7 +106,30 @@ impl OidcState {
             pairwise_key: load_or_create_key(&keys_dir.join(PAIRWISE_KEY_FILE))?,
             codes: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
+            assertions: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Records a verified client assertion's `jti` until its `exp` (Unix seconds): true if
+    /// it was seen before (a replay), or if the record is full of live ones (refused
+    /// rather than forgotten; assertions live at most ten minutes).
+    pub(super) fn assertion_used(
+        &self,
+        client_id: &str,
+        jti: &str,
+        exp: u64,
+        now: SystemTime,
+    ) -> bool {
+        let k = token_hash(&format!("{client_id}\0{jti}"));
+        let mut seen = lock(&self.assertions);
+        if seen.get(&k).is_some_and(|e| *e > now) {
+            return true;
+        }
+        if !room(&mut seen, MAX_ASSERTIONS, |e| *e <= now) {
+            return true;
+        }
+        seen.insert(k, SystemTime::UNIX_EPOCH + Duration::from_secs(exp));
+        false
     }
 
     pub(super) fn pairwise_key(&self) -> &[u8] {
@@ -292,6 +318,7 @@ mod tests {
             pairwise_key: Zeroizing::new([7; 32]),
             codes: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
+            assertions: Mutex::new(HashMap::new()),
         }
     }
 

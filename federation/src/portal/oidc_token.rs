@@ -62,13 +62,32 @@ impl Portal {
         let form = Params::parse(body).map_err(|e| oauth_error(&e, basic))?;
         let auth = ClientAuth::from_request(authz, &form).map_err(|e| oauth_error(&e, basic))?;
         let apps = self.current_apps();
-        match auth.authenticate(apps.oidc.get(auth.client_id())) {
-            Ok(c) => Ok((form, c.clone())),
+        let audiences = [
+            self.oidc_endpoints.token.as_str(),
+            self.oidc_endpoints.issuer.as_str(),
+        ];
+        let now = SystemTime::now();
+        match auth.authenticate_at(apps.oidc.get(auth.client_id()), &audiences, unix(now)) {
+            Ok((c, None)) => Ok((form, c.clone())),
+            Ok((c, Some(v))) => {
+                if self.oidc.assertion_used(&c.client_id, &v.jti, v.exp, now) {
+                    warn!(client = %c.client_id, "a client assertion was presented twice");
+                    return Err(oauth_error(
+                        &OAuthError::new(
+                            ErrorCode::InvalidClient,
+                            "the client assertion was used before",
+                        ),
+                        false,
+                    ));
+                }
+                Ok((form, c.clone()))
+            }
             Err(e) => {
                 let method = match &auth {
                     ClientAuth::Basic { .. } => "client_secret_basic",
                     ClientAuth::Post { .. } => "client_secret_post",
                     ClientAuth::None { .. } => "none",
+                    ClientAuth::PrivateKeyJwt { .. } => "private_key_jwt",
                 };
                 warn!(method, "OpenID Connect client authentication failed");
                 Err(oauth_error(&e, basic))
