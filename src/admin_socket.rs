@@ -379,6 +379,7 @@ mod tests {
             path,
             reason,
             agents_connected: agents,
+            agent: None,
         }
     }
 

@@ -1,9 +1,17 @@
-//! `causeway agent register` and `causeway agent run`.
+//! `causeway agent register`, `causeway agent check` and `causeway agent run`.
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use causeway_agent::config::AgentConfig;
+use anyhow::{bail, Context, Result};
+use causeway_agent::config::{AgentConfig, FileProblem};
+
+fn lines(problems: &[FileProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n  ")
+}
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum AgentCommand {
@@ -35,7 +43,8 @@ pub(crate) enum AgentCommand {
         #[arg(long, short, default_value = "/etc/causeway/agent.toml")]
         config: PathBuf,
     },
-    /// Check a configuration file and exit (0 when valid).
+    /// Check a configuration file and the files it names (CA file, state directory, keys
+    /// and their permissions), and exit: 0 when `agent run` can start with it.
     Check {
         /// The configuration file.
         #[arg(long, short, default_value = "/etc/causeway/agent.toml")]
@@ -77,14 +86,30 @@ pub(crate) async fn run(cmd: AgentCommand) -> Result<()> {
         }
         AgentCommand::Run { config } => {
             let cfg = AgentConfig::load(&config)?;
+            let problems = cfg.check_files(std::time::SystemTime::now());
+            if !problems.is_empty() {
+                bail!(
+                    "{}: cannot start:\n  {}",
+                    config.display(),
+                    lines(&problems)
+                );
+            }
             causeway_agent::runtime::run(cfg)
                 .await
                 .context("agent stopped")
         }
         AgentCommand::Check { config } => {
             let cfg = AgentConfig::load(&config)?;
+            let problems = cfg.check_files(std::time::SystemTime::now());
+            if !problems.is_empty() {
+                bail!(
+                    "{}: the file is valid, but `agent run` would fail:\n  {}",
+                    config.display(),
+                    lines(&problems)
+                );
+            }
             println!(
-                "{}: valid ({} endpoint(s), {} domain controller(s))",
+                "{}: valid ({} endpoint(s), {} domain controller(s)); CA file, state directory and keys checked",
                 config.display(),
                 cfg.endpoints.len(),
                 cfg.domain_controllers.len()

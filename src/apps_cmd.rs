@@ -4,9 +4,62 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use causeway_federation::apps::{Apps, WsFedRealm};
+use causeway_federation::apps::{Apps, SamlSettings, WsFedRealm};
+use serde::Deserialize;
 
-use crate::endpoint::DataDir;
+use crate::data_dir::DataArgs;
+
+/// A SAML application's settings (stored beside its metadata; see the README).
+#[derive(Debug, clap::Args)]
+pub(crate) struct SamlOptions {
+    /// The NameID format it always gets (default: what its requests or metadata ask for).
+    #[arg(long, value_parser = ["persistent", "transient", "email", "unspecified"], requires = "saml_metadata")]
+    name_id_format: Option<String>,
+    /// What a persistent NameID is: different for every application (pairwise), or the
+    /// user's immutable id (what Microsoft 365 needs).
+    #[arg(long, value_parser = ["pairwise", "immutable-id"], default_value = "pairwise")]
+    persistent_id: String,
+    /// Which attributes it gets, comma-separated (default: all of them).
+    #[arg(long, value_delimiter = ',', value_parser = ["upn", "mail", "displayName", "groups", "immutableID"], requires = "saml_metadata")]
+    attributes: Vec<String>,
+    /// How attribute names are written: claim URIs, urn:oid names, or plain names.
+    #[arg(long, value_parser = ["uri", "oid", "plain"], default_value = "uri")]
+    attribute_names: String,
+    /// Which parts of the Response are signed.
+    #[arg(long, value_parser = ["both", "response", "assertion"], default_value = "both")]
+    sign: String,
+    /// Encrypt assertions to the encryption key in its metadata (AES-256-GCM, RSA-OAEP).
+    #[arg(long, requires = "saml_metadata")]
+    encrypt_assertions: bool,
+}
+
+impl SamlOptions {
+    /// The settings, with `name`. clap has checked every value against the same names
+    /// the settings file uses, so the conversion goes through that format.
+    fn settings(&self, name: Option<String>) -> Result<SamlSettings> {
+        let mut t = toml::Table::new();
+        if let Some(n) = name {
+            t.insert("name".into(), n.into());
+        }
+        if let Some(f) = &self.name_id_format {
+            t.insert("name_id_format".into(), f.clone().into());
+        }
+        t.insert("persistent_id".into(), self.persistent_id.clone().into());
+        t.insert(
+            "attribute_names".into(),
+            self.attribute_names.clone().into(),
+        );
+        if !self.attributes.is_empty() {
+            t.insert(
+                "attributes".into(),
+                toml::Value::Array(self.attributes.iter().map(|a| a.clone().into()).collect()),
+            );
+        }
+        t.insert("sign".into(), self.sign.clone().into());
+        t.insert("encrypt_assertions".into(), self.encrypt_assertions.into());
+        SamlSettings::deserialize(t).context("invalid SAML application settings")
+    }
+}
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum AppsCommand {
@@ -14,14 +67,16 @@ pub(crate) enum AppsCommand {
     /// an OpenID Connect client.
     ///
     /// Examples:
-    ///   causeway apps add --saml-metadata sp-metadata.xml
+    ///   causeway apps add --saml-metadata sp-metadata.xml --name "Wiki"
     ///   causeway apps add --saml-metadata https://app.example.com/saml/metadata
+    ///   causeway apps add --saml-metadata shib.xml --attribute-names oid --encrypt-assertions
+    ///   causeway apps add --saml-metadata m365.xml --persistent-id immutable-id --replace
     ///   causeway apps add --wsfed-realm urn:federation:MicrosoftOnline --reply-url https://login.microsoftonline.com/login.srf
     ///   causeway apps add --oidc wiki --redirect-uri https://wiki.example.com/oidc/callback
     #[command(verbatim_doc_comment)]
     Add {
         #[command(flatten)]
-        data: DataDir,
+        data: DataArgs,
         /// The SP's SAML metadata: a file or an https:// URL.
         #[arg(long, conflicts_with = "wsfed_realm")]
         saml_metadata: Option<String>,
@@ -37,18 +92,26 @@ pub(crate) enum AppsCommand {
         /// A name shown on the sign-in page.
         #[arg(long)]
         name: Option<String>,
+        /// Replace an application registered already with the same entity id or realm.
+        #[arg(long)]
+        replace: bool,
         #[command(flatten)]
-        oidc: crate::apps_oidc::OidcArgs,
+        saml: Box<SamlOptions>,
+        #[command(flatten)]
+        oidc: Box<crate::apps_oidc::OidcArgs>,
     },
     /// List registered applications.
     List {
         #[command(flatten)]
-        data: DataDir,
+        data: DataArgs,
     },
+    /// Print the commands that federate a Microsoft 365 / Entra ID domain with this
+    /// endpoint (Graph PowerShell, filled in from the endpoint's metadata).
+    M365(crate::apps_m365::M365Args),
     /// Remove an application by entity id or realm.
     Remove {
         #[command(flatten)]
-        data: DataDir,
+        data: DataArgs,
         /// Entity id or realm.
         id: String,
     },
@@ -56,6 +119,7 @@ pub(crate) enum AppsCommand {
 
 pub(crate) async fn apps(cmd: AppsCommand) -> Result<()> {
     match cmd {
+        AppsCommand::M365(a) => crate::apps_m365::run(a).await,
         AppsCommand::Add {
             data,
             saml_metadata,
@@ -63,11 +127,13 @@ pub(crate) async fn apps(cmd: AppsCommand) -> Result<()> {
             wsfed_realm,
             reply_url,
             name,
+            replace,
+            saml,
             oidc,
         } => {
-            data.ensure()?;
+            let data = data.locate()?.data;
             if oidc.oidc.is_some() {
-                crate::apps_oidc::add(&data, oidc, name)
+                crate::apps_oidc::add(&data, *oidc, name, replace)
             } else if let Some(src) = saml_metadata {
                 let xml = if src.starts_with("https://") {
                     crate::http_client::get(&src, ca_file.as_deref(), 1024 * 1024).await?
@@ -76,8 +142,31 @@ pub(crate) async fn apps(cmd: AppsCommand) -> Result<()> {
                 } else {
                     std::fs::read_to_string(&src).with_context(|| format!("cannot read {src}"))?
                 };
-                let sp = Apps::add_saml(&data.apps_dir(), &xml)?;
-                println!("registered SAML application {}", sp.entity_id);
+                let settings = saml.settings(name)?;
+                let sp = Apps::add_saml(
+                    &data.apps_dir(),
+                    &xml,
+                    &settings,
+                    replace,
+                    std::time::SystemTime::now(),
+                )?;
+                println!(
+                    "{} SAML application {}{}",
+                    if replace {
+                        "registered (replacing any earlier)"
+                    } else {
+                        "registered"
+                    },
+                    sp.entity_id,
+                    settings
+                        .name
+                        .as_deref()
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default()
+                );
+                if settings.encrypt_assertions {
+                    println!("  assertions are encrypted to its key (AES-256-GCM, RSA-OAEP)");
+                }
                 for a in &sp.acs {
                     println!(
                         "  assertion consumer service: {} ({})",
@@ -98,7 +187,7 @@ pub(crate) async fn apps(cmd: AppsCommand) -> Result<()> {
                     reply_urls: reply_url,
                     name,
                 };
-                Apps::add_wsfed(&data.apps_dir(), &r)?;
+                Apps::add_wsfed(&data.apps_dir(), &r, replace)?;
                 println!(
                     "registered WS-Federation relying party {} (replies to {})",
                     r.realm,
@@ -110,13 +199,19 @@ pub(crate) async fn apps(cmd: AppsCommand) -> Result<()> {
             }
         }
         AppsCommand::List { data } => {
-            let apps = Apps::load(&data.apps_dir())?;
+            let apps = Apps::load(&data.locate()?.data.apps_dir())?;
             if apps.saml.is_empty() && apps.wsfed.is_empty() && apps.oidc.is_empty() {
                 println!("no applications registered (causeway apps add --help)");
             }
             for sp in apps.saml.values() {
+                let name = apps
+                    .saml_settings
+                    .get(&sp.entity_id)
+                    .and_then(|s| s.name.as_deref())
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default();
                 println!(
-                    "saml   {}  -> {}",
+                    "saml   {}{name}  -> {}",
                     sp.entity_id,
                     sp.acs.first().map_or("", |a| a.location.as_str())
                 );
@@ -130,7 +225,7 @@ pub(crate) async fn apps(cmd: AppsCommand) -> Result<()> {
             Ok(())
         }
         AppsCommand::Remove { data, id } => {
-            if Apps::remove(&data.apps_dir(), &id)? {
+            if Apps::remove(&data.locate()?.data.apps_dir(), &id)? {
                 println!("removed {id}");
                 Ok(())
             } else {

@@ -6,7 +6,7 @@ use anyhow::Result;
 use causeway_federation::oidc_clients;
 use causeway_oidc::{Client, SubjectType};
 
-use crate::endpoint::DataDir;
+use crate::data_dir::DataDir;
 
 /// The OpenID Connect options of `causeway apps add`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -33,7 +33,12 @@ pub(crate) struct OidcArgs {
 }
 
 /// Registers the client; prints its id and, for a confidential client, its secret.
-pub(crate) fn add(data: &DataDir, args: OidcArgs, name: Option<String>) -> Result<()> {
+pub(crate) fn add(
+    data: &DataDir,
+    args: OidcArgs,
+    name: Option<String>,
+    replace: bool,
+) -> Result<()> {
     let Some(client_id) = args.oidc else {
         anyhow::bail!("give --oidc CLIENT_ID");
     };
@@ -59,7 +64,7 @@ pub(crate) fn add(data: &DataDir, args: OidcArgs, name: Option<String>) -> Resul
         },
         jwks,
     };
-    oidc_clients::add(&data.apps_dir(), &client)?;
+    oidc_clients::add(&data.apps_dir(), &client, replace)?;
     {
         println!(
             "registered OpenID Connect client {} ({})",

@@ -1,5 +1,5 @@
-//! `causeway serve` and `causeway certs …`: the endpoint's data directory, its CA, registry
-//! and token-signing keys, and the one listener for browsers, relying parties and agents.
+//! `causeway serve`: the endpoint's data directory, its CA, registry and token-signing
+//! keys, and the one listener for browsers, relying parties and agents.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,66 +7,17 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
-use causeway_certs::signing::{KeySet, RolloverPolicy};
-use causeway_certs::{AgentId, Ca};
+use causeway_federation::acceptor::{Routes, Shutdown};
 use causeway_federation::hub::authority::CertsAuthority;
 use causeway_federation::hub::{listener, Hub, HubConfig};
 use causeway_federation::ingest::{IngestConfig, IngestHandler, DEFAULT_IDLE_TIMEOUT};
 use causeway_federation::metrics::Metrics;
 use causeway_federation::web::{HttpHandler, WebState};
-use causeway_proto::agent::{ALPN, ENROLL_ALPN};
-use causeway_store::{AgentStatus, HostRole, SqliteAgents};
 use tracing::info;
 
-use causeway_config::parse_duration;
+use crate::data_dir::{DataDir, DEFAULT_DATA_DIR};
 
-/// Where the endpoint keeps its state unless told otherwise.
-pub(crate) const DEFAULT_DATA_DIR: &str = "causeway-data";
-
-#[derive(Debug, Clone, clap::Args)]
-pub(crate) struct DataDir {
-    /// The endpoint's data directory (CA, registry, keys, apps); created on first use, mode 0700.
-    #[arg(long, env = "CAUSEWAY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-    pub(crate) data_dir: PathBuf,
-}
-
-impl DataDir {
-    fn ca_dir(&self) -> PathBuf {
-        self.data_dir.join("ca")
-    }
-
-    /// Creates the data directory (0700) if it is missing.
-    pub(crate) fn ensure(&self) -> Result<()> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.data_dir)
-            .with_context(|| format!("cannot create {}", self.data_dir.display()))
-    }
-
-    /// The token-signing keys.
-    pub(crate) fn keys_dir(&self) -> PathBuf {
-        self.data_dir.join("token-signing")
-    }
-
-    /// Registered applications.
-    pub(crate) fn apps_dir(&self) -> PathBuf {
-        self.data_dir.join("apps")
-    }
-
-    /// The directory store's file.
-    pub(crate) fn directory_path(&self) -> PathBuf {
-        self.data_dir.join("directory.sqlite")
-    }
-
-    fn open(&self) -> Result<(Ca, SqliteAgents)> {
-        self.ensure()?;
-        let ca = Ca::load_or_create(&self.ca_dir(), SystemTime::now())?;
-        let reg = SqliteAgents::open(&ca.registry_path())?;
-        Ok((ca, reg))
-    }
-}
+mod tls;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
@@ -76,9 +27,12 @@ pub(crate) struct ServeArgs {
     /// The endpoint's data directory [default: causeway-data].
     #[arg(long, env = "CAUSEWAY_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Address to listen on: browsers (HTTPS) and agents (mutual TLS) share it [default: 127.0.0.1:8443].
-    #[arg(long, alias = "agent-listen", env = "CAUSEWAY_LISTEN")]
+    /// Address to listen on: browsers (HTTPS), and agents (mutual TLS) unless --agent-listen is given [default: 127.0.0.1:8443].
+    #[arg(long, env = "CAUSEWAY_LISTEN")]
     listen: Option<SocketAddr>,
+    /// A separate address for agents and sync hosts (mutual TLS); the public port then serves HTTPS only, e.g. behind a TLS-terminating proxy [default: none, they share --listen].
+    #[arg(long, env = "CAUSEWAY_AGENT_LISTEN")]
+    agent_listen: Option<SocketAddr>,
     /// The URL browsers and applications use [default: https://<listen>].
     #[arg(long, env = "CAUSEWAY_PUBLIC_URL")]
     public_url: Option<String>,
@@ -124,6 +78,7 @@ impl ServeArgs {
             None => crate::serve_config::ServeConfig::default(),
         };
         file.metrics_listen = self.metrics_listen.or(file.metrics_listen);
+        file.agent_listen = self.agent_listen.or(file.agent_listen);
         let listen = self
             .listen
             .or(file.listen)
@@ -177,21 +132,45 @@ impl ServeArgs {
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
     let settings = args.settings()?;
-    tokio::select! {
-        r = run_endpoint(settings, None) => r,
+    // SIGTERM is what systemd and container runtimes send: drain, then exit 0.
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let shutdown = Shutdown::new();
+    let run = run_endpoint_until(settings, None, shutdown.clone());
+    tokio::pin!(run);
+    let why = tokio::select! {
+        r = &mut run => return r,
+        _ = term.recv() => "SIGTERM",
         r = tokio::signal::ctrl_c() => {
             r.context("waiting for Ctrl-C")?;
-            info!("stopping");
-            Ok(())
+            "SIGINT"
         }
-    }
+    };
+    info!(
+        signal = why,
+        "stopping: no new connections; finishing the requests in flight"
+    );
+    shutdown.stop();
+    run.await?;
+    info!("stopped");
+    Ok(())
 }
 
 /// Runs an endpoint until it fails; sends the bound address on `ready` once listening.
 pub(crate) async fn run_endpoint(
     s: EndpointSettings,
     ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> Result<()> {
+    run_endpoint_until(s, ready, Shutdown::new()).await
+}
+
+/// [`run_endpoint`] until `shutdown` is set; then drains (see
+/// [`causeway_federation::acceptor::serve_until`]), tells agents GoAway and returns.
+pub(crate) async fn run_endpoint_until(
+    s: EndpointSettings,
+    ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+    shutdown: Arc<Shutdown>,
 ) -> Result<()> {
     let data = DataDir {
         data_dir: s.data_dir.clone(),
@@ -203,24 +182,29 @@ pub(crate) async fn run_endpoint(
         tracing::warn!("{w}");
     }
     let (ca, registry) = data.open()?;
-    let server = ca.issue_server_cert(&s.server_names, SystemTime::now())?;
-    let tls = causeway_certs::server_config(
-        server.chain_der(),
-        server.private_key_der()?,
-        ca.enrollment_client_verifier()?,
-        vec![
-            ALPN.to_vec(),
-            ENROLL_ALPN.to_vec(),
-            causeway_proto::sync::ALPN.to_vec(),
-            causeway_proto::sync::ENROLL_ALPN.to_vec(),
-            b"h2".to_vec(),
-            b"http/1.1".to_vec(),
-        ],
-    )?;
+    let audit_dir = data.audit();
+    let audit = causeway_federation::audit::AuditLog::open(&audit_dir, s.file.audit)
+        .with_context(|| format!("cannot open the audit log in {}", audit_dir.display()))?;
+    causeway_federation::audit::install(audit);
+    let tls::Configs {
+        public: tls,
+        agents: agent_tls,
+    } = tls::configs(&ca, &s.server_names, &s.file)?;
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await
         .with_context(|| format!("cannot listen on {}", s.listen))?;
     let bound = listener.local_addr()?;
+    let agent_listener =
+        match s.file.agent_listen {
+            Some(a) => Some(tokio::net::TcpListener::bind(a).await.with_context(|| {
+                format!("cannot listen on {a} for agents (server.agent_listen)")
+            })?),
+            None => None,
+        };
+    let agent_bound = match &agent_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     // Port 0 asks the OS for a free port (tests, benchmarks: no port picked then bound
     // later, which another process may take in between). A public URL derived from that
     // listen address names the port actually bound, and the start-up line logs it.
@@ -300,6 +284,7 @@ pub(crate) async fn run_endpoint(
         keys_dir: keys_dir.clone(),
         apps_dir: apps_dir.clone(),
         config_apps: s.file.apps.clone(),
+        metadata: s.file.saml_metadata,
         mounts: if s.demo_apps {
             vec![
                 Arc::new(crate::demo_apps::DemoApps::new(&s.public_url))
@@ -327,6 +312,7 @@ pub(crate) async fn run_endpoint(
     info!(
         public_url = %s.public_url,
         listen = %bound,
+        agent_listen = %agent_bound.map_or_else(|| "none".to_owned(), |a| a.to_string()),
         data_dir = %s.data_dir.display(),
         saml_metadata = %portal.urls().entity_id,
         wsfed_metadata = %format!("{}/FederationMetadata/2007-06/FederationMetadata.xml", s.public_url),
@@ -339,7 +325,7 @@ pub(crate) async fn run_endpoint(
         max_connections_per_source = limits.max_connections_per_source,
         max_agent_channels = limits.max_agent_channels,
         idle_timeout_s = http_limits.idle_timeout.as_secs(),
-        "endpoint ready: sign-in, SAML, WS-Federation, agents, sync hosts and /healthz on one port; /metrics on metrics_listen"
+        "endpoint ready: sign-in, SAML, WS-Federation and /healthz on listen; agents and sync hosts on agent_listen (on listen when none); /metrics on metrics_listen"
     );
     if !s.require_approval {
         tracing::warn!(
@@ -386,11 +372,32 @@ pub(crate) async fn run_endpoint(
         let ingest = ingest.clone();
         async move { ingest.refresh_metrics().await }
     });
-    let agents = listener::AgentHandler::start(hub, authority, limits.handshake_timeout);
-    let routes = ingest
-        .routes(agents.routes())
-        .http(HttpHandler::new(web, http_limits));
-    causeway_federation::acceptor::serve(listener, Arc::new(tls), limits, routes, metrics).await;
+    let agents = listener::AgentHandler::start(hub.clone(), authority, limits.handshake_timeout);
+    let internal_routes = ingest.routes(agents.routes());
+    let http = HttpHandler::new(web, http_limits);
+    let drain = s.file.shutdown_timeout;
+    let serve = |l, tls, routes| {
+        causeway_federation::acceptor::serve_until(
+            l,
+            Arc::new(tls),
+            limits,
+            routes,
+            metrics.clone(),
+            shutdown.clone(),
+            drain,
+        )
+    };
+    match (agent_listener, agent_tls) {
+        (Some(al), Some(at)) => {
+            let public = Routes::new().http(http);
+            tokio::join!(serve(listener, tls, public), serve(al, at, internal_routes));
+        }
+        _ => {
+            serve(listener, tls, internal_routes.http(http)).await;
+        }
+    }
+    // No request is in flight any more (or the drain deadline passed): agents may go.
+    hub.shut_down(Duration::from_secs(2)).await;
     Ok(())
 }
 
@@ -412,221 +419,6 @@ fn raise_fd_limit() -> Option<u64> {
         Err(e) => {
             tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit; connection caps follow the soft limit");
             Some(soft)
-        }
-    }
-}
-
-#[derive(Debug, clap::Subcommand)]
-pub(crate) enum CertsCommand {
-    /// Create a one-time enrollment token (printed once; only its hash is stored).
-    Token {
-        #[command(flatten)]
-        data: DataDir,
-        /// What the token enrolls: a pass-through agent, or a sync host (`causeway sync`).
-        #[arg(long = "for", value_enum, default_value_t = TokenFor::Agent)]
-        purpose: TokenFor,
-        /// How long the token stays valid, e.g. 15m, 1h, 2d (60 s to 30 days).
-        #[arg(long, default_value = "1h", value_parser = parse_duration)]
-        ttl: Duration,
-    },
-    /// List registered agents and sync hosts: id, role, host, status, certificate, first and last seen.
-    List {
-        #[command(flatten)]
-        data: DataDir,
-    },
-    /// Allow a pending agent to receive sign-ins, or a pending sync host to export.
-    Approve {
-        #[command(flatten)]
-        data: DataDir,
-        /// The agent's or sync host's id (agt-…), as `causeway certs list` shows it.
-        id: String,
-    },
-    /// Start a token-signing key rollover now: publish the next key in metadata at once;
-    /// it signs after the configured delay (5 days by default), or at once with --activate-now.
-    Rollover {
-        #[command(flatten)]
-        data: DataDir,
-        /// Make the newest key the signing key now (e.g. when the current one may be compromised).
-        #[arg(long)]
-        activate_now: bool,
-        /// Days between publication and use (as [signing] activate_after_publish).
-        #[arg(long, default_value = "5d", value_parser = parse_duration)]
-        activate_after: Duration,
-    },
-    /// List token-signing keys: which signs now, which is published, when each expires.
-    Keys {
-        #[command(flatten)]
-        data: DataDir,
-    },
-    /// Cut an agent or sync host off for good; a connected one is disconnected within seconds.
-    Revoke {
-        #[command(flatten)]
-        data: DataDir,
-        /// The agent's or sync host's id (agt-…).
-        id: String,
-    },
-}
-
-/// What an enrollment token is for (`causeway certs token --for`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum TokenFor {
-    /// A pass-through-authentication agent (`causeway agent register`).
-    Agent,
-    /// A sync host (`causeway sync`), exporting to the ingestion API.
-    Sync,
-}
-
-impl TokenFor {
-    fn role(self) -> HostRole {
-        match self {
-            TokenFor::Agent => HostRole::Agent,
-            TokenFor::Sync => HostRole::Sync,
-        }
-    }
-}
-
-fn when(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let ago = SystemTime::now()
-        .duration_since(t)
-        .map_or(0, |d| d.as_secs());
-    if secs == 0 {
-        "never".into()
-    } else if ago < 120 {
-        format!("{ago}s ago")
-    } else if ago < 7200 {
-        format!("{}m ago", ago / 60)
-    } else {
-        format!("{}h ago", ago / 3600)
-    }
-}
-
-pub(crate) fn certs(cmd: CertsCommand) -> Result<()> {
-    match cmd {
-        CertsCommand::Token { data, purpose, ttl } => {
-            let (ca, reg) = data.open()?;
-            let role = purpose.role();
-            let token = reg.create_token(
-                role.token_purpose(),
-                &ca.fingerprint_sha256(),
-                ttl,
-                SystemTime::now(),
-            )?;
-            eprintln!(
-                "One-time {role} enrollment token, valid for {} s. It is shown only now:",
-                ttl.as_secs()
-            );
-            println!("{}", token.expose_secret());
-            match role {
-                HostRole::Sync => eprintln!("Give it to the sync host: it enrolls once with it, then exports with its own certificate (approve it with causeway certs approve if the endpoint requires approval)"),
-                _ => eprintln!("On the agent host:  causeway agent register --endpoint https://HOST:PORT --token <token>"),
-            }
-            Ok(())
-        }
-        CertsCommand::List { data } => {
-            let (_, reg) = data.open()?;
-            let agents = reg.list_agents()?;
-            if agents.is_empty() {
-                println!("no agents or sync hosts registered");
-                return Ok(());
-            }
-            println!(
-                "{:<22} {:<6} {:<24} {:<9} {:<18} {:<12} {:<12}",
-                "ID", "ROLE", "HOST", "STATUS", "CERT SHA-256", "FIRST SEEN", "LAST SEEN"
-            );
-            for a in agents {
-                println!(
-                    "{:<22} {:<6} {:<24} {:<9} {:<18} {:<12} {:<12}",
-                    a.id.as_str(),
-                    a.role.as_str(),
-                    a.host_name.chars().take(24).collect::<String>(),
-                    a.status.as_str(),
-                    &a.cert_fingerprint[..16.min(a.cert_fingerprint.len())],
-                    when(a.first_seen),
-                    when(a.last_seen),
-                );
-            }
-            Ok(())
-        }
-        CertsCommand::Rollover {
-            data,
-            activate_now,
-            activate_after,
-        } => {
-            data.ensure()?;
-            let policy = RolloverPolicy {
-                activate_after_publish: activate_after,
-                ..RolloverPolicy::default()
-            };
-            let now = SystemTime::now();
-            let mut set = KeySet::load_or_create(&data.keys_dir(), &policy, now)?;
-            let id = set.rollover(&policy, now, activate_now)?;
-            if activate_now {
-                println!("{id} signs now; running endpoints switch within 10 s");
-            } else {
-                println!(
-                    "{id} is published in metadata now and signs in {} s; relying parties that refresh metadata before then see it first",
-                    policy.activate_after_publish.as_secs()
-                );
-            }
-            Ok(())
-        }
-        CertsCommand::Keys { data } => {
-            data.ensure()?;
-            let now = SystemTime::now();
-            let set = KeySet::load_or_create(&data.keys_dir(), &RolloverPolicy::default(), now)?;
-            let active = set.active(now).map(|k| k.id.clone());
-            println!(
-                "{:<18} {:<10} {:<22} {:<22} SHA-256",
-                "ID", "STATE", "SIGNS FROM", "EXPIRES"
-            );
-            for k in set.all() {
-                let state = if Some(&k.id) == active.as_ref() {
-                    "signing"
-                } else if k.not_after <= now {
-                    "expired"
-                } else if k.activate_at > now {
-                    "published"
-                } else {
-                    "retired"
-                };
-                println!(
-                    "{:<18} {:<10} {:<22} {:<22} {}",
-                    k.id,
-                    state,
-                    causeway_saml::saml2::fmt_time(k.activate_at),
-                    causeway_saml::saml2::fmt_time(k.not_after),
-                    k.fingerprint
-                );
-            }
-            Ok(())
-        }
-        CertsCommand::Approve { data, id } => {
-            let (_, reg) = data.open()?;
-            let id = AgentId::parse(&id)?;
-            reg.approve(&id)?;
-            println!("{} approved", id.as_str());
-            Ok(())
-        }
-        CertsCommand::Revoke { data, id } => {
-            let (_, reg) = data.open()?;
-            let id = AgentId::parse(&id)?;
-            reg.revoke(&id)?;
-            let still = reg
-                .agent(&id)?
-                .is_some_and(|a| a.status == AgentStatus::Revoked);
-            println!(
-                "{} revoked{}",
-                id.as_str(),
-                if still {
-                    "; a running endpoint cuts it off within seconds"
-                } else {
-                    ""
-                }
-            );
-            Ok(())
         }
     }
 }

@@ -8,14 +8,19 @@
 mod admin_socket;
 mod agent_cmd;
 mod apps_cmd;
+mod apps_m365;
 mod apps_oidc;
+mod audit_cmd;
 mod bench;
+mod certs_cmd;
+mod data_dir;
 mod demo;
 mod demo_apps;
 mod demo_oidc;
 mod endpoint;
 mod http_client;
 mod logging;
+mod password_policy;
 mod serve_config;
 mod sync_cmd;
 mod users_cmd;
@@ -62,9 +67,10 @@ enum Command {
     /// (the dry run) and `object` (one object on demand).
     #[command(subcommand)]
     Sync(sync_cmd::SyncCommand),
-    /// Manage Causeway's CA: enrollment tokens, agents (list, approve, revoke).
+    /// Manage Causeway's CA: enrollment tokens, agents (list, approve, revoke), and the
+    /// token-signing keys (keys, rollover). Finds the data directory through --config.
     #[command(subcommand)]
-    Certs(endpoint::CertsCommand),
+    Certs(certs_cmd::CertsCommand),
     /// Register the applications users sign in to (SAML service providers, WS-Fed realms).
     #[command(subcommand)]
     Apps(apps_cmd::AppsCommand),
@@ -76,6 +82,8 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Start a complete local demonstration on embedded defaults.
     Demo(demo::DemoArgs),
+    /// Show the audit log: sign-ins, admin changes, agent and sync events.
+    Audit(audit_cmd::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -92,7 +100,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => block_on(endpoint::serve(a)),
         Command::Agent(a) => block_on(agent_cmd::run(a)),
         Command::Sync(c) => sync_cmd::run(c),
-        Command::Certs(c) => report(endpoint::certs(c)),
+        Command::Certs(c) => report(certs_cmd::certs(c)),
         Command::Users(u) => block_on(users_cmd::run(u)),
         Command::Bench(b) => match bench::run(b) {
             Ok(()) => ExitCode::SUCCESS,
@@ -103,6 +111,7 @@ fn main() -> ExitCode {
         },
         Command::Apps(c) => block_on(apps_cmd::apps(c)),
         Command::Demo(a) => block_on(demo::demo(a)),
+        Command::Audit(a) => report(audit_cmd::run(a)),
     }
 }
 

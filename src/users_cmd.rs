@@ -1,27 +1,33 @@
 //! `causeway users …`: cloud-only accounts in the endpoint's directory store (break-glass
 //! and test accounts), stored with the same salted-PBKDF2 verifier as synced hashes.
 
-use std::io::BufRead;
+use std::io::{BufRead, IsTerminal as _, Write as _};
 use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
 use causeway_credential::{Password, PhsVerifier};
-use causeway_store::{History as _, NewUser, SqliteStore, UserRecord, Users as _};
+use causeway_store::{
+    History as _, NewUser, Source, SqliteStore, UserRecord, Users as _, Verifiers as _,
+};
 
-use crate::endpoint::DataDir;
+use crate::data_dir::DataArgs;
+use crate::password_policy::PasswordPolicy;
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum UsersCommand {
-    /// Create a cloud-only user. The password is read from standard input, never from the
-    /// command line (it would land in the shell history and the process list).
+    /// Create a cloud-only user. The password is asked for without echo on a terminal, or
+    /// read from standard input with --password-stdin, never from the command line (it
+    /// would land in the shell history and the process list). It must meet
+    /// [password_policy] (12 characters, not a common password, no part of the UPN or name).
     Add {
         #[command(flatten)]
-        data: DataDir,
+        data: DataArgs,
         /// The user principal name, name@domain.
         #[arg(long)]
         upn: String,
-        /// Read the password from the first line of standard input.
-        #[arg(long, required = true)]
+        /// Read the password from the first line of standard input (for scripts; on a
+        /// terminal it is asked for with echo off).
+        #[arg(long)]
         password_stdin: bool,
         /// Display name.
         #[arg(long)]
@@ -30,25 +36,42 @@ pub(crate) enum UsersCommand {
         #[arg(long)]
         mail: Option<String>,
     },
-    /// List users (with --deleted, the recycle bin too).
+    /// List users (with --deleted, the recycle bin too): a header row, then one user a
+    /// line; times in RFC 3339.
     List {
         #[command(flatten)]
-        data: DataDir,
+        data: DataArgs,
         /// Include users in the recycle bin.
         #[arg(long)]
         deleted: bool,
+        /// One JSON array of users instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a cloud-only user's password (asked for without echo on a terminal, or read with
+    /// --password-stdin); it must meet [password_policy]. A user synchronised from AD
+    /// keeps AD's password: changing it here would need password writeback.
+    SetPassword {
+        #[command(flatten)]
+        data: DataArgs,
+        /// The UPN.
+        upn: String,
+        /// Read the password from the first line of standard input (for scripts; on a
+        /// terminal it is asked for with echo off).
+        #[arg(long)]
+        password_stdin: bool,
     },
     /// Block a user's sign-in.
     Disable {
         #[command(flatten)]
-        data: DataDir,
+        data: DataArgs,
         /// The UPN.
         upn: String,
     },
     /// Allow a disabled user to sign in again.
     Enable {
         #[command(flatten)]
-        data: DataDir,
+        data: DataArgs,
         /// The UPN.
         upn: String,
     },
@@ -56,7 +79,7 @@ pub(crate) enum UsersCommand {
     /// same UPN or mail is then an error of the sync run, never a takeover of this account.
     Protect {
         #[command(flatten)]
-        data: DataDir,
+        data: DataArgs,
         /// The UPN.
         upn: String,
     },
@@ -64,35 +87,35 @@ pub(crate) enum UsersCommand {
     /// account over again.
     Unprotect {
         #[command(flatten)]
-        data: DataDir,
+        data: DataArgs,
         /// The UPN.
         upn: String,
     },
     /// Move a user to the recycle bin (restorable with `users restore`).
     Delete {
         #[command(flatten)]
-        data: DataDir,
+        data: DataArgs,
         /// The UPN.
         upn: String,
     },
     /// Bring a user back from the recycle bin, with the same immutable id.
     Restore {
         #[command(flatten)]
-        data: DataDir,
+        data: DataArgs,
         /// The UPN.
         upn: String,
     },
     /// Show one user: its state and, for a synchronised user, its password hash sync.
     Show {
         #[command(flatten)]
-        data: DataDir,
+        data: DataArgs,
         /// The UPN.
         upn: String,
     },
     /// Show every recorded change of a user: when, who, what, and the state after it.
     History {
         #[command(flatten)]
-        data: DataDir,
+        data: DataArgs,
         /// The UPN.
         upn: String,
     },
@@ -107,11 +130,12 @@ pub(crate) enum UsersCommand {
     /// either way (first line `outcome: <code>`).
     TestSignin {
         #[command(flatten)]
-        data: DataDir,
+        data: DataArgs,
         /// The user principal name, name@domain.
         upn: String,
-        /// Read the password from standard input (its first line, without the line end);
-        /// it is never taken from the command line and never printed.
+        /// Read the password from standard input (its first line, without the line end; on
+        /// a terminal it is asked for with echo off); never from the command line, never
+        /// printed.
         #[arg(long, required = true)]
         password_stdin: bool,
         /// Check as if the sign-in came from this client address (per-source throttling
@@ -121,9 +145,8 @@ pub(crate) enum UsersCommand {
     },
 }
 
-fn open(data: &DataDir) -> Result<SqliteStore> {
-    data.ensure()?;
-    Ok(SqliteStore::open(&data.directory_path())?)
+fn open(data: &DataArgs) -> Result<SqliteStore> {
+    data.locate()?.data.store()
 }
 
 fn actor() -> String {
@@ -132,30 +155,75 @@ fn actor() -> String {
         .map_or_else(|_| "cli".into(), |u| format!("cli:{u}"))
 }
 
-fn line(u: &UserRecord) -> String {
+fn rfc3339(t: SystemTime) -> String {
+    causeway_saml::saml2::fmt_time(t)
+}
+
+fn state(u: &UserRecord) -> &'static str {
+    if u.deleted_at.is_some() {
+        "deleted"
+    } else if u.disabled {
+        "disabled"
+    } else {
+        "enabled"
+    }
+}
+
+fn source(u: &UserRecord) -> String {
+    format!("{:?}", u.source).to_lowercase()
+}
+
+const HEADER: [&str; 7] = [
+    "UPN",
+    "IMMUTABLE ID",
+    "SOURCE",
+    "STATE",
+    "PROTECTED",
+    "UPDATED",
+    "DISPLAY NAME",
+];
+
+fn row(cells: [&str; 7]) -> String {
     format!(
-        "{:<40} {:<26} {:<6} {:<9}{} {}",
-        u.upn,
-        u.id.as_str(),
-        format!("{:?}", u.source).to_lowercase(),
-        if u.deleted_at.is_some() {
-            "deleted"
-        } else if u.disabled {
-            "disabled"
-        } else {
-            "enabled"
-        },
-        if u.protected { " protected" } else { "" },
-        u.display_name.as_deref().unwrap_or("")
+        "{:<40} {:<26} {:<6} {:<9} {:<9} {:<20} {}",
+        cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6]
     )
+    .trim_end()
+    .to_owned()
+}
+
+fn line(u: &UserRecord) -> String {
+    row([
+        &u.upn,
+        u.id.as_str(),
+        &source(u),
+        state(u),
+        if u.protected { "yes" } else { "no" },
+        &rfc3339(u.updated_at),
+        u.display_name.as_deref().unwrap_or(""),
+    ])
+}
+
+fn json(u: &UserRecord) -> serde_json::Value {
+    serde_json::json!({
+        "upn": u.upn,
+        "immutable_id": u.id.as_str(),
+        "source": source(u),
+        "state": state(u),
+        "protected": u.protected,
+        "display_name": u.display_name,
+        "mail": u.mail,
+        "has_password": u.has_verifier,
+        "created_at": rfc3339(u.created_at),
+        "updated_at": rfc3339(u.updated_at),
+        "deleted_at": u.deleted_at.map(rfc3339),
+        "last_hash_sync": u.password.last_hash_sync.map(rfc3339),
+    })
 }
 
 /// `last hash sync: …` with the flags it delivered, for `users show`.
 fn hash_sync_line(u: &UserRecord, now: SystemTime) -> String {
-    let secs = |t: SystemTime| {
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    };
+    let secs = rfc3339;
     let p = &u.password;
     match p.last_hash_sync {
         None => format!(
@@ -187,24 +255,86 @@ fn hash_sync_line(u: &UserRecord, now: SystemTime) -> String {
     }
 }
 
-fn read_password() -> Result<Password> {
-    let mut text = String::new();
+/// A new password: from standard input's first line with `--password-stdin`, else asked
+/// for twice on the terminal without echo. Never from the command line.
+fn new_password(password_stdin: bool, upn: &str) -> Result<Password> {
+    let terminal = std::io::stdin().is_terminal();
+    if password_stdin && !terminal {
+        return read_password_line();
+    }
+    // On a terminal, --password-stdin asks too: a typed password is never echoed.
+    if !terminal {
+        bail!("standard input is not a terminal: pass --password-stdin to read the password from it (e.g. printf '%s\\n' \"$PW\" | causeway users set-password {upn} --password-stdin)");
+    }
+    let first = prompt_hidden(&format!("New password for {upn}: "))?;
+    let again = prompt_hidden("Again: ")?;
+    if first.as_str() != again.as_str() {
+        bail!("the two passwords differ; nothing was changed");
+    }
+    if first.is_empty() {
+        bail!("no password typed; nothing was changed");
+    }
+    Password::new(first.to_string()).context("the password was refused")
+}
+
+/// Restores the terminal's echo when dropped (also on an error or a panic).
+struct EchoOff(nix::sys::termios::Termios);
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &self.0,
+        );
+    }
+}
+
+/// One line typed on the terminal with echo off, the prompt on standard error.
+fn prompt_hidden(prompt: &str) -> Result<zeroize::Zeroizing<String>> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    let saved = tcgetattr(std::io::stdin()).context("reading the terminal's settings")?;
+    let mut quiet = saved.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    quiet.local_flags.insert(LocalFlags::ECHONL);
+    let guard = EchoOff(saved);
+    tcsetattr(std::io::stdin(), SetArg::TCSAFLUSH, &quiet).context("turning echo off")?;
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    let mut text = zeroize::Zeroizing::new(String::new());
     std::io::stdin()
         .lock()
         .read_line(&mut text)
-        .context("reading the password from standard input")?;
-    let trimmed = text.trim_end_matches(['\n', '\r']).to_owned();
-    use zeroize::Zeroize;
-    text.zeroize();
-    if trimmed.is_empty() {
-        bail!("no password on standard input (e.g. printf '%s\\n' \"$PW\" | causeway users add --upn … --password-stdin)");
-    }
-    Password::new(trimmed).context("the password was refused")
+        .context("reading the password from the terminal")?;
+    drop(guard);
+    let line = text.strip_suffix('\n').unwrap_or(&text);
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    Ok(zeroize::Zeroizing::new(line.to_owned()))
+}
+
+/// Checks `password` against the policy for `upn`; a refusal changes nothing.
+fn check_policy(
+    policy: &PasswordPolicy,
+    password: &Password,
+    upn: &str,
+    name: Option<&str>,
+) -> Result<()> {
+    policy
+        .check(password.expose_secret(), upn, name)
+        .map_err(|m| anyhow::anyhow!("{m}; nothing was changed"))
 }
 
 /// The first line of standard input without its line end (one `\n`, and a `\r` before
-/// it): exactly what was typed, nothing else trimmed.
+/// it): exactly what was typed, nothing else trimmed; on a terminal, asked for with echo
+/// off.
 fn read_password_line() -> Result<Password> {
+    if std::io::stdin().is_terminal() {
+        let typed = prompt_hidden("Password: ")?;
+        if typed.is_empty() {
+            bail!("no password typed");
+        }
+        return Password::new(typed.to_string()).context("the password was refused");
+    }
     let mut text = zeroize::Zeroizing::new(String::new());
     std::io::stdin()
         .lock()
@@ -218,18 +348,55 @@ fn read_password_line() -> Result<Password> {
     Password::new(line.to_owned()).context("the password was refused")
 }
 
+impl UsersCommand {
+    /// What the audit log calls this command and the user it changes; `None` for the
+    /// commands that only read.
+    fn audited(&self) -> Option<(&'static str, String, DataArgs)> {
+        let (action, data, upn) = match self {
+            UsersCommand::Add { data, upn, .. } => ("user.add", data, upn),
+            UsersCommand::SetPassword { data, upn, .. } => ("user.set_password", data, upn),
+            UsersCommand::Disable { data, upn } => ("user.disable", data, upn),
+            UsersCommand::Enable { data, upn } => ("user.enable", data, upn),
+            UsersCommand::Protect { data, upn } => ("user.protect", data, upn),
+            UsersCommand::Unprotect { data, upn } => ("user.unprotect", data, upn),
+            UsersCommand::Delete { data, upn } => ("user.delete", data, upn),
+            UsersCommand::Restore { data, upn } => ("user.restore", data, upn),
+            _ => return None,
+        };
+        Some((action, upn.clone(), data.clone()))
+    }
+}
+
+/// Runs `cmd`; a change is recorded in the audit log with how it ended.
 pub(crate) async fn run(cmd: UsersCommand) -> Result<()> {
+    let audited = cmd.audited();
+    let result = run_command(cmd).await;
+    if let Some((action, upn, data)) = audited {
+        data.audit_admin(action, &upn, &result);
+    }
+    result
+}
+
+async fn run_command(cmd: UsersCommand) -> Result<()> {
     let now = SystemTime::now();
     match cmd {
         UsersCommand::Add {
             data,
             upn,
-            password_stdin: _,
+            password_stdin,
             display_name,
             mail,
         } => {
-            let store = open(&data)?;
-            let password = read_password()?;
+            let found = data.locate()?;
+            let store = found.data.store()?;
+            causeway_store::check_upn(&upn)?;
+            let password = new_password(password_stdin, &upn)?;
+            check_policy(
+                &found.config.password_policy,
+                &password,
+                &upn,
+                display_name.as_deref(),
+            )?;
             let verifier = PhsVerifier::derive(&password);
             let u = store
                 .add_cloud_user(
@@ -245,14 +412,47 @@ pub(crate) async fn run(cmd: UsersCommand) -> Result<()> {
                 .await?;
             println!("created {} (immutable id {})", u.upn, u.id);
         }
-        UsersCommand::List { data, deleted } => {
+        UsersCommand::List {
+            data,
+            deleted,
+            json: as_json,
+        } => {
             let users = open(&data)?.list_users(deleted).await?;
-            if users.is_empty() {
+            if as_json {
+                let all: Vec<_> = users.iter().map(json).collect();
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else if users.is_empty() {
                 println!("no users");
+            } else {
+                println!("{}", row(HEADER));
+                for u in users {
+                    println!("{}", line(&u));
+                }
             }
-            for u in users {
-                println!("{}", line(&u));
+        }
+        UsersCommand::SetPassword {
+            data,
+            upn,
+            password_stdin,
+        } => {
+            let found = data.locate()?;
+            let store = found.data.store()?;
+            let Some(u) = store.user_by_upn(&upn).await? else {
+                bail!("no user {upn}");
+            };
+            if u.source != Source::Cloud {
+                bail!("{} is synchronised from AD: its password is AD's. Change it there (it reaches the endpoint by pass-through or hash sync); setting it here would need password writeback, which Causeway does not do", u.upn);
             }
+            let password = new_password(password_stdin, &u.upn)?;
+            check_policy(
+                &found.config.password_policy,
+                &password,
+                &u.upn,
+                u.display_name.as_deref(),
+            )?;
+            let verifier = PhsVerifier::derive(&password);
+            let u = store.set_verifier(&u.upn, &verifier, &actor(), now).await?;
+            println!("password of {} set", u.upn);
         }
         UsersCommand::Disable { data, upn } => println!(
             "{}",
@@ -306,13 +506,18 @@ pub(crate) async fn run(cmd: UsersCommand) -> Result<()> {
             if h.is_empty() {
                 bail!("no history for {upn}");
             }
+            println!(
+                "{:<6} {:<20} {:<14} {:<12} STATE AFTER",
+                "SEQ", "AT", "ACTOR", "ACTION"
+            );
             for e in h {
-                let secs =
-                    e.at.duration_since(SystemTime::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs());
                 println!(
-                    "#{:<5} {secs} {:<14} {:<12} {}",
-                    e.seq, e.actor, e.action, e.snapshot
+                    "#{:<5} {:<20} {:<14} {:<12} {}",
+                    e.seq,
+                    rfc3339(e.at),
+                    e.actor,
+                    e.action,
+                    e.snapshot
                 );
             }
         }
@@ -323,8 +528,9 @@ pub(crate) async fn run(cmd: UsersCommand) -> Result<()> {
             source,
         } => {
             let password = read_password_line()?;
+            let dir = data.locate()?.data.data_dir;
             let (report, success) =
-                crate::admin_socket::test_signin(&data.data_dir, &upn, source, &password).await?;
+                crate::admin_socket::test_signin(&dir, &upn, source, &password).await?;
             print!("{report}");
             if !success {
                 bail!("the sign-in of {upn} did not succeed");
@@ -345,10 +551,14 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn protect_and_unprotect_set_the_flag_and_refuse_a_synced_user() {
         let dir = causeway_testkit::TempDir::new("users-protect");
-        let data = || DataDir {
-            data_dir: dir.path().join("data"),
+        std::fs::create_dir(dir.path().join("data")).expect("data dir");
+        let data = || DataArgs {
+            config: None,
+            data_dir: Some(dir.path().join("data")),
         };
-        let store = open(&data()).expect("open");
+        // The endpoint makes the store; the commands only open it.
+        let store =
+            SqliteStore::open(&dir.path().join("data").join("directory.sqlite")).expect("open");
         let v = PhsVerifier::derive(&Password::new("Glass-Pw-1".into()).expect("valid"));
         let glass = NewUser {
             upn: "glass@corp.example".into(),

@@ -312,7 +312,18 @@ async fn metrics_answer_on_their_own_listener_and_404_on_the_public_port() {
     assert!(!body.contains("causeway_"), "{body}");
     let (status, body) = healthz(&ep);
     assert_eq!(status, 200);
-    assert_eq!(body, "{\"status\":\"ok\",\"agents_connected\":0}\n");
+    let health: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["agents_connected"], 0);
+    // A fresh endpoint's first key: a year left, no successor yet.
+    let left = health["signing_key"]["seconds_left"]
+        .as_u64()
+        .expect("seconds");
+    assert!(left > 364 * 86_400, "{body}");
+    assert_eq!(health["signing_key"]["next_published"], false, "{body}");
+    let gauge = metric(&ep, "causeway_signing_key_seconds_left").expect("gauge");
+    assert!(gauge > 364 * 86_400, "{gauge}");
+    assert_eq!(metric(&ep, "causeway_signing_next_key_published"), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

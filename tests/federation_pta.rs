@@ -310,6 +310,39 @@ fn ad_users_sign_in_through_the_page_and_fall_back_to_hash_sync_when_no_agent_is
         "the agent logged at the levels that matter for this check"
     );
 
+    // The audit log names the agent that answered alice's pass-through sign-in, the
+    // agent's connection and the sync run that brought her in; and holds no password.
+    let audit = ep.cli(&["audit", "--json"], None);
+    let pta = audit
+        .lines()
+        .find(|l| {
+            l.contains("\"method\":\"pass_through\"")
+                && l.contains("\"outcome\":\"success\"")
+                && l.contains(&format!("\"user\":\"{alice}\""))
+        })
+        .unwrap_or_else(|| panic!("alice's pass-through sign-in audited: {audit}"));
+    let agent_id = pta
+        .split("\"agent\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("the answering agent named: {pta}"));
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"action\":\"agent.connected\"")
+                && l.contains(&format!("\"agent\":\"{agent_id}\""))),
+        "{audit}"
+    );
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"action\":\"sync.run_finished\"")
+                && l.contains("\"target\":\"lab\"")
+                && l.contains("\"outcome\":\"succeeded\"")),
+        "{audit}"
+    );
+    assert_no_secret("audit log", &audit, &secrets);
+
     // Pass-through only, and no agent: the page says the directory is unreachable, not
     // that the password is wrong, and it does not use the stored verifier.
     let dir: &Path = &ep.dir.clone();

@@ -7,7 +7,7 @@ mod common;
 use common::endpoint::{alert, Browser, Endpoint};
 
 const USER: &str = "lena@cloud.causeway.test";
-const PASSWORD: &str = "Lena-Lockout-Pw-1";
+const PASSWORD: &str = "Quiet-Lockout-Pw-1";
 const HOME: &str = "198.51.100.10";
 const AWAY: &str = "203.0.113.66";
 

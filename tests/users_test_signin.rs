@@ -19,11 +19,11 @@ const CONFIG: &str = "[[domain]]\nname = \"pta.example\"\nmethod = \"pta\"\n\n[[
 
 /// Every password any run below types.
 const PASSWORDS: &[&str] = &[
-    "Carol-Pw-1",
+    "Violet-Harbor-Pw-1",
     "Not-Carols-1",
     "Dave-Pw-2",
     "Whatever-3",
-    "Erin-Pw-4",
+    "Amber-Meadow-Pw-4",
     "Erin-Guess-0",
     "Erin-Guess-1",
     "Erin-Guess-2",
@@ -94,7 +94,7 @@ async fn test_signin_runs_the_endpoints_own_check_and_says_which_path() {
             "carol@cloud.example",
             "--password-stdin",
         ],
-        Some("Carol-Pw-1\n"),
+        Some("Violet-Harbor-Pw-1\n"),
     );
     ep.cli(
         &[
@@ -104,7 +104,7 @@ async fn test_signin_runs_the_endpoints_own_check_and_says_which_path() {
             "erin@cloud.example",
             "--password-stdin",
         ],
-        Some("Erin-Pw-4\n"),
+        Some("Amber-Meadow-Pw-4\n"),
     );
     // A user synchronised into the pta+phs domain, with the verifier hash sync stores.
     let store = SqliteStore::open(&data.join("directory.sqlite")).expect("store");
@@ -126,7 +126,12 @@ async fn test_signin_runs_the_endpoints_own_check_and_says_which_path() {
         .expect("synced user");
 
     // A cloud-only user: the right password, then a wrong one.
-    let r = test_signin(&data, "carol@cloud.example", "Carol-Pw-1", &mut seen);
+    let r = test_signin(
+        &data,
+        "carol@cloud.example",
+        "Violet-Harbor-Pw-1",
+        &mut seen,
+    );
     assert_lines(&r, true, "success", "hash sync", "cloud-only user");
     let r = test_signin(&data, "carol@cloud.example", "Not-Carols-1", &mut seen);
     assert_lines(
@@ -187,7 +192,7 @@ async fn test_signin_runs_the_endpoints_own_check_and_says_which_path() {
         );
         assert!(!r.ok, "{}", r.stdout);
     }
-    let r = test_signin(&data, "erin@cloud.example", "Erin-Pw-4", &mut seen);
+    let r = test_signin(&data, "erin@cloud.example", "Amber-Meadow-Pw-4", &mut seen);
     assert_lines(&r, false, "account_locked", "none", "cloud-only user");
     assert!(r.stdout.contains("smart lockout"), "{}", r.stdout);
 
@@ -207,7 +212,7 @@ async fn test_signin_runs_the_endpoints_own_check_and_says_which_path() {
 fn test_signin_without_a_running_endpoint_says_so() {
     let dir = temp_dir("test-signin-none");
     let mut seen = String::new();
-    let r = test_signin(&dir, "carol@cloud.example", "Carol-Pw-1", &mut seen);
+    let r = test_signin(&dir, "carol@cloud.example", "Violet-Harbor-Pw-1", &mut seen);
     assert!(!r.ok);
     assert!(r.stdout.is_empty(), "{}", r.stdout);
     assert!(
@@ -215,7 +220,7 @@ fn test_signin_without_a_running_endpoint_says_so() {
         "{}",
         r.stderr
     );
-    assert!(!seen.contains("Carol-Pw-1"));
+    assert!(!seen.contains("Violet-Harbor-Pw-1"));
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -65,6 +65,29 @@ impl std::fmt::Debug for Identity {
 pub enum ChannelEnd {
     /// The hub said go away, and why.
     GoAway(GoAwayReason, String),
+    /// This agent is stopping: it said GoAway, answered the checks it held, and the hub
+    /// closed the channel (or the drain deadline passed).
+    Drained,
+}
+
+/// The agent's stop signal (SIGTERM, SIGINT): `true` once set. A dropped sender never
+/// stops anything.
+pub type Stop = tokio::sync::watch::Receiver<bool>;
+
+/// How long a stopping agent waits for its checks in flight: the hub gives a check at
+/// most 10 s in all, so none can need more.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Returns once `stop` is set (never, if its sender is gone without setting it).
+pub async fn stopped(stop: &mut Stop) {
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        if stop.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
 }
 
 /// The agent's end of its channel: its errors name the hub.
@@ -90,6 +113,24 @@ pub async fn run<S, H>(
     me: &Identity,
     handler: Arc<H>,
     on_welcome: impl FnOnce(&str),
+) -> Result<ChannelEnd, ChannelError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    H: CheckHandler,
+{
+    let (_never, stop) = tokio::sync::watch::channel(false);
+    run_until(stream, me, handler, on_welcome, stop).await
+}
+
+/// [`run`] until `stop` is set; then the agent says GoAway (the hub sends it nothing new),
+/// answers the checks it holds, and ends once the hub closes the channel or after
+/// [`DRAIN_TIMEOUT`].
+pub async fn run_until<S, H>(
+    stream: S,
+    me: &Identity,
+    handler: Arc<H>,
+    on_welcome: impl FnOnce(&str),
+    mut stop: Stop,
 ) -> Result<ChannelEnd, ChannelError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -134,13 +175,44 @@ where
         .await
         .map_err(ChannelError::from)
     };
+    // Checks spawned and not answered yet (for the drain's log line).
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let reader = async {
         // Set by the hub's ChannelKey frame, which must come before any Check.
         let mut envelopes: Option<ChannelOpener<'_>> = None;
+        // Once stopping: when the agent gives up waiting for the hub to close.
+        let mut draining: Option<tokio::time::Instant> = None;
         loop {
-            let f = tokio::time::timeout(silent_limit, read_frame(&mut rd))
-                .await
-                .map_err(|_| ChannelError::Silent(silent_limit))??;
+            let read = tokio::select! {
+                r = tokio::time::timeout(silent_limit, read_frame(&mut rd)) => r,
+                () = stopped(&mut stop), if draining.is_none() => {
+                    let n = in_flight.load(std::sync::atomic::Ordering::SeqCst);
+                    info!(in_flight = n, "stopping: telling the hub GoAway, then finishing the checks in flight");
+                    let bye = Frame::GoAway {
+                        reason: GoAwayReason::ShuttingDown,
+                        detail: "agent stopping".into(),
+                    };
+                    if tx.send(bye).await.is_err() {
+                        return Ok(ChannelEnd::Drained);
+                    }
+                    draining = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);
+                    continue;
+                }
+                () = async { tokio::time::sleep_until(draining.unwrap_or_else(tokio::time::Instant::now)).await }, if draining.is_some() => {
+                    let n = in_flight.load(std::sync::atomic::Ordering::SeqCst);
+                    warn!(in_flight = n, "drain deadline passed; closing the channel");
+                    return Ok(ChannelEnd::Drained);
+                }
+            };
+            let f = match read.map_err(|_| ChannelError::Silent(silent_limit))? {
+                Ok(f) => f,
+                // The hub closes a draining channel once every verdict is in.
+                Err(_) if draining.is_some() => {
+                    info!("drained: the hub closed the channel after the last verdict");
+                    return Ok(ChannelEnd::Drained);
+                }
+                Err(e) => return Err(e.into()),
+            };
             match f {
                 Frame::ChannelKey { key } => {
                     if envelopes.is_some() {
@@ -189,7 +261,8 @@ where
                             continue;
                         }
                     };
-                    let (tx, handler) = (tx.clone(), handler.clone());
+                    let (tx, handler, in_flight) = (tx.clone(), handler.clone(), in_flight.clone());
+                    in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     tokio::spawn(async move {
                         let t = Instant::now();
                         let outcome = handler.check(request_id, credential, deadline).await;
@@ -206,6 +279,7 @@ where
                                 directory_us,
                             })
                             .await;
+                        in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                     });
                 }
                 Frame::Ping(n) => {
@@ -282,5 +356,130 @@ mod tests {
         for (e, want) in cases {
             assert_eq!(e.to_string(), want);
         }
+    }
+
+    /// Checks that wait for `release` before answering Success.
+    struct Held {
+        opener: EnvelopeOpener,
+        started: Arc<tokio::sync::Notify>,
+        release: Arc<tokio::sync::Notify>,
+    }
+
+    impl CheckHandler for Held {
+        fn opener(&self) -> &EnvelopeOpener {
+            &self.opener
+        }
+
+        fn check(
+            &self,
+            _: RequestId,
+            _: OpenedCredential,
+            _: Instant,
+        ) -> impl Future<Output = SignInOutcome> + Send {
+            let (started, release) = (self.started.clone(), self.release.clone());
+            async move {
+                started.notify_one();
+                release.notified().await;
+                SignInOutcome::Success
+            }
+        }
+    }
+
+    /// A hub spoken by hand: the agent's channel is up, with one check in its hands.
+    struct Hub {
+        io: tokio::io::DuplexStream,
+        agent: tokio::task::JoinHandle<Result<ChannelEnd, ChannelError>>,
+        stop: tokio::sync::watch::Sender<bool>,
+        release: Arc<tokio::sync::Notify>,
+    }
+
+    async fn with_a_check_in_flight() -> Hub {
+        let keys = causeway_credential::AgentKeyPair::generate();
+        let public = keys.public().clone();
+        let (started, release) = (Arc::default(), Arc::default());
+        let handler = Arc::new(Held {
+            opener: EnvelopeOpener::new(keys),
+            started: Arc::clone(&started),
+            release: Arc::clone(&release),
+        });
+        let (mut io, agent_side) = tokio::io::duplex(64 * 1024);
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let me = Identity {
+            agent_id: "agt-00000000000000ab".into(),
+            max_in_flight: 4,
+            renewer: None,
+        };
+        let agent =
+            tokio::spawn(
+                async move { run_until(agent_side, &me, handler, |_| {}, stopping).await },
+            );
+        assert!(matches!(read_frame(&mut io).await, Ok(Frame::Hello { .. })));
+        // A slow heartbeat: nothing but the drain ends the channel in these tests.
+        let welcome = Frame::Welcome {
+            endpoint_id: "ep".into(),
+            heartbeat_ms: 60_000,
+        };
+        write_frame(&mut io, &welcome).await.expect("welcome");
+        let (mut sealer, key) = causeway_credential::ChannelSealer::new(&public).expect("key");
+        write_frame(&mut io, &Frame::ChannelKey { key })
+            .await
+            .expect("key");
+        let request_id = RequestId::random();
+        let ctx = causeway_credential::EnvelopeContext {
+            request_id,
+            user_name: "alice@corp.example".into(),
+            endpoint_id: "ep".into(),
+            expires_at: unix_now() + 60,
+        };
+        let password = causeway_credential::Password::new("Pw-1".into()).expect("pw");
+        let envelope = sealer.seal(&ctx, &password).expect("seal");
+        let check = Frame::Check {
+            request_id,
+            deadline_ms: 60_000,
+            envelope,
+        };
+        write_frame(&mut io, &check).await.expect("check");
+        started.notified().await;
+        Hub {
+            io,
+            agent,
+            stop,
+            release,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stopping_agent_says_goaway_before_answering_what_it_holds_and_ends_when_the_hub_closes(
+    ) {
+        let mut hub = with_a_check_in_flight().await;
+        hub.stop.send(true).expect("stop");
+        match read_frame(&mut hub.io).await.expect("frame") {
+            Frame::GoAway { reason, .. } => assert_eq!(reason, GoAwayReason::ShuttingDown),
+            other => panic!("GoAway must come first, got {other:?}"),
+        }
+        hub.release.notify_one();
+        match read_frame(&mut hub.io).await.expect("frame") {
+            Frame::Verdict { outcome, .. } => assert_eq!(outcome, SignInOutcome::Success),
+            other => panic!("the check in flight is answered, got {other:?}"),
+        }
+        drop(hub.io);
+        let end = hub.agent.await.expect("join").expect("no error");
+        assert_eq!(end, ChannelEnd::Drained);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopping_agent_gives_up_on_a_check_at_the_drain_deadline() {
+        let mut hub = with_a_check_in_flight().await;
+        let t = tokio::time::Instant::now();
+        hub.stop.send(true).expect("stop");
+        assert!(matches!(
+            read_frame(&mut hub.io).await,
+            Ok(Frame::GoAway { .. })
+        ));
+        // The check never finishes and the hub never closes: the deadline ends it.
+        let end = hub.agent.await.expect("join").expect("no error");
+        assert_eq!(end, ChannelEnd::Drained);
+        assert!(t.elapsed() >= DRAIN_TIMEOUT, "{:?}", t.elapsed());
+        drop(hub.io);
     }
 }

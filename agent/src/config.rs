@@ -11,6 +11,9 @@ use toml::Spanned;
 
 use crate::validator::Transport;
 
+mod check;
+pub use check::{pem_certificates, FileProblem};
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {

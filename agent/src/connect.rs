@@ -182,9 +182,27 @@ pub async fn keep_channel<H: CheckHandler>(
     handler: Arc<H>,
     backoff: Backoff,
 ) {
+    let (_never, stop) = tokio::sync::watch::channel(false);
+    keep_channel_until(endpoint, proxy, tls, me, handler, backoff, stop).await;
+}
+
+/// [`keep_channel`] until `stop` is set: the channel then drains (see
+/// [`channel::run_until`]) and is not dialled again.
+pub async fn keep_channel_until<H: CheckHandler>(
+    endpoint: Endpoint,
+    proxy: Option<Endpoint>,
+    tls: Arc<std::sync::RwLock<Arc<rustls::ClientConfig>>>,
+    me: Identity,
+    handler: Arc<H>,
+    backoff: Backoff,
+    mut stop: channel::Stop,
+) {
     let target = format!("{}:{}", endpoint.host, endpoint.port);
     let mut delay = backoff.min;
     loop {
+        if *stop.borrow() {
+            return;
+        }
         let started = Instant::now();
         let current = tls
             .read()
@@ -193,11 +211,21 @@ pub async fn keep_channel<H: CheckHandler>(
         match dial(&endpoint, proxy.as_ref(), current).await {
             Err(e) => warn!(endpoint = %target, error = %e, "cannot open a channel"),
             Ok(stream) => {
-                let r = channel::run(stream, &me, handler.clone(), |ep| {
-                    info!(endpoint = %target, endpoint_id = ep, "channel up");
-                })
+                let r = channel::run_until(
+                    stream,
+                    &me,
+                    handler.clone(),
+                    |ep| {
+                        info!(endpoint = %target, endpoint_id = ep, "channel up");
+                    },
+                    stop.clone(),
+                )
                 .await;
                 match r {
+                    Ok(ChannelEnd::Drained) => {
+                        info!(endpoint = %target, "channel drained and closed");
+                        return;
+                    }
                     Ok(ChannelEnd::GoAway(
                         reason @ (GoAwayReason::Revoked | GoAwayReason::NotApproved),
                         detail,
@@ -221,7 +249,10 @@ pub async fn keep_channel<H: CheckHandler>(
         }
         let wait = jitter(delay);
         info!(endpoint = %target, wait_ms = wait.as_millis() as u64, "reconnecting after a pause");
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = channel::stopped(&mut stop) => return,
+        }
         delay = (delay * 2).min(backoff.max);
     }
 }

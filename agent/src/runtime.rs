@@ -11,9 +11,11 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use tracing::{info, warn};
 
-use crate::channel::{Identity, Renewer};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::channel::{Identity, Renewer, DRAIN_TIMEOUT};
 use crate::config::AgentConfig;
-use crate::connect::{keep_channel, Backoff};
+use crate::connect::{keep_channel_until, Backoff};
 use crate::enroll::new_tls_key_and_csr;
 use crate::state::AgentState;
 use crate::validator::{DcTarget, DirectorySettings, LoginResolution, Validator};
@@ -31,6 +33,9 @@ pub enum StartError {
     /// The process could not be hardened.
     #[error("cannot disable core dumps: {0}")]
     Harden(String),
+    /// A stop signal cannot be handled (so stopping would not drain).
+    #[error("cannot handle {0}")]
+    Signal(String),
 }
 
 /// No core dumps, and not dumpable (no ptrace or /proc/PID/mem by the same user): a
@@ -265,24 +270,45 @@ pub async fn run(config: AgentConfig) -> Result<(), StartError> {
         renewer: Some(renewal),
     };
     info!(agent = %state.agent_id, endpoints = config.endpoints.len(), dcs = config.domain_controllers.len(), "agent starting");
-    let mut tasks = Vec::new();
+    // SIGTERM (systemd, container runtimes) and SIGINT: every channel says GoAway, answers
+    // what it holds and closes; then the process exits 0.
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| StartError::Signal(format!("SIGTERM: {e}")))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| StartError::Signal(format!("SIGINT: {e}")))?;
+    let mut tasks = tokio::task::JoinSet::new();
     for ep in &config.endpoints {
         for _ in 0..config.channels_per_endpoint {
-            let (ep, proxy, me, v, tls) = (
+            let (ep, proxy, me, v, tls, stop) = (
                 ep.clone(),
                 config.proxy.clone(),
                 me.clone(),
                 validator.clone(),
                 tls.clone(),
+                stop.clone(),
             );
-            tasks.push(tokio::spawn(async move {
-                keep_channel(ep, proxy, tls, me, v, Backoff::default()).await;
-            }));
+            tasks.spawn(async move {
+                keep_channel_until(ep, proxy, tls, me, v, Backoff::default(), stop).await;
+            });
         }
     }
-    for t in tasks {
-        let _ = t.await;
+    let signal = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+        _ = async { while tasks.join_next().await.is_some() {} } => return Ok(()),
+    };
+    info!(signal, "stopping: draining every channel");
+    let _ = stop_tx.send(true);
+    // Each channel bounds its own drain; the margin covers dialling that was under way.
+    let all = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(DRAIN_TIMEOUT + Duration::from_secs(5), all)
+        .await
+        .is_err()
+    {
+        warn!("channels still open after the drain deadline; exiting anyway");
     }
+    info!("agent stopped");
     Ok(())
 }
 

@@ -65,11 +65,11 @@ pub enum StateError {
     },
 }
 
-const ID: &str = "agent.id";
-const HPKE: &str = "hpke.key";
-const TLS_KEY: &str = "tls.key";
-const TLS_CERT: &str = "tls.pem";
-const CA: &str = "ca.pem";
+pub(crate) const ID: &str = "agent.id";
+pub(crate) const HPKE: &str = "hpke.key";
+pub(crate) const TLS_KEY: &str = "tls.key";
+pub(crate) const TLS_CERT: &str = "tls.pem";
+pub(crate) const CA: &str = "ca.pem";
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
     move |error| StateError::Io {

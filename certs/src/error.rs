@@ -205,6 +205,15 @@ pub enum CertsError {
         /// What PEM block was expected.
         expected: &'static str,
     },
+    /// An operator's certificate or key file (`server.tls_cert_file`, `server.tls_key_file`)
+    /// cannot be used; the message names the file and what is wrong, never key material.
+    #[error("{}: {problem}", path.display())]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// Building a rustls configuration failed.
     #[error("cannot build the TLS configuration ({context}): {detail}")]
     Tls {

@@ -22,7 +22,10 @@ pub use ca::{
 pub use error::{CertsError, CsrError, DbError, TokenError};
 pub use id::{AgentId, MalformedAgentId};
 pub use request::new_key_and_csr;
-pub use tls::{agent_client_config, server_config, trusting_only};
+pub use tls::{
+    agent_client_config, certified_key, load_cert_files, server_config,
+    server_config_with_resolver, trusting_only, LoadedCert,
+};
 pub use util::{
     fingerprint_of_der, from_unix_secs, host_name, is_fingerprint, unix_secs, validity_of_pem,
 };

@@ -69,6 +69,102 @@ impl RolloverPolicy {
     }
 }
 
+/// When a successor starts signing at the latest: this long before the signing key
+/// expires (or half its remaining life, when less is left), so that clock skew between
+/// replicas and relying parties never meets an expired key.
+pub const SWITCH_MARGIN: Duration = Duration::from_secs(3600);
+
+/// When a successor published at `now` should start: `lead` later, capped at the signing
+/// key's end (`expires`) minus [`SWITCH_MARGIN`] (or half the remaining life, if shorter).
+/// Returns the start and whether `lead` could be honoured.
+pub fn successor_start(lead: Duration, now: SystemTime, expires: SystemTime) -> (SystemTime, bool) {
+    let latest = latest_start(now, expires);
+    let wanted = now + lead;
+    if wanted <= latest {
+        (wanted, true)
+    } else {
+        (latest, false)
+    }
+}
+
+/// The latest start for a successor of a key that expires at `expires`.
+fn latest_start(now: SystemTime, expires: SystemTime) -> SystemTime {
+    let remaining = expires.duration_since(now).unwrap_or(Duration::ZERO);
+    expires - SWITCH_MARGIN.min(remaining / 2)
+}
+
+fn secs_between(a: SystemTime, b: SystemTime) -> u64 {
+    b.duration_since(a).map_or(0, |d| d.as_secs())
+}
+
+fn warn_lead_time_cut(lead: Duration, now: SystemTime, at: SystemTime, expires: SystemTime) {
+    tracing::warn!(
+        wanted_lead_s = lead.as_secs(),
+        lead_s = secs_between(now, at),
+        signing_key_expires_in_s = secs_between(now, expires),
+        "TOKEN-SIGNING KEY ROLLOVER CANNOT HONOUR ITS PUBLICATION LEAD TIME: the next key signs before the current one expires, sooner than relying parties were promised; those that refresh metadata less often will reject tokens until they do. Lengthen key_lifetime or publish_before_expiry, or run `causeway certs rollover` earlier"
+    );
+}
+
+/// When `causeway certs rollover` makes the next key sign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// At once.
+    Now,
+    /// This long after now (a published successor is moved to that time).
+    After(Duration),
+    /// `activate_after_publish` after publication; a published successor keeps its time.
+    Scheduled,
+}
+
+/// What a forced rollover did to the next key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloverChange {
+    /// A new key was created and published.
+    Created,
+    /// The published successor's start was moved.
+    Rescheduled,
+    /// The published successor was left as it was.
+    Unchanged,
+}
+
+/// The outcome of [`KeySet::rollover`], read back from the key set (so what is printed is
+/// what was written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollover {
+    /// The next key.
+    pub id: String,
+    /// When it signs.
+    pub activate_at: SystemTime,
+    /// When the key signing now expires (none signed).
+    pub signing_key_expires: Option<SystemTime>,
+    /// What was done.
+    pub change: RolloverChange,
+    /// The lead time asked for could not be honoured: the start was brought forward to
+    /// before the signing key's end.
+    pub lead_time_cut: bool,
+}
+
+/// The signing key's remaining life and its successor (see [`KeySet::health`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyHealth {
+    /// The key that signs now.
+    pub active_id: Option<String>,
+    /// When it expires.
+    pub active_expires: Option<SystemTime>,
+    /// The published successor.
+    pub next_id: Option<String>,
+    /// When the successor starts signing.
+    pub next_activates: Option<SystemTime>,
+}
+
+impl KeyHealth {
+    /// Whole seconds the signing key has left at `now` (0 when none signs).
+    pub fn seconds_left(&self, now: SystemTime) -> u64 {
+        self.active_expires.map_or(0, |e| secs_between(now, e))
+    }
+}
+
 /// One token-signing key.
 pub struct TokenSigningKey {
     /// First 16 hex digits of the certificate's SHA-256.
@@ -286,72 +382,164 @@ impl KeySet {
 
     /// Automatic rollover: when the active key is within `publish_before_expiry` of its
     /// end and no successor exists, creates one that signs `activate_after_publish`
-    /// later. Returns whether a key was created.
+    /// later, but always before the active key expires (see [`successor_start`]). It
+    /// also repairs what would otherwise be an outage: a successor scheduled to start
+    /// after the active key's end is brought forward, and when no key signs at all
+    /// (after a long downtime) the published successor, or else a new key, signs at
+    /// once. Returns whether anything was written.
     pub fn maintain(
         &mut self,
         policy: &RolloverPolicy,
         now: SystemTime,
     ) -> Result<bool, CertsError> {
-        let active = self.active(now);
-        let successor = self
-            .keys
-            .iter()
-            .any(|k| k.activate_at > active.map_or(now, |a| a.activate_at) && k.not_after > now);
-        let due = match active {
-            None => true,
-            Some(a) => now + policy.publish_before_expiry >= a.not_after,
+        let Some(active) = self.active(now) else {
+            return self.activate_something(policy, now).map(|_| true);
         };
-        if due && !successor {
-            let activate_at = if active.is_some_and(|a| a.not_after > now) {
-                now + policy.activate_after_publish
-            } else {
-                now
-            };
-            self.create_key(policy, now, activate_at)?;
-            return Ok(true);
+        let (active_id, active_start, expires) =
+            (active.id.clone(), active.activate_at, active.not_after);
+        if let Some(next) = self.pending_after(active_start, now) {
+            let (next_id, next_start) = (next.id.clone(), next.activate_at);
+            let latest = latest_start(now, expires);
+            if next_start > latest {
+                tracing::warn!(
+                    key_id = %next_id,
+                    active_key_id = %active_id,
+                    active_expires_in_s = secs_between(now, expires),
+                    "the next token-signing key was scheduled to start after the signing key expires; it starts before then instead"
+                );
+                self.write_activation(&next_id, latest)?;
+                return Ok(true);
+            }
+            return Ok(false);
         }
-        Ok(false)
+        if now + policy.publish_before_expiry < expires {
+            return Ok(false);
+        }
+        let (at, honoured) = successor_start(policy.activate_after_publish, now, expires);
+        if !honoured {
+            warn_lead_time_cut(policy.activate_after_publish, now, at, expires);
+        }
+        self.create_key(policy, now, at)?;
+        Ok(true)
     }
 
-    /// Forced rollover (`causeway certs rollover`): creates a successor now that signs
-    /// `activate_after_publish` later, or at once with `activate_now` (for a key that
-    /// must not sign any more). With a successor already published, `activate_now`
-    /// makes it the signing key at once instead of creating another.
+    /// No key signs now: makes the earliest published successor sign at once (relying
+    /// parties may have seen it), or creates a key that does.
+    fn activate_something(
+        &mut self,
+        policy: &RolloverPolicy,
+        now: SystemTime,
+    ) -> Result<String, CertsError> {
+        let pending = self
+            .keys
+            .iter()
+            .find(|k| k.activate_at > now && k.not_after > now)
+            .map(|k| k.id.clone());
+        if let Some(id) = pending {
+            tracing::warn!(
+                key_id = %id,
+                "no token-signing key was signing (the endpoint was down past the old key's end, or its successor was scheduled too late): the published successor signs now"
+            );
+            self.write_activation(&id, now)?;
+            return Ok(id);
+        }
+        if !self.keys.is_empty() {
+            tracing::warn!(
+                "every token-signing key has expired (the endpoint was down past their end): a new key signs now; relying parties must fetch the metadata again before they accept its tokens"
+            );
+        }
+        Ok(self.create_key(policy, now, now)?.id.clone())
+    }
+
+    /// The earliest key that starts after `after` and has not expired.
+    fn pending_after(&self, after: SystemTime, now: SystemTime) -> Option<&TokenSigningKey> {
+        self.keys
+            .iter()
+            .find(|k| k.activate_at > after && k.activate_at > now && k.not_after > now)
+    }
+
+    /// Rewrites `id`'s activation time (atomically) and reloads the set.
+    fn write_activation(&mut self, id: &str, at: SystemTime) -> Result<(), CertsError> {
+        let final_name = format!("{id}.activate");
+        let tmp = write_temp(
+            &self.dir,
+            &final_name,
+            format!("{}\n", unix_secs(at)).as_bytes(),
+            0o600,
+        )?;
+        let dest = self.dir.join(&final_name);
+        fs::rename(&tmp, &dest).map_err(|err| CertsError::io("rename", &dest, err))?;
+        sync_dir(&self.dir)?;
+        *self = Self::load(&self.dir)?;
+        Ok(())
+    }
+
+    /// Forced rollover (`causeway certs rollover`). Without a published successor, creates
+    /// one that signs as `when` says. With one, [`Activation::Now`] makes it sign at once,
+    /// [`Activation::After`] moves its start to that long from now, and
+    /// [`Activation::Scheduled`] leaves it as it is. A start is never later than the
+    /// signing key's end (see [`successor_start`]); the outcome says what was done.
     pub fn rollover(
         &mut self,
         policy: &RolloverPolicy,
         now: SystemTime,
-        activate_now: bool,
-    ) -> Result<String, CertsError> {
-        if let Some(pending) = self
+        when: Activation,
+    ) -> Result<Rollover, CertsError> {
+        let expires = self.active(now).map(|a| a.not_after);
+        let wanted = match when {
+            Activation::Now => Duration::ZERO,
+            Activation::After(d) => d,
+            Activation::Scheduled => policy.activate_after_publish,
+        };
+        let (at, honoured) = match expires {
+            Some(e) => successor_start(wanted, now, e),
+            None => (now, wanted.is_zero()),
+        };
+        let pending = self
             .keys
             .iter()
             .rev()
             .find(|k| k.activate_at > now && k.not_after > now)
-        {
-            if !activate_now {
-                return Ok(pending.id.clone());
+            .map(|k| (k.id.clone(), k.activate_at));
+        let (id, change) = match pending {
+            Some((id, _)) if when == Activation::Scheduled => (id, RolloverChange::Unchanged),
+            Some((id, _)) => {
+                self.write_activation(&id, at)?;
+                (id, RolloverChange::Rescheduled)
             }
-            let id = pending.id.clone();
-            let final_name = format!("{id}.activate");
-            let tmp = write_temp(
-                &self.dir,
-                &final_name,
-                format!("{}\n", unix_secs(now)).as_bytes(),
-                0o600,
-            )?;
-            let dest = self.dir.join(&final_name);
-            fs::rename(&tmp, &dest).map_err(|err| CertsError::io("rename", &dest, err))?;
-            sync_dir(&self.dir)?;
-            *self = Self::load(&self.dir)?;
-            return Ok(id);
-        }
-        let at = if activate_now {
-            now
-        } else {
-            now + policy.activate_after_publish
+            None => {
+                let id = self.create_key(policy, now, at)?.id.clone();
+                (id, RolloverChange::Created)
+            }
         };
-        Ok(self.create_key(policy, now, at)?.id.clone())
+        let key = self
+            .keys
+            .iter()
+            .find(|k| k.id == id)
+            .ok_or_else(|| signing_err(&self.dir, "the key vanished"))?;
+        if !honoured && change != RolloverChange::Unchanged {
+            warn_lead_time_cut(wanted, now, key.activate_at, key.not_after);
+        }
+        Ok(Rollover {
+            id,
+            activate_at: key.activate_at,
+            signing_key_expires: expires,
+            change,
+            lead_time_cut: !honoured && change != RolloverChange::Unchanged,
+        })
+    }
+
+    /// The signing key's remaining life and whether its successor is published, for
+    /// `/healthz` and the metrics (monitoring alerts before an outage).
+    pub fn health(&self, now: SystemTime) -> KeyHealth {
+        let active = self.active(now);
+        let next = active.and_then(|a| self.pending_after(a.activate_at, now));
+        KeyHealth {
+            active_id: active.map(|a| a.id.clone()),
+            active_expires: active.map(|a| a.not_after),
+            next_id: next.map(|n| n.id.clone()),
+            next_activates: next.map(|n| n.activate_at),
+        }
     }
 
     /// The key that signs now: the most recently activated one that has not expired.
@@ -383,91 +571,4 @@ impl KeySet {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use causeway_testkit::TempDir as TestDir;
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn first_key_signs_at_once_and_is_private() {
-        let d = TestDir::new("signing-first");
-        let dir = d.path().join("keys");
-        let now = SystemTime::now();
-        let p = RolloverPolicy::default();
-        let set = KeySet::load_or_create(&dir, &p, now).expect("created");
-        let k = set.active(now).expect("active");
-        assert_eq!(set.published(now).len(), 1);
-        let mode = fs::metadata(dir.join(format!("{}.key.pem", k.id)))
-            .expect("key file")
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-        assert!(!format!("{k:?}").contains("PRIVATE"));
-        // Loading again finds the same key; nothing new is made.
-        let again = KeySet::load_or_create(&dir, &p, now).expect("loaded");
-        assert_eq!(again.all().len(), 1);
-    }
-
-    #[test]
-    fn rollover_publishes_first_and_switches_later() {
-        let d = TestDir::new("signing-roll");
-        let dir = d.path().join("keys");
-        let p = RolloverPolicy::default();
-        let t0 = SystemTime::now();
-        let mut set = KeySet::load_or_create(&dir, &p, t0).expect("created");
-        let first = set.active(t0).expect("active").id.clone();
-        // 344 days on: not yet 20 days before expiry.
-        let t1 = t0 + Duration::from_secs(344 * DAY);
-        assert!(!set.maintain(&p, t1).expect("maintain"));
-        // 346 days on: the successor is published but the old key still signs.
-        let t2 = t0 + Duration::from_secs(346 * DAY);
-        assert!(set.maintain(&p, t2).expect("maintain"));
-        assert_eq!(set.active(t2).expect("active").id, first);
-        assert_eq!(set.published(t2).len(), 2);
-        assert_eq!(set.published(t2)[0].id, first);
-        assert!(
-            !set.maintain(&p, t2).expect("maintain"),
-            "one successor only"
-        );
-        // Five days after publication the new key signs; both stay published until the
-        // old one expires.
-        let t3 = t2 + Duration::from_secs(5 * DAY);
-        let second = set.active(t3).expect("active").id.clone();
-        assert_ne!(second, first);
-        assert_eq!(set.published(t3).len(), 2);
-        assert_eq!(set.published(t3)[0].id, second);
-        let t4 = t0 + Duration::from_secs(366 * DAY);
-        assert_eq!(set.published(t4).len(), 1);
-        // Another process sees the same state.
-        let other = KeySet::load(&dir).expect("load");
-        assert_eq!(other.active(t3).expect("active").id, second);
-    }
-
-    #[test]
-    fn forced_rollover_and_activate_now() {
-        let d = TestDir::new("signing-force");
-        let dir = d.path().join("keys");
-        let p = RolloverPolicy::default();
-        let now = SystemTime::now();
-        let mut set = KeySet::load_or_create(&dir, &p, now).expect("created");
-        let first = set.active(now).expect("active").id.clone();
-        let next = set.rollover(&p, now, false).expect("rollover");
-        assert_ne!(next, first);
-        assert_eq!(set.active(now).expect("active").id, first);
-        // Asking again does not pile up keys.
-        assert_eq!(set.rollover(&p, now, false).expect("again"), next);
-        let later = now + Duration::from_secs(1);
-        assert_eq!(set.rollover(&p, later, true).expect("now"), next);
-        assert_eq!(set.active(later).expect("active").id, next);
-    }
-
-    #[test]
-    fn policy_is_checked() {
-        assert!(RolloverPolicy::default().validate().is_ok());
-        let bad = RolloverPolicy {
-            activate_after_publish: Duration::from_secs(30 * DAY),
-            ..RolloverPolicy::default()
-        };
-        assert!(bad.validate().is_err());
-    }
-}
+mod tests;

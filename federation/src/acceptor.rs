@@ -11,11 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::warn;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, info, warn};
 
 use crate::client_addr::SourceKey;
 use crate::metrics::Metrics;
+
+pub mod certs;
 
 /// How long an unauthenticated peer may take over its TLS handshake (and over the
 /// enrollment request that follows it) unless configured otherwise.
@@ -131,6 +133,47 @@ impl Routes {
     }
 }
 
+/// The endpoint's stop signal (SIGTERM): set once, seen by the acceptors and by every
+/// connection's handler through its [`Admission`].
+#[derive(Debug, Default)]
+pub struct Shutdown {
+    stopped: std::sync::atomic::AtomicBool,
+    notify: Notify,
+}
+
+impl Shutdown {
+    /// A signal not set yet.
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// Sets the signal (again is harmless).
+    pub fn stop(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Whether the signal is set.
+    pub fn is_stopping(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Returns once the signal is set.
+    pub async fn stopped(&self) {
+        loop {
+            let n = self.notify.notified();
+            tokio::pin!(n);
+            // Registered before the flag is read, so a stop in between is not missed.
+            n.as_mut().enable();
+            if self.is_stopping() {
+                return;
+            }
+            n.await;
+        }
+    }
+}
+
 /// Accepts connections on `listener` until the task is dropped, and hands each, once its
 /// TLS handshake is done, to the handler `routes` names for its ALPN. `tls` must offer
 /// those ALPNs; `metrics` counts open and refused connections.
@@ -141,13 +184,46 @@ pub async fn serve(
     routes: Routes,
     metrics: Arc<Metrics>,
 ) {
+    let never = Shutdown::new();
+    serve_until(
+        listener,
+        tls,
+        limits,
+        routes,
+        metrics,
+        never,
+        Duration::ZERO,
+    )
+    .await;
+}
+
+/// [`serve`] until `shutdown` is set; then stops accepting (the listening socket is
+/// closed, so new connections are refused at once), lets the handlers finish what is in
+/// flight (they see the signal through [`Admission::stopping`]), and returns once every
+/// connection but the agent and sync channels has closed, or after `drain` — `true` if
+/// all closed in time. Agent channels are the hub's to close (it says GoAway).
+pub async fn serve_until(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    limits: ConnectionLimits,
+    routes: Routes,
+    metrics: Arc<Metrics>,
+    shutdown: Arc<Shutdown>,
+    drain: Duration,
+) -> bool {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let routes = Arc::new(routes);
-    let gate = Gate::new(&limits, metrics);
+    let gate = Gate::new(&limits, metrics, shutdown.clone());
     let mut backoff = AcceptBackoff::default();
     let mut accept_log = Throttle::new(LOG_PERIOD);
+    let local = listener.local_addr().ok();
     loop {
-        let (tcp, addr) = match listener.accept().await {
+        let accepted = tokio::select! {
+            biased;
+            () = shutdown.stopped() => break,
+            a = listener.accept() => a,
+        };
+        let (tcp, addr) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning, and
@@ -180,6 +256,28 @@ pub async fn serve(
             r,
         ));
     }
+    drop(listener);
+    let open = limits.max_connections.max(1) - gate.general.available_permits();
+    info!(listen = ?local, open, drain_s = drain.as_secs(), "stopped accepting connections; letting those open finish");
+    let all = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
+    let drained = tokio::time::timeout(drain, gate.general.acquire_many(all))
+        .await
+        .is_ok();
+    if !drained {
+        let left = limits.max_connections.max(1) - gate.general.available_permits();
+        warn!(listen = ?local, left, "connections still open at the drain deadline; closing them");
+    }
+    drained
+}
+
+/// Whether a failed handshake is a peer that simply went away (a browser closing a spare
+/// connection, a port probe): routine, so not worth a warning.
+pub(crate) fn closed_during_handshake(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
 }
 
 /// One connection: its handshake, then its handler.
@@ -193,12 +291,26 @@ async fn connection(
 ) {
     let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
+        Ok(Err(e)) if closed_during_handshake(&e) => {
+            debug!(peer = %addr, error = %e, "peer closed the connection during the TLS handshake");
+            return;
+        }
+        // Anyone can cause these: warned about at most once a minute, with a count, so
+        // that a flood of bad handshakes cannot flood the log; each is still at debug.
         Ok(Err(e)) => {
-            warn!(peer = %addr, error = %e, "refused a TLS connection (certificate not from Causeway's CA, or not TLS)");
+            match admission.gate.handshake_warning() {
+                Some(suppressed) => {
+                    warn!(peer = %addr, error = %e, suppressed, "refused a TLS connection (certificate not from Causeway's CA, or not TLS)")
+                }
+                None => debug!(peer = %addr, error = %e, "refused a TLS connection"),
+            }
             return;
         }
         Err(_) => {
-            warn!(peer = %addr, "TLS handshake timed out");
+            match admission.gate.handshake_warning() {
+                Some(suppressed) => warn!(peer = %addr, suppressed, "TLS handshake timed out"),
+                None => debug!(peer = %addr, "TLS handshake timed out"),
+            }
             return;
         }
     };
@@ -261,10 +373,13 @@ struct Gate {
     sources: Mutex<HashMap<SourceKey, usize>>,
     metrics: Arc<Metrics>,
     refusal_log: Mutex<Throttle>,
+    /// Failed handshakes (other than hang-ups), warned about once a minute.
+    handshake_log: Mutex<Throttle>,
+    shutdown: Arc<Shutdown>,
 }
 
 impl Gate {
-    fn new(limits: &ConnectionLimits, metrics: Arc<Metrics>) -> Arc<Self> {
+    fn new(limits: &ConnectionLimits, metrics: Arc<Metrics>, shutdown: Arc<Shutdown>) -> Arc<Self> {
         Arc::new(Self {
             general: Arc::new(Semaphore::new(limits.max_connections.max(1))),
             agents: Arc::new(Semaphore::new(limits.max_agent_channels.max(1))),
@@ -272,7 +387,15 @@ impl Gate {
             sources: Mutex::new(HashMap::new()),
             metrics,
             refusal_log: Mutex::new(Throttle::new(LOG_PERIOD)),
+            handshake_log: Mutex::new(Throttle::new(LOG_PERIOD)),
+            shutdown,
         })
+    }
+
+    /// `Some(suppressed since the last one)` if a failed handshake is to be warned about
+    /// now, `None` if it is one of the suppressed.
+    fn handshake_warning(&self) -> Option<u64> {
+        crate::lock(&self.handshake_log).hit(Instant::now())
     }
 
     /// A slot for a new connection from `ip`, or why there is none.
@@ -367,6 +490,13 @@ pub struct AgentChannel {
 }
 
 impl Admission {
+    /// Returns once the endpoint is stopping: a handler finishes what is in flight and
+    /// closes (an HTTP connection closes gracefully; an idle one at once).
+    pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+        let s = self.gate.shutdown.clone();
+        async move { s.stopped().await }
+    }
+
     /// Moves an authenticated agent's connection from `peer` to the agents' pool, freeing
     /// its general and per-source slots; `None` (counted and logged) when that pool is
     /// full, and the connection is to be closed.

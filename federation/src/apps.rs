@@ -1,7 +1,9 @@
 //! Registered applications: SAML service providers (from their metadata) and
 //! WS-Federation relying parties (a realm and the reply URLs it may use). They live as
 //! files in the endpoint's `apps/` directory — `causeway apps add` writes them, the
-//! endpoint reloads them — so an operator can read, back up and review them.
+//! endpoint reloads them — so an operator can read, back up and review them. A SAML
+//! SP's settings (NameID, attributes, signing, encryption) sit beside its metadata as
+//! `saml-<hash>.toml`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +11,11 @@ use std::path::{Path, PathBuf};
 use sha2::Digest;
 
 use causeway_saml::saml2::ServiceProvider;
+
+mod saml_settings;
+pub use saml_settings::{
+    is_https_or_loopback, AttributeNames, Claim, NameIdFormat, PersistentId, SamlSettings, Sign,
+};
 
 /// A WS-Federation relying party.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -70,6 +77,8 @@ impl WsFedRealm {
 pub struct Apps {
     /// SAML SPs by entity id.
     pub saml: BTreeMap<String, ServiceProvider>,
+    /// Settings of the SAML SPs that have them, by entity id (the others use defaults).
+    pub saml_settings: BTreeMap<String, SamlSettings>,
     /// WS-Fed realms by realm.
     pub wsfed: BTreeMap<String, WsFedRealm>,
     /// OpenID Connect clients by client id.
@@ -95,6 +104,14 @@ pub enum AppsError {
         path: PathBuf,
         /// What is wrong.
         problem: String,
+    },
+    /// The application is registered already, and replacing it was not asked for.
+    #[error("{key} is registered already ({}); add --replace to replace it", path.display())]
+    Exists {
+        /// The entity id or realm.
+        key: String,
+        /// Its file.
+        path: PathBuf,
     },
 }
 
@@ -141,6 +158,10 @@ impl Apps {
             if name.starts_with("saml-") && name.ends_with(".xml") {
                 let sp =
                     ServiceProvider::from_metadata(&read()?).map_err(|e| bad(e.to_string()))?;
+                let sidecar = path.with_extension("toml");
+                if let Some(settings) = SamlSettings::load(&sidecar, &sp)? {
+                    apps.saml_settings.insert(sp.entity_id.clone(), settings);
+                }
                 apps.saml.insert(sp.entity_id.clone(), sp);
             } else if name.starts_with("wsfed-") && name.ends_with(".toml") {
                 let r: WsFedRealm = toml::from_str(&read()?).map_err(|e| bad(e.to_string()))?;
@@ -154,25 +175,83 @@ impl Apps {
         Ok(apps)
     }
 
-    /// Registers an SP from its metadata (replacing an earlier registration of the same
-    /// entity id). Returns it.
-    pub fn add_saml(dir: &Path, metadata: &str) -> Result<ServiceProvider, AppsError> {
-        let sp = ServiceProvider::from_metadata(metadata).map_err(|e| AppsError::Invalid {
+    /// The settings of the SAML SP `entity_id` (defaults when it has none).
+    pub fn saml_settings_of(&self, entity_id: &str) -> SamlSettings {
+        self.saml_settings
+            .get(entity_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Registers an SP from its metadata with `settings` (written beside it). An SP
+    /// registered already is replaced only with `replace`; an ACS or logout URL over
+    /// plain `http://` is refused unless it is on this host (loopback), since the
+    /// assertion would cross the network in the clear. Returns the SP.
+    ///
+    /// Metadata whose `validUntil` is before `now` is refused: it is stale (get a fresh
+    /// copy from the application).
+    pub fn add_saml(
+        dir: &Path,
+        metadata: &str,
+        settings: &SamlSettings,
+        replace: bool,
+        now: std::time::SystemTime,
+    ) -> Result<ServiceProvider, AppsError> {
+        let invalid = |problem: String| AppsError::Invalid {
             path: PathBuf::from("metadata"),
+            problem,
+        };
+        let sp = ServiceProvider::from_metadata(metadata).map_err(|e| invalid(e.to_string()))?;
+        if let Some(u) = plain_http_url(&sp) {
+            return Err(invalid(plain_http_problem(&sp.entity_id, u)));
+        }
+        if let Some(t) = sp.valid_until.filter(|t| *t < now) {
+            return Err(invalid(format!(
+                "{}: the metadata expired at {} (validUntil); fetch a fresh copy from the application",
+                sp.entity_id,
+                causeway_saml::saml2::fmt_time(t)
+            )));
+        }
+        settings
+            .validate(&sp)
+            .map_err(|(problem, key)| invalid(format!("{key}: {problem}")))?;
+        let path = dir.join(format!("{}.xml", file_stem("saml", &sp.entity_id)));
+        if !replace && path.exists() {
+            return Err(AppsError::Exists {
+                key: sp.entity_id.clone(),
+                path,
+            });
+        }
+        let sidecar = path.with_extension("toml");
+        let text = toml::to_string(settings).map_err(|e| AppsError::Invalid {
+            path: sidecar.clone(),
             problem: e.to_string(),
         })?;
-        let path = dir.join(format!("{}.xml", file_stem("saml", &sp.entity_id)));
+        write_file(dir, &sidecar, text.as_bytes())?;
         write_file(dir, &path, metadata.as_bytes())?;
         Ok(sp)
     }
 
-    /// Registers a WS-Federation relying party.
-    pub fn add_wsfed(dir: &Path, realm: &WsFedRealm) -> Result<(), AppsError> {
+    /// Registers a WS-Federation relying party; one registered already is replaced
+    /// only with `replace`.
+    pub fn add_wsfed(dir: &Path, realm: &WsFedRealm, replace: bool) -> Result<(), AppsError> {
         let path = dir.join(format!("{}.toml", file_stem("wsfed", &realm.realm)));
         realm.validate().map_err(|problem| AppsError::Invalid {
             path: path.clone(),
             problem,
         })?;
+        if let Some(u) = realm.reply_urls.iter().find(|u| !is_https_or_loopback(u)) {
+            return Err(AppsError::Invalid {
+                path,
+                problem: plain_http_problem(&realm.realm, u),
+            });
+        }
+        if !replace && path.exists() {
+            return Err(AppsError::Exists {
+                key: realm.realm.clone(),
+                path,
+            });
+        }
         let text = toml::to_string(realm).map_err(|e| AppsError::Invalid {
             path: path.clone(),
             problem: e.to_string(),
@@ -185,6 +264,7 @@ impl Apps {
         let mut removed = false;
         for path in [
             dir.join(format!("{}.xml", file_stem("saml", key))),
+            dir.join(format!("{}.toml", file_stem("saml", key))),
             dir.join(format!("{}.toml", file_stem("wsfed", key))),
             crate::oidc_clients::path_of(dir, key),
         ] {
@@ -196,6 +276,24 @@ impl Apps {
         }
         Ok(removed)
     }
+}
+
+/// The first ACS or logout URL of `sp` that is plain http:// to another host, if any:
+/// an assertion sent there would cross the network in the clear.
+pub fn plain_http_url(sp: &ServiceProvider) -> Option<&str> {
+    sp.acs
+        .iter()
+        .chain(&sp.slo)
+        .flat_map(|e| std::iter::once(&e.location).chain(&e.response_location))
+        .map(String::as_str)
+        .find(|u| !is_https_or_loopback(u))
+}
+
+/// The message for [`plain_http_url`] (and a realm's reply URL).
+pub fn plain_http_problem(app: &str, url: &str) -> String {
+    format!(
+        "{app}: {url:?} is plain http:// to another host; the application must use https:// (http:// is accepted on loopback only)"
+    )
 }
 
 pub(crate) fn write_file(dir: &Path, path: &Path, data: &[u8]) -> Result<(), AppsError> {
@@ -212,4 +310,59 @@ pub(crate) fn write_file(dir: &Path, path: &Path, data: &[u8]) -> Result<(), App
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, data).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    fn metadata(entity: &str, acs: &str, valid_until: Option<&str>) -> String {
+        format!(
+            "<md:EntityDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" entityID=\"{entity}\"{}><md:SPSSODescriptor protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\"><md:AssertionConsumerService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\" Location=\"{acs}\" index=\"0\"/></md:SPSSODescriptor></md:EntityDescriptor>",
+            valid_until.map(|v| format!(" validUntil=\"{v}\"")).unwrap_or_default()
+        )
+    }
+
+    #[test]
+    fn registration_refuses_stale_metadata_plain_http_and_a_second_add_and_keeps_settings() {
+        let mut r = [0u8; 8];
+        getrandom::fill(&mut r).expect("random");
+        let dir = std::env::temp_dir().join(format!("causeway-apps-{}", u64::from_le_bytes(r)));
+        // 2027-01-15T08:00:00Z, fixed: the test does not read the clock.
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let e = "https://sp.example/meta";
+        let def = SamlSettings::default();
+        let stale = metadata(e, "https://sp.example/acs", Some("2026-01-01T00:00:00Z"));
+        let err = Apps::add_saml(&dir, &stale, &def, false, now).expect_err("stale");
+        assert!(
+            err.to_string().contains("expired at 2026-01-01T00:00:00Z"),
+            "{err}"
+        );
+        let plain = metadata(e, "http://sp.example/acs", None);
+        let err = Apps::add_saml(&dir, &plain, &def, false, now).expect_err("plain http");
+        assert!(err.to_string().contains("loopback only"), "{err}");
+        assert!(!dir.exists() || Apps::load(&dir).expect("loads").saml.is_empty());
+
+        let good = metadata(e, "https://sp.example/acs", Some("2030-01-01T00:00:00Z"));
+        let named = SamlSettings {
+            name: Some("Wiki".into()),
+            ..SamlSettings::default()
+        };
+        let sp = Apps::add_saml(&dir, &good, &named, false, now).expect("registers");
+        assert_eq!(
+            sp.valid_until,
+            causeway_saml::saml2::parse_time("2030-01-01T00:00:00Z")
+        );
+        let err = Apps::add_saml(&dir, &good, &def, false, now).expect_err("again");
+        assert!(matches!(err, AppsError::Exists { .. }), "{err}");
+        assert_eq!(Apps::load(&dir).expect("loads").saml_settings_of(e), named);
+        Apps::add_saml(&dir, &good, &def, true, now).expect("replaced");
+        assert_eq!(Apps::load(&dir).expect("loads").saml_settings_of(e), def);
+        // Removing takes the settings file too.
+        assert!(Apps::remove(&dir, e).expect("removes"));
+        assert_eq!(std::fs::read_dir(&dir).expect("dir").count(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod acceptor;
 pub mod apps;
+pub mod audit;
 pub mod client_addr;
 pub mod hub;
 pub mod ingest;

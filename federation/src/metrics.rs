@@ -3,8 +3,9 @@
 //! side all count here, so it imports none of them (callers pass labels and counts in).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use causeway_certs::signing::KeyHealth;
 use causeway_credential::SignInOutcome;
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
@@ -135,6 +136,8 @@ pub struct Metrics {
     agents: IntGauge,
     connections_open: IntGauge,
     connections_refused: IntCounterVec,
+    signing_key_left: IntGauge,
+    next_key_published: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -180,6 +183,16 @@ impl Metrics {
         for r in REFUSAL_REASONS {
             connections_refused.with_label_values(&[r]);
         }
+        let signing_key_left = IntGauge::new(
+            "signing_key_seconds_left",
+            "Seconds until the token-signing key expires (0: none signs); alert well before 0",
+        )
+        .expect("valid metric");
+        let next_key_published = IntGauge::new(
+            "signing_next_key_published",
+            "1 when the next token-signing key is published in metadata, else 0",
+        )
+        .expect("valid metric");
         let sync = SyncMetrics::new();
         for c in [
             Box::new(signins.clone()) as Box<dyn prometheus::core::Collector>,
@@ -187,6 +200,8 @@ impl Metrics {
             Box::new(agents.clone()),
             Box::new(connections_open.clone()),
             Box::new(connections_refused.clone()),
+            Box::new(signing_key_left.clone()),
+            Box::new(next_key_published.clone()),
         ]
         .into_iter()
         .chain(sync.collectors())
@@ -207,7 +222,17 @@ impl Metrics {
             agents,
             connections_open,
             connections_refused,
+            signing_key_left,
+            next_key_published,
         })
+    }
+
+    /// Sets the token-signing gauges from `health` as of `now`.
+    pub(crate) fn signing_keys(&self, health: &KeyHealth, now: SystemTime) {
+        self.signing_key_left
+            .set(i64::try_from(health.seconds_left(now)).unwrap_or(i64::MAX));
+        self.next_key_published
+            .set(i64::from(health.next_id.is_some()));
     }
 
     /// The gauge of open connections (the acceptor increments and decrements it).
@@ -366,6 +391,38 @@ mod tests {
         assert!(
             !text.contains("connector=\"lab\""),
             "a failed run is no success"
+        );
+    }
+
+    #[test]
+    fn signing_key_time_left_and_successor_are_gauges() {
+        let m = Metrics::new();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000);
+        let mut h = KeyHealth {
+            active_id: Some("a".into()),
+            active_expires: Some(now + Duration::from_secs(3600)),
+            ..KeyHealth::default()
+        };
+        m.signing_keys(&h, now);
+        let text = String::from_utf8(m.render(0)).expect("utf8");
+        assert!(
+            text.contains("causeway_signing_key_seconds_left 3600"),
+            "{text}"
+        );
+        assert!(
+            text.contains("causeway_signing_next_key_published 0"),
+            "{text}"
+        );
+        h.next_id = Some("b".into());
+        m.signing_keys(&h, now + Duration::from_secs(600));
+        let text = String::from_utf8(m.render(0)).expect("utf8");
+        assert!(
+            text.contains("causeway_signing_key_seconds_left 3000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("causeway_signing_next_key_published 1"),
+            "{text}"
         );
     }
 

@@ -21,14 +21,20 @@ pub fn parse(text: &str) -> Result<Client, String> {
     Ok(c)
 }
 
-/// Registers (or replaces) a client.
-pub fn add(dir: &Path, client: &Client) -> Result<(), AppsError> {
+/// Registers a client; one registered already with the same id only with `replace`.
+pub fn add(dir: &Path, client: &Client, replace: bool) -> Result<(), AppsError> {
     let path = path_of(dir, &client.client_id);
     let bad = |problem| AppsError::Invalid {
         path: path.clone(),
         problem,
     };
     client.validate().map_err(bad)?;
+    if !replace && path.exists() {
+        return Err(bad(format!(
+            "client {} is registered already: give --replace to replace it (its secret changes)",
+            client.client_id
+        )));
+    }
     let text = toml::to_string(client).map_err(|e| bad(e.to_string()))?;
     write_file(dir, &path, text.as_bytes())
 }
@@ -55,7 +61,9 @@ mod tests {
             subject_type: SubjectType::Pairwise,
             jwks: None,
         };
-        add(&dir, &c).expect("add");
+        add(&dir, &c, false).expect("add");
+        assert!(add(&dir, &c, false).is_err(), "no silent replacement");
+        add(&dir, &c, true).expect("replace");
         let text = std::fs::read_to_string(path_of(&dir, "wiki")).expect("file");
         assert!(!text.contains(secret.as_str()), "the secret is not stored");
         let apps = Apps::load(&dir).expect("load");
@@ -64,7 +72,7 @@ mod tests {
         // An http:// redirect URI off loopback is refused at registration.
         let mut bad = c.clone();
         bad.redirect_uris = vec!["http://wiki.test/cb".into()];
-        assert!(add(&dir, &bad).is_err());
+        assert!(add(&dir, &bad, true).is_err());
         assert!(Apps::remove(&dir, "wiki").expect("remove"));
         assert!(Apps::load(&dir).expect("load").oidc.is_empty());
         let _ = std::fs::remove_dir_all(&dir);

@@ -66,7 +66,7 @@ pub enum Reason {
 }
 
 /// One sign-in's outcome, the path that answered and why.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trace {
     /// The outcome.
     pub outcome: SignInOutcome,
@@ -76,6 +76,8 @@ pub struct Trace {
     pub reason: Reason,
     /// Whether any agent was connected when the path was chosen.
     pub agents_connected: bool,
+    /// The agent whose answer it is (pass-through only).
+    pub agent: Option<String>,
 }
 
 /// What one read of the store gave for a name: its row, or the stand-in verifier parsed
@@ -218,7 +220,7 @@ impl Authenticator {
     ) -> Trace {
         let started = Instant::now();
         let agents_connected = self.hub.has_agents();
-        let ((outcome, path), reason) = self
+        let ((outcome, path), reason, agent) = self
             .authenticate_inner(upn, password, source, agents_connected)
             .await;
         if let Some(m) = &self.metrics {
@@ -229,6 +231,7 @@ impl Authenticator {
             path,
             reason,
             agents_connected,
+            agent,
         }
     }
 
@@ -238,7 +241,7 @@ impl Authenticator {
         password: Password,
         source: Option<IpAddr>,
         agents_connected: bool,
-    ) -> ((SignInOutcome, Path), Reason) {
+    ) -> ((SignInOutcome, Path), Reason, Option<String>) {
         // Only well-formed names reach a directory: no surrounding spaces or control
         // characters, bounded length (they travel to AD). Malformed names are still
         // counted like any other, so no kind of name is cheaper to guess against.
@@ -266,7 +269,7 @@ impl Authenticator {
                 let r = self
                     .hash_sync(found, account, password, source, false)
                     .await;
-                return (r, Reason::NotServed);
+                return (r, Reason::NotServed, None);
             }
             Some(Method::Phs) => true,
             Some(Method::Pta) => false,
@@ -284,12 +287,13 @@ impl Authenticator {
             Some(m) => Reason::Domain(m),
             None => Reason::NotServed,
         };
+        let mut agent = None;
         let r = if use_phs {
             self.hash_sync(found, account, password, source, true).await
         } else {
-            let o = self
+            let (o, by) = self
                 .hub
-                .check_as(
+                .check_answered_by(
                     CheckRequest {
                         user_name: upn.to_owned(),
                         password,
@@ -298,9 +302,10 @@ impl Authenticator {
                     account,
                 )
                 .await;
+            agent = by;
             (o, Path::PassThrough)
         };
-        (r, reason)
+        (r, reason, agent)
     }
 
     /// A password-hash-sync check (`served`), or the same work for a name we do not serve.
@@ -471,7 +476,8 @@ mod tests {
                     outcome,
                     path,
                     reason,
-                    agents_connected: false
+                    agents_connected: false,
+                    agent: None,
                 },
                 "{upn}"
             );

@@ -63,10 +63,11 @@ async fn route(
     Ok(match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => {
             let agents = state.hub.connected_agents().len();
+            let keys = state.portal.as_ref().map(|p| p.key_health());
             respond(
                 StatusCode::OK,
                 "application/json",
-                format!("{{\"status\":\"ok\",\"agents_connected\":{agents}}}\n"),
+                healthz_body(agents, keys.as_ref(), std::time::SystemTime::now()),
             )
         }
         // Not here: the metrics listener serves it (see [`serve_metrics`]). Answered before
@@ -82,6 +83,25 @@ async fn route(
             None => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
         },
     })
+}
+
+/// `/healthz`: agents connected and, with a sign-in side, the token-signing key's time left
+/// and whether its successor is published (monitoring alerts before tokens stop).
+fn healthz_body(
+    agents: usize,
+    keys: Option<&causeway_certs::signing::KeyHealth>,
+    now: std::time::SystemTime,
+) -> String {
+    // `status` first, as before the key's detail was added.
+    let keys = keys.map_or_else(String::new, |k| {
+        let detail = serde_json::json!({
+            "seconds_left": k.seconds_left(now),
+            "next_published": k.next_id.is_some(),
+            "next_signs_in_s": k.next_activates.map(|t| t.duration_since(now).map_or(0, |d| d.as_secs())),
+        });
+        format!(",\"signing_key\":{detail}")
+    });
+    format!("{{\"status\":\"ok\",\"agents_connected\":{agents}{keys}}}\n")
 }
 
 /// The HTTP side's timeouts.
@@ -172,6 +192,21 @@ pub async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    serve_connection_until(stream, state, peer, limits, std::future::pending()).await;
+}
+
+/// [`serve_connection`] until `stopping` completes: then the connection closes gracefully
+/// (the request in flight is answered, HTTP/2 says GOAWAY, an idle connection closes at
+/// once), within the endpoint's drain deadline.
+pub(crate) async fn serve_connection_until<S>(
+    stream: S,
+    state: Arc<WebState>,
+    peer: Option<std::net::SocketAddr>,
+    limits: HttpLimits,
+    stopping: impl std::future::Future<Output = ()> + Send,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Activity::new();
     let a = activity.clone();
     let svc = hyper::service::service_fn(move |req| {
@@ -206,6 +241,13 @@ pub async fn serve_connection<S>(
             return;
         }
         () = activity.idle_for(limits.idle_timeout) => {}
+        () = stopping => {
+            tracing::debug!(?peer, "endpoint stopping; closing the HTTP connection once its requests are answered");
+            conn.as_mut().graceful_shutdown();
+            // The acceptor's drain deadline bounds this wait.
+            let _ = conn.await;
+            return;
+        }
     }
     tracing::debug!(?peer, "HTTP connection idle; closing it");
     conn.as_mut().graceful_shutdown();
@@ -235,7 +277,9 @@ impl Handler for HttpHandler {
                 peer,
                 admission,
             } = conn;
-            serve_connection(tls, self.state.clone(), Some(peer), self.limits).await;
+            let stopping = admission.stopping();
+            serve_connection_until(tls, self.state.clone(), Some(peer), self.limits, stopping)
+                .await;
             drop(admission);
         })
     }
@@ -304,11 +348,18 @@ pub async fn serve_metrics(
                             );
                             r
                         }
-                        (&Method::GET, "/metrics") => respond(
-                            StatusCode::OK,
-                            "text/plain; version=0.0.4",
-                            state.metrics.render(state.hub.connected_agents().len()),
-                        ),
+                        (&Method::GET, "/metrics") => {
+                            if let Some(p) = &state.portal {
+                                state
+                                    .metrics
+                                    .signing_keys(&p.key_health(), std::time::SystemTime::now());
+                            }
+                            respond(
+                                StatusCode::OK,
+                                "text/plain; version=0.0.4",
+                                state.metrics.render(state.hub.connected_agents().len()),
+                            )
+                        }
                         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
                     })
                 }
@@ -384,6 +435,28 @@ mod tests {
             took >= Duration::from_millis(3700) && took < Duration::from_millis(4800),
             "{took:?}"
         );
+    }
+
+    #[test]
+    fn healthz_reports_the_signing_keys_time_left_and_successor() {
+        let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000);
+        let plain: serde_json::Value =
+            serde_json::from_str(&healthz_body(2, None, now)).expect("json");
+        assert_eq!(
+            plain,
+            serde_json::json!({"status": "ok", "agents_connected": 2})
+        );
+        let k = causeway_certs::signing::KeyHealth {
+            active_id: Some("a".into()),
+            active_expires: Some(now + Duration::from_secs(7200)),
+            next_id: Some("b".into()),
+            next_activates: Some(now + Duration::from_secs(60)),
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&healthz_body(0, Some(&k), now)).expect("json");
+        assert_eq!(v["signing_key"]["seconds_left"], 7200);
+        assert_eq!(v["signing_key"]["next_published"], true);
+        assert_eq!(v["signing_key"]["next_signs_in_s"], 60);
     }
 
     #[tokio::test]

@@ -242,6 +242,7 @@ pub(crate) async fn run(args: OidcArgs) -> Result<()> {
             subject_type: causeway_oidc::SubjectType::Pairwise,
             jwks: None,
         },
+        false,
     )?;
     let basic = format!(
         "Basic {}",

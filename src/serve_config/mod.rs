@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use causeway_certs::signing::RolloverPolicy;
 use causeway_credential::Secret;
+use causeway_federation::acceptor::certs::CertFiles;
 use causeway_federation::acceptor::ConnectionLimits;
 use causeway_federation::apps::{Apps, WsFedRealm};
 use causeway_federation::client_addr::{IpRange, TrustedProxies};
@@ -43,6 +44,8 @@ struct Raw {
     #[serde(default)]
     saml_app: Vec<RawSamlApp>,
     #[serde(default)]
+    saml: RawSaml,
+    #[serde(default)]
     wsfed_app: Vec<Spanned<WsFedRealm>>,
     #[serde(default)]
     lockout: RawLockout,
@@ -50,6 +53,17 @@ struct Raw {
     throttle: RawThrottle,
     #[serde(default)]
     sync: RawSync,
+    #[serde(default)]
+    password_policy: crate::password_policy::RawPasswordPolicy,
+    #[serde(default)]
+    audit: RawAudit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    max_file_mib: Option<Spanned<u64>>,
+    keep_files: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,6 +110,10 @@ struct RawServer {
     metrics_listen: Option<Spanned<String>>,
     metrics_token_file: Option<Spanned<String>>,
     trusted_proxies: Option<Vec<Spanned<String>>>,
+    tls_cert_file: Option<Spanned<String>>,
+    tls_key_file: Option<Spanned<String>>,
+    agent_listen: Option<Spanned<String>>,
+    shutdown_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,6 +144,15 @@ struct RawSamlApp {
     metadata: Spanned<String>,
 }
 
+/// `[saml]`: how our SAML metadata is published.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSaml {
+    sign_metadata: Option<bool>,
+    metadata_valid_for: Option<Spanned<String>>,
+    metadata_cache_duration: Option<Spanned<String>>,
+}
+
 /// A validated configuration (file settings only; flags are applied by the caller).
 #[derive(Debug, Clone)]
 pub(crate) struct ServeConfig {
@@ -140,6 +167,8 @@ pub(crate) struct ServeConfig {
     pub(crate) rollover: RolloverPolicy,
     pub(crate) domains: Vec<(String, Method)>,
     pub(crate) apps: Apps,
+    /// `[saml]`: validUntil, cacheDuration and signing of our SAML metadata.
+    pub(crate) saml_metadata: causeway_federation::portal::MetadataConfig,
     /// Connection limits of the public port; the caps are bounded by the file-descriptor
     /// limit at start-up (see [`ServeConfig::connection_limits`]).
     pub(crate) connections: ConnectionSettings,
@@ -157,7 +186,24 @@ pub(crate) struct ServeConfig {
     /// How long a sync host's certificate lasts (`[sync] certificate_validity`); it
     /// renews at 70 % of it.
     pub(crate) sync_certificate_validity: Duration,
+    /// The audit log's rotation (`[audit] max_file_mib`, `keep_files`).
+    pub(crate) audit: causeway_federation::audit::Rotation,
+    /// The certificate browsers get (`server.tls_cert_file` / `server.tls_key_file`);
+    /// `None`: the one Causeway's CA issues.
+    pub(crate) browser_cert: Option<CertFiles>,
+    /// A listener of its own for agents and sync hosts (`server.agent_listen`); the public
+    /// port then serves HTTPS only.
+    pub(crate) agent_listen: Option<SocketAddr>,
+    /// How long `serve` lets open requests finish after SIGTERM (`server.shutdown_timeout`).
+    pub(crate) shutdown_timeout: Duration,
+    /// What a cloud-only user's new password must meet (`[password_policy]`).
+    pub(crate) password_policy: crate::password_policy::PasswordPolicy,
 }
+
+/// How long requests in flight may take to finish after SIGTERM unless configured: more
+/// than the hub's whole check deadline (10 s), so a pass-through sign-in under way is
+/// answered.
+pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The shortest metrics token accepted: long enough that guessing it is hopeless.
 const MIN_METRICS_TOKEN: usize = 16;
@@ -259,6 +305,7 @@ impl Default for ServeConfig {
             rollover: RolloverPolicy::default(),
             domains: Vec::new(),
             apps: Apps::default(),
+            saml_metadata: Default::default(),
             connections: ConnectionSettings::default(),
             metrics_listen: None,
             metrics_token: None,
@@ -267,6 +314,11 @@ impl Default for ServeConfig {
             anonymous_budget: DEFAULT_ANONYMOUS_BUDGET,
             sync_lease: causeway_store::DEFAULT_LEASE,
             sync_certificate_validity: causeway_certs::DEFAULT_AGENT_CERT_VALIDITY,
+            audit: causeway_federation::audit::Rotation::default(),
+            browser_cert: None,
+            agent_listen: None,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            password_policy: crate::password_policy::PasswordPolicy::default(),
         }
     }
 }
@@ -361,6 +413,27 @@ impl ServeConfig {
             }
             cfg.metrics_token = Some(Arc::new(Secret::new(token.to_owned())));
         }
+        if let Some(l) = &raw.server.agent_listen {
+            cfg.agent_listen = Some(l.get_ref().parse().map_err(|_| {
+                at(
+                    l.span(),
+                    format!(
+                        "{:?} is not an address such as 0.0.0.0:8444 or [::]:8444",
+                        l.get_ref()
+                    ),
+                )
+            })?);
+        }
+        cfg.browser_cert = browser_cert(&raw.server, &at, &resolve)?;
+        cfg.shutdown_timeout = dur(&raw.server.shutdown_timeout, cfg.shutdown_timeout)?;
+        if cfg.shutdown_timeout > Duration::from_secs(600) {
+            let s = raw
+                .server
+                .shutdown_timeout
+                .as_ref()
+                .map_or(0..0, Spanned::span);
+            return Err(at(s, "server.shutdown_timeout must be at most 10m".into()));
+        }
         cfg.connections = connection_settings(&raw.server, &at, &dur)?;
         cfg.data_dir = raw.server.data_dir.as_deref().map(resolve);
         cfg.server_names = raw.server.server_names.clone();
@@ -409,7 +482,40 @@ impl ServeConfig {
                 .map_or(0..0, Spanned::span);
             return Err(at(s, format!("[signing]: {m}")));
         }
+        let m = cfg.saml_metadata;
+        cfg.saml_metadata = causeway_federation::portal::MetadataConfig {
+            valid_for: dur(&raw.saml.metadata_valid_for, m.valid_for)?,
+            cache_duration: dur(&raw.saml.metadata_cache_duration, m.cache_duration)?,
+            signed: raw.saml.sign_metadata.unwrap_or(m.signed),
+        };
+        let m = cfg.saml_metadata;
+        if m.valid_for < Duration::from_secs(3600)
+            || m.valid_for > Duration::from_secs(365 * 86_400)
+        {
+            let s = raw
+                .saml
+                .metadata_valid_for
+                .as_ref()
+                .map_or(0..0, Spanned::span);
+            return Err(at(
+                s,
+                "saml.metadata_valid_for must be between 1h and 365d".into(),
+            ));
+        }
+        if m.cache_duration < Duration::from_secs(60) || m.cache_duration > m.valid_for {
+            let s = raw
+                .saml
+                .metadata_cache_duration
+                .as_ref()
+                .map_or(0..0, Spanned::span);
+            return Err(at(
+                s,
+                "saml.metadata_cache_duration must be at least 1m and at most saml.metadata_valid_for (relying parties must fetch a fresh copy before theirs expires)".into(),
+            ));
+        }
         cfg.lockout = lockout_policy(&raw, &at, &dur)?;
+        cfg.password_policy =
+            crate::password_policy::PasswordPolicy::from_raw(&raw.password_policy, &at)?;
         cfg.anonymous_budget = anonymous_budget(&raw.throttle, &at)?;
         cfg.sync_lease = dur(&raw.sync.lease, cfg.sync_lease)?;
         if !(MIN_LEASE..=MAX_LEASE).contains(&cfg.sync_lease) {
@@ -423,6 +529,24 @@ impl ServeConfig {
             &raw.sync.certificate_validity,
             cfg.sync_certificate_validity,
         )?;
+        if let Some(m) = &raw.audit.max_file_mib {
+            if !(1..=4096).contains(m.get_ref()) {
+                return Err(at(
+                    m.span(),
+                    "audit.max_file_mib must be between 1 and 4096 (MiB)".into(),
+                ));
+            }
+            cfg.audit.max_file_bytes = m.get_ref() * 1024 * 1024;
+        }
+        if let Some(k) = &raw.audit.keep_files {
+            if !(1..=1000).contains(k.get_ref()) {
+                return Err(at(
+                    k.span(),
+                    "audit.keep_files must be between 1 and 1000".into(),
+                ));
+            }
+            cfg.audit.keep_files = *k.get_ref();
+        }
         let (min, max) = (
             causeway_certs::MIN_AGENT_CERT_VALIDITY,
             causeway_certs::MAX_AGENT_CERT_VALIDITY,
@@ -486,15 +610,74 @@ impl ServeConfig {
             })?;
             let sp = ServiceProvider::from_metadata(&xml)
                 .map_err(|e| at(app.metadata.span(), format!("{}: {e}", p.display())))?;
+            if let Some(u) = causeway_federation::apps::plain_http_url(&sp) {
+                let problem = causeway_federation::apps::plain_http_problem(&sp.entity_id, u);
+                return Err(at(
+                    app.metadata.span(),
+                    format!("{}: {problem}", p.display()),
+                ));
+            }
             cfg.apps.saml.insert(sp.entity_id.clone(), sp);
         }
         for w in &raw.wsfed_app {
             w.get_ref().validate().map_err(|m| at(w.span(), m))?;
+            let r = w.get_ref();
+            if let Some(u) = r
+                .reply_urls
+                .iter()
+                .find(|u| !causeway_federation::apps::is_https_or_loopback(u))
+            {
+                return Err(at(
+                    w.span(),
+                    causeway_federation::apps::plain_http_problem(&r.realm, u),
+                ));
+            }
             cfg.apps
                 .wsfed
                 .insert(w.get_ref().realm.clone(), w.get_ref().clone());
         }
         Ok(cfg)
+    }
+}
+
+/// `server.tls_cert_file` and `server.tls_key_file`: both or neither, and a pair that
+/// loads now (the error names the line of the file at fault).
+fn browser_cert(
+    server: &RawServer,
+    at: &impl Fn(std::ops::Range<usize>, String) -> ConfigError,
+    resolve: &impl Fn(&str) -> PathBuf,
+) -> Result<Option<CertFiles>, ConfigError> {
+    let (cert, key) = match (&server.tls_cert_file, &server.tls_key_file) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (c, k),
+        (Some(c), None) => {
+            return Err(at(
+                c.span(),
+                "server.tls_cert_file needs server.tls_key_file (the certificate's private key, PEM)".into(),
+            ))
+        }
+        (None, Some(k)) => {
+            return Err(at(
+                k.span(),
+                "server.tls_key_file needs server.tls_cert_file (the certificate chain, PEM, leaf first)".into(),
+            ))
+        }
+    };
+    let files = CertFiles {
+        cert: resolve(cert.get_ref()),
+        key: resolve(key.get_ref()),
+    };
+    match causeway_certs::load_cert_files(&files.cert, &files.key, std::time::SystemTime::now()) {
+        Ok(_) => Ok(Some(files)),
+        Err(e) => {
+            let span = match &e {
+                causeway_certs::CertsError::TlsFile { path, .. } if *path == files.key => {
+                    key.span()
+                }
+                _ => cert.span(),
+            };
+            Err(at(span, e.to_string()))
+        }
     }
 }
 

@@ -211,3 +211,70 @@ fn the_sync_certificate_validity_is_read_and_bounded() {
         }
     }
 }
+
+#[test]
+fn agent_listen_and_shutdown_timeout_are_read_and_checked_with_their_line() {
+    let c = parse("[server]\nagent_listen = \"0.0.0.0:8444\"\nshutdown_timeout = \"30s\"\n")
+        .expect("valid");
+    assert_eq!(c.agent_listen, Some("0.0.0.0:8444".parse().expect("addr")));
+    assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+    let d = parse("").expect("empty");
+    assert_eq!(
+        (d.agent_listen, d.shutdown_timeout),
+        (None, DEFAULT_SHUTDOWN_TIMEOUT)
+    );
+    assert!(d.browser_cert.is_none());
+    for (text, line) in [
+        ("[server]\n\nagent_listen = \"8444\"\n", 3),
+        ("[server]\nshutdown_timeout = \"2h\"\n", 2),
+        ("[server]\ntls_key_file = \"key.pem\"\n", 2),
+    ] {
+        let e = parse(text).expect_err(text);
+        assert_eq!(e.line, Some(line), "{text}: {e}");
+    }
+}
+
+#[test]
+fn saml_metadata_terms_are_read_bounded_and_their_errors_name_the_line() {
+    let d = parse("").expect("empty").saml_metadata;
+    assert_eq!(
+        (d.valid_for, d.cache_duration, d.signed),
+        (
+            Duration::from_secs(86_400),
+            Duration::from_secs(3600),
+            false
+        )
+    );
+    let c = parse("[saml]\nsign_metadata = true\nmetadata_valid_for = \"7d\"\nmetadata_cache_duration = \"6h\"\n")
+        .expect("valid")
+        .saml_metadata;
+    assert_eq!(
+        (c.valid_for, c.cache_duration, c.signed),
+        (
+            Duration::from_secs(7 * 86_400),
+            Duration::from_secs(6 * 3600),
+            true
+        )
+    );
+    let e = parse("[saml]\nmetadata_valid_for = \"10m\"\n").expect_err("short");
+    assert_eq!(e.line, Some(2), "{e}");
+    // Relying parties must be told to refresh before their copy expires.
+    let e = parse("[saml]\nmetadata_valid_for = \"1d\"\nmetadata_cache_duration = \"2d\"\n")
+        .expect_err("cache past validity");
+    assert_eq!(e.line, Some(3), "{e}");
+    assert!(e.to_string().contains("metadata_valid_for"), "{e}");
+    let e = parse("[saml]\nsign_metadata = \"yes\"\n").expect_err("type");
+    assert_eq!(e.line, Some(2), "{e}");
+}
+
+#[test]
+fn a_configured_relying_party_on_plain_http_off_loopback_is_refused_with_its_line() {
+    let e = parse("[[wsfed_app]]\nrealm = \"urn:x\"\nreply_urls = [\"http://rp.example/\"]\n")
+        .expect_err("plain http");
+    assert!(
+        e.line.is_some() && e.to_string().contains("loopback only"),
+        "{e}"
+    );
+    parse("[[wsfed_app]]\nrealm = \"urn:x\"\nreply_urls = [\"http://127.0.0.1:8080/\"]\n")
+        .expect("loopback is fine");
+}

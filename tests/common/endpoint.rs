@@ -140,6 +140,49 @@ impl Endpoint {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Sends `signal` (e.g. "TERM", "HUP") to the endpoint process.
+    pub fn signal(&self, signal: &str) {
+        send_signal(self.child.id(), signal);
+    }
+
+    /// Waits for the process to exit on its own; panics after `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let log = self.log.clone();
+        wait_exit(&mut self.child, within, &|| {
+            std::fs::read_to_string(&log).unwrap_or_default()
+        })
+    }
+}
+
+/// `kill -<signal> <pid>`.
+pub fn send_signal(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{signal} {pid} failed");
+}
+
+fn wait_exit(
+    child: &mut Child,
+    within: Duration,
+    logs: &dyn Fn() -> String,
+) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running {within:?} later: {}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 impl Drop for Endpoint {
@@ -440,10 +483,17 @@ pub struct Agent {
 
 impl Agent {
     pub fn enrol_and_run(ep: &Endpoint, lab: &Lab) -> Self {
+        Self::enrol_and_run_as(ep, lab, "agent", &ep.url)
+    }
+
+    /// Like [`Agent::enrol_and_run`], with state and logs named after `name` (so that
+    /// several agents can run) and dialling `url` (the endpoint's agent listener, if it
+    /// has one of its own).
+    pub fn enrol_and_run_as(ep: &Endpoint, lab: &Lab, name: &str, url: &str) -> Self {
         let token = ep.cli(&["certs", "token", "--ttl", "10m"], None);
-        let state = ep.dir.join("agent-state");
+        let state = ep.dir.join(format!("{name}-state"));
         let out = Command::new(bin())
-            .args(["agent", "register", "--endpoint", &ep.url, "--token"])
+            .args(["agent", "register", "--endpoint", url, "--token"])
             .arg(token.trim())
             .arg("--state-dir")
             .arg(&state)
@@ -455,19 +505,19 @@ impl Agent {
             "agent register: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let cfg = ep.dir.join("agent.toml");
+        let cfg = ep.dir.join(format!("{name}.toml"));
         std::fs::write(
             &cfg,
             format!(
                 "[agent]\nstate_dir = {:?}\nendpoints = [{:?}]\n\n[directory]\ndomain_controllers = [{:?}]\nca_file = {:?}\n",
                 state.display().to_string(),
-                ep.url,
+                url,
                 lab.get("AD_LDAPS_URL"),
                 lab.get("AD_CA_CERT"),
             ),
         )
         .expect("agent config");
-        let log = ep.dir.join("agent.log");
+        let log = ep.dir.join(format!("{name}.log"));
         let child = Command::new(bin())
             .args(["--log", "trace", "agent", "run", "--config"])
             .arg(&cfg)
@@ -485,6 +535,19 @@ impl Agent {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends `signal` (e.g. "TERM") to the agent process.
+    pub fn signal(&self, signal: &str) {
+        send_signal(self.child.id(), signal);
+    }
+
+    /// Waits for the agent to exit on its own; panics after `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let log = self.log.clone();
+        wait_exit(&mut self.child, within, &|| {
+            std::fs::read_to_string(&log).unwrap_or_default()
+        })
     }
 }
 

@@ -7,6 +7,7 @@ pub mod federation;
 pub mod ingest;
 pub mod oidc;
 pub mod samba;
+pub mod saml;
 pub mod slapd;
 pub mod sync_host;
 

@@ -46,6 +46,8 @@ pub fn endpoint(name: &str, config: &str) -> OidcEndpoint {
 pub fn endpoint_with(name: &str, config: &str, before: impl FnOnce(&Path)) -> OidcEndpoint {
     let dir = temp_dir(name);
     let data = dir.join("data");
+    // `apps add` writes into an existing data directory only; serve fills in the rest.
+    std::fs::create_dir_all(&data).expect("data dir");
     before(&data);
     let out = run_cli(
         &data,

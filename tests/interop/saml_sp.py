@@ -14,10 +14,16 @@ Subcommands (each prints one JSON object on stdout; an error exits non-zero with
 message on stderr):
 
   keygen   --key K --cert C [--cn NAME]
-  metadata --entity-id ID --base-url URL --key K --cert C [--sign-requests]
+  metadata --entity-id ID --base-url URL --key K --cert C [--sign-requests] [--encrypt]
   login    --idp-metadata F --entity-id ID --base-url URL --key K --cert C --ca CA
            --user U --password-file P [--binding redirect|post] [--sign-requests]
-           [--nameid-format persistent|email|unspecified] [--then-logout] [--expect-error]
+           [--nameid-format persistent|transient|email|unspecified] [--then-logout]
+           [--expect-error] [--encrypt] [--want-signed both|response|assertion]
+           [--save-response FILE]
+           (--encrypt: the metadata carries the key as an encryption key too, and the
+           SP requires an encrypted assertion, decrypted by pysaml2 through xmlsec1;
+           --want-signed: which signatures pysaml2 requires; --save-response: the
+           SAMLResponse as received, for checks by other tools)
   idp-init    (same options; GET IDP/saml/idp-init?sp=ID, unsolicited response allowed)
   sso-twice   (same options; a second AuthnRequest in the same session must not show
                the login page)
@@ -54,7 +60,7 @@ try:
     from saml2.config import SPConfig
     from saml2.metadata import entity_descriptor
     from saml2.saml import (NAMEID_FORMAT_EMAILADDRESS, NAMEID_FORMAT_PERSISTENT,
-                            NAMEID_FORMAT_UNSPECIFIED)
+                            NAMEID_FORMAT_TRANSIENT, NAMEID_FORMAT_UNSPECIFIED)
     from saml2.response import StatusNoPassive
     from saml2.sigver import verify_redirect_signature
     from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
@@ -64,6 +70,7 @@ except ImportError as e:  # pragma: no cover - environment problem
 
 NAMEID_FORMATS = {
     "persistent": NAMEID_FORMAT_PERSISTENT,
+    "transient": NAMEID_FORMAT_TRANSIENT,
     "email": NAMEID_FORMAT_EMAILADDRESS,
     "unspecified": NAMEID_FORMAT_UNSPECIFIED,
 }
@@ -176,6 +183,7 @@ def form_fields(form, hidden_only=True):
 def sp_config(args, allow_unsolicited=False, with_metadata=True):
     base = args.base_url.rstrip("/")
     nameid = NAMEID_FORMATS[getattr(args, "nameid_format", None) or "persistent"]
+    want_signed = getattr(args, "want_signed", None) or "both"
     xmlsec = shutil.which("xmlsec1")
     if not xmlsec:
         raise Fail("xmlsec1 is not on PATH (apt-get install xmlsec1; scripts/install-test-tools.sh)")
@@ -196,8 +204,9 @@ def sp_config(args, allow_unsolicited=False, with_metadata=True):
                     "single_logout_service": [(base + "/slo", BINDING_HTTP_REDIRECT)],
                 },
                 "name_id_format": [nameid],
-                "want_response_signed": True,
-                "want_assertions_signed": True,
+                "want_response_signed": want_signed in ("both", "response"),
+                "want_assertions_signed": want_signed in ("both", "assertion"),
+                "want_assertions_or_response_signed": True,
                 "authn_requests_signed": bool(getattr(args, "sign_requests", False)),
                 # Front-channel LogoutRequests MUST be signed (SAML profiles 4.4.3.1).
                 "logout_requests_signed": True,
@@ -205,6 +214,8 @@ def sp_config(args, allow_unsolicited=False, with_metadata=True):
             }
         },
     }
+    if getattr(args, "encrypt", False):
+        conf["encryption_keypairs"] = [{"key_file": args.key, "cert_file": args.cert}]
     if with_metadata:
         conf["metadata"] = {"local": [args.idp_metadata]}
     c = SPConfig()
@@ -373,9 +384,17 @@ class Flow:
         if action != self.acs:
             raise Fail(f"the IdP posts the SAMLResponse to {action}, not to this SP's ACS {self.acs}")
         outstanding = {} if unsolicited else {req_id: "/"}
+        received = base64.b64decode(fields["SAMLResponse"])
+        if getattr(self.args, "save_response", None):
+            with open(self.args.save_response, "wb") as f:
+                f.write(received)
+        # Read before pysaml2 decrypts it in place: was the assertion encrypted as sent?
+        encrypted = samlp.response_from_string(received.decode()).encrypted_assertion != []
         resp = self.client.parse_authn_request_response(fields["SAMLResponse"], BINDING_HTTP_POST, outstanding)
         if resp is None:
             raise Fail("pysaml2 could not decode the SAMLResponse")
+        if getattr(self.args, "encrypt", False) and not encrypted:
+            raise Fail("--encrypt: the assertion came in clear text")
         info = resp.session_info()
         if resp.response.encrypted_assertion:  # pysaml2 records only plaintext assertions
             self.client.users.add_information_about_person(info)
@@ -403,7 +422,8 @@ class Flow:
             "request_id": req_id,
             "in_response_to": in_resp_to,
             "in_response_to_ok": (in_resp_to is None or in_resp_to == "") if unsolicited else (in_resp_to == req_id),
-            "signatures": "response and assertion signatures required and verified by pysaml2",
+            "signatures": f"signatures required ({getattr(self.args, 'want_signed', None) or 'both'}) and verified by pysaml2",
+            "encrypted": encrypted,
         }
         self.last = resp
         return out
@@ -719,6 +739,10 @@ def main(argv=None):
         sp.add_argument("--cert", required=True)
         sp.add_argument("--sign-requests", action="store_true")
         sp.add_argument("--nameid-format", choices=sorted(NAMEID_FORMATS), default="persistent")
+        sp.add_argument("--encrypt", action="store_true",
+                        help="publish the key for encryption too and require an encrypted assertion")
+        sp.add_argument("--want-signed", choices=["both", "response", "assertion"], default="both")
+        sp.add_argument("--save-response", help="write the SAMLResponse as received to this file")
 
     m = sub.add_parser("metadata", help="print this SP's metadata XML")
     sp_args(m)

@@ -8,7 +8,7 @@ fn gate(max: usize, per_source: usize, agents: usize) -> Arc<Gate> {
         max_agent_channels: agents,
         ..ConnectionLimits::default()
     };
-    Gate::new(&limits, Metrics::new())
+    Gate::new(&limits, Metrics::new(), Shutdown::new())
 }
 
 fn v4(d: u8) -> IpAddr {
@@ -282,5 +282,80 @@ mod routing {
                 "{alpn:?} closed unanswered"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_peer_hanging_up_mid_handshake_is_routine_but_a_peer_speaking_no_tls_is_not() {
+        let tls = tls();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+        for (sent, routine) in [(&b""[..], true), (b"GET / HTTP/1.1\r\n\r\n", false)] {
+            let mut c = TcpStream::connect(addr).await.expect("connect");
+            c.write_all(sent).await.expect("write");
+            drop(c);
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let e = acceptor.accept(tcp).await.expect_err("no handshake");
+            assert_eq!(closed_during_handshake(&e), routine, "{sent:?}: {e}");
+        }
+    }
+
+    /// Holds its connection until the endpoint stops, then closes it.
+    struct UntilStopped;
+
+    impl Handler for UntilStopped {
+        fn serve(self: Arc<Self>, mut conn: Accepted) -> Serving {
+            Box::pin(async move {
+                conn.tls.write_all(b"open").await.expect("answer");
+                conn.admission.stopping().await;
+                conn.tls.write_all(b" bye").await.expect("answer");
+                conn.tls.shutdown().await.expect("close");
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn once_stopped_the_acceptor_refuses_connections_and_returns_when_open_ones_closed() {
+        let tls = tls();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = Shutdown::new();
+        let serving = tokio::spawn(serve_until(
+            listener,
+            tls.server.clone(),
+            ConnectionLimits::default(),
+            Routes::new().http(Arc::new(UntilStopped)),
+            Metrics::new(),
+            shutdown.clone(),
+            Duration::from_secs(60),
+        ));
+        let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(tls.roots.clone())
+        .with_no_client_auth();
+        client.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let mut s = tokio_rustls::TlsConnector::from(Arc::new(client))
+            .connect(name, tcp)
+            .await
+            .expect("handshake");
+        let mut open = [0u8; 4];
+        s.read_exact(&mut open).await.expect("served");
+        shutdown.stop();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).await.expect("closed cleanly");
+        assert_eq!(rest, b" bye", "the handler saw the stop and finished");
+        assert!(
+            serving.await.expect("join"),
+            "drained: every connection closed before the deadline"
+        );
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "the listening socket is closed"
+        );
     }
 }

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use crate::acceptor::{
     self, Accepted, ConnectionLimits, Handler, Routes, Serving, DEFAULT_HANDSHAKE_TIMEOUT,
 };
+use crate::audit;
 use crate::metrics::Metrics;
 
 use causeway_proto::agent::io::{read_frame, write_frame};
@@ -156,12 +157,35 @@ impl AgentHandler {
                         // Off the async threads: the registry may wait on a CLI's write lock.
                         let (a, i) = (self.authority.clone(), id.clone());
                         let _ = tokio::task::spawn_blocking(move || a.touch(&i)).await;
-                        if let Err(e) = self.hub.serve_channel(tls, peer).await {
-                            info!(agent = %id, peer = %addr, error = %e, "agent channel ended");
+                        let ip = Some(addr.ip());
+                        audit::record(audit::Event::agent("agent.connected", &id, ip, "ok"));
+                        match self.hub.serve_channel(tls, peer).await {
+                            Err(e) => {
+                                info!(agent = %id, peer = %addr, error = %e, "agent channel ended");
+                                audit::record(
+                                    audit::Event::agent("agent.disconnected", &id, ip, "failed")
+                                        .with_detail(e.to_string()),
+                                );
+                            }
+                            Ok(()) => audit::record(audit::Event::agent(
+                                "agent.disconnected",
+                                &id,
+                                ip,
+                                "ok",
+                            )),
                         }
                     }
                     Err(refusal) => {
                         warn!(peer = %addr, fingerprint = %fp, ?refusal, "refused an agent connection");
+                        audit::record(
+                            audit::Event::agent(
+                                "agent.refused",
+                                &fp.to_string(),
+                                Some(addr.ip()),
+                                "refused",
+                            )
+                            .with_detail(format!("{refusal:?}")),
+                        );
                         let mut tls = tls;
                         let _ = write_frame(
                             &mut tls,
@@ -245,6 +269,17 @@ async fn enroll<S>(
     let reply = match result {
         Ok(e) => {
             info!(peer = %addr, host = %host, agent = %e.agent_id, approved = e.approved, "agent enrolled");
+            audit::record(
+                audit::Event::agent("agent.enrolled", &e.agent_id, Some(addr.ip()), "ok")
+                    .with_detail(format!(
+                        "host {host}, {}",
+                        if e.approved {
+                            "approved"
+                        } else {
+                            "waiting for approval"
+                        }
+                    )),
+            );
             Frame::Enrolled {
                 agent_id: e.agent_id,
                 cert_pem: e.cert_pem,
@@ -254,6 +289,10 @@ async fn enroll<S>(
         }
         Err(reason) => {
             warn!(peer = %addr, host = %host, %reason, "enrollment refused");
+            audit::record(
+                audit::Event::agent("agent.enroll", "", Some(addr.ip()), "refused")
+                    .with_detail(format!("host {host}: {reason}")),
+            );
             Frame::EnrollRefused { reason }
         }
     };
@@ -291,6 +330,10 @@ async fn watch_revocations(hub: Arc<Hub>, authority: Arc<dyn AgentAuthority>) {
         for (id, refusal) in refused {
             let n = hub.disconnect_agent(&id, refusal.reason());
             warn!(agent = %id, ?refusal, channels = n, "agent cut off");
+            audit::record(
+                audit::Event::agent("agent.cut_off", &id, None, "refused")
+                    .with_detail(format!("{refusal:?}")),
+            );
         }
     }
 }

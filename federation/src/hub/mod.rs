@@ -122,6 +122,15 @@ struct Channel {
     pending: Mutex<HashMap<RequestId, oneshot::Sender<SignInOutcome>>>,
     kick: Notify,
     kicked: Mutex<Option<GoAwayReason>>,
+    /// The agent said GoAway: it finishes what it has, and gets nothing new.
+    draining: std::sync::atomic::AtomicBool,
+}
+
+impl Channel {
+    /// Whether new checks may be routed here.
+    fn usable(&self) -> bool {
+        lock(&self.kicked).is_none() && !self.draining.load(Ordering::Acquire)
+    }
 }
 
 /// The hub. Cheap to share (`Arc<Hub>`).
@@ -132,6 +141,9 @@ pub struct Hub {
     capacity: Semaphore,
     /// Signalled whenever a check finishes on some channel (a slot may be free).
     slot_freed: Notify,
+    /// Rotates the start among equally loaded channels, so that ties do not always go to
+    /// the agent that connected first (the others would sit idle with cold DC connections).
+    next_tie: AtomicUsize,
     lockout: SmartLockout,
     authority: std::sync::OnceLock<Arc<dyn listener::AgentAuthority>>,
 }
@@ -178,6 +190,7 @@ impl Hub {
             channels: Mutex::new(Vec::new()),
             next_channel: AtomicU64::new(1),
             slot_freed: Notify::new(),
+            next_tie: AtomicUsize::new(0),
             lockout,
             authority: std::sync::OnceLock::new(),
         })
@@ -210,9 +223,9 @@ impl Hub {
         ids
     }
 
-    /// Whether any agent can take a check now.
+    /// Whether any agent can take a check now (one that said GoAway cannot).
     pub fn has_agents(&self) -> bool {
-        !lock(&self.channels).is_empty()
+        lock(&self.channels).iter().any(|c| c.usable())
     }
 
     /// Closes every channel of `agent_id` at once (revocation, or withdrawn approval).
@@ -229,6 +242,21 @@ impl Hub {
         chans.len()
     }
 
+    /// The endpoint is stopping: tells every agent so (GoAway, so it reconnects to another
+    /// replica or later) and waits, at most `within`, for their channels to close. Call it
+    /// once no sign-in is in flight any more.
+    pub async fn shut_down(&self, within: Duration) {
+        let chans: Vec<Arc<Channel>> = lock(&self.channels).clone();
+        for c in &chans {
+            *lock(&c.kicked) = Some(GoAwayReason::ShuttingDown);
+            c.kick.notify_one();
+        }
+        let deadline = Instant::now() + within;
+        while !lock(&self.channels).is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Checks a credential through an agent. Never fails: every problem is an outcome.
     /// Smart lockout counts it against the name as typed, normalised.
     pub async fn check(self: &Arc<Self>, req: CheckRequest) -> SignInOutcome {
@@ -243,19 +271,29 @@ impl Hub {
         req: CheckRequest,
         account: lockout::AccountKey,
     ) -> SignInOutcome {
+        self.check_answered_by(req, account).await.0
+    }
+
+    /// [`Hub::check_as`], with the id of the agent whose answer it is (none when smart
+    /// lockout, capacity or the deadline answered), for the audit log.
+    pub async fn check_answered_by(
+        self: &Arc<Self>,
+        req: CheckRequest,
+        account: lockout::AccountKey,
+    ) -> (SignInOutcome, Option<String>) {
         // The check runs in its own task: a caller that stops waiting (a browser that went
         // away) cannot leave a slot taken or a bind that reached AD uncounted.
         let hub = self.clone();
         tokio::spawn(async move { hub.check_to_the_end(req, account).await })
             .await
-            .unwrap_or(SignInOutcome::DirectoryUnavailable)
+            .unwrap_or((SignInOutcome::DirectoryUnavailable, None))
     }
 
     async fn check_to_the_end(
         &self,
         req: CheckRequest,
         account: lockout::AccountKey,
-    ) -> SignInOutcome {
+    ) -> (SignInOutcome, Option<String>) {
         let started = Instant::now();
         let deadline = started + self.config.deadline;
         let ticket = match self
@@ -265,14 +303,14 @@ impl Hub {
         {
             Ok(t) => t,
             Err(o) => {
-                debug!(outcome = %o, "answered by smart lockout without asking the directory");
+                debug!(user = ?req.user_name, outcome = %o, "answered by smart lockout without asking the directory");
                 // Not sooner than a real check would answer (throttling is about the
                 // source and says nothing about the account: it stays immediate).
                 if o != SignInOutcome::Throttled {
                     let floor = self.lockout.answer_floor();
                     tokio::time::sleep_until((started + floor).into()).await;
                 }
-                return o;
+                return (o, None);
             }
         };
         let Ok(_permit) = self.capacity.try_acquire() else {
@@ -280,11 +318,13 @@ impl Hub {
                 max_in_flight = self.config.max_in_flight,
                 "hub at capacity; check refused"
             );
-            return SignInOutcome::Throttled;
+            return (SignInOutcome::Throttled, None);
         };
         let mut tried: Vec<u64> = Vec::new();
         // Attempts whose bind may have reached AD without a verdict coming back here.
         let mut maybe_bound = 0u32;
+        // The agent whose answer the outcome is.
+        let mut answered_by = None;
         let outcome = loop {
             let now = Instant::now();
             if now >= deadline {
@@ -312,16 +352,20 @@ impl Hub {
                 // An agent that cannot reach its DC (or is full) must not fail the sign-in
                 // while another agent may succeed.
                 Ok(o @ (SignInOutcome::DirectoryUnavailable | SignInOutcome::Throttled)) => {
-                    info!(agent = %chan.agent_id, outcome = %o, "agent could not check; trying another agent");
+                    info!(agent = %chan.agent_id, user = ?req.user_name, outcome = %o, "agent could not check; trying another agent");
                     maybe_bound += 1;
                     if matches!(self.peek(&tried), Pick::None) {
+                        answered_by = Some(chan.agent_id.clone());
                         break o;
                     }
                 }
-                Ok(o) => break o,
+                Ok(o) => {
+                    answered_by = Some(chan.agent_id.clone());
+                    break o;
+                }
                 Err(why) => {
                     maybe_bound += 1;
-                    info!(agent = %chan.agent_id, why, "check not answered; retrying on another agent");
+                    info!(agent = %chan.agent_id, user = ?req.user_name, why, "check not answered; retrying on another agent");
                 }
             }
         };
@@ -332,14 +376,14 @@ impl Hub {
         ) {
             self.lockout.note_check_latency(started.elapsed());
         }
-        outcome
+        (outcome, answered_by)
     }
 
     /// Whether any untried channel is left (without reserving a slot).
     fn peek(&self, tried: &[u64]) -> Pick {
         let any = lock(&self.channels)
             .iter()
-            .any(|c| !tried.contains(&c.id) && lock(&c.kicked).is_none());
+            .any(|c| !tried.contains(&c.id) && c.usable());
         if any {
             Pick::Busy
         } else {
@@ -351,15 +395,26 @@ impl Hub {
     /// with one of its slots reserved (released at the end of [`Hub::attempt`]).
     fn pick(&self, tried: &[u64]) -> Pick {
         let chans = lock(&self.channels);
-        let mut candidates = chans
+        let mut by_load: Vec<(usize, &Arc<Channel>)> = chans
             .iter()
-            .filter(|c| !tried.contains(&c.id) && lock(&c.kicked).is_none())
-            .peekable();
-        if candidates.peek().is_none() {
+            .filter(|c| !tried.contains(&c.id) && c.usable())
+            .map(|c| (c.outstanding.load(Ordering::Relaxed), c))
+            .collect();
+        if by_load.is_empty() {
             return Pick::None;
         }
-        let mut by_load: Vec<&Arc<Channel>> = candidates.collect();
-        by_load.sort_by_key(|c| c.outstanding.load(Ordering::Relaxed));
+        by_load.sort_by_key(|(load, _)| *load);
+        // Among the least loaded, start at a rotating place: with idle agents every check
+        // would otherwise go to the first one connected.
+        let tied = by_load
+            .iter()
+            .take_while(|(l, _)| *l == by_load[0].0)
+            .count();
+        if tied > 1 {
+            let start = self.next_tie.fetch_add(1, Ordering::Relaxed) % tied;
+            by_load[..tied].rotate_left(start);
+        }
+        let by_load = by_load.into_iter().map(|(_, c)| c);
         // Reserve the slot atomically: two checks racing for a channel's last slot must
         // not both get it (the agent would refuse the second).
         for c in by_load {
@@ -507,6 +562,7 @@ impl Hub {
             pending: Mutex::new(HashMap::new()),
             kick: Notify::new(),
             kicked: Mutex::new(None),
+            draining: std::sync::atomic::AtomicBool::new(false),
         });
         lock(&self.channels).push(chan.clone());
         self.slot_freed.notify_waiters();
@@ -521,9 +577,16 @@ impl Hub {
         let reader = async {
             let mut last_renewal: Option<Instant> = None;
             loop {
-                let f = tokio::time::timeout(silent_limit, read_frame(&mut rd))
+                let read = tokio::time::timeout(silent_limit, read_frame(&mut rd))
                     .await
-                    .map_err(|_| ChannelError::Silent(silent_limit))??;
+                    .map_err(|_| ChannelError::Silent(silent_limit))?;
+                let f = match read {
+                    Ok(f) => f,
+                    // A draining agent closes once its checks are answered (or its own
+                    // deadline passed): what was pending is retried elsewhere below.
+                    Err(_) if chan.draining.load(Ordering::Acquire) => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                };
                 match f {
                     Frame::Verdict {
                         request_id,
@@ -570,10 +633,17 @@ impl Hub {
                         });
                     }
                     Frame::GoAway { reason, .. } => {
-                        info!(agent = %chan.agent_id, ?reason, "agent is going away");
-                        return Ok(());
+                        // No new checks from now on; the ones it holds are answered on this
+                        // channel, which closes once none is left.
+                        chan.draining.store(true, Ordering::Release);
+                        let in_flight = lock(&chan.pending).len();
+                        info!(agent = %chan.agent_id, channel = chan.id, ?reason, in_flight, "agent sent GoAway: no new checks go to it; waiting for its checks in flight");
                     }
                     _ => return Err(ChannelError::Protocol("unexpected frame from agent")),
+                }
+                if chan.draining.load(Ordering::Acquire) && lock(&chan.pending).is_empty() {
+                    info!(agent = %chan.agent_id, channel = chan.id, "agent drained: every check it held is answered");
+                    return Ok(());
                 }
             }
         };
@@ -603,7 +673,11 @@ impl Hub {
         // dropping the senders makes the waiting checks retry elsewhere at once.
         lock(&self.channels).retain(|c| c.id != chan.id);
         lock(&chan.pending).clear();
-        if let Err(ChannelError::Own(HubEnded::Disconnected(reason))) = &result {
+        if let Err(ChannelError::Own(HubEnded::Disconnected(GoAwayReason::ShuttingDown))) = &result
+        {
+            // The endpoint is stopping: routine, the agent reconnects elsewhere or later.
+            info!(agent = %chan.agent_id, "agent told GoAway: the endpoint is stopping");
+        } else if let Err(ChannelError::Own(HubEnded::Disconnected(reason))) = &result {
             warn!(agent = %chan.agent_id, ?reason, "agent channel closed by the hub");
         } else if let Err(e) = &result {
             warn!(agent = %chan.agent_id, error = %e, "agent channel closed");

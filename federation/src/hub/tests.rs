@@ -378,3 +378,122 @@ fn channel_errors_name_the_agent_in_the_words_the_logs_always_used() {
         assert_eq!(e.to_string(), want);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn idle_agents_share_sequential_checks_instead_of_the_first_taking_all() {
+    let hub = Hub::new(HubConfig::new("ep"));
+    let (a, b) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let ok = SignInOutcome::Success;
+    fake_agent(&hub, "agt-a", Some(Duration::from_millis(1)), ok, a.clone());
+    connected(&hub, 1).await;
+    fake_agent(&hub, "agt-b", Some(Duration::from_millis(1)), ok, b.clone());
+    connected(&hub, 2).await;
+    const N: usize = 20;
+    for i in 0..N {
+        // One at a time: both agents are idle at every pick, a tie each time.
+        assert_eq!(hub.check(req(&format!("tie{i}"))).await, ok);
+    }
+    let (a, b) = (a.load(Ordering::SeqCst), b.load(Ordering::SeqCst));
+    assert_eq!(a + b, N);
+    assert!(
+        a >= N / 4 && b >= N / 4,
+        "ties must spread: agt-a got {a}, agt-b got {b}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_that_says_goaway_answers_what_it_holds_and_gets_nothing_new() {
+    let hub = Hub::new(HubConfig::new("ep"));
+    let (hub_side, agent) = tokio::io::duplex(64 * 1024);
+    let peer = AgentPeer {
+        agent_id: "agt-leaving".into(),
+        hpke_public_key: AgentKeyPair::generate().public().clone(),
+    };
+    let served = tokio::spawn({
+        let h = hub.clone();
+        async move { h.serve_channel(hub_side, peer).await }
+    });
+    let leaving_checks = Arc::new(AtomicUsize::new(0));
+    let seen = leaving_checks.clone();
+    let leaving = tokio::spawn(async move {
+        let (mut rd, mut wr) = tokio::io::split(agent);
+        write_frame(
+            &mut wr,
+            &Frame::Hello {
+                version: PROTOCOL_VERSION,
+                agent_id: "agt-leaving".into(),
+                agent_version: "test".into(),
+                max_in_flight: 64,
+            },
+        )
+        .await?;
+        loop {
+            match read_frame(&mut rd).await {
+                Ok(Frame::Check { request_id, .. }) => {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    // Going away with this check in hand: say so first, then answer it.
+                    let bye = Frame::GoAway {
+                        reason: GoAwayReason::ShuttingDown,
+                        detail: "stopping".into(),
+                    };
+                    write_frame(&mut wr, &bye).await?;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let verdict = Frame::Verdict {
+                        request_id,
+                        outcome: SignInOutcome::PasswordExpired,
+                        directory_us: 1,
+                    };
+                    write_frame(&mut wr, &verdict).await?;
+                }
+                Ok(Frame::Ping(n)) => write_frame(&mut wr, &Frame::Pong(n)).await?,
+                Ok(_) => {}
+                // The hub closes the channel once nothing is pending on it.
+                Err(_) => return Ok::<(), ChannelError>(()),
+            }
+        }
+    });
+    connected(&hub, 1).await;
+    let held = tokio::spawn({
+        let h = hub.clone();
+        async move { h.check(req("held")).await }
+    });
+    while leaving_checks.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // The GoAway is read before anything else happens on the hub's side.
+    while hub.has_agents() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let other = Arc::new(AtomicUsize::new(0));
+    fake_agent(
+        &hub,
+        "agt-staying",
+        Some(Duration::from_millis(1)),
+        SignInOutcome::Success,
+        other.clone(),
+    );
+    while !hub.has_agents() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(hub.check(req("new")).await, SignInOutcome::Success);
+    assert_eq!(
+        held.await.expect("held"),
+        SignInOutcome::PasswordExpired,
+        "the check in flight is answered by the agent that held it, not retried"
+    );
+    assert_eq!(
+        leaving_checks.load(Ordering::SeqCst),
+        1,
+        "nothing new after GoAway"
+    );
+    assert_eq!(other.load(Ordering::SeqCst), 1);
+    served
+        .await
+        .expect("join")
+        .expect("a drained channel ends cleanly");
+    leaving
+        .await
+        .expect("join")
+        .expect("the hub closed the channel");
+    assert_eq!(hub.connected_agents(), vec!["agt-staying".to_owned()]);
+}

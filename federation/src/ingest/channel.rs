@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, info, warn};
 
 use super::{refusal_reason, SyncAuthority};
+use crate::audit;
 use crate::hub::listener::Refusal;
 use crate::metrics::Metrics;
 
@@ -198,6 +199,7 @@ impl Greeting {
                     ));
                 }
                 info!(host = %ctx.host, %software_version, "sync host greeted");
+                audit::record(audit::Event::sync("sync.connected", ctx.host, None, "ok"));
                 Ok((
                     Ready {
                         runs: HashMap::new(),
@@ -263,6 +265,10 @@ impl Ready {
                 {
                     Ok(run) => {
                         info!(%host, %connector, run, kind = kind.as_str(), soft_match, "sync run started");
+                        audit::record(
+                            audit::Event::sync("sync.run_started", host, Some(&connector), "ok")
+                                .with_detail(format!("run {run}, {}", kind.as_str())),
+                        );
                         if self.runs.len() >= MAX_RUNS_REMEMBERED {
                             self.runs.clear();
                         }
@@ -295,6 +301,10 @@ impl Ready {
                     }
                     Err(e) => {
                         warn!(%host, %connector, run, seq, error = %e, "sync batch refused");
+                        audit::record(
+                            audit::Event::sync("sync.batch", host, Some(connector), "refused")
+                                .with_detail(format!("run {run}, batch {seq}: {e}")),
+                        );
                         ctx.metrics.sync_batch(if is_store_failure(&e) {
                             "failed"
                         } else {
@@ -313,6 +323,18 @@ impl Ready {
                             added = c.added, updated = c.updated, deleted = c.deleted,
                             unchanged = c.unchanged, quarantined = c.quarantined, errors = c.errors,
                             "sync run finished"
+                        );
+                        audit::record(
+                            audit::Event::sync(
+                                "sync.run_finished",
+                                host,
+                                Some(&record.connector),
+                                record.status.as_str(),
+                            )
+                            .with_detail(format!(
+                                "run {run}: {} added, {} updated, {} deleted, {} quarantined, {} errors",
+                                c.added, c.updated, c.deleted, c.quarantined, c.errors
+                            )),
                         );
                         let took = record
                             .finished_at
@@ -362,12 +384,28 @@ impl Ready {
                             unchanged = counts.unchanged, errors = counts.errors,
                             "hash sync batch applied"
                         );
+                        audit::record(
+                            audit::Event::sync("sync.hash_batch", host, Some(&connector), "ok")
+                                .with_detail(format!(
+                                    "{} verifiers, {} flags, {} unchanged, {} errors",
+                                    counts.verifiers, counts.flags, counts.unchanged, counts.errors
+                                )),
+                        );
                         ctx.metrics.sync_batch("applied");
                         ctx.metrics.hash_sync(&counts);
                         Response::HashApplied { counts, errors }
                     }
                     Err(e) => {
                         warn!(%host, %connector, error = %e, "hash sync batch refused");
+                        audit::record(
+                            audit::Event::sync(
+                                "sync.hash_batch",
+                                host,
+                                Some(&connector),
+                                "refused",
+                            )
+                            .with_detail(e.to_string()),
+                        );
                         ctx.metrics.sync_batch(if is_store_failure(&e) {
                             "failed"
                         } else {

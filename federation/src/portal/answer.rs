@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::session::{Participant, Prompt, Session, Target};
 use causeway_saml::saml2::{self as saml, messages};
@@ -98,22 +98,12 @@ impl Portal {
                 ..
             } => {
                 info!(app = %sp, "passive sign-in request without a session: answered NoPassive");
-                let xml = messages::build_error_response(
-                    &self.urls.entity_id,
+                self.saml_error(
+                    &sp,
                     &acs,
                     request_id.as_deref(),
-                    saml::STATUS_RESPONDER,
-                    Some(saml::STATUS_NO_PASSIVE),
-                    SystemTime::now(),
-                    &self.current_keys().signing,
-                );
-                self.send_saml(
-                    true,
-                    &acs,
-                    "SAMLResponse",
-                    &xml,
                     relay_state.as_deref(),
-                    &sp,
+                    Some(saml::STATUS_NO_PASSIVE),
                 )
             }
             Target::Oidc { client_id, request } => self.oidc_login_required(&client_id, &request),
@@ -140,9 +130,31 @@ impl Portal {
                 relay_state,
                 name_id_format,
             } => {
-                let name_id = claims::saml_name_id(&name_id_format, s);
-                let attrs = claims::saml_attributes(s);
-                let xml = messages::build_response(
+                let apps = self.current_apps();
+                let settings = apps.saml_settings_of(&sp);
+                let name_id =
+                    claims::saml_name_id(&name_id_format, s, &sp, &settings, &self.pairwise);
+                let attrs = claims::saml_attributes(s, &settings);
+                // Encryption was checked possible when the settings were loaded; an SP
+                // whose key went away since is answered with an error, never in clear.
+                let encrypt_to = if settings.encrypt_assertions {
+                    match apps.saml.get(&sp).and_then(|a| a.encryption_key()) {
+                        Some(k) => Some(k),
+                        None => {
+                            warn!(app = %sp, "assertions are to be encrypted but the application has no encryption key: answered Responder");
+                            return self.saml_error(
+                                &sp,
+                                &acs,
+                                request_id.as_deref(),
+                                relay_state.as_deref(),
+                                None,
+                            );
+                        }
+                    }
+                } else {
+                    None
+                };
+                let built = messages::build_response_with(
                     &messages::ResponseParams {
                         issuer: &self.urls.entity_id,
                         acs_url: &acs,
@@ -157,24 +169,43 @@ impl Portal {
                         validity: self.cfg.token_validity,
                         attributes: &attrs,
                     },
+                    &messages::ResponseOptions {
+                        sign: settings.sign.parts(),
+                        encrypt_to: encrypt_to.as_ref(),
+                        attribute_name_format: settings.attribute_names.name_format(),
+                    },
                     &keys.signing,
                 );
+                let xml = match built {
+                    Ok(x) => x,
+                    Err(e) => {
+                        warn!(app = %sp, error = %e, "the assertion could not be encrypted: answered Responder");
+                        return self.saml_error(
+                            &sp,
+                            &acs,
+                            request_id.as_deref(),
+                            relay_state.as_deref(),
+                            None,
+                        );
+                    }
+                };
                 self.sessions.add_participant(
                     cookie_value,
                     Participant {
                         app: sp.clone(),
                         name_id,
-                        format: name_id_format,
+                        format: name_id_format.clone(),
                     },
                 );
-                info!(app = %sp, "SAML assertion issued");
+                info!(app = %sp, format = %name_id_format, encrypted = encrypt_to.is_some(), "SAML assertion issued");
+                let name = self.saml_app_name(&sp);
                 self.send_saml(
                     true,
                     &acs,
                     "SAMLResponse",
                     &xml,
                     relay_state.as_deref(),
-                    &sp,
+                    &name,
                 )
             }
             Target::WsFed { realm, reply, wctx } => {

@@ -1,11 +1,15 @@
 //! What an application is told about the user: the session's identity taken from the
 //! directory store's record and group names (read at sign-in by the login step), the SAML
-//! NameID and attributes, the groups. Pure: no I/O.
+//! NameID and attributes (as each application's settings ask), the groups. Pure: no I/O.
 //! It must never put anything in a token the record does not hold (no password, no
 //! verifier, nothing from the request).
 
+use super::pairwise::PairwiseKey;
+use crate::apps::{Claim, PersistentId, SamlSettings};
 use crate::session::{Identity, Session};
-use causeway_saml::saml2::{SamlAttribute, NAMEID_EMAIL, NAMEID_UNSPECIFIED};
+use causeway_saml::saml2::{
+    new_id, SamlAttribute, NAMEID_EMAIL, NAMEID_TRANSIENT, NAMEID_UNSPECIFIED,
+};
 use causeway_store::UserRecord;
 
 /// Most values the groups claim carries: Entra's limit for SAML tokens. A user in more
@@ -31,45 +35,46 @@ pub(super) fn groups(s: &Session) -> Vec<String> {
     s.groups.clone()
 }
 
-/// The NameID for `format`: the mail address (the UPN when there is none) for
-/// emailAddress, the UPN for unspecified, else (persistent) the immutable id.
-pub(super) fn saml_name_id(format: &str, s: &Session) -> String {
+/// The NameID for `format` at the application `sp`: the mail address (the UPN when
+/// there is none) for emailAddress, the UPN for unspecified, a fresh random value for
+/// transient, else (persistent) the pairwise id of the user at `sp`, or the immutable id
+/// when the application's settings ask for it.
+pub(super) fn saml_name_id(
+    format: &str,
+    s: &Session,
+    sp: &str,
+    settings: &SamlSettings,
+    pairwise: &PairwiseKey,
+) -> String {
     match format {
         NAMEID_EMAIL => s.mail.clone().unwrap_or_else(|| s.upn.clone()),
         NAMEID_UNSPECIFIED => s.upn.clone(),
-        _ => s.immutable_id.clone(),
+        NAMEID_TRANSIENT => new_id(),
+        _ => match settings.persistent_id {
+            PersistentId::ImmutableId => s.immutable_id.clone(),
+            PersistentId::Pairwise => pairwise.name_id(&s.immutable_id, sp),
+        },
     }
 }
 
-/// The attributes of a SAML assertion, in this order, each present even when empty.
-pub(super) fn saml_attributes(s: &Session) -> Vec<SamlAttribute> {
-    vec![
-        SamlAttribute {
-            name: "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn",
-            friendly: "upn",
-            values: vec![s.upn.clone()],
-        },
-        SamlAttribute {
-            name: "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
-            friendly: "mail",
-            values: s.mail.iter().cloned().collect(),
-        },
-        SamlAttribute {
-            name: "http://schemas.microsoft.com/identity/claims/displayname",
-            friendly: "displayName",
-            values: s.display_name.iter().cloned().collect(),
-        },
-        SamlAttribute {
-            name: "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups",
-            friendly: "groups",
-            values: groups(s),
-        },
-        SamlAttribute {
-            name: "http://schemas.microsoft.com/LiveID/Federation/2008/05/ImmutableID",
-            friendly: "immutableID",
-            values: vec![s.immutable_id.clone()],
-        },
-    ]
+/// The attributes of a SAML assertion: those the application's settings choose (all by
+/// default), in this order, named as they say, each present even when empty.
+pub(super) fn saml_attributes(s: &Session, settings: &SamlSettings) -> Vec<SamlAttribute> {
+    settings
+        .claims()
+        .into_iter()
+        .map(|c| SamlAttribute {
+            name: c.name(settings.attribute_names),
+            friendly: c.plain(),
+            values: match c {
+                Claim::Upn => vec![s.upn.clone()],
+                Claim::Mail => s.mail.iter().cloned().collect(),
+                Claim::DisplayName => s.display_name.iter().cloned().collect(),
+                Claim::Groups => groups(s),
+                Claim::ImmutableId => vec![s.immutable_id.clone()],
+            },
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -107,7 +112,7 @@ mod tests {
     }
 
     fn claims(s: &Session) -> Vec<(&'static str, &'static str, Vec<String>)> {
-        saml_attributes(s)
+        saml_attributes(s, &SamlSettings::default())
             .into_iter()
             .map(|a| (a.friendly, a.name, a.values))
             .collect()
@@ -163,7 +168,7 @@ mod tests {
         let s = Sessions::default()
             .create(who, Duration::from_secs(3600), SystemTime::now())
             .1;
-        let claim = saml_attributes(&s)
+        let claim = saml_attributes(&s, &SamlSettings::default())
             .into_iter()
             .find(|a| a.friendly == "groups")
             .expect("groups attribute");
@@ -192,25 +197,80 @@ mod tests {
     }
 
     #[test]
-    fn the_name_id_is_the_immutable_id_the_upn_or_the_mail_by_format() {
+    fn the_name_id_is_pairwise_or_the_immutable_id_the_upn_the_mail_or_transient_by_format() {
         let with_mail = session_of(record(Some("carla@mail.test"), None));
         let without = session_of(record(None, None));
         let id = with_mail.immutable_id.clone();
-        assert_eq!(saml_name_id(NAMEID_PERSISTENT, &with_mail), id);
+        let key = PairwiseKey::from_bytes([3; 32]);
+        let def = SamlSettings::default();
+        let n =
+            |f: &str, s: &Session, sp: &str, set: &SamlSettings| saml_name_id(f, s, sp, set, &key);
+        // Persistent: pairwise by default, stable for one SP, different for another.
+        let a = n(NAMEID_PERSISTENT, &with_mail, "https://a.example", &def);
+        assert_eq!(a, key.name_id(&id, "https://a.example"));
+        assert_ne!(a, id);
         assert_eq!(
-            saml_name_id(NAMEID_UNSPECIFIED, &with_mail),
-            "Carla@Corp.Test"
+            a,
+            n(NAMEID_PERSISTENT, &with_mail, "https://a.example", &def)
         );
-        assert_eq!(saml_name_id(NAMEID_EMAIL, &with_mail), "carla@mail.test");
-        // No mail: the UPN stands in for it.
-        assert_eq!(saml_name_id(NAMEID_EMAIL, &without), "Carla@Corp.Test");
-        // Any other format (the request was checked before) gets the stable id.
+        assert_ne!(
+            a,
+            n(NAMEID_PERSISTENT, &with_mail, "https://b.example", &def)
+        );
+        // The immutable id when the application asks for it.
+        let m365 = SamlSettings {
+            persistent_id: PersistentId::ImmutableId,
+            ..SamlSettings::default()
+        };
         assert_eq!(
-            saml_name_id(
-                "urn:oasis:names:tc:SAML:2.0:nameid-format:transient",
-                &with_mail
+            n(
+                NAMEID_PERSISTENT,
+                &with_mail,
+                "urn:federation:MicrosoftOnline",
+                &m365
             ),
             id
+        );
+        assert_eq!(
+            n(NAMEID_UNSPECIFIED, &with_mail, "x", &def),
+            "Carla@Corp.Test"
+        );
+        assert_eq!(n(NAMEID_EMAIL, &with_mail, "x", &def), "carla@mail.test");
+        // No mail: the UPN stands in for it.
+        assert_eq!(n(NAMEID_EMAIL, &without, "x", &def), "Carla@Corp.Test");
+        // Transient: new every time, never the id.
+        let t1 = n(NAMEID_TRANSIENT, &with_mail, "x", &def);
+        let t2 = n(NAMEID_TRANSIENT, &with_mail, "x", &def);
+        assert_ne!(t1, t2);
+        assert!(t1 != id && t1 != a);
+    }
+
+    #[test]
+    fn the_settings_choose_the_attributes_and_their_names() {
+        let s = session_of(record(Some("carla@mail.test"), Some("Carla Diaz")));
+        let set = SamlSettings {
+            attribute_names: crate::apps::AttributeNames::Oid,
+            attributes: Some(vec![Claim::Mail, Claim::DisplayName]),
+            ..SamlSettings::default()
+        };
+        let got: Vec<_> = saml_attributes(&s, &set)
+            .into_iter()
+            .map(|a| (a.name, a.friendly, a.values))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "urn:oid:0.9.2342.19200300.100.1.3",
+                    "mail",
+                    vec!["carla@mail.test".to_owned()]
+                ),
+                (
+                    "urn:oid:2.16.840.1.113730.3.1.241",
+                    "displayName",
+                    vec!["Carla Diaz".to_owned()]
+                ),
+            ]
         );
     }
 }

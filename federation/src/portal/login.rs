@@ -40,7 +40,11 @@ impl Portal {
                         let q: String = form_urlencoded::Serializer::new(String::new())
                             .append_pair("sp", id)
                             .finish();
-                        (format!("/saml/idp-init?{q}"), id.clone())
+                        let name = apps.saml_settings.get(id).and_then(|s| s.name.clone());
+                        (
+                            format!("/saml/idp-init?{q}"),
+                            name.unwrap_or_else(|| id.clone()),
+                        )
                     })
                     .collect();
                 self.html(
@@ -85,7 +89,7 @@ impl Portal {
 
     pub(super) fn app_name(&self, t: &Target) -> Option<String> {
         match t {
-            Target::Saml { sp, .. } => Some(sp.clone()),
+            Target::Saml { sp, .. } => Some(self.saml_app_name(sp)),
             Target::WsFed { realm, .. } => Some(self.realm_name(realm)),
             Target::Oidc { client_id, .. } => Some(self.oidc_client_name(client_id)),
             Target::Portal => None,
@@ -176,8 +180,24 @@ impl Portal {
                 return Ok(self.retry_login(flow, &username, msg, StatusCode::OK));
             }
         };
-        let (outcome, path) = self.auth.authenticate(&username, password, source).await;
-        info!(outcome = outcome.code(), path = ?path, operator = outcome.operator_text(), "sign-in");
+        let trace = self
+            .auth
+            .authenticate_traced(&username, password, source)
+            .await;
+        let (outcome, path) = (trace.outcome, trace.path);
+        // The name as typed is not a secret, and says whom the line is about; quoted
+        // (Debug) so that what a client typed cannot forge log lines. The client is the
+        // address through trusted proxies.
+        let client = source.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        info!(user = ?username, %client, outcome = outcome.code(), path = ?path, operator = outcome.operator_text(), "sign-in");
+        crate::audit::record(crate::audit::Event::password_check(
+            &username,
+            source,
+            flow.target.app_id(),
+            path.label(),
+            trace.agent.as_deref(),
+            outcome.code(),
+        ));
         let user = if outcome == SignInOutcome::Success {
             self.user_after_password(&username).await
         } else {
@@ -190,7 +210,7 @@ impl Portal {
                 return Ok(self.retry_login(flow, &username, msg, StatusCode::OK));
             }
             AfterPassword::NotSynchronised => {
-                warn!("password accepted by the directory, but the user is not in the directory store (not synchronised yet)");
+                warn!(user = ?username, %client, "password accepted by the directory, but the user is not in the directory store (not synchronised yet)");
                 let msg = login_rules::NOT_SYNCHRONISED;
                 return Ok(self.retry_login(flow, &username, msg, StatusCode::OK));
             }

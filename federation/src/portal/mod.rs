@@ -24,6 +24,7 @@ mod oidc_refresh;
 mod oidc_state;
 mod oidc_token;
 pub mod pages;
+mod pairwise;
 mod saml;
 mod wsfed;
 
@@ -33,7 +34,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use causeway_certs::signing::{KeySet, RolloverPolicy};
+use causeway_certs::signing::{KeyHealth, KeySet, RolloverPolicy};
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use tracing::warn;
@@ -79,11 +80,38 @@ pub struct PortalConfig {
     /// Sign-in requests without a session one source may make: per second (0: no
     /// limit) and in a burst.
     pub anonymous_per_source: (u32, u32),
+    /// How our SAML metadata is published.
+    pub metadata: MetadataConfig,
+}
+
+/// How our SAML metadata is published: `validUntil` is this long after it is served,
+/// relying parties are told to fetch it again after `cache_duration`, and it may be
+/// signed with the token-signing key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetadataConfig {
+    /// How long a copy stays valid.
+    pub valid_for: Duration,
+    /// How often relying parties should fetch it again.
+    pub cache_duration: Duration,
+    /// Whether the document carries an enveloped signature.
+    pub signed: bool,
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        Self {
+            valid_for: Duration::from_secs(86_400),
+            cache_duration: Duration::from_secs(3600),
+            signed: false,
+        }
+    }
 }
 
 struct Keys {
     signing: Arc<SigningKey>,
     published: Vec<String>,
+    /// For `/healthz` and the metrics: the signing key's end and its successor.
+    health: KeyHealth,
     /// The same active key, for OpenID Connect tokens (`kid` = the key's id).
     oidc: Arc<causeway_oidc::Signer>,
     /// The JWKS of the published keys.
@@ -109,6 +137,8 @@ pub struct Portal {
     anonymous: budget::AnonymousBudget,
     logouts: Logouts,
     csp_hashes: String,
+    /// Makes persistent NameIDs pairwise.
+    pairwise: pairwise::PairwiseKey,
     oidc: oidc_state::OidcState,
     oidc_refresh: oidc_refresh::RefreshStore,
     oidc_endpoints: causeway_oidc::discovery::Endpoints,
@@ -140,6 +170,8 @@ impl Portal {
         let keys = Self::keys_of(&set, SystemTime::now())?;
         // Beside the token-signing keys: the same directory, kept private already.
         let flow_key = FlowKey::load_or_create(&cfg.keys_dir.join(FLOW_KEY_FILE))?;
+        let pairwise =
+            pairwise::PairwiseKey::load_or_create(&cfg.keys_dir.join(pairwise::PAIRWISE_KEY_FILE))?;
         let oidc = oidc_state::OidcState::load(&cfg.keys_dir)?;
         // In the data directory (the key directory's parent), beside the other stores.
         let oidc_refresh = oidc_refresh::RefreshStore::open(
@@ -172,6 +204,7 @@ impl Portal {
                 cfg.anonymous_per_source.1,
             ),
             logouts: Logouts::default(),
+            pairwise,
             cfg: PortalConfig { public_url, ..cfg },
         };
         p.reload_apps()?;
@@ -203,6 +236,7 @@ impl Portal {
                 .iter()
                 .map(|k| base64::engine::general_purpose::STANDARD.encode(&k.cert_der))
                 .collect(),
+            health: set.health(now),
         })
     }
 
@@ -264,6 +298,12 @@ impl Portal {
     /// Certificates published now (base64 DER), signing one first.
     pub fn published_certs(&self) -> Vec<String> {
         self.current_keys().published.clone()
+    }
+
+    /// The signing key's end and whether its successor is published (as of the last
+    /// refresh, at most 10 s old).
+    pub fn key_health(&self) -> KeyHealth {
+        self.current_keys().health.clone()
     }
 
     fn current_keys(&self) -> Arc<Keys> {
@@ -371,20 +411,30 @@ impl Portal {
 
     fn saml_metadata(&self) -> Resp {
         let keys = self.current_keys();
-        Self::xml(causeway_saml::saml2::idp_metadata(
+        let m = self.cfg.metadata;
+        Self::xml(causeway_saml::saml2::idp_metadata_with(
             &self.urls,
             &keys.published,
-            SystemTime::now() + Duration::from_secs(86_400),
+            &causeway_saml::saml2::MetadataTerms {
+                valid_until: SystemTime::now() + m.valid_for,
+                cache_duration: m.cache_duration,
+                sign_with: m.signed.then_some(&*keys.signing),
+            },
         ))
     }
 
     fn federation_metadata(&self) -> Resp {
         let keys = self.current_keys();
-        Self::xml(causeway_saml::wsfed::federation_metadata(
+        let m = self.cfg.metadata;
+        Self::xml(causeway_saml::wsfed::federation_metadata_with(
             &self.urls,
             &format!("{}/wsfed", self.cfg.public_url),
             &keys.published,
-            SystemTime::now() + Duration::from_secs(86_400),
+            &causeway_saml::saml2::MetadataTerms {
+                valid_until: SystemTime::now() + m.valid_for,
+                cache_duration: m.cache_duration,
+                sign_with: m.signed.then_some(&*keys.signing),
+            },
         ))
     }
 

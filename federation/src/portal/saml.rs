@@ -1,6 +1,8 @@
 //! The SAML 2.0 sign-on side: AuthnRequests in (signature, Destination, replay, ACS,
-//! NameID format, IsPassive/ForceAuthn), IdP-initiated sign-on, and messages out through
-//! the browser. It must never answer to an ACS that is not in the application's metadata.
+//! NameIDPolicy, RequestedAuthnContext, binding, IsPassive/ForceAuthn), IdP-initiated
+//! sign-on, and messages out through the browser; what cannot be met is answered with a
+//! signed SAML error at the verified ACS. It must never answer to an ACS that is not in
+//! the application's metadata.
 
 use std::time::SystemTime;
 
@@ -9,9 +11,10 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use tracing::warn;
 
+use crate::apps::NameIdFormat;
 use crate::session::{Prompt, Target};
 use causeway_saml::saml2::{
-    self as saml, binding, AuthnRequest, BINDING_POST, NAMEID_EMAIL, NAMEID_PERSISTENT,
+    self as saml, binding, messages, AuthnRequest, BINDING_POST, NAMEID_FORMATS, NAMEID_PERSISTENT,
     NAMEID_UNSPECIFIED,
 };
 use causeway_saml::xml::{self, VerifiedKey};
@@ -31,28 +34,120 @@ pub(super) fn prompt_for(is_passive: bool, force_authn: bool) -> Option<Prompt> 
     }
 }
 
-/// The NameID format for an application that leaves the choice to us: the first of its
-/// metadata's formats that this service issues, else persistent.
-pub(super) fn default_name_id_format(sp_formats: &[String]) -> String {
+/// The NameID format for an application that leaves the choice to us: the one its
+/// settings pin, else the first of its metadata's formats that this service issues,
+/// else persistent.
+pub(super) fn default_name_id_format(
+    sp_formats: &[String],
+    pinned: Option<NameIdFormat>,
+) -> String {
+    if let Some(p) = pinned {
+        return p.uri().to_owned();
+    }
     sp_formats
         .iter()
-        .find(|f| [NAMEID_PERSISTENT, NAMEID_EMAIL, NAMEID_UNSPECIFIED].contains(&f.as_str()))
+        .find(|f| NAMEID_FORMATS.contains(&f.as_str()))
         .cloned()
         .unwrap_or_else(|| NAMEID_PERSISTENT.to_owned())
 }
 
+/// What a request's NameIDPolicy asks for.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Policy<'a> {
+    /// Format.
+    pub(super) format: Option<&'a str>,
+    /// SPNameQualifier.
+    pub(super) sp_name_qualifier: Option<&'a str>,
+}
+
 /// The NameID format to issue for a request's NameIDPolicy: unspecified (or none) leaves
-/// the choice to us, persistent and emailAddress are honoured, anything else is refused
-/// (the error is the format asked for).
-pub(super) fn name_id_format<'a>(
-    requested: Option<&'a str>,
+/// the choice to us; persistent, transient, emailAddress are honoured unless the
+/// application is pinned to another one. `Err` says why the policy cannot be met (it is
+/// answered InvalidNameIDPolicy): a format we do not issue, one the application's
+/// settings rule out, or an SPNameQualifier other than the application itself (we keep
+/// no affiliations). AllowCreate needs no decision: persistent ids are derived, not
+/// stored, so there is nothing that could not be created.
+pub(super) fn name_id_format(
+    policy: Policy<'_>,
+    entity_id: &str,
     sp_formats: &[String],
-) -> Result<String, &'a str> {
-    match requested {
-        None | Some(NAMEID_UNSPECIFIED) => Ok(default_name_id_format(sp_formats)),
-        Some(f @ (NAMEID_PERSISTENT | NAMEID_EMAIL)) => Ok(f.to_owned()),
-        Some(f) => Err(f),
+    pinned: Option<NameIdFormat>,
+) -> Result<String, String> {
+    let clip = |s: &str| s.chars().take(200).collect::<String>();
+    if let Some(q) = policy.sp_name_qualifier.filter(|q| *q != entity_id) {
+        return Err(format!(
+            "it asks for NameIDs shared with {:?}; only its own entity id is supported as SPNameQualifier",
+            clip(q)
+        ));
     }
+    match policy.format {
+        None | Some(NAMEID_UNSPECIFIED) => Ok(default_name_id_format(sp_formats, pinned)),
+        Some(f) => match (NameIdFormat::from_uri(f), pinned) {
+            (None, _) => Err(format!(
+                "it asks for the NameID format {:?}; this service issues persistent, transient, emailAddress and unspecified",
+                clip(f)
+            )),
+            (Some(asked), Some(p)) if asked != p => Err(format!(
+                "it asks for the NameID format {f}, but its settings give it {}",
+                p.uri()
+            )),
+            (Some(asked), _) => Ok(asked.uri().to_owned()),
+        },
+    }
+}
+
+/// The authentication context classes no stronger than a password over TLS (what every
+/// sign-in here is), weakest first; `unspecified` asks for nothing in particular.
+const AC: &str = "urn:oasis:names:tc:SAML:2.0:ac:classes:";
+const WEAKER_OR_EQUAL: [&str; 5] = [
+    "unspecified",
+    "InternetProtocol",
+    "InternetProtocolPassword",
+    "Password",
+    "PasswordProtectedTransport",
+];
+
+/// Whether a sign-in with a password over TLS (PasswordProtectedTransport, the class of
+/// every assertion here) meets a request's RequestedAuthnContext. `Err` says why not (it
+/// is answered NoAuthnContext): an application that asks for more (MFA, a certificate,
+/// a smart card) must not get a password sign-in dressed as one. A class we do not know
+/// counts as stronger than ours.
+pub(super) fn authn_context_met(
+    requested: Option<&saml::RequestedAuthnContext>,
+) -> Result<(), String> {
+    let Some(r) = requested else {
+        return Ok(());
+    };
+    let known = |c: &str| {
+        c.strip_prefix(AC)
+            .and_then(|l| WEAKER_OR_EQUAL.iter().position(|w| *w == l))
+    };
+    const OURS: usize = 4;
+    let met = r
+        .class_refs
+        .iter()
+        .any(|c| match (r.comparison.as_str(), known(c)) {
+            (_, Some(0)) => true,
+            ("exact", k) => k == Some(OURS),
+            ("minimum", k) => k.is_some(),
+            ("better", k) => k.is_some_and(|k| k < OURS),
+            // maximum: ours must be no stronger than one of them.
+            (_, k) => k.is_none_or(|k| k == OURS),
+        });
+    if met {
+        return Ok(());
+    }
+    let asked: Vec<String> = r
+        .class_refs
+        .iter()
+        .take(4)
+        .map(|c| c.rsplit(':').next().unwrap_or(c).chars().take(80).collect())
+        .collect();
+    Err(format!(
+        "it asks for an authentication context {} [{}]; sign-in here is PasswordProtectedTransport",
+        r.comparison,
+        asked.join(", ")
+    ))
 }
 
 impl Portal {
@@ -182,19 +277,12 @@ impl Portal {
         } else {
             None
         };
-        if let Some(b) = &req.protocol_binding {
-            if b != BINDING_POST {
-                return Err(self.bad_request("The application asks for the answer over a binding other than HTTP-POST, which this sign-in service does not offer."));
-            }
-        }
         let acs = sp.acs_for(req.acs_url.as_deref(), req.acs_index).map_err(|u| {
             warn!(app = %sp.entity_id, acs = %u.chars().take(200).collect::<String>(), "AuthnRequest names an unregistered AssertionConsumerService");
             self.bad_request(&format!("The application asked for the answer to go to {:?}, which is not in its registered metadata. Nothing was sent.", u.chars().take(200).collect::<String>()))
         })?;
-        let format = name_id_format(req.name_id_format.as_deref(), &sp.name_id_formats).map_err(|f| {
-            self.bad_request(&format!("The application asks for the NameID format {:?}; this sign-in service issues persistent, emailAddress and unspecified.", f.chars().take(200).collect::<String>()))
-        })?;
-        // Recorded last, once the request is known to be answerable.
+        // Recorded once the request is known to be answerable (from here on, a NameID
+        // policy that cannot be met is answered too, as a SAML error).
         if let Some(until) = replay_until {
             if !self
                 .seen_requests
@@ -207,6 +295,47 @@ impl Portal {
                 )));
             }
         }
+        // What cannot be met is answered as SAML at the verified ACS, never as a page.
+        let refuse = |second: &str, why: &str| {
+            warn!(app = %sp.entity_id, reason = %why, status = %second.rsplit(':').next().unwrap_or(""), "sign-in request cannot be met: answered with a SAML error");
+            self.saml_error(
+                &sp.entity_id,
+                acs,
+                Some(&req.id),
+                msg.relay_state.as_deref(),
+                Some(second),
+            )
+        };
+        if let Some(b) = req
+            .protocol_binding
+            .as_deref()
+            .filter(|b| *b != BINDING_POST)
+        {
+            return Err(refuse(
+                saml::STATUS_UNSUPPORTED_BINDING,
+                &format!(
+                    "it asks for the answer over {:?}; this service answers over HTTP-POST",
+                    b.chars().take(200).collect::<String>()
+                ),
+            ));
+        }
+        if let Err(why) = authn_context_met(req.requested_authn_context.as_ref()) {
+            return Err(refuse(saml::STATUS_NO_AUTHN_CONTEXT, &why));
+        }
+        let settings = apps.saml_settings_of(&sp.entity_id);
+        let policy = Policy {
+            format: req.name_id_format.as_deref(),
+            sp_name_qualifier: req.name_id_sp_name_qualifier.as_deref(),
+        };
+        let format = match name_id_format(
+            policy,
+            &sp.entity_id,
+            &sp.name_id_formats,
+            settings.name_id_format,
+        ) {
+            Ok(f) => f,
+            Err(why) => return Err(refuse(saml::STATUS_INVALID_NAMEID_POLICY, &why)),
+        };
         let target = Target::Saml {
             sp: sp.entity_id.clone(),
             acs: acs.to_owned(),
@@ -247,7 +376,10 @@ impl Portal {
         let acs = sp.acs_for(None, None).map_err(|_| {
             self.bad_request("The application has no HTTP-POST assertion consumer service.")
         })?;
-        let format = default_name_id_format(&sp.name_id_formats);
+        let format = default_name_id_format(
+            &sp.name_id_formats,
+            apps.saml_settings_of(&sp.entity_id).name_id_format,
+        );
         Ok(self.proceed(
             Target::Saml {
                 sp: sp.entity_id.clone(),
@@ -261,6 +393,40 @@ impl Portal {
         ))
     }
 
+    /// A signed Response with status Responder (and `second` below it) and no assertion, posted to
+    /// `acs` (a verified ACS of `sp`): how a request that cannot be met is answered, so
+    /// the application learns why instead of the user seeing a page from us.
+    pub(super) fn saml_error(
+        &self,
+        sp: &str,
+        acs: &str,
+        in_response_to: Option<&str>,
+        relay_state: Option<&str>,
+        second: Option<&str>,
+    ) -> Resp {
+        let xml = messages::build_error_response(
+            &self.urls.entity_id,
+            acs,
+            in_response_to,
+            saml::STATUS_RESPONDER,
+            second,
+            SystemTime::now(),
+            &self.current_keys().signing,
+        );
+        let name = self.saml_app_name(sp);
+        self.send_saml(true, acs, "SAMLResponse", &xml, relay_state, &name)
+    }
+
+    /// An SP's display name (its settings' `name`), or its entity id.
+    pub(super) fn saml_app_name(&self, sp: &str) -> String {
+        self.current_apps()
+            .saml_settings
+            .get(sp)
+            .and_then(|s| s.name.clone())
+            .unwrap_or_else(|| sp.to_owned())
+    }
+
+    /// Sends a SAML message through the browser: an auto-posting form (HTTP-POST, signed
     /// already) or a redirect whose query string is signed (HTTP-Redirect binding).
     pub(super) fn send_saml(
         &self,
@@ -301,8 +467,10 @@ impl Portal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use causeway_saml::saml2::NAMEID_EMAIL;
 
     const TRANSIENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient";
+    const KERBEROS: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:kerberos";
 
     #[test]
     fn is_passive_and_force_authn_map_to_the_prompt_and_both_at_once_to_no_passive() {
@@ -313,38 +481,97 @@ mod tests {
     }
 
     #[test]
-    fn the_name_id_format_asked_for_is_honoured_or_refused_and_none_falls_back_to_the_metadata() {
+    fn the_name_id_format_asked_for_is_honoured_or_refused_and_none_falls_back_to_settings_or_metadata(
+    ) {
         let sp = |f: &[&str]| f.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-        // The first format of the metadata that we issue; transient is skipped.
+        let asked = |f: &'static str| Policy {
+            format: Some(f),
+            sp_name_qualifier: None,
+        };
+        let none = Policy::default();
+        let me = "https://sp.example";
+        // The first format of the metadata that we issue (transient included now).
         assert_eq!(
-            name_id_format(None, &sp(&[TRANSIENT, NAMEID_EMAIL, NAMEID_PERSISTENT])),
-            Ok(NAMEID_EMAIL.to_owned())
+            name_id_format(none, me, &sp(&[KERBEROS, TRANSIENT, NAMEID_EMAIL]), None),
+            Ok(TRANSIENT.to_owned())
         );
         assert_eq!(
-            name_id_format(Some(NAMEID_UNSPECIFIED), &sp(&[NAMEID_UNSPECIFIED])),
+            name_id_format(
+                asked(NAMEID_UNSPECIFIED),
+                me,
+                &sp(&[NAMEID_UNSPECIFIED]),
+                None
+            ),
             Ok(NAMEID_UNSPECIFIED.to_owned())
         );
         assert_eq!(
-            name_id_format(None, &sp(&[TRANSIENT])),
+            name_id_format(none, me, &sp(&[KERBEROS]), None),
             Ok(NAMEID_PERSISTENT.to_owned())
         );
-        assert_eq!(name_id_format(None, &[]), Ok(NAMEID_PERSISTENT.to_owned()));
-        // Asked for explicitly: given whatever the metadata lists.
         assert_eq!(
-            name_id_format(Some(NAMEID_EMAIL), &sp(&[NAMEID_PERSISTENT])),
+            name_id_format(none, me, &[], None),
+            Ok(NAMEID_PERSISTENT.to_owned())
+        );
+        // Asked for explicitly: given whatever the metadata lists (SimpleSAMLphp asks
+        // for transient).
+        for f in [TRANSIENT, NAMEID_EMAIL, NAMEID_PERSISTENT] {
+            assert_eq!(
+                name_id_format(asked(f), me, &sp(&[NAMEID_PERSISTENT]), None),
+                Ok(f.to_owned())
+            );
+        }
+        // A format we do not issue, or one the settings rule out: refused, saying why.
+        let e = name_id_format(asked(KERBEROS), me, &sp(&[KERBEROS]), None).expect_err("kerberos");
+        assert!(e.contains("kerberos") && e.contains("transient"), "{e}");
+        let pinned = Some(NameIdFormat::Email);
+        assert_eq!(
+            name_id_format(none, me, &sp(&[TRANSIENT]), pinned),
             Ok(NAMEID_EMAIL.to_owned())
         );
         assert_eq!(
-            name_id_format(Some(NAMEID_PERSISTENT), &[]),
-            Ok(NAMEID_PERSISTENT.to_owned())
+            name_id_format(asked(NAMEID_UNSPECIFIED), me, &[], pinned),
+            Ok(NAMEID_EMAIL.to_owned())
         );
+        let e = name_id_format(asked(TRANSIENT), me, &[], pinned).expect_err("pinned");
+        assert!(e.contains("its settings give it"), "{e}");
+        // SPNameQualifier: the SP itself, or refused (no affiliations).
+        let q = |q: &'static str| Policy {
+            format: Some(TRANSIENT),
+            sp_name_qualifier: Some(q),
+        };
         assert_eq!(
-            name_id_format(Some(TRANSIENT), &sp(&[TRANSIENT])),
-            Err(TRANSIENT)
+            name_id_format(q(me), me, &[], None),
+            Ok(TRANSIENT.to_owned())
         );
-        assert_eq!(
-            default_name_id_format(&sp(&[NAMEID_UNSPECIFIED, NAMEID_EMAIL])),
-            NAMEID_UNSPECIFIED
+        let e = name_id_format(q("urn:affiliation"), me, &[], None).expect_err("affiliation");
+        assert!(e.contains("SPNameQualifier"), "{e}");
+    }
+
+    #[test]
+    fn a_password_sign_in_meets_only_the_authn_contexts_it_is() {
+        let ctx = |comparison: &str, classes: &[&str]| saml::RequestedAuthnContext {
+            comparison: comparison.into(),
+            class_refs: classes.iter().map(|c| format!("{AC}{c}")).collect(),
+        };
+        let met = |c: &str, l: &[&str]| authn_context_met(Some(&ctx(c, l))).is_ok();
+        assert!(authn_context_met(None).is_ok());
+        assert!(met("exact", &["PasswordProtectedTransport"]));
+        assert!(met("exact", &["unspecified"]));
+        assert!(met("exact", &["X509", "PasswordProtectedTransport"]));
+        assert!(!met("exact", &["Password"]));
+        assert!(met("minimum", &["Password"]));
+        assert!(met("minimum", &["PasswordProtectedTransport"]));
+        assert!(
+            !met("minimum", &["MobileTwoFactorContract"]),
+            "MFA asked, password given"
         );
+        assert!(met("better", &["Password"]));
+        assert!(!met("better", &["PasswordProtectedTransport"]));
+        assert!(met("maximum", &["X509"]));
+        assert!(!met("maximum", &["Password"]));
+        // Only DeclRefs (no class): nothing to meet.
+        assert!(!met("exact", &[]));
+        let e = authn_context_met(Some(&ctx("minimum", &["Smartcard"]))).expect_err("smartcard");
+        assert!(e.contains("Smartcard") && e.contains("minimum"), "{e}");
     }
 }

@@ -48,6 +48,19 @@ pub enum Target {
     Portal,
 }
 
+impl Target {
+    /// The application's id (SAML entity id, WS-Fed realm, OIDC client id), for logs and
+    /// the audit log.
+    pub fn app_id(&self) -> Option<&str> {
+        match self {
+            Target::Saml { sp, .. } => Some(sp),
+            Target::WsFed { realm, .. } => Some(realm),
+            Target::Oidc { client_id, .. } => Some(client_id),
+            Target::Portal => None,
+        }
+    }
+}
+
 /// Whether a sign-in may show the sign-in page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prompt {

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::encrypt::{EncryptError, EncryptionKey};
 use super::{fmt_time, new_id, parse_time, AUTHN_PASSWORD_PROTECTED, STATUS_SUCCESS};
 use crate::xml::{ns, parse_message, El, Node, SigningKey, XmlError};
 
@@ -108,6 +109,13 @@ pub struct AuthnRequest {
     pub destination: Option<String>,
     /// NameIDPolicy's Format, if given.
     pub name_id_format: Option<String>,
+    /// NameIDPolicy's AllowCreate, if given.
+    pub name_id_allow_create: Option<bool>,
+    /// NameIDPolicy's SPNameQualifier, if given (an affiliation the NameID is to be
+    /// shared with; only the SP's own entity id is supported).
+    pub name_id_sp_name_qualifier: Option<String>,
+    /// RequestedAuthnContext, if given.
+    pub requested_authn_context: Option<RequestedAuthnContext>,
     /// ForceAuthn.
     pub force_authn: bool,
     /// IsPassive.
@@ -117,6 +125,18 @@ pub struct AuthnRequest {
     /// The parsed document (for signature checks).
     pub root: Node,
 }
+
+/// The authentication contexts a request asks for (SAMLCore 3.3.2.2.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestedAuthnContext {
+    /// `exact` (the default), `minimum`, `maximum` or `better`.
+    pub comparison: String,
+    /// The AuthnContextClassRef values, at most [`MAX_AUTHN_CONTEXT_CLASSES`].
+    pub class_refs: Vec<String>,
+}
+
+/// Most AuthnContextClassRefs read from one request (the rest are ignored).
+pub const MAX_AUTHN_CONTEXT_CLASSES: usize = 16;
 
 /// How far ahead of our clock a signed request's IssueInstant may be (clock skew).
 pub const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
@@ -151,14 +171,60 @@ impl AuthnRequest {
                 Some(_) => Err(invalid(M, format!("has an oversized {name}"))),
             }
         };
+        let policy = root.child(ns::SAMLP, "NameIDPolicy");
+        let policy_attr = |name: &str| -> Result<Option<String>, MessageError> {
+            match policy.and_then(|p| p.attr(name)) {
+                None => Ok(None),
+                Some(v) if v.len() <= 1024 => Ok(Some(v.to_owned())),
+                Some(_) => Err(invalid(M, format!("has an oversized NameIDPolicy {name}"))),
+            }
+        };
+        let allow_create = match policy.and_then(|p| p.attr("AllowCreate")) {
+            None => None,
+            Some("true" | "1") => Some(true),
+            Some("false" | "0") => Some(false),
+            Some(v) => {
+                return Err(invalid(
+                    M,
+                    format!("has an invalid NameIDPolicy AllowCreate {:?}", short(v)),
+                ))
+            }
+        };
+        let requested_authn_context = match root.child(ns::SAMLP, "RequestedAuthnContext") {
+            None => None,
+            Some(r) => {
+                let comparison = r.attr("Comparison").unwrap_or("exact");
+                if !matches!(comparison, "exact" | "minimum" | "maximum" | "better") {
+                    return Err(invalid(
+                        M,
+                        format!(
+                            "has an invalid RequestedAuthnContext Comparison {:?}",
+                            short(comparison)
+                        ),
+                    ));
+                }
+                let class_refs: Vec<String> = r
+                    .children_named(ns::SAML, "AuthnContextClassRef")
+                    .take(MAX_AUTHN_CONTEXT_CLASSES)
+                    .map(|c| c.text().trim().to_owned())
+                    .collect();
+                if class_refs.iter().any(|c| c.len() > 1024) {
+                    return Err(invalid(M, "has an oversized AuthnContextClassRef"));
+                }
+                Some(RequestedAuthnContext {
+                    comparison: comparison.to_owned(),
+                    class_refs,
+                })
+            }
+        };
         Ok(Self {
+            requested_authn_context,
             acs_url: url("AssertionConsumerServiceURL")?,
             protocol_binding: url("ProtocolBinding")?,
             destination: url("Destination")?,
-            name_id_format: root
-                .child(ns::SAMLP, "NameIDPolicy")
-                .and_then(|p| p.attr("Format"))
-                .map(str::to_owned),
+            name_id_format: policy_attr("Format")?,
+            name_id_allow_create: allow_create,
+            name_id_sp_name_qualifier: policy_attr("SPNameQualifier")?,
             force_authn: xs_bool(root.attr("ForceAuthn")),
             is_passive: xs_bool(root.attr("IsPassive")),
             issue_instant: root
@@ -316,8 +382,53 @@ pub struct ResponseParams<'a> {
     pub attributes: &'a [SamlAttribute],
 }
 
+/// Which parts of a Response carry a signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SignParts {
+    /// The Response and its Assertion (the default: every SP accepts it).
+    #[default]
+    Both,
+    /// Only the Response (the Assertion is covered by it).
+    Response,
+    /// Only the Assertion (the Response envelope is not signed).
+    Assertion,
+}
+
+/// How a Response is shaped for one application.
+#[derive(Debug, Clone)]
+pub struct ResponseOptions<'a> {
+    /// Which parts are signed.
+    pub sign: SignParts,
+    /// The SP's key, to encrypt the (signed) Assertion to.
+    pub encrypt_to: Option<&'a EncryptionKey>,
+    /// The NameFormat of every attribute (URI names or plain ones).
+    pub attribute_name_format: &'static str,
+}
+
+impl Default for ResponseOptions<'_> {
+    fn default() -> Self {
+        Self {
+            sign: SignParts::Both,
+            encrypt_to: None,
+            attribute_name_format: super::ATTRNAME_URI,
+        }
+    }
+}
+
 /// Builds the Response with its Assertion, both signed with `key`.
 pub fn build_response(p: &ResponseParams<'_>, key: &SigningKey) -> String {
+    build_response_with(p, &ResponseOptions::default(), key)
+        .expect("nothing to encrypt: building cannot fail")
+}
+
+/// Builds the Response as `o` says: which parts are signed, whether the Assertion is
+/// encrypted (after it was signed, so that the SP verifies what it decrypted), and how
+/// attribute names are marked.
+pub fn build_response_with(
+    p: &ResponseParams<'_>,
+    o: &ResponseOptions<'_>,
+    key: &SigningKey,
+) -> Result<String, EncryptError> {
     let response_id = new_id();
     let assertion_id = new_id();
     let now = fmt_time(p.now);
@@ -330,10 +441,7 @@ pub fn build_response(p: &ResponseParams<'_>, key: &SigningKey) -> String {
         let mut el = El::new("saml", ns::SAML, "Attribute")
             .attr("Name", a.name)
             .attr("FriendlyName", a.friendly)
-            .attr(
-                "NameFormat",
-                "urn:oasis:names:tc:SAML:2.0:attrname-format:uri",
-            );
+            .attr("NameFormat", o.attribute_name_format);
         for v in &a.values {
             el = el.child(El::new("saml", ns::SAML, "AttributeValue").text(v.clone()));
         }
@@ -387,7 +495,13 @@ pub fn build_response(p: &ResponseParams<'_>, key: &SigningKey) -> String {
     if p.attributes.iter().any(|a| !a.values.is_empty()) {
         assertion = assertion.child(attrs);
     }
-    key.sign(&mut assertion, &assertion_id, 1);
+    if o.sign != SignParts::Response {
+        key.sign(&mut assertion, &assertion_id, 1);
+    }
+    let assertion = match o.encrypt_to {
+        Some(k) => k.encrypt_assertion(&assertion.to_canonical())?,
+        None => assertion,
+    };
     let mut response = El::new("samlp", ns::SAMLP, "Response")
         .attr("ID", response_id.clone())
         .attr("Version", "2.0")
@@ -397,8 +511,10 @@ pub fn build_response(p: &ResponseParams<'_>, key: &SigningKey) -> String {
         .child(issuer())
         .child(status(STATUS_SUCCESS))
         .child(assertion);
-    key.sign(&mut response, &response_id, 1);
-    response.to_document()
+    if o.sign != SignParts::Assertion {
+        key.sign(&mut response, &response_id, 1);
+    }
+    Ok(response.to_document())
 }
 
 fn status(code: &str) -> El {
@@ -531,61 +647,4 @@ pub fn build_authn_request(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_signed_request_is_accepted_only_inside_its_issue_instant_window() {
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let (_, xml) = build_authn_request("sp", "https://idp/saml/sso", "https://sp/acs", t0);
-        let r = AuthnRequest::parse(&xml).expect("parses");
-        assert_eq!(r.issue_instant, Some(t0));
-        let end = t0 + MAX_REQUEST_AGE + CLOCK_SKEW;
-        assert_eq!(
-            r.check_issue_instant(t0).expect("fresh"),
-            end + Duration::from_secs(1)
-        );
-        assert!(r.check_issue_instant(end).is_ok(), "the last second");
-        let stale = r
-            .check_issue_instant(end + Duration::from_secs(1))
-            .expect_err("stale")
-            .to_string();
-        assert!(
-            stale.contains("more than 10 minutes before") && stale.contains("stale or replayed"),
-            "{stale}"
-        );
-        assert!(r.check_issue_instant(t0 - CLOCK_SKEW).is_ok(), "skew");
-        let ahead = r
-            .check_issue_instant(t0 - CLOCK_SKEW - Duration::from_secs(1))
-            .expect_err("future")
-            .to_string();
-        assert!(ahead.contains("5 minutes ahead"), "{ahead}");
-        let none = AuthnRequest::parse(&xml.replace("IssueInstant=", "X="))
-            .expect("parses")
-            .check_issue_instant(t0)
-            .expect_err("missing")
-            .to_string();
-        assert!(none.contains("has no IssueInstant"), "{none}");
-        let bad = AuthnRequest::parse(&xml.replace("IssueInstant=\"", "IssueInstant=\"x"))
-            .expect_err("invalid")
-            .to_string();
-        assert!(bad.contains("invalid IssueInstant"), "{bad}");
-    }
-
-    #[test]
-    fn authn_requests_parse_and_hostile_ones_do_not() {
-        let (_, xml) = build_authn_request(
-            "https://sp.example/meta",
-            "https://idp/saml/sso",
-            "https://sp.example/acs",
-            SystemTime::now(),
-        );
-        let r = AuthnRequest::parse(&xml).expect("parses");
-        assert_eq!(r.issuer, "https://sp.example/meta");
-        assert_eq!(r.acs_url.as_deref(), Some("https://sp.example/acs"));
-        assert!(AuthnRequest::parse(&xml.replace("Version=\"2.0\"", "Version=\"1.1\"")).is_err());
-        assert!(AuthnRequest::parse("<!DOCTYPE x [<!ENTITY e \"e\">]><x>&e;</x>").is_err());
-        assert!(AuthnRequest::parse(&xml.replace("AuthnRequest", "LogoutRequest")).is_err());
-        assert!(AuthnRequest::parse(&xml.replace("ID=\"_", "ID=\"1")).is_err());
-    }
-}
+mod tests;

@@ -2,13 +2,12 @@
 //! embedded in the WS-Fed document) and theirs read in (service providers registered from
 //! their metadata, whose URLs are the only ones a Response or logout message is sent to).
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use super::{
-    fmt_time, BINDING_POST, BINDING_REDIRECT, NAMEID_EMAIL, NAMEID_PERSISTENT, NAMEID_UNSPECIFIED,
-};
+use super::encrypt::EncryptionKey;
+use super::{fmt_time, new_id, parse_time, BINDING_POST, BINDING_REDIRECT, NAMEID_FORMATS};
 use crate::url::is_safe_http_url;
-use crate::xml::{ns, parse, El, Node, VerifiedKey, XmlError, XmlSigError};
+use crate::xml::{ns, parse, El, Node, SigningKey, VerifiedKey, XmlError, XmlSigError};
 
 /// Why SP metadata or a Response was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,8 +54,16 @@ pub struct ServiceProvider {
     pub slo: Vec<Endpoint>,
     /// Signing certificates (base64 DER).
     pub signing_certs: Vec<String>,
+    /// Encryption certificates (base64 DER): `KeyDescriptor use="encryption"`, or one
+    /// without `use` (which serves both).
+    pub encryption_certs: Vec<String>,
     /// AuthnRequestsSigned: its requests must be signed.
     pub authn_requests_signed: bool,
+    /// WantAssertionsSigned: it accepts only signed Assertions.
+    pub want_assertions_signed: bool,
+    /// The earliest `validUntil` of the document and its EntityDescriptor, if any:
+    /// after it the metadata must not be relied on (fetch a fresh copy).
+    pub valid_until: Option<SystemTime>,
     /// Its NameIDFormats, in preference order.
     pub name_id_formats: Vec<String>,
 }
@@ -97,6 +104,12 @@ impl ServiceProvider {
                 "not SAML 2.0 metadata (expected md:EntityDescriptor)",
             ));
         };
+        // A validUntil without a time zone (xs:dateTime allows it) is not comparable
+        // with our clock and is ignored rather than refused.
+        let valid_until = [&root, ed]
+            .into_iter()
+            .filter_map(|el| el.attr("validUntil").and_then(parse_time))
+            .min();
         let entity_id = ed
             .attr("entityID")
             .filter(|e| !e.is_empty() && e.len() <= 1024)
@@ -139,10 +152,9 @@ impl ServiceProvider {
             .map(|e| endpoint(e, "SingleLogoutService"))
             .collect::<Result<Vec<_>, _>>()?;
         let mut signing_certs = Vec::new();
+        let mut encryption_certs = Vec::new();
         for kd in sp.children_named(ns::MD, "KeyDescriptor") {
-            if kd.attr("use").is_some_and(|u| u != "signing") {
-                continue;
-            }
+            let usage = kd.attr("use");
             for c in kd
                 .child(ns::DS, "KeyInfo")
                 .into_iter()
@@ -154,6 +166,21 @@ impl ServiceProvider {
                     .chars()
                     .filter(|c| !c.is_ascii_whitespace())
                     .collect();
+                // A key for both uses that cannot encrypt (not RSA) is still a signing
+                // key; one marked for encryption only must be usable for it.
+                match (usage, EncryptionKey::from_cert_base64(&b64)) {
+                    (Some("signing"), _) => {}
+                    (_, Ok(_)) => encryption_certs.push(b64.clone()),
+                    (Some("encryption"), Err(e)) => {
+                        return Err(invalid(format!(
+                            "{entity_id}: an encryption certificate is unusable: {e}"
+                        )))
+                    }
+                    (_, Err(_)) => {}
+                }
+                if usage == Some("encryption") {
+                    continue;
+                }
                 VerifiedKey::from_cert_base64(&b64).map_err(|e| {
                     invalid(format!(
                         "{entity_id}: a signing certificate is unusable: {e}"
@@ -173,7 +200,10 @@ impl ServiceProvider {
             acs,
             slo,
             signing_certs,
+            encryption_certs,
             authn_requests_signed,
+            want_assertions_signed: matches!(sp.attr("WantAssertionsSigned"), Some("true" | "1")),
+            valid_until,
             name_id_formats: sp
                 .children_named(ns::MD, "NameIDFormat")
                 .map(Node::text)
@@ -210,6 +240,13 @@ impl ServiceProvider {
             .or_else(|| post().next())
             .map(|a| a.location.as_str())
             .ok_or_else(|| "no HTTP-POST endpoint".to_owned())
+    }
+
+    /// The key to encrypt assertions to: the first encryption certificate, if any.
+    pub fn encryption_key(&self) -> Option<EncryptionKey> {
+        self.encryption_certs
+            .iter()
+            .find_map(|c| EncryptionKey::from_cert_base64(c).ok())
     }
 
     /// Where logout messages to this SP go: (binding, URL for requests, URL for responses).
@@ -282,21 +319,60 @@ pub fn idp_descriptor(urls: &IdpUrls, certs_b64: &[String]) -> El {
         )
         .children(signing_key_descriptors(certs_b64))
         .children(endpoints("SingleLogoutService", &urls.slo))
-        .children(
-            [NAMEID_PERSISTENT, NAMEID_EMAIL, NAMEID_UNSPECIFIED]
-                .map(|f| El::new("md", ns::MD, "NameIDFormat").text(f)),
-        )
+        .children(NAMEID_FORMATS.map(|f| El::new("md", ns::MD, "NameIDFormat").text(f)))
         .children(endpoints("SingleSignOnService", &urls.sso))
 }
 
-/// Our IdP metadata (an `EntityDescriptor` with [`idp_descriptor`]).
+/// How long a relying party may use our metadata, and whether it is signed.
+#[derive(Debug, Clone, Copy)]
+pub struct MetadataTerms<'a> {
+    /// `validUntil`: after this the document must not be used.
+    pub valid_until: SystemTime,
+    /// `cacheDuration`: how often a relying party should fetch it again.
+    pub cache_duration: Duration,
+    /// The key that signs the document (an enveloped signature over the
+    /// EntityDescriptor), or none for an unsigned document.
+    pub sign_with: Option<&'a SigningKey>,
+}
+
+/// Our IdP metadata (an `EntityDescriptor` with [`idp_descriptor`]), valid until
+/// `valid_until`, unsigned, to be fetched again every hour.
 pub fn idp_metadata(urls: &IdpUrls, certs_b64: &[String], valid_until: SystemTime) -> String {
-    El::new("md", ns::MD, "EntityDescriptor")
+    idp_metadata_with(
+        urls,
+        certs_b64,
+        &MetadataTerms {
+            valid_until,
+            cache_duration: Duration::from_secs(3600),
+            sign_with: None,
+        },
+    )
+}
+
+/// Our IdP metadata on `terms`. A signed document carries an `ID` (what its signature
+/// refers to) and the signature as the EntityDescriptor's first child, as the schema
+/// orders it.
+pub fn idp_metadata_with(
+    urls: &IdpUrls,
+    certs_b64: &[String],
+    terms: &MetadataTerms<'_>,
+) -> String {
+    let id = new_id();
+    let mut ed = El::new("md", ns::MD, "EntityDescriptor")
         .attr("entityID", urls.entity_id.clone())
-        .attr("validUntil", fmt_time(valid_until))
-        .attr("cacheDuration", "PT1H")
-        .child(idp_descriptor(urls, certs_b64))
-        .to_document()
+        .attr("validUntil", fmt_time(terms.valid_until))
+        .attr("cacheDuration", xs_duration(terms.cache_duration))
+        .attr_opt("ID", terms.sign_with.map(|_| id.clone()))
+        .child(idp_descriptor(urls, certs_b64));
+    if let Some(k) = terms.sign_with {
+        k.sign(&mut ed, &id, 0);
+    }
+    ed.to_document()
+}
+
+/// An xs:duration of whole seconds: `PT3600S`.
+pub fn xs_duration(d: Duration) -> String {
+    format!("PT{}S", d.as_secs())
 }
 
 #[cfg(test)]
@@ -343,5 +419,68 @@ mod tests {
             "AuthnRequestsSigned=\"true\""
         ))
         .is_err());
+    }
+
+    #[test]
+    fn signed_metadata_verifies_carries_its_terms_and_unsigned_has_no_id() {
+        use crate::xml::{test_key, verify_enveloped};
+        let (key, vk) = test_key();
+        let urls = IdpUrls::under("https://idp.example");
+        let certs = vec![key.cert_base64().to_owned()];
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let terms = MetadataTerms {
+            valid_until: t0,
+            cache_duration: Duration::from_secs(7200),
+            sign_with: Some(&key),
+        };
+        let xml = idp_metadata_with(&urls, &certs, &terms);
+        let root = parse(&xml).expect("parses");
+        verify_enveloped(&root, "ID", std::slice::from_ref(&vk)).expect("signed");
+        assert_eq!(root.attr("cacheDuration"), Some("PT7200S"));
+        assert_eq!(root.attr("validUntil"), Some(fmt_time(t0).as_str()));
+        // The signature comes first, as the schema orders it.
+        assert!(root
+            .elements()
+            .next()
+            .is_some_and(|e| e.is(ns::DS, "Signature")));
+        let changed = parse(&xml.replace("/saml/sso", "/evil/sso")).expect("parses");
+        assert!(verify_enveloped(&changed, "ID", std::slice::from_ref(&vk)).is_err());
+        let plain = idp_metadata(&urls, &certs, t0);
+        assert!(
+            !plain.contains(" ID=") && !plain.contains("Signature"),
+            "{plain}"
+        );
+        assert!(plain.contains("cacheDuration=\"PT3600S\""));
+        for f in NAMEID_FORMATS {
+            assert!(plain.contains(f), "{f} offered");
+        }
+    }
+
+    #[test]
+    fn encryption_keys_are_read_from_encryption_and_dual_use_key_descriptors() {
+        use crate::xml::test_key;
+        let (key, _) = test_key();
+        let kd = |usage: &str| {
+            format!(
+                "<md:KeyDescriptor {usage}><ds:KeyInfo xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><ds:X509Data><ds:X509Certificate>{}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>",
+                key.cert_base64()
+            )
+        };
+        let with = |usage: &str| {
+            SP_META.replace(
+                "<md:SingleLogoutService",
+                &format!("{}<md:SingleLogoutService", kd(usage)),
+            )
+        };
+        let sp = ServiceProvider::from_metadata(&with("use=\"encryption\"")).expect("reads");
+        assert_eq!((sp.encryption_certs.len(), sp.signing_certs.len()), (1, 0));
+        assert!(sp.encryption_key().is_some());
+        let sp = ServiceProvider::from_metadata(&with("")).expect("reads");
+        assert_eq!((sp.encryption_certs.len(), sp.signing_certs.len()), (1, 1));
+        let sp = ServiceProvider::from_metadata(&with("use=\"signing\"")).expect("reads");
+        assert_eq!((sp.encryption_certs.len(), sp.signing_certs.len()), (0, 1));
+        assert!(sp.encryption_key().is_none());
+        let broken = with("use=\"encryption\"").replace(key.cert_base64(), "bm90IGEgY2VydA==");
+        assert!(ServiceProvider::from_metadata(&broken).is_err());
     }
 }

@@ -11,7 +11,9 @@ pub mod query;
 
 use std::time::{Duration, SystemTime};
 
-use crate::saml2::{fmt_time, idp_descriptor, new_id, signing_key_descriptors, IdpUrls};
+use crate::saml2::{
+    fmt_time, idp_descriptor, new_id, signing_key_descriptors, xs_duration, IdpUrls, MetadataTerms,
+};
 use crate::xml::{ns, El, SigningKey};
 
 /// The SAML 1.1 token type.
@@ -167,6 +169,27 @@ pub fn federation_metadata(
     certs_b64: &[String],
     valid_until: SystemTime,
 ) -> String {
+    federation_metadata_with(
+        urls,
+        wsfed_url,
+        certs_b64,
+        &MetadataTerms {
+            valid_until,
+            cache_duration: Duration::from_secs(3600),
+            sign_with: None,
+        },
+    )
+}
+
+/// [`federation_metadata`] on `terms`: `validUntil`, `cacheDuration`, and an enveloped
+/// signature as the EntityDescriptor's first child when a key is given (AD FS signs its
+/// FederationMetadata the same way).
+pub fn federation_metadata_with(
+    urls: &IdpUrls,
+    wsfed_url: &str,
+    certs_b64: &[String],
+    terms: &MetadataTerms<'_>,
+) -> String {
     let endpoint = |local: &'static str| {
         El::new("fed", ns::FED, local).child(
             El::new("wsa", ns::WSA, "EndpointReference")
@@ -187,13 +210,18 @@ pub fn federation_metadata(
         )
         .child(endpoint("SecurityTokenServiceEndpoint"))
         .child(endpoint("PassiveRequestorEndpoint"));
-    El::new("md", ns::MD, "EntityDescriptor")
+    let id = new_id();
+    let mut ed = El::new("md", ns::MD, "EntityDescriptor")
         .attr("entityID", urls.entity_id.clone())
-        .attr("ID", new_id())
-        .attr("validUntil", fmt_time(valid_until))
+        .attr("ID", id.clone())
+        .attr("validUntil", fmt_time(terms.valid_until))
+        .attr("cacheDuration", xs_duration(terms.cache_duration))
         .child(sts)
-        .child(idp_descriptor(urls, certs_b64))
-        .to_document()
+        .child(idp_descriptor(urls, certs_b64));
+    if let Some(k) = terms.sign_with {
+        k.sign(&mut ed, &id, 0);
+    }
+    ed.to_document()
 }
 
 #[cfg(test)]
@@ -234,5 +262,25 @@ mod tests {
             .collect();
         assert_eq!(group_attrs.len(), 1);
         assert_eq!(group_attrs[0].elements().count(), 2);
+    }
+
+    #[test]
+    fn signed_federation_metadata_verifies_although_its_role_declares_a_prefix_for_xsi_type() {
+        let (key, vk) = test_key();
+        let urls = IdpUrls::under("https://idp.example");
+        let certs = vec![key.cert_base64().to_owned()];
+        let terms = MetadataTerms {
+            valid_until: SystemTime::now() + Duration::from_secs(86_400),
+            cache_duration: Duration::from_secs(600),
+            sign_with: Some(&key),
+        };
+        let xml = federation_metadata_with(&urls, "https://idp.example/wsfed", &certs, &terms);
+        // The document declares fed: where xsi:type names it; the signature covers the
+        // exclusive canonical form, which does not.
+        assert!(xml.contains("xmlns:fed=") && xml.contains("cacheDuration=\"PT600S\""));
+        let root = parse(&xml).expect("parses");
+        verify_enveloped(&root, "ID", std::slice::from_ref(&vk)).expect("verifies");
+        let changed = parse(&xml.replace("/wsfed<", "/evil<")).expect("parses");
+        assert!(verify_enveloped(&changed, "ID", std::slice::from_ref(&vk)).is_err());
     }
 }

@@ -42,7 +42,10 @@ impl El {
     }
 
     /// Declares a namespace prefix here although no element or attribute name uses it
-    /// (for QNames in attribute values such as `xsi:type`). Not for signed content.
+    /// (for QNames in attribute values such as `xsi:type`). The document carries it; the
+    /// canonical form ([`El::to_canonical`]) does not, as exclusive c14n drops it (the
+    /// prefix is declared again where a name first uses it), so a signature over an
+    /// element with such declarations still verifies.
     pub fn declare(mut self, prefix: &'static str, ns: &'static str) -> Self {
         self.extra_ns.push((prefix, ns));
         self
@@ -107,10 +110,11 @@ impl El {
         self.children.insert(i, Child::El(c));
     }
 
-    /// The canonical form of this element as a document apex (what a signature covers).
+    /// The canonical form of this element as a document apex (what a signature covers):
+    /// without the declarations of [`El::declare`].
     pub fn to_canonical(&self) -> String {
         let mut out = String::with_capacity(self.size_hint());
-        self.write(&mut out, &mut Vec::new());
+        self.write(&mut out, &mut Vec::new(), false);
         out
     }
 
@@ -119,7 +123,7 @@ impl El {
         const DECL: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>";
         let mut out = String::with_capacity(DECL.len() + self.size_hint());
         out.push_str(DECL);
-        self.write(&mut out, &mut Vec::new());
+        self.write(&mut out, &mut Vec::new(), true);
         out
     }
 
@@ -144,7 +148,13 @@ impl El {
         2 * name + 5 + decls + attrs + children
     }
 
-    fn write(&self, out: &mut String, rendered: &mut Vec<(&'static str, &'static str)>) {
+    /// Writes the element; `extra` adds the declarations of [`El::declare`].
+    fn write(
+        &self,
+        out: &mut String,
+        rendered: &mut Vec<(&'static str, &'static str)>,
+        extra: bool,
+    ) {
         let mark = rendered.len();
         let mut decls: Vec<(&'static str, &'static str)> = Vec::new();
         let mut want = |p: &'static str, u: &'static str, rendered: &Vec<(&str, &str)>| {
@@ -159,7 +169,7 @@ impl El {
                 want(p, u, rendered);
             }
         }
-        for (p, u) in &self.extra_ns {
+        for (p, u) in self.extra_ns.iter().filter(|_| extra) {
             want(p, u, rendered);
         }
         decls.sort_by(|a, b| a.0.cmp(b.0));
@@ -189,7 +199,7 @@ impl El {
         rendered.extend(decls);
         for c in &self.children {
             match c {
-                Child::El(e) => e.write(out, rendered),
+                Child::El(e) => e.write(out, rendered, extra),
                 Child::Text(t) => escape_text(t, out),
             }
         }

@@ -117,6 +117,8 @@ pub fn open(path: &Path, schema: &Schema) -> Result<(Connection, String), OpenEr
     .map_err(db("open the database"))?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(db("set the busy timeout"))?;
+    // Room for every statement a sync batch or a sign-in runs (rusqlite keeps 16).
+    conn.set_prepared_statement_cache_capacity(64);
     let journal = enable_wal(&conn).map_err(db("switch to WAL mode"))?;
 
     let tx = conn

@@ -167,16 +167,22 @@ async fn full_read<E>(
         entries: 0,
     };
     let mut pager = Pager::new(FULL_PAGE);
-    let mut previous: Option<Vec<Result<Entry, EntryError>>> = None;
+    let mut previous: Option<Vec<ldap3::ResultEntry>> = None;
     let extended = [extended_dn()];
+    // A page's entries are checked and merged while the DC prepares the next one
+    // (synchronously, with the request outstanding: the connection is driven by its own
+    // task), so the DC never waits on that work between two pages.
+    let entries_of = |raw: Vec<ldap3::ResultEntry>| -> Vec<Result<Entry, EntryError>> {
+        raw.into_iter()
+            .map(|e| Entry::from_search(&SearchEntry::construct(e)))
+            .collect()
+    };
     loop {
-        // The DC prepares this page while the previous one is merged (synchronously, while
-        // the request is outstanding: the connection is driven by its own task).
         let (answer, merged) = tokio::join!(
             pager.next(ldap, base_dn, OBJECTS, attrs, &extended, timeout),
             async {
                 match previous.take() {
-                    Some(page) => on_page(page, &Cookie::default()),
+                    Some(raw) => on_page(entries_of(raw), &Cookie::default()),
                     None => Ok(()),
                 }
             }
@@ -187,14 +193,9 @@ async fn full_read<E>(
         };
         out.pages += 1;
         out.entries += entries.len() as u64;
-        previous = Some(
-            entries
-                .into_iter()
-                .map(|e| Entry::from_search(&SearchEntry::construct(e)))
-                .collect(),
-        );
+        previous = Some(entries);
     }
-    on_page(previous.unwrap_or_default(), &cookie).map_err(ImportError::Handler)?;
+    on_page(entries_of(previous.unwrap_or_default()), &cookie).map_err(ImportError::Handler)?;
     out.cookie = cookie;
     Ok(out)
 }

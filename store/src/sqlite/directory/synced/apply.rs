@@ -5,7 +5,7 @@
 use std::time::SystemTime;
 
 use causeway_proto::sync::{check_anchor, MAX_BATCH, MAX_ERRORS, MAX_TEXT};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, Params, Row};
 
 use super::super::{check_text, row_to_user, secs, user_json, Db, COLUMNS};
 use crate::directory::{check_upn, StoreError, UserRecord};
@@ -170,7 +170,7 @@ impl Db {
     }
 
     fn stored(&self, c: &Connection, anchor: &str) -> Result<Option<Stored>, StoreError> {
-        c.query_row(
+        row(c,
             "SELECT connector, kind, dn, attrs, deleted_at IS NOT NULL FROM synced WHERE anchor = ?1",
             [anchor],
             |r| {
@@ -213,7 +213,7 @@ impl Db {
         action: &str,
         snapshot: serde_json::Value,
     ) -> Result<(), StoreError> {
-        c.execute(
+        exec(c,
             "INSERT INTO history (object_id, at, actor, action, snapshot) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![anchor, secs(run.now), run.actor, action, snapshot.to_string()],
         )
@@ -252,7 +252,8 @@ impl Db {
             None
         };
         let now = secs(run.now);
-        c.execute(
+        exec(
+            c,
             "INSERT INTO synced (anchor, connector, kind, dn, attrs, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
              ON CONFLICT(anchor) DO UPDATE SET dn = excluded.dn, attrs = excluded.attrs,
@@ -297,7 +298,8 @@ impl Db {
                 o.anchor
             )));
         }
-        c.execute(
+        exec(
+            c,
             "DELETE FROM memberships WHERE group_anchor = ?1",
             [&o.anchor],
         )
@@ -371,15 +373,15 @@ impl Db {
     /// (anchor, DN and connector when the holder was synchronised; a cloud-only holder
     /// says so) and the attribute, so that the administrator can fix one of them in AD.
     fn upn_clash(&self, c: &Connection, o: &Object, upn: &str, holder: &str) -> Fail {
-        let held_by: Option<(String, String)> = c
-            .query_row(
-                "SELECT dn, connector FROM synced WHERE anchor = ?1",
-                [holder],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .ok()
-            .flatten();
+        let held_by: Option<(String, String)> = row(
+            c,
+            "SELECT dn, connector FROM synced WHERE anchor = ?1",
+            [holder],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .ok()
+        .flatten();
         let holder = match held_by {
             Some((dn, connector)) => format!("{holder} ({}, connector {connector})", shown(&dn)),
             None => format!("cloud-only user {holder}"),
@@ -416,12 +418,14 @@ impl Db {
             o.attrs.get("enabled").map(Vec::as_slice),
             Some([v]) if v == "true"
         );
-        let own: Option<String> = c
-            .query_row("SELECT source FROM users WHERE id = ?1", [&o.anchor], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(self.err("find the user"))?;
+        let own: Option<String> = row(
+            c,
+            "SELECT source FROM users WHERE id = ?1",
+            [&o.anchor],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(self.err("find the user"))?;
         // Sync only ever touches what sync made (or soft match handed it): an anchor equal
         // to a cloud-only account's id must not take it over.
         if own.as_deref().is_some_and(|s| s != "ad") {
@@ -430,8 +434,7 @@ impl Db {
                 o.anchor
             )));
         }
-        let upn_holder: Option<(String, String, bool)> = c
-            .query_row(
+        let upn_holder: Option<(String, String, bool)> = row(c,
                 "SELECT id, source, protected FROM users WHERE upn = ?1 AND deleted_at IS NULL AND id != ?2",
                 params![upn, o.anchor],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0)),
@@ -449,19 +452,22 @@ impl Db {
         if let Some(old) = &taken {
             // The account keeps its row, verifier and history; only its id becomes the
             // anchor (the persistent NameID a service provider sees changes with it).
-            c.execute(
+            exec(
+                c,
                 "UPDATE users SET id = ?1 WHERE id = ?2",
                 params![o.anchor, old],
             )
             .map_err(self.err("take the user over"))?;
-            c.execute(
+            exec(
+                c,
                 "UPDATE history SET object_id = ?1 WHERE object_id = ?2",
                 params![o.anchor, old],
             )
             .map_err(self.err("take the user's history over"))?;
         }
         let written = if own.is_some() || taken.is_some() {
-            c.execute(
+            exec(
+                c,
                 "UPDATE users SET upn = ?2, display_name = ?3, mail = ?4, disabled = ?5,
                  source = 'ad', connector = ?6, deleted_at = NULL, updated_at = ?7 WHERE id = ?1",
                 params![
@@ -475,20 +481,20 @@ impl Db {
                 ],
             )
         } else {
-            c.execute(
+            exec(c,
                 "INSERT INTO users (id, upn, display_name, mail, source, disabled, connector, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, 'ad', ?5, ?6, ?7, ?7)",
                 params![o.anchor, upn, display_name, mail, i64::from(disabled), run.connector, now],
             )
         };
         written.map_err(self.err("write the user"))?;
-        let user = c
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM users WHERE id = ?1"),
-                [&o.anchor],
-                row_to_user,
-            )
-            .map_err(self.err("read the user back"))?;
+        let user = row(
+            c,
+            &format!("SELECT {COLUMNS} FROM users WHERE id = ?1"),
+            [&o.anchor],
+            row_to_user,
+        )
+        .map_err(self.err("read the user back"))?;
         Ok((user, taken.is_some()))
     }
 
@@ -509,14 +515,19 @@ impl Db {
             return Ok(Outcome::Unchanged);
         }
         let now = secs(run.now);
-        c.execute(
+        exec(
+            c,
             "UPDATE synced SET deleted_at = ?2, updated_at = ?2 WHERE anchor = ?1",
             params![anchor, now],
         )
         .map_err(self.err("delete the object"))?;
         if kind == ObjectKind::Group {
-            c.execute("DELETE FROM memberships WHERE group_anchor = ?1", [anchor])
-                .map_err(self.err("write memberships"))?;
+            exec(
+                c,
+                "DELETE FROM memberships WHERE group_anchor = ?1",
+                [anchor],
+            )
+            .map_err(self.err("write memberships"))?;
         }
         let mut snap = serde_json::json!({
             "anchor": anchor,
@@ -528,20 +539,21 @@ impl Db {
         });
         if kind == ObjectKind::User {
             // The recycle bin, as `delete_user` does it: the row stays, restorable.
-            c.execute(
+            exec(
+                c,
                 "UPDATE users SET deleted_at = ?2, updated_at = ?2
                  WHERE id = ?1 AND source = 'ad' AND deleted_at IS NULL",
                 params![anchor, now],
             )
             .map_err(self.err("delete the user"))?;
-            let user = c
-                .query_row(
-                    &format!("SELECT {COLUMNS} FROM users WHERE id = ?1"),
-                    [anchor],
-                    row_to_user,
-                )
-                .optional()
-                .map_err(self.err("read the user back"))?;
+            let user = row(
+                c,
+                &format!("SELECT {COLUMNS} FROM users WHERE id = ?1"),
+                [anchor],
+                row_to_user,
+            )
+            .optional()
+            .map_err(self.err("read the user back"))?;
             if let (Some(u), Some(map)) = (user, snap.as_object_mut()) {
                 if let serde_json::Value::Object(fields) = user_json(&u, false) {
                     map.extend(fields);
@@ -554,4 +566,21 @@ impl Db {
         self.record(c, run, anchor, "delete", snap)?;
         Ok(Outcome::Deleted)
     }
+}
+
+/// `Connection::execute` through the connection's statement cache: a batch runs the same
+/// few statements for each of its objects, and preparing them again for every object cost
+/// more than running them.
+fn exec(c: &Connection, sql: &str, p: impl Params) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(p)
+}
+
+/// `Connection::query_row` through the statement cache (see [`exec`]).
+fn row<T>(
+    c: &Connection,
+    sql: &str,
+    p: impl Params,
+    f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    c.prepare_cached(sql)?.query_row(p, f)
 }
