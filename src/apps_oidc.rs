@@ -30,6 +30,9 @@ pub(crate) struct OidcArgs {
     /// assertions (RS256 or ES256) instead of a secret.
     #[arg(long, requires = "oidc", conflicts_with = "public")]
     pub(crate) jwks: Option<std::path::PathBuf>,
+    /// Where browsers tell the client that the session ended (front-channel logout).
+    #[arg(long = "frontchannel-logout-uri", requires = "oidc")]
+    pub(crate) frontchannel_logout_uri: Option<String>,
 }
 
 /// Registers the client; prints its id and, for a confidential client, its secret.
@@ -63,6 +66,7 @@ pub(crate) fn add(
             SubjectType::Pairwise
         },
         jwks,
+        frontchannel_logout_uri: args.frontchannel_logout_uri,
     };
     oidc_clients::add(&data.apps_dir(), &client, replace)?;
     {

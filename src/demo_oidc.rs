@@ -237,6 +237,7 @@ impl Mount for DemoOidc {
             secret_sha256: Some(self.secret_sha256.clone()),
             subject_type: SubjectType::Pairwise,
             jwks: None,
+            frontchannel_logout_uri: None,
         }]
     }
 

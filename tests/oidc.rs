@@ -703,3 +703,82 @@ fn private_key_jwt_authenticates_with_a_registered_key_once_and_refuses_none_and
         "{v}"
     );
 }
+
+#[test]
+fn front_channel_logout_tells_each_client_of_the_session_with_its_sid() {
+    const FC: &str = "https://fc.causeway.test/frontchannel";
+    let mut fc_secret = String::new();
+    let o = endpoint_with("oidc-frontchannel", "", |data| {
+        let out = common::endpoint::run_cli(
+            data,
+            &[
+                "apps",
+                "add",
+                "--oidc",
+                "fc",
+                "--redirect-uri",
+                REDIRECT,
+                "--post-logout-redirect-uri",
+                POST_LOGOUT,
+                "--frontchannel-logout-uri",
+                FC,
+            ],
+            None,
+        );
+        fc_secret = secret_of(&out);
+    });
+    let (ep, u) = (&o.ep, o.ep.url.clone());
+    let (_, disc) = get_json(
+        &Browser::new(&ep.dir.join("anon")),
+        &format!("{u}/.well-known/openid-configuration"),
+    );
+    assert_eq!(disc["frontchannel_logout_session_supported"], true);
+    let b = Browser::new(&ep.dir.join("browser"));
+    let start = authorize_url(&u, "").replace("client_id=rp1", "client_id=fc");
+    let head = sign_in_to_client(ep, &b, &start, &o.password);
+    let code = param(&location_params(&head), "code")
+        .expect("code")
+        .to_owned();
+    let (s, t) = redeem(
+        &basic_client(&ep.dir.join("fc"), "fc", &fc_secret),
+        &u,
+        &code,
+        VERIFIER,
+    );
+    assert_eq!(s, 200, "{t}");
+    let (_, jwks) = get_json(&b, &format!("{u}/oidc/jwks"));
+    let (_, id) = verify_jwt(t["id_token"].as_str().expect("id_token"), &jwks);
+    let sid = id["sid"].as_str().expect("sid").to_owned();
+    // rp1 signs in on the same session too, without a front-channel URI.
+    let (s, _, _) = b.get(&authorize_url(&u, ""));
+    assert_eq!(s, 303);
+
+    let (s, _, page) = b.get(&format!(
+        "{u}/oidc/logout?client_id=fc&post_logout_redirect_uri={}&state=z",
+        pct(POST_LOGOUT)
+    ));
+    assert_eq!(s, 200, "{page}");
+    let (csrf, next) = (
+        hidden(&page, "csrf").expect("csrf"),
+        hidden(&page, "next").expect("next"),
+    );
+    let (s, head, page) = b.post(&format!("{u}/logout"), &[("csrf", &csrf), ("next", &next)]);
+    assert_eq!(s, 200, "the front-channel page: {head}{page}");
+    let frame = format!("{FC}?iss={}&amp;sid={sid}", pct(&u));
+    assert!(
+        page.contains(&format!("<iframe src=\"{frame}\"")),
+        "one frame for fc with its sid: {page}"
+    );
+    assert_eq!(
+        page.matches("<iframe").count(),
+        1,
+        "only clients with a front-channel URI"
+    );
+    assert!(
+        page.contains(&format!("content=\"1;url={POST_LOGOUT}?state=z\"")),
+        "then on to the registered URI: {page}"
+    );
+    let csp = header(&head, "content-security-policy").expect("csp");
+    assert!(csp.contains("frame-src https://fc.causeway.test"), "{csp}");
+    assert!(!common::federation::signed_in(ep, &b));
+}

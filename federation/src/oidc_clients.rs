@@ -60,6 +60,7 @@ mod tests {
             secret_sha256: Some(hash),
             subject_type: SubjectType::Pairwise,
             jwks: None,
+            frontchannel_logout_uri: None,
         };
         add(&dir, &c, false).expect("add");
         assert!(add(&dir, &c, false).is_err(), "no silent replacement");

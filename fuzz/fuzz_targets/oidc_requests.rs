@@ -24,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
         secret_sha256: None,
         subject_type: SubjectType::Pairwise,
         jwks: Some(JWKS.into()),
+        frontchannel_logout_uri: None,
     };
     match which % 4 {
         0 => {

@@ -317,6 +317,7 @@ mod tests {
             secret_sha256: (!public).then(|| "0".repeat(64)),
             subject_type: SubjectType::Pairwise,
             jwks: None,
+            frontchannel_logout_uri: None,
         }
     }
 

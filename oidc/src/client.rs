@@ -54,6 +54,10 @@ pub struct Client {
     /// instead of a secret.
     #[serde(default)]
     pub jwks: Option<String>,
+    /// Where a browser tells it that the session ended (OpenID Connect Front-Channel
+    /// Logout 1.0), with `iss` and `sid`.
+    #[serde(default)]
+    pub frontchannel_logout_uri: Option<String>,
 }
 
 /// Whether `uri` may be registered as a redirect URI: absolute `https://`, or `http://`
@@ -112,6 +116,7 @@ impl Client {
             .redirect_uris
             .iter()
             .chain(&self.post_logout_redirect_uris)
+            .chain(&self.frontchannel_logout_uri)
         {
             redirect_uri_allowed(u).map_err(|e| format!("client {id}: {e}"))?;
         }
@@ -364,6 +369,7 @@ mod tests {
             secret_sha256: (!public).then_some(h),
             subject_type: SubjectType::Pairwise,
             jwks: None,
+            frontchannel_logout_uri: None,
         };
         c.validate().expect("valid");
         (c, s.to_string())

@@ -71,6 +71,8 @@ impl Endpoints {
             "request_uri_parameter_supported": false,
             "claims_parameter_supported": false,
             "authorization_response_iss_parameter_supported": true,
+            "frontchannel_logout_supported": true,
+            "frontchannel_logout_session_supported": true,
         })
         .to_string()
     }

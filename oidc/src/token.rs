@@ -233,6 +233,7 @@ mod tests {
             secret_sha256: None,
             subject_type,
             jwks: None,
+            frontchannel_logout_uri: None,
         }
     }
 

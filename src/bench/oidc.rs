@@ -241,6 +241,7 @@ pub(crate) async fn run(args: OidcArgs) -> Result<()> {
             secret_sha256: Some(hash),
             subject_type: causeway_oidc::SubjectType::Pairwise,
             jwks: None,
+            frontchannel_logout_uri: None,
         },
         false,
     )?;

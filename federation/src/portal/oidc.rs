@@ -448,10 +448,71 @@ impl Portal {
     }
 
     /// A session ended: the access tokens its OpenID Connect clients hold end with it.
-    pub(super) fn oidc_session_ended(&self, s: &Session) {
+    /// Returns the front-channel logout URLs of those clients that registered one (with
+    /// `iss` and the `sid` their ID tokens carried).
+    pub(super) fn oidc_session_ended(&self, s: &Session) -> Vec<String> {
+        let apps = self.current_apps();
+        let mut urls = Vec::new();
         for p in s.participants.iter().filter(|p| p.format == "oidc") {
             self.oidc.revoke_sub(&p.app, &p.name_id);
+            if let Some(u) = apps
+                .oidc
+                .get(&p.app)
+                .and_then(|c| c.frontchannel_logout_uri.as_deref())
+            {
+                let fields = [
+                    ("iss".to_owned(), self.oidc_endpoints.issuer.clone()),
+                    ("sid".to_owned(), sid_for(s, &p.app)),
+                ];
+                urls.push(redirect_with(u, &fields));
+            }
         }
+        urls
+    }
+
+    /// The signed-out page with one hidden frame per front-channel logout URL (their
+    /// origins alone allowed as frames), going on to `then` (a registered URL) after a
+    /// second, or staying as the signed-out page.
+    pub(super) fn frontchannel_page(&self, urls: &[String], then: Option<&str>) -> Resp {
+        use causeway_saml::xml::escape_html as e;
+        let frames: String = urls
+            .iter()
+            .map(|u| {
+                format!(
+                    "<iframe src=\"{}\" title=\"sign-out\" hidden></iframe>",
+                    e(u)
+                )
+            })
+            .collect();
+        let (refresh, link) = match then {
+            Some(t) => (
+                format!("<meta http-equiv=\"refresh\" content=\"1;url={}\">", e(t)),
+                format!("<p class=\"note\"><a href=\"{}\">Continue</a></p>", e(t)),
+            ),
+            None => (
+                String::new(),
+                "<p class=\"note\"><a href=\"/\">Sign in again</a></p>".to_owned(),
+            ),
+        };
+        let body = pages::page(
+            "Signed out",
+            &format!("{refresh}<div class=\"brand\">Causeway</div><h1>Signed out</h1><p class=\"lead\" id=\"frontchannel\">You are signed out; the applications you opened through Causeway are being told.</p>{frames}{link}"),
+        );
+        let mut r = self.html(StatusCode::OK, body, "'none'");
+        let mut origins: Vec<&str> = urls.iter().map(|u| origin(u)).collect();
+        origins.sort_unstable();
+        origins.dedup();
+        if let Some(csp) = r
+            .headers()
+            .get("content-security-policy")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| format!("{v}; frame-src {}", origins.join(" ")))
+        {
+            if let Ok(v) = HeaderValue::from_str(&csp) {
+                r.headers_mut().insert("content-security-policy", v);
+            }
+        }
+        r
     }
 }
 
