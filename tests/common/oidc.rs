@@ -191,3 +191,12 @@ pub fn sign_in_to_client(ep: &Endpoint, b: &Browser, start: &str, pw: &str) -> S
     assert_eq!(s, 303, "a redirect to the client: {page}");
     head
 }
+
+/// GETs `url` and reads its JSON answer; (status, JSON).
+pub fn get_json(b: &Browser, url: &str) -> (u16, Value) {
+    let (s, _, body) = b.get(url);
+    (
+        s,
+        serde_json::from_str(&body).unwrap_or_else(|_| panic!("{url}: not JSON: {body}")),
+    )
+}
