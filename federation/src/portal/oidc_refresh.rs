@@ -66,6 +66,8 @@ pub(super) enum RefreshRefused {
     /// Used before: its family is revoked now. Carries nothing: the caller revokes the
     /// access tokens of `(client, sub)` it already knows.
     Reused,
+    /// The scopes asked for are not among those granted (the token stays usable).
+    Scope,
     /// The file cannot be read or written.
     Storage,
 }
@@ -150,6 +152,7 @@ impl RefreshStore {
         token: &str,
         client_id: &str,
         now: SystemTime,
+        scopes_fit: impl Fn(&[String]) -> bool,
     ) -> Result<RefreshGrant, (RefreshRefused, Option<String>)> {
         let conn = lock(&self.conn);
         let row = conn
@@ -185,11 +188,6 @@ impl RefreshStore {
             );
             return Err((RefreshRefused::Reused, Some(sub)));
         }
-        conn.execute(
-            "UPDATE refresh_tokens SET used = 1 WHERE hash = ?1",
-            params![&token_hash(token)[..]],
-        )
-        .map_err(|_| (RefreshRefused::Storage, None))?;
         let g: Value = serde_json::from_str(&grant).map_err(|_| (RefreshRefused::Storage, None))?;
         let strs = |v: &Value| -> Vec<String> {
             v.as_array()
@@ -200,6 +198,16 @@ impl RefreshStore {
                 })
                 .unwrap_or_default()
         };
+        // Checked before the token is spent: a request the client got wrong does not
+        // cost the user the sign-in.
+        if !scopes_fit(&strs(&g["scopes"])) {
+            return Err((RefreshRefused::Scope, None));
+        }
+        conn.execute(
+            "UPDATE refresh_tokens SET used = 1 WHERE hash = ?1",
+            params![&token_hash(token)[..]],
+        )
+        .map_err(|_| (RefreshRefused::Storage, None))?;
         let opt = |v: &Value| v.as_str().map(str::to_owned);
         Ok(RefreshGrant {
             family: family
@@ -292,7 +300,7 @@ mod tests {
         let (s, dir) = store("rotate");
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
         let t1 = s.issue(&grant(now), now).expect("issue");
-        let g = s.take(&t1, "app", now).expect("take");
+        let g = s.take(&t1, "app", now, |_| true).expect("take");
         assert_eq!(g.user.groups, vec!["G"]);
         assert_eq!(g.scopes, vec!["openid", "offline_access"]);
         let t2 = s.issue(&g, now).expect("next");
@@ -300,16 +308,22 @@ mod tests {
         // The file keeps them across a restart.
         let s = RefreshStore::open(&dir.join(FILE)).expect("reopen");
         assert_eq!(
-            s.take(&t2, "other", now).map(|_| ()).map_err(|e| e.0),
+            s.take(&t2, "other", now, |_| true)
+                .map(|_| ())
+                .map_err(|e| e.0),
             Err(RefreshRefused::OtherClient)
         );
         assert_eq!(
-            s.take(&t1, "app", now).map(|_| ()).map_err(|e| e.0),
+            s.take(&t1, "app", now, |_| true)
+                .map(|_| ())
+                .map_err(|e| e.0),
             Err(RefreshRefused::Reused)
         );
         // The family is gone: its live member too.
         assert_eq!(
-            s.take(&t2, "app", now).map(|_| ()).map_err(|e| e.0),
+            s.take(&t2, "app", now, |_| true)
+                .map(|_| ())
+                .map_err(|e| e.0),
             Err(RefreshRefused::Unknown)
         );
         let stored = std::fs::read(dir.join(FILE)).expect("read");
@@ -321,12 +335,29 @@ mod tests {
     }
 
     #[test]
+    fn a_refresh_asking_for_more_scopes_is_refused_and_leaves_the_token_usable() {
+        let (s, dir) = store("scope");
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let t = s.issue(&grant(now), now).expect("issue");
+        let wider = |g: &[String]| g.iter().any(|x| x == "email");
+        assert_eq!(
+            s.take(&t, "app", now, wider).map(|_| ()).map_err(|e| e.0),
+            Err(RefreshRefused::Scope)
+        );
+        assert!(
+            s.take(&t, "app", now, |_| true).is_ok(),
+            "not spent by the refusal"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn expired_and_revoked_refresh_tokens_are_refused() {
         let (s, dir) = store("expire");
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
         let t = s.issue(&grant(now), now).expect("issue");
         assert_eq!(
-            s.take(&t, "app", now + FAMILY_TTL)
+            s.take(&t, "app", now + FAMILY_TTL, |_| true)
                 .map(|_| ())
                 .map_err(|e| e.0),
             Err(RefreshRefused::Unknown)

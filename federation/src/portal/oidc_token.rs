@@ -138,7 +138,11 @@ impl Portal {
             } => {
                 let g = self
                     .oidc_refresh
-                    .take(&refresh_token, &client.client_id, now)
+                    .take(&refresh_token, &client.client_id, now, |granted| {
+                        scope
+                            .as_ref()
+                            .is_none_or(|asked| asked.iter().all(|s| granted.contains(s)))
+                    })
                     .map_err(|(r, sub)| match r {
                         RefreshRefused::Unknown => {
                             invalid_grant("the refresh token is unknown, expired or revoked")
@@ -153,6 +157,10 @@ impl Portal {
                             }
                             invalid_grant("the refresh token was already used; every token of its sign-in is revoked")
                         }
+                        RefreshRefused::Scope => OAuthError::new(
+                            ErrorCode::InvalidScope,
+                            "a refresh may ask for the granted scopes or fewer, not more",
+                        ),
                         RefreshRefused::Storage => OAuthError::new(
                             ErrorCode::ServerError,
                             "the refresh-token store cannot be read",
