@@ -13,6 +13,8 @@
 #   node/          playwright-core (no browser download: it drives Debian's /usr/bin/chromium)
 #                  hadolint (a Dockerfile linter, as a pinned wheel) and PyYAML, for the
 #                  packaging test (tests/packaging.rs)
+#   node-oidc/     openid-client (an independent OpenID Connect relying party); authlib, the
+#                  Python one, is in venv/
 #   xsd/           the OASIS SAML 2.0 schemas for `xmllint --schema`, taken from the
 #                  python3-saml wheel on PyPI (onelogin/saml2/schemas/*.xsd)
 #   env            shell-style KEY=VALUE lines saying where all of the above is
@@ -83,8 +85,15 @@ urllib3==2.8.0
 Werkzeug==3.1.8
 xmlschema==2.5.1'
 
+# The OpenID Connect interop tests: authlib (an independent Python relying party) in the
+# venv, and openid-client (the JavaScript one) in node-oidc/, apart from playwright-core.
+AUTHLIB_VERSION=1.9.6
+OPENID_CLIENT_VERSION=6.8.9
+STAMP="$STAMP authlib==$AUTHLIB_VERSION openid-client@$OPENID_CLIENT_VERSION"
+
 VENV=$TOOLS/venv
 NODE_DIR=$TOOLS/node
+OIDC_NODE_DIR=$TOOLS/node-oidc
 XSD=$TOOLS/xsd
 
 print_locations() {
@@ -118,7 +127,8 @@ apt_missing() {
 # Fast path: marker with the current stamp, and the Debian packages still there.
 if [ "$(cat "$TOOLS/ready-v1" 2>/dev/null)" = "$STAMP" ] && [ -z "$(apt_missing)" ] \
    && [ -x "$VENV/bin/python" ] && [ -f "$XSD/saml-schema-metadata-2.0.xsd" ] \
-   && [ -f "$NODE_DIR/node_modules/playwright-core/package.json" ]; then
+   && [ -f "$NODE_DIR/node_modules/playwright-core/package.json" ] \
+   && [ -f "$OIDC_NODE_DIR/node_modules/openid-client/package.json" ]; then
   print_locations
   exit 0
 fi
@@ -202,6 +212,25 @@ if [ "$(node -p "require('$NODE_DIR/node_modules/playwright-core/package.json').
 EOF
   (cd "$NODE_DIR" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund \
     --ignore-scripts --loglevel=error >&2 2> >(grep -v 'Unknown user config' >&2))
+fi
+
+# 3b. The OpenID Connect relying parties: authlib (its one dependency, cryptography, is
+#     pinned in the constraints above) and openid-client, exact versions, no scripts.
+if [ "$("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("authlib"))' 2>/dev/null)" != "$AUTHLIB_VERSION" ]; then
+  log "pip install authlib==$AUTHLIB_VERSION"
+  printf '%s\n' "$CONSTRAINTS" >"$TOOLS/constraints.txt"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c "$TOOLS/constraints.txt" \
+    "authlib==$AUTHLIB_VERSION" >&2
+fi
+"$VENV/bin/python" -c 'import authlib.integrations.requests_client, authlib.jose' \
+  || { log "authlib does not import in $VENV"; exit 1; }
+if [ "$(node -p "require('$OIDC_NODE_DIR/node_modules/openid-client/package.json').version" 2>/dev/null)" != "$OPENID_CLIENT_VERSION" ]; then
+  log "npm install openid-client@$OPENID_CLIENT_VERSION"
+  mkdir -p "$OIDC_NODE_DIR"
+  printf '{ "name": "causeway-test-tools-oidc", "private": true, "type": "module",\n  "dependencies": { "openid-client": "%s" } }\n' \
+    "$OPENID_CLIENT_VERSION" >"$OIDC_NODE_DIR/package.json"
+  (cd "$OIDC_NODE_DIR" && npm install --no-audit --no-fund --ignore-scripts --loglevel=error >&2 \
+    2> >(grep -v 'Unknown user config' >&2))
 fi
 
 # 4. OASIS SAML 2.0 schemas out of the python3-saml wheel (or sdist).

@@ -64,7 +64,8 @@ impl SamlOptions {
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum AppsCommand {
-    /// Register a SAML service provider from its metadata, or a WS-Federation relying party.
+    /// Register a SAML service provider from its metadata, a WS-Federation relying party, or
+    /// an OpenID Connect client.
     ///
     /// Examples:
     ///   causeway apps add --saml-metadata sp-metadata.xml --name "Wiki"
@@ -72,6 +73,7 @@ pub(crate) enum AppsCommand {
     ///   causeway apps add --saml-metadata shib.xml --attribute-names oid --encrypt-assertions
     ///   causeway apps add --saml-metadata m365.xml --persistent-id immutable-id --replace
     ///   causeway apps add --wsfed-realm urn:federation:MicrosoftOnline --reply-url https://login.microsoftonline.com/login.srf
+    ///   causeway apps add --oidc wiki --redirect-uri https://wiki.example.com/oidc/callback
     #[command(verbatim_doc_comment)]
     Add {
         #[command(flatten)]
@@ -96,6 +98,8 @@ pub(crate) enum AppsCommand {
         replace: bool,
         #[command(flatten)]
         saml: Box<SamlOptions>,
+        #[command(flatten)]
+        oidc: Box<crate::apps_oidc::OidcArgs>,
     },
     /// List registered applications.
     List {
@@ -160,9 +164,12 @@ async fn apps_command(cmd: AppsCommand) -> Result<()> {
             name,
             replace,
             saml,
+            oidc,
         } => {
             let data = data.locate()?.data;
-            if let Some(src) = saml_metadata {
+            if oidc.oidc.is_some() {
+                crate::apps_oidc::add(&data, *oidc, name, replace)
+            } else if let Some(src) = saml_metadata {
                 let xml = if src.starts_with("https://") {
                     crate::http_client::get(&src, ca_file.as_deref(), 1024 * 1024).await?
                 } else if src.starts_with("http://") {
@@ -228,7 +235,7 @@ async fn apps_command(cmd: AppsCommand) -> Result<()> {
         }
         AppsCommand::List { data } => {
             let apps = Apps::load(&data.locate()?.data.apps_dir())?;
-            if apps.saml.is_empty() && apps.wsfed.is_empty() {
+            if apps.saml.is_empty() && apps.wsfed.is_empty() && apps.oidc.is_empty() {
                 println!("no applications registered (causeway apps add --help)");
             }
             for sp in apps.saml.values() {
@@ -246,6 +253,9 @@ async fn apps_command(cmd: AppsCommand) -> Result<()> {
             }
             for r in apps.wsfed.values() {
                 println!("wsfed  {}  -> {}", r.realm, r.reply_urls.join(", "));
+            }
+            for c in apps.oidc.values() {
+                println!("oidc   {}  -> {}", c.client_id, c.redirect_uris.join(", "));
             }
             Ok(())
         }

@@ -1,6 +1,6 @@
 //! `causeway demo`: a complete local demonstration on embedded defaults — an endpoint in a
-//! temporary (or named) directory, two demo SAML applications it serves itself, a
-//! cloud-only demo user, and, when the AD lab is running, `causeway sync` bringing the lab's
+//! temporary (or named) directory, two demo SAML applications and a demo OpenID Connect
+//! client it serves itself, a cloud-only demo user, and, when the AD lab is running, `causeway sync` bringing the lab's
 //! users and groups in and an enrolled agent, so that AD accounts sign in with
 //! pass-through authentication.
 
@@ -180,7 +180,7 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<()> {
         }
     }
     println!(
-        "\nCauseway demo is running (Ctrl-C stops it).\n\n  Demo application:   {public_url}/demo/app1/\n  Second application: {public_url}/demo/app2/  (signs in without asking again)\n  Start page:         {public_url}/\n  SAML metadata:      {public_url}/saml/metadata\n  WS-Fed metadata:    {public_url}/FederationMetadata/2007-06/FederationMetadata.xml\n\n  User:     {upn}\n  Password: {password}\n\n  {agent_line}\n\n  The certificate is from the demo's own CA: your browser will warn once.\n  State: {}\n",
+        "\nCauseway demo is running (Ctrl-C stops it).\n\n  Demo application:   {public_url}/demo/app1/\n  Second application: {public_url}/demo/app2/  (signs in without asking again)\n  OpenID Connect:     {public_url}/demo-oidc/  (a demo OIDC client, same session)\n  Start page:         {public_url}/\n  SAML metadata:      {public_url}/saml/metadata\n  WS-Fed metadata:    {public_url}/FederationMetadata/2007-06/FederationMetadata.xml\n  OIDC discovery:     {public_url}/.well-known/openid-configuration\n\n  User:     {upn}\n  Password: {password}\n\n  {agent_line}\n\n  The certificate is from the demo's own CA: your browser will warn once.\n  State: {}\n",
         dir.display()
     );
     tokio::select! {

@@ -286,7 +286,11 @@ pub(crate) async fn run_endpoint_until(
         config_apps: s.file.apps.clone(),
         metadata: s.file.saml_metadata,
         mounts: if s.demo_apps {
-            vec![Arc::new(crate::demo_apps::DemoApps::new(&s.public_url))]
+            vec![
+                Arc::new(crate::demo_apps::DemoApps::new(&s.public_url))
+                    as Arc<dyn causeway_federation::portal::Mount>,
+                Arc::new(crate::demo_oidc::DemoOidc::new(&s.public_url)),
+            ]
         } else {
             Vec::new()
         },

@@ -81,6 +81,8 @@ pub struct Apps {
     pub saml_settings: BTreeMap<String, SamlSettings>,
     /// WS-Fed realms by realm.
     pub wsfed: BTreeMap<String, WsFedRealm>,
+    /// OpenID Connect clients by client id.
+    pub oidc: BTreeMap<String, causeway_oidc::Client>,
 }
 
 /// Why an application could not be registered or loaded.
@@ -113,7 +115,7 @@ pub enum AppsError {
     },
 }
 
-fn file_stem(kind: &str, key: &str) -> String {
+pub(crate) fn file_stem(kind: &str, key: &str) -> String {
     let h = sha2::Sha256::digest(key.as_bytes());
     let mut s = format!("{kind}-");
     for b in &h[..8] {
@@ -123,7 +125,7 @@ fn file_stem(kind: &str, key: &str) -> String {
 }
 
 impl Apps {
-    /// Loads `dir` (`saml-*.xml`, `wsfed-*.toml`); a missing directory is empty.
+    /// Loads `dir` (`saml-*.xml`, `wsfed-*.toml`, `oidc-*.toml`); a missing directory is empty.
     pub fn load(dir: &Path) -> Result<Self, AppsError> {
         let mut apps = Self::default();
         let entries = match std::fs::read_dir(dir) {
@@ -165,6 +167,9 @@ impl Apps {
                 let r: WsFedRealm = toml::from_str(&read()?).map_err(|e| bad(e.to_string()))?;
                 r.validate().map_err(bad)?;
                 apps.wsfed.insert(r.realm.clone(), r);
+            } else if name.starts_with("oidc-") && name.ends_with(".toml") {
+                let c = crate::oidc_clients::parse(&read()?).map_err(bad)?;
+                apps.oidc.insert(c.client_id.clone(), c);
             }
         }
         Ok(apps)
@@ -254,13 +259,14 @@ impl Apps {
         write_file(dir, &path, text.as_bytes())
     }
 
-    /// Removes an application by entity id or realm. Returns whether one was removed.
+    /// Removes an application by entity id, realm or client id. Returns whether one was removed.
     pub fn remove(dir: &Path, key: &str) -> Result<bool, AppsError> {
         let mut removed = false;
         for path in [
             dir.join(format!("{}.xml", file_stem("saml", key))),
             dir.join(format!("{}.toml", file_stem("saml", key))),
             dir.join(format!("{}.toml", file_stem("wsfed", key))),
+            crate::oidc_clients::path_of(dir, key),
         ] {
             match std::fs::remove_file(&path) {
                 Ok(()) => removed = true,
@@ -290,7 +296,7 @@ pub fn plain_http_problem(app: &str, url: &str) -> String {
     )
 }
 
-fn write_file(dir: &Path, path: &Path, data: &[u8]) -> Result<(), AppsError> {
+pub(crate) fn write_file(dir: &Path, path: &Path, data: &[u8]) -> Result<(), AppsError> {
     use std::os::unix::fs::DirBuilderExt;
     let io = |source| AppsError::Io {
         path: path.to_owned(),

@@ -13,6 +13,7 @@ pub mod client_addr;
 pub mod hub;
 pub mod ingest;
 pub mod metrics;
+pub mod oidc_clients;
 pub mod portal;
 pub mod session;
 pub mod signin;

@@ -5,6 +5,7 @@ pub mod agent_hub;
 pub mod endpoint;
 pub mod federation;
 pub mod ingest;
+pub mod oidc;
 pub mod samba;
 pub mod saml;
 pub mod slapd;

@@ -114,7 +114,8 @@ impl Portal {
                     Some(saml::STATUS_NO_PASSIVE),
                 )
             }
-            // Only SAML asks for passive sign-in.
+            Target::Oidc { client_id, request } => self.oidc_login_required(&client_id, &request),
+            // Only SAML and OpenID Connect ask for passive sign-in.
             other => {
                 let flow = self.flows.start(other, Prompt::IfNeeded, SystemTime::now());
                 Self::redirect(&format!("/login?flow={flow}"))
@@ -127,6 +128,9 @@ impl Portal {
         let keys = self.current_keys();
         match target {
             Target::Portal => Self::redirect("/"),
+            Target::Oidc { client_id, request } => {
+                self.oidc_complete(&client_id, &request, cookie_value, s)
+            }
             Target::Saml {
                 sp,
                 acs,

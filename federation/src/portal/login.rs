@@ -73,7 +73,10 @@ impl Portal {
             return Self::redirect(&format!("/login?flow={flow}"));
         };
         match self.flows.open(&blob, SystemTime::now()) {
-            Ok(flow) => self.render_login(&flow, "", None, StatusCode::OK),
+            Ok(flow) => {
+                let hint = Self::oidc_login_hint(&flow.target).unwrap_or_default();
+                self.render_login(&flow, &hint, None, StatusCode::OK)
+            }
             Err(e) => self.flow_refused(e),
         }
     }
@@ -88,6 +91,7 @@ impl Portal {
         match t {
             Target::Saml { sp, .. } => Some(self.saml_app_name(sp)),
             Target::WsFed { realm, .. } => Some(self.realm_name(realm)),
+            Target::Oidc { client_id, .. } => Some(self.oidc_client_name(client_id)),
             Target::Portal => None,
         }
     }

@@ -118,6 +118,10 @@ impl Portal {
                         ))
                     })?;
                 let ended = self.sessions.end(&c);
+                let frontchannel = ended
+                    .as_ref()
+                    .map(|s| self.oidc_session_ended(s))
+                    .unwrap_or_default();
                 info!(
                     asked_by_application = next.is_some(),
                     "signed out at the endpoint"
@@ -125,8 +129,23 @@ impl Portal {
                 // The session's applications are told one after the other, then the
                 // application that asked (or the signed-out page).
                 let mut r = match after_confirmed(ended, next) {
+                    // OpenID Connect clients are told by the browser on the way out
+                    // (front-channel), where nothing is left for SAML to chain through.
+                    Confirmed::Chain(chain)
+                        if !frontchannel.is_empty()
+                            && chain.origin.is_none()
+                            && chain.pending.iter().all(|p| p.format == "oidc") =>
+                    {
+                        self.frontchannel_page(&frontchannel, None)
+                    }
                     Confirmed::Chain(chain) => self.next_logout(chain),
+                    Confirmed::Back(u) if !frontchannel.is_empty() => {
+                        self.frontchannel_page(&frontchannel, Some(&u))
+                    }
                     Confirmed::Back(u) => Self::redirect(&u),
+                    Confirmed::SignedOut if !frontchannel.is_empty() => {
+                        self.frontchannel_page(&frontchannel, None)
+                    }
                     Confirmed::SignedOut => self.signed_out(),
                 };
                 set_cookie(&mut r, SSO_COOKIE, "", Some(0));

@@ -19,6 +19,10 @@ mod login;
 mod login_rules;
 mod logout;
 mod mount;
+mod oidc;
+mod oidc_refresh;
+mod oidc_state;
+mod oidc_token;
 pub mod pages;
 mod pairwise;
 mod saml;
@@ -108,6 +112,12 @@ struct Keys {
     published: Vec<String>,
     /// For `/healthz` and the metrics: the signing key's end and its successor.
     health: KeyHealth,
+    /// The same active key, for OpenID Connect tokens (`kid` = the key's id).
+    oidc: Arc<causeway_oidc::Signer>,
+    /// The JWKS of the published keys.
+    jwks: String,
+    /// The published keys, to read back an `id_token_hint`.
+    oidc_published: Vec<causeway_oidc::jwt::PublishedKey>,
 }
 
 /// The sign-in side.
@@ -129,6 +139,9 @@ pub struct Portal {
     csp_hashes: String,
     /// Makes persistent NameIDs pairwise.
     pairwise: pairwise::PairwiseKey,
+    oidc: oidc_state::OidcState,
+    oidc_refresh: oidc_refresh::RefreshStore,
+    oidc_endpoints: causeway_oidc::discovery::Endpoints,
 }
 
 impl std::fmt::Debug for Portal {
@@ -159,7 +172,18 @@ impl Portal {
         let flow_key = FlowKey::load_or_create(&cfg.keys_dir.join(FLOW_KEY_FILE))?;
         let pairwise =
             pairwise::PairwiseKey::load_or_create(&cfg.keys_dir.join(pairwise::PAIRWISE_KEY_FILE))?;
+        let oidc = oidc_state::OidcState::load(&cfg.keys_dir)?;
+        // In the data directory (the key directory's parent), beside the other stores.
+        let oidc_refresh = oidc_refresh::RefreshStore::open(
+            &cfg.keys_dir
+                .parent()
+                .unwrap_or(&cfg.keys_dir)
+                .join(oidc_refresh::FILE),
+        )?;
         let p = Self {
+            oidc,
+            oidc_refresh,
+            oidc_endpoints: causeway_oidc::discovery::Endpoints::under(&public_url),
             csp_hashes: format!(
                 "style-src {}; script-src {}",
                 csp_hash(pages::CSS),
@@ -191,7 +215,18 @@ impl Portal {
         let active = set
             .active(now)
             .ok_or("no token-signing key is active (all expired?)")?;
+        let jwks: Vec<causeway_oidc::jwt::PublishedKey> = set
+            .published(now)
+            .iter()
+            .filter_map(|k| causeway_oidc::jwt::PublishedKey::from_cert(&k.id, &k.cert_der).ok())
+            .collect();
         Ok(Keys {
+            oidc: Arc::new(causeway_oidc::Signer::new(
+                active.id.clone(),
+                active.private_key().clone(),
+            )),
+            jwks: causeway_oidc::jwt::jwks(&jwks),
+            oidc_published: jwks,
             signing: Arc::new(SigningKey::new(
                 active.private_key().clone(),
                 &active.cert_der,
@@ -216,6 +251,9 @@ impl Portal {
         for m in &self.cfg.mounts {
             for sp in m.service_providers() {
                 apps.saml.insert(sp.entity_id.clone(), sp);
+            }
+            for c in m.oidc_clients() {
+                apps.oidc.insert(c.client_id.clone(), c);
             }
         }
         *self
@@ -343,6 +381,7 @@ impl Portal {
                     }
                 }
                 (&Method::GET, "/wsfed") => self.wsfed(&req),
+                (_, p) if oidc::handles(p) => self.oidc(req).await,
                 (_, "/" | "/login" | "/saml/metadata" | "/saml/sso" | "/saml/slo" | "/wsfed") => {
                     Err(self.error_page(
                         StatusCode::METHOD_NOT_ALLOWED,
@@ -424,6 +463,7 @@ fn starts_sign_in_work(path: &str, mounted: bool) -> bool {
                 | "/saml/idp-init"
                 | "/saml/slo"
                 | "/wsfed"
+                | "/oidc/authorize"
         )
 }
 
@@ -442,6 +482,7 @@ mod tests {
             "/saml/idp-init",
             "/saml/slo",
             "/wsfed",
+            "/oidc/authorize",
         ] {
             assert!(starts_sign_in_work(p, false), "{p}");
         }
@@ -454,6 +495,9 @@ mod tests {
             "/login/",
             "/wsfed/x",
             "/demo/",
+            "/.well-known/openid-configuration",
+            "/oidc/jwks",
+            "/oidc/token",
             "",
         ] {
             assert!(!starts_sign_in_work(p, false), "{p}");

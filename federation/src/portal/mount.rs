@@ -31,6 +31,11 @@ pub trait Mount: Send + Sync + fmt::Debug {
         Vec::new()
     }
 
+    /// The OpenID Connect clients it registers with the provider.
+    fn oidc_clients(&self) -> Vec<causeway_oidc::Client> {
+        Vec::new()
+    }
+
     /// Answers one request whose path starts with [`Mount::prefix`].
     fn handle<'a>(&'a self, portal: &'a Arc<Portal>, req: Request<Incoming>) -> MountFuture<'a>;
 }

@@ -37,16 +37,25 @@ pub enum Target {
         /// `wctx`, echoed unchanged.
         wctx: Option<String>,
     },
+    /// An OpenID Connect authorization code sent to a registered redirect URI.
+    Oidc {
+        /// The client id.
+        client_id: String,
+        /// The checked authorization request (`causeway_oidc::AuthorizeRequest::encode`).
+        request: String,
+    },
     /// The endpoint's own start page.
     Portal,
 }
 
 impl Target {
-    /// The application's id (SAML entity id, WS-Fed realm), for logs and the audit log.
+    /// The application's id (SAML entity id, WS-Fed realm, OIDC client id), for logs and
+    /// the audit log.
     pub fn app_id(&self) -> Option<&str> {
         match self {
             Target::Saml { sp, .. } => Some(sp),
             Target::WsFed { realm, .. } => Some(realm),
+            Target::Oidc { client_id, .. } => Some(client_id),
             Target::Portal => None,
         }
     }
@@ -179,6 +188,11 @@ impl Flow {
                 w.str(reply);
                 w.opt(wctx.as_deref());
             }
+            Target::Oidc { client_id, request } => {
+                w.u8(3);
+                w.str(client_id);
+                w.str(request);
+            }
         }
         zeroize::Zeroizing::new(w.0)
     }
@@ -212,6 +226,10 @@ impl Flow {
                 realm: r.str()?,
                 reply: r.str()?,
                 wctx: r.opt()?,
+            },
+            3 => Target::Oidc {
+                client_id: r.str()?,
+                request: r.str()?,
             },
             _ => return Err(FlowError::Malformed),
         };
