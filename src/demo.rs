@@ -183,8 +183,15 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<()> {
         "\nCauseway demo is running (Ctrl-C stops it).\n\n  Demo application:   {public_url}/demo/app1/\n  Second application: {public_url}/demo/app2/  (signs in without asking again)\n  OpenID Connect:     {public_url}/demo-oidc/  (a demo OIDC client, same session)\n  Start page:         {public_url}/\n  SAML metadata:      {public_url}/saml/metadata\n  WS-Fed metadata:    {public_url}/FederationMetadata/2007-06/FederationMetadata.xml\n  OIDC discovery:     {public_url}/.well-known/openid-configuration\n\n  User:     {upn}\n  Password: {password}\n\n  {agent_line}\n\n  The certificate is from the demo's own CA: your browser will warn once.\n  State: {}\n",
         dir.display()
     );
+    // SIGTERM (systemd, containers, `kill`) stops the demo as Ctrl-C does.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot handle SIGTERM")?;
     tokio::select! {
         r = endpoint => r.context("endpoint task")?,
+        _ = term.recv() => {
+            println!("stopped; the demo's state stays in {}", dir.display());
+            Ok(())
+        }
         r = tokio::signal::ctrl_c() => {
             r.context("waiting for Ctrl-C")?;
             println!("stopped; the demo's state stays in {}", dir.display());

@@ -304,7 +304,10 @@ async fn openldap_password_hashes_sync_as_verifiers_within_seconds() {
         assert!(metrics.contains(line), "{line} missing from {metrics}");
     }
     let shown = ep.cli(&["users", "show", alice], None);
-    assert!(shown.contains("last hash sync: 20"), "an RFC 3339 time: {shown}");
+    assert!(
+        shown.contains("last hash sync: 20"),
+        "an RFC 3339 time: {shown}"
+    );
     let status = host.sync(&ep, &["status"], &[]);
     assert!(status.contains("password hash sync: last pass"), "{status}");
     assert!(status.contains("0 errors"), "{status}");
