@@ -10,7 +10,9 @@ mod common;
 use std::process::Command;
 
 use common::endpoint::{bin, form_action, hidden, pct, Browser};
-use common::federation::{endpoint_with_user, write_pem, xmlsec_verify, USER};
+use common::federation::{
+    endpoint_with_user, run_printed, until_sign_in_page, write_pem, xmlsec_verify, USER,
+};
 
 /// The value of `-Name "value"` in the printed PowerShell.
 fn ps_value<'a>(text: &'a str, name: &str) -> Option<&'a str> {
@@ -58,21 +60,7 @@ fn the_printed_powershell_matches_what_the_endpoint_signs_for_entra_id() {
         .lines()
         .find(|l| l.starts_with("causeway apps add"))
         .expect("an apps add line");
-    let run = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "{} {} --data-dir '{}'",
-            bin(),
-            add.trim_start_matches("causeway "),
-            ep.data().display()
-        ))
-        .output()
-        .expect("sh");
-    assert!(
-        run.status.success(),
-        "{add}: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    run_printed(&ep, add);
 
     // Entra ID sends the browser to PassiveSignInUri with its realm (the endpoint reloads
     // registered apps within seconds: retry the start until the realm is known).
@@ -81,15 +69,7 @@ fn the_printed_powershell_matches_what_the_endpoint_signs_for_entra_id() {
         "{passive}?wa=wsignin1.0&wtrealm={}&wctx=LoginOptions%3D3",
         pct("urn:federation:MicrosoftOnline")
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let page = loop {
-        let (s, _, page, _) = b.follow(&ep.url, &start);
-        if s == 200 && page.contains("id=\"password\"") {
-            break page;
-        }
-        assert!(std::time::Instant::now() < deadline, "{s}: {page}");
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    };
+    let page = until_sign_in_page(&ep, &b, &start, &String::new);
     let (s, _, page) = b.sign_in(&ep.url, &page, USER, &pw);
     assert_eq!(s, 200, "{page}");
     assert_eq!(
@@ -203,22 +183,7 @@ fn with_saml_p_entra_id_gets_its_immutable_id_as_persistent_name_id_and_idpemail
         r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" entityID="urn:federation:MicrosoftOnline"><md:SPSSODescriptor WantAssertionsSigned="true" protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"><md:NameIDFormat>urn:oasis:names:tc:SAML:2.0:nameid-format:persistent</md:NameIDFormat><md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="https://login.microsoftonline.com/login.srf" index="0" isDefault="true"/></md:SPSSODescriptor></md:EntityDescriptor>"#,
     )
     .expect("metadata");
-    let run = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "{} {} --data-dir '{}'",
-            bin(),
-            add.trim_start_matches("causeway ")
-                .replace(url, &md.display().to_string()),
-            ep.data().display()
-        ))
-        .output()
-        .expect("sh");
-    assert!(
-        run.status.success(),
-        "{add}: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    run_printed(&ep, &add.replace(url, &md.display().to_string()));
 
     let b = Browser::new(&ep.dir.join("entra-saml"));
     let start = format!(
@@ -226,15 +191,7 @@ fn with_saml_p_entra_id_gets_its_immutable_id_as_persistent_name_id_and_idpemail
         ep.url,
         pct("urn:federation:MicrosoftOnline")
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let page = loop {
-        let (s, _, page, _) = b.follow(&ep.url, &start);
-        if s == 200 && page.contains("id=\"password\"") {
-            break page;
-        }
-        assert!(std::time::Instant::now() < deadline, "{s}: {page}");
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    };
+    let page = until_sign_in_page(&ep, &b, &start, &String::new);
     let (_, _, page) = b.sign_in(&ep.url, &page, USER, &pw);
     assert_eq!(
         form_action(&page).as_deref(),

@@ -7,10 +7,9 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use common::endpoint::{b64decode, form_action, hidden, pct, Browser, Endpoint};
-use common::federation::{endpoint_with_user, USER};
+use common::federation::{endpoint_with_user, run_printed, until_sign_in_page, USER};
 
 fn guide(name: &str) -> String {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -30,22 +29,7 @@ fn block<'a>(text: &'a str, lang: &str) -> &'a str {
 /// Runs the guide's `causeway apps add` line with `metadata` as its file.
 fn register(ep: &Endpoint, line: &str, file: &str, metadata: &str) {
     std::fs::write(ep.dir.join(file), metadata).expect("metadata file");
-    let line = line.trim().trim_start_matches("causeway ");
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "cd '{}' && {} {line} --data-dir '{}'",
-            ep.dir.display(),
-            common::endpoint::bin(),
-            ep.data().display()
-        ))
-        .output()
-        .expect("sh");
-    assert!(
-        out.status.success(),
-        "{line}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_printed(ep, line);
 }
 
 /// Signs in IdP-initiated to `sp` (retrying until the endpoint has loaded it) and returns
@@ -53,15 +37,7 @@ fn register(ep: &Endpoint, line: &str, file: &str, metadata: &str) {
 fn sign_in_to(ep: &Endpoint, pw: &str, sp: &str) -> (String, String) {
     let b = Browser::new(&ep.dir.join(format!("b-{}", sp.len())));
     let start = format!("{}/saml/idp-init?sp={}", ep.url, pct(sp));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let page = loop {
-        let (s, _, page, _) = b.follow(&ep.url, &start);
-        if s == 200 && page.contains("id=\"password\"") {
-            break page;
-        }
-        assert!(Instant::now() < deadline, "{s}: {page}");
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let page = until_sign_in_page(ep, &b, &start, &String::new);
     let (s, _, page) = b.sign_in(&ep.url, &page, USER, pw);
     assert_eq!(s, 200, "{page}");
     let acs = form_action(&page).expect("an auto-post form");

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::endpoint::{alert, form_action, hidden, Browser};
-use common::federation::{endpoint_with_user, USER};
+use common::federation::{endpoint_with_user, until_sign_in_page, USER};
 
 fn free_port() -> u16 {
     // Apache takes a port number, not a listener: ask the OS for a free one.
@@ -191,19 +191,7 @@ fn a_shibboleth_sp_configured_as_the_guide_says_accepts_causeway_sign_ins() {
 
     // The SP sends the browser to Causeway (once the endpoint has reloaded its apps).
     let protected = format!("{}/secure/", sp.url);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let page = loop {
-        let (s, _, page, _) = b.follow(&ep.url, &protected);
-        if s == 200 && page.contains("id=\"password\"") {
-            break page;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never reached the sign-in page: {s} {page}\n{}",
-            sp.logs()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let page = until_sign_in_page(&ep, &b, &protected, &|| sp.logs());
     let (s, _, page) = b.sign_in(&ep.url, &page, USER, &pw);
     assert_eq!(s, 200, "{page}");
     let action = form_action(&page).unwrap_or_else(|| {

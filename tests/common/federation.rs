@@ -172,3 +172,50 @@ pub fn signed_in(ep: &Endpoint, b: &Browser) -> bool {
     let (s, _, page) = b.get(&format!("{}/", ep.url));
     s == 200 && page.contains("id=\"who\"")
 }
+
+/// Runs a `causeway …` command line as printed by a guide or a command (quotes and all,
+/// through `sh`), in the endpoint's folder and against its data directory; panics, with
+/// its stderr, when it fails.
+pub fn run_printed(ep: &Endpoint, line: &str) {
+    let line = line.trim().trim_start_matches("causeway ");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd '{}' && {} {line} --data-dir '{}'",
+            ep.dir.display(),
+            super::endpoint::bin(),
+            ep.data().display()
+        ))
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "{line}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Follows `start` until it reaches the sign-in page and returns it: an application just
+/// registered is known to the endpoint once it reloads its apps (within seconds), so the
+/// start is retried for at most 30 s. `why` is added to the failure message (e.g. an SP's
+/// logs).
+pub fn until_sign_in_page(
+    ep: &Endpoint,
+    b: &Browser,
+    start: &str,
+    why: &dyn Fn() -> String,
+) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (s, _, page, _) = b.follow(&ep.url, start);
+        if s == 200 && page.contains("id=\"password\"") {
+            return page;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reached the sign-in page from {start}: {s} {page}\n{}",
+            why()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
