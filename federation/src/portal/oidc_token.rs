@@ -430,19 +430,30 @@ impl Portal {
         self.userinfo_of(token.as_deref().map_or("", String::as_str))
     }
 
+    /// The authenticated client and the `token` parameter its request names (RFC 7009
+    /// and RFC 7662 both need it): an OAuth error when either is missing.
+    async fn client_and_token(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<(Zeroizing<String>, causeway_oidc::Client), Resp> {
+        let (form, client) = self.client_form(req).await?;
+        let Some(token) = form.get("token") else {
+            return Err(oauth_error(
+                &OAuthError::new(ErrorCode::InvalidRequest, "token is missing"),
+                false,
+            ));
+        };
+        Ok((Zeroizing::new(token.to_owned()), client))
+    }
+
     /// RFC 7009: always 200 for an authenticated client, whether or not the token was
     /// live (so it says nothing about other clients' tokens).
     pub(super) async fn revoke(&self, req: Request<Incoming>) -> Resp {
-        let (form, client) = match self.client_form(req).await {
-            Ok(f) => f,
+        let (token, client) = match self.client_and_token(req).await {
+            Ok(t) => t,
             Err(r) => return r,
         };
-        let Some(token) = form.get("token") else {
-            return oauth_error(
-                &OAuthError::new(ErrorCode::InvalidRequest, "token is missing"),
-                false,
-            );
-        };
+        let token = token.as_str();
         if self.oidc.revoke(token, &client.client_id) {
             info!(client = %client.client_id, "access token revoked");
         } else if self.oidc_refresh.revoke(token, &client.client_id) {
@@ -453,16 +464,11 @@ impl Portal {
 
     /// RFC 7662, for the client the token was issued to: anything else is `active: false`.
     pub(super) async fn introspect(&self, req: Request<Incoming>) -> Resp {
-        let (form, client) = match self.client_form(req).await {
-            Ok(f) => f,
+        let (token, client) = match self.client_and_token(req).await {
+            Ok(t) => t,
             Err(r) => return r,
         };
-        let Some(token) = form.get("token") else {
-            return oauth_error(
-                &OAuthError::new(ErrorCode::InvalidRequest, "token is missing"),
-                false,
-            );
-        };
+        let token = token.as_str();
         let body = match self.oidc.token(token, SystemTime::now()) {
             Some(t) if t.client_id == client.client_id => serde_json::json!({
                 "active": true,
