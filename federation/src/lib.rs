@@ -12,6 +12,7 @@ pub mod audit;
 pub mod client_addr;
 pub mod hub;
 pub mod ingest;
+mod key_file;
 pub mod metrics;
 pub mod oidc_clients;
 pub mod portal;

@@ -103,7 +103,11 @@ impl OidcState {
     /// State with the pairwise key kept in `keys_dir` (made on first use).
     pub(super) fn load(keys_dir: &Path) -> Result<Self, String> {
         Ok(Self {
-            pairwise_key: load_or_create_key(&keys_dir.join(PAIRWISE_KEY_FILE))?,
+            pairwise_key: crate::key_file::load_or_create(
+                &keys_dir.join(PAIRWISE_KEY_FILE),
+                "the OpenID Connect pairwise subject key",
+                "restore it from a backup (a new key changes every client's pairwise sub)",
+            )?,
             codes: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
             assertions: Mutex::new(HashMap::new()),
@@ -232,41 +236,6 @@ impl OidcState {
     /// Revokes every token of a subject at a client (the session ended).
     pub(super) fn revoke_sub(&self, client_id: &str, sub: &str) {
         lock(&self.tokens).retain(|_, t| !(t.client_id == client_id && t.sub == sub));
-    }
-}
-
-/// Reads the 32-byte key at `path`, or makes it (0600, never replaced).
-fn load_or_create_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, String> {
-    use std::io::{Read, Write};
-    use std::os::unix::fs::OpenOptionsExt;
-    let read = |path: &Path| -> Result<Zeroizing<[u8; 32]>, String> {
-        let mut k = Zeroizing::new([0u8; 32]);
-        let mut f = std::fs::File::open(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        f.read_exact(&mut *k)
-            .map_err(|e| format!("{} is not a 32-byte key: {e}", path.display()))?;
-        Ok(k)
-    };
-    if path.exists() {
-        return read(path);
-    }
-    let mut k = Zeroizing::new([0u8; 32]);
-    getrandom::fill(&mut *k).expect("OS random generator");
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(mut f) => {
-            f.write_all(&*k)
-                .and_then(|()| f.sync_all())
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            Ok(k)
-        }
-        // Another process made it first: its key is everybody's.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(path),
-        Err(e) => Err(format!("cannot create {}: {e}", path.display())),
     }
 }
 

@@ -49,85 +49,12 @@ impl PairwiseKey {
     /// key other users may read, or of the wrong size, is refused: the error says how to
     /// fix it (and that removing it changes every pairwise NameID).
     pub(crate) fn load_or_create(path: &Path) -> Result<Self, String> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        if let Some(k) = Self::read(path)? {
-            return Ok(k);
-        }
-        let mut key = [0u8; KEY_LEN];
-        getrandom::fill(&mut key).expect("OS random generator");
-        let key = Self::from_bytes(key);
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let mut r = [0u8; 6];
-        getrandom::fill(&mut r).expect("OS random generator");
-        let tmp = dir.join(format!(
-            ".{PAIRWISE_KEY_FILE}.{}.tmp",
-            r.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        ));
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut f| {
-                f.write_all(&*key.0)?;
-                f.sync_all()
-            });
-        let fail = |e: std::io::Error| {
-            format!(
-                "cannot create the pairwise NameID key {}: {e}",
-                path.display()
-            )
-        };
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(fail(e));
-        }
-        // A hard link publishes the whole file or nothing; if another process made one
-        // first, its key is the one everybody uses.
-        let linked = std::fs::hard_link(&tmp, path);
-        let _ = std::fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => Ok(key),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::read(path)?
-                .ok_or_else(|| format!("the pairwise NameID key {} vanished", path.display())),
-            Err(e) => Err(fail(e)),
-        }
-    }
-
-    fn read(path: &Path) -> Result<Option<Self>, String> {
-        use std::os::unix::fs::PermissionsExt;
-        let meta = match std::fs::symlink_metadata(path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(format!(
-                    "cannot read the pairwise NameID key {}: {e}",
-                    path.display()
-                ))
-            }
-        };
-        let mode = meta.permissions().mode() & 0o777;
-        if !meta.is_file() || mode & 0o077 != 0 {
-            return Err(format!(
-                "the pairwise NameID key {} must be a regular file only its owner can read (mode {mode:o}): run chmod 600 on it",
-                path.display()
-            ));
-        }
-        let bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| {
-            format!(
-                "cannot read the pairwise NameID key {}: {e}",
-                path.display()
-            )
-        })?);
-        let k: [u8; KEY_LEN] = bytes.as_slice().try_into().map_err(|_| {
-            format!(
-                "the pairwise NameID key {} holds {} bytes, not {KEY_LEN}: restore it from a backup (a new key changes every application's persistent NameIDs)",
-                path.display(),
-                bytes.len()
-            )
-        })?;
-        Ok(Some(Self::from_bytes(k)))
+        let k = crate::key_file::load_or_create(
+            path,
+            "the pairwise NameID key",
+            "restore it from a backup (a new key changes every application's persistent NameIDs)",
+        )?;
+        Ok(Self::from_bytes(*k))
     }
 }
 

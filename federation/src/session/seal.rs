@@ -7,7 +7,7 @@ use std::path::Path;
 use base64::Engine;
 use chacha20poly1305::{AeadInOut, KeyInit, XChaCha20Poly1305, XNonce};
 
-use super::{random_token, FlowError};
+use super::FlowError;
 
 /// Largest sealed state accepted, checked before any decoding. A SAML target is at most
 /// about 3.5 KiB of text (entity id 1 KiB, ACS 2 KiB, request id, RelayState and format),
@@ -46,86 +46,12 @@ impl FlowKey {
     /// Kept on disk so that a restart does not turn every pending sign-in into an error,
     /// and so that processes sharing the data directory accept each other's state.
     pub fn load_or_create(path: &Path) -> Result<Self, String> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        if let Some(k) = Self::read(path)? {
-            return Ok(k);
-        }
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let name = path
-            .file_name()
-            .map_or_else(|| FLOW_KEY_FILE.into(), |n| n.to_string_lossy());
-        let tmp = dir.join(format!(".{name}.{}.tmp", &random_token()[..12]));
-        let mut key = zeroize::Zeroizing::new([0u8; 32]);
-        getrandom::fill(&mut *key).expect("OS random generator");
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut f| {
-                f.write_all(&*key)?;
-                f.sync_all()
-            });
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(format!(
-                "cannot create the sign-in state key {}: {e}",
-                tmp.display()
-            ));
-        }
-        // A hard link publishes the complete file or nothing; when another process won
-        // the race its key is the one everybody uses.
-        let linked = std::fs::hard_link(&tmp, path);
-        let _ = std::fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => Ok(Self::from_bytes(&key)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::read(path)?
-                .ok_or_else(|| format!("the sign-in state key {} vanished", path.display())),
-            Err(e) => Err(format!(
-                "cannot create the sign-in state key {}: {e}",
-                path.display()
-            )),
-        }
-    }
-
-    fn read(path: &Path) -> Result<Option<Self>, String> {
-        use std::os::unix::fs::PermissionsExt;
-        let meta = match std::fs::symlink_metadata(path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(format!(
-                    "cannot read the sign-in state key {}: {e}",
-                    path.display()
-                ))
-            }
-        };
-        if !meta.is_file() {
-            return Err(format!(
-                "the sign-in state key {} is not a regular file",
-                path.display()
-            ));
-        }
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(format!(
-                "the sign-in state key {} is open to other users (mode {mode:o}): run chmod 600 on it",
-                path.display()
-            ));
-        }
-        let bytes =
-            zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| {
-                format!("cannot read the sign-in state key {}: {e}", path.display())
-            })?);
-        let k: &[u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-            format!(
-                "the sign-in state key {} holds {} bytes, not 32: remove it to have a new one made (pending sign-ins then start again)",
-                path.display(),
-                bytes.len()
-            )
-        })?;
-        Ok(Some(Self::from_bytes(k)))
+        let k = crate::key_file::load_or_create(
+            path,
+            "the sign-in state key",
+            "remove it to have a new one made (pending sign-ins then start again)",
+        )?;
+        Ok(Self::from_bytes(&k))
     }
 
     /// `version ‖ nonce ‖ ciphertext ‖ tag`, base64url.
