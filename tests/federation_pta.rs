@@ -11,11 +11,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use causeway_credential::SignInOutcome;
 use causeway_store::{SqliteStore, Synced as _, Users as _};
-use common::endpoint::{alert, bin, form_action, hidden, until_agents, Agent, Browser, Endpoint};
+use common::endpoint::{alert, form_action, hidden, until_agents, Agent, Browser, Endpoint};
 use common::{lab, Lab};
 
 fn config(method: &str, domain: &str) -> String {
@@ -27,53 +26,19 @@ fn config(method: &str, domain: &str) -> String {
 /// these users and the test's groups, with password hash sync on: the same round
 /// replicates their NT hashes over DRSR and pushes their verifiers and flags.
 async fn sync_users(ep: &Endpoint, lab: &Lab, sams: &[&str]) {
-    let dir = ep.dir.join("sync");
-    std::fs::create_dir_all(&dir).expect("sync dir");
-    let pw = dir.join("ad.pw");
-    std::fs::write(&pw, format!("{}\n", lab.get("AD_SVC_SYNC_PASSWORD"))).expect("pw");
-    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .expect("chmod");
     let filter = format!(
         "(|{}(sAMAccountName=pta-e2e-*))",
         sams.iter()
             .map(|s| format!("(sAMAccountName={s})"))
             .collect::<String>()
     );
-    let cfg = dir.join("sync.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[sync]\nstate_dir = \"state\"\nendpoints = [{:?}]\n\n[[connector]]\nname = \"lab\"\nkind = \"ad\"\nservers = [{:?}]\nca_file = {:?}\nbind_dn = {:?}\nbind_password_file = \"ad.pw\"\nbase_dn = {:?}\ninclude_ous = [\"CN=Users,{}\"]\nfilter = {filter:?}\npassword_hash_sync = true\n",
-            ep.url,
-            lab.get("AD_LDAPS_URL"),
-            lab.get("AD_CA_CERT"),
-            lab.get("AD_SVC_SYNC_DN"),
-            lab.get("AD_BASE_DN"),
-            lab.get("AD_BASE_DN"),
-        ),
-    )
-    .expect("sync config");
-    let token = ep.cli(&["certs", "token", "--for", "sync", "--ttl", "10m"], None);
-    for args in [
-        &["register", "--host-name", "pta-e2e-sync"][..],
-        &["run", "--once"][..],
-    ] {
-        let out = Command::new(bin())
-            .arg("sync")
-            .args(args)
-            .arg("-c")
-            .arg(&cfg)
-            .env("CAUSEWAY_SYNC_TOKEN", token.trim())
-            .output()
-            .expect("run causeway sync");
-        assert!(
-            out.status.success(),
-            "sync {args:?}: {}{}\nendpoint:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            ep.logs()
-        );
-    }
+    common::sync_host::sync_lab_users_once(
+        ep,
+        lab,
+        &filter,
+        "pta-e2e-sync",
+        "password_hash_sync = true\n",
+    );
 }
 
 /// Nested groups for alice in AD (`pta-e2e-outer` ∋ `pta-e2e-inner` ∋ alice), made afresh.

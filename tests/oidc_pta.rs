@@ -6,56 +6,19 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::endpoint::{bin, until_agents, Agent, Browser, Endpoint};
+use common::endpoint::{until_agents, Agent, Browser, Endpoint};
 use common::oidc::*;
 use common::{lab, Lab};
 
-/// Synchronises `sam` from AD as an administrator would (a `--for sync` token, register,
-/// one run), scoped by a filter to that user.
+/// Synchronises `sam` from AD as an administrator would, scoped by a filter to that user.
 fn sync_user(ep: &Endpoint, lab: &Lab, sam: &str) {
-    let dir = ep.dir.join("sync");
-    std::fs::create_dir_all(&dir).expect("sync dir");
-    let pw = dir.join("ad.pw");
-    std::fs::write(&pw, format!("{}\n", lab.get("AD_SVC_SYNC_PASSWORD"))).expect("pw");
-    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .expect("chmod");
-    let cfg = dir.join("sync.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[sync]\nstate_dir = \"state\"\nendpoints = [{:?}]\n\n[[connector]]\nname = \"lab\"\nkind = \"ad\"\nservers = [{:?}]\nca_file = {:?}\nbind_dn = {:?}\nbind_password_file = \"ad.pw\"\nbase_dn = {:?}\ninclude_ous = [\"CN=Users,{}\"]\nfilter = \"(sAMAccountName={sam})\"\n",
-            ep.url,
-            lab.get("AD_LDAPS_URL"),
-            lab.get("AD_CA_CERT"),
-            lab.get("AD_SVC_SYNC_DN"),
-            lab.get("AD_BASE_DN"),
-            lab.get("AD_BASE_DN"),
-        ),
-    )
-    .expect("sync config");
-    let token = ep.cli(&["certs", "token", "--for", "sync", "--ttl", "10m"], None);
-    for args in [
-        &["register", "--host-name", "oidc-pta-sync"][..],
-        &["run", "--once"][..],
-    ] {
-        let out = Command::new(bin())
-            .arg("sync")
-            .args(args)
-            .arg("-c")
-            .arg(&cfg)
-            .env("CAUSEWAY_SYNC_TOKEN", token.trim())
-            .output()
-            .expect("run causeway sync");
-        assert!(
-            out.status.success(),
-            "sync {args:?}: {}{}\nendpoint:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            ep.logs()
-        );
-    }
+    common::sync_host::sync_lab_users_once(
+        ep,
+        lab,
+        &format!("(sAMAccountName={sam})"),
+        "oidc-pta-sync",
+        "",
+    );
 }
 
 fn metric(ep: &Endpoint, outcome: &str, path: &str) -> u64 {

@@ -339,3 +339,51 @@ pub async fn shows_display_name(store: &SqliteStore, upn: &str, name: &str) -> b
         .flatten()
         .is_some_and(|u| u.display_name.as_deref() == Some(name))
 }
+
+/// Synchronises the users of the lab's AD that `filter` picks (under `CN=Users`) as an
+/// administrator would: a `--for sync` token, `causeway sync register` as `host` and one
+/// `causeway sync run --once`; `extra` is added to the connector (e.g.
+/// `password_hash_sync = true`). Panics with both processes' output on failure.
+pub fn sync_lab_users_once(ep: &Endpoint, lab: &super::Lab, filter: &str, host: &str, extra: &str) {
+    let dir = ep.dir.join("sync");
+    std::fs::create_dir_all(&dir).expect("sync dir");
+    let pw = dir.join("ad.pw");
+    std::fs::write(&pw, format!("{}\n", lab.get("AD_SVC_SYNC_PASSWORD"))).expect("pw");
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let cfg = dir.join("sync.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[sync]\nstate_dir = \"state\"\nendpoints = [{:?}]\n\n[[connector]]\nname = \"lab\"\nkind = \"ad\"\nservers = [{:?}]\nca_file = {:?}\nbind_dn = {:?}\nbind_password_file = \"ad.pw\"\nbase_dn = {:?}\ninclude_ous = [\"CN=Users,{}\"]\nfilter = {filter:?}\n{extra}",
+            ep.url,
+            lab.get("AD_LDAPS_URL"),
+            lab.get("AD_CA_CERT"),
+            lab.get("AD_SVC_SYNC_DN"),
+            lab.get("AD_BASE_DN"),
+            lab.get("AD_BASE_DN"),
+        ),
+    )
+    .expect("sync config");
+    let token = ep.cli(&["certs", "token", "--for", "sync", "--ttl", "10m"], None);
+    for args in [
+        &["register", "--host-name", host][..],
+        &["run", "--once"][..],
+    ] {
+        let out = std::process::Command::new(super::endpoint::bin())
+            .arg("sync")
+            .args(args)
+            .arg("-c")
+            .arg(&cfg)
+            .env("CAUSEWAY_SYNC_TOKEN", token.trim())
+            .output()
+            .expect("run causeway sync");
+        assert!(
+            out.status.success(),
+            "sync {args:?}: {}{}\nendpoint:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            ep.logs()
+        );
+    }
+}
