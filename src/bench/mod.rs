@@ -169,6 +169,29 @@ fn phs(args: &PhsArgs) -> Result<()> {
 /// Runs `op` on `threads` threads for `dur`; returns the total count and the elapsed
 /// seconds. Panics inside `op` propagate. `op` returns false to report a failed check,
 /// which aborts the benchmark (a benchmark of failures is worthless).
+/// Lets the clients in `tasks` (each counting its round trips in `done` and returning
+/// their latencies in ms once `stop` is set) run for `secs`, counted from now; returns
+/// round trips per second over that window and every latency.
+async fn timed_round_trips(
+    tasks: Vec<tokio::task::JoinHandle<Result<Vec<f64>>>>,
+    stop: &std::sync::atomic::AtomicBool,
+    done: &std::sync::atomic::AtomicU64,
+    secs: u64,
+) -> Result<(f64, Vec<f64>)> {
+    use std::sync::atomic::Ordering;
+    let start = std::time::Instant::now();
+    let warm = done.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let count = done.load(Ordering::Relaxed) - warm;
+    let took = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    Ok((count as f64 / took, lat))
+}
+
 fn on_all_threads(threads: usize, dur: Duration, op: impl Fn() -> bool + Sync) -> (u64, f64) {
     let stop = AtomicBool::new(false);
     let start = Instant::now();

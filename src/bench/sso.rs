@@ -258,17 +258,7 @@ pub(super) async fn measure(
             Ok::<_, anyhow::Error>(lat)
         }));
     }
-    let start = Instant::now();
-    let warm = done.load(Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    let count = done.load(Ordering::Relaxed) - warm;
-    let took = start.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await??);
-    }
-    Ok((count as f64 / took, lat))
+    super::timed_round_trips(tasks, &stop, &done, secs).await
 }
 
 fn signatures_per_second(key: &openssl::pkey::PKey<openssl::pkey::Private>, secs: u64) -> f64 {
