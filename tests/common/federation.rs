@@ -35,7 +35,14 @@ pub fn unique_password(tag: &str) -> String {
 
 pub fn endpoint_with_user(name: &str, config: &str) -> (Endpoint, String) {
     let ep = Endpoint::start(name, config, &["--demo-apps"]);
-    let pw = unique_password(name);
+    let pw = add_user(&ep, name);
+    (ep, pw)
+}
+
+/// Adds the cloud-only test user [`USER`] ("Carla Cloud") with a unique password tagged
+/// `tag`, and returns the password.
+pub fn add_user(ep: &Endpoint, tag: &str) -> String {
+    let pw = unique_password(tag);
     ep.cli(
         &[
             "users",
@@ -50,7 +57,7 @@ pub fn endpoint_with_user(name: &str, config: &str) -> (Endpoint, String) {
         ],
         Some(&format!("{pw}\n")),
     );
-    (ep, pw)
+    pw
 }
 
 /// Signs in through the page from an application's start URL; returns the auto-post page.

@@ -11,7 +11,7 @@ use base64::Engine;
 use serde_json::Value;
 
 use super::endpoint::{header, pct, run_cli, temp_dir, Browser, Endpoint};
-use super::federation::{unique_password, USER};
+use super::federation::USER;
 
 pub const REDIRECT: &str = "https://rp.causeway.test/callback";
 pub const PUBLIC_REDIRECT: &str = "http://127.0.0.1:9/cb";
@@ -80,21 +80,7 @@ pub fn endpoint_with(name: &str, config: &str, before: impl FnOnce(&Path)) -> Oi
         None,
     );
     let ep = Endpoint::start_in(dir, config, &["--demo-apps"]);
-    let password = unique_password(name);
-    ep.cli(
-        &[
-            "users",
-            "add",
-            "--upn",
-            USER,
-            "--display-name",
-            "Carla Cloud",
-            "--mail",
-            USER,
-            "--password-stdin",
-        ],
-        Some(&format!("{password}\n")),
-    );
+    let password = super::federation::add_user(&ep, name);
     OidcEndpoint {
         ep,
         password,
